@@ -1,0 +1,226 @@
+"""Matrix mutual information, MIR and HDR between two Gram matrices.
+
+* ``MI(K₁, K₂) = H(K₁) + H(K₂) - H(K₁ ⊙ K₂)`` with ⊙ the Hadamard product of the two ``n x n``
+  Grams (arXiv 2406.03999 Def. 3.2). ``K₁ ⊙ K₂`` is the Gram of the row-wise Kronecker product
+  of the normalised features, so it is never formed when a smaller dual matrix exists.
+  (A helper in the authors' code multiplies the *features* element-wise instead: that is a
+  different quantity and is not what is computed here.)
+* ``MIR = MI / min(H(K₁), H(K₂))`` (mutual information ratio, in [0, 1]).
+* ``HDR = |H(K₁) - H(K₂)| / max(H(K₁), H(K₂))`` (entropy difference ratio, in [0, 1]).
+
+Both ratios are 0/0 when the denominator entropy is 0 (e.g. C = 2 at collapse, or one row).
+**[choice]** ``zero_entropy="nan"`` (default, for metrics) returns NaN there with a warning;
+``zero_entropy="zero"`` returns 0 with a zero gradient (what the losses use: never NaN).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from hf_infonc.info.entropy import check_alpha, psd_entropy, symmetrize
+from hf_infonc.info.gram import (
+    check_gram,
+    check_tensor,
+    compute_dtype,
+    normalize_rows,
+    pick_route,
+    psd_from_rows,
+    reduce_rank,
+    row_kronecker,
+)
+
+ZeroEntropy = Literal["nan", "zero"]
+
+#: An entropy (nats) at or below this is treated as 0 in the denominators of MIR and HDR.
+ZERO_ENTROPY_TOL = 1e-9
+
+
+@dataclass
+class EntropyTerms:
+    """``H(K₁)``, ``H(K₂)`` and (when asked for) the joint ``H(K₁ ⊙ K₂)``, in the compute dtype."""
+
+    h_a: torch.Tensor
+    h_b: torch.Tensor
+    h_joint: torch.Tensor | None
+
+    @property
+    def mutual_information(self) -> torch.Tensor:
+        assert self.h_joint is not None
+        return self.h_a + self.h_b - self.h_joint
+
+
+def _check_pair(a: object, b: object, is_gram: bool) -> None:
+    check = check_gram if is_gram else check_tensor
+    check(a, "a")
+    check(b, "b")
+    if a.shape[-2] != b.shape[-2]:  # type: ignore[union-attr]
+        raise ValueError(
+            f"`a` has {a.shape[-2]} rows but `b` has {b.shape[-2]}; both must describe the same n "  # type: ignore[union-attr]
+            f"samples in the same order (rows = samples)."
+        )
+    if a.shape[:-2] != b.shape[:-2]:  # type: ignore[union-attr]
+        raise ValueError(
+            f"`a` and `b` have different batch dimensions {tuple(a.shape[:-2])} and "  # type: ignore[union-attr]
+            f"{tuple(b.shape[:-2])}; leading (batch) dimensions must match."
+        )
+
+
+def _side(zn: torch.Tensor, route: str, alpha: float, want_factor: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy of one side, and the feature factor to use in the joint (Kronecker) route.
+
+    On the dual route with eigen-pairs available the factor is the rank-reduced ``Ẑ V_r``.
+    """
+    chosen = pick_route(zn.shape[-2], zn.shape[-1], route)
+    p = psd_from_rows(zn, chosen)
+    if chosen == "dual" and want_factor and alpha != 2.0:
+        eigenvalues, eigenvectors = torch.linalg.eigh(p)
+        return psd_entropy(p, alpha, eigenvalues), reduce_rank(zn, eigenvectors, eigenvalues)
+    return psd_entropy(p, alpha), zn
+
+
+def entropy_terms(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+    is_gram: bool = False,
+    center: bool = False,
+    route: str = "auto",
+    dtype: torch.dtype | None = None,
+    joint: bool = True,
+) -> EntropyTerms:
+    """Validate ``a``, ``b`` and compute ``H(K₁)``, ``H(K₂)`` and optionally ``H(K₁ ⊙ K₂)``.
+
+    Routes: "gram" forms every ``n x n`` matrix; "dual" uses ``ẐᵀẐ`` for the marginals and the
+    row-wise Kronecker factor for the joint; "auto" picks the cheapest per term (the Kronecker
+    route when the product of the two ranks is below ``n``).
+    """
+    alpha = check_alpha(alpha)
+    _check_pair(a, b, is_gram)
+    cdtype = compute_dtype(a, dtype)
+    if is_gram:
+        if center:
+            raise ValueError("center=True needs features, not Gram matrices: pass features with is_gram=False.")
+        if route not in ("auto", "gram"):
+            raise ValueError(f"route={route!r} needs features; with is_gram=True only route='gram' (or 'auto') applies.")
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        if is_gram:
+            ka, kb = symmetrize(a.to(cdtype)), symmetrize(b.to(cdtype))
+            h_joint = psd_entropy(ka * kb, alpha) if joint else None
+            return EntropyTerms(psd_entropy(ka, alpha), psd_entropy(kb, alpha), h_joint)
+
+        za = normalize_rows(a.to(cdtype), center=center)
+        zb = normalize_rows(b.to(cdtype), center=center)
+        n = za.shape[-2]
+        h_a, fa = _side(za, route, alpha, joint)
+        h_b, fb = _side(zb, route, alpha, joint)
+        if not joint:
+            return EntropyTerms(h_a, h_b, None)
+        kron_dim = fa.shape[-1] * fb.shape[-1]
+        use_kron = route == "dual" or (route == "auto" and kron_dim < n)
+        if use_kron:
+            h_joint = psd_entropy(psd_from_rows(row_kronecker(fa, fb), "dual" if kron_dim < n else "gram"), alpha)
+        else:
+            ka = psd_from_rows(za, "gram")
+            kb = psd_from_rows(zb, "gram")
+            h_joint = psd_entropy(ka * kb, alpha)
+        return EntropyTerms(h_a, h_b, h_joint)
+
+
+def safe_ratio(
+    numerator: torch.Tensor, denominator: torch.Tensor, zero_entropy: ZeroEntropy, what: str
+) -> torch.Tensor:
+    """``numerator / denominator`` where the denominator entropy is > 0; NaN (warned) or 0 elsewhere."""
+    if zero_entropy not in ("nan", "zero"):
+        raise ValueError(f"zero_entropy={zero_entropy!r} must be 'nan' (metrics) or 'zero' (losses).")
+    defined = denominator > ZERO_ENTROPY_TOL
+    safe = torch.where(defined, denominator, torch.ones_like(denominator))
+    ratio = numerator / safe
+    if bool(defined.all()):
+        return ratio
+    if zero_entropy == "zero":
+        return torch.where(defined, ratio, torch.zeros_like(ratio))
+    warnings.warn(
+        f"{what} is 0/0 because a matrix entropy is 0 (all rows parallel, a single row, or C = 2 at "
+        f"collapse); returning NaN. Use zero_entropy='zero' to get 0 instead.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return torch.where(defined, ratio, torch.full_like(ratio, float("nan")))
+
+
+def matrix_mutual_information(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+    is_gram: bool = False,
+    center: bool = False,
+    route: str = "auto",
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Matrix mutual information ``H(K₁) + H(K₂) - H(K₁ ⊙ K₂)`` in nats (arXiv 2406.03999 Def. 3.2).
+
+    ``a`` and ``b`` are features ``(..., n, d₁)`` and ``(..., n, d₂)`` of the same n samples
+    (or ``(..., n, n)`` Grams with ``is_gram=True``). See :func:`matrix_entropy` for the other
+    arguments. Returns a tensor of shape ``a.shape[:-2]`` in ``a``'s dtype.
+
+    Example:
+        >>> import torch
+        >>> from hf_infonc.info import matrix_mutual_information, simplex_etf
+        >>> w = simplex_etf(10, 16)  # classifier rows at neural collapse
+        >>> round(float(matrix_mutual_information(w, w)), 6)
+        2.092529
+    """
+    terms = entropy_terms(a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=dtype)
+    return terms.mutual_information.to(a.dtype)
+
+
+def mir(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+    is_gram: bool = False,
+    center: bool = False,
+    route: str = "auto",
+    dtype: torch.dtype | None = None,
+    zero_entropy: ZeroEntropy = "nan",
+) -> torch.Tensor:
+    """Matrix mutual information ratio ``MI(K₁, K₂) / min(H(K₁), H(K₂))``, in [0, 1].
+
+    arXiv 2409.16767 §3 (MIR). At neural collapse with C classes it equals
+    :func:`~hf_infonc.info.mir_at_collapse`. Arguments as in :func:`matrix_mutual_information`;
+    ``zero_entropy`` says what to return when the smaller entropy is 0 ("nan" with a warning, or
+    "zero").
+    """
+    terms = entropy_terms(a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=dtype)
+    denominator = torch.minimum(terms.h_a, terms.h_b)
+    return safe_ratio(terms.mutual_information, denominator, zero_entropy, "MIR").to(a.dtype)
+
+
+def hdr(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+    is_gram: bool = False,
+    center: bool = False,
+    route: str = "auto",
+    dtype: torch.dtype | None = None,
+    zero_entropy: ZeroEntropy = "nan",
+) -> torch.Tensor:
+    """Matrix entropy difference ratio ``|H(K₁) - H(K₂)| / max(H(K₁), H(K₂))``, in [0, 1].
+
+    arXiv 2409.16767 §3 (HDR); 0 at neural collapse. It is 0/0 only when both entropies are 0.
+    """
+    terms = entropy_terms(
+        a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=dtype, joint=False
+    )
+    numerator = (terms.h_a - terms.h_b).abs()
+    denominator = torch.maximum(terms.h_a, terms.h_b)
+    return safe_ratio(numerator, denominator, zero_entropy, "HDR").to(a.dtype)
