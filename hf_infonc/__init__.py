@@ -1,3 +1,28 @@
-"""hf_infonc: information-theoretic neural-collapse measures and losses for Hugging Face fine-tuning."""
+"""hf_infonc: information-theoretic neural-collapse measures and losses for Hugging Face fine-tuning.
+
+``hf_infonc.info`` is the pure-torch core and is imported eagerly; the trainer, losses and
+adapters (which need transformers) are imported lazily on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "InfoNCTrainer": "hf_infonc.trainer",
+    "InfoNCTrainingArguments": "hf_infonc.trainer",
+    "CrossModalAlignmentLoss": "hf_infonc.losses",
+    "MutualInformationLoss": "hf_infonc.losses",
+    "EntropyGapLoss": "hf_infonc.losses",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hf_infonc' has no attribute {name!r}")

