@@ -194,11 +194,14 @@ def batch_ratios(terms: EntropyTerms) -> dict[str, float]:
 def clip_contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """CLIP's symmetric InfoNCE over paired rows (Radford et al. 2021): mean of both directions.
 
-    ``logits = scale · normalize(image) · normalize(text)ᵀ``; pair i is the positive of row i.
-    Called on the batch gathered from all processes, it equals the single-process loss.
+    ``logits = scale · text_n · image_nᵀ``; pair i is the positive of row i. The operations follow
+    ``transformers.CLIPModel(return_loss=True)`` step for step, so a single-process run matches it
+    to round-off; called on the batch gathered from all processes, it equals the single-process loss.
     """
-    image_n = nn.functional.normalize(image, dim=-1)
-    text_n = nn.functional.normalize(text, dim=-1).to(image_n.dtype)
-    logits = logit_scale * image_n @ text_n.T
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
+    image_n = image / image.pow(2).sum(dim=-1, keepdim=True).pow(0.5)
+    text_n = text / text.pow(2).sum(dim=-1, keepdim=True).pow(0.5)
+    logits_per_text = (text_n @ image_n.t()) * logit_scale
+    target = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+    caption_loss = nn.functional.cross_entropy(logits_per_text, target)
+    image_loss = nn.functional.cross_entropy(logits_per_text.t(), target)
+    return (caption_loss + image_loss) / 2.0

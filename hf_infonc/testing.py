@@ -52,14 +52,20 @@ def tiny_clip(*, image_size: int = 32, hidden: int = 32, projection: int = 16, s
     return CLIPModel(config).eval()
 
 
-def tiny_bert_classifier(num_labels: int = 3, *, hidden: int = 32, seed: int = 0, vocab_size: int = 30522):
-    """A randomly initialised ``BertForSequenceClassification`` (MiniLM tokenizer's vocabulary)."""
+def tiny_bert_classifier(
+    num_labels: int = 3, *, hidden: int = 32, seed: int = 0, vocab_size: int = 30522, dropout: float = 0.0
+):
+    """A randomly initialised ``BertForSequenceClassification`` (MiniLM tokenizer's vocabulary).
+
+    Dropout is 0 by default so that runs with different micro-batch shapes are comparable.
+    """
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
         num_attention_heads=2, max_position_embeddings=64, num_labels=num_labels,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
     )
     return BertForSequenceClassification(config)
 

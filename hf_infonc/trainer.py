@@ -248,11 +248,15 @@ class InfoNCTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
             logs = {**logs, **self._reduced_components("train")}
-        else:
-            prefixes = [k[: -len("_loss")] for k in logs if k.endswith("_loss")]
-            if prefixes:
-                logs = {**logs, **{f"{prefixes[0]}_{k}": v for k, v in self._reduced_components("eval").items()}}
         super().log(logs, start_time)
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any):
+        """Adds the mean information components over the evaluation set (``eval_loss/cma``, ``eval_mir``…)."""
+        self._component_sums["eval"].clear()
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+        output.metrics.update({f"{prefix}_{k}": v for k, v in self._reduced_components("eval").items()})
+        return output
 
 
 def _nanmean(values: list[float]) -> float:

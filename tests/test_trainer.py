@@ -1,0 +1,314 @@
+"""InfoNCTrainer: equivalence with transformers.Trainer, gradient accumulation, processes, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from transformers import Trainer, TrainingArguments, default_data_collator
+
+from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments
+from hf_infonc.testing import minilm_tokenizer, tiny_bert_classifier, tiny_clip, tiny_vit_classifier
+
+REPO = Path(__file__).resolve().parents[1]
+CLASS_NAMES = ["cat", "dog", "car"]
+
+
+def _common(tmp_path: Path, **overrides) -> dict:
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        max_steps=5,
+        learning_rate=1e-3,
+        logging_steps=1,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+        dataloader_drop_last=True,
+    )
+    values.update(overrides)
+    return values
+
+
+def _text_dataset(n: int = 40, num_labels: int = 3, seed: int = 0) -> datasets.Dataset:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 3000, (n, 12), generator=g)
+    ds = datasets.Dataset.from_dict(
+        {
+            "input_ids": ids.tolist(),
+            "attention_mask": torch.ones_like(ids).tolist(),
+            "labels": torch.randint(0, num_labels, (n,), generator=g).tolist(),
+        }
+    )
+    ds.set_format("torch")
+    return ds
+
+
+def _image_dataset(n: int = 40, num_labels: int = 3, seed: int = 0, captions: bool = False) -> datasets.Dataset:
+    g = torch.Generator().manual_seed(seed)
+    columns = {"pixel_values": torch.randn(n, 3, 32, 32, generator=g).numpy()}
+    if captions:
+        ids = torch.randint(1000, 3000, (n, 8), generator=g)
+        ids[:, 0], ids[:, -1] = 101, 102
+        columns.update(input_ids=ids.tolist(), attention_mask=torch.ones_like(ids).tolist())
+    else:
+        columns["labels"] = torch.randint(0, num_labels, (n,), generator=g).tolist()
+    ds = datasets.Dataset.from_dict(columns)
+    ds.set_format("torch")
+    return ds
+
+
+def _losses(trainer) -> list[float]:
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def _param_gap(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    return max(float((p - q).detach().abs().max()) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def _with_clip_loss(features: list[dict]) -> dict:
+    """Plain Trainer + CLIPModel needs return_loss=True to get CLIP's contrastive loss."""
+    return {**default_data_collator(features), "return_loss": True}
+
+
+@pytest.mark.parametrize(
+    "make_model, make_data",
+    [
+        (lambda: tiny_bert_classifier(seed=3), lambda: _text_dataset()),
+        (lambda: tiny_vit_classifier(seed=3), lambda: _image_dataset()),
+        (lambda: tiny_clip(seed=3), lambda: _image_dataset(captions=True)),
+    ],
+    ids=["bert", "vit", "clip-pairs"],
+)
+def test_zero_weights_match_plain_trainer(tmp_path, make_model, make_data):
+    """All information weights 0: same losses and parameters after 5 steps as transformers.Trainer."""
+    data = make_data()
+    plain = Trainer(
+        model=make_model(),
+        args=TrainingArguments(**_common(tmp_path / "plain"), remove_unused_columns=False),
+        train_dataset=data,
+        data_collator=_with_clip_loss if "input_ids" in data.column_names and "labels" not in data.column_names else default_data_collator,
+    )
+    plain.train()
+    ours = InfoNCTrainer(
+        model=make_model(),
+        args=InfoNCTrainingArguments(**_common(tmp_path / "ours")),
+        train_dataset=data,
+        data_collator=default_data_collator,
+    )
+    ours.train()
+    assert len(_losses(ours)) == 5
+    assert _losses(ours) == pytest.approx(_losses(plain), abs=1e-6)
+    assert _param_gap(ours.model, plain.model) < 1e-6
+    # the base component equals the total loss when every weight is 0
+    logged = [h for h in ours.state.log_history if "loss" in h]
+    assert [h["loss/base"] for h in logged] == pytest.approx([h["loss"] for h in logged], abs=1e-5)
+
+
+def test_information_losses_change_the_training(tmp_path):
+    """Non-zero weights do change the result (guards against weights being ignored)."""
+    data = _text_dataset()
+    runs = {}
+    for name, weights in {"off": {}, "on": dict(mi_weight=0.5, entropy_gap_weight=0.5, cma_weight=0.3)}.items():
+        trainer = InfoNCTrainer(
+            model=tiny_bert_classifier(seed=3),
+            args=InfoNCTrainingArguments(**_common(tmp_path / name), **weights),
+            train_dataset=data,
+            data_collator=default_data_collator,
+        )
+        trainer.train()
+        runs[name] = trainer
+    on = [h for h in runs["on"].state.log_history if "loss" in h]
+    for h in on:
+        assert {"loss/base", "loss/cma", "loss/mi", "loss/entropy_gap", "mir", "hdr"} <= set(h)
+        # loss/mi is the logged loss term, i.e. -MI
+        expected = 0.7 * h["loss/base"] + 0.3 * h["loss/cma"] + 0.5 * h["loss/mi"] + 0.5 * h["loss/entropy_gap"]
+        assert h["loss"] == pytest.approx(expected, abs=1e-4)
+        assert 0.0 <= h["mir"] <= 1.0 and 0.0 <= h["hdr"] <= 1.0
+    assert _param_gap(runs["on"].model, runs["off"].model) > 1e-5
+
+
+@pytest.mark.parametrize("weights", [{}, dict(mi_weight=0.3, entropy_gap_weight=0.3, cma_weight=0.3)], ids=["base", "info"])
+def test_gradient_accumulation_logs_same_loss(tmp_path, weights):
+    """Accumulation 1 vs 4 on the same global batch of 16, learning rate 0: same logged base loss."""
+    data = _text_dataset(n=32)
+    logged = {}
+    for accumulation in (1, 4):
+        trainer = InfoNCTrainer(
+            model=tiny_bert_classifier(seed=5),
+            args=InfoNCTrainingArguments(
+                **_common(tmp_path / str(accumulation), per_device_train_batch_size=16 // accumulation, max_steps=2,
+                          learning_rate=0.0),
+                gradient_accumulation_steps=accumulation,
+                **weights,
+            ),
+            train_dataset=data,
+            data_collator=default_data_collator,
+        )
+        trainer.train()
+        logged[accumulation] = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged[1]) == len(logged[4]) == 2
+    for one, four in zip(logged[1], logged[4]):
+        assert four["loss/base"] == pytest.approx(one["loss/base"], abs=1e-5)
+        if not weights:
+            assert four["loss"] == pytest.approx(one["loss"], abs=1e-5)
+
+
+@pytest.mark.distributed
+def test_one_process_equals_two_processes(tmp_path):
+    """Same global batch on 1 and on 2 CPU processes (torchrun, gloo): same losses incl. CMA/MI, same parameters."""
+    modes = "clip,pairs,bert"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    script = str(REPO / "tests" / "dist_scripts" / "trainer_worker.py")
+    single, double = tmp_path / "one", tmp_path / "two"
+    single.mkdir()
+    double.mkdir()
+    subprocess.run([sys.executable, script, str(single), modes], check=True, env=env, cwd=tmp_path, timeout=600)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    subprocess.run([*torchrun, script, str(double), modes], check=True, env=env, cwd=tmp_path, timeout=600)
+    for mode in modes.split(","):
+        one = json.loads((single / f"{mode}.json").read_text())
+        two = json.loads((double / f"{mode}.json").read_text())
+        assert (one["world"], two["world"]) == (1, 2)
+        logs_one = [h for h in one["log_history"] if "loss" in h]
+        logs_two = [h for h in two["log_history"] if "loss" in h]
+        assert len(logs_one) == len(logs_two) == 3
+        for a, b in zip(logs_one, logs_two):
+            for key in ("loss", "loss/base", "loss/cma", "loss/mi", "loss/entropy_gap", "mir", "hdr"):
+                assert b[key] == pytest.approx(a[key], abs=1e-5), (mode, key)
+        for name, values in one["params"].items():
+            assert torch.tensor(two["params"][name]) == pytest.approx(torch.tensor(values), abs=1e-5), (mode, name)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_labels_out_of_range_error(tmp_path):
+    data = _text_dataset(num_labels=5)  # labels up to 4, model has 3 classes
+    trainer = InfoNCTrainer(
+        model=tiny_bert_classifier(num_labels=3),
+        args=InfoNCTrainingArguments(**_common(tmp_path), mi_weight=0.1),
+        train_dataset=data,
+        data_collator=default_data_collator,
+    )
+    with pytest.raises((ValueError, IndexError), match=r"3 head rows|out of bounds|Target"):
+        trainer.train()
+
+
+def test_regulariser_without_labels_error(tmp_path):
+    data = _image_dataset()
+    data = data.remove_columns("labels")
+    trainer = InfoNCTrainer(
+        model=tiny_vit_classifier(),
+        args=InfoNCTrainingArguments(**_common(tmp_path), mi_weight=0.1),
+        train_dataset=data,
+        data_collator=default_data_collator,
+    )
+    with pytest.raises(ValueError, match="no 'labels'"):
+        trainer.train()
+
+
+def test_clip_classification_without_class_names_error(tmp_path):
+    trainer = InfoNCTrainer(
+        model=tiny_clip(),
+        args=InfoNCTrainingArguments(**_common(tmp_path), cma_weight=0.5),
+        train_dataset=_image_dataset(),
+        data_collator=default_data_collator,
+        processing_class=minilm_tokenizer(),
+    )
+    with pytest.raises(ValueError, match="Class names are missing"):
+        trainer.train()
+
+
+def test_unsupported_model_error(tmp_path):
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 2)
+
+        def forward(self, x, labels=None):
+            return self.linear(x)
+
+    with pytest.raises(TypeError, match=r"No hf_infonc adapter supports Plain(.|\n)*register_adapter"):
+        InfoNCTrainer(model=Plain(), args=InfoNCTrainingArguments(**_common(tmp_path)))
+
+
+@pytest.mark.parametrize("bad", [dict(cma_weight=1.5), dict(mi_weight=-1.0), dict(entropy_gap_weight=float("nan"))])
+def test_bad_weights_error(tmp_path, bad):
+    with pytest.raises(ValueError, match="weight"):
+        InfoNCTrainingArguments(**_common(tmp_path), **bad)
+
+
+def test_class_names_from_classlabel(tmp_path):
+    data = _image_dataset()
+    data = data.cast_column("labels", datasets.ClassLabel(names=CLASS_NAMES))
+    data.set_format("torch")
+    trainer = InfoNCTrainer(
+        model=tiny_clip(),
+        args=InfoNCTrainingArguments(**_common(tmp_path, max_steps=2), cma_weight=0.5, mi_weight=0.1),
+        train_dataset=data,
+        data_collator=default_data_collator,
+        processing_class=minilm_tokenizer(),
+    )
+    assert trainer.class_names == CLASS_NAMES
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert all(torch.isfinite(torch.tensor([h["loss/cma"], h["loss/mi"]])).all() for h in logged)
+
+
+def test_clip_classification_logits_and_eval(tmp_path):
+    """Eval returns logits = scale·img·headᵀ and logs eval components."""
+    model = tiny_clip()
+    data = _image_dataset(n=16)
+    trainer = InfoNCTrainer(
+        model=model,
+        args=InfoNCTrainingArguments(**_common(tmp_path, max_steps=1), cma_weight=0.5, per_device_eval_batch_size=8),
+        train_dataset=data,
+        eval_dataset=data,
+        data_collator=default_data_collator,
+        processing_class=minilm_tokenizer(),
+        class_names=CLASS_NAMES,
+    )
+    output = trainer.predict(data)
+    logits, features = output.predictions
+    tok = minilm_tokenizer()
+    with torch.no_grad():
+        text = model.get_text_features(**tok([f"a photo of a {c}." for c in CLASS_NAMES], padding=True, return_tensors="pt")).pooler_output
+        image = model.get_image_features(pixel_values=data[:]["pixel_values"]).pooler_output
+        expected = model.logit_scale.exp() * torch.nn.functional.normalize(image, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T
+    assert torch.tensor(logits) == pytest.approx(expected, abs=1e-4)
+    assert torch.tensor(features) == pytest.approx(image, abs=1e-4)
+    metrics = trainer.evaluate()
+    assert "eval_loss/cma" in metrics and 0.0 <= metrics["eval_loss/cma"] <= 1.0
+    assert metrics["eval_mir"] == metrics["eval_mir"]  # logged and not NaN
+
+
+def test_save_load_same_outputs_bert(tmp_path):
+    trainer = InfoNCTrainer(
+        model=tiny_bert_classifier(seed=2),
+        args=InfoNCTrainingArguments(**_common(tmp_path, max_steps=2), mi_weight=0.2),
+        train_dataset=_text_dataset(),
+        data_collator=default_data_collator,
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "saved"))
+    assert (tmp_path / "saved" / "model.safetensors").exists()
+    from transformers import AutoModelForSequenceClassification
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "saved")).eval()
+    batch = default_data_collator([_text_dataset()[i] for i in range(4)])
+    trainer.model.eval()
+    with torch.no_grad():
+        a = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        b = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(a, b, atol=1e-6)
+    shutil.rmtree(tmp_path / "saved")
