@@ -114,13 +114,14 @@ class CrossModalAlignmentLoss(nn.Module):
         starts = torch.cumsum(counts, dim=0) - counts
         position = torch.empty_like(group)
         position[order] = torch.arange(group.shape[0], device=group.device) - starts[group[order]] + 1
-        features_n = normalize_rows(features)
-        anchors_n = normalize_rows(head_rows[classes])
+        common = torch.promote_types(torch.promote_types(features.dtype, head_rows.dtype), torch.float32)
+        features_n = normalize_rows(features.to(common))
+        anchors_n = normalize_rows(head_rows[classes].to(common))
         groups = features_n.new_zeros((num_groups, width, features.shape[-1]))
         groups = groups.index_put((group, position), features_n)
         groups = groups.index_put((torch.arange(num_groups, device=group.device), torch.zeros_like(classes)), anchors_n)
         entropy = matrix_entropy(groups, alpha=self.alpha, dtype=self.dtype)
-        return (entropy / torch.log((counts + 1).to(entropy.dtype))).mean()
+        return (entropy / torch.log((counts + 1).to(entropy.dtype))).mean().to(features.dtype)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
