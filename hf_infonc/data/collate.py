@@ -1,0 +1,176 @@
+"""Collators: a list of dataset rows (standard columns) → a batch of tensors for the model.
+
+Rows are read, never modified. Batches use the Hugging Face names: ``pixel_values``
+(``float32``, ``B × 3 × H × W``), ``input_ids`` / ``attention_mask`` (and whatever else the
+tokenizer returns, e.g. ``token_type_ids``), and ``labels`` (``int64``).
+
+A tokenizer may be a Hugging Face tokenizer (``transformers.PreTrainedTokenizerBase``:
+padded to the longest text of the batch, truncated at ``max_length``) or an open_clip
+tokenizer (any callable mapping a list of strings to a ``LongTensor`` of ids, padded to the
+model's fixed context length): open_clip batches get ``input_ids`` only, since open_clip
+models build their own attention masks.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+__all__ = [
+    "ImageCaptionCollator",
+    "ImageClassificationCollator",
+    "TextClassificationCollator",
+    "is_hf_tokenizer",
+    "tokenize_texts",
+]
+
+
+def is_hf_tokenizer(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` is a ``transformers`` tokenizer (as opposed to an open_clip one)."""
+    transformers = sys.modules.get("transformers")
+    if transformers is None:  # nothing from transformers was built if it was never imported
+        return False
+    return isinstance(tokenizer, transformers.PreTrainedTokenizerBase)
+
+
+def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+    """Tokenize a batch of texts with a Hugging Face or an open_clip tokenizer.
+
+    Hugging Face: ``tokenizer(texts, padding=True, truncation=True, max_length=...)``, every
+    output as a tensor. open_clip: ``{"input_ids": tokenizer(texts)}`` at the tokenizer's own
+    context length (``max_length`` is ignored: the model's positional embedding fixes it).
+    """
+    if is_hf_tokenizer(tokenizer):
+        encoded = tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        return {key: value for key, value in encoded.items()}
+    if not callable(tokenizer):
+        raise TypeError(
+            f"Expected a Hugging Face tokenizer or an open_clip tokenizer (a callable returning a LongTensor), "
+            f"got {type(tokenizer).__name__}."
+        )
+    ids = tokenizer(texts)
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(
+            f"The tokenizer {type(tokenizer).__name__} returned {type(ids).__name__}; an open_clip-style "
+            f"tokenizer must return a LongTensor of shape (batch, context_length)."
+        )
+    if ids.ndim != 2 or ids.shape[0] != len(texts):
+        raise ValueError(f"Tokenizer output has shape {tuple(ids.shape)}; expected ({len(texts)}, context_length).")
+    return {"input_ids": ids.long()}
+
+
+def _column(examples: Sequence[Mapping[str, Any]], column: str, collator: str) -> list[Any]:
+    try:
+        return [example[column] for example in examples]
+    except KeyError:
+        present = sorted(examples[0].keys()) if examples else []
+        raise KeyError(
+            f"{collator}: a row has no {column!r} column (columns: {present}). The data layer's standard "
+            f"columns are image/text/caption/label; keep them when building the Trainer "
+            f"(e.g. TrainingArguments(remove_unused_columns=False))."
+        ) from None
+
+
+def _labels(examples: Sequence[Mapping[str, Any]], column: str) -> torch.Tensor:
+    return torch.tensor([int(example[column]) for example in examples], dtype=torch.long)
+
+
+def _pixel_values(images: list[Any], transform: Callable[[Any], torch.Tensor] | None, collator: str) -> torch.Tensor:
+    tensors = []
+    for image in images:
+        if isinstance(image, torch.Tensor):
+            tensors.append(image)
+        elif transform is None:
+            raise ValueError(f"{collator}: rows hold PIL images, so a transform to tensors is needed; pass transform=...")
+        else:
+            tensors.append(transform(image))
+    return torch.stack(tensors).float()
+
+
+class ImageClassificationCollator:
+    """Rows with ``image`` and ``label`` → ``{"pixel_values": float B×3×H×W, "labels": long B}``."""
+
+    def __init__(
+        self,
+        transform: Callable[[Any], torch.Tensor] | None,
+        image_column: str = "image",
+        label_column: str = "label",
+    ) -> None:
+        self.transform = transform
+        self.image_column = image_column
+        self.label_column = label_column
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        name = type(self).__name__
+        images = _column(examples, self.image_column, name)
+        _column(examples, self.label_column, name)
+        return {
+            "pixel_values": _pixel_values(images, self.transform, name),
+            "labels": _labels(examples, self.label_column),
+        }
+
+
+class TextClassificationCollator:
+    """Rows with ``text`` and ``label`` → tokenizer outputs (``input_ids``, ``attention_mask``,
+    ...) + ``labels``. ``max_length`` applies to Hugging Face tokenizers."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        max_length: int | None = 128,
+        text_column: str = "text",
+        label_column: str = "label",
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.text_column = text_column
+        self.label_column = label_column
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        name = type(self).__name__
+        texts = [str(t) for t in _column(examples, self.text_column, name)]
+        _column(examples, self.label_column, name)
+        batch = tokenize_texts(self.tokenizer, texts, self.max_length)
+        batch["labels"] = _labels(examples, self.label_column)
+        return batch
+
+
+class ImageCaptionCollator:
+    """Rows with ``image`` and ``caption`` (and optionally ``label``) → ``pixel_values``,
+    ``input_ids`` (+ ``attention_mask`` for Hugging Face tokenizers) and ``labels`` when every
+    row has a label."""
+
+    def __init__(
+        self,
+        transform: Callable[[Any], torch.Tensor] | None,
+        tokenizer: Any,
+        max_length: int | None = 77,
+        image_column: str = "image",
+        caption_column: str = "caption",
+        label_column: str = "label",
+    ) -> None:
+        self.transform = transform
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.image_column = image_column
+        self.caption_column = caption_column
+        self.label_column = label_column
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        name = type(self).__name__
+        images = _column(examples, self.image_column, name)
+        captions = [str(c) for c in _column(examples, self.caption_column, name)]
+        batch = {"pixel_values": _pixel_values(images, self.transform, name)}
+        batch.update(tokenize_texts(self.tokenizer, captions, self.max_length))
+        if examples and all(example.get(self.label_column) is not None for example in examples):
+            batch["labels"] = _labels(examples, self.label_column)
+        return batch

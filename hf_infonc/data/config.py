@@ -1,0 +1,249 @@
+"""The ``data:`` section of a recipe, as a typed dataclass.
+
+A recipe such as::
+
+    data:
+      source: digits
+      shots: 16
+      seed: 1
+      prompt_templates: ["a photo of the number: \\"{}\\"."]
+
+becomes ``DataConfig(source="digits", shots=16, seed=1, ...)``. The recipe loader validates
+the keys and the types from the dataclass fields; ``__post_init__`` here checks what types
+cannot express (ranges, mutually exclusive options, well-formed prompt templates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .prompts import TEMPLATE_SETS, validate_template
+
+__all__ = ["DataConfig", "LOCAL_SOURCES"]
+
+#: Sources read from local files, with the option that must name the files.
+LOCAL_SOURCES: dict[str, str] = {
+    "imagefolder": "data_dir",
+    "csv": "data_files",
+    "json": "data_files",
+    "jsonl": "data_files",
+}
+
+DataFiles = Union[str, list[str], dict[str, Union[str, list[str]]]]
+
+
+def _default_templates() -> list[str]:
+    return ["a photo of a {}."]
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is split, sub-sampled and presented.
+
+    The datasets built from it (:func:`hf_infonc.data.build_datasets`) have the splits
+    ``train`` and ``test`` (and ``validation`` when ``validation_size`` is set) and the
+    standard columns ``image`` (PIL, RGB) or ``text`` (str), optionally ``caption`` (str), and
+    ``label`` (a ``datasets.ClassLabel`` whose names are the human-readable class names).
+    """
+
+    source: str
+    """Name of the data source: an offline source (``digits``, ``mnist5k``, ``fashion_mnist``,
+    ``amazon_reviews``), a known Hub dataset (``cifar10``, ``cifar100``, ``stl10``,
+    ``glue/sst2``, ``ag_news``, ``imdb``), a local builder (``imagefolder`` with ``data_dir``;
+    ``csv``, ``json`` or ``jsonl`` with ``data_files``), or any other Hub dataset id
+    (``owner/name``), read with the ``*_column`` options below."""
+
+    config_name: str | None = None
+    """Configuration (subset) of a Hub dataset, passed as ``name=`` to ``load_dataset``
+    (e.g. ``sst2`` for ``nyu-mll/glue``). Known sources set it themselves."""
+
+    train_split: str = "train"
+    """Split of the source used for training."""
+
+    eval_split: str | None = None
+    """Split of the source used as the ``test`` split. ``None``: the source's default
+    (``test``; ``validation`` for GLUE, whose test labels are hidden). When the source has
+    no such split, a stratified ``test_size`` fraction of ``train_split`` is held out."""
+
+    test_size: float = 0.2
+    """Fraction of ``train_split`` held out as ``test`` when the source has no evaluation
+    split (digits, mnist5k, a single CSV file, ...). The hold-out is stratified and uses
+    a fixed seed (0), so the test set is the same for every ``seed``."""
+
+    validation_size: float | None = None
+    """When set, a stratified fraction (0 < v < 1) of the training split is held out as a
+    ``validation`` split, drawn with ``seed`` before few-shot sampling."""
+
+    image_column: str | None = None
+    """Column holding the images. ``None``: the source's default (``image`` or ``img``)."""
+
+    text_column: str | None = None
+    """Column holding the texts of a text-classification source. ``None``: the source's
+    default (``text``, ``sentence``, ...)."""
+
+    label_column: str | None = None
+    """Column holding the class labels (integers, ``ClassLabel`` or strings). ``None``: the
+    source's default (``label``)."""
+
+    caption_column: str | None = None
+    """Column holding captions of image-caption pairs. ``None``: ``caption`` when present."""
+
+    class_names: list[str] | None = None
+    """Human-readable class names in label-index order, replacing the source's names (used
+    in CLIP prompts). For string labels in local files, this list also fixes the index
+    order. Its length must equal the number of classes."""
+
+    shots: int | None = None
+    """Few-shot: keep exactly this many training examples per class (seeded, stratified)."""
+
+    max_train_samples: int | None = None
+    """Cap on the number of training examples, applied after few-shot sampling
+    (stratified, seeded)."""
+
+    max_eval_samples: int | None = None
+    """Cap on the number of test (and validation) examples (stratified, seeded)."""
+
+    seed: int = 0
+    """Seed for the validation hold-out, few-shot sampling and sub-sampling."""
+
+    prompt_templates: list[str] | str = field(default_factory=_default_templates)
+    """CLIP prompt templates, each with one ``{}`` (or ``{c}``) placeholder for the class
+    name, or the name of a template set: ``default``, ``openai_imagenet`` (CLIP's 80
+    ImageNet templates), ``simple_imagenet`` (its 7-template subset), ``mnist``."""
+
+    image_size: int | None = None
+    """Side of the square model input in pixels. ``None``: from the model's image processor
+    or open_clip preprocessing config."""
+
+    augment: bool = True
+    """Random resized crops (and flips, see ``hflip``) on training images."""
+
+    hflip: bool | None = None
+    """Random horizontal flips when augmenting. ``None``: the source's default (off for
+    digits, whose mirror images are not digits; on for natural images)."""
+
+    max_length: int = 128
+    """Maximum number of tokens of a text (Hugging Face tokenizers; open_clip tokenizers use
+    their model's fixed context length)."""
+
+    data_dir: str | None = None
+    """Folder of a local source (``imagefolder``: ``<data_dir>/<split>/<class>/<image>`` or
+    ``<data_dir>/<class>/<image>``). For ``fashion_mnist``: where the IDX ``.gz`` files are."""
+
+    data_files: DataFiles | None = None
+    """Files of a local ``csv``/``json``/``jsonl`` source: one path, a list of paths, or a
+    mapping from split name to path(s), e.g. ``{train: a.csv, test: b.csv}``."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise ValueError(
+                f"data.source must be a non-empty string naming a data source, got "
+                f"{self.source!r}. Use e.g. 'digits', 'cifar10', 'imagefolder' or a Hub id."
+            )
+        self.source = self.source.strip()
+        key = self.source.lower()
+
+        needed = LOCAL_SOURCES.get(key)
+        if needed is not None and getattr(self, needed) is None:
+            example = "data_dir: path/to/images" if needed == "data_dir" else "data_files: path/to/file." + (
+                "jsonl" if key in ("json", "jsonl") else "csv"
+            )
+            raise ValueError(
+                f"data.source '{self.source}' reads local files, so data.{needed} is required but "
+                f"was not set. Add it to the recipe, e.g. `{example}`."
+            )
+        if self.data_files is not None:
+            self._check_data_files()
+
+        for name in ("test_size", "validation_size"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+                raise ValueError(
+                    f"data.{name} must be a fraction strictly between 0 and 1, got {value!r}. "
+                    f"Use e.g. {name}: 0.1 for a 10% hold-out"
+                    + (" (or omit it for no validation split)." if name == "validation_size" else ".")
+                )
+            setattr(self, name, float(value))
+
+        for name in ("shots", "max_train_samples", "max_eval_samples", "image_size"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"data.{name} must be a positive integer or null, got {value!r}. "
+                    f"Remove it from the recipe for no limit, or give a whole number >= 1."
+                )
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
+            raise ValueError(f"data.max_length must be a positive integer (tokens), got {self.max_length!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"data.seed must be a non-negative integer, got {self.seed!r}.")
+
+        if self.eval_split is not None and self.eval_split == self.train_split:
+            raise ValueError(
+                f"data.eval_split and data.train_split are both '{self.train_split}': the model would be "
+                f"evaluated on its own training data. Pick another eval_split, or omit it to use the "
+                f"source's test split (or a held-out fraction, data.test_size)."
+            )
+
+        if self.image_column is not None and self.text_column is not None:
+            raise ValueError(
+                f"data.image_column ({self.image_column!r}) and data.text_column ({self.text_column!r}) are "
+                f"both set, but a dataset is either image or text classification. For image-caption "
+                f"pairs set image_column and caption_column instead."
+            )
+
+        if self.class_names is not None:
+            names = self.class_names
+            if isinstance(names, str) or not isinstance(names, (list, tuple)) or len(names) == 0:
+                raise ValueError(
+                    f"data.class_names must be a non-empty list of strings, got {names!r}. "
+                    f"Example: class_names: [cat, dog]."
+                )
+            bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+            if bad:
+                raise ValueError(f"data.class_names must hold non-empty strings; these are not: {bad!r}.")
+            dupes = sorted({n for n in names if list(names).count(n) > 1})
+            if dupes:
+                raise ValueError(f"data.class_names must be unique; repeated: {dupes!r}.")
+            self.class_names = list(names)
+
+        self._check_templates()
+
+    def _check_data_files(self) -> None:
+        files = self.data_files
+        ok = isinstance(files, str) or (
+            isinstance(files, (list, tuple)) and files and all(isinstance(f, str) for f in files)
+        )
+        if isinstance(files, dict):
+            ok = bool(files) and all(
+                isinstance(k, str)
+                and (isinstance(v, str) or (isinstance(v, (list, tuple)) and v and all(isinstance(f, str) for f in v)))
+                for k, v in files.items()
+            )
+        if not ok:
+            raise ValueError(
+                f"data.data_files must be a path, a non-empty list of paths, or a mapping from split name "
+                f"to path(s), got {files!r}. Example: data_files: {{train: train.csv, test: test.csv}}."
+            )
+
+    def _check_templates(self) -> None:
+        templates = self.prompt_templates
+        if isinstance(templates, str):
+            if templates not in TEMPLATE_SETS:
+                raise ValueError(
+                    f"data.prompt_templates names an unknown template set {templates!r}. Known sets: "
+                    f"{sorted(TEMPLATE_SETS)}; or give a list of templates such as ['a photo of a {{}}.']."
+                )
+            return
+        if not isinstance(templates, (list, tuple)) or len(templates) == 0:
+            raise ValueError(
+                f"data.prompt_templates must be a non-empty list of templates or a template-set name, got "
+                f"{templates!r}. Example: prompt_templates: ['a photo of a {{}}.']."
+            )
+        for template in templates:
+            validate_template(template, where="data.prompt_templates")
+        self.prompt_templates = list(templates)

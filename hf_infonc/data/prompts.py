@@ -1,0 +1,188 @@
+"""Class names and CLIP prompt templates.
+
+The "head" of a CLIP classifier is the matrix of normalised text embeddings of the class
+prompts (SPEC §2.4): for each class name and each template, ``template.format(name)`` is
+encoded, and the per-class embeddings are averaged over templates (CLIP's prompt ensembling,
+Radford et al. 2021, §3.1.4).
+
+The ImageNet class names and the 80 OpenAI ImageNet templates come from open_clip
+(``open_clip.zero_shot_metadata``), imported lazily because open_clip is slow to import.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Sequence
+
+__all__ = [
+    "AMAZON_REVIEWS_CLASSNAMES",
+    "CIFAR10_CLASSNAMES",
+    "CIFAR100_CLASSNAMES",
+    "DEFAULT_TEMPLATES",
+    "DIGIT_CLASSNAMES",
+    "FASHION_MNIST_CLASSNAMES",
+    "MNIST_TEMPLATES",
+    "STL10_CLASSNAMES",
+    "TEMPLATE_SETS",
+    "format_prompts",
+    "get_templates",
+    "imagenet_classnames",
+    "validate_template",
+]
+
+DEFAULT_TEMPLATES: list[str] = ["a photo of a {}."]
+"""The single template used by default (CLIP, CoOp's initialisation)."""
+
+MNIST_TEMPLATES: list[str] = ['a photo of the number: "{}".']
+"""CLIP's prompt for MNIST-style digit data."""
+
+DIGIT_CLASSNAMES: list[str] = [str(i) for i in range(10)]
+
+CIFAR10_CLASSNAMES: list[str] = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+
+STL10_CLASSNAMES: list[str] = [
+    "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
+]  # fmt: skip
+
+# CIFAR-100 fine labels in label-index order (alphabetical, as in the original release and on
+# the Hub), with underscores written as spaces so they read well in prompts.
+CIFAR100_CLASSNAMES: list[str] = [
+    "apple", "aquarium fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
+    "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
+    "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
+    "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple tree", "motorcycle", "mountain", "mouse", "mushroom",
+    "oak tree", "orange", "orchid", "otter", "palm tree", "pear", "pickup truck", "pine tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
+    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
+    "spider", "squirrel", "streetcar", "sunflower", "sweet pepper", "table", "tank", "telephone",
+    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow tree", "wolf", "woman", "worm",
+]  # fmt: skip
+
+# Fashion-MNIST's official class names (Xiao, Rasul & Vollgraf 2017), label-index order.
+FASHION_MNIST_CLASSNAMES: list[str] = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+
+# modeldata::small_fine_foods: the outcome is whether the reviewer gave 5 stars ("great") or
+# not ("other"); index 1 is the positive class.
+AMAZON_REVIEWS_CLASSNAMES: list[str] = ["other", "great"]
+
+
+def _open_clip_metadata():
+    try:
+        from open_clip import zero_shot_metadata
+    except ImportError as err:  # pragma: no cover - open_clip is a core dependency
+        raise ImportError(
+            "The ImageNet class names and templates are read from open_clip; install it with "
+            "`pip install open_clip_torch`."
+        ) from err
+    return zero_shot_metadata
+
+
+def _templates_from_open_clip(attribute: str) -> list[str]:
+    # open_clip stores templates as lambdas `lambda c: f"... {c}."`; calling them with "{}"
+    # turns them back into str.format templates without retyping them.
+    return [template("{}") for template in getattr(_open_clip_metadata(), attribute)]
+
+
+def imagenet_classnames() -> list[str]:
+    """The 1000 ImageNet class names used by CLIP's zero-shot evaluation (from open_clip)."""
+    return list(_open_clip_metadata().IMAGENET_CLASSNAMES)
+
+
+TEMPLATE_SETS: dict[str, Callable[[], list[str]]] = {
+    "default": lambda: list(DEFAULT_TEMPLATES),
+    "openai_imagenet": lambda: _templates_from_open_clip("OPENAI_IMAGENET_TEMPLATES"),
+    "simple_imagenet": lambda: _templates_from_open_clip("SIMPLE_IMAGENET_TEMPLATES"),
+    "mnist": lambda: list(MNIST_TEMPLATES),
+}
+"""Named template sets, usable as ``prompt_templates: openai_imagenet`` in a recipe."""
+
+
+def __getattr__(name: str):  # lazy module attributes (PEP 562)
+    if name == "IMAGENET_CLASSNAMES":
+        return imagenet_classnames()
+    if name == "OPENAI_IMAGENET_TEMPLATES":
+        return TEMPLATE_SETS["openai_imagenet"]()
+    if name == "SIMPLE_IMAGENET_TEMPLATES":
+        return TEMPLATE_SETS["simple_imagenet"]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def validate_template(template: object, where: str = "prompt template") -> str:
+    """Check that ``template`` is a string with exactly one ``{}`` or ``{c}`` placeholder.
+
+    Literal braces must be doubled (``{{`` / ``}}``), as in ``str.format``.
+    Returns the template; raises ``ValueError`` (``TypeError`` for a non-string) otherwise.
+    """
+    if not isinstance(template, str):
+        raise TypeError(f"{where}: a template must be a string, got {type(template).__name__} {template!r}.")
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as err:
+        raise ValueError(
+            f"{where}: template {template!r} has unbalanced braces ({err}). Write the class-name "
+            f"placeholder as {{}} and literal braces as {{{{ and }}}}."
+        ) from None
+    if len(fields) != 1:
+        raise ValueError(
+            f"{where}: template {template!r} has {len(fields)} placeholders; it needs exactly one, "
+            f"{{}} or {{c}}, where the class name goes. Example: 'a photo of a {{}}.'"
+        )
+    name, spec, conversion = fields[0]
+    if name not in ("", "c") or spec or conversion:
+        raise ValueError(
+            f"{where}: template {template!r} uses the placeholder {{{name}{'!' + conversion if conversion else ''}"
+            f"{':' + spec if spec else ''}}}; only {{}} or {{c}} is allowed. Example: 'a photo of a {{}}.'"
+        )
+    return template
+
+
+def get_templates(templates: str | Sequence[str] | None = None) -> list[str]:
+    """Resolve a template-set name (see :data:`TEMPLATE_SETS`) or a list of templates.
+
+    ``None`` gives :data:`DEFAULT_TEMPLATES`. Every template is validated.
+    """
+    if templates is None:
+        return list(DEFAULT_TEMPLATES)
+    if isinstance(templates, str):
+        if templates in TEMPLATE_SETS:
+            return TEMPLATE_SETS[templates]()
+        # A single template string is accepted for convenience.
+        if "{" in templates:
+            return [validate_template(templates)]
+        raise ValueError(
+            f"Unknown prompt template set {templates!r}. Known sets: {sorted(TEMPLATE_SETS)}; "
+            f"or pass a list of templates such as ['a photo of a {{}}.']."
+        )
+    templates = list(templates)
+    if not templates:
+        raise ValueError("The list of prompt templates is empty; give at least one, e.g. ['a photo of a {}.'].")
+    return [validate_template(t) for t in templates]
+
+
+def _fill(template: str, name: str) -> str:
+    # Exactly one of {} / {c} is present (validated), so passing both forms is safe.
+    return template.format(name, c=name)
+
+
+def format_prompts(class_names: Sequence[str], templates: str | Sequence[str] | None = None) -> list[list[str]]:
+    """Prompts per class and per template: ``out[c][t] = templates[t].format(class_names[c])``.
+
+    >>> format_prompts(["cat", "dog"], ["a photo of a {}.", "a {c} toy."])
+    [['a photo of a cat.', 'a cat toy.'], ['a photo of a dog.', 'a dog toy.']]
+    """
+    if isinstance(class_names, str) or not len(class_names):
+        raise ValueError(f"class_names must be a non-empty list of strings, got {class_names!r}.")
+    resolved = get_templates(templates)
+    return [[_fill(t, str(name)) for t in resolved] for name in class_names]
