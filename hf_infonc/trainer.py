@@ -126,6 +126,10 @@ class InfoNCTrainer(Trainer):
         adapter: a :class:`~hf_infonc.adapters.ModelAdapter`; by default picked from the model type.
         class_names: class names for CLIP classification heads; by default read from the
             ``label`` ClassLabel of ``train_dataset``.
+        text_tokenizer: the tokenizer of the class prompts when ``processing_class`` is not one
+            (open_clip tokenizers); defaults to ``processing_class``.
+        eval_data_collator: collator for evaluation and prediction (e.g. without augmentation);
+            defaults to ``data_collator``.
     """
 
     # The losses returned by compute_loss are per-batch means; let Trainer divide by GA steps.
@@ -138,10 +142,13 @@ class InfoNCTrainer(Trainer):
         *,
         adapter: ModelAdapter | None = None,
         class_names: list[str] | None = None,
+        text_tokenizer: Any = None,
+        eval_data_collator: Any = None,
         **kwargs: Any,
     ) -> None:
         args = _as_infonc_args(args, model)
         super().__init__(model=model, args=args, **kwargs)
+        self.eval_data_collator = eval_data_collator
         # Our compute_loss never passes num_items_in_batch to the model: no hidden rescaling.
         self.model_accepts_loss_kwargs = False
         self.adapter = adapter if adapter is not None else adapter_for(self.model)
@@ -150,7 +157,7 @@ class InfoNCTrainer(Trainer):
             self.model,
             class_names=self.class_names,
             templates=self.args.class_prompt_templates,
-            processing_class=self.processing_class,
+            processing_class=text_tokenizer if text_tokenizer is not None else self.processing_class,
         )
         self.cma_loss = CrossModalAlignmentLoss(alpha=self.args.info_alpha)
         self.mi_loss = MutualInformationLoss(normalized=self.args.info_normalized, center=self.args.info_center)
@@ -231,6 +238,22 @@ class InfoNCTrainer(Trainer):
             extras = {"logits": out.logits, "features": out.features}
             return loss, {k: v for k, v in extras.items() if v is not None}
         return loss
+
+    # ------------------------------------------------------------------ data
+    def _with_eval_collator(self, build, *args: Any, **kwargs: Any):
+        if self.eval_data_collator is None:
+            return build(*args, **kwargs)
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return build(*args, **kwargs)
+        finally:
+            self.data_collator = train_collator
+
+    def get_eval_dataloader(self, eval_dataset: Any = None):
+        return self._with_eval_collator(super().get_eval_dataloader, eval_dataset)
+
+    def get_test_dataloader(self, test_dataset: Any):
+        return self._with_eval_collator(super().get_test_dataloader, test_dataset)
 
     # ------------------------------------------------------------------ logging
     def _reduced_components(self, split: str) -> dict[str, float]:
