@@ -19,7 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	@hf_home=$$(mktemp -d); trap 'rm -rf "$$hf_home"' EXIT; \
-	$(OFFLINE) HF_HOME=$$hf_home $(VENV)/bin/hf-infonc demo
+	$(OFFLINE) HF_HOME=$$hf_home $(VENV)/bin/hf-infonc finetune recipes/demo.yaml --overwrite
 
 # pytest's exit code 5 ("no tests collected") is a failure, not a pass.
 test: $(STAMP)

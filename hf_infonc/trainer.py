@@ -52,6 +52,19 @@ from hf_infonc.losses import (
 logger = logging.get_logger(__name__)
 
 
+def check_information_settings(
+    *, cma_weight: float = 0.0, mi_weight: float = 0.0, entropy_gap_weight: float = 0.0, info_alpha: float = 1.0
+) -> None:
+    """Validate the information-loss settings (also used by recipes, without building the arguments)."""
+    if not (math.isfinite(cma_weight) and 0.0 <= cma_weight <= 1.0):
+        raise ValueError(f"cma_weight={cma_weight} must lie in [0, 1]: it is w of (1-w)·base + w·CMA.")
+    for name, value in (("mi_weight", mi_weight), ("entropy_gap_weight", entropy_gap_weight)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}={value} must be a finite number ≥ 0 (0 disables the loss).")
+    if not (math.isfinite(info_alpha) and info_alpha >= 0):
+        raise ValueError(f"info_alpha={info_alpha} must be a finite Rényi order ≥ 0.")
+
+
 @dataclass
 class InfoNCTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the weights and options of the information losses."""
@@ -79,14 +92,12 @@ class InfoNCTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.cma_weight <= 1.0:
-            raise ValueError(f"cma_weight={self.cma_weight} must lie in [0, 1]: it is w of (1-w)·base + w·CMA.")
-        for name in ("mi_weight", "entropy_gap_weight"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}={value} must be a finite number ≥ 0 (0 disables the loss).")
-        if not (math.isfinite(self.info_alpha) and self.info_alpha >= 0):
-            raise ValueError(f"info_alpha={self.info_alpha} must be a finite Rényi order ≥ 0.")
+        check_information_settings(
+            cma_weight=self.cma_weight,
+            mi_weight=self.mi_weight,
+            entropy_gap_weight=self.entropy_gap_weight,
+            info_alpha=self.info_alpha,
+        )
         if self.label_names is None:
             self.label_names = ["labels"]
         super().__post_init__()

@@ -1,0 +1,383 @@
+"""YAML recipes mapped onto typed, validated dataclasses.
+
+A recipe has the sections ``model``, ``data``, ``training`` (any
+:class:`~hf_infonc.trainer.InfoNCTrainingArguments` field), ``hub`` and ``analysis``, plus a
+top-level ``seed``::
+
+    model:
+      family: hf-clip
+      name_or_path: openai/clip-vit-base-patch32
+      training_mode: full
+    data:
+      source: cifar10
+    training:
+      output_dir: outputs/clip_cifar
+      learning_rate: 1e-5        # a float, although YAML 1.1 reads it as a string
+      cma_weight: 0.5
+
+Every key is validated: an unknown key is an error that names the file, the key and the nearest
+valid key; values are converted to the field's type (``1e-4`` becomes a float) or rejected with
+the expected type; missing required fields and incompatible combinations (CoOp on a text
+classifier, …) are errors too. Command-line overrides use dotted keys:
+``--set training.learning_rate=3e-5``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hf_infonc.data.config import DataConfig
+
+FAMILIES = ("hf-clip", "open-clip", "sequence-classification", "image-classification")
+CLIP_FAMILIES = ("hf-clip", "open-clip")
+TRAINING_MODES = ("full", "lora", "linear_probe", "coop")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file and the key."""
+
+
+@dataclass
+class LoraRecipe:
+    """LoRA through peft (``training_mode: lora``)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+    """``None``: a default per family (attention projections)."""
+
+
+@dataclass
+class CoOpRecipe:
+    """CoOp prompt learning (``training_mode: coop``; Zhou et al. 2022)."""
+
+    n_ctx: int = 16
+    init: str | None = None
+    """A phrase to initialise the context vectors from (e.g. ``a photo of a``), or random N(0, 0.02)."""
+
+
+@dataclass
+class ModelRecipe:
+    """Which model, how it is built and which parameters train."""
+
+    family: str
+    """One of ``hf-clip``, ``open-clip``, ``sequence-classification``, ``image-classification``."""
+    name_or_path: str | None = None
+    """Hub id or local directory (``from_pretrained``); for open-clip, an open_clip model name."""
+    config: dict[str, Any] | None = None
+    """Build the model from this config (random initialisation) instead of pretrained weights:
+    the kwargs of ``CLIPConfig``/``AutoConfig`` or an open_clip model config."""
+    tokenizer: str | None = None
+    """Tokenizer name or path when it differs from ``name_or_path`` (required with ``config``)."""
+    pretrained: str | None = None
+    """open-clip only: a pretrained tag (e.g. ``laion2b_s34b_b79k``) or a local checkpoint file."""
+    training_mode: str = "full"
+    """``full``, ``lora``, ``linear_probe`` (CLIP only) or ``coop`` (CLIP only)."""
+    lora: LoraRecipe = field(default_factory=LoraRecipe)
+    coop: CoOpRecipe = field(default_factory=CoOpRecipe)
+
+
+@dataclass
+class HubRecipe:
+    """Publishing to the Hugging Face Hub."""
+
+    push_to_hub: bool = False
+    repo_id: str | None = None
+    private: bool = False
+    license: str = "apache-2.0"
+
+
+@dataclass
+class AnalysisRecipe:
+    """Information dynamics during training."""
+
+    info_dynamics: bool = False
+    """Log H, MIR, HDR and NC1–NC4 at every evaluation and plot them at the end."""
+
+
+@dataclass
+class Recipe:
+    """A whole recipe. ``training`` holds the InfoNCTrainingArguments keyword arguments."""
+
+    model: ModelRecipe
+    data: DataConfig
+    training: dict[str, Any] = field(default_factory=dict)
+    hub: HubRecipe = field(default_factory=HubRecipe)
+    analysis: AnalysisRecipe = field(default_factory=AnalysisRecipe)
+    seed: int = 0
+    path: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def output_dir(self) -> str:
+        return str(self.training["output_dir"])
+
+    def training_arguments(self, **overrides: Any):
+        """Build :class:`InfoNCTrainingArguments` (seed and prompt templates filled in)."""
+        from hf_infonc.trainer import InfoNCTrainingArguments
+
+        values = {"seed": self.seed, **self.training, **overrides}
+        if "class_prompt_templates" not in self.training:
+            from hf_infonc.data.prompts import get_templates
+
+            values["class_prompt_templates"] = get_templates(self.data.prompt_templates)
+        return InfoNCTrainingArguments(**values)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.raw, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------- conversion
+
+
+def _where(file: str | None, key: str) -> str:
+    return f"{file or '<recipe>'}: {key}"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def convert(value: Any, tp: Any, key: str, file: str | None) -> Any:
+    """Convert a YAML value to the annotated type ``tp`` or raise a :class:`RecipeError`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any or tp is typing.Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return convert(value, option, key, file)
+            except RecipeError as error:
+                errors.append(error)
+        expected = " or ".join(_type_name(a) for a in args)
+        raise RecipeError(f"{_where(file, key)}: expected {expected}, got {value!r}.")
+    if origin is Literal:
+        if value not in args:
+            raise RecipeError(f"{_where(file, key)}: {value!r} is not one of {list(args)}.")
+        return value
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{_where(file, key)}: expected a list, got {value!r}.")
+        inner = args[0] if args else Any
+        return [convert(v, inner, f"{key}[{i}]", file) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{_where(file, key)}: expected a mapping, got {value!r}.")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, value, key, file)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise RecipeError(f"{_where(file, key)}: {value!r} is not one of {[e.value for e in tp]}.") from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        raise RecipeError(f"{_where(file, key)}: expected true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, bool):
+            raise RecipeError(f"{_where(file, key)}: expected an integer, got {value!r}.")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise RecipeError(f"{_where(file, key)}: expected an integer, got {value!r}.")
+    if tp is float:
+        if isinstance(value, bool):
+            raise RecipeError(f"{_where(file, key)}: expected a number, got {value!r}.")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+            except ValueError:
+                pass
+        raise RecipeError(f"{_where(file, key)}: expected a number, got {value!r}.")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise RecipeError(f"{_where(file, key)}: expected a string, got {value!r}.")
+    return value
+
+
+def _unknown_key(name: str, valid: list[str], section: str, file: str | None) -> RecipeError:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(sorted(valid))}."
+    return RecipeError(f"{_where(file, f'{section}.{name}' if section else name)}: unknown key.{hint}")
+
+
+def from_mapping(cls: type, mapping: Any, section: str, file: str | None, *, init_fields_only: bool = True) -> Any:
+    """Build dataclass ``cls`` from a mapping, validating keys and converting types."""
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, dict):
+        raise RecipeError(f"{_where(file, section)}: expected a mapping of keys to values, got {mapping!r}.")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init or not init_fields_only}
+    values = {}
+    for name, value in mapping.items():
+        if name not in known:
+            raise _unknown_key(str(name), list(known), section, file)
+        values[name] = convert(value, hints.get(name, Any), f"{section}.{name}" if section else name, file)
+    missing = [
+        n for n, f in known.items()
+        if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise RecipeError(f"{_where(file, f'{section}.{missing[0]}' if section else missing[0])}: required key is missing.")
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as error:
+        if isinstance(error, RecipeError):
+            raise
+        raise RecipeError(f"{_where(file, section)}: {error}") from error
+
+
+def _training_section(mapping: Any, file: str | None) -> dict[str, Any]:
+    """Validate the ``training`` keys against InfoNCTrainingArguments and convert their types."""
+    from hf_infonc.trainer import InfoNCTrainingArguments
+
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, dict):
+        raise RecipeError(f"{_where(file, 'training')}: expected a mapping of TrainingArguments keys to values.")
+    hints = typing.get_type_hints(InfoNCTrainingArguments)
+    known = {f.name for f in dataclasses.fields(InfoNCTrainingArguments) if f.init}
+    values = {}
+    for name, value in mapping.items():
+        if name not in known:
+            raise _unknown_key(str(name), sorted(known), "training", file)
+        values[name] = convert(value, hints.get(name, Any), f"training.{name}", file)
+    if "output_dir" not in values:
+        raise RecipeError(f"{_where(file, 'training.output_dir')}: required key is missing (where the run is written).")
+    return values
+
+
+# ---------------------------------------------------------------------------- overrides
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], file: str | None = None) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw recipe mapping."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"{file or '<recipe>'}: override {item!r} must look like section.key=value.")
+        dotted, text = item.split("=", 1)
+        parts = [p for p in dotted.strip().split(".") if p]
+        if not parts:
+            raise RecipeError(f"{file or '<recipe>'}: override {item!r} has an empty key.")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise RecipeError(f"{_where(file, dotted)}: {part} is not a section.")
+            node = child
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    return raw
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def check_compatibility(recipe: Recipe, file: str | None) -> None:
+    """Reject combinations that cannot work, before anything is downloaded or written."""
+    model = recipe.model
+    if model.family not in FAMILIES:
+        raise _unknown_key(model.family, list(FAMILIES), "model.family", file)
+    if model.training_mode not in TRAINING_MODES:
+        raise _unknown_key(model.training_mode, list(TRAINING_MODES), "model.training_mode", file)
+    if model.training_mode in ("coop", "linear_probe") and model.family not in CLIP_FAMILIES:
+        raise RecipeError(
+            f"{_where(file, 'model.training_mode')}: '{model.training_mode}' needs a CLIP model (family hf-clip or "
+            f"open-clip), but model.family is '{model.family}'. Use training_mode full or lora for a classifier."
+        )
+    if model.name_or_path is None and model.config is None:
+        raise RecipeError(
+            f"{_where(file, 'model')}: give name_or_path (pretrained weights) or config (build from a config)."
+        )
+    if model.config is not None and model.family in ("hf-clip", "sequence-classification") and not (
+        model.tokenizer or model.name_or_path
+    ):
+        raise RecipeError(f"{_where(file, 'model.tokenizer')}: a model built from a config needs a tokenizer path.")
+    if model.pretrained is not None and model.family != "open-clip":
+        raise RecipeError(f"{_where(file, 'model.pretrained')}: only used with family open-clip; use name_or_path.")
+    text_data = recipe.data.source.lower() in ("amazon_reviews", "glue/sst2", "sst2", "ag_news", "imdb") or (
+        recipe.data.text_column is not None
+    )
+    if text_data and model.family != "sequence-classification":
+        raise RecipeError(
+            f"{_where(file, 'data.source')}: '{recipe.data.source}' is text data, but model.family is '{model.family}'. "
+            f"Use family sequence-classification."
+        )
+    if recipe.hub.push_to_hub and not recipe.hub.repo_id:
+        raise RecipeError(f"{_where(file, 'hub.repo_id')}: push_to_hub is true but no repo_id is given.")
+
+
+def recipe_from_dict(raw: dict[str, Any], file: str | None = None) -> Recipe:
+    """Validate a raw mapping (already parsed YAML) into a :class:`Recipe`."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{file or '<recipe>'}: a recipe must be a YAML mapping with sections model, data, training.")
+    sections = {"model", "data", "training", "hub", "analysis", "seed"}
+    for name in raw:
+        if name not in sections:
+            raise _unknown_key(str(name), sorted(sections), "", file)
+    for name in ("model", "data", "training"):
+        if name not in raw:
+            raise RecipeError(f"{_where(file, name)}: required section is missing.")
+    recipe = Recipe(
+        model=from_mapping(ModelRecipe, raw["model"], "model", file),
+        data=from_mapping(DataConfig, raw["data"], "data", file),
+        training=_training_section(raw["training"], file),
+        hub=from_mapping(HubRecipe, raw.get("hub"), "hub", file),
+        analysis=from_mapping(AnalysisRecipe, raw.get("analysis"), "analysis", file),
+        seed=convert(raw.get("seed", 0), int, "seed", file),
+        path=file,
+        raw=copy.deepcopy(raw),
+    )
+    check_compatibility(recipe, file)
+    from hf_infonc.trainer import check_information_settings
+
+    keys = ("cma_weight", "mi_weight", "entropy_gap_weight", "info_alpha")
+    try:  # hardware-dependent checks (bf16, devices) are left to TrainingArguments at run time
+        check_information_settings(**{k: recipe.training[k] for k in keys if k in recipe.training})
+    except ValueError as error:
+        raise RecipeError(f"{_where(file, 'training')}: {error}") from error
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a YAML recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found. Ready recipes live in recipes/ (e.g. recipes/demo.yaml).")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {error}") from error
+    raw = apply_overrides(raw or {}, overrides or [], str(path))
+    return recipe_from_dict(raw, str(path))
