@@ -1,0 +1,212 @@
+"""Neural-collapse measures NC1 to NC4 (Papyan, Han & Donoho 2020), from class statistics.
+
+Notation (SPEC §5): ``C`` classes, features ``h ∈ R^d``; ``n_c`` samples and mean ``μ_c`` in class
+``c``; ``N = Σ_c n_c``; ``μ_G`` the global mean; ``M`` the ``C x d`` matrix of centred class means
+(row ``c`` is ``μ_c - μ_G``); ``W`` the ``C x d`` classifier head (row ``c`` scores class ``c``).
+
+* within-class covariance ``Σ_W = (1/N) Σ_c Σ_{i∈c} (h_i - μ_c)(h_i - μ_c)ᵀ``
+  ``= (Σ_i h_i h_iᵀ - Σ_c n_c μ_c μ_cᵀ) / N``   (the one-pass form used by :mod:`.stream`);
+* between-class covariance ``Σ_B = (1/C) Σ_c (μ_c - μ_G)(μ_c - μ_G)ᵀ = MᵀM / C``;
+* **NC1** ``= tr(Σ_W Σ_B⁺) / C`` with ``Σ_B⁺`` the pseudo-inverse of ``Σ_B`` truncated to its top
+  ``r = min(C-1, d)`` eigen-pairs (Papyan et al. use ``svds(Σ_B, k=C-1)``). It is computed from
+  the SVD of ``M = U S Vᵀ`` (``C x d``, cheaper than an eigen-decomposition of ``Σ_B``):
+  ``NC1 = Σ_{j≤r} (C / s_j²) v_jᵀ Σ_W v_j / C = Σ_{j≤r} v_jᵀ Σ_W v_j / s_j²``.
+  Directions whose singular value is numerically zero (``s_j ≤ s_1·max(C, d)·eps``) are dropped
+  (their inverse would be infinite); a warning says so.
+* **NC2** (distance from the simplex ETF, as in rhubarbwu/neural-collapse ``simplex_etf_error``)
+  ``= ‖ MMᵀ/‖MMᵀ‖_F − E/‖E‖_F ‖_F`` with ``E = I − 11ᵀ/C`` (the Gram of a simplex ETF up to
+  scale; ``‖E‖_F = √(C−1)``). It is 0 exactly when the centred means have equal norms and
+  pairwise cosines ``−1/(C−1)``; its range is ``[0, 2]``. The two classical parts are reported too:
+  ``nc2_equinorm = std_c(‖μ_c − μ_G‖) / mean_c(‖μ_c − μ_G‖)`` (population std) and
+  ``nc2_equiangular = mean_{c≠c'} |cos(μ_c − μ_G, μ_c' − μ_G) + 1/(C−1)|``.
+* **NC3** (self-duality) ``= ‖ W/‖W‖_F − M/‖M‖_F ‖_F``  (Papyan et al., Fig. 4), in ``[0, 2]``.
+* **NC4** ``= (1/N) #{ i : argmax_c (W h_i + b)_c ≠ argmin_c ‖h_i − μ_c‖ }``, the rate at which the
+  classifier disagrees with the nearest-class-centre rule. It needs the class means *before* the
+  samples are scored: see :class:`hf_infonc.info.stream.NearestCenterAgreement`.
+
+**[choice]** ``μ_G`` is the mean of the class means (``global_mean="class"``, default; the
+convention of rhubarbwu/neural-collapse): then a perfectly collapsed but class-imbalanced set has
+``M`` equal to a simplex ETF and scores NC1 = NC2 = NC3 = 0. ``global_mean="sample"`` uses the
+sample-weighted mean of all features (Papyan et al.'s written definition); both agree for
+balanced classes.
+
+Everything here is pure torch (no transformers), float64, and never modifies its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Literal
+
+import torch
+
+GlobalMean = Literal["class", "sample"]
+GLOBAL_MEANS: tuple[str, ...] = ("class", "sample")
+
+
+def _as_float64(x: torch.Tensor, name: str, ndim: int) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}.")
+    if x.dim() != ndim:
+        raise ValueError(f"`{name}` has shape {tuple(x.shape)}, expected {ndim} dimensions.")
+    return x.detach().to(torch.float64)
+
+
+def global_mean(
+    means: torch.Tensor, counts: torch.Tensor, how: GlobalMean = "class"
+) -> torch.Tensor:
+    """``μ_G`` from the class means ``(C, d)`` and counts ``(C,)`` of the classes in use.
+
+    ``how="class"``: unweighted mean of the class means; ``"sample"``: weighted by ``counts``.
+    """
+    if how not in GLOBAL_MEANS:
+        raise ValueError(f"global_mean={how!r} must be one of {GLOBAL_MEANS}.")
+    means = _as_float64(means, "means", 2)
+    if how == "class":
+        return means.mean(dim=0)
+    weights = counts.to(torch.float64)
+    return (weights @ means) / weights.sum()
+
+
+def within_class_covariance(
+    counts: torch.Tensor, sums: torch.Tensor, second_moment: torch.Tensor
+) -> torch.Tensor:
+    """``Σ_W = (Σ_i h_i h_iᵀ − Σ_c n_c μ_c μ_cᵀ) / N`` from one-pass sums (float64, ``d x d``).
+
+    ``counts`` ``(C,)``, ``sums`` ``(C, d)`` (``Σ_{i∈c} h_i``), ``second_moment`` ``(d, d)``
+    (``Σ_i h_i h_iᵀ``). ``Σ_c n_c μ_c μ_cᵀ = Σ_c s_c s_cᵀ / n_c``; empty classes contribute 0.
+    The result is symmetrised. (In float64 the cancellation costs about
+    ``log10(‖μ‖² / tr Σ_W)`` of the ~16 significant digits.)
+    """
+    counts = counts.to(torch.float64)
+    sums = _as_float64(sums, "sums", 2)
+    second_moment = _as_float64(second_moment, "second_moment", 2)
+    total = counts.sum()
+    if total <= 0:
+        raise ValueError("within_class_covariance needs at least one sample (all counts are 0).")
+    present = counts > 0
+    s = sums[present]
+    between = (s / counts[present].unsqueeze(1)).T @ s
+    sigma = (second_moment - between) / total
+    return 0.5 * (sigma + sigma.T)
+
+
+def between_class_covariance(centred_means: torch.Tensor) -> torch.Tensor:
+    """``Σ_B = MᵀM / C`` for the ``C x d`` centred class means ``M``."""
+    m = _as_float64(centred_means, "centred_means", 2)
+    return m.T @ m / m.shape[0]
+
+
+def nc1(sigma_w: torch.Tensor, centred_means: torch.Tensor) -> float:
+    """NC1 ``= tr(Σ_W Σ_B⁺) / C`` with ``Σ_B = MᵀM/C`` and ``Σ_B⁺`` truncated to rank ``min(C−1, d)``.
+
+    Computed as ``Σ_{j≤r} v_jᵀ Σ_W v_j / s_j²`` from the SVD ``M = U S Vᵀ`` (see the module doc).
+    Returns NaN with a warning when ``M`` is numerically zero (all class means equal).
+    """
+    sigma_w = _as_float64(sigma_w, "sigma_w", 2)
+    m = _as_float64(centred_means, "centred_means", 2)
+    c, d = m.shape
+    if sigma_w.shape != (d, d):
+        raise ValueError(f"sigma_w has shape {tuple(sigma_w.shape)}, expected ({d}, {d}) to match the means.")
+    _, s, vh = torch.linalg.svd(m, full_matrices=False)
+    rank = min(c - 1, d)
+    s, vh = s[:rank], vh[:rank]
+    if s.numel() == 0 or float(s[0]) == 0.0:
+        warnings.warn("NC1 is undefined: all class means coincide (Σ_B = 0); returning NaN.", RuntimeWarning, stacklevel=2)
+        return float("nan")
+    tol = float(s[0]) * max(c, d) * torch.finfo(torch.float64).eps
+    keep = s > tol
+    if not bool(keep.all()):
+        warnings.warn(
+            f"NC1: Σ_B has numerical rank {int(keep.sum())} < {rank} = min(C-1, d); the pseudo-inverse "
+            f"drops the {int((~keep).sum())} null direction(s).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        s, vh = s[keep], vh[keep]
+    quad = torch.einsum("jd,de,je->j", vh, sigma_w, vh)
+    # Σ_W is PSD, so the value is ≥ 0; round-off in the one-pass Σ_W can leave ~ -1e-17 at collapse.
+    return max(0.0, float((quad / s.square()).sum()))
+
+
+def etf_gram(num_classes: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``E = I − 11ᵀ/C``: the Gram of a simplex ETF up to the scale ``C/(C−1)``."""
+    return torch.eye(num_classes, dtype=dtype) - 1.0 / num_classes
+
+
+def nc2(centred_means: torch.Tensor) -> float:
+    """NC2 ``= ‖ MMᵀ/‖MMᵀ‖_F − E/‖E‖_F ‖_F`` with ``E = I − 11ᵀ/C`` (0 at a simplex ETF).
+
+    NaN with a warning when ``M = 0``.
+    """
+    m = _as_float64(centred_means, "centred_means", 2)
+    gram = m @ m.T
+    norm = torch.linalg.matrix_norm(gram)
+    if float(norm) == 0.0:
+        warnings.warn("NC2 is undefined: all class means coincide; returning NaN.", RuntimeWarning, stacklevel=2)
+        return float("nan")
+    e = etf_gram(m.shape[0])
+    return float(torch.linalg.matrix_norm(gram / norm - e / torch.linalg.matrix_norm(e)))
+
+
+def nc2_equinorm(centred_means: torch.Tensor) -> float:
+    """``std_c ‖μ_c − μ_G‖ / mean_c ‖μ_c − μ_G‖`` (population std; 0 when the norms are equal)."""
+    norms = torch.linalg.vector_norm(_as_float64(centred_means, "centred_means", 2), dim=1)
+    mean = norms.mean()
+    if float(mean) == 0.0:
+        return float("nan")
+    return float(norms.std(correction=0) / mean)
+
+
+def nc2_equiangular(centred_means: torch.Tensor) -> float:
+    """``mean_{c≠c'} |cos(μ_c − μ_G, μ_c' − μ_G) + 1/(C−1)|`` (0 at a simplex ETF)."""
+    m = _as_float64(centred_means, "centred_means", 2)
+    c = m.shape[0]
+    unit = m / torch.linalg.vector_norm(m, dim=1, keepdim=True).clamp_min(1e-300)
+    cos = unit @ unit.T
+    off = ~torch.eye(c, dtype=torch.bool)
+    return float((cos[off] + 1.0 / (c - 1)).abs().mean())
+
+
+def nc3(head: torch.Tensor, centred_means: torch.Tensor) -> float:
+    """NC3 ``= ‖ W/‖W‖_F − M/‖M‖_F ‖_F`` (self-duality of the head rows and centred means)."""
+    w = _as_float64(head, "head", 2)
+    m = _as_float64(centred_means, "centred_means", 2)
+    if w.shape != m.shape:
+        raise ValueError(f"head has shape {tuple(w.shape)} but the class means have {tuple(m.shape)}; NC3 needs (C, d) for both.")
+    nw, nm = torch.linalg.matrix_norm(w), torch.linalg.matrix_norm(m)
+    if float(nw) == 0.0 or float(nm) == 0.0:
+        warnings.warn("NC3 is undefined: the head or the centred means are all zero; returning NaN.", RuntimeWarning, stacklevel=2)
+        return float("nan")
+    return float(torch.linalg.matrix_norm(w / nw - m / nm))
+
+
+def nearest_center_predictions(features: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """``argmin_c ‖h_i − μ_c‖`` for each row of ``features`` (rows of ``centers`` that are NaN,
+    i.e. absent classes, are never chosen). Computed as ``argmin_c (‖μ_c‖² − 2 h·μ_c)`` in float64.
+    """
+    f = features.detach().to(torch.float64)
+    mu = centers.detach().to(device=f.device, dtype=torch.float64)
+    valid = torch.isfinite(mu).all(dim=1)
+    if not bool(valid.any()):
+        raise ValueError("nearest_center_predictions: no class centre is defined (all rows are NaN).")
+    mu_safe = torch.where(valid.unsqueeze(1), mu, torch.zeros_like(mu))
+    score = (mu_safe * mu_safe).sum(dim=1) - 2.0 * (f @ mu_safe.T)
+    score = torch.where(valid.unsqueeze(0), score, torch.full_like(score, math.inf))
+    return score.argmin(dim=1)
+
+
+__all__ = [
+    "GLOBAL_MEANS",
+    "between_class_covariance",
+    "etf_gram",
+    "global_mean",
+    "nc1",
+    "nc2",
+    "nc2_equiangular",
+    "nc2_equinorm",
+    "nc3",
+    "nearest_center_predictions",
+    "within_class_covariance",
+]

@@ -1,0 +1,135 @@
+"""``evaluate`` modules shipped with hf_infonc, loadable offline.
+
+``evaluate.load("accuracy")`` fetches its script from the Hub and fails offline. The modules here
+live in this package (``hf_infonc/metrics/<name>/<name>.py``, installed as package data), so
+
+>>> from hf_infonc.metrics import load_metric
+>>> nc = load_metric("neural_collapse")          # doctest: +SKIP
+>>> both = evaluate.combine([load_metric("accuracy"), load_metric("mir_hdr")])  # doctest: +SKIP
+
+works without a network. ``evaluate.load(metric_path(name))`` is the same thing.
+
+The modules are thin: the maths is in :mod:`hf_infonc.info`.
+
+==================  ===========================================  =================================
+name                inputs (``add_batch``)                       ``compute`` keyword arguments
+==================  ===========================================  =================================
+accuracy            predictions, references (ints)               normalize, sample_weight
+matrix_entropy      features (float vectors)                     alpha, center, batch_size
+mir_hdr             features, references                         head (required), batch_size,
+                                                                 zero_entropy, drop_last
+neural_collapse     features, references                         num_classes, head, bias, logits,
+                                                                 sample_batch_size, zero_entropy,
+                                                                 global_mean, drop_last
+==================  ===========================================  =================================
+
+``evaluate.combine`` passes every ``compute`` keyword argument to every module, so each module
+ignores the keyword arguments that belong to its siblings (:data:`SHARED_COMPUTE_KWARGS`) and
+rejects any other unknown one with a ``TypeError`` (a typo is never silently ignored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:  # evaluate is imported lazily: importing hf_infonc.metrics stays cheap
+    import evaluate
+
+METRIC_NAMES: tuple[str, ...] = ("accuracy", "matrix_entropy", "mir_hdr", "neural_collapse")
+
+#: Every ``compute`` keyword argument understood by one of the modules above, and the input
+#: names (``features``) that ``evaluate.combine(...).compute(features=...)`` hands to all modules.
+SHARED_COMPUTE_KWARGS: frozenset[str] = frozenset(
+    {
+        "features",
+        "normalize",
+        "sample_weight",
+        "alpha",
+        "center",
+        "batch_size",
+        "head",
+        "bias",
+        "logits",
+        "num_classes",
+        "sample_batch_size",
+        "zero_entropy",
+        "global_mean",
+        "drop_last",
+    }
+)
+
+
+def metric_path(name: str) -> str:
+    """Folder of the packaged module ``name`` (what ``evaluate.load`` takes)."""
+    if name not in METRIC_NAMES:
+        raise ValueError(f"unknown hf_infonc metric {name!r}; available: {', '.join(METRIC_NAMES)}.")
+    path = Path(__file__).resolve().parent / name
+    if not (path / f"{name}.py").is_file():
+        raise FileNotFoundError(f"the module file {path / (name + '.py')} is missing from the installed package.")
+    return str(path)
+
+
+def load_metric(name: str, **kwargs: Any) -> "evaluate.EvaluationModule":
+    """``evaluate.load`` of a packaged hf_infonc module by name (offline; no path needed).
+
+    Extra keyword arguments (``experiment_id``, ``num_process``, ``process_id``, ...) go to
+    ``evaluate.load``.
+    """
+    import evaluate
+
+    return evaluate.load(metric_path(name), **kwargs)
+
+
+def own_compute_kwargs(module: str, kwargs: dict[str, Any], accepted: set[str] | frozenset[str]) -> dict[str, Any]:
+    """The ``compute`` keyword arguments of ``module``: siblings' ones are dropped, unknown ones raise."""
+    unknown = sorted(k for k in kwargs if k not in accepted and k not in SHARED_COMPUTE_KWARGS)
+    if unknown:
+        raise TypeError(
+            f"{module}: unknown compute() argument(s) {unknown}; it accepts {sorted(accepted)} "
+            f"(arguments of the other hf_infonc metrics are ignored so that evaluate.combine works)."
+        )
+    return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+def as_matrix(values: Any, name: str, *, rows: int | None = None) -> torch.Tensor:
+    """Stored vectors (list of lists, numpy array, object array of arrays, tensor) as a float64 ``(n, d)`` tensor."""
+    if isinstance(values, torch.Tensor):
+        out = values.detach().to(torch.float64)
+    else:
+        try:
+            import numpy as np
+
+            array = np.asarray(values)
+            if array.dtype == object:
+                array = np.stack([np.asarray(v, dtype=np.float64) for v in array]) if len(array) else array
+            out = torch.as_tensor(np.asarray(array, dtype=np.float64))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"`{name}` must be vectors of one common length (a (n, d) array): {err}") from err
+    if out.dim() == 1 and out.numel() == 0:
+        out = out.reshape(0, 0)
+    if out.dim() != 2:
+        raise ValueError(f"`{name}` must be a (n, d) array of vectors, got shape {tuple(out.shape)}.")
+    if rows is not None and out.shape[0] != rows:
+        raise ValueError(f"`{name}` has {out.shape[0]} rows but {rows} samples were added; they must match.")
+    return out
+
+
+def as_labels(values: Any, name: str = "references") -> torch.Tensor:
+    """Stored integer labels as a 1-D int64 tensor."""
+    import numpy as np
+
+    return torch.as_tensor(np.asarray(values, dtype=np.int64)).reshape(-1)
+
+
+__all__ = [
+    "METRIC_NAMES",
+    "SHARED_COMPUTE_KWARGS",
+    "as_labels",
+    "as_matrix",
+    "load_metric",
+    "metric_path",
+    "own_compute_kwargs",
+]

@@ -1,0 +1,83 @@
+"""Matrix entropy H(G(features)) of a set of feature vectors (von Neumann or Rényi), in nats.
+
+Thin wrapper of :func:`hf_infonc.info.matrix_entropy` (SPEC §1; arXiv 2406.03999 Def. 3.1).
+Load it with ``hf_infonc.metrics.load_metric("matrix_entropy")`` or ``evaluate.load(<this folder>)``.
+"""
+
+import math
+
+import datasets
+import evaluate
+import torch
+from hf_infonc.info import matrix_entropy
+from hf_infonc.metrics import as_matrix
+from hf_infonc.metrics import own_compute_kwargs
+
+_DESCRIPTION = """
+Matrix entropy of the cosine Gram matrix G = Ẑ Ẑᵀ of the feature vectors (rows L2-normalised):
+H = -Σ λᵢ log λᵢ with λᵢ the eigenvalues of G / n (von Neumann; Rényi order alpha optional).
+exp(H) is the effective rank. Over the whole set by default (computed from the d x d matrix when
+d < n, so n may be large); with batch_size, the mean over consecutive batches of that size, in
+the order the samples were added (the last batch may be smaller).
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    features (`list` of `list` of `float`): one feature vector per sample.
+    alpha (`float`, defaults to 1.0): Rényi order (1.0 = von Neumann).
+    center (`bool`, defaults to `False`): subtract the mean vector before normalising.
+    batch_size (`int`, optional): average the entropy over consecutive batches of this size.
+
+Returns:
+    matrix_entropy (`float`): in nats, between 0 and log(min(n, d)).
+    effective_rank (`float`): exp(matrix_entropy).
+    num_batches (`int`): 1, or the number of batches averaged.
+
+Examples:
+    >>> from hf_infonc.metrics import load_metric
+    >>> out = load_metric("matrix_entropy").compute(features=[[1.0, 0.0], [0.0, 1.0]])
+    >>> round(out["matrix_entropy"], 6)  # log 2
+    0.693147
+"""
+
+_CITATION = """
+@inproceedings{song2024unveiling,
+  title={Unveiling the Dynamics of Information Interplay in Supervised Learning},
+  author={Song, Kun and Tan, Zhiquan and Zou, Bochao and Ma, Huimin and Huang, Weiran},
+  booktitle={ICML}, year={2024}, note={arXiv:2406.03999}
+}
+"""
+
+_ACCEPTED = {"alpha", "center", "batch_size"}
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class MatrixEntropy(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"features": datasets.List(datasets.Value("float64"))}),
+            reference_urls=["https://arxiv.org/abs/2406.03999", "https://arxiv.org/abs/2409.16767"],
+        )
+
+    def _compute(self, features, **kwargs):
+        options = own_compute_kwargs("matrix_entropy", kwargs, _ACCEPTED)
+        x = as_matrix(features, "features")
+        if x.shape[0] == 0:
+            raise ValueError("matrix_entropy of an empty set is undefined: add features first.")
+        alpha = options.get("alpha", 1.0)
+        center = options.get("center", False)
+        batch_size = options.get("batch_size")
+        if batch_size is None:
+            values = [float(matrix_entropy(x, alpha=alpha, center=center))]
+        else:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+            values = [
+                float(matrix_entropy(x[start : start + batch_size], alpha=alpha, center=center))
+                for start in range(0, x.shape[0], batch_size)
+            ]
+        value = float(torch.tensor(values, dtype=torch.float64).mean())
+        return {"matrix_entropy": value, "effective_rank": math.exp(value), "num_batches": len(values)}
