@@ -105,13 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from hf_infonc.recipe import RecipeError
-
     try:
         return int(args.func(args) or 0)
-    except RecipeError as error:
+    except Exception as error:
+        if not _is_user_error(error):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def _is_user_error(error: Exception) -> bool:
+    """Errors that describe a problem with the user's input: print the message, no traceback."""
+    from hf_infonc.recipe import RecipeError
+
+    names = {"ModelUnavailableError", "DatasetUnavailableError", "HubPushError"}
+    return isinstance(error, RecipeError) or type(error).__name__ in names
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
 
         source = _resolve_open_clip_cfg(spec.config) if spec.config is not None else spec.name_or_path
         model = OpenCLIPModel.from_open_clip(source, spec.pretrained)
-        return BuiltModel(model, None, model.get_tokenizer(), model)
+        return BuiltModel(model, None, model.get_tokenizer(), dict(model.config.preprocess_cfg))
     if spec.family == "sequence-classification":
         labels = _label_maps(class_names)
         if spec.config is not None:

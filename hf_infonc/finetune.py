@@ -85,9 +85,33 @@ def _apply_mode(recipe: Recipe, built, class_names: list[str]):
     spec = recipe.model
     lora = LoraSettings(r=spec.lora.r, alpha=spec.lora.alpha, dropout=spec.lora.dropout, target_modules=spec.lora.target_modules)
     coop = CoOpSettings(n_ctx=spec.coop.n_ctx, init=spec.coop.init)
+    from hf_infonc.data.prompts import get_templates
+
     return apply_training_mode(
-        built.model, spec.training_mode, lora=lora, coop=coop, class_names=class_names, tokenizer=built.tokenizer
+        built.model,
+        spec.training_mode,
+        lora=lora,
+        coop=coop,
+        class_names=class_names,
+        tokenizer=built.tokenizer,
+        templates=get_templates(recipe.data.prompt_templates),
     )
+
+
+def freeze_parameters(model, prefixes: list[str]) -> int:
+    """Set ``requires_grad=False`` on parameters whose name starts with one of ``prefixes``."""
+    names = [name for name, _ in model.named_parameters()]
+    frozen = 0
+    for prefix in prefixes:
+        matched = [n for n in names if n.startswith(prefix)]
+        if not matched:
+            roots = sorted({n.split(".")[0] for n in names})
+            raise RecipeError(f"model.freeze: no parameter name starts with '{prefix}' (top-level modules: {roots}).")
+        for name, parameter in model.named_parameters():
+            if name in matched:
+                parameter.requires_grad_(False)
+                frozen += parameter.numel()
+    return frozen
 
 
 def summary_table(metrics: dict[str, dict[str, float]]) -> str:
@@ -111,8 +135,18 @@ def _strip(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}
 
 
-def run_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, eval_only: bool = False) -> dict[str, Any]:
-    """Fine-tune (or only evaluate) as the recipe says; return the metrics written to metrics.json."""
+def run_recipe(
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    eval_only: bool = False,
+    callbacks: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune (or only evaluate) as the recipe says; return the metrics written to metrics.json.
+
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (e.g. for tests or logging).
+    """
     from accelerate import PartialState
     from transformers import set_seed
 
@@ -134,6 +168,9 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
         built = build_model(recipe.model, names)
         if recipe.model.family in CLIP_FAMILIES or recipe.model.training_mode != "full":
             built.model = _apply_mode(recipe, built, names)
+        if recipe.model.freeze:
+            frozen = freeze_parameters(built.model, recipe.model.freeze)
+            logger.info("Froze %d parameters (%s)", frozen, ", ".join(recipe.model.freeze))
         train_collate, eval_collate = _collators(recipe, built, datasets)
         args = recipe.training_arguments()
         trainer = InfoNCTrainer(
@@ -148,6 +185,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
             text_tokenizer=built.tokenizer,
         )
         trainer.compute_metrics = build_compute_metrics(trainer)
+        for callback in callbacks or []:
+            trainer.add_callback(callback)
         if recipe.analysis.info_dynamics:
             from hf_infonc.callbacks import InfoDynamicsCallback
 

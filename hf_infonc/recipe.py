@@ -86,6 +86,9 @@ class ModelRecipe:
     """``full``, ``lora``, ``linear_probe`` (CLIP only) or ``coop`` (CLIP only)."""
     lora: LoraRecipe = field(default_factory=LoraRecipe)
     coop: CoOpRecipe = field(default_factory=CoOpRecipe)
+    freeze: list[str] = field(default_factory=list)
+    """Parameter-name prefixes to freeze after the training mode is applied (e.g. ``clip.text.transformer``
+    to keep a pretrained text body fixed while its projection trains). Each must match a parameter."""
 
 
 @dataclass

@@ -250,6 +250,32 @@ class InfoNCTrainer(Trainer):
             return loss, {k: v for k, v in extras.items() if v is not None}
         return loss
 
+    # ------------------------------------------------------------------ training
+    def train(self, *args: Any, **kwargs: Any):
+        self._undo_evaluation_prepare()
+        return super().train(*args, **kwargs)
+
+    def _undo_evaluation_prepare(self) -> None:
+        """Let ``train()`` wrap the model in DDP after an ``evaluate()`` on several processes.
+
+        ``Trainer.evaluate()`` before ``train()`` calls ``accelerator.prepare_model(model,
+        evaluation_mode=True)``, which marks the bare model as prepared without wrapping it; the
+        training loop's ``prepare`` then returns the bare model and gradients are never
+        synchronised across processes (transformers 5.24 / accelerate 1.15). Clearing the mark
+        restores the normal DDP wrapping. DeepSpeed and FSDP prepare fully in evaluation and are
+        left alone.
+        """
+        model = self.model
+        if (
+            self.accelerator.num_processes > 1
+            and self.model_wrapped is model
+            and getattr(model, "_is_accelerate_prepared", False)
+            and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+        ):
+            model._is_accelerate_prepared = False
+            if model in self.accelerator._models:
+                self.accelerator._models.remove(model)
+
     # ------------------------------------------------------------------ data
     def _with_eval_collator(self, build, *args: Any, **kwargs: Any):
         if self.eval_data_collator is None:
@@ -289,7 +315,10 @@ class InfoNCTrainer(Trainer):
         self._component_sums["eval"].clear()
         output = super().evaluation_loop(*args, **kwargs)
         prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
-        output.metrics.update({f"{prefix}_{k}": v for k, v in self._reduced_components("eval").items()})
+        for key, value in self._reduced_components("eval").items():
+            # compute_metrics' dataset-level values (e.g. the paper's MIR over batches of 64) win
+            # over the mean of the per-evaluation-batch ratios logged here.
+            output.metrics.setdefault(f"{prefix}_{key}", value)
         return output
 
 

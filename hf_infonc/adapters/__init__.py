@@ -15,10 +15,15 @@ from hf_infonc.adapters.classifier import (
     SequenceClassificationAdapter,
 )
 from hf_infonc.adapters.hf_clip import HFCLIPAdapter
+from hf_infonc.adapters.open_clip import OpenCLIPAdapter
+from hf_infonc.adapters.coop import CLIPLinearProbeAdapter, CoOpAdapter
 from hf_infonc.adapters.prompts import ClassPrompts, build_prompts, format_prompt
 
 __all__ = [
     "AdapterOutput",
+    "CLIPLinearProbeAdapter",
+    "CoOpAdapter",
+    "OpenCLIPAdapter",
     "ClassPrompts",
     "HFCLIPAdapter",
     "ImageClassificationAdapter",

@@ -17,9 +17,19 @@ from hf_infonc.info.collapse import (
 from hf_infonc.info.entropy import EIGENVALUE_FLOOR, matrix_entropy
 from hf_infonc.info.gram import cosine_gram, normalize_rows
 from hf_infonc.info.mutual import entropy_terms, hdr, matrix_mutual_information, mir
+from hf_infonc.info.stream import (
+    NearestCenterAgreement,
+    NeuralCollapseAccumulator,
+    batched_mir_hdr,
+    neural_collapse_measures,
+)
 
 __all__ = [
     "EIGENVALUE_FLOOR",
+    "NearestCenterAgreement",
+    "NeuralCollapseAccumulator",
+    "batched_mir_hdr",
+    "neural_collapse_measures",
     "cosine_gram",
     "entropy_at_collapse",
     "entropy_terms",

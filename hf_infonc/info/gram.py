@@ -100,14 +100,19 @@ def compute_dtype(x: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
 
 
 def normalize_rows(z: torch.Tensor, *, center: bool = False) -> torch.Tensor:
-    """L2-normalise each row of ``z`` (out of place). Zero rows stay zero.
+    """L2-normalise each row of ``z`` (out of place). Zero rows (norm ≤ :data:`ZERO_ROW_NORM`)
+    come out as exact zeros, with a zero gradient.
 
     With ``center=True`` the mean row (over the ``n`` axis) is subtracted first.
     """
     if center:
         z = z - z.mean(dim=-2, keepdim=True)
     norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    return z / norms.clamp_min(ZERO_ROW_NORM)
+    # Rows at or below ZERO_ROW_NORM become exact zeros with a zero gradient. (Dividing by the
+    # clamped norm would scale tiny rows up instead, and multiply round-off in a zero row's
+    # gradient by 1/ZERO_ROW_NORM.)
+    nonzero = norms > ZERO_ROW_NORM
+    return torch.where(nonzero, z / torch.where(nonzero, norms, torch.ones_like(norms)), torch.zeros_like(z))
 
 
 def cosine_gram(z: torch.Tensor, *, center: bool = False) -> torch.Tensor:

@@ -66,7 +66,11 @@ def run(out_path: str, mode: str) -> None:
         dataloader_drop_last=True,
         disable_tqdm=True,
     )
-    trainer = InfoNCTrainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator, **extra)
+    trainer = InfoNCTrainer(
+        model=model, args=args, train_dataset=dataset, eval_dataset=dataset, data_collator=default_data_collator, **extra
+    )
+    if mode == "clip":  # evaluate() before train() must not stop DDP from wrapping the model
+        trainer.evaluate()
     trainer.train()
     if trainer.is_world_process_zero():
         params = {k: v.detach().double().flatten()[:64].tolist() for k, v in trainer.model.named_parameters()}

@@ -1,0 +1,89 @@
+"""Adapters for heads trained on frozen CLIP towers: CoOp prompts and the zero-shot-initialised linear probe.
+
+Both models compute their own head (:class:`~hf_infonc.models.frozen_clip.FrozenCLIPHeadModel`),
+so the adapter only maps their output onto :class:`AdapterOutput`:
+
+* ``features``: the projected image embeddings (frozen image tower);
+* ``head_rows``: CoOp — the normalised text embeddings of the learned prompts, recomputed at
+  every step (the context vectors train); linear probe — the rows of its weight matrix;
+* ``logits = scale · img_n · headᵀ`` and the cross-entropy base loss.
+
+They are registered *first*: they take priority over the adapters of the CLIP model they wrap.
+Classification only: an image–caption batch (with ``input_ids``) is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from hf_infonc.adapters.base import AdapterOutput, ModelAdapter, register_adapter, unwrap_peft
+
+
+class FrozenCLIPHeadAdapter(ModelAdapter):
+    """Shared logic for :class:`~hf_infonc.models.frozen_clip.FrozenCLIPHeadModel` subclasses."""
+
+    family = "frozen-clip-head"
+    description = "hf_infonc.models.FrozenCLIPHeadModel subclasses"
+    _model_class_name = "FrozenCLIPHeadModel"
+
+    @classmethod
+    def _model_class(cls) -> type:
+        import hf_infonc.models.coop as coop
+        import hf_infonc.models.frozen_clip as frozen_clip
+
+        return getattr(coop, cls._model_class_name, None) or getattr(frozen_clip, cls._model_class_name)
+
+    @classmethod
+    def supports(cls, model: nn.Module) -> bool:
+        return isinstance(model, cls._model_class())
+
+    def setup(self, model, *, class_names=None, templates=None, processing_class=None) -> None:
+        core = unwrap_peft(model)
+        if class_names is not None and list(class_names) != core.class_names:
+            raise ValueError(
+                f"The {type(core).__name__} was built for the classes {core.class_names[:5]}… but the trainer's class "
+                f"names are {list(class_names)[:5]}…: the label ids of the data must follow the model's class order. "
+                f"Build the model with the dataset's class names (in ClassLabel order)."
+            )
+
+    def head_rows(self, model: nn.Module) -> torch.Tensor:
+        return unwrap_peft(model).head_rows()
+
+    def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:
+        core = unwrap_peft(model)
+        if "input_ids" in inputs:
+            raise ValueError(
+                f"{type(core).__name__} is a classifier on frozen CLIP towers; image–caption batches (with input_ids) "
+                f"need the plain CLIP model (mode 'full' or 'lora')."
+            )
+        labels = inputs.get("labels")
+        out = core(pixel_values=inputs["pixel_values"], labels=labels)
+        return AdapterOutput(
+            loss=out.loss,
+            logits=out.logits,
+            features=out.image_embeds,
+            head_rows=out.head_rows,
+            labels=labels,
+            logit_scale=out.logit_scale,
+        )
+
+
+class CoOpAdapter(FrozenCLIPHeadAdapter):
+    family = "coop"
+    description = "hf_infonc.models.CoOpCLIP (CoOp prompt learning on a frozen HF or open_clip CLIP)"
+    _model_class_name = "CoOpCLIP"
+
+
+class CLIPLinearProbeAdapter(FrozenCLIPHeadAdapter):
+    family = "clip-linear-probe"
+    description = "hf_infonc.models.CLIPLinearProbe (linear head on frozen CLIP image embeddings)"
+    _model_class_name = "CLIPLinearProbe"
+
+
+register_adapter(CLIPLinearProbeAdapter, first=True)
+register_adapter(CoOpAdapter, first=True)
+
+__all__ = ["CLIPLinearProbeAdapter", "CoOpAdapter", "FrozenCLIPHeadAdapter"]

@@ -1,0 +1,677 @@
+"""Grokking of modular addition, tracked with MIR and HDR (SPEC §5; arXiv 2406.03999 §5).
+
+The experiment (after Nanda et al. 2023, "Progress measures for grokking via mechanistic
+interpretability", whose setting arXiv 2406.03999 reuses):
+
+* task: ``(a + b) mod p`` with ``p = 113``; the input is the sequence ``[a, b, =]`` over a vocabulary
+  of ``p + 1`` tokens (``=`` is token ``p``); the answer is read at the last position;
+* data: all ``p²`` pairs, a seeded random 30% for training, the other 70% for testing;
+* model: a one-layer ReLU transformer without layer norm: token and learned positional
+  embeddings (``d_model = 128``), causal attention with 4 heads of 32 (no biases), an MLP of
+  width 512 (with biases), and an unembedding ``W_U`` (``d_model x p``, no bias);
+* training: full batch, AdamW (lr 1e-3, weight decay 1.0, betas (0.9, 0.98)), a 10-step linear
+  warm-up as in Nanda et al., cross-entropy computed in float64 (model in float32).
+
+Tracked every ``eval_every`` steps, on the training set and on the test set: loss, accuracy and
+the matrix-information measures between ``K₁ = G(features)`` (the final-position residual
+stream, i.e. the input of the unembedding) and ``K₂ = G(W_U.T[labels])`` (the head row of each
+sample's label, SPEC §2 item 2): the matrix entropies ``H(K₁)``, ``H(K₂)``, the mutual
+information, MIR and HDR. **[choice]** The measures use a fixed, seeded subset of
+``info_subset`` samples per split (default 1024): an ``n x n`` eigen-decomposition per
+evaluation; ``info_subset=None`` uses every sample (3830 train / 8939 test samples for p = 113,
+much slower because the Kronecker dual ``128·113`` is larger than ``n``).
+
+Speed: the model is one layer and only the last position is read, so the forward pass computes
+only what reaches the last position: the MLP runs at the last position only and the attention
+keys/values of the positions ``a`` and ``b`` come from per-token tables. This is the same
+function of the same parameters as the full-sequence computation (checked against
+:meth:`ModularAdditionTransformer.forward_sequence` in the tests), hence the same gradients and
+training dynamics, at about half the cost of a step on the CPU.
+
+Usage::
+
+    python -m hf_infonc.analysis.grokking --steps 20000 --out runs/grokking
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hf_infonc.info import entropy_at_collapse, entropy_terms, mir_at_collapse
+from hf_infonc.info.mutual import safe_ratio
+
+logger = logging.getLogger(__name__)
+
+#: The keys of every history record, in order.
+HISTORY_KEYS: tuple[str, ...] = (
+    "step",
+    "elapsed_s",
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "test_acc",
+    "train_mir",
+    "train_hdr",
+    "train_mi",
+    "train_h_features",
+    "train_h_heads",
+    "test_mir",
+    "test_hdr",
+    "test_mi",
+    "test_h_features",
+    "test_h_heads",
+    "weight_norm",
+)
+
+
+@dataclass
+class GrokkingConfig:
+    """Settings of the grokking run; the defaults are the paper's (SPEC §5).
+
+    Attributes:
+        modulus: p, the task is ``(a + b) mod p`` (113 in the paper).
+        train_fraction: share of the ``p²`` pairs used for training (0.3).
+        d_model, n_heads, d_mlp: model sizes (128, 4 heads of ``d_model / n_heads``, 512).
+        lr, weight_decay, betas: AdamW settings (1e-3, 1.0, (0.9, 0.98)).
+        warmup_steps: linear learning-rate warm-up, as in Nanda et al. (10).
+        steps: number of full-batch optimiser steps.
+        eval_every: evaluate (loss, accuracy, MIR, HDR) every this many steps, and at step 0 and
+            at the last step.
+        seed: seeds the data split, the initialisation and the info subsets.
+        device: torch device for the model ("cpu" or "cuda").
+        info_subset: number of samples per split for the matrix-information measures (a fixed
+            seeded subset); ``None`` for all samples.
+        grokking_threshold: test accuracy that marks the generalisation jump (0.95).
+        log_evals: also evaluate at log-spaced steps below ``eval_every`` (1, 2, 3, 6, 10, 18,
+            32, 56 for ``eval_every=100``), so that the fast first phase shows on a log axis.
+        num_threads: CPU threads for torch during the run (None: torch's default). On a CPU
+            shared with other jobs, 1 thread can be several times faster than oversubscribing.
+    """
+
+    modulus: int = 113
+    train_fraction: float = 0.3
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 10
+    steps: int = 20000
+    eval_every: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    info_subset: int | None = 1024
+    grokking_threshold: float = 0.95
+    num_threads: int | None = None
+    log_evals: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.modulus, int) or self.modulus < 3:
+            raise ValueError(f"modulus={self.modulus!r} must be an int ≥ 3 (MIR needs at least 3 classes).")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ValueError(f"train_fraction={self.train_fraction} must lie strictly between 0 and 1.")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}.")
+        if self.steps < 1 or self.eval_every < 1:
+            raise ValueError(f"steps={self.steps} and eval_every={self.eval_every} must be ≥ 1.")
+        if self.info_subset is not None and self.info_subset < 2:
+            raise ValueError(f"info_subset={self.info_subset} must be ≥ 2 samples, or None for all samples.")
+        if not 0.0 < self.grokking_threshold <= 1.0:
+            raise ValueError(f"grokking_threshold={self.grokking_threshold} must be in (0, 1].")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        n_pairs = self.modulus**2
+        n_train = int(self.train_fraction * n_pairs)
+        if n_train < 1 or n_train >= n_pairs:
+            raise ValueError(
+                f"train_fraction={self.train_fraction} leaves {n_train} of {n_pairs} pairs for training; "
+                f"both splits must be non-empty."
+            )
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class ModularAdditionData:
+    """All ``p²`` pairs ``(a, b)``, their labels ``(a + b) mod p`` and a seeded train/test split.
+
+    ``tokens`` is ``(p², 3)``: ``[a, b, p]`` (the last token is ``=``).
+    """
+
+    modulus: int
+    tokens: torch.Tensor
+    labels: torch.Tensor
+    train_idx: torch.Tensor
+    test_idx: torch.Tensor
+
+
+def make_modular_addition_data(modulus: int, train_fraction: float, seed: int) -> ModularAdditionData:
+    """Build the dataset and split it: a seeded permutation of the pairs, the first
+    ``int(train_fraction · p²)`` for training (as in Nanda et al.), the rest for testing."""
+    p = modulus
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    a, b = a.reshape(-1), b.reshape(-1)
+    tokens = torch.stack([a, b, torch.full_like(a, p)], dim=1)
+    labels = (a + b) % p
+    generator = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(p * p, generator=generator)
+    n_train = int(train_fraction * p * p)
+    return ModularAdditionData(p, tokens, labels, perm[:n_train].sort().values, perm[n_train:].sort().values)
+
+
+# ---------------------------------------------------------------------------------------- model
+
+
+class ModularAdditionTransformer(nn.Module):
+    """One-layer ReLU transformer without layer norm (Nanda et al. 2023), parameters named as there.
+
+    ``forward(a, b)`` returns ``(logits, features)`` at the last position: ``features`` is the
+    final residual stream (``n x d_model``) and ``logits = features @ W_U`` (``n x p``). The
+    head rows of the classes are ``W_U.T`` (``p x d_model``).
+    """
+
+    def __init__(self, modulus: int = 113, d_model: int = 128, n_heads: int = 4, d_mlp: int = 512, *, seed: int = 0):
+        super().__init__()
+        p, d, h = modulus, d_model, n_heads
+        self.modulus, self.d_model, self.n_heads, self.d_head, self.d_mlp = p, d, h, d // h, d_mlp
+        vocab = p + 1
+        g = torch.Generator().manual_seed(seed)
+
+        def normal(*shape: int, scale: float) -> nn.Parameter:
+            return nn.Parameter(torch.randn(*shape, generator=g) * scale)
+
+        # Initialisation as in Nanda et al.: N(0, 1/d_model), the unembedding N(0, 1/d_vocab).
+        s = 1.0 / math.sqrt(d)
+        self.W_E = normal(vocab, d, scale=s)  # token embeddings (rows)
+        self.W_pos = normal(3, d, scale=s)  # learned positional embeddings
+        self.W_Q = normal(d, d, scale=s)  # columns grouped by head: head i is [:, i*d_head:(i+1)*d_head]
+        self.W_K = normal(d, d, scale=s)
+        self.W_V = normal(d, d, scale=s)
+        self.W_O = normal(d, d, scale=s)
+        self.W_in = normal(d, d_mlp, scale=s)
+        self.b_in = nn.Parameter(torch.zeros(d_mlp))
+        self.W_out = normal(d_mlp, d, scale=s)
+        self.b_out = nn.Parameter(torch.zeros(d))
+        self.W_U = normal(d, p, scale=1.0 / math.sqrt(vocab))
+
+    @property
+    def head_rows(self) -> torch.Tensor:
+        """The ``p x d_model`` classifier rows ``W_U.T`` (one per class)."""
+        return self.W_U.T
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return x + F.relu(x @ self.W_in + self.b_in) @ self.W_out + self.b_out
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and features at the last position of ``[a, b, =]`` for integer tensors ``a``, ``b``.
+
+        Only what reaches the last position is computed (exact; see the module docstring): the
+        query is that of the constant ``=`` token, the keys/values of positions 0 and 1 come from
+        per-token tables gathered by ``a`` and ``b``.
+        """
+        p, h, dh = self.modulus, self.n_heads, self.d_head
+        n = a.shape[0]
+        r_eq = self.W_E[p] + self.W_pos[2]  # residual stream of "=" at position 2 (same for all)
+        r_a = self.W_E[:p] + self.W_pos[0]  # (p, d): every possible token at position 0
+        r_b = self.W_E[:p] + self.W_pos[1]
+        q = (r_eq @ self.W_Q).view(h, dh)
+        scale = 1.0 / math.sqrt(dh)
+        score_a = ((r_a @ self.W_K).view(p, h, dh) * q).sum(-1) * scale  # (p, h)
+        score_b = ((r_b @ self.W_K).view(p, h, dh) * q).sum(-1) * scale
+        score_eq = ((r_eq @ self.W_K).view(h, dh) * q).sum(-1) * scale  # (h,)
+        scores = torch.stack([score_a[a], score_b[b], score_eq.expand(n, h)], dim=-1)  # (n, h, 3)
+        pattern = scores.softmax(dim=-1).unsqueeze(-1)
+        values = (
+            pattern[:, :, 0] * (r_a @ self.W_V)[a].view(n, h, dh)
+            + pattern[:, :, 1] * (r_b @ self.W_V)[b].view(n, h, dh)
+            + pattern[:, :, 2] * (r_eq @ self.W_V).view(h, dh)
+        )
+        resid = r_eq + values.reshape(n, h * dh) @ self.W_O
+        features = self._mlp(resid)
+        return features @ self.W_U, features
+
+    def forward_sequence(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference computation over the whole sequence (causal attention, MLP at every
+        position); returns the logits and features at the last position, like :meth:`forward`."""
+        n, t = tokens.shape
+        h, dh = self.n_heads, self.d_head
+        resid = self.W_E[tokens] + self.W_pos[:t]  # (n, t, d)
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(n, t, h, dh).transpose(1, 2)  # (n, h, t, dh)
+
+        q, k, v = heads(resid @ self.W_Q), heads(resid @ self.W_K), heads(resid @ self.W_V)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
+        causal = torch.triu(torch.ones(t, t, dtype=torch.bool, device=tokens.device), diagonal=1)
+        pattern = scores.masked_fill(causal, float("-inf")).softmax(dim=-1)
+        z = (pattern @ v).transpose(1, 2).reshape(n, t, h * dh)
+        resid = self._mlp(resid + z @ self.W_O)
+        features = resid[:, -1]
+        return features @ self.W_U, features
+
+
+# ---------------------------------------------------------------------------------- measurement
+
+
+def information_measures(features: torch.Tensor, head_rows: torch.Tensor) -> dict[str, float]:
+    """MIR, HDR, MI and the two matrix entropies between ``G(features)`` and ``G(head_rows)``.
+
+    One call of :func:`hf_infonc.info.entropy_terms` (float64) gives all of them:
+    ``MIR = MI / min(H₁, H₂)``, ``HDR = |H₁ - H₂| / max(H₁, H₂)`` (NaN, with a warning, if an
+    entropy is 0).
+    """
+    terms = entropy_terms(features.detach(), head_rows.detach())
+    mi = terms.mutual_information
+    mir_value = safe_ratio(mi, torch.minimum(terms.h_a, terms.h_b), "nan", "MIR")
+    hdr_value = safe_ratio((terms.h_a - terms.h_b).abs(), torch.maximum(terms.h_a, terms.h_b), "nan", "HDR")
+    return {
+        "mir": float(mir_value),
+        "hdr": float(hdr_value),
+        "mi": float(mi),
+        "h_features": float(terms.h_a),
+        "h_heads": float(terms.h_b),
+    }
+
+
+def _split_metrics(
+    model: ModularAdditionTransformer,
+    tokens: torch.Tensor,
+    labels: torch.Tensor,
+    info_rows: torch.Tensor,
+) -> dict[str, float]:
+    logits, features = model(tokens[:, 0], tokens[:, 1])
+    out = {
+        "loss": float(F.cross_entropy(logits.double(), labels)),
+        "acc": float((logits.argmax(dim=-1) == labels).double().mean()),
+    }
+    out.update(information_measures(features[info_rows], model.head_rows[labels[info_rows]]))
+    return out
+
+
+def eval_steps_below(limit: int, per_decade: int = 4) -> list[int]:
+    """Log-spaced steps ``round(10**(k / per_decade))`` below ``limit``, without repeats."""
+    steps: list[int] = []
+    k = 0
+    while (s := round(10 ** (k / per_decade))) < limit:
+        if s not in steps:
+            steps.append(s)
+        k += 1
+    return steps
+
+
+def first_step_at_or_above(steps: list[int], values: list[float], threshold: float) -> int | None:
+    """The first ``steps[i]`` with ``values[i] ≥ threshold`` (None if never)."""
+    for step, value in zip(steps, values):
+        if value >= threshold:
+            return int(step)
+    return None
+
+
+@dataclass
+class GrokkingResult:
+    """The outcome of :func:`run_grokking`.
+
+    ``history`` maps each key of :data:`HISTORY_KEYS` to a list (one entry per evaluation).
+    ``grokking_step`` is the first evaluated step with test accuracy ≥ the threshold (None if
+    it never got there); ``memorization_step`` the same for the training accuracy.
+    """
+
+    config: GrokkingConfig
+    history: dict[str, list[float]]
+    grokking_step: int | None
+    memorization_step: int | None
+    wall_time_s: float
+    info_time_s: float
+    mir_at_collapse: float
+    entropy_at_collapse: float
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grokking_wall_time_s(self) -> float | None:
+        """Seconds from the start of the run to the evaluation at :attr:`grokking_step`."""
+        if self.grokking_step is None:
+            return None
+        return self.history["elapsed_s"][self.history["step"].index(self.grokking_step)]
+
+    def record_at(self, step: int) -> dict[str, float]:
+        """The history record of the evaluation at ``step``."""
+        i = self.history["step"].index(step)
+        return {key: values[i] for key, values in self.history.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["config"]["betas"] = list(self.config.betas)
+        out["grokking_wall_time_s"] = self.grokking_wall_time_s
+        return out
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the result (config with seed, history, summary) as JSON; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True) + "\n")
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> GrokkingResult:
+        data = json.loads(Path(path).read_text())
+        data.pop("grokking_wall_time_s", None)
+        config = data.pop("config")
+        config["betas"] = tuple(config["betas"])
+        return cls(config=GrokkingConfig(**config), **data)
+
+
+def run_grokking(
+    cfg: GrokkingConfig | None = None,
+    *,
+    progress: bool = True,
+    callback: Callable[[dict[str, float], ModularAdditionTransformer], bool | None] | None = None,
+) -> GrokkingResult:
+    """Train the one-layer transformer on modular addition and track MIR / HDR (SPEC §5).
+
+    Args:
+        cfg: the settings (default: the paper's, :class:`GrokkingConfig`).
+        progress: show a tqdm progress bar with the latest accuracies.
+        callback: called after every evaluation with the new history record and the model;
+            returning True stops training there.
+
+    A ``KeyboardInterrupt`` (Ctrl-C) during training stops it, evaluates the current step and
+    returns the history so far (``environment["interrupted"]`` is True).
+
+    Returns:
+        A :class:`GrokkingResult` (history, grokking step, wall time, seeds in the config).
+    """
+    cfg = cfg or GrokkingConfig()
+    if cfg.num_threads is None:
+        return _run(cfg, progress, callback)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_threads)
+    try:
+        return _run(cfg, progress, callback)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(
+    cfg: GrokkingConfig,
+    progress: bool,
+    callback: Callable[[dict[str, float], ModularAdditionTransformer], bool | None] | None,
+) -> GrokkingResult:
+    from tqdm.auto import tqdm
+
+    device = torch.device(cfg.device)
+    data = make_modular_addition_data(cfg.modulus, cfg.train_fraction, cfg.seed)
+    tokens, labels = data.tokens.to(device), data.labels.to(device)
+    x_train, y_train = tokens[data.train_idx.to(device)], labels[data.train_idx.to(device)]
+    x_test, y_test = tokens[data.test_idx.to(device)], labels[data.test_idx.to(device)]
+
+    sub_gen = torch.Generator().manual_seed(cfg.seed + 1)
+
+    def subset(n: int) -> torch.Tensor:
+        if cfg.info_subset is None or cfg.info_subset >= n:
+            return torch.arange(n, device=device)
+        return torch.randperm(n, generator=sub_gen)[: cfg.info_subset].sort().values.to(device)
+
+    info_train, info_test = subset(len(y_train)), subset(len(y_test))
+
+    model = ModularAdditionTransformer(cfg.modulus, cfg.d_model, cfg.n_heads, cfg.d_mlp, seed=cfg.seed).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    warmup = max(cfg.warmup_steps, 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 1.0) if warmup else 1.0)
+
+    history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+    start = time.perf_counter()
+    info_time = 0.0
+
+    def evaluate(step: int) -> dict[str, float]:
+        nonlocal info_time
+        t0 = time.perf_counter()
+        model.eval()
+        with torch.no_grad():
+            train = _split_metrics(model, x_train, y_train, info_train)
+            test = _split_metrics(model, x_test, y_test, info_test)
+            weight_norm = float(torch.sqrt(sum((p.double() ** 2).sum() for p in model.parameters())))
+        model.train()
+        info_time += time.perf_counter() - t0
+        record: dict[str, float] = {"step": step, "elapsed_s": time.perf_counter() - start}
+        for split, values in (("train", train), ("test", test)):
+            for key, value in values.items():
+                record[f"{split}_{key}"] = value
+        record["weight_norm"] = weight_norm
+        for key in HISTORY_KEYS:
+            history[key].append(record[key])
+        return record
+
+    early = set(eval_steps_below(cfg.eval_every)) if cfg.log_evals else set()
+    bar = tqdm(total=cfg.steps, desc="grokking", disable=not progress, dynamic_ncols=True)
+    record = evaluate(0)
+    step = 0
+    stop = bool(callback(record, model)) if callback else False
+    a_train, b_train = x_train[:, 0], x_train[:, 1]
+    interrupted = False
+    try:
+        while step < cfg.steps and not stop:
+            logits, _ = model(a_train, b_train)
+            loss = F.cross_entropy(logits.double(), y_train)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.steps or step in early:
+                record = evaluate(step)
+                bar.set_postfix(
+                    loss=f"{record['train_loss']:.2e}",
+                    train_acc=f"{record['train_acc']:.3f}",
+                    test_acc=f"{record['test_acc']:.3f}",
+                    test_mir=f"{record['test_mir']:.3f}",
+                    refresh=False,
+                )
+                if callback is not None:
+                    stop = bool(callback(record, model))
+    except KeyboardInterrupt:  # Ctrl-C: keep what was measured, evaluate where training stopped
+        interrupted = True
+        logger.warning("grokking run interrupted at step %d; returning the history so far", step)
+        if len(history["step"]) != len(history[HISTORY_KEYS[-1]]):  # interrupted inside an evaluation
+            n = min(len(v) for v in history.values())
+            for values in history.values():
+                del values[n:]
+        if history["step"][-1] != step:
+            evaluate(step)
+    bar.close()
+
+    wall = time.perf_counter() - start
+    threshold = cfg.grokking_threshold
+    result = GrokkingResult(
+        config=cfg,
+        history=history,
+        grokking_step=first_step_at_or_above(history["step"], history["test_acc"], threshold),
+        memorization_step=first_step_at_or_above(history["step"], history["train_acc"], threshold),
+        wall_time_s=wall,
+        info_time_s=info_time,
+        mir_at_collapse=float(mir_at_collapse(cfg.modulus)),
+        entropy_at_collapse=float(entropy_at_collapse(cfg.modulus)),
+        environment={
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": str(device),
+            "num_threads": torch.get_num_threads(),
+            "n_train": len(y_train),
+            "n_test": len(y_test),
+            "n_info_train": len(info_train),
+            "n_info_test": len(info_test),
+            "interrupted": interrupted,
+        },
+    )
+    logger.info(
+        "grokking: %s steps in %.0f s; memorisation step %s, grokking step %s",
+        step, wall, result.memorization_step, result.grokking_step,
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------------------- plot
+
+
+def plot_grokking(result: GrokkingResult, path: str | Path, *, title: str | None = None) -> Path:
+    """Three panels over training steps (log x axis): accuracy, MIR / HDR, loss.
+
+    The grokking step (first test accuracy ≥ threshold) is a vertical line in every panel,
+    the memorisation step a dotted one; ``mir_at_collapse(p)`` is a dashed reference line in the
+    MIR/HDR panel. Step 0 cannot be shown on a log axis and is left out. Returns the path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    hist = result.history
+    keep = [i for i, s in enumerate(hist["step"]) if s > 0]
+    steps = [hist["step"][i] for i in keep]
+
+    def series(key: str) -> list[float]:
+        return [hist[key][i] for i in keep]
+
+    fig, axes = plt.subplots(3, 1, figsize=(7.5, 9), sharex=True, constrained_layout=True)
+    ax_acc, ax_info, ax_loss = axes
+    ax_acc.plot(steps, series("train_acc"), color="C0", label="train accuracy")
+    ax_acc.plot(steps, series("test_acc"), color="C1", label="test accuracy")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(-0.02, 1.02)
+
+    ax_info.plot(steps, series("train_mir"), color="C0", label="MIR train")
+    ax_info.plot(steps, series("test_mir"), color="C1", label="MIR test")
+    ax_info.plot(steps, series("train_hdr"), color="C0", ls="-.", label="HDR train")
+    ax_info.plot(steps, series("test_hdr"), color="C1", ls="-.", label="HDR test")
+    p = result.config.modulus
+    ax_info.axhline(result.mir_at_collapse, color="k", ls="--", lw=1, label=f"MIR at collapse (C={p})")
+    ax_info.set_ylabel("MIR / HDR")
+    ax_info.set_ylim(-0.02, 1.02)
+
+    ax_loss.plot(steps, series("train_loss"), color="C0", label="train loss")
+    ax_loss.plot(steps, series("test_loss"), color="C1", label="test loss")
+    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.set_xlabel("step (full batch)")
+    ax_loss.set_xscale("log")
+
+    for ax in axes:
+        if result.memorization_step:
+            ax.axvline(result.memorization_step, color="0.5", ls=":", lw=1)
+        if result.grokking_step:
+            ax.axvline(result.grokking_step, color="C3", ls="-", lw=1, alpha=0.7)
+        ax.grid(True, which="major", alpha=0.3)
+    handles, labels = ax_acc.get_legend_handles_labels()
+    if result.memorization_step:
+        handles.append(plt.Line2D([], [], color="0.5", ls=":"))
+        labels.append(f"train acc ≥ {result.config.grokking_threshold:g} (step {result.memorization_step})")
+    if result.grokking_step:
+        handles.append(plt.Line2D([], [], color="C3"))
+        labels.append(f"test acc ≥ {result.config.grokking_threshold:g} (step {result.grokking_step})")
+    ax_acc.legend(handles, labels, loc="center left", fontsize=8)
+    ax_info.legend(loc="center left", fontsize=8, ncol=2)
+    ax_loss.legend(loc="lower left", fontsize=8)
+    cfg = result.config
+    fig.suptitle(
+        title
+        or (
+            f"Grokking (a+b) mod {p}: 1-layer transformer, AdamW lr {cfg.lr:g}, wd {cfg.weight_decay:g}, "
+            f"train {cfg.train_fraction:.0%}, seed {cfg.seed}"
+        ),
+        fontsize=9,
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hf_infonc.analysis.grokking --steps N --out DIR``: run, save JSON and plot."""
+    defaults = GrokkingConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="full-batch optimiser steps")
+    parser.add_argument("--out", type=Path, default=Path("runs/grokking"), help="output folder")
+    parser.add_argument("--json", type=Path, default=None, help="history JSON path (default OUT/grokking_history.json)")
+    parser.add_argument("--plot", type=Path, default=None, help="plot path (default OUT/grokking.png)")
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--modulus", type=int, default=defaults.modulus)
+    parser.add_argument("--train-fraction", type=float, default=defaults.train_fraction)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--info-subset", type=int, default=defaults.info_subset, help="samples per split for MIR/HDR; 0 = all")
+    parser.add_argument("--threshold", type=float, default=defaults.grokking_threshold, help="test accuracy of the jump")
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--stop-after-grokking", type=int, default=None, metavar="K",
+                        help="stop K steps after the grokking step (default: run all --steps)")
+    parser.add_argument("--plot-only", type=Path, default=None, help="re-plot a saved history JSON and exit")
+    parser.add_argument("--no-log-evals", action="store_true", help="evaluate only every --eval-every steps")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    plot_path = args.plot or args.out / "grokking.png"
+    if args.plot_only is not None:
+        print(plot_grokking(GrokkingResult.from_json(args.plot_only), plot_path))
+        return 0
+    cfg = GrokkingConfig(
+        modulus=args.modulus,
+        train_fraction=args.train_fraction,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        steps=args.steps,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        device=args.device,
+        info_subset=args.info_subset or None,
+        grokking_threshold=args.threshold,
+        num_threads=args.threads,
+        log_evals=not args.no_log_evals,
+    )
+    grokked_at: list[int] = []
+
+    def stop_after_grokking(record: dict[str, float], model: nn.Module) -> bool:
+        if not grokked_at and record["test_acc"] >= cfg.grokking_threshold:
+            grokked_at.append(int(record["step"]))
+        return bool(grokked_at) and record["step"] >= grokked_at[0] + args.stop_after_grokking
+
+    callback = stop_after_grokking if args.stop_after_grokking is not None else None
+    result = run_grokking(cfg, progress=not args.no_progress, callback=callback)
+    json_path = result.to_json(args.json or args.out / "grokking_history.json")
+    plot_grokking(result, plot_path)
+    final = result.record_at(result.history["step"][-1])
+    print(f"history: {json_path}\nplot: {plot_path}")
+    print(
+        f"steps {final['step']}, wall {result.wall_time_s:.0f} s (info measures {result.info_time_s:.0f} s); "
+        f"memorisation step {result.memorization_step}, grokking step {result.grokking_step} "
+        f"(at {result.grokking_wall_time_s if result.grokking_wall_time_s is None else round(result.grokking_wall_time_s)} s)"
+    )
+    print(
+        f"final: train acc {final['train_acc']:.4f}, test acc {final['test_acc']:.4f}, "
+        f"test MIR {final['test_mir']:.4f}, test HDR {final['test_hdr']:.4f} "
+        f"(MIR at collapse {result.mir_at_collapse:.4f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""Model wrappers: open_clip as a ``PreTrainedModel``, CoOp prompt learning, a zero-shot-initialised linear probe.
+
+Importing this package registers the matching adapters (``OpenCLIPAdapter``, ``CoOpAdapter``,
+``CLIPLinearProbeAdapter``) and ``OpenCLIPConfig``/``OpenCLIPModel`` with ``AutoConfig``/``AutoModel``.
+"""
+
+from hf_infonc.models.coop import CoOpCLIP, CoOpConfig
+from hf_infonc.models.frozen_clip import CLIPHeadOutput, CLIPLinearProbe, CLIPLinearProbeConfig, FrozenCLIPHeadModel
+from hf_infonc.models.open_clip_hf import (
+    OpenCLIPConfig,
+    OpenCLIPModel,
+    OpenCLIPOutput,
+    OpenCLIPTokenizer,
+    build_open_clip,
+    is_causal_mask,
+    rebuild_causal_masks,
+    tiny_open_clip,
+    tiny_open_clip_cfg,
+    tiny_open_clip_minilm_cfg,
+)
+
+__all__ = [
+    "CLIPHeadOutput",
+    "CLIPLinearProbe",
+    "CLIPLinearProbeConfig",
+    "CoOpCLIP",
+    "CoOpConfig",
+    "FrozenCLIPHeadModel",
+    "OpenCLIPConfig",
+    "OpenCLIPModel",
+    "OpenCLIPOutput",
+    "OpenCLIPTokenizer",
+    "build_open_clip",
+    "is_causal_mask",
+    "rebuild_causal_masks",
+    "tiny_open_clip",
+    "tiny_open_clip_cfg",
+    "tiny_open_clip_minilm_cfg",
+]

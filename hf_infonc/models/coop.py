@@ -1,0 +1,253 @@
+"""CoOp: context optimisation, prompt learning for frozen CLIP (Zhou et al., IJCV 2022, arXiv 2109.01134).
+
+The class prompt ``"a photo of a {class}."`` is replaced by ``M`` learned context vectors in the
+token-embedding space of the text tower::
+
+    prompt_c = [SOS] [ctx_1] … [ctx_M] [tokens of class c] [.] [EOS]      (class_token_position="end")
+
+Both encoders are frozen; only the ``M x width`` context matrix (shared by all classes, CoOp's
+"unified context") trains. The head rows are the normalised text embeddings of the C prompts,
+recomputed at every step (the context trains), and ``logits = scale · img_n · headᵀ`` with CLIP's
+frozen temperature. This is the setting in which the cross-modal alignment loss (CMA) is reported
+(Song et al., arXiv 2409.16767: 16 context tokens, SGD lr 0.002 cosine, batch 32).
+
+How the context is injected: the prompts are tokenised once with ``M`` placeholder tokens
+(``"X X … X {class}."``); at each forward, a one-shot forward hook on the text tower's token
+embedding replaces the placeholder rows of its output with the context vectors, and the model's
+*own* text forward runs on that (for ``transformers.CLIPModel``: positions, causal mask, encoder,
+final LayerNorm, EOS pooling and projection; for open_clip: positional embedding, causal mask,
+``ln_final``, pooling, projection; for an HF text tower such as MiniLM: its embeddings, encoder
+and pooler). So the prompt encoder is the exact text encoder of each family, with no
+re-implementation to drift from it: with the context initialised from ``"a photo of a"``
+(``n_ctx=4``) the head equals the zero-shot head of ``"a photo of a {class}."`` to round-off.
+
+Context initialisation (``init``):
+
+* ``None``: ``N(0, 0.02²)`` for every vector (CoOp's random init);
+* a phrase of ``m`` tokens (default ``"a photo of a"``): ``n_ctx=None`` means ``n_ctx = m``; with
+  ``n_ctx > m`` the last ``m`` vectors are the phrase's token embeddings and the first
+  ``n_ctx - m`` are random **[choice]** (the prompt then still ends in "… a photo of a {class}.").
+
+``class_token_position``: ``"end"`` (default), ``"middle"`` or ``"front"``, as in CoOp.
+
+Saving: ``save_pretrained`` (and so ``Trainer.save_model``) writes only the context vectors and the
+tokenised prompts, with the class names, ``n_ctx`` and a reference to the base model in
+``config.json`` (a few KB). ``CoOpCLIP.from_pretrained(directory, clip_model)`` restores them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from hf_infonc.models import clip_towers
+from hf_infonc.models.frozen_clip import FrozenCLIPHeadConfig, FrozenCLIPHeadModel
+
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+PLACEHOLDER = "X"
+
+
+class CoOpConfig(FrozenCLIPHeadConfig):
+    """Configuration of :class:`CoOpCLIP` (the prompt learner; the CLIP model is referenced, not stored)."""
+
+    model_type = "hf_infonc_coop"
+
+    n_ctx: int = 16
+    ctx_init: str | None = None
+    class_token_position: str = "end"
+    init_std: float = 0.02
+    ctx_dim: int | None = None
+    prompt_length: int | None = None
+
+
+class CoOpCLIP(FrozenCLIPHeadModel):
+    """Frozen CLIP + ``n_ctx`` learned context vectors before the class-name tokens.
+
+    Build with :meth:`from_clip`. ``forward(pixel_values, labels=None)`` returns
+    :class:`~hf_infonc.models.frozen_clip.CLIPHeadOutput` (``logits``, ``image_embeds``,
+    ``head_rows``, ``loss``).
+
+    State: ``ctx`` (``n_ctx x width``, the only parameter that trains) and the buffers
+    ``prompt_ids`` (``C x L`` token ids of ``"X … X {class}."``), ``prompt_attention_mask`` and
+    ``name_lengths`` (tokens per class name).
+    """
+
+    config_class = CoOpConfig
+
+    def __init__(self, config: CoOpConfig, clip_model: nn.Module, tokenizer: Any = None) -> None:
+        super().__init__(config, clip_model)
+        if not config.class_names:
+            raise ValueError("CoOpCLIP needs class_names (one prompt per class).")
+        if config.class_token_position not in CLASS_TOKEN_POSITIONS:
+            raise ValueError(
+                f"class_token_position={config.class_token_position!r}; expected one of {CLASS_TOKEN_POSITIONS}."
+            )
+        embedding = clip_towers.token_embedding(clip_model)
+        width = embedding.weight.shape[-1]
+        if config.ctx_dim is not None and config.ctx_dim != width:
+            raise ValueError(
+                f"These prompts have width {config.ctx_dim} but the text tower's token embeddings have width {width}: "
+                f"they were learned for another base model."
+            )
+        config.ctx_dim = width
+        device, dtype = embedding.weight.device, embedding.weight.dtype
+        num_classes = len(config.class_names)
+        self.ctx = nn.Parameter(torch.zeros(config.n_ctx, width, device=device, dtype=dtype))
+        length = config.prompt_length or 1
+        self.register_buffer("prompt_ids", torch.zeros(num_classes, length, dtype=torch.long, device=device))
+        self.register_buffer("prompt_attention_mask", torch.ones(num_classes, length, dtype=torch.long, device=device))
+        self.register_buffer("name_lengths", torch.ones(num_classes, dtype=torch.long, device=device))
+        if tokenizer is not None:
+            self._tokenize_prompts(tokenizer)
+            self._init_context(tokenizer)
+        self.post_init()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_clip(
+        cls,
+        clip_model: nn.Module,
+        tokenizer: Any,
+        class_names: list[str],
+        *,
+        n_ctx: int | None = 16,
+        init: str | None = "a photo of a",
+        class_token_position: str = "end",
+        init_std: float = 0.02,
+        seed: int | None = None,
+    ) -> CoOpCLIP:
+        """CoOp prompts for ``clip_model`` (frozen here) and ``class_names``.
+
+        Args:
+            tokenizer: the text tokenizer of ``clip_model`` (a ``transformers`` tokenizer or
+                processor; an open_clip tokenizer for open_clip models).
+            n_ctx: number of context vectors (CoOp: 16, or 4 with the "a photo of a" init);
+                ``None`` with a phrase ``init``: as many as the phrase has tokens.
+            init: ``None`` (random) or a phrase whose token embeddings initialise the last vectors.
+            seed: seed of the random initialisation (``None``: the global RNG).
+        """
+        clip_towers.require_clip(clip_model, "CoOp prompt learning")
+        if n_ctx is None:
+            if not init:
+                raise ValueError("n_ctx=None needs an init phrase (n_ctx is then its number of tokens).")
+            n_ctx = _phrase_tokens(tokenizer, init, clip_model).numel()
+        if n_ctx < 1:
+            raise ValueError(f"n_ctx={n_ctx}: CoOp needs at least one context vector.")
+        config = CoOpConfig(
+            class_names=[str(c) for c in class_names], n_ctx=int(n_ctx), ctx_init=init or None,
+            class_token_position=class_token_position, init_std=init_std,
+        )
+        if seed is None:
+            return cls(config, clip_model, tokenizer=tokenizer)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls(config, clip_model, tokenizer=tokenizer)
+
+    def _tokenize_prompts(self, tokenizer: Any) -> None:
+        config = self.config
+        names = [name.replace("_", " ") for name in config.class_names]
+        placeholder = " ".join([PLACEHOLDER] * config.n_ctx)
+        fixed_length = clip_towers.context_length(self.clip)
+        ids, mask = clip_towers.tokenize(tokenizer, [f"{placeholder} {name}." for name in names], length=fixed_length)
+        padded_to_fixed_length = mask is None or fixed_length is not None  # else: padded to the longest prompt
+        if mask is None:
+            mask = (ids != 0).long()  # open_clip tokenizers pad with 0
+        lengths = mask.sum(dim=1)
+        if padded_to_fixed_length and bool((lengths >= ids.shape[1]).any()):
+            too_long = [n for n, length in zip(names, lengths.tolist()) if length >= ids.shape[1]]
+            raise ValueError(
+                f"Prompts with {config.n_ctx} context tokens do not fit the text context length {ids.shape[1]} for "
+                f"{too_long[:3]}: use fewer context tokens or shorter class names."
+            )
+        context = ids[:, 1 : 1 + config.n_ctx]
+        if context.shape[1] != config.n_ctx or not bool((context == context[0, 0]).all()):
+            raise ValueError(
+                f"The tokenizer does not map the {config.n_ctx} placeholders {PLACEHOLDER!r} to one token each after the "
+                f"start token; CoOp cannot locate the context positions for this tokenizer."
+            )
+        names_tokens = lengths - config.n_ctx - 3  # [SOS] ctx name [.] [EOS]
+        if bool((names_tokens < 1).any()):
+            raise ValueError("A class name tokenised to no tokens; check class_names.")
+        device = self.prompt_ids.device
+        self.prompt_ids = ids.to(device)
+        self.prompt_attention_mask = mask.to(device)
+        self.name_lengths = names_tokens.to(device)
+        config.prompt_length = int(ids.shape[1])
+
+    @torch.no_grad()
+    def _init_context(self, tokenizer: Any) -> None:
+        config = self.config
+        self.ctx.normal_(0.0, config.init_std)
+        if not config.ctx_init:
+            return
+        phrase = _phrase_tokens(tokenizer, config.ctx_init, self.clip).to(self.ctx.device)
+        if phrase.numel() > config.n_ctx:
+            raise ValueError(
+                f"The init phrase {config.ctx_init!r} has {phrase.numel()} tokens but n_ctx={config.n_ctx}: use "
+                f"n_ctx >= {phrase.numel()} (or n_ctx=None to take the phrase length)."
+            )
+        vectors = clip_towers.token_embedding(self.clip)(phrase)
+        self.ctx[config.n_ctx - phrase.numel() :] = vectors.to(self.ctx.dtype)
+
+    # ------------------------------------------------------------------ prompts
+    def prompt_embeddings(self) -> torch.Tensor:
+        """``C x L x width`` token embeddings of the prompts with the context vectors in place."""
+        with torch.no_grad():
+            tokens = clip_towers.token_embedding(self.clip)(self.prompt_ids)
+        ctx = self.ctx.to(tokens.dtype)
+        n_ctx = self.config.n_ctx
+        position = self.config.class_token_position
+        if position == "end":
+            return torch.cat([tokens[:, :1], ctx.unsqueeze(0).expand(tokens.shape[0], -1, -1), tokens[:, 1 + n_ctx :]], dim=1)
+        rows = []
+        half = n_ctx // 2
+        for c, name_length in enumerate(self.name_lengths.tolist()):
+            start = 1 + n_ctx
+            name = tokens[c, start : start + name_length]
+            rest = tokens[c, start + name_length :]
+            if position == "front":
+                parts = [tokens[c, :1], name, ctx, rest]
+            else:  # middle
+                parts = [tokens[c, :1], ctx[:half], name, ctx[half:], rest]
+            rows.append(torch.cat(parts, dim=0))
+        return torch.stack(rows)
+
+    def encode_prompts(self) -> torch.Tensor:
+        """Projected (not normalised) text embeddings of the C prompts, with gradients to ``ctx``."""
+        embeds = self.prompt_embeddings()
+        layer = clip_towers.token_embedding(self.clip)
+        used = []
+
+        def inject(_module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            if used or output.shape != embeds.shape:
+                return output
+            used.append(True)
+            return embeds.to(output.dtype)
+
+        handle = layer.register_forward_hook(inject)
+        try:
+            text = clip_towers.encode_text(self.clip, self.prompt_ids, self.prompt_attention_mask)
+        finally:
+            handle.remove()
+        if not used:
+            raise RuntimeError(
+                f"The text tower of {type(self.clip).__name__} did not call its token embedding on the prompt ids; "
+                f"CoOp could not inject the context vectors."
+            )
+        return text
+
+    def head_rows(self) -> torch.Tensor:
+        """``C x d`` normalised prompt embeddings (recomputed at each call: the context trains)."""
+        return nn.functional.normalize(self.encode_prompts(), dim=-1)
+
+
+def _phrase_tokens(tokenizer: Any, phrase: str, clip_model: nn.Module) -> torch.Tensor:
+    """Token ids of ``phrase`` without the start/end/padding tokens."""
+    ids, mask = clip_towers.tokenize(tokenizer, [phrase], length=clip_towers.context_length(clip_model))
+    count = int((ids[0] != 0).sum() if mask is None else mask[0].sum())
+    return ids[0, 1 : count - 1]
+
+
+import hf_infonc.adapters.coop  # noqa: E402,F401  (registers CoOpAdapter and the linear-probe adapter)

@@ -1,0 +1,267 @@
+"""Frozen CLIP towers with a small trained head: the shared base of CoOp and the linear probe.
+
+:class:`FrozenCLIPHeadModel` holds a CLIP model (``transformers.CLIPModel``, an open_clip model,
+or :class:`~hf_infonc.models.OpenCLIPModel`) whose parameters are all frozen, plus a few trained
+tensors that make the classification head. It is a ``PreTrainedModel`` so that
+``transformers.Trainer`` saves it with ``save_pretrained``; **only the head is saved** (the
+state-dict entries outside ``clip.``), with the class names and a reference to the base model in
+``config.json``. ``from_pretrained(directory, clip_model)`` rebuilds it around a CLIP model you
+pass (or loads the referenced base model when none is given).
+
+Logits are ``scale · normalize(image) · headᵀ`` with CLIP's own (frozen) ``logit_scale``, as in
+zero-shot CLIP. The frozen towers stay in eval mode even when the model is put in training mode
+(no dropout noise in a frozen feature extractor).
+
+:class:`CLIPLinearProbe` is the simplest head: a bias-free linear layer on the normalised image
+embedding whose weight is initialised with the zero-shot text head (the normalised class-prompt
+embeddings), so training starts from zero-shot CLIP (as in LP-FT / WiSE-FT) **[choice]**. Its head
+rows are the weight rows (SPEC §2.4).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput, logging
+
+from hf_infonc.models import clip_towers
+
+logger = logging.get_logger(__name__)
+
+HEAD_WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class CLIPHeadOutput(ModelOutput):
+    """``loss`` (cross-entropy when labels are given), ``logits``, ``image_embeds`` (the features fed to
+    the head, not normalised), ``head_rows`` (``C x d``) and ``logit_scale`` (``exp`` applied)."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    head_rows: torch.Tensor | None = None
+    logit_scale: torch.Tensor | None = None
+
+
+class FrozenCLIPHeadConfig(PretrainedConfig):
+    """Fields shared by the heads on frozen CLIP towers."""
+
+    class_names: list[str] | None = None
+    base_model_name_or_path: str | None = None
+    base_model_class: str | None = None
+
+
+def _base_reference(clip_model: nn.Module) -> tuple[str | None, str]:
+    name = getattr(clip_model, "name_or_path", None) or None
+    return (str(name) if name else None), type(clip_model).__name__
+
+
+def load_base_clip(name_or_path: str | None, class_name: str | None, **kwargs: Any) -> nn.Module:
+    """Load the base CLIP model a saved head refers to (``CLIPModel`` or ``OpenCLIPModel``)."""
+    if not name_or_path:
+        raise ValueError(
+            "This head was saved without a reference to its base CLIP model (it was built on a model that was not "
+            "loaded with from_pretrained). Pass the base model: from_pretrained(directory, clip_model=<the CLIP model>)."
+        )
+    if class_name == "CLIPModel":
+        from transformers import CLIPModel
+
+        return CLIPModel.from_pretrained(name_or_path, **kwargs)
+    if class_name == "OpenCLIPModel":
+        from hf_infonc.models.open_clip_hf import OpenCLIPModel
+
+        return OpenCLIPModel.from_pretrained(name_or_path, **kwargs)
+    raise ValueError(
+        f"Cannot load a base model of class {class_name!r} by reference ({name_or_path!r}); pass it with "
+        f"from_pretrained(directory, clip_model=...)."
+    )
+
+
+class FrozenCLIPHeadModel(PreTrainedModel):
+    """Base class: frozen ``self.clip`` + trained head tensors; saves and loads the head only."""
+
+    config_class = FrozenCLIPHeadConfig
+    base_model_prefix = "head_model"
+    main_input_name = "pixel_values"
+    _keys_to_ignore_on_load_missing = [r"^clip\."]
+    #: Prefix of the frozen model's entries in the state dict (never saved).
+    frozen_prefix: ClassVar[str] = "clip."
+
+    def __init__(self, config: FrozenCLIPHeadConfig, clip_model: nn.Module) -> None:
+        super().__init__(config)
+        clip_towers.require_clip(clip_model, type(self).__name__)
+        if config.base_model_class is None:
+            config.base_model_name_or_path, config.base_model_class = _base_reference(clip_model)
+        for parameter in clip_model.parameters():
+            parameter.requires_grad_(False)
+        self.clip = clip_model.eval()
+
+    # ------------------------------------------------------------------ transformers plumbing
+    def _init_weights(self, module: nn.Module) -> None:
+        """The head is initialised explicitly by each subclass; the frozen CLIP is never touched."""
+
+    def initialize_weights(self) -> None:
+        """No generic re-initialisation: it must never reach the (pretrained, frozen) CLIP towers."""
+
+    def train(self, mode: bool = True) -> FrozenCLIPHeadModel:
+        super().train(mode)
+        self.clip.eval()  # frozen feature extractors: no dropout noise
+        return self
+
+    # ------------------------------------------------------------------ encoders
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.class_names or [])
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return clip_towers.logit_scale(self.clip)
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected image embeddings; no autograd graph while the vision tower is frozen."""
+        trains = any(p.requires_grad for p in clip_towers.vision_parameters(self.clip))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trains):
+            return clip_towers.encode_image(self.clip, pixel_values)
+
+    def head_rows(self) -> torch.Tensor:
+        """The ``C x d`` head rows."""
+        raise NotImplementedError
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> CLIPHeadOutput:
+        image = self.encode_images(pixel_values)
+        head = self.head_rows()
+        scale = self.logit_scale.exp().detach()
+        image_n = nn.functional.normalize(image, dim=-1)
+        logits = scale * image_n @ head.to(image_n.dtype).T
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        return CLIPHeadOutput(loss=loss, logits=logits, image_embeds=image, head_rows=head, logit_scale=scale)
+
+    # ------------------------------------------------------------------ save / load (head only)
+    def head_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The entries that are saved: everything outside the frozen ``clip.``."""
+        state = self.state_dict() if state_dict is None else state_dict
+        return {k: v for k, v in state.items() if not k.startswith(self.frozen_prefix)}
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, state_dict: dict | None = None, **kwargs: Any):
+        """Write ``config.json`` and ``model.safetensors`` holding the head only (no CLIP weights).
+
+        ``transformers.Trainer.save_model`` calls this, so its checkpoints hold the head only too.
+        """
+        return super().save_pretrained(save_directory, *args, state_dict=self.head_state_dict(state_dict), **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        clip_model: nn.Module | None = None,
+        *,
+        base_model_kwargs: dict | None = None,
+        **hub_kwargs: Any,
+    ):
+        """Rebuild the head around ``clip_model`` (by default the base model named in the config).
+
+        ``pretrained_model_name_or_path``: a folder written by :meth:`save_pretrained` or a Hub repo id.
+        """
+        from safetensors.torch import load_file
+        from transformers.utils import cached_file
+
+        config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        if clip_model is None:
+            clip_model = load_base_clip(
+                config.base_model_name_or_path, config.base_model_class, **(base_model_kwargs or {})
+            )
+        model = cls._from_saved_config(config, clip_model)
+        weights = cached_file(pretrained_model_name_or_path, HEAD_WEIGHTS_NAME, **hub_kwargs)
+        state = load_file(weights)
+        expected = set(model.head_state_dict())
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} does not hold a {cls.__name__} head: missing {sorted(missing)}, "
+                f"unexpected {sorted(unexpected)}."
+            )
+        device = next(clip_model.parameters()).device
+        for key, value in state.items():
+            target = model.get_parameter_or_buffer(key)
+            if target.shape != value.shape:
+                raise ValueError(
+                    f"{key}: saved shape {tuple(value.shape)} does not fit this model ({tuple(target.shape)}); was the "
+                    f"head trained on another base model?"
+                )
+        model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
+        return model.eval()
+
+    @classmethod
+    def _from_saved_config(cls, config: FrozenCLIPHeadConfig, clip_model: nn.Module) -> FrozenCLIPHeadModel:
+        """An instance with head tensors of the saved shapes (values are loaded afterwards)."""
+        return cls(config, clip_model)
+
+
+class CLIPLinearProbeConfig(FrozenCLIPHeadConfig):
+    model_type = "hf_infonc_clip_linear_probe"
+
+    embed_dim: int | None = None
+    templates: list[str] | None = None
+
+
+class CLIPLinearProbe(FrozenCLIPHeadModel):
+    """A linear classifier on frozen, normalised CLIP image embeddings, initialised from the zero-shot head.
+
+    ``logits = scale · normalize(image) · Wᵀ``, ``W`` (``C x d``, no bias) initialised with the
+    ensembled, normalised class-prompt embeddings; ``scale`` is CLIP's frozen temperature. Only
+    ``W`` trains. Build with :meth:`from_clip`.
+    """
+
+    config_class = CLIPLinearProbeConfig
+
+    def __init__(self, config: CLIPLinearProbeConfig, clip_model: nn.Module) -> None:
+        super().__init__(config, clip_model)
+        if not config.class_names:
+            raise ValueError("CLIPLinearProbe needs class_names (one per output).")
+        if config.embed_dim is None:
+            raise ValueError(
+                "CLIPLinearProbeConfig.embed_dim is not set (the CLIP embedding dimension); build the probe with "
+                "CLIPLinearProbe.from_clip(clip_model, tokenizer, class_names)."
+            )
+        reference = next(clip_model.parameters())
+        self.classifier = nn.Linear(config.embed_dim, len(config.class_names), bias=False)
+        self.classifier.to(device=reference.device, dtype=reference.dtype)
+        self.post_init()
+
+    @classmethod
+    def from_clip(
+        cls,
+        clip_model: nn.Module,
+        tokenizer: Any,
+        class_names: list[str],
+        *,
+        templates: list[str] | None = None,
+    ) -> CLIPLinearProbe:
+        """Zero-shot-initialised probe: ``W`` = the normalised class-prompt embeddings (ensembled over templates)."""
+        from hf_infonc.adapters.prompts import DEFAULT_TEMPLATES, build_prompts, ensemble_head
+
+        clip_towers.require_clip(clip_model, "CLIPLinearProbe")
+        templates = list(templates or DEFAULT_TEMPLATES)
+        ids, mask = clip_towers.tokenize(
+            tokenizer, build_prompts(class_names, templates), length=clip_towers.context_length(clip_model)
+        )
+        device = next(clip_model.parameters()).device
+        with torch.no_grad():
+            text = clip_towers.encode_text(clip_model, ids.to(device), None if mask is None else mask.to(device))
+            head = ensemble_head(text, len(class_names))
+        config = CLIPLinearProbeConfig(class_names=list(class_names), embed_dim=head.shape[-1], templates=templates)
+        probe = cls(config, clip_model)
+        with torch.no_grad():
+            probe.classifier.weight.copy_(head.to(probe.classifier.weight.dtype))
+        return probe
+
+    def head_rows(self) -> torch.Tensor:
+        return self.classifier.weight
+
+
+import hf_infonc.adapters.coop  # noqa: E402,F401  (registers the CoOp / linear-probe adapters)
