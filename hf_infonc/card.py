@@ -324,7 +324,7 @@ def _versions(family: str, training_mode: str) -> list[tuple[str, str]]:
 def _local_model_hub_ids() -> dict[str, str]:
     """Local folders of known Hub models (the factory's offline copies) -> their Hub ids."""
     try:
-        from hf_infonc.factory import LOCAL_MODELS
+        from hf_infonc.local_models import LOCAL_MODELS
     except ImportError:  # pragma: no cover
         return {}
     found = {}

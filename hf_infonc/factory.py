@@ -3,9 +3,9 @@
 The real Hub loading code is used (``from_pretrained(name)``, open_clip's factory). Two
 offline conveniences:
 
-* known Hub ids whose weights ship in a pip package are resolved to that local copy
-  (:data:`LOCAL_MODELS`: ``sentence-transformers/all-MiniLM-L6-v2``), also inside open_clip
-  ``text_cfg.hf_model_name``/``hf_tokenizer_name``;
+* known Hub ids whose weights ship in a pip package are resolved to that local copy at load
+  time (:mod:`hf_infonc.local_models`), also inside open_clip ``text_cfg``; saved configs keep the
+  Hub id, so the saved model loads on any machine;
 * when the Hub is offline (``HF_HUB_OFFLINE=1``) or unreachable, a missing model fails at once
   with a message that suggests a local path, instead of retrying for a minute.
 """
@@ -20,36 +20,12 @@ from typing import Any
 
 from torch import nn
 
+from hf_infonc.local_models import resolve_local
 from hf_infonc.recipe import ModelRecipe
 
 
 class ModelUnavailableError(RuntimeError):
     """A model (or tokenizer) that needs the Hub while the Hub cannot be reached."""
-
-
-def _minilm() -> str | None:
-    try:
-        from hf_infonc.testing import minilm_path
-
-        return minilm_path()
-    except ImportError:
-        return None
-
-
-#: Hub ids with an offline copy in a pip package: id -> function returning the local path (or None).
-LOCAL_MODELS = {
-    "sentence-transformers/all-MiniLM-L6-v2": _minilm,
-    "all-MiniLM-L6-v2": _minilm,
-}
-
-
-def resolve_local(name_or_path: str | None) -> str | None:
-    """A local directory for ``name_or_path`` when one exists, else the name unchanged."""
-    if name_or_path is None or Path(name_or_path).exists():
-        return name_or_path
-    finder = LOCAL_MODELS.get(name_or_path)
-    local = finder() if finder else None
-    return local or name_or_path
 
 
 def hub_offline() -> bool:
@@ -84,15 +60,6 @@ class BuiltModel:
     """A HF image processor or an open_clip model (its preprocess config), or None for text models."""
 
 
-def _resolve_open_clip_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
-    cfg = copy.deepcopy(cfg)
-    text = cfg.get("text_cfg", {})
-    for key in ("hf_model_name", "hf_tokenizer_name"):
-        if text.get(key):
-            text[key] = resolve_local(text[key])
-    return cfg
-
-
 def _label_maps(class_names: list[str]) -> dict[str, Any]:
     return {
         "num_labels": len(class_names),
@@ -121,7 +88,7 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
     if spec.family == "open-clip":
         from hf_infonc.models.open_clip_hf import OpenCLIPModel
 
-        source = _resolve_open_clip_cfg(spec.config) if spec.config is not None else spec.name_or_path
+        source = copy.deepcopy(spec.config) if spec.config is not None else spec.name_or_path
         model = OpenCLIPModel.from_open_clip(source, spec.pretrained)
         return BuiltModel(model, None, model.get_tokenizer(), dict(model.config.preprocess_cfg))
     if spec.family == "sequence-classification":

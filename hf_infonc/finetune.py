@@ -203,24 +203,29 @@ def run_recipe(
         results["train"] = dict(train_output.metrics)
         results["after"] = _strip(trainer.evaluate(metric_key_prefix="after"), "after")
         trainer.save_model(str(output_dir))
+        core = trainer.accelerator.unwrap_model(trainer.model)
+        if state.is_main_process and hasattr(core, "save_open_clip_checkpoint"):
+            core.save_open_clip_checkpoint(str(output_dir))  # loadable with plain open_clip too
     results["wall_time_s"] = round(time.perf_counter() - started, 1)
     results["num_processes"] = state.num_processes
     if state.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float))
         (output_dir / "recipe.yaml").write_text(recipe.to_yaml())
-        try:
-            from hf_infonc.card import write_model_card
+        from hf_infonc.card import write_model_card
 
+        try:
             write_model_card(output_dir, recipe, results)
-        except ImportError:  # pragma: no cover - card module optional until issue 6
-            pass
+        except Exception as error:  # the trained model and metrics are already saved
+            logger.warning("Could not write the model card (%s: %s); the run is otherwise complete.", type(error).__name__, error)
         print(f"\nhf_infonc: {recipe.path} → {output_dir} ({results['wall_time_s']} s, {state.num_processes} process(es))")
         print(summary_table({k: results[k] for k in ("before", "after") if k in results}))
     if recipe.hub.push_to_hub and not eval_only and state.is_main_process:
         from hf_infonc.card import push_output_dir
 
-        push_output_dir(str(output_dir), repo_id=recipe.hub.repo_id, private=recipe.hub.private)
+        push_output_dir(
+            str(output_dir), repo_id=recipe.hub.repo_id, private=recipe.hub.private, token=recipe.training.get("hub_token")
+        )
     state.wait_for_everyone()
     trainer.end() if hasattr(trainer, "end") else None
     return results

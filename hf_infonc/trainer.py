@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import logging
 
 from hf_infonc.adapters import ModelAdapter, adapter_for, call_through_wrapper
@@ -275,6 +277,20 @@ class InfoNCTrainer(Trainer):
             model._is_accelerate_prepared = False
             if model in self.accelerator._models:
                 self.accelerator._models.remove(model)
+
+    # ------------------------------------------------------------------ saving
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save as ``Trainer`` does, but write the arguments as JSON instead of a pickle.
+
+        ``Trainer._save`` ends with ``torch.save(self.args, "training_args.bin")``, a pickle that
+        ``hub.push_to_hub`` would have to exclude; ``to_json_string`` also blanks ``hub_token``.
+        """
+        super()._save(output_dir, state_dict=state_dict)
+        if not self.args.should_save:
+            return
+        folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+        (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+        (folder / "training_args.json").write_text(self.args.to_json_string())
 
     # ------------------------------------------------------------------ data
     def _with_eval_collator(self, build, *args: Any, **kwargs: Any):

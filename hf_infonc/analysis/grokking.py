@@ -1,4 +1,4 @@
-"""Grokking of modular addition, tracked with MIR and HDR (SPEC §5; arXiv 2406.03999 §5).
+"""Grokking of modular addition, tracked with MIR and HDR (SPEC §5; arXiv 2406.03999).
 
 The experiment (after Nanda et al. 2023, "Progress measures for grokking via mechanistic
 interpretability", whose setting arXiv 2406.03999 reuses):
@@ -30,7 +30,7 @@ training dynamics, at about half the cost of a step on the CPU.
 
 Usage::
 
-    python -m hf_infonc.analysis.grokking --steps 20000 --out runs/grokking
+    python -m hf_infonc.analysis.grokking --steps 10000 --out runs/grokking
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class GrokkingConfig:
     weight_decay: float = 1.0
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_steps: int = 10
-    steps: int = 20000
+    steps: int = 10000
     eval_every: int = 100
     seed: int = 0
     device: str = "cpu"
@@ -327,6 +327,8 @@ class GrokkingResult:
     ``history`` maps each key of :data:`HISTORY_KEYS` to a list (one entry per evaluation).
     ``grokking_step`` is the first evaluated step with test accuracy ≥ the threshold (None if
     it never got there); ``memorization_step`` the same for the training accuracy.
+    ``wall_time_s`` is the whole run; ``info_time_s`` the part spent in evaluations (loss,
+    accuracy and the matrix-information measures on both splits).
     """
 
     config: GrokkingConfig
@@ -606,26 +608,29 @@ def plot_grokking(result: GrokkingResult, path: str | Path, *, title: str | None
 def main(argv: list[str] | None = None) -> int:
     """``python -m hf_infonc.analysis.grokking --steps N --out DIR``: run, save JSON and plot."""
     defaults = GrokkingConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="full-batch optimiser steps")
-    parser.add_argument("--out", type=Path, default=Path("runs/grokking"), help="output folder")
-    parser.add_argument("--json", type=Path, default=None, help="history JSON path (default OUT/grokking_history.json)")
-    parser.add_argument("--plot", type=Path, default=None, help="plot path (default OUT/grokking.png)")
-    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--modulus", type=int, default=defaults.modulus)
-    parser.add_argument("--train-fraction", type=float, default=defaults.train_fraction)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--info-subset", type=int, default=defaults.info_subset, help="samples per split for MIR/HDR; 0 = all")
-    parser.add_argument("--threshold", type=float, default=defaults.grokking_threshold, help="test accuracy of the jump")
-    parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--stop-after-grokking", type=int, default=None, metavar="K",
-                        help="stop K steps after the grokking step (default: run all --steps)")
-    parser.add_argument("--plot-only", type=Path, default=None, help="re-plot a saved history JSON and exit")
-    parser.add_argument("--no-log-evals", action="store_true", help="evaluate only every --eval-every steps")
-    parser.add_argument("--no-progress", action="store_true")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--steps", type=int, default=defaults.steps, help="full-batch optimiser steps (default: %(default)s)")
+    add("--out", type=Path, default=Path("runs/grokking"), help="output folder (default: %(default)s)")
+    add("--json", type=Path, default=None, help="history JSON path (default: OUT/grokking_history.json)")
+    add("--plot", type=Path, default=None, help="plot path (default: OUT/grokking.png)")
+    add("--eval-every", type=int, default=defaults.eval_every, help="(default: %(default)s)")
+    add("--seed", type=int, default=defaults.seed, help="data split, initialisation, subsets (default: %(default)s)")
+    add("--modulus", type=int, default=defaults.modulus, help="(default: %(default)s)")
+    add("--train-fraction", type=float, default=defaults.train_fraction, help="(default: %(default)s)")
+    add("--lr", type=float, default=defaults.lr, help="(default: %(default)s)")
+    add("--weight-decay", type=float, default=defaults.weight_decay, help="(default: %(default)s)")
+    add("--info-subset", type=int, default=defaults.info_subset,
+        help="samples per split for MIR/HDR, 0 = all (default: %(default)s)")
+    add("--threshold", type=float, default=defaults.grokking_threshold,
+        help="test accuracy that marks the jump (default: %(default)s)")
+    add("--device", default=defaults.device, help="(default: %(default)s)")
+    add("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    add("--stop-after-grokking", type=int, default=None, metavar="K",
+        help="stop K steps after the grokking step (default: run all --steps)")
+    add("--plot-only", type=Path, default=None, metavar="JSON", help="re-plot a saved history JSON and exit")
+    add("--no-log-evals", action="store_true", help="evaluate only every --eval-every steps (and at the end)")
+    add("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -659,11 +664,12 @@ def main(argv: list[str] | None = None) -> int:
     json_path = result.to_json(args.json or args.out / "grokking_history.json")
     plot_grokking(result, plot_path)
     final = result.record_at(result.history["step"][-1])
+    grokked_s = result.grokking_wall_time_s
     print(f"history: {json_path}\nplot: {plot_path}")
     print(
         f"steps {final['step']}, wall {result.wall_time_s:.0f} s (info measures {result.info_time_s:.0f} s); "
         f"memorisation step {result.memorization_step}, grokking step {result.grokking_step} "
-        f"(at {result.grokking_wall_time_s if result.grokking_wall_time_s is None else round(result.grokking_wall_time_s)} s)"
+        f"(at {'-' if grokked_s is None else round(grokked_s)} s)"
     )
     print(
         f"final: train acc {final['train_acc']:.4f}, test acc {final['test_acc']:.4f}, "

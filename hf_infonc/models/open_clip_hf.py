@@ -143,7 +143,10 @@ def build_open_clip(
     """
     from open_clip.model import CLIP, CustomTextCLIP, get_cast_dtype
 
+    from hf_infonc.local_models import resolve_text_cfg
+
     cfg = _clean_cfg(model_cfg)
+    cfg["text_cfg"] = resolve_text_cfg(cfg["text_cfg"])  # Hub ids stay in the saved config
     if "multimodal_cfg" in cfg:
         raise ValueError("CoCa models (model_cfg with 'multimodal_cfg') are not supported by OpenCLIPModel.")
     custom_text = bool(cfg.pop("custom_text", False))
@@ -391,7 +394,9 @@ class OpenCLIPModel(PreTrainedModel):
         import open_clip
         from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 
-        text_cfg = self.config.text_cfg
+        from hf_infonc.local_models import resolve_text_cfg
+
+        text_cfg = resolve_text_cfg(self.config.text_cfg)
         context_length = kwargs.pop("context_length", text_cfg.get("context_length", 77))
         tokenizer_kwargs = {**(text_cfg.get("tokenizer_kwargs") or {}), **kwargs}
         spec = {"context_length": context_length, "tokenizer_kwargs": tokenizer_kwargs, "model_name": self.config.model_name}
