@@ -90,7 +90,8 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
 
         source = copy.deepcopy(spec.config) if spec.config is not None else spec.name_or_path
         model = OpenCLIPModel.from_open_clip(source, spec.pretrained)
-        return BuiltModel(model, None, model.get_tokenizer(), dict(model.config.preprocess_cfg))
+        tokenizer = model.get_tokenizer()  # an OpenCLIPTokenizer: the Trainer saves it with the model
+        return BuiltModel(model, tokenizer, tokenizer, dict(model.config.preprocess_cfg))
     if spec.family == "sequence-classification":
         labels = _label_maps(class_names)
         if spec.config is not None:

@@ -203,9 +203,6 @@ def run_recipe(
         results["train"] = dict(train_output.metrics)
         results["after"] = _strip(trainer.evaluate(metric_key_prefix="after"), "after")
         trainer.save_model(str(output_dir))
-        core = trainer.accelerator.unwrap_model(trainer.model)
-        if state.is_main_process and hasattr(core, "save_open_clip_checkpoint"):
-            core.save_open_clip_checkpoint(str(output_dir))  # loadable with plain open_clip too
     results["wall_time_s"] = round(time.perf_counter() - started, 1)
     results["num_processes"] = state.num_processes
     if state.is_main_process:

@@ -541,7 +541,9 @@ class OpenCLIPModel(PreTrainedModel):
         if hf_tokenizer:
             from transformers import AutoTokenizer
 
-            AutoTokenizer.from_pretrained(hf_tokenizer).save_pretrained(str(out))
+            from hf_infonc.local_models import resolve_local
+
+            AutoTokenizer.from_pretrained(resolve_local(hf_tokenizer)).save_pretrained(str(out))
         return paths
 
 
