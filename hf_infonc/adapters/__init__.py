@@ -17,7 +17,7 @@ from hf_infonc.adapters.classifier import (
 from hf_infonc.adapters.hf_clip import HFCLIPAdapter
 from hf_infonc.adapters.open_clip import OpenCLIPAdapter
 from hf_infonc.adapters.coop import CLIPLinearProbeAdapter, CoOpAdapter
-from hf_infonc.adapters.prompts import ClassPrompts, build_prompts, format_prompt
+from hf_infonc.adapters.prompts import ClassPrompts, build_prompts
 
 __all__ = [
     "AdapterOutput",
@@ -33,7 +33,6 @@ __all__ = [
     "adapter_for",
     "build_prompts",
     "call_through_wrapper",
-    "format_prompt",
     "register_adapter",
     "registered_adapters",
     "unwrap_peft",

@@ -13,25 +13,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
-
-
-def format_prompt(template: str, class_name: str) -> str:
-    """Fill a template's single ``{}`` (or ``{c}``) placeholder with the class name."""
-    if template.count("{}") + template.count("{c}") != 1:
-        raise ValueError(
-            f"Prompt template {template!r} must contain exactly one placeholder '{{}}' (or '{{c}}') for the class "
-            f"name, e.g. 'a photo of a {{}}.'."
-        )
-    return template.replace("{c}", "{}").format(class_name)
-
+from hf_infonc.data.prompts import format_prompts, get_templates
 
 def build_prompts(class_names: list[str], templates: Iterable[str] | None) -> list[str]:
-    """Class-major list of prompts: ``[t₁(c₁), t₂(c₁), …, t₁(c₂), …]``."""
-    if not class_names:
-        raise ValueError("class_names is empty: a CLIP classification run needs one name per class.")
-    templates = list(templates or DEFAULT_TEMPLATES)
-    return [format_prompt(t, name) for name in class_names for t in templates]
+    """Class-major flat list of prompts: ``[t₁(c₁), t₂(c₁), …, t₁(c₂), …]`` (templates validated)."""
+    return [prompt for per_class in format_prompts(class_names, templates) for prompt in per_class]
 
 
 def classification_logits(image: torch.Tensor, head: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -58,14 +44,14 @@ class ClassPrompts:
 
     @classmethod
     def from_hf_tokenizer(cls, class_names: list[str], templates: Iterable[str] | None, tokenizer) -> ClassPrompts:
-        templates = list(templates or DEFAULT_TEMPLATES)
+        templates = get_templates(templates)
         batch = tokenizer(build_prompts(class_names, templates), padding=True, truncation=True, return_tensors="pt")
         return cls(list(class_names), templates, batch["input_ids"], batch.get("attention_mask"))
 
     @classmethod
     def from_token_ids(cls, class_names: list[str], templates: Iterable[str] | None, tokenize: Callable) -> ClassPrompts:
         """For tokenizers that return a LongTensor of ids (open_clip)."""
-        templates = list(templates or DEFAULT_TEMPLATES)
+        templates = get_templates(templates)
         return cls(list(class_names), templates, tokenize(build_prompts(class_names, templates)))
 
     @property

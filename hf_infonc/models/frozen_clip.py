@@ -243,10 +243,11 @@ class CLIPLinearProbe(FrozenCLIPHeadModel):
         templates: list[str] | None = None,
     ) -> CLIPLinearProbe:
         """Zero-shot-initialised probe: ``W`` = the normalised class-prompt embeddings (ensembled over templates)."""
-        from hf_infonc.adapters.prompts import DEFAULT_TEMPLATES, build_prompts, ensemble_head
+        from hf_infonc.adapters.prompts import build_prompts, ensemble_head
+        from hf_infonc.data.prompts import get_templates
 
         clip_towers.require_clip(clip_model, "CLIPLinearProbe")
-        templates = list(templates or DEFAULT_TEMPLATES)
+        templates = get_templates(templates)
         ids, mask = clip_towers.tokenize(
             tokenizer, build_prompts(class_names, templates), length=clip_towers.context_length(clip_model)
         )
