@@ -1,7 +1,7 @@
 """Matrix entropy (von Neumann and Rényi): SPEC §1/§3 values, routes, invariances, references.
 
 Every expected number here comes from the spec (SPEC.md §3), from a closed form, or from an
-independent float64 reference built with numpy + ``scipy.linalg.eigvalsh`` in this file; none is
+independent float64 reference built with numpy + ``scipy.linalg.eigvalsh`` (tests/info_reference.py); none is
 a recorded output of ``hf_infonc.info``.
 """
 
@@ -11,21 +11,14 @@ import math
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 from hf_infonc.info import cosine_gram, matrix_entropy, normalize_rows
+from info_reference import ref_entropy, ref_gram, ref_spectrum
 
 F64 = torch.float64
 
-@pytest.fixture(autouse=True, scope="module")
-def single_blas_thread():
-    """The matrices here are tiny: one thread is faster, and immune to oversubscription of a
-    shared 2-core machine (idle BLAS threads spinning). The previous setting is restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_blas_thread")
 
 
 ROUTE_TOL = 1e-10
@@ -34,28 +27,6 @@ ROUTE_TOL = 1e-10
 # ---------------------------------------------------------------------------------------------
 # Independent reference (numpy / scipy, float64)
 # ---------------------------------------------------------------------------------------------
-def ref_gram(z: torch.Tensor | np.ndarray, center: bool = False) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    if center:
-        z = z - z.mean(axis=0, keepdims=True)
-    norms = np.linalg.norm(z, axis=1, keepdims=True)
-    zn = z / np.where(norms > 0, norms, 1.0)
-    return zn @ zn.T
-
-
-def ref_spectrum(k: np.ndarray) -> np.ndarray:
-    """Trace-normalised eigenvalues; round-off eigenvalues (< 1e-10) are exact zeros."""
-    lam = scipy.linalg.eigvalsh(k) / np.trace(k)
-    return lam[lam > 1e-10]
-
-
-def ref_entropy(k: np.ndarray, alpha: float = 1.0) -> float:
-    lam = ref_spectrum(np.asarray(k, dtype=np.float64))
-    if alpha == 1.0:
-        return float(-(lam * np.log(lam)).sum())
-    return float(np.log((lam**alpha).sum()) / (1.0 - alpha))
-
-
 def rng(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -15,14 +15,7 @@ from hf_infonc.info import cosine_gram, hdr, matrix_entropy, matrix_mutual_infor
 
 F64 = torch.float64
 
-@pytest.fixture(autouse=True, scope="module")
-def single_blas_thread():
-    """The matrices here are tiny: one thread is faster, and immune to oversubscription of a
-    shared 2-core machine (idle BLAS threads spinning). The previous setting is restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_blas_thread")
 
 
 PAIR_FUNCTIONS = [matrix_mutual_information, mir, hdr]

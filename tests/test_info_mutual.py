@@ -11,22 +11,15 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 import hf_infonc.info.mutual as mutual_module
 from hf_infonc.info import cosine_gram, hdr, matrix_entropy, matrix_mutual_information, mir
+from info_reference import ref_entropy, ref_gram
 
 F64 = torch.float64
 
-@pytest.fixture(autouse=True, scope="module")
-def single_blas_thread():
-    """The matrices here are tiny: one thread is faster, and immune to oversubscription of a
-    shared 2-core machine (idle BLAS threads spinning). The previous setting is restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_blas_thread")
 
 
 TOL = 1e-10
@@ -35,23 +28,6 @@ TOL = 1e-10
 # ---------------------------------------------------------------------------------------------
 # Independent reference
 # ---------------------------------------------------------------------------------------------
-def ref_gram(z: torch.Tensor | np.ndarray, center: bool = False) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    if center:
-        z = z - z.mean(axis=0, keepdims=True)
-    norms = np.linalg.norm(z, axis=1, keepdims=True)
-    zn = z / np.where(norms > 0, norms, 1.0)
-    return zn @ zn.T
-
-
-def ref_entropy(k: np.ndarray, alpha: float = 1.0) -> float:
-    lam = scipy.linalg.eigvalsh(k) / np.trace(k)
-    lam = lam[lam > 1e-10]
-    if alpha == 1.0:
-        return float(-(lam * np.log(lam)).sum())
-    return float(np.log((lam**alpha).sum()) / (1.0 - alpha))
-
-
 def ref_measures(ka: np.ndarray, kb: np.ndarray, alpha: float = 1.0) -> dict[str, float]:
     ha, hb, hj = ref_entropy(ka, alpha), ref_entropy(kb, alpha), ref_entropy(ka * kb, alpha)
     mi = ha + hb - hj
