@@ -1,0 +1,135 @@
+"""``hf-infonc analyze …``: the paper's analyses, one command each (SPEC §5).
+
+::
+
+    hf-infonc analyze lmc A B [--points 11] [--recipe R] [--set k=v ...] [--out DIR]
+    hf-infonc analyze prune CKPT [--sparsity 0.5,0.9] [--recipe R] [--set k=v ...] [--out DIR]
+    hf-infonc analyze grokking [--steps N --out DIR ...]   # all options of hf_infonc.analysis.grokking
+
+``A``, ``B`` and ``CKPT`` are output directories of ``hf-infonc finetune`` (or ``checkpoint-N``
+folders inside them). ``--set`` overrides the recipe read from the checkpoint (e.g.
+``--set data.max_eval_samples=1000``); ``--out`` defaults to ``<first checkpoint>/analysis/<name>``.
+The training-dynamics analysis is not a command: set ``analysis: {info_dynamics: true}`` in the
+recipe (see :mod:`hf_infonc.callbacks`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Any
+
+
+def _user_errors(run):
+    """Print an :class:`~hf_infonc.analysis.common.AnalysisError` as ``error: …`` (exit status 2), no traceback."""
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        from hf_infonc.analysis.common import AnalysisError
+
+        try:
+            return run(args)
+        except AnalysisError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+def _common(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--recipe", default=None, help="recipe to rebuild the model and data from (default: the "
+                        "checkpoint's recipe.yaml, or its parent's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. --set data.max_eval_samples=1000 (repeatable)")
+    parser.add_argument("--out", default=None, help=f"output folder (default: <checkpoint>/analysis/{name})")
+    parser.add_argument("--no-plot", action="store_true", help="write the JSON only")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@_user_errors
+def _run_lmc(args: argparse.Namespace) -> int:
+    from hf_infonc.analysis.lmc import linear_mode_connectivity
+
+    document = linear_mode_connectivity(
+        args.checkpoint_a, args.checkpoint_b, points=args.points, recipe=args.recipe, overrides=args.overrides,
+        out=args.out, plot=not args.no_plot, progress=not args.no_progress,
+    )
+    out = args.out or f"{args.checkpoint_a}/analysis/lmc"
+    print(f"{'ω':>6} {'accuracy':>9} {'MIR':>8} {'HDR':>8} {'loss':>8}")
+    for r in document["results"]:
+        print(f"{r['omega']:>6.3f} {_fmt(r.get('accuracy'))} {_fmt(r.get('mir'))} {_fmt(r.get('hdr'))} {_fmt(r.get('loss'))}")
+    barrier = document["barrier"]
+    print(f"barriers: accuracy {_fmt(barrier['accuracy'])}, MIR {_fmt(barrier['mir'])}, loss {_fmt(barrier['loss'])}")
+    print(f"wrote {out}/lmc.json" + ("" if args.no_plot else f" and {out}/lmc.png"))
+    return 0
+
+
+@_user_errors
+def _run_prune(args: argparse.Namespace) -> int:
+    from hf_infonc.analysis.prune import prune_analysis
+
+    document = prune_analysis(
+        args.checkpoint, args.sparsity, recipe=args.recipe, overrides=args.overrides, out=args.out,
+        batch_size=args.batch_size, plot=not args.no_plot, progress=not args.no_progress,
+    )
+    out = args.out or f"{args.checkpoint}/analysis/prune"
+    print(f"unpruned: accuracy {_fmt(document['baseline'].get('accuracy'))}, MIR(before, before) {_fmt(document['mir_self'])}")
+    print(f"{'sparsity':>9} {'achieved':>9} {'accuracy':>9} {'MIR(b,a)':>9} {'relative':>9} {'MIR':>8} {'HDR':>8}")
+    for r in document["results"]:
+        print(
+            f"{r['sparsity']:>9.3f} {r['achieved_sparsity']:>9.4f} {_fmt(r.get('accuracy'))} "
+            f"{_fmt(r.get('mir_before_after'), 9)} {_fmt(r.get('mir_before_after_relative'), 9)} "
+            f"{_fmt(r.get('mir'))} {_fmt(r.get('hdr'))}"
+        )
+    print(f"wrote {out}/prune.json" + ("" if args.no_plot else f" and {out}/prune.png"))
+    return 0
+
+
+def _run_grokking(args: argparse.Namespace) -> int:
+    from hf_infonc.analysis.grokking import main as grokking_main
+
+    program, sys.argv[0] = sys.argv[0], "hf-infonc analyze grokking"  # the name its --help shows
+    try:
+        return int(grokking_main(list(args.grokking_argv)) or 0)
+    finally:
+        sys.argv[0] = program
+
+
+def _fmt(value: Any, width: int = 8) -> str:
+    if isinstance(value, (int, float)) and value == value:
+        return f"{value:>{width}.4f}"
+    return f"{'—':>{width}}"
+
+
+def add_analyze_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``analyze {lmc,prune,grokking}`` on the ``hf-infonc`` sub-command parsers."""
+    analyze = subparsers.add_parser("analyze", help="the paper's analyses: lmc, prune, grokking",
+                                    description="The paper's analyses (SPEC §5), one command each.")
+    analyses = analyze.add_subparsers(dest="analysis", required=True)
+
+    lmc = analyses.add_parser("lmc", help="linear mode connectivity of two checkpoints: accuracy, MIR, HDR along "
+                              "(1-ω)θ_A + ωθ_B")
+    lmc.add_argument("checkpoint_a", metavar="A", help="first run directory (ω = 0)")
+    lmc.add_argument("checkpoint_b", metavar="B", help="second run directory (ω = 1)")
+    lmc.add_argument("--points", type=int, default=11, help="number of ω values in [0, 1] (default: %(default)s)")
+    _common(lmc, "lmc")
+    lmc.set_defaults(func=_run_lmc)
+
+    prune = analyses.add_parser("prune", help="global magnitude pruning: accuracy and MIR between the features "
+                                "before and after")
+    prune.add_argument("checkpoint", metavar="CKPT", help="run directory")
+    prune.add_argument("--sparsity", default="0.5,0.9", help="comma-separated fractions of weights set to zero "
+                       "(default: %(default)s)")
+    prune.add_argument("--batch-size", type=int, default=64, help="samples per MIR batch (default: %(default)s, "
+                       "as in the paper)")
+    _common(prune, "prune")
+    prune.set_defaults(func=_run_prune)
+
+    # Every argument after `grokking` goes to hf_infonc.analysis.grokking.main (its own parser and
+    # --help): a prefix character that never occurs keeps argparse from reading them here.
+    grokking = analyses.add_parser("grokking", help="modular addition (a+b) mod 113: MIR and HDR through grokking "
+                                   "(options: hf-infonc analyze grokking --help)", add_help=False, prefix_chars="+")
+    grokking.add_argument("grokking_argv", nargs=argparse.REMAINDER)
+    grokking.set_defaults(func=_run_grokking)
+    return analyze

@@ -1,0 +1,281 @@
+"""Shared pieces of the checkpoint analyses (``hf-infonc analyze lmc`` / ``prune``).
+
+A *run directory* is what ``hf-infonc finetune`` writes (``recipe.yaml``, the saved model, its
+tokenizer/processor, ``metrics.json``); a ``checkpoint-N`` folder inside it works too (its recipe
+is the parent's ``recipe.yaml``), and any folder does with ``--recipe``.
+
+:func:`load_run` rebuilds the model exactly as ``run_recipe`` built it (same recipe, seed, data,
+class names and training mode) and then loads the saved weights:
+
+=========================================  =====================================================
+training mode (recipe)                     what is loaded from the directory
+=========================================  =====================================================
+``full``, classifier ``linear_probe``      ``from_pretrained(dir)`` of the model's class
+                                           (``CLIPModel``, ``…ForSequenceClassification``,
+                                           ``…ForImageClassification``, ``OpenCLIPModel``, whose
+                                           ``from_pretrained`` rebuilds the causal text mask)
+``coop``, CLIP ``linear_probe``            the head (``model.safetensors``: context vectors or
+                                           probe weights) into the rebuilt frozen-CLIP wrapper
+``lora``                                   ``adapter_model.safetensors`` into the rebuilt
+                                           ``peft`` model (``set_peft_model_state_dict``)
+=========================================  =====================================================
+
+:func:`evaluation_trainer` then wraps the model in an :class:`~hf_infonc.trainer.InfoNCTrainer`
+for evaluation only (the recipe's training arguments with ``output_dir`` replaced and saving,
+reporting and periodic evaluation switched off), so the numbers are those of
+``hf-infonc finetune`` (``metrics.json``'s ``after``): accuracy, the paper's sample-level MIR/HDR
+(batches of 64, SPEC §2 item 2), the class-mean measures, NC1–NC4, and the loss with its
+components. The analyses are single-process tools.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+class AnalysisError(ValueError):
+    """A problem with the analysis' input (checkpoints, recipe, options); the CLI prints it without a traceback."""
+
+
+#: Metric names that describe the run's speed, not the model (left out of the analyses' results).
+SPEED_KEYS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "jit_compilation_time")
+#: Head-only training modes of CLIP models (the saved file holds only the head).
+HEAD_ONLY_MODES = ("coop", "linear_probe")
+
+
+@dataclass
+class LoadedRun:
+    """A saved run rebuilt for evaluation."""
+
+    run_dir: Path
+    recipe: Any
+    """The :class:`~hf_infonc.recipe.Recipe` the model and data were built from."""
+    recipe_path: Path
+    model: nn.Module
+    """The module handed to the trainer (after the training mode: a peft or frozen-CLIP wrapper, …)."""
+    built: Any
+    """The :class:`~hf_infonc.factory.BuiltModel` (tokenizer, processing class, image preprocessing)."""
+    datasets: Any
+    class_names: list[str]
+    eval_collator: Any
+
+    @property
+    def test_dataset(self) -> Any:
+        return self.datasets["test"]
+
+
+def find_recipe(run_dir: str | Path, recipe: str | Path | None = None) -> Path:
+    """The recipe of a run: ``recipe`` if given, else ``run_dir/recipe.yaml``, else the parent's
+    (a ``checkpoint-N`` folder inside a run directory)."""
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise AnalysisError(f"--recipe {path}: file not found.")
+        return path
+    run_dir = Path(run_dir)
+    for candidate in (run_dir / "recipe.yaml", run_dir.parent / "recipe.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise AnalysisError(
+        f"{run_dir}: no recipe.yaml in it or its parent folder. Pass the output directory of `hf-infonc finetune` "
+        f"(or one of its checkpoint-N folders), or name the recipe with --recipe."
+    )
+
+
+def _peft_weights(run_dir: Path) -> Path | None:
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return None
+
+
+def _load_head(model: nn.Module, run_dir: Path) -> None:
+    """Load a frozen-CLIP wrapper's saved head (every entry outside ``clip.``) into ``model``."""
+    from safetensors.torch import load_file
+
+    path = run_dir / "model.safetensors"
+    if not path.is_file():
+        raise AnalysisError(f"{run_dir}: no model.safetensors with the {type(model).__name__} head in it.")
+    state = load_file(str(path))
+    expected = model.head_state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise AnalysisError(
+            f"{path} does not hold the head of this {type(model).__name__} (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}); is the recipe the one the run was trained with?"
+        )
+    for key, value in state.items():
+        if expected[key].shape != value.shape:
+            raise AnalysisError(f"{path}: {key} has shape {tuple(value.shape)}, the model expects {tuple(expected[key].shape)}.")
+    model.load_state_dict(state, strict=False)
+
+
+def _load_peft(model: nn.Module, weights: Path) -> None:
+    from peft import set_peft_model_state_dict
+
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    else:  # pragma: no cover - old peft format
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    result = set_peft_model_state_dict(model, state)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise AnalysisError(f"{weights}: entries that this LoRA model does not have: {unexpected[:5]}.")
+
+
+def load_model(recipe: Any, run_dir: str | Path, class_names: list[str]) -> tuple[nn.Module, Any]:
+    """Rebuild the model of ``recipe`` as ``run_recipe`` does and load the weights saved in ``run_dir``.
+
+    Returns ``(model for the trainer, BuiltModel)``; the model is in eval mode with no parameter
+    requiring gradients (so CLIP class-prompt heads are cached; see :func:`set_model_state`).
+    """
+    from transformers import set_seed
+
+    from hf_infonc.factory import build_model
+    from hf_infonc.finetune import _apply_mode
+    from hf_infonc.recipe import CLIP_FAMILIES
+
+    run_dir = Path(run_dir)
+    spec = recipe.model
+    set_seed(recipe.seed)  # the frozen parts of a head-only run are rebuilt exactly as in training
+    built = build_model(spec, class_names)
+    head_only = spec.family in CLIP_FAMILIES and spec.training_mode in HEAD_ONLY_MODES
+    peft_weights = _peft_weights(run_dir) if spec.training_mode == "lora" else None
+    if spec.training_mode == "lora" and peft_weights is None:
+        raise AnalysisError(f"{run_dir}: the recipe trains with LoRA but there is no adapter_model.safetensors here.")
+    if not head_only and peft_weights is None:
+        if not ((run_dir / "config.json").is_file()):
+            raise AnalysisError(
+                f"{run_dir}: no saved model (config.json and weights) in it; pass the output directory of "
+                f"`hf-infonc finetune` or one of its checkpoint-N folders."
+            )
+        built.model = type(built.model).from_pretrained(str(run_dir))
+    if spec.family in CLIP_FAMILIES or spec.training_mode != "full":
+        built.model = _apply_mode(recipe, built, class_names)
+    model = built.model
+    if head_only:
+        _load_head(model, run_dir)
+    elif peft_weights is not None:
+        _load_peft(model, peft_weights)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model, built
+
+
+def load_run(run_dir: str | Path, *, recipe: str | Path | None = None, overrides: list[str] | None = None) -> LoadedRun:
+    """Rebuild a saved run: its recipe (``recipe``/``overrides`` as on the command line), data and model."""
+    from hf_infonc.data import build_datasets, class_names as dataset_class_names
+    from hf_infonc.finetune import _collators
+    from hf_infonc.recipe import load_recipe
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AnalysisError(f"{run_dir}: not a directory. Pass the output directory of `hf-infonc finetune`.")
+    recipe_path = find_recipe(run_dir, recipe)
+    loaded_recipe = load_recipe(recipe_path, overrides)
+    datasets = build_datasets(loaded_recipe.data)
+    names = dataset_class_names(datasets["train"])
+    model, built = load_model(loaded_recipe, run_dir, names)
+    _, eval_collate = _collators(loaded_recipe, built, datasets)
+    return LoadedRun(run_dir, loaded_recipe, recipe_path, model, built, datasets, names, eval_collate)
+
+
+def evaluation_trainer(run: LoadedRun, output_dir: str | Path, **overrides: Any):
+    """An :class:`~hf_infonc.trainer.InfoNCTrainer` that only evaluates ``run.model`` on the test split."""
+    from hf_infonc.evaluation import build_compute_metrics
+    from hf_infonc.trainer import InfoNCTrainer
+
+    values = dict(
+        output_dir=str(output_dir), report_to=[], save_strategy="no", eval_strategy="no", load_best_model_at_end=False,
+        push_to_hub=False,
+    )
+    values.update(overrides)
+    args = run.recipe.training_arguments(**values)
+    trainer = InfoNCTrainer(
+        model=run.model,
+        args=args,
+        eval_dataset=run.test_dataset,
+        data_collator=run.eval_collator,
+        eval_data_collator=run.eval_collator,
+        processing_class=run.built.processing_class,
+        class_names=run.class_names,
+        text_tokenizer=run.built.tokenizer,
+    )
+    trainer.compute_metrics = build_compute_metrics(trainer)
+    return trainer
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    """accuracy, mir, hdr, class_mir, …, nc1–nc4, loss and its components (no prefix, no timings)."""
+    logits: torch.Tensor | None
+    features: torch.Tensor | None
+    labels: torch.Tensor | None
+
+
+def evaluate(trainer: Any, dataset: Any = None) -> Evaluation:
+    """Predict on ``dataset`` (default: the trainer's test split) and return the metrics and features."""
+    from hf_infonc.evaluation import split_predictions
+
+    dataset = trainer.eval_dataset if dataset is None else dataset
+    output = trainer.predict(dataset, metric_key_prefix="test")
+    metrics = {}
+    for key, value in output.metrics.items():
+        name = key[len("test_") :] if key.startswith("test_") else key
+        if name not in SPEED_KEYS:
+            metrics[name] = float(value)
+    logits, features = split_predictions(output.predictions)
+
+    def tensor(x: Any) -> torch.Tensor | None:
+        return None if x is None else torch.as_tensor(x)
+
+    return Evaluation(metrics, tensor(logits), tensor(features), tensor(output.label_ids))
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``model.state_dict()``."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def clear_head_caches(trainer: Any) -> None:
+    """Forget the cached CLIP class-prompt heads of the trainer's adapter (after the weights change)."""
+    adapter = getattr(trainer, "adapter", None)
+    for value in vars(adapter).values() if adapter is not None else ():
+        cache = getattr(value, "_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()
+
+
+def set_model_state(trainer: Any, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` into the trainer's model (strictly) and clear the adapter's head caches."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.load_state_dict(state, strict=True)
+    clear_head_caches(trainer)
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON-safe numbers: NaN/inf become ``None``; containers are converted recursively."""
+    if isinstance(value, dict):
+        return {str(k): finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def default_out(name: str, *paths: str | Path) -> Path:
+    """``<first checkpoint>/analysis/<name>`` as the default output folder."""
+    return Path(paths[0]) / "analysis" / name

@@ -1,0 +1,395 @@
+"""``InfoDynamicsCallback``: the information measures over training, kept as a series and plotted.
+
+The paper's first analysis (SPEC §5, "training dynamics"; arXiv 2406.03999 §5): on the test set,
+MIR between the features and the head rows of the labels rises with the test accuracy, and HDR
+falls (towards 0 on CIFAR-100), while the neural-collapse measures NC1–NC4 shrink.
+
+``InfoNCTrainer`` with :func:`hf_infonc.evaluation.build_compute_metrics` already *logs* those
+measures at every evaluation (``eval_accuracy``, ``eval_mir``, ``eval_hdr``, ``eval_nc1`` …);
+this callback *keeps* them, with the step, the epoch and the latest training-loss components of
+the log history (``loss``, ``loss/base``, ``loss/cma``, ``loss/mi``, ``loss/entropy_gap``, batch
+``mir``/``hdr``), and at the end of training writes, on the main process only:
+
+* ``info_dynamics.json``: ``{"num_classes", "collapse", "evaluations": [...], "train_log": [...]}``
+  (non-finite values are written as ``null``);
+* ``info_dynamics.png``: accuracy, MIR, HDR, the matrix entropies H, and the training losses over
+  the steps, with the values at neural collapse (SPEC §3) as dashed lines:
+  ``MIR = mir_at_collapse(C)``, ``HDR = 0``, ``H = log(C-1)``;
+* ``neural_collapse.png``: NC1–NC4 over the steps (0 at collapse, dashed).
+
+Use it through a recipe (``analysis: {info_dynamics: true}``) or directly::
+
+    trainer = InfoNCTrainer(..., args=InfoNCTrainingArguments(..., eval_strategy="steps", eval_steps=100))
+    trainer.compute_metrics = build_compute_metrics(trainer)
+    trainer.add_callback(InfoDynamicsCallback())          # writes into args.output_dir
+    trainer.train()
+
+Every evaluation is recorded, whatever its metric prefix: the periodic ``eval`` ones, and e.g.
+``before``/``after`` of ``hf-infonc finetune`` (``split`` in each record). An evaluation that
+comes after the end of training (``after``) rewrites the files. ``C`` (for the reference lines)
+comes from ``num_classes=``, else the ``ClassLabel`` names of the evaluation (or training) data,
+else the model's class names or head rows; without it the reference lines are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+JSON_NAME = "info_dynamics.json"
+INFO_PLOT_NAME = "info_dynamics.png"
+NC_PLOT_NAME = "neural_collapse.png"
+
+#: Metric-name suffixes that describe the run's speed, not the model: not recorded.
+SPEED_KEYS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "jit_compilation_time")
+#: Keys of a training log entry that are not loss components.
+TRAIN_LOG_SKIP = ("step", "epoch", "learning_rate", "grad_norm", "total_flos")
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:  # numpy / torch scalars
+            value = float(value)
+        except (TypeError, ValueError):
+            return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def metric_prefix(metrics: Mapping[str, Any]) -> str:
+    """The ``metric_key_prefix`` of an evaluation's metrics (``eval``, ``before``, ``eval_name`` …)."""
+    for key in metrics:
+        if key.endswith("_runtime"):
+            return key[: -len("_runtime")]
+    for key in metrics:
+        if key.endswith("_loss"):
+            return key[: -len("_loss")]
+    return "eval"
+
+
+def evaluation_record(metrics: Mapping[str, Any], step: int, epoch: float | None) -> dict[str, Any]:
+    """``{"step", "epoch", "split", <measure>: value, …}`` from the metrics of one evaluation."""
+    prefix = metric_prefix(metrics)
+    record: dict[str, Any] = {"step": int(step), "epoch": None if epoch is None else float(epoch), "split": prefix}
+    for key, value in metrics.items():
+        name = key[len(prefix) + 1 :] if key.startswith(prefix + "_") else key
+        if name in SPEED_KEYS or name in ("epoch", "step"):
+            continue
+        if isinstance(value, bool):
+            continue
+        try:
+            record[name] = float(value)  # NaN stays NaN here (null in the JSON)
+        except (TypeError, ValueError):
+            continue  # a non-numeric entry (none are logged by InfoNCTrainer)
+    return record
+
+
+def _train_logs(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The training-loss entries of ``state.log_history`` (those with ``loss``, not the final summary)."""
+    entries = []
+    for entry in log_history:
+        if "loss" not in entry or "train_runtime" in entry:
+            continue
+        row = {"step": int(entry.get("step", 0)), "epoch": entry.get("epoch")}
+        for key, value in entry.items():
+            if key in ("step", "epoch"):
+                continue
+            number = _number(value)
+            if number is not None:
+                row[key] = number
+        entries.append(row)
+    return entries
+
+
+def _logged_evaluations(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluation records rebuilt from the Trainer's log (entries with ``<prefix>_runtime``, not ``train_``)."""
+    records = []
+    for entry in log_history:
+        if any(k.endswith("_runtime") and not k.startswith("train") for k in entry):
+            records.append(evaluation_record(entry, int(entry.get("step", 0)), entry.get("epoch")))
+    return records
+
+
+def collapse_reference(num_classes: int | None) -> dict[str, float] | None:
+    """Values at neural collapse (SPEC §3) for C classes: MIR, HDR, H and NC1–NC4 (0); None if unknown."""
+    if num_classes is None or num_classes < 2:
+        return None
+    from hf_infonc.info.collapse import entropy_at_collapse, mir_at_collapse
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # C = 2: MIR is 0/0 (NaN) at collapse
+        mir = float(mir_at_collapse(int(num_classes)))
+    reference = {"mir": mir, "hdr": 0.0, "entropy": float(entropy_at_collapse(int(num_classes)))}
+    reference.update({f"nc{i}": 0.0 for i in range(1, 5)})
+    return {k: (v if math.isfinite(v) else None) for k, v in reference.items()}
+
+
+def infer_num_classes(model: Any = None, *datasets: Any) -> int | None:
+    """C from the ``ClassLabel`` names of ``datasets``, else the model's class names or head rows."""
+    from hf_infonc.trainer import infer_class_names
+
+    for dataset in datasets:
+        names = infer_class_names(dataset) if dataset is not None else None
+        if names:
+            return len(names)
+    if model is None:
+        return None
+    names = getattr(model, "class_names", None)
+    if isinstance(names, (list, tuple)) and names:
+        return len(names)
+    try:
+        import torch
+
+        from hf_infonc.adapters import adapter_for
+
+        with torch.no_grad():
+            head = adapter_for(model).head_rows(model)
+        if head is not None:
+            return int(head.shape[0])
+    except Exception:  # noqa: BLE001 - an unknown model family simply gives no reference lines
+        logger.debug("InfoDynamicsCallback: could not read head rows from %s", type(model).__name__, exc_info=True)
+    return None
+
+
+class InfoDynamicsCallback(TrainerCallback):
+    """Record the information and neural-collapse measures at every evaluation; write JSON and plots.
+
+    Args:
+        output_dir: where ``info_dynamics.json`` and the PNG plots go (default: ``args.output_dir``).
+        num_classes: C for the reference lines at collapse (default: inferred, see the module doc).
+        plot: write the PNG plots (matplotlib, Agg) as well as the JSON.
+
+    The series is ``self.history`` (a list of evaluation records); :meth:`payload` is what is written.
+    """
+
+    def __init__(self, output_dir: str | Path | None = None, num_classes: int | None = None, plot: bool = True) -> None:
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
+            raise ValueError(f"num_classes={num_classes!r} must be an int ≥ 2 (or None to infer it).")
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.num_classes = num_classes
+        self.plot = plot
+        self.history: list[dict[str, Any]] = []
+        self.train_log: list[dict[str, Any]] = []
+        self._train_ended = False
+        self.written: list[Path] = []
+
+    # ------------------------------------------------------------------ events
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._train_ended = False
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics:
+            return
+        record = evaluation_record(metrics, state.global_step, state.epoch)
+        train = _train_logs(state.log_history)
+        latest = next((e for e in reversed(train) if e["step"] <= state.global_step), None)
+        if latest is not None:
+            record["train"] = {k: v for k, v in latest.items() if k not in TRAIN_LOG_SKIP}
+        self.history.append(record)
+        if self.num_classes is None:
+            loaders = (kwargs.get("eval_dataloader"), kwargs.get("train_dataloader"))
+            datasets = [getattr(loader, "dataset", None) for loader in loaders]
+            self.num_classes = infer_num_classes(kwargs.get("model"), *datasets)
+        if self._train_ended and state.is_world_process_zero:
+            self.write(self._directory(args), state)  # e.g. the final "after" evaluation of hf-infonc finetune
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._train_ended = True
+        if state.is_world_process_zero:
+            self.write(self._directory(args), state)
+
+    # ------------------------------------------------------------------ output
+    def _directory(self, args) -> Path:
+        return self.output_dir if self.output_dir is not None else Path(args.output_dir)
+
+    def payload(self, state: Any = None) -> dict[str, Any]:
+        """The JSON document: class count, values at collapse, evaluation records, training-loss log.
+
+        With ``state``, evaluations found in ``state.log_history`` but not seen by this callback
+        (those before a ``resume_from_checkpoint``) are merged in, by step.
+        """
+        evaluations = self.history
+        if state is not None:
+            self.train_log = _train_logs(state.log_history)
+            seen = {(r["step"], r["split"]) for r in self.history}
+            earlier = [r for r in _logged_evaluations(state.log_history) if (r["step"], r["split"]) not in seen]
+            if earlier:
+                evaluations = sorted(earlier + self.history, key=lambda r: r["step"])  # stable: own order kept
+        return {
+            "num_classes": self.num_classes,
+            "collapse": collapse_reference(self.num_classes),
+            "evaluations": evaluations,
+            "train_log": self.train_log,
+        }
+
+    def write(self, directory: str | Path, state: Any = None) -> list[Path]:
+        """Write ``info_dynamics.json`` (and the plots) into ``directory``; return the paths written."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        document = self.payload(state)
+        path = directory / JSON_NAME
+        path.write_text(json.dumps(_jsonable(document), indent=2, allow_nan=False))
+        written = [path]
+        if self.plot and self.history:
+            written += plot_info_dynamics(document, directory, self.num_classes)
+        self.written = written
+        logger.info("InfoDynamicsCallback: wrote %s", ", ".join(str(p) for p in written))
+        return written
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return _finite_or_none(value)
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def _series(records: Sequence[Mapping[str, Any]], key: str, x: str = "step") -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for record in records:
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            xs.append(record[x])
+            ys.append(float(value))
+    return xs, ys
+
+
+def _records(history: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if isinstance(history, Mapping):
+        return list(history.get("evaluations", [])), list(history.get("train_log", []))
+    return list(history), []
+
+
+def _draw(ax, records_by_split: dict[str, list], keys: Sequence[tuple[str, str]], reference: float | None, ref_label: str):
+    """One colour per measure; the split with most evaluations as a line, the others (e.g. the
+    ``before``/``after`` evaluations of ``hf-infonc finetune``) as markers of the same colour."""
+    main = max(records_by_split, key=lambda s: len(records_by_split[s])) if records_by_split else None
+    others = [s for s in records_by_split if s != main]
+    markers = dict(zip(others, ("s", "D", "^", "v", "P", "X") * (1 + len(others) // 6)))
+    labelled: set[str] = set()
+    drawn = False
+    for index, (key, label) in enumerate(keys):
+        color = f"C{index}"
+        xs, ys = _series(records_by_split.get(main, []), key)
+        if xs:
+            ax.plot(xs, ys, marker="o", markersize=3, color=color, label=label)
+            drawn = True
+        for split in others:
+            xs, ys = _series(records_by_split[split], key)
+            if not xs:
+                continue
+            name = None
+            if split not in labelled:
+                name, _ = f"{split} evaluation", labelled.add(split)
+            ax.scatter(xs, ys, marker=markers[split], s=28, color=color, edgecolors="black", linewidths=0.6,
+                       label=name, zorder=3)
+            drawn = True
+    if reference is not None and math.isfinite(reference):
+        ax.axhline(reference, linestyle="--", color="gray", linewidth=1, label=ref_label)
+    if drawn or reference is not None:
+        ax.legend(fontsize=7)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+
+
+def plot_info_dynamics(history: Any, path: str | Path, num_classes: int | None = None) -> list[Path]:
+    """Plot a series of evaluation records (a callback's :meth:`~InfoDynamicsCallback.payload`, the
+    loaded ``info_dynamics.json``, or a list of records with ``step`` and measures).
+
+    ``path``: a directory (writes ``info_dynamics.png`` and ``neural_collapse.png`` in it) or a
+    ``.png`` file for the information figure (the NC figure goes beside it as ``<stem>_nc.png``).
+    ``num_classes``: C for the dashed values at collapse (default: the document's ``num_classes``).
+    Returns the paths written. Uses matplotlib's Agg canvas; no global pyplot state is touched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        info_path, nc_path = path, path.with_name(f"{path.stem}_nc.png")
+    else:
+        info_path, nc_path = path / INFO_PLOT_NAME, path / NC_PLOT_NAME
+    info_path.parent.mkdir(parents=True, exist_ok=True)
+    if num_classes is None and isinstance(history, Mapping):
+        num_classes = history.get("num_classes")
+    reference = collapse_reference(num_classes) or {}
+    records, train_log = _records(history)
+    by_split: dict[str, list] = {}
+    for record in records:
+        by_split.setdefault(str(record.get("split", "eval")), []).append(record)
+    c_text = f" (C = {num_classes})" if num_classes else ""
+
+    figure = Figure(figsize=(15, 8.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, 3).ravel()
+    panels = [
+        ("test accuracy", [("accuracy", "accuracy")], None, ""),
+        ("MIR", [("mir", "sample MIR (features vs head rows)"), ("class_mir", "class-mean MIR")], reference.get("mir"),
+         "MIR at collapse"),
+        ("HDR", [("hdr", "sample HDR"), ("class_hdr", "class-mean HDR")], reference.get("hdr"), "HDR at collapse (0)"),
+        ("matrix entropy H (nats)",
+         [("feature_entropy", "H(features)"), ("head_entropy", "H(head rows)"), ("class_mean_entropy", "H(class means)")],
+         reference.get("entropy"), "log(C-1) at collapse"),
+        ("evaluation loss", [("loss", "loss"), ("loss/base", "loss/base"), ("loss/cma", "loss/cma")], None, ""),
+    ]
+    for ax, (title, keys, ref, ref_label) in zip(axes, panels):
+        _draw(ax, by_split, keys, ref, ref_label)
+        ax.set_title(title)
+    ax = axes[5]
+    components = sorted({k for e in train_log for k in e if k.startswith("loss")})
+    for key in components:
+        xs, ys = _series(train_log, key)
+        if xs:
+            ax.plot(xs, ys, label=key, linewidth=1)
+    if components:
+        ax.legend(fontsize=7)
+    ax.set_title("training loss components")
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    figure.suptitle(f"Information dynamics on the evaluation set{c_text}")
+    figure.savefig(info_path, dpi=110)
+
+    figure = Figure(figsize=(11, 7.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    nc_axes = figure.subplots(2, 2).ravel()
+    titles = {
+        "nc1": "NC1: tr(Σ_W Σ_B⁺)/C",
+        "nc2": "NC2: distance of class-mean Gram from simplex ETF",
+        "nc3": "NC3: ‖W/‖W‖ − M/‖M‖‖ (self-duality)",
+        "nc4": "NC4: disagreement with nearest class centre",
+    }
+    for ax, (key, title) in zip(nc_axes, titles.items()):
+        _draw(ax, by_split, [(key, key.upper())], reference.get(key), "0 at collapse")
+        ax.set_title(title, fontsize=10)
+    figure.suptitle(f"Neural collapse measures on the evaluation set{c_text}")
+    figure.savefig(nc_path, dpi=110)
+    return [info_path, nc_path]
+
+
+__all__ = [
+    "InfoDynamicsCallback",
+    "collapse_reference",
+    "evaluation_record",
+    "infer_num_classes",
+    "metric_prefix",
+    "plot_info_dynamics",
+]
