@@ -182,13 +182,17 @@ class EntropyGapLoss(nn.Module):
         return f"normalized={self.normalized}, center={self.center}"
 
 
-def batch_ratios(terms: EntropyTerms) -> dict[str, float]:
-    """Batch MIR and HDR from entropy terms, for logging (NaN where undefined, no warning)."""
+def batch_ratios(terms: EntropyTerms) -> dict[str, torch.Tensor]:
+    """Batch MIR and HDR from entropy terms, for logging: detached tensors, NaN where 0/0.
+
+    No host synchronisation (no ``float()``), so logging costs nothing on an accelerator.
+    """
     with torch.no_grad():
         mi = terms.mutual_information
         low, high = torch.minimum(terms.h_a, terms.h_b), torch.maximum(terms.h_a, terms.h_b)
-        mir_value = float(mi / low) if float(low) > 1e-9 else math.nan
-        hdr_value = float((terms.h_a - terms.h_b).abs() / high) if float(high) > 1e-9 else math.nan
+        nan = torch.full_like(mi, math.nan)
+        mir_value = torch.where(low > 1e-9, mi / low.clamp_min(1e-9), nan)
+        hdr_value = torch.where(high > 1e-9, (terms.h_a - terms.h_b).abs() / high.clamp_min(1e-9), nan)
     return {"mir": mir_value, "hdr": hdr_value}
 
 

@@ -175,7 +175,8 @@ class InfoNCTrainer(Trainer):
         self.cma_loss = CrossModalAlignmentLoss(alpha=self.args.info_alpha)
         self.mi_loss = MutualInformationLoss(normalized=self.args.info_normalized, center=self.args.info_center)
         self.gap_loss = EntropyGapLoss(normalized=self.args.info_normalized, center=self.args.info_center)
-        self._component_sums: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        # detached 0-d tensors per logged component, summarised (one host sync) at log time
+        self._component_sums: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     # ------------------------------------------------------------------ loss
     def _ratios_due(self) -> bool:
@@ -188,7 +189,7 @@ class InfoNCTrainer(Trainer):
         every = max(1, int(steps)) if steps >= 1 else max(1, int(steps * max(self.state.max_steps, 1)))
         return (self.state.global_step + 1) % every == 0
 
-    def information_loss(self, out: AdapterOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+    def information_loss(self, out: AdapterOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Combine the base loss with the information terms on the globally gathered batch."""
         args = self.args
         wants_terms = args.mi_weight > 0 or args.entropy_gap_weight > 0
@@ -214,7 +215,7 @@ class InfoNCTrainer(Trainer):
             if out.logit_scale is None:
                 raise ValueError("The adapter returned neither a base loss nor a logit_scale for the contrastive loss.")
             base = clip_contrastive_loss(features, anchors, out.logit_scale)
-        components: dict[str, torch.Tensor | float] = {"loss/base": base.detach()}
+        components: dict[str, torch.Tensor] = {"loss/base": base.detach()}
         total = base
         if args.cma_weight > 0:
             cma = self.cma_loss(features, labels, anchors).to(base.dtype)
@@ -246,7 +247,7 @@ class InfoNCTrainer(Trainer):
         loss, components = self.information_loss(out)
         bucket = self._component_sums["train" if model.training else "eval"]
         for key, value in components.items():
-            bucket[key].append(float(value))
+            bucket[key].append(value.detach().double().reshape(()))
         if return_outputs:
             extras = {"logits": out.logits, "features": out.features}
             return loss, {k: v for k, v in extras.items() if v is not None}
@@ -315,7 +316,7 @@ class InfoNCTrainer(Trainer):
         if not bucket:
             return {}
         keys = sorted(bucket)
-        means = torch.tensor([_nanmean(bucket[k]) for k in keys], dtype=torch.float64, device=self.args.device)
+        means = torch.stack([torch.stack(bucket[k]).nanmean() for k in keys]).to(self.args.device)
         if self.accelerator.num_processes > 1:
             means = self.accelerator.reduce(means, reduction="mean")
         bucket.clear()
@@ -336,8 +337,3 @@ class InfoNCTrainer(Trainer):
             # over the mean of the per-evaluation-batch ratios logged here.
             output.metrics.setdefault(f"{prefix}_{key}", value)
         return output
-
-
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else math.nan
