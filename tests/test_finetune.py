@@ -153,3 +153,13 @@ def test_two_processes_match_one(tmp_path):
     for phase in ("before", "after"):
         for key in ("accuracy", "mir", "hdr", "nc1"):
             assert two[phase][key] == pytest.approx(one[phase][key], abs=1e-4), (phase, key)
+
+
+def test_eval_only_writes_metrics_without_training(tmp_path):
+    out = tmp_path / "eval_only"
+    results = run_recipe(load_recipe(_recipe_file(tmp_path, out)), eval_only=True)
+    assert "after" not in results and "train" not in results
+    assert 0.0 <= results["before"]["accuracy"] <= 1.0
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["before"]["mir"] == pytest.approx(results["before"]["mir"])
+    assert not (out / "model.safetensors").exists()
