@@ -1,7 +1,7 @@
 """hf_infonc: information-theoretic neural-collapse measures and losses for Hugging Face fine-tuning.
 
-``hf_infonc.info`` is the pure-torch core and is imported eagerly; the trainer, losses and
-adapters (which need transformers) are imported lazily on first access.
+``import hf_infonc`` is cheap: the pure-torch core lives in ``hf_infonc.info`` (import it
+directly), and the trainer and losses listed below are imported on first access.
 """
 
 from __future__ import annotations
