@@ -102,6 +102,8 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
         tokenizer = _load("tokenizer", tokenizer_name, tf.AutoTokenizer.from_pretrained)
         return BuiltModel(model, tokenizer, tokenizer, None)
     if spec.family == "image-classification":
+        import hf_infonc.models.wide_resnet  # noqa: F401  (registers model_type "wide_resnet" with the Auto classes)
+
         labels = _label_maps(class_names)
         if spec.config is not None:
             config = tf.AutoConfig.for_model(**{**spec.config, **labels})

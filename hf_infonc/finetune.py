@@ -15,6 +15,7 @@ Output directory contract:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -163,7 +164,8 @@ def run_recipe(
     state.wait_for_everyone()
     try:
         set_seed(recipe.seed)
-        datasets = build_datasets(recipe.data)
+        # semi-supervised: the labelled subset and the unlabelled pool both come from the full split
+        datasets = build_datasets(recipe.data if recipe.ssl is None else dataclasses.replace(recipe.data, shots=None))
         names = dataset_class_names(datasets["train"])
         built = build_model(recipe.model, names)
         if recipe.model.family in CLIP_FAMILIES or recipe.model.training_mode != "full":
@@ -172,17 +174,24 @@ def run_recipe(
             frozen = freeze_parameters(built.model, recipe.model.freeze)
             logger.info("Froze %d parameters (%s)", frozen, ", ".join(recipe.model.freeze))
         train_collate, eval_collate = _collators(recipe, built, datasets)
+        train_dataset, trainer_cls, extra = datasets["train"], InfoNCTrainer, {}
+        if recipe.ssl is not None:
+            from hf_infonc.ssl import SemiSupervisedTrainer, semi_supervised_training_data
+
+            train_dataset, train_collate = semi_supervised_training_data(recipe, built, datasets)
+            trainer_cls, extra = SemiSupervisedTrainer, {"ssl_config": recipe.ssl}
         args = recipe.training_arguments()
-        trainer = InfoNCTrainer(
+        trainer = trainer_cls(
             model=built.model,
             args=args,
-            train_dataset=datasets["train"],
+            train_dataset=train_dataset,
             eval_dataset=datasets["test"],
             data_collator=train_collate,
             eval_data_collator=eval_collate,
             processing_class=built.processing_class,
             class_names=names,
             text_tokenizer=built.tokenizer,
+            **extra,
         )
         trainer.compute_metrics = build_compute_metrics(trainer)
         for callback in callbacks or []:
@@ -197,6 +206,13 @@ def run_recipe(
         raise
 
     results: dict[str, Any] = {"recipe": recipe.path, "seed": recipe.seed, "class_names": names}
+    if recipe.ssl is not None:
+        results["ssl"] = {
+            "algorithm": recipe.ssl.algorithm,
+            "labeled_examples": len(train_dataset.labeled),
+            "unlabeled_examples": len(train_dataset.unlabeled) if train_dataset.unlabeled is not None else 0,
+            "info_target": recipe.ssl.info_target,
+        }
     results["before"] = _strip(trainer.evaluate(metric_key_prefix="before"), "before")
     if not eval_only:
         train_output = trainer.train(resume_from_checkpoint=checkpoint)

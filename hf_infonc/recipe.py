@@ -1,7 +1,8 @@
 """YAML recipes mapped onto typed, validated dataclasses.
 
 A recipe has the sections ``model``, ``data``, ``training`` (any
-:class:`~hf_infonc.trainer.InfoNCTrainingArguments` field), ``hub`` and ``analysis``, plus a
+:class:`~hf_infonc.trainer.InfoNCTrainingArguments` field), ``hub``, ``analysis`` and, for
+semi-supervised training, ``ssl`` (:class:`~hf_infonc.ssl.SemiSupervisedConfig`), plus a
 top-level ``seed``::
 
     model:
@@ -118,6 +119,8 @@ class Recipe:
     training: dict[str, Any] = field(default_factory=dict)
     hub: HubRecipe = field(default_factory=HubRecipe)
     analysis: AnalysisRecipe = field(default_factory=AnalysisRecipe)
+    ssl: Any = None
+    """A :class:`hf_infonc.ssl.SemiSupervisedConfig` (the ``ssl:`` section): FixMatch / FreeMatch training."""
     seed: int = 0
     path: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -337,15 +340,28 @@ def check_compatibility(recipe: Recipe, file: str | None) -> None:
             f"{_where(file, 'data.source')}: '{recipe.data.source}' is text data, but model.family is '{model.family}'. "
             f"Use family sequence-classification."
         )
+    if recipe.ssl is not None and recipe.ssl.labels_per_class is None and recipe.data.shots is None:
+        raise RecipeError(
+            f"{_where(file, 'ssl.labels_per_class')}: semi-supervised training needs the size of the labelled subset: set "
+            f"ssl.labels_per_class (e.g. 4 for CIFAR-10 with 40 labels) or data.shots."
+        )
     if recipe.hub.push_to_hub and not recipe.hub.repo_id:
         raise RecipeError(f"{_where(file, 'hub.repo_id')}: push_to_hub is true but no repo_id is given.")
+
+
+def _ssl_section(mapping: Any, file: str | None) -> Any:
+    if mapping is None:
+        return None
+    from hf_infonc.ssl import SemiSupervisedConfig  # imports the trainer: only for recipes that use it
+
+    return from_mapping(SemiSupervisedConfig, mapping, "ssl", file)
 
 
 def recipe_from_dict(raw: dict[str, Any], file: str | None = None) -> Recipe:
     """Validate a raw mapping (already parsed YAML) into a :class:`Recipe`."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{file or '<recipe>'}: a recipe must be a YAML mapping with sections model, data, training.")
-    sections = {"model", "data", "training", "hub", "analysis", "seed"}
+    sections = {"model", "data", "training", "hub", "analysis", "ssl", "seed"}
     for name in raw:
         if name not in sections:
             raise _unknown_key(str(name), sorted(sections), "", file)
@@ -358,6 +374,7 @@ def recipe_from_dict(raw: dict[str, Any], file: str | None = None) -> Recipe:
         training=_training_section(raw["training"], file),
         hub=from_mapping(HubRecipe, raw.get("hub"), "hub", file),
         analysis=from_mapping(AnalysisRecipe, raw.get("analysis"), "analysis", file),
+        ssl=_ssl_section(raw.get("ssl"), file),
         seed=convert(raw.get("seed", 0), int, "seed", file),
         path=file,
         raw=copy.deepcopy(raw),

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
+from .augment import TextViews, strong_image_transform, view_transforms_from, weak_image_transform
 from .collate import (
     ImageCaptionCollator,
     ImageClassificationCollator,
@@ -74,6 +75,7 @@ __all__ = [
     "ImageClassificationCollator",
     "SourceInfo",
     "TextClassificationCollator",
+    "TextViews",
     "available_sources",
     "build_datasets",
     "build_image_transform",
@@ -95,9 +97,12 @@ __all__ = [
     "resolve_hflip",
     "sample_few_shot",
     "standardize_columns",
+    "strong_image_transform",
     "subsample",
     "tokenize_texts",
     "validate_template",
+    "view_transforms_from",
+    "weak_image_transform",
 ]
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """Model wrappers: open_clip as a ``PreTrainedModel``, CoOp prompt learning, a zero-shot-initialised linear probe.
 
 Importing this package registers the matching adapters (``OpenCLIPAdapter``, ``CoOpAdapter``,
-``CLIPLinearProbeAdapter``) and ``OpenCLIPConfig``/``OpenCLIPModel`` with ``AutoConfig``/``AutoModel``.
+``CLIPLinearProbeAdapter``) and ``OpenCLIPConfig``/``OpenCLIPModel`` with ``AutoConfig``/``AutoModel``,
+and the Wide ResNet (``model_type="wide_resnet"``) with ``AutoConfig``/``AutoModel``/``AutoModelForImageClassification``.
 """
 
 from hf_infonc.models.coop import CoOpCLIP, CoOpConfig
@@ -18,6 +19,12 @@ from hf_infonc.models.open_clip_hf import (
     tiny_open_clip_cfg,
     tiny_open_clip_minilm_cfg,
 )
+from hf_infonc.models.wide_resnet import (
+    WideResNetConfig,
+    WideResNetForImageClassification,
+    WideResNetModel,
+    wide_resnet_num_parameters,
+)
 
 __all__ = [
     "CLIPHeadOutput",
@@ -30,10 +37,14 @@ __all__ = [
     "OpenCLIPModel",
     "OpenCLIPOutput",
     "OpenCLIPTokenizer",
+    "WideResNetConfig",
+    "WideResNetForImageClassification",
+    "WideResNetModel",
     "build_open_clip",
     "is_causal_mask",
     "rebuild_causal_masks",
     "tiny_open_clip",
     "tiny_open_clip_cfg",
     "tiny_open_clip_minilm_cfg",
+    "wide_resnet_num_parameters",
 ]
