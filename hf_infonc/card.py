@@ -423,6 +423,24 @@ def _collapse_note(num_classes: int) -> str | None:
     )
 
 
+def _semi_supervised(recipe: Any, results: dict[str, Any]) -> dict[str, Any] | None:
+    """The semi-supervised settings a card states, or ``None`` for supervised recipes."""
+    config = getattr(recipe, "ssl", None)
+    if config is None:
+        return None
+    pools = dict(results.get("ssl") or {})
+    return {
+        "algorithm": {"freematch": "FreeMatch", "fixmatch": "FixMatch", "supervised": "supervised only"}[config.algorithm],
+        "labeled": pools.get("labeled_examples"),
+        "unlabeled": pools.get("unlabeled_examples"),
+        "mu": config.unlabeled_ratio,
+        "threshold": f"fixed τ = {config.p_cutoff}" if config.algorithm == "fixmatch"
+        else f"self-adaptive, EMA {config.threshold_ema}, fairness weight {config.fairness_weight}",
+        "info_target": config.info_target,
+        "ema_decay": config.ema_decay,
+    }
+
+
 def _plot_title(stem: str) -> str:
     return stem.replace("_", " ").replace("-", " ").strip().capitalize()
 
@@ -470,6 +488,8 @@ class InfoNCCardData:
     seed: int | None = None
     wall_time_s: float | None = None
     num_processes: int | None = None
+    semi_supervised: dict[str, Any] | None = None
+    """FixMatch / FreeMatch settings and pool sizes (the recipe's ``ssl:`` section and ``results["ssl"]``)."""
     plots: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     versions: list[tuple[str, str]] = field(default_factory=list)
@@ -572,6 +592,7 @@ class InfoNCCardData:
             seed=results.get("seed", getattr(recipe, "seed", None)),
             wall_time_s=results.get("wall_time_s"),
             num_processes=results.get("num_processes"),
+            semi_supervised=_semi_supervised(recipe, results),
             plots=plots,
             files=files,
             versions=_versions(spec.family, spec.training_mode),
@@ -897,6 +918,8 @@ class InfoNCCardData:
             "collapse_note": _collapse_note(len(names)) if any(k in self.final_metrics for k in ("mir", "class_mir")) else None,
             "plots": [{"file": p, "title": _plot_title(Path(p).stem)} for p in self.plots],
             "load_kind": self.load_kind,
+            "semi_supervised": self.semi_supervised,
+            "needs_hf_infonc_models": (self.base_model_config or {}).get("model_type") == "wide_resnet",
             "has_processor": self.has_processor,
             "has_open_clip_export": self.has_open_clip_export,
             "open_clip_ref": f"hf-hub:{self.repo_id}" if self.repo_id else f"local-dir:{self.model_ref}",

@@ -439,6 +439,9 @@ def test_recipe_with_ssl_section_end_to_end(tmp_path):
 
     reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "run")
     assert type(reloaded).__name__ == "WideResNetForImageClassification"
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "**Semi-supervised** (FreeMatch" in card and "20 labelled and\n60 unlabelled" in card
+    assert "import hf_infonc.models" in card
 
 
 def test_recipe_ssl_errors(tmp_path):
