@@ -22,7 +22,8 @@ process) at every ``on_step_end``. A step's time is the interval between consecu
 fetch, forward, loss, backward, optimizer step, and the log call of the previous step
 (transformers logs *after* ``on_step_end``), i.e. everything the training loop does per step.
 Warm-up steps are dropped; a run's value is the median of the rest (``--stat mean`` for the
-mean: on a shared machine single steps get preempted for tens of ms, which the median ignores).
+mean, ``--stat min`` for the least disturbed step: on a shared machine single steps get preempted
+for tens of ms, which the median ignores; under a sustained load even the median moves).
 Baseline (A) and InfoNC (B) runs are interleaved A B, B A, A B, … so that drifting machine load
 hits both sides alike; the table shows the median over runs of each side and the median (and
 range) of the per-pair ratios B/A. Defaults: tiny CLIP 5 pairs × (2 warm-up + 10 measured
@@ -43,12 +44,12 @@ Break-down: on one batch of each case, ``InfoNCTrainer.information_loss`` and it
 timed alone on detached leaf features (forward, backward; median CPU time), next to the baseline
 step's CPU time; and ``compute_loss`` + ``backward`` of both trainers on that batch, interleaved
 per iteration (no optimizer, data loader or log, so none of the run-to-run noise of whole
-training runs). ``--profile`` adds (a) the number of aten ops dispatched by the information loss,
-(b) "what-if" timings with hf_infonc internals monkeypatched *in this process only* (no NaN/inf
-scans, no label-range check, no re-normalisation inside CMA, scalar ``torch.where``, float32
-spectra, closed-form entropy gradients through ``autograd.Function``) to size candidate code
-changes, (c) the unit cost of single operations on this machine, and (d) a ``torch.profiler``
-table. Results, commands and a reading: ``benchmarks/README_trainer.md``.
+training runs). ``--profile`` adds (a) the information loss as it is now (validated once, CMA and
+H₁, H₂, H₁₂ in one ``autograd.Function`` with a closed-form backward, float64 and float32 spectra)
+against the autograd path it replaced (rebuilt here from hf_infonc's public autograd functions):
+CPU time, dispatched aten ops, host syncs, |Δ loss| and the largest gradient difference; (b) the
+unit cost of single operations on this machine; (c) a ``torch.profiler`` table. Results, commands
+and a reading: ``benchmarks/README.md``, section "bench_trainer".
 
 Usage::
 
@@ -86,13 +87,17 @@ import transformers  # noqa: E402
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator  # noqa: E402
 
 from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments  # noqa: E402
-from hf_infonc import losses as _losses_mod  # noqa: E402
-from hf_infonc import trainer as _trainer_mod  # noqa: E402
 from hf_infonc.adapters import AdapterOutput  # noqa: E402
-from hf_infonc.info import entropy as _entropy_mod  # noqa: E402
-from hf_infonc.info import gram as _gram_mod  # noqa: E402
-from hf_infonc.info import mutual as _mutual_mod  # noqa: E402
-from hf_infonc.losses import _check_inputs, batch_ratios, sample_entropy_terms  # noqa: E402
+from hf_infonc.info import entropy_terms  # noqa: E402
+from hf_infonc.info.entropy import psd_entropy  # noqa: E402
+from hf_infonc.info.gram import normalize_rows, pick_route, psd_from_rows  # noqa: E402
+from hf_infonc.losses import (  # noqa: E402
+    batch_ratios,
+    check_loss_inputs,
+    clip_contrastive_loss,
+    information_terms,
+    sample_entropy_terms,
+)
 from hf_infonc.testing import minilm_path, minilm_tokenizer, tiny_clip  # noqa: E402
 
 WEIGHTS = dict(cma_weight=0.5, mi_weight=0.1, entropy_gap_weight=0.1)
@@ -100,7 +105,7 @@ CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 SEQ_LEN = 32
 CAPTION_LEN = 16
 STEADY = 10**9
-STAT = {"median": statistics.median, "mean": statistics.fmean}
+STAT = {"median": statistics.median, "mean": statistics.fmean, "min": min}
 
 CASE_TITLES = {
     "clip-cls": "tiny CLIP classifier (10 classes)",
@@ -222,8 +227,8 @@ class Case:
         return CASE_TITLES[self.name]
 
 
-def build_trainer(case: Case, side: str, logging_steps: int, out_dir: str):
-    """A fresh trainer for one run; ``side`` is "base" or "info"."""
+def build_trainer(case: Case, side: str, logging_steps: int, out_dir: str, **info_args: Any):
+    """A fresh trainer for one run; ``side`` is "base" or "info" (``info_args``: more InfoNC arguments)."""
     torch.manual_seed(0)
     model = copy.deepcopy(case.model).train()
     common = dict(
@@ -242,7 +247,7 @@ def build_trainer(case: Case, side: str, logging_steps: int, out_dir: str):
         remove_unused_columns=False,
     )
     if case.name == "clip-cls":
-        weights = WEIGHTS if side == "info" else {}
+        weights = {**WEIGHTS, **info_args} if side == "info" else {}
         return InfoNCTrainer(
             model=model, args=InfoNCTrainingArguments(**common, **weights), train_dataset=case.dataset,
             data_collator=default_data_collator, processing_class=case.tokenizer, class_names=CLASS_NAMES,
@@ -251,7 +256,7 @@ def build_trainer(case: Case, side: str, logging_steps: int, out_dir: str):
         collate = collate_return_loss if case.name == "clip-pairs" else default_data_collator
         return Trainer(model=model, args=TrainingArguments(**common), train_dataset=case.dataset, data_collator=collate)
     return InfoNCTrainer(
-        model=model, args=InfoNCTrainingArguments(**common, **WEIGHTS), train_dataset=case.dataset,
+        model=model, args=InfoNCTrainingArguments(**common, **WEIGHTS, **info_args), train_dataset=case.dataset,
         data_collator=default_data_collator, processing_class=case.tokenizer,
     )
 
@@ -366,9 +371,9 @@ def _median_ms(fn: Callable[[], Any], iters: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def leaf_output(case: Case) -> tuple[InfoNCTrainer, AdapterOutput]:
+def leaf_output(case: Case, **info_args: Any) -> tuple[InfoNCTrainer, AdapterOutput]:
     """An InfoNC trainer and the adapter output of its first batch, as detached leaves with grad."""
-    trainer = build_trainer(case, "info", STEADY, scratch_dir())
+    trainer = build_trainer(case, "info", STEADY, scratch_dir(), **info_args)
     batch = default_data_collator([case.dataset[i] for i in range(case.batch)])
     core = trainer.model.train()
     out = trainer.adapter.forward(core, batch)
@@ -416,7 +421,7 @@ def breakdown(case: Case, iters: int) -> dict[str, float]:
     """Times (ms, median of ``iters``) of the information loss and its pieces on one batch."""
     trainer, out = leaf_output(case)
     features, anchors = out.features, out.head_rows
-    labels = torch.arange(features.shape[0]) if out.pairwise else out.labels
+    labels = None if out.pairwise else out.labels  # pairs: one caption anchor per sample
     timings: dict[str, float] = {}
 
     def info_forward():
@@ -430,8 +435,6 @@ def breakdown(case: Case, iters: int) -> dict[str, float]:
     timings["information_loss fwd (+ component bookkeeping)"] = _median_ms(info_forward, iters)
     timings["information_loss fwd+bwd"] = _median_ms(info_forward_backward, iters)
     if out.loss is None:  # pairs: the contrastive base loss is part of information_loss
-        from hf_infonc.losses import clip_contrastive_loss
-
         scale = out.logit_scale
 
         def contrastive():
@@ -439,33 +442,38 @@ def breakdown(case: Case, iters: int) -> dict[str, float]:
 
         timings["  of which contrastive base loss fwd+bwd"] = _median_ms(contrastive, iters)
 
+    def one_pass():
+        cma, terms = information_terms(features, labels, anchors, cma=trainer.cma_loss, validate=False)
+        (cma + terms.h_a + terms.h_b - terms.h_joint + (terms.h_a - terms.h_b).abs()).backward()
+
     def cma():
-        trainer.cma_loss(features, labels, anchors).backward()
+        trainer.cma_loss(features, labels, anchors, validate=False).backward()
 
     def terms_fwd_bwd():
-        terms = sample_entropy_terms(features, labels, anchors)
+        terms = sample_entropy_terms(features, labels, anchors, validate=False)
         (terms.h_a + terms.h_b - terms.h_joint + (terms.h_a - terms.h_b).abs()).backward()
 
     def terms_fwd():
         with torch.no_grad():
-            sample_entropy_terms(features, labels, anchors)
+            sample_entropy_terms(features, labels, anchors, validate=False)
 
     terms_holder = {}
 
     def ratios():
         if "t" not in terms_holder:
             with torch.no_grad():
-                terms_holder["t"] = sample_entropy_terms(features, labels, anchors)
+                terms_holder["t"] = sample_entropy_terms(features, labels, anchors, validate=False)
         batch_ratios(terms_holder["t"])
 
     def checks():
-        _check_inputs(features, labels, anchors)
+        check_loss_inputs(features, labels, anchors)
 
-    timings["  CMA fwd+bwd"] = _median_ms(cma, iters)
-    timings["  entropy terms H1,H2,H12 fwd+bwd (MI + gap)"] = _median_ms(terms_fwd_bwd, iters)
-    timings["  entropy terms fwd only"] = _median_ms(terms_fwd, iters)
+    timings["  CMA + H1,H2,H12 in one pass, fwd+bwd"] = _median_ms(one_pass, iters)
+    timings["  CMA alone fwd+bwd"] = _median_ms(cma, iters)
+    timings["  H1,H2,H12 alone fwd+bwd (MI + gap)"] = _median_ms(terms_fwd_bwd, iters)
+    timings["  H1,H2,H12 fwd only (no grad)"] = _median_ms(terms_fwd, iters)
     timings["  batch_ratios (MIR/HDR for the log)"] = _median_ms(ratios, iters)
-    timings["  input checks (_check_inputs, once)"] = _median_ms(checks, iters)
+    timings["  input checks (check_loss_inputs, once)"] = _median_ms(checks, iters)
     direct_iters = iters if case.name != "minilm" else max(3, iters // (10 if case.batch < 128 else 20))
     base_ms, info_ms = direct_compute(case, direct_iters)
     timings["compute_loss + backward alone: baseline"] = base_ms
@@ -491,240 +499,61 @@ def profile_table(case: Case, iters: int, rows: int) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-# --------------------------------------------------------------------------- what-if (--profile)
+# --------------------------------------------------------------------------- paths (--profile)
 #
-# Each variant below monkeypatches hf_infonc internals *inside this process only* to estimate
-# what a code change would save; nothing in hf_infonc is modified. Variants A–D keep the values
-# (to round-off); E changes the spectrum precision.
-
-_ORIG = dict(
-    check_tensor=_gram_mod.check_tensor,
-    check_labels=_losses_mod.check_labels,
-    normalize_rows=_gram_mod.normalize_rows,
-    entropy_from_spectrum=_entropy_mod.entropy_from_spectrum,
-    psd_entropy=_entropy_mod.psd_entropy,
-    matrix_entropy=_losses_mod.matrix_entropy,
-    sample_entropy_terms=_trainer_mod.sample_entropy_terms,
-)
+# The information loss as InfoNCTrainer computes it now (one validation, CMA and H₁, H₂, H₁₂ in
+# one autograd.Function with a closed-form backward, hf_infonc.info.spectral), against the
+# autograd path it replaced (commit 231e226): each loss validating its inputs, and autograd
+# differentiating normalize_rows → Gram → eigvalsh → trace division → masked x·log x. The
+# autograd path is rebuilt here from hf_infonc's public functions, which still differentiate that
+# way; nothing in hf_infonc is patched.
 
 
-def _check_tensor_no_scan(x, name, *, min_dim=2):
-    """check_tensor without the ``torch.isfinite(x).all()`` scan (and its host sync)."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < min_dim or x.numel() == 0:
-        return _ORIG["check_tensor"](x, name, min_dim=min_dim)
-    return x
-
-
-def _check_labels_no_range(labels, n, num_classes):
-    """check_labels without ``int(labels.min()), int(labels.max())``."""
-    if (
-        not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool
-        or labels.dim() != 1 or labels.shape[0] != n
-    ):
-        return _ORIG["check_labels"](labels, n, num_classes)
-    return labels
-
-
-def _normalize_rows_scalar_where(z, *, center=False):
-    if center:
-        z = z - z.mean(dim=-2, keepdim=True)
-    norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    nonzero = norms > _gram_mod.ZERO_ROW_NORM
-    return z * torch.where(nonzero, torch.where(nonzero, norms, 1.0).reciprocal(), 0.0)
-
-
-def _entropy_from_spectrum_scalar_where(lam, alpha=1.0):
-    if alpha != 1.0:
-        return _ORIG["entropy_from_spectrum"](lam, alpha)
-    safe = torch.where(lam > _entropy_mod.EIGENVALUE_FLOOR.get(lam.dtype, 1e-7), lam, 1.0)
-    return -(safe * safe.log()).sum(dim=-1)  # masked entries are 1·log 1 = 0, zero gradient
-
-
-def _psd_entropy_scalar_where(p, alpha=1.0, eigenvalues=None):
-    if alpha == 2.0 and eigenvalues is None:
-        return _ORIG["psd_entropy"](p, alpha, eigenvalues)
-    trace = p.diagonal(dim1=-2, dim2=-1).sum(dim=-1)
-    has_mass = trace > 0
-    if eigenvalues is None:
-        eigenvalues = torch.linalg.eigvalsh(p)
-    lam = eigenvalues / torch.where(has_mass, trace, 1.0).unsqueeze(-1)
-    return torch.where(has_mass, _entropy_mod.entropy_from_spectrum(lam, alpha), 0.0)
-
-
-def _cma_entropy_of_unit_rows(x, *, alpha=1.0, dtype=None):
-    """matrix_entropy for CMA's groups, whose rows are already unit or zero: no re-check, no re-normalisation."""
-    cdtype = _gram_mod.compute_dtype(x, dtype)
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        xx = x.to(cdtype)
-        route = _gram_mod.pick_route(xx.shape[-2], xx.shape[-1], "auto")
-        h = _entropy_mod.psd_entropy(_gram_mod.psd_from_rows(xx, route), alpha)
-    return h.to(x.dtype)
-
-
-# --- F: closed-form gradients. Each matrix entropy is one autograd.Function: forward normalises
-# the rows, forms the PSD matrix, runs one eigh and keeps dH/dP = V·diag(-(log λ̂ + 1))·Vᵀ/tr +
-# c·I; backward is two matmuls and the row-normalisation Jacobian. Replaces the ~30-op autograd
-# chains (normalize_rows → psd_from_rows → eigvalsh → trace division → masked x·log x) per entropy.
-# The joint entropy is always taken on the n x n Hadamard route here (the Kronecker shortcut of
-# entropy_terms is not taken in any of this benchmark's cases: r₁·r₂ ≥ n for all of them).
-
-
-def _spectral_value_and_grad(lam: torch.Tensor, vec: torch.Tensor, trace: torch.Tensor):
-    """Von Neumann entropy of P/tr(P) from eigh(P), and dH/dP."""
-    ln = lam / trace.unsqueeze(-1)
-    keep = ln > _entropy_mod.EIGENVALUE_FLOOR.get(lam.dtype, 1e-7)
-    safe = torch.where(keep, ln, 1.0)
-    logs = safe.log()
-    h = -(safe * logs).sum(-1)
-    dln = torch.where(keep, -(logs + 1.0), 0.0)
-    dtrace = -(dln * ln).sum(-1) / trace
-    g = (vec * (dln / trace.unsqueeze(-1)).unsqueeze(-2)) @ vec.mT
-    return h, g + torch.diag_embed(dtrace.unsqueeze(-1).expand_as(lam))
-
-
-def _unit_rows(z: torch.Tensor):
-    norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    nonzero = norms > _gram_mod.ZERO_ROW_NORM
-    inv = torch.where(nonzero, torch.where(nonzero, norms, 1.0).reciprocal(), 0.0)
-    return z * inv, inv
-
-
-def _unit_rows_backward(grad: torch.Tensor, zn: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
-    return (grad - zn * (zn * grad).sum(-1, keepdim=True)) * inv
-
-
-def _entropy_of_psd(p: torch.Tensor):
-    lam, vec = torch.linalg.eigh(p)
-    trace = p.diagonal(dim1=-2, dim2=-1).sum(-1)
-    mass = trace > 0
-    h, g = _spectral_value_and_grad(lam, vec, torch.where(mass, trace, 1.0))
-    return torch.where(mass, h, 0.0), g, mass
-
-
-class _CosineGramEntropy(torch.autograd.Function):
-    """H(G(z)) (batched), dual route when d < n."""
-
-    @staticmethod
-    def forward(ctx, z, cdtype):  # type: ignore[override]
-        zn, inv = _unit_rows(z.to(cdtype))
-        dual = zn.shape[-1] < zn.shape[-2]
-        h, g, mass = _entropy_of_psd(zn.mT @ zn if dual else zn @ zn.mT)
-        ctx.save_for_backward(zn, inv, g, mass)
-        ctx.dual, ctx.in_dtype = dual, z.dtype
-        return h
-
-    @staticmethod
-    def backward(ctx, grad_h):  # type: ignore[override]
-        zn, inv, g, mass = ctx.saved_tensors
-        g = g * torch.where(mass, grad_h, 0.0)[..., None, None]
-        grad_zn = 2.0 * (zn @ g if ctx.dual else g @ zn)
-        return _unit_rows_backward(grad_zn, zn, inv).to(ctx.in_dtype), None
-
-
-class _HadamardGramEntropy(torch.autograd.Function):
-    """H(G(a) ⊙ G(b)) on the n x n route."""
-
-    @staticmethod
-    def forward(ctx, a, b, cdtype):  # type: ignore[override]
-        an, ia = _unit_rows(a.to(cdtype))
-        bn, ib = _unit_rows(b.to(cdtype))
-        ka, kb = an @ an.mT, bn @ bn.mT
-        h, g, mass = _entropy_of_psd(ka * kb)
-        ctx.save_for_backward(an, ia, bn, ib, ka, kb, g, mass)
-        ctx.dtypes = (a.dtype, b.dtype)
-        return h
-
-    @staticmethod
-    def backward(ctx, grad_h):  # type: ignore[override]
-        an, ia, bn, ib, ka, kb, g, mass = ctx.saved_tensors
-        g = g * torch.where(mass, grad_h, 0.0)[..., None, None]
-        grad_a = _unit_rows_backward(2.0 * (g * kb) @ an, an, ia)
-        grad_b = _unit_rows_backward(2.0 * (g * ka) @ bn, bn, ib)
-        return grad_a.to(ctx.dtypes[0]), grad_b.to(ctx.dtypes[1]), None
-
-
-def _closed_form_terms(features, labels, head_rows, *, center=False, dtype=None):
-    if center:
-        return _ORIG["sample_entropy_terms"](features, labels, head_rows, center=center, dtype=dtype)
-    _losses_mod._check_inputs(features, labels, head_rows)
-    rows = head_rows[labels]
-    _mutual_mod._check_pair(features, rows, False)
-    cdtype = _gram_mod.compute_dtype(features, dtype)
-    return _mutual_mod.EntropyTerms(
-        _CosineGramEntropy.apply(features, cdtype),
-        _CosineGramEntropy.apply(rows, cdtype),
-        _HadamardGramEntropy.apply(features, rows, cdtype),
-    )
-
-
-def _closed_form_cma(self, features, labels, head_rows):
-    """CrossModalAlignmentLoss.forward with the group entropies through _CosineGramEntropy."""
-    _losses_mod._check_inputs(features, labels, head_rows)
+def _autograd_cma(features: torch.Tensor, labels: torch.Tensor, head_rows: torch.Tensor, alpha: float) -> torch.Tensor:
+    """CrossModalAlignmentLoss.forward of commit 231e226: padded groups, autograd through eigvalsh."""
+    check_loss_inputs(features, labels, head_rows)
     classes, group, counts = torch.unique(labels, return_inverse=True, return_counts=True)
     num_groups, width = classes.shape[0], int(counts.max()) + 1
     order = torch.argsort(group, stable=True)
     starts = torch.cumsum(counts, dim=0) - counts
     position = torch.empty_like(group)
-    position[order] = torch.arange(group.shape[0], device=group.device) - starts[group[order]] + 1
+    position[order] = torch.arange(group.shape[0]) - starts[group[order]] + 1
     groups = features.new_zeros((num_groups, width, features.shape[-1]))
-    groups = groups.index_put((group, position), features)
-    groups = groups.index_put((torch.arange(num_groups, device=group.device), torch.zeros_like(classes)), head_rows[classes])
-    entropy = _CosineGramEntropy.apply(groups, _gram_mod.compute_dtype(features, self.dtype))
+    groups = groups.index_put((group, position), normalize_rows(features))
+    groups = groups.index_put((torch.arange(num_groups), torch.zeros_like(classes)), normalize_rows(head_rows[classes]))
+    rows = groups.to(torch.float64)
+    entropy = psd_entropy(psd_from_rows(rows, pick_route(width, rows.shape[-1], "auto")), alpha)
     return (entropy / torch.log((counts + 1).to(entropy.dtype))).mean().to(features.dtype)
 
 
-def _variant_patches(letters: str, trainer: InfoNCTrainer) -> list[tuple[object, str, object]]:
-    patches: list[tuple[object, str, object]] = []
-    if "A" in letters:
-        patches += [(m, "check_tensor", _check_tensor_no_scan) for m in (_gram_mod, _entropy_mod, _mutual_mod)]
-    if "B" in letters:
-        patches.append((_losses_mod, "check_labels", _check_labels_no_range))
-    if "C" in letters:
-        patches.append((_losses_mod, "matrix_entropy", _cma_entropy_of_unit_rows))
-    if "D" in letters:
-        patches += [(m, "normalize_rows", _normalize_rows_scalar_where) for m in (_gram_mod, _entropy_mod, _mutual_mod, _losses_mod)]
-        patches.append((_entropy_mod, "entropy_from_spectrum", _entropy_from_spectrum_scalar_where))
-        patches += [(m, "psd_entropy", _psd_entropy_scalar_where) for m in (_entropy_mod, _mutual_mod)]
-    if "F" in letters:
-        patches.append((_trainer_mod, "sample_entropy_terms", _closed_form_terms))
-        patches.append((trainer.cma_loss, "forward", _closed_form_cma.__get__(trainer.cma_loss)))
-    if "E" in letters:
-        def terms32(*a, **k):
-            return _ORIG["sample_entropy_terms"](*a, **{**k, "dtype": torch.float32})
-
-        patches.append((_trainer_mod, "sample_entropy_terms", terms32))
-        patches.append((trainer.cma_loss, "dtype", torch.float32))
-    return patches
+def autograd_information_loss(trainer: InfoNCTrainer, out: AdapterOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """InfoNCTrainer.information_loss of commit 231e226 (single process), rebuilt from public autograd functions."""
+    args = trainer.args
+    features, anchors = out.features, out.head_rows
+    labels = torch.arange(features.shape[0]) if out.pairwise else out.labels
+    base = out.loss if out.loss is not None else clip_contrastive_loss(features, anchors, out.logit_scale)
+    components = {"loss/base": base.detach()}
+    cma = _autograd_cma(features, labels, anchors, args.info_alpha).to(base.dtype)
+    total = (1.0 - args.cma_weight) * base + args.cma_weight * cma
+    components["loss/cma"] = cma.detach()
+    check_loss_inputs(features, labels, anchors)
+    terms = entropy_terms(features, anchors[labels], center=args.info_center)  # validates both again
+    mi = trainer.mi_loss.from_terms(terms).to(base.dtype)
+    gap = trainer.gap_loss.from_terms(terms).to(base.dtype)
+    total = total + args.mi_weight * mi + args.entropy_gap_weight * gap
+    components.update({"loss/mi": mi.detach(), "loss/entropy_gap": gap.detach(), **batch_ratios(terms)})
+    return total, components
 
 
-@contextlib.contextmanager
-def _patched(patches: list[tuple[object, str, object]]):
-    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
-    for obj, name, value in patches:
-        setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        for obj, name, value in reversed(saved):
-            setattr(obj, name, value)
-
-
-VARIANTS = {
-    "": "as is",
-    "A": "A: no NaN/inf scans (torch.isfinite(x).all())",
-    "B": "B: no label range check (labels.min()/max())",
-    "C": "C: CMA groups not re-checked / re-normalised",
-    "D": "D: torch.where with scalars (no ones_like/zeros_like)",
-    "ABCD": "A+B+C+D (same values)",
-    "E": "E: float32 spectra instead of float64",
-    "ABCDE": "A+B+C+D+E",
-    "F": "F: closed-form entropy gradients (autograd.Function)",
-    "ABF": "A+B+F (same values)",
+PATHS = {
+    "autograd": "autograd path (commit 231e226: each loss validates; autograd through eigvalsh)",
+    "closed": "now: validated once, one autograd.Function, closed-form backward (float64 spectra)",
+    "closed32": "now, with info_dtype='float32'",
 }
 
 
-def count_ops(trainer: InfoNCTrainer, out: AdapterOutput) -> tuple[int, int, int]:
-    """Dispatched aten ops in information_loss forward and backward, and host syncs (item/int/float/bool)."""
+def count_ops(step: Callable[[], torch.Tensor]) -> tuple[int, int, int]:
+    """Dispatched aten ops in forward (``step``) and backward, and host syncs (item/int/float/bool) in forward."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Counter(TorchDispatchMode):
@@ -739,39 +568,49 @@ def count_ops(trainer: InfoNCTrainer, out: AdapterOutput) -> tuple[int, int, int
             return func(*args, **(kwargs or {}))
 
     with Counter() as forward:
-        total, components = trainer.information_loss(out)
-        keep_components(components)
+        total = step()
     with Counter() as backward:
         total.backward()
     return forward.ops, backward.ops, forward.syncs
 
 
-def what_if(case: Case, iters: int) -> dict[str, tuple[float, float, float, tuple[int, int, int]]]:
-    """Per variant: min / median CPU ms of information_loss fwd+bwd (round-robin), |Δ loss| vs as is, op counts."""
+def compare_paths(case: Case, iters: int) -> dict[str, tuple[float, float, float, float, tuple[int, int, int]]]:
+    """Per path: min / median CPU ms of information_loss fwd+bwd (round-robin), |Δ loss| and the largest
+    gradient difference (relative to the largest gradient entry) against the autograd path, op counts."""
     trainer, out = leaf_output(case)
+    trainer32, _ = leaf_output(case, info_dtype="float32")
+    leaves = [t for t in (out.features, out.head_rows, out.loss) if t is not None and t.requires_grad]
+    losses = {
+        "autograd": lambda: autograd_information_loss(trainer, out),
+        "closed": lambda: trainer.information_loss(out),
+        "closed32": lambda: trainer32.information_loss(out),
+    }
 
-    def run() -> float:
-        total, components = trainer.information_loss(out)
+    def forward(key: str) -> torch.Tensor:
+        total, components = losses[key]()
         keep_components(components)
-        total.backward()
-        return float(total)
+        return total
 
-    reference = run()
-    ops = {}
-    for key in VARIANTS:
-        with _patched(_variant_patches(key, trainer)):
-            ops[key] = count_ops(trainer, out)
-    times: dict[str, list[float]] = {k: [] for k in VARIANTS}
-    deltas: dict[str, float] = {}
+    values, grads = {}, {}
+    for key in PATHS:
+        total = forward(key)
+        values[key] = float(total.detach())
+        grads[key] = torch.autograd.grad(total, leaves)
+    scale = max(float(g.abs().max()) for g in grads["autograd"])
+    ops = {key: count_ops(lambda key=key: forward(key)) for key in PATHS}
+    times: dict[str, list[float]] = {key: [] for key in PATHS}
     for it in range(iters + 2):
-        for key in VARIANTS:
-            with _patched(_variant_patches(key, trainer)):
-                start = time.process_time()
-                value = run()
-                if it >= 2:
-                    times[key].append(time.process_time() - start)
-                deltas[key] = abs(value - reference)
-    return {k: (min(v) * 1e3, statistics.median(v) * 1e3, deltas[k], ops[k]) for k, v in times.items()}
+        for key in PATHS:
+            start = time.process_time()
+            forward(key).backward()
+            if it >= 2:
+                times[key].append(time.process_time() - start)
+    result = {}
+    for key, t in times.items():
+        delta = abs(values[key] - values["autograd"])
+        grad_gap = max(float((a - b).abs().max()) for a, b in zip(grads[key], grads["autograd"])) / scale
+        result[key] = (min(t) * 1e3, statistics.median(t) * 1e3, delta, grad_gap, ops[key])
+    return result
 
 
 def unit_costs(iters: int = 300) -> list[list[str]]:
@@ -809,19 +648,20 @@ def unit_costs(iters: int = 300) -> list[list[str]]:
     return rows
 
 
-def render_what_if(results: list[tuple[Case, float, dict]], markdown: bool) -> str:
-    header = ["variant: CPU ms min / median [aten ops fwd + bwd, host syncs] (Δ loss)"]
+def render_paths(results: list[tuple[Case, float, dict]], markdown: bool) -> str:
+    header = ["path: CPU ms min / median [aten ops fwd + bwd, host syncs] (Δ loss, max grad diff / max grad)"]
     header += [f"{c.name} b={c.batch}" for c, _, _ in results]
     lines = []
-    for key, label in VARIANTS.items():
+    for key, label in PATHS.items():
         cells = []
         for _, _, timings in results:
-            low, mid, delta, (fwd, bwd, syncs) = timings[key]
-            cells.append(f"{low:.2f} / {mid:.2f} [{fwd} + {bwd}, {syncs}]" + (f" (Δ {delta:.0e})" if key else ""))
+            low, mid, delta, grad_gap, (fwd, bwd, syncs) = timings[key]
+            extra = "" if key == "autograd" else f" (Δ {delta:.0e}, {grad_gap:.0e})"
+            cells.append(f"{low:.2f} / {mid:.2f} [{fwd} + {bwd}, {syncs}]{extra}")
         lines.append([label] + cells)
-    for key in ("", "ABCD", "ABCDE", "ABF"):
+    for key in PATHS:
         cells = [f"{(step + timings[key][1]) / step:.3f}×" for _, step, timings in results]
-        lines.append([f"(baseline CPU step + median {VARIANTS[key]}) / baseline"] + cells)
+        lines.append([f"(baseline CPU step + median {key}) / baseline"] + cells)
     return _table(header, lines, markdown)
 
 
@@ -937,7 +777,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats-minilm", type=int, default=2, help="MiniLM: baseline/InfoNC pairs of runs")
     parser.add_argument(
         "--stat", choices=sorted(STAT), default="median",
-        help="a run's value from its measured steps (default median: robust to a step preempted by other jobs)",
+        help="a run's value from its measured steps (default median: robust to a step preempted by other jobs; "
+        "min: the least disturbed step, for a machine under load)",
     )
     parser.add_argument(
         "--logging-minilm", default="never",
@@ -952,7 +793,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-breakdown", action="store_true")
     parser.add_argument(
         "--profile", action="store_true",
-        help="what-if variants (patched in-process) and a torch.profiler table of information_loss fwd+bwd per case",
+        help="the information loss now vs the autograd path it replaced (time, ops, Δ loss, gradients), unit costs, "
+        "and a torch.profiler table of information_loss fwd+bwd per case",
     )
     parser.add_argument("--profile-iters", type=int, default=60)
     args = parser.parse_args(argv)
@@ -989,8 +831,8 @@ def main(argv: list[str] | None = None) -> None:
     what = []
     if args.profile:
         for case in cases:
-            log(f"  what-if {case.name} b={case.batch}")
-            what.append((case, base_cpu(case), what_if(case, args.profile_iters)))
+            log(f"  paths {case.name} b={case.batch}")
+            what.append((case, base_cpu(case), compare_paths(case, args.profile_iters)))
     elapsed = time.perf_counter() - started
 
     given = sys.argv[1:] if argv is None else argv
@@ -1023,11 +865,12 @@ def main(argv: list[str] | None = None) -> None:
     if what:
         print()
         print(
-            f"What-if: information_loss fwd+bwd with hf_infonc internals patched in-process "
-            f"({args.profile_iters} round-robin iterations, CPU time; Δ = |loss - as is|):"
+            f"Paths: information_loss fwd+bwd now against the autograd path it replaced ({args.profile_iters} "
+            f"round-robin iterations, CPU time; Δ = |loss - autograd path|; grad diff = max |Δ gradient| over the "
+            f"features, head rows and base, relative to the largest gradient entry):"
         )
         print()
-        print(render_what_if(what, args.markdown))
+        print(render_paths(what, args.markdown))
         print()
         print("Unit costs on this machine (CPU µs, min / median of 300 calls):")
         print()

@@ -2,7 +2,10 @@
 
 Each loss is an ``nn.Module`` with its hyper-parameters in the constructor, called as
 ``loss(features, labels, head_rows)`` with ``features`` ``n x d``, integer ``labels`` of length
-``n`` and ``head_rows`` ``C x d``; it returns a 0-d tensor. Weights are applied by the trainer.
+``n`` and ``head_rows`` ``C x d`` (or ``labels=None`` and one head row per sample: image–caption
+pairs); it returns a 0-d tensor. Weights are applied by the trainer. The inputs are validated
+(:func:`check_loss_inputs`) unless ``validate=False``; the entropies are computed by
+:mod:`hf_infonc.info.spectral` with closed-form gradients, in float64 unless ``dtype=float32``.
 None of them returns NaN or inf: a batch of one, a single class, a class with one sample and
 zero entropy all give finite values and finite gradients.
 
@@ -30,33 +33,44 @@ import math
 import torch
 from torch import nn
 
-from hf_infonc.info.entropy import check_alpha, psd_entropy
-from hf_infonc.info.gram import compute_dtype, normalize_rows, pick_route, psd_from_rows
-from hf_infonc.info.mutual import EntropyTerms, entropy_terms, safe_ratio
+from hf_infonc.info.entropy import check_alpha
+from hf_infonc.info.gram import check_tensor
+from hf_infonc.info.mutual import ZERO_ENTROPY_TOL, EntropyTerms, safe_ratio
+from hf_infonc.info.spectral import Groups, Terms, information_entropies, spectrum_dtype
 
 
 def check_labels(labels: object, n: int, num_classes: int) -> torch.Tensor:
-    """Validate integer class labels of length ``n`` in ``[0, num_classes)``."""
+    """Validate integer class labels of length ``n`` in ``[0, num_classes)`` (one host sync)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor of class indices, got {type(labels).__name__}.")
-    if labels.is_floating_point() or labels.dtype == torch.bool:
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}. Use labels.long().")
     if labels.dim() != 1 or labels.shape[0] != n:
         raise ValueError(
             f"labels has shape {tuple(labels.shape)}, expected ({n},): one class index per feature row."
         )
     if n > 0:
-        low, high = int(labels.min()), int(labels.max())
+        low, high = torch.stack(torch.aminmax(labels)).tolist()
         if low < 0 or high >= num_classes:
             raise ValueError(
-                f"labels range over [{low}, {high}] but there are {num_classes} head rows (classes 0..{num_classes - 1}). "
+                f"labels range over [{low}, {high}] but there are {num_classes} head rows "
+                f"(classes 0..{num_classes - 1}). "
                 f"Check the label mapping of the data against the model's classes (ignored labels such as -100 "
                 f"must be removed before the information losses)."
             )
     return labels
 
 
-def _check_inputs(features: torch.Tensor, labels: torch.Tensor, head_rows: torch.Tensor) -> None:
+def check_loss_inputs(features: object, labels: object, head_rows: object) -> None:
+    """Validate the inputs of the information losses once (what ``validate=True`` runs).
+
+    ``features`` must be a finite floating ``n x d`` tensor with n ≥ 1 and ``head_rows`` a finite
+    floating ``C x d`` one; ``labels`` integer class indices of length n in ``[0, C)``, or ``None``
+    for image–caption pairs, where ``head_rows`` holds one row per sample (``C = n``).
+    Raises ``TypeError`` / ``ValueError`` saying what is wrong and how to fix it. Costs two host
+    syncs (a NaN/inf check through one sum, and the label range), which is why ``InfoNCTrainer``
+    runs it once per step on the gathered batch and calls the losses with ``validate=False``.
+    """
     if not isinstance(features, torch.Tensor) or features.dim() != 2:
         raise ValueError(f"features must be a 2-D tensor (n x d), got {getattr(features, 'shape', type(features))}.")
     if not isinstance(head_rows, torch.Tensor) or head_rows.dim() != 2:
@@ -68,20 +82,104 @@ def _check_inputs(features: torch.Tensor, labels: torch.Tensor, head_rows: torch
             f"features have dimension {features.shape[-1]} but head_rows have {head_rows.shape[-1]}; both must live "
             f"in the same space (for CLIP, the projected image and text embeddings)."
         )
-    check_labels(labels, features.shape[0], head_rows.shape[0])
+    if labels is None:
+        if head_rows.shape[0] != features.shape[0]:
+            raise ValueError(
+                f"labels=None means image–caption pairs (one head row per sample), but there are "
+                f"{features.shape[0]} features and {head_rows.shape[0]} head rows. Pass class labels, or as many "
+                f"caption embeddings as images."
+            )
+    else:
+        check_labels(labels, features.shape[0], head_rows.shape[0])
+    for name, x in (("features", features), ("head_rows", head_rows)):
+        if not x.is_floating_point() or x.numel() == 0:
+            check_tensor(x, name)  # raises the TypeError / ValueError that says what to pass instead
+    # NaN/inf: one reduction and one host sync. A finite sum means finite entries; a non-finite one
+    # (a NaN/inf entry, or an overflow of the sum) runs the element-wise check, which names the input.
+    with torch.no_grad():
+        total = float(features.sum() + head_rows.sum())
+    if not math.isfinite(total):
+        check_tensor(features, "features")
+        check_tensor(head_rows, "head_rows")
 
 
 def sample_entropy_terms(
     features: torch.Tensor,
-    labels: torch.Tensor,
+    labels: torch.Tensor | None,
     head_rows: torch.Tensor,
     *,
     center: bool = False,
     dtype: torch.dtype | None = None,
+    joint: bool = True,
+    validate: bool = True,
 ) -> EntropyTerms:
-    """``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)`` for ``K₁ = G(features)``, ``K₂ = G(head_rows[labels])`` (SPEC §2.2)."""
-    _check_inputs(features, labels, head_rows)
-    return entropy_terms(features, head_rows[labels], center=center, dtype=dtype)
+    """``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)``, ``K₁ = G(features)``, ``K₂ = G(head_rows[labels])`` (SPEC §2.2).
+
+    ``labels=None``: image–caption pairs, ``K₂ = G(head_rows)`` with one head row per sample.
+    The values are those of :func:`hf_infonc.info.entropy_terms` (route "auto"), with closed-form
+    gradients: one ``autograd.Function`` for the three entropies
+    (:func:`hf_infonc.info.spectral.information_entropies`). The tensors are in the spectrum dtype
+    (float64 by default). ``validate=False`` skips :func:`check_loss_inputs`, for callers that
+    validated the same tensors already (``InfoNCTrainer`` does, once per step).
+    """
+    return information_terms(
+        features, labels, head_rows, center=center, dtype=dtype, joint=joint, validate=validate
+    )[1]  # type: ignore[return-value]
+
+
+def cma_groups(labels: torch.Tensor | None, n: int, *, alpha: float = 1.0, dtype: torch.dtype | None = None) -> Groups:
+    """The groups ``S_c`` of CMA for ``n`` samples with valid class ``labels`` (``None``: pairs).
+
+    Group k is class ``classes[k]`` (the classes present, sorted): its head row in row 0, then its
+    samples in batch order in rows ``1…n_k`` (``width = max n_k + 1``). The weights
+    ``1/(K·log(n_k + 1))`` make the weighted sum of the group entropies the CMA value
+    ``mean_k H(G(S_k)) / log|S_k|``. Pairs: group i is ``[caption i, image i]``, weight ``1/(n·log 2)``.
+    One host sync (the class counts); the per-class bookkeeping is done on those K numbers.
+    """
+    if labels is None:
+        return Groups(width=2, weights=1.0 / (n * math.log(2.0)), alpha=alpha)
+    classes, counts = torch.unique(labels, return_counts=True)
+    order = torch.argsort(labels, stable=True)  # samples grouped by class, in batch order within a class
+    sizes = counts.tolist()
+    width = max(sizes) + 1
+    sorted_slots = [k * width + j for k, size in enumerate(sizes) for j in range(1, size + 1)]
+    slots = torch.empty_like(order).index_put_((order,), torch.tensor(sorted_slots, device=labels.device))
+    cdtype = spectrum_dtype(dtype)
+    weights = [1.0 / (len(sizes) * math.log(size + 1)) for size in sizes]
+    weights = torch.tensor(weights, dtype=cdtype, device=labels.device)
+    return Groups(anchor_index=classes, slots=slots, width=width, weights=weights, alpha=alpha)
+
+
+def information_terms(
+    features: torch.Tensor,
+    labels: torch.Tensor | None,
+    head_rows: torch.Tensor,
+    *,
+    cma: CrossModalAlignmentLoss | None = None,
+    entropy_terms: bool = True,
+    center: bool = False,
+    dtype: torch.dtype | None = None,
+    joint: bool = True,
+    validate: bool = True,
+) -> tuple[torch.Tensor | None, EntropyTerms | None]:
+    """CMA and the sample entropy terms of one batch in one pass (what ``InfoNCTrainer`` uses).
+
+    Returns ``(CMA value or None, EntropyTerms or None)`` in the spectrum dtype: the value of
+    ``cma`` (its Rényi order; ``None`` to skip it) and, if ``entropy_terms``, those of
+    :func:`sample_entropy_terms`. Both come from one ``autograd.Function``
+    (:func:`hf_infonc.info.spectral.information_entropies`): features and head rows are
+    normalised once, equal-sized eigen-problems share one batched ``eigh``, and the backward is in
+    closed form. ``validate=False`` skips :func:`check_loss_inputs` (validate once per step).
+    """
+    if validate:
+        check_loss_inputs(features, labels, head_rows)
+    n = features.shape[0]
+    groups = None if cma is None else cma_groups(labels, n, alpha=cma.alpha, dtype=dtype)
+    terms = None
+    if entropy_terms:
+        rank_bound = None if labels is None else head_rows.shape[0]
+        terms = Terms(b_index=labels, center=center, joint=joint, rank_bound_b=rank_bound)
+    return information_entropies(features, head_rows, groups=groups, terms=terms, dtype=dtype)
 
 
 class CrossModalAlignmentLoss(nn.Module):
@@ -93,8 +191,10 @@ class CrossModalAlignmentLoss(nn.Module):
     The value lies in [0, 1]; ``|S_c| ≥ 2`` so the normaliser is never 0.
     Total loss in the paper: ``(1 - w)·CE + w·CMA`` (arXiv 2409.16767 §5).
 
-    All groups are evaluated in one batched eigen-decomposition: groups are padded with zero
-    rows, which leave a trace-normalised spectrum unchanged.
+    All groups are evaluated in one batched eigen-decomposition with a closed-form gradient
+    (:func:`hf_infonc.info.spectral.information_entropies`): groups are padded with zero rows,
+    which leave a trace-normalised spectrum unchanged. With ``labels=None`` (image–caption pairs)
+    each sample's group is itself and its caption embedding (``head_rows`` has one row per sample).
 
     Args:
         alpha: Rényi order of the entropy (1.0 = von Neumann, as in the paper).
@@ -103,31 +203,22 @@ class CrossModalAlignmentLoss(nn.Module):
 
     def __init__(self, alpha: float = 1.0, dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        self.alpha = alpha
-        self.dtype = dtype
+        self.alpha = check_alpha(alpha)
+        self.dtype = spectrum_dtype(dtype)
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor, head_rows: torch.Tensor) -> torch.Tensor:
-        _check_inputs(features, labels, head_rows)
-        classes, group, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-        num_groups, width = classes.shape[0], int(counts.max()) + 1
-        order = torch.argsort(group, stable=True)
-        starts = torch.cumsum(counts, dim=0) - counts
-        position = torch.empty_like(group)
-        position[order] = torch.arange(group.shape[0], device=group.device) - starts[group[order]] + 1
-        common = torch.promote_types(torch.promote_types(features.dtype, head_rows.dtype), torch.float32)
-        features_n = normalize_rows(features.to(common))
-        anchors_n = normalize_rows(head_rows[classes].to(common))
-        groups = features_n.new_zeros((num_groups, width, features.shape[-1]))
-        groups = groups.index_put((group, position), features_n)
-        groups = groups.index_put((torch.arange(num_groups, device=group.device), torch.zeros_like(classes)), anchors_n)
-        # The groups are unit rows (and zero padding) built from validated inputs: read their
-        # spectra directly instead of re-checking and re-normalising them in matrix_entropy.
-        spectrum_dtype = compute_dtype(groups, self.dtype)
-        with torch.autocast(device_type=groups.device.type, enabled=False):
-            rows = groups.to(spectrum_dtype)
-            route = pick_route(rows.shape[-2], rows.shape[-1], "auto")
-            entropy = psd_entropy(psd_from_rows(rows, route), check_alpha(self.alpha))
-        return (entropy / torch.log((counts + 1).to(entropy.dtype))).mean().to(features.dtype)
+    def forward(
+        self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, validate: bool = True
+    ) -> torch.Tensor:
+        """CMA of a batch (0-d, in ``features``' dtype); ``validate=False`` skips :func:`check_loss_inputs`."""
+        return self.value(features, labels, head_rows, validate=validate).to(features.dtype)
+
+    def value(
+        self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, validate: bool = True
+    ) -> torch.Tensor:
+        """CMA in the spectrum dtype (float64 by default)."""
+        return information_terms(
+            features, labels, head_rows, cma=self, entropy_terms=False, dtype=self.dtype, validate=validate
+        )[0]  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
@@ -144,17 +235,20 @@ class MutualInformationLoss(nn.Module):
         super().__init__()
         self.normalized = normalized
         self.center = center
-        self.dtype = dtype
+        self.dtype = spectrum_dtype(dtype)
 
     def from_terms(self, terms: EntropyTerms) -> torch.Tensor:
         """The loss from precomputed entropy terms (lets the trainer share one computation)."""
-        mi = terms.mutual_information
         if self.normalized:
-            return -safe_ratio(mi, torch.minimum(terms.h_a, terms.h_b), "zero", "MIR")
-        return -mi
+            return -safe_ratio(terms.mutual_information, torch.minimum(terms.h_a, terms.h_b), "zero", "MIR")
+        return terms.h_joint - terms.h_a - terms.h_b  # -MI
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor, head_rows: torch.Tensor) -> torch.Tensor:
-        terms = sample_entropy_terms(features, labels, head_rows, center=self.center, dtype=self.dtype)
+    def forward(
+        self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, validate: bool = True
+    ) -> torch.Tensor:
+        terms = sample_entropy_terms(
+            features, labels, head_rows, center=self.center, dtype=self.dtype, validate=validate
+        )
         return self.from_terms(terms).to(features.dtype)
 
     def extra_repr(self) -> str:
@@ -172,7 +266,7 @@ class EntropyGapLoss(nn.Module):
         super().__init__()
         self.normalized = normalized
         self.center = center
-        self.dtype = dtype
+        self.dtype = spectrum_dtype(dtype)
 
     def from_terms(self, terms: EntropyTerms) -> torch.Tensor:
         gap = (terms.h_a - terms.h_b).abs()
@@ -180,8 +274,12 @@ class EntropyGapLoss(nn.Module):
             return safe_ratio(gap, torch.maximum(terms.h_a, terms.h_b), "zero", "HDR")
         return gap
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor, head_rows: torch.Tensor) -> torch.Tensor:
-        terms = sample_entropy_terms(features, labels, head_rows, center=self.center, dtype=self.dtype)
+    def forward(
+        self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, validate: bool = True
+    ) -> torch.Tensor:
+        terms = sample_entropy_terms(
+            features, labels, head_rows, center=self.center, dtype=self.dtype, joint=False, validate=validate
+        )
         return self.from_terms(terms).to(features.dtype)
 
     def extra_repr(self) -> str:
@@ -194,11 +292,10 @@ def batch_ratios(terms: EntropyTerms) -> dict[str, torch.Tensor]:
     No host synchronisation (no ``float()``), so logging costs nothing on an accelerator.
     """
     with torch.no_grad():
-        mi = terms.mutual_information
-        low, high = torch.minimum(terms.h_a, terms.h_b), torch.maximum(terms.h_a, terms.h_b)
-        nan = torch.full_like(mi, math.nan)
-        mir_value = torch.where(low > 1e-9, mi / low.clamp_min(1e-9), nan)
-        hdr_value = torch.where(high > 1e-9, (terms.h_a - terms.h_b).abs() / high.clamp_min(1e-9), nan)
+        h_a, h_b = terms.h_a, terms.h_b
+        low, high = torch.minimum(h_a, h_b), torch.maximum(h_a, h_b)
+        mir_value = (terms.mutual_information / low).masked_fill_(low <= ZERO_ENTROPY_TOL, math.nan)
+        hdr_value = ((high - low) / high).masked_fill_(high <= ZERO_ENTROPY_TOL, math.nan)  # high - low = |h_a - h_b|
     return {"mir": mir_value, "hdr": hdr_value}
 
 

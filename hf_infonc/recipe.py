@@ -382,7 +382,7 @@ def recipe_from_dict(raw: dict[str, Any], file: str | None = None) -> Recipe:
     check_compatibility(recipe, file)
     from hf_infonc.trainer import check_information_settings
 
-    keys = ("cma_weight", "mi_weight", "entropy_gap_weight", "info_alpha")
+    keys = ("cma_weight", "mi_weight", "entropy_gap_weight", "info_alpha", "info_dtype")
     try:  # hardware-dependent checks (bf16, devices) are left to TrainingArguments at run time
         check_information_settings(**{k: recipe.training[k] for k in keys if k in recipe.training})
     except ValueError as error:

@@ -7,12 +7,14 @@ import math
 import pytest
 import torch
 
-from hf_infonc.info import entropy_at_collapse, matrix_entropy, matrix_mutual_information, simplex_etf
+from hf_infonc.info import entropy_at_collapse, entropy_terms, matrix_entropy, matrix_mutual_information, simplex_etf
 from hf_infonc.losses import (
     CrossModalAlignmentLoss,
     EntropyGapLoss,
     MutualInformationLoss,
+    check_loss_inputs,
     clip_contrastive_loss,
+    information_terms,
 )
 
 ALL_LOSSES = [
@@ -201,3 +203,109 @@ def test_clip_contrastive_loss_matches_transformers():
         text = model.get_text_features(input_ids=ids).pooler_output
         ours = clip_contrastive_loss(image, text, model.logit_scale.exp())
     assert float(ours) == pytest.approx(float(reference), abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation once, the no-validation fast path, pairs, the one-pass computation
+# ---------------------------------------------------------------------------------------------
+def _batch(seed=10, n=24, d=8, c=5):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randint(0, c, (n,), generator=g), torch.randn(c, d, generator=g)
+
+
+def _value_and_grads(fn, features, head):
+    f, h = features.clone().requires_grad_(True), head.clone().requires_grad_(True)
+    value = fn(f, h)
+    value.backward()
+    return value.detach(), f.grad, h.grad
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES, ids=IDS)
+def test_validate_false_gives_the_same_value_and_gradient(loss):
+    features, labels, head = _batch()
+    checked = _value_and_grads(lambda f, h: loss(f, labels, h), features, head)
+    fast = _value_and_grads(lambda f, h: loss(f, labels, h, validate=False), features, head)
+    for a, b in zip(checked, fast):
+        assert torch.equal(a, b)
+
+
+def test_cma_gradient_equals_the_per_class_loop():
+    """Closed-form backward of the batched groups = autograd through one matrix_entropy per class."""
+    g = torch.Generator().manual_seed(11)
+    features, labels, head = torch.randn(30, 12, generator=g, dtype=torch.float64), torch.randint(0, 5, (30,), generator=g), torch.randn(6, 12, generator=g, dtype=torch.float64)
+    for alpha in (1.0, 2.0, 0.5):
+        ours = _value_and_grads(lambda f, h: CrossModalAlignmentLoss(alpha=alpha)(f, labels, h), features, head)
+
+        def reference(f, h):
+            values = [
+                matrix_entropy(torch.cat([f[labels == c], h[c : c + 1]]), alpha=alpha) / math.log(int((labels == c).sum()) + 1)
+                for c in labels.unique()
+            ]
+            return torch.stack(values).mean()
+
+        ref = _value_and_grads(reference, features, head)
+        for a, b in zip(ours, ref):
+            assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_pairs_mode_equals_labels_arange():
+    """labels=None: one head row (caption) per sample, the trainer's image–caption mode."""
+    g = torch.Generator().manual_seed(12)
+    images, captions = torch.randn(10, 6, generator=g, dtype=torch.float64), torch.randn(10, 6, generator=g, dtype=torch.float64)
+    arange = torch.arange(10)
+    for loss in ALL_LOSSES:
+        pairs = _value_and_grads(lambda f, h: loss(f, None, h), images, captions)
+        indexed = _value_and_grads(lambda f, h: loss(f, arange, h), images, captions)
+        for a, b in zip(pairs, indexed):
+            assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="labels=None means image–caption pairs"):
+        CrossModalAlignmentLoss()(images, None, captions[:9])
+
+
+def test_one_pass_equals_the_loss_modules():
+    features, labels, head = _batch(13)
+    cma, terms = information_terms(features.double(), labels, head.double(), cma=CrossModalAlignmentLoss())
+    assert cma.dtype == torch.float64
+    assert float(cma) == pytest.approx(float(CrossModalAlignmentLoss()(features.double(), labels, head.double())), abs=1e-14)
+    assert float(MutualInformationLoss().from_terms(terms)) == pytest.approx(
+        float(MutualInformationLoss()(features.double(), labels, head.double())), abs=1e-14
+    )
+    assert float(EntropyGapLoss().from_terms(terms)) == pytest.approx(
+        float(EntropyGapLoss()(features.double(), labels, head.double())), abs=1e-14
+    )
+    reference = entropy_terms(features.double(), head.double()[labels])
+    for name in ("h_a", "h_b", "h_joint"):
+        assert float(getattr(terms, name)) == pytest.approx(float(getattr(reference, name)), abs=1e-12)
+
+
+def test_float32_spectra_stay_close():
+    features, labels, head = _batch(14, n=64, d=16, c=10)
+    for loss_type in (CrossModalAlignmentLoss, MutualInformationLoss, EntropyGapLoss):
+        v64 = float(loss_type()(features, labels, head))
+        v32 = float(loss_type(dtype=torch.float32)(features, labels, head))
+        assert v32 == pytest.approx(v64, abs=1e-5)
+    with pytest.raises(ValueError, match="Half precision is never used"):
+        CrossModalAlignmentLoss(dtype=torch.float16)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_inputs_are_named(bad):
+    features, labels, head = _batch(15)
+    broken = features.clone()
+    broken[3, 2] = bad
+    for loss in ALL_LOSSES:
+        with pytest.raises(ValueError, match=r"`features` contains 1 NaN or inf"):
+            loss(broken, labels, head)
+    broken_head = head.clone()
+    broken_head[0, 0] = bad
+    with pytest.raises(ValueError, match=r"`head_rows` contains 1 NaN or inf"):
+        check_loss_inputs(features, labels, broken_head)
+
+
+def test_a_sum_that_overflows_is_not_an_error():
+    """The NaN/inf check sums the inputs; an overflowing sum of finite values falls back to the exact scan."""
+    features, labels, head = _batch(16)
+    huge = features.clone()
+    huge[:, 0] = 3.0e38  # finite, but the float32 sum overflows to inf
+    check_loss_inputs(huge, labels, head)  # no error
+    assert torch.isfinite(CrossModalAlignmentLoss()(huge, labels, head))

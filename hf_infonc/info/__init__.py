@@ -4,6 +4,9 @@
 
 Everything here works on features ``(..., n, d)`` (samples as rows) or on Gram matrices
 (``is_gram=True``), returns tensors, is differentiable, and never modifies its inputs.
+:mod:`hf_infonc.info.spectral` computes the same entropies for the losses, without validation,
+as ``autograd.Function``s with closed-form gradients (:func:`cosine_gram_entropy_terms`,
+:func:`group_entropies`, :func:`information_entropies`).
 """
 
 from hf_infonc.info.collapse import (
@@ -17,6 +20,7 @@ from hf_infonc.info.collapse import (
 from hf_infonc.info.entropy import EIGENVALUE_FLOOR, matrix_entropy
 from hf_infonc.info.gram import cosine_gram, normalize_rows
 from hf_infonc.info.mutual import entropy_terms, hdr, matrix_mutual_information, mir
+from hf_infonc.info.spectral import cosine_gram_entropy_terms, group_entropies, information_entropies
 from hf_infonc.info.stream import (
     NearestCenterAgreement,
     NeuralCollapseAccumulator,
@@ -31,10 +35,13 @@ __all__ = [
     "batched_mir_hdr",
     "neural_collapse_measures",
     "cosine_gram",
+    "cosine_gram_entropy_terms",
     "entropy_at_collapse",
     "entropy_terms",
+    "group_entropies",
     "hdr",
     "hdr_at_collapse",
+    "information_entropies",
     "joint_entropy_at_collapse",
     "matrix_entropy",
     "matrix_mutual_information",
