@@ -21,8 +21,13 @@ the Trainer's own ``log`` (``loss/base``, ``loss/cma``, ``loss/mi``, ``loss/entr
 
 Several processes: features (and caption anchors) are gathered from every process with
 gradients before any Gram-based term is computed, so the loss equals that of one process on the
-concatenated batch. Gradient accumulation: the Gram terms are computed per micro-batch (as the
-non-cached losses of sentence-transformers do); the base loss is averaged as usual.
+concatenated batch. Gradient accumulation (``gradient_accumulation_steps > 1``): by default
+(``info_exact_accumulation=True``) the Gram terms are computed on the whole accumulated batch with
+a two-pass GradCache step (Gao et al. 2021), so the logged loss, its components and the gradient
+equal those of one step on the concatenated batch, at the cost of one extra no-grad forward per
+micro-batch (see :meth:`InfoNCTrainer._exact_accumulation_loss`); with
+``info_exact_accumulation=False`` they are computed per micro-batch (as the non-cached losses of
+sentence-transformers do) and the base loss is averaged as usual.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ from hf_infonc.losses import (
     MutualInformationLoss,
     batch_ratios,
     clip_contrastive_loss,
+    check_loss_inputs,
+    information_terms,
     sample_entropy_terms,
 )
 
@@ -55,7 +62,12 @@ logger = logging.get_logger(__name__)
 
 
 def check_information_settings(
-    *, cma_weight: float = 0.0, mi_weight: float = 0.0, entropy_gap_weight: float = 0.0, info_alpha: float = 1.0
+    *,
+    cma_weight: float = 0.0,
+    mi_weight: float = 0.0,
+    entropy_gap_weight: float = 0.0,
+    info_alpha: float = 1.0,
+    info_dtype: str = "float64",
 ) -> None:
     """Validate the information-loss settings (also used by recipes, without building the arguments)."""
     if not (math.isfinite(cma_weight) and 0.0 <= cma_weight <= 1.0):
@@ -65,6 +77,11 @@ def check_information_settings(
             raise ValueError(f"{name}={value} must be a finite number ≥ 0 (0 disables the loss).")
     if not (math.isfinite(info_alpha) and info_alpha >= 0):
         raise ValueError(f"info_alpha={info_alpha} must be a finite Rényi order ≥ 0.")
+    if info_dtype not in ("float64", "float32"):
+        raise ValueError(
+            f"info_dtype={info_dtype!r} is not supported: use 'float64' (default) or 'float32' for the spectra of the "
+            f"information losses (eigen-solvers never run in half precision; metrics are always float64)."
+        )
 
 
 @dataclass
@@ -84,9 +101,26 @@ class InfoNCTrainingArguments(TrainingArguments):
     )
     info_center: bool = field(default=False, metadata={"help": "Centre sample features before the cosine Gram."})
     info_alpha: float = field(default=1.0, metadata={"help": "Rényi order of the matrix entropies (1 = von Neumann)."})
+    info_dtype: str = field(
+        default="float64",
+        metadata={
+            "help": "dtype of the spectra of the information losses: 'float64' (default) or 'float32' (faster, "
+            "|Δ loss| ~1e-6). Logged MIR/HDR use the same spectra; evaluation metrics are always float64."
+        },
+    )
     class_prompt_templates: list[str] = field(
         default_factory=lambda: ["a photo of a {}."],
         metadata={"help": "Prompt templates for CLIP class heads; '{}' is replaced by the class name."},
+    )
+    info_exact_accumulation: bool = field(
+        default=True,
+        metadata={
+            "help": "With gradient_accumulation_steps > 1, compute the Gram-based terms (CMA, MI, entropy gap, and "
+            "the contrastive loss of image-caption pairs) on the whole accumulated batch with a two-pass GradCache "
+            "step (Gao et al. 2021, 'Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup'): one "
+            "extra no-grad forward per micro-batch. False = per-micro-batch terms, as sentence-transformers' "
+            "non-cached losses."
+        },
     )
     remove_unused_columns: bool = field(
         default=False,
@@ -99,6 +133,7 @@ class InfoNCTrainingArguments(TrainingArguments):
             mi_weight=self.mi_weight,
             entropy_gap_weight=self.entropy_gap_weight,
             info_alpha=self.info_alpha,
+            info_dtype=self.info_dtype,
         )
         if self.label_names is None:
             self.label_names = ["labels"]
@@ -132,6 +167,84 @@ def infer_class_names(dataset: Any, label_column: str = "label") -> list[str] | 
     return None
 
 
+
+def _accelerator_rng_module(device: torch.device) -> Any:
+    """The ``torch.cuda``-like module whose generator an op on ``device`` draws from, or ``None`` (CPU)."""
+    if device.type == "cpu":
+        return None
+    module = getattr(torch, device.type, None)
+    if module is None or not hasattr(module, "get_rng_state") or not hasattr(module, "set_rng_state"):
+        return None
+    if device.type == "cuda" and not torch.cuda.is_initialized():
+        return None
+    return module
+
+
+@dataclass
+class _RngState:
+    """The CPU and accelerator random states before a forward, to replay its dropout masks.
+
+    The construction of GradCache's ``RandContext`` (Gao et al. 2021): the no-grad forward of
+    pass 1 and the forward with gradients of pass 2 must draw the same random numbers, otherwise
+    the cached gradient belongs to other features than those pass 2 differentiates.
+    """
+
+    cpu: torch.Tensor
+    device: torch.device
+    accelerator: torch.Tensor | None = None
+
+    @classmethod
+    def capture(cls, device: torch.device) -> _RngState:
+        module = _accelerator_rng_module(device)
+        state = None
+        if module is not None:
+            try:
+                state = module.get_rng_state(device)
+            except TypeError:  # torch.mps.get_rng_state() takes no device
+                state = module.get_rng_state()
+        return cls(torch.get_rng_state(), device, state)
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        module = _accelerator_rng_module(self.device)
+        if module is not None and self.accelerator is not None:
+            try:
+                module.set_rng_state(self.accelerator, self.device)
+            except TypeError:
+                module.set_rng_state(self.accelerator)
+
+
+@dataclass
+class _AccumulatedStep:
+    """The micro-batches of one optimizer step and what pass 1 cached for pass 2."""
+
+    batches: list[Any]
+    current: int | None = None  # index of the micro-batch inside training_step, else None
+    engaged: bool | None = None  # decided by the first micro-batch of the step
+    ratios_only: bool = False  # no Gram loss: only the logged MIR/HDR are computed on the whole batch
+    stash: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    rng: list[_RngState] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    value: torch.Tensor | None = None  # the loss of the whole accumulated batch (detached)
+    rows_per_sample: bool = False  # head rows are per-sample anchors (pairs) rather than a shared head
+    grad_features: tuple[torch.Tensor, ...] = ()
+    grad_rows: tuple[torch.Tensor, ...] | torch.Tensor | None = None
+    grad_scale: torch.Tensor | None = None
+    grad_base: torch.Tensor | None = None
+
+
+def _shared_value(values: list[torch.Tensor]) -> torch.Tensor:
+    """The value of a tensor every micro-batch recomputes from the same parameters (head rows, logit scale).
+
+    Identical across micro-batches unless a stochastic layer (text-tower dropout) acts on it;
+    then the mean of the micro-batch samples is used (see ``_exact_accumulation_first_pass``).
+    """
+    first = values[0].detach()
+    if all(torch.equal(first, v.detach()) for v in values[1:]):
+        return first.clone()
+    return torch.stack([v.detach() for v in values]).mean(dim=0)
+
+
 class InfoNCTrainer(Trainer):
     """A ``transformers.Trainer`` that adds the information losses through a model adapter.
 
@@ -147,6 +260,11 @@ class InfoNCTrainer(Trainer):
 
     # The losses returned by compute_loss are per-batch means; let Trainer divide by GA steps.
     loss_is_scaled_for_ga = False
+    # Exact gradient accumulation (info_exact_accumulation): the micro-batches of the current
+    # optimizer step, whether the batches are image-caption pairs (learnt from the first forward).
+    _accumulated_step: _AccumulatedStep | None = None
+    _pairwise_batches: bool | None = None
+    _warned_deepspeed_accumulation: bool = False
 
     def __init__(
         self,
@@ -172,9 +290,14 @@ class InfoNCTrainer(Trainer):
             templates=self.args.class_prompt_templates,
             processing_class=text_tokenizer if text_tokenizer is not None else self.processing_class,
         )
-        self.cma_loss = CrossModalAlignmentLoss(alpha=self.args.info_alpha)
-        self.mi_loss = MutualInformationLoss(normalized=self.args.info_normalized, center=self.args.info_center)
-        self.gap_loss = EntropyGapLoss(normalized=self.args.info_normalized, center=self.args.info_center)
+        info_dtype = getattr(torch, getattr(self.args, "info_dtype", "float64"))
+        self.cma_loss = CrossModalAlignmentLoss(alpha=self.args.info_alpha, dtype=info_dtype)
+        self.mi_loss = MutualInformationLoss(
+            normalized=self.args.info_normalized, center=self.args.info_center, dtype=info_dtype
+        )
+        self.gap_loss = EntropyGapLoss(
+            normalized=self.args.info_normalized, center=self.args.info_center, dtype=info_dtype
+        )
         # detached 0-d tensors per logged component, summarised (one host sync) at log time
         self._component_sums: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
@@ -190,16 +313,23 @@ class InfoNCTrainer(Trainer):
         return (self.state.global_step + 1) % every == 0
 
     def information_loss(self, out: AdapterOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Combine the base loss with the information terms on the globally gathered batch."""
+        """Combine the base loss with the information terms on the globally gathered batch.
+
+        The gathered batch is validated once (:func:`~hf_infonc.losses.check_loss_inputs`), then
+        CMA's group entropies and H₁, H₂, H₁₂ (MI, entropy gap, the logged MIR/HDR) are computed
+        without re-validation in one autograd.Function with a closed-form backward
+        (:func:`~hf_infonc.losses.information_terms`). The information terms are summed in the
+        spectrum dtype (``info_dtype``) and cast to the base loss's dtype once.
+        """
         args = self.args
         wants_terms = args.mi_weight > 0 or args.entropy_gap_weight > 0
         log_ratios = self._ratios_due()
         if out.loss is not None and not (args.info_losses_active or log_ratios):
             return out.loss, {"loss/base": out.loss.detach()}
         features = all_gather_with_grad(out.features)
+        labels: torch.Tensor | None = None  # None: image-caption pairs, anchor i belongs to sample i
         if out.pairwise:
             anchors = all_gather_with_grad(out.head_rows)
-            labels = torch.arange(features.shape[0], device=features.device)
         elif out.labels is None:
             if args.info_losses_active:
                 raise ValueError(
@@ -216,24 +346,42 @@ class InfoNCTrainer(Trainer):
                 raise ValueError("The adapter returned neither a base loss nor a logit_scale for the contrastive loss.")
             base = clip_contrastive_loss(features, anchors, out.logit_scale)
         components: dict[str, torch.Tensor] = {"loss/base": base.detach()}
-        total = base
-        if args.cma_weight > 0:
-            cma = self.cma_loss(features, labels, anchors).to(base.dtype)
-            total = (1.0 - args.cma_weight) * total + args.cma_weight * cma
-            components["loss/cma"] = cma.detach()
-        if wants_terms or log_ratios:
+        cma_loss = self.cma_loss if args.cma_weight > 0 else None
+        if cma_loss is None and not (wants_terms or log_ratios):  # pairs, contrastive base only
+            return base, components
+        check_loss_inputs(features, labels, anchors)  # once per step, on the gathered batch
+        dtype, center = self.mi_loss.dtype, args.info_center
+        if cma_loss is not None and not wants_terms:  # CMA with gradients; the logged MIR/HDR, when due, without
+            cma, _ = information_terms(
+                features, labels, anchors, cma=cma_loss, entropy_terms=False, dtype=dtype, validate=False
+            )
+            terms = None
+            if log_ratios:
+                with torch.no_grad():
+                    terms = sample_entropy_terms(features, labels, anchors, center=center, dtype=dtype, validate=False)
+        else:  # one pass for CMA (if on) and H₁, H₂, H₁₂ (with gradients only for MI / gap)
             with torch.set_grad_enabled(torch.is_grad_enabled() and wants_terms):
-                terms = sample_entropy_terms(features, labels, anchors, center=args.info_center)
-            if args.mi_weight > 0:
-                mi = self.mi_loss.from_terms(terms).to(base.dtype)
-                total = total + args.mi_weight * mi
-                components["loss/mi"] = mi.detach()
-            if args.entropy_gap_weight > 0:
-                gap = self.gap_loss.from_terms(terms).to(base.dtype)
-                total = total + args.entropy_gap_weight * gap
-                components["loss/entropy_gap"] = gap.detach()
+                cma, terms = information_terms(
+                    features, labels, anchors, cma=cma_loss, entropy_terms=True, center=center, dtype=dtype,
+                    validate=False,
+                )
+        info: torch.Tensor | None = None  # Σ weight·term, in the spectrum dtype
+        if cma is not None:
+            info = cma * args.cma_weight
+            components["loss/cma"] = cma.detach()
+        if terms is not None:
+            for weight, loss, key in (
+                (args.mi_weight, self.mi_loss, "loss/mi"),
+                (args.entropy_gap_weight, self.gap_loss, "loss/entropy_gap"),
+            ):
+                if weight > 0:
+                    value = loss.from_terms(terms)
+                    info = value * weight if info is None else info.add(value, alpha=weight)
+                    components[key] = value.detach()
             components.update(batch_ratios(terms))
-        return total, components
+        if info is None:
+            return base, components
+        return info.to(base.dtype).add(base, alpha=1.0 - args.cma_weight), components
 
     def compute_loss(
         self,
@@ -243,8 +391,24 @@ class InfoNCTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ):
         core = self.accelerator.unwrap_model(model)
+        step = self._accumulated_step
+        if model.training and step is not None and step.current is not None:
+            if step.engaged is None:
+                self._exact_accumulation_first_pass(model, core, step)
+            if step.engaged:
+                step.rng[step.current].restore()  # same dropout masks as pass 1
+                out = call_through_wrapper(model, core, lambda batch: self.adapter.forward(core, batch), inputs)
+                loss = self._exact_accumulation_loss(out, step, step.current)
+                if return_outputs:
+                    extras = {"logits": out.logits, "features": out.features}
+                    return loss, {k: v for k, v in extras.items() if v is not None}
+                return loss
         out: AdapterOutput = call_through_wrapper(model, core, lambda batch: self.adapter.forward(core, batch), inputs)
+        if model.training:
+            self._pairwise_batches = bool(out.pairwise)
         loss, components = self.information_loss(out)
+        if model.training and step is not None and step.current is not None and step.ratios_only:
+            components = self._accumulated_ratios(out, components, step, step.current)
         bucket = self._component_sums["train" if model.training else "eval"]
         for key, value in components.items():
             bucket[key].append(value.detach().double().reshape(()))
@@ -253,10 +417,254 @@ class InfoNCTrainer(Trainer):
             return loss, {k: v for k, v in extras.items() if v is not None}
         return loss
 
+    # ------------------------------------------------------------------ exact gradient accumulation
+    def _exact_accumulation_wanted(self, num_batches: int) -> bool:
+        """Whether the next optimizer step is followed micro-batch by micro-batch (``_AccumulatedStep``).
+
+        Training with ``gradient_accumulation_steps > 1``, more than one micro-batch in this step and
+        ``info_exact_accumulation=True``. The first micro-batch then decides: the two-pass GradCache
+        step when a Gram-based term is active (an information loss, or image–caption pairs whose
+        contrastive base loss is one; the kind of batch is probed once), else only the logged batch
+        MIR/HDR are computed on the whole accumulated batch (no extra forward). Not with DeepSpeed,
+        whose engine accumulates by itself: per-micro-batch terms, with a warning.
+        """
+        args = self.args
+        if not (args.info_exact_accumulation and args.gradient_accumulation_steps > 1 and num_batches > 1):
+            return False
+        if not args.info_losses_active and self._pairwise_batches is False and not self._ratios_due():
+            return False  # nothing Gram-based to compute or log in this step
+        if self.is_deepspeed_enabled:
+            if not self._warned_deepspeed_accumulation and (args.info_losses_active or self._pairwise_batches):
+                logger.warning(
+                    "info_exact_accumulation is not supported with DeepSpeed (its engine accumulates the gradients): "
+                    "the Gram-based terms are computed per micro-batch. For exact terms, raise the per-device batch "
+                    "size instead of gradient_accumulation_steps, or set info_exact_accumulation=False to silence this."
+                )
+                self._warned_deepspeed_accumulation = True
+            return False
+        return True
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        """``Trainer.get_batch_samples``, remembering the micro-batches of the step for the exact accumulation."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        wanted = self._exact_accumulation_wanted(len(batch_samples))
+        self._accumulated_step = _AccumulatedStep(batches=list(batch_samples)) if wanted else None
+        return batch_samples, num_items_in_batch
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        """``Trainer.training_step``; tells :meth:`compute_loss` which micro-batch of the step it receives."""
+        step = self._accumulated_step
+        if step is not None:
+            step.current = next((i for i, batch in enumerate(step.batches) if batch is inputs), None)
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            if step is not None:
+                step.current = None
+
+    def _exact_accumulation_first_pass(self, model: nn.Module, core: nn.Module, step: _AccumulatedStep) -> None:
+        """Pass 1 of the GradCache step (Gao et al. 2021, arXiv 2101.06983): the loss of the whole
+        accumulated batch and its gradient with respect to the adapter outputs.
+
+        For every micro-batch i (n_i rows, N = Σ n_i, m micro-batches), with ``torch.no_grad()``, run
+        the adapter forward (through the DDP/FSDP wrapper, as :meth:`compute_loss` does), recording the
+        CPU and accelerator RNG states first so that pass 2 replays the same dropout masks. Module
+        buffers (BatchNorm running statistics) are saved before and restored after, so that only
+        pass 2 updates them. Then, from detached leaf copies:
+
+        * ``F = [F_1; …; F_m]`` the features (and, for image–caption pairs, ``A = [A_1; …; A_m]`` the
+          per-sample caption anchors);
+        * ``H`` the shared head rows and ``s`` the logit scale: every micro-batch recomputes them
+          from the same parameters, so they are equal (the mean ``(1/m)·Σ H_i`` if a stochastic
+          layer made them differ);
+        * ``b = Σ_i (n_i/N)·b_i`` the base loss when the adapter returns one per micro-batch
+          (the cross-entropy: the mean over N rows is the size-weighted mean of micro-batch means);
+          when it returns none (pairs), ``information_loss`` computes the contrastive base on the
+          leaves,
+
+        ``L = information_loss(F, A|H, s, b)`` is the loss of one step on the concatenated batch
+        (SPEC §4), recorded once as the step's logged components, and ``torch.autograd.grad``
+        gives ``∂L/∂F``, ``∂L/∂A``, ``∂L/∂H``, ``∂L/∂s`` and ``∂L/∂b`` (``= 1 - w_cma``). Across
+        processes ``information_loss`` gathers the leaves itself, so ``∂L/∂F`` is already the sum
+        over processes that DDP's average turns into the single-process gradient
+        (:mod:`hf_infonc.distributed`). :meth:`_exact_accumulation_loss` is pass 2.
+
+        If the first forward shows neither an information loss nor image–caption pairs, the RNG
+        and buffers are restored and the step falls back to the plain path (once per run: the
+        batch kind is remembered).
+        """
+        step.engaged = False
+        if not self.args.info_losses_active and self._pairwise_batches is False:
+            step.ratios_only = self._ratios_due()
+            return
+        saved_buffers = {name: buffer.detach().clone() for name, buffer in core.named_buffers()}
+        outputs: list[AdapterOutput] = []
+        try:
+            with torch.no_grad():
+                for index, batch in enumerate(step.batches):
+                    step.rng.append(_RngState.capture(self.args.device))
+                    batch = self._prepare_inputs(batch)
+                    out = call_through_wrapper(model, core, lambda b: self.adapter.forward(core, b), batch)
+                    if index == 0:
+                        self._pairwise_batches = bool(out.pairwise)
+                        if not (self.args.info_losses_active or self._pairwise_batches):
+                            step.rng[0].restore()
+                            step.ratios_only = self._ratios_due()
+                            return
+                    if bool(out.pairwise) != self._pairwise_batches:
+                        raise ValueError(
+                            "The micro-batches of one optimizer step mix image–caption pairs and labelled images; "
+                            "the exact accumulation needs one kind per step. Use one kind of batch per dataset, or "
+                            "set info_exact_accumulation=False."
+                        )
+                    outputs.append(out)
+        finally:
+            with torch.no_grad():
+                for name, buffer in core.named_buffers():
+                    if name in saved_buffers:
+                        buffer.copy_(saved_buffers[name])
+        self._cache_accumulated_gradients(step, outputs)
+        step.engaged = True
+
+    def _cache_accumulated_gradients(self, step: _AccumulatedStep, outputs: list[AdapterOutput]) -> None:
+        """Global loss value, logged components and ``∂L/∂(leaves)`` for pass 2 (see the first pass)."""
+        pairwise = bool(self._pairwise_batches)
+        step.sizes = [int(out.features.shape[0]) for out in outputs]
+        step.rows_per_sample = pairwise
+        total_rows = sum(step.sizes)
+        has_loss = [out.loss is not None for out in outputs]
+        if any(has_loss) and not all(has_loss):
+            raise ValueError(
+                f"The adapter returned a base loss for {sum(has_loss)} of {len(outputs)} micro-batches of one step; "
+                "the exact accumulation needs it for all or none. Check the batches' labels, or set "
+                "info_exact_accumulation=False."
+            )
+        with torch.enable_grad():
+            leaves: dict[str, torch.Tensor] = {
+                "features": torch.cat([out.features.detach() for out in outputs]).requires_grad_(True)
+            }
+            if outputs[0].head_rows is not None:
+                rows = (
+                    torch.cat([out.head_rows.detach() for out in outputs])
+                    if pairwise
+                    else _shared_value([out.head_rows for out in outputs])
+                )
+                leaves["head_rows"] = rows.requires_grad_(True)
+            if outputs[0].logit_scale is not None:
+                leaves["logit_scale"] = _shared_value([out.logit_scale for out in outputs]).requires_grad_(True)
+            if all(has_loss):
+                losses = torch.stack([out.loss.detach().double().reshape(()) for out in outputs])
+                weights = torch.tensor(step.sizes, dtype=torch.float64, device=losses.device) / total_rows
+                leaves["base"] = (weights * losses).sum().to(outputs[0].loss.dtype).requires_grad_(True)
+            labels = None
+            if all(out.labels is not None for out in outputs):
+                labels = torch.cat([out.labels for out in outputs])
+            merged = AdapterOutput(
+                loss=leaves.get("base"),
+                features=leaves["features"],
+                head_rows=leaves.get("head_rows"),
+                labels=labels,
+                logit_scale=leaves.get("logit_scale"),
+                pairwise=pairwise,
+            )
+            total, components = self.information_loss(merged)
+            names = list(leaves)
+            if total.requires_grad:
+                grads = torch.autograd.grad(total, [leaves[k] for k in names], allow_unused=True)
+            else:
+                grads = (None,) * len(names)
+        grad = dict(zip(names, grads))
+        step.value = total.detach()
+        features_grad = grad["features"]
+        step.grad_features = () if features_grad is None else features_grad.split(step.sizes)
+        rows_grad = grad.get("head_rows")
+        step.grad_rows = rows_grad.split(step.sizes) if (pairwise and rows_grad is not None) else rows_grad
+        step.grad_scale = grad.get("logit_scale")
+        step.grad_base = grad.get("base")
+        bucket = self._component_sums["train"]
+        for key, value in components.items():
+            bucket[key].append(value.detach().double().reshape(()))
+
+    def _exact_accumulation_loss(self, out: AdapterOutput, step: _AccumulatedStep, index: int) -> torch.Tensor:
+        """Pass 2 of the GradCache step for micro-batch ``index``: a loss with the right value and gradient.
+
+        The Trainer divides each micro-batch loss by m (``current_gradient_accumulation_steps``,
+        ``loss_is_scaled_for_ga = False``) and sums the gradients. With the gradients cached by pass 1
+        and the outputs ``F_i, A_i, H_i, s_i, b_i`` of this forward (same RNG state, so the same
+        values), the surrogate
+
+            g_i = m·⟨F_i, ∂L/∂F_i⟩ + m·⟨A_i, ∂L/∂A_i⟩ + ⟨H_i, ∂L/∂H⟩ + ⟨s_i, ∂L/∂s⟩ + m·(n_i/N)·(∂L/∂b)·b_i
+
+        satisfies ``(1/m)·Σ_i ∇θ g_i = ∇θ L`` by the chain rule: F and A are the concatenations of
+        the F_i and A_i; H and s are the mean of m equal copies (each copy gets 1/m of ∂L/∂H);
+        b = Σ_i (n_i/N)·b_i, whose own gradient (the cross-entropy's) comes from this forward. The
+        returned value ``g_i - g_i.detach() + L`` is L for every micro-batch, so the Trainer's logged
+        loss ``(1/m)·Σ_i L`` is the loss of the whole batch, as with one accumulation step.
+        """
+        size = int(out.features.shape[0])
+        if index >= len(step.sizes) or size != step.sizes[index]:
+            raise RuntimeError(
+                f"Exact gradient accumulation: micro-batch {index} has {size} rows in pass 2 but "
+                f"{step.sizes[index] if index < len(step.sizes) else 'no'} rows in pass 1. compute_loss must be "
+                "called once per micro-batch with the batch the Trainer passed to training_step; if a subclass "
+                "changes that, set info_exact_accumulation=False."
+            )
+        m = len(step.batches)
+        value = step.value
+        dtype = torch.promote_types(value.dtype, torch.float32)
+        terms: list[torch.Tensor] = []
+
+        def add(tensor: torch.Tensor | None, grad: torch.Tensor | None, weight: float) -> None:
+            if tensor is not None and grad is not None and tensor.requires_grad:
+                terms.append(weight * (tensor * grad.to(tensor.dtype)).sum().to(dtype))
+
+        add(out.features, step.grad_features[index] if step.grad_features else None, m)
+        if step.rows_per_sample:
+            add(out.head_rows, step.grad_rows[index] if step.grad_rows is not None else None, m)
+        else:
+            add(out.head_rows, step.grad_rows, 1.0)
+        add(out.logit_scale, step.grad_scale, 1.0)
+        add(out.loss, step.grad_base, m * size / sum(step.sizes))
+        if not terms:  # nothing trainable reaches the loss: same error as the plain path at backward
+            return value.to(dtype).clone()
+        surrogate = torch.stack(terms).sum()
+        return surrogate - surrogate.detach() + value.to(dtype)
+
+    def _accumulated_ratios(
+        self, out: AdapterOutput, components: dict[str, torch.Tensor], step: _AccumulatedStep, index: int
+    ) -> dict[str, torch.Tensor]:
+        """The logged batch MIR/HDR of the whole accumulated batch when no Gram loss is active.
+
+        The micro-batch values are dropped; the detached features, labels and head rows are kept,
+        and at the last micro-batch the ratios are computed once on their concatenation (no extra
+        forward, no gradient), as one step on the whole batch would log them.
+        """
+        components = {key: value for key, value in components.items() if key not in ("mir", "hdr")}
+        if out.labels is None or out.head_rows is None or out.features is None:
+            return components
+        step.stash.append((out.features.detach(), out.labels.detach(), out.head_rows.detach()))
+        if index != len(step.batches) - 1 or len(step.stash) != len(step.batches):
+            return components
+        features, labels, rows = zip(*step.stash)
+        step.stash = []
+        merged = AdapterOutput(
+            loss=features[0].new_zeros(()),  # a base is given: information_loss adds no contrastive term
+            features=torch.cat(features),
+            head_rows=_shared_value(list(rows)),
+            labels=torch.cat(labels),
+        )
+        with torch.no_grad():
+            _, whole = self.information_loss(merged)
+        components.update({key: whole[key] for key in ("mir", "hdr") if key in whole})
+        return components
+
     # ------------------------------------------------------------------ training
     def train(self, *args: Any, **kwargs: Any):
         self._undo_evaluation_prepare()
-        return super().train(*args, **kwargs)
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self._accumulated_step = None  # release the last step's micro-batches
 
     def _undo_evaluation_prepare(self) -> None:
         """Let ``train()`` wrap the model in DDP after an ``evaluate()`` on several processes.

@@ -137,30 +137,221 @@ def test_information_losses_change_the_training(tmp_path):
     assert _param_gap(runs["on"].model, runs["off"].model) > 1e-5
 
 
-@pytest.mark.parametrize("weights", [{}, dict(mi_weight=0.3, entropy_gap_weight=0.3, cma_weight=0.3)], ids=["base", "info"])
-def test_gradient_accumulation_logs_same_loss(tmp_path, weights):
-    """Accumulation 1 vs 4 on the same global batch of 16, learning rate 0: same logged base loss."""
-    data = _text_dataset(n=32)
-    logged = {}
-    for accumulation in (1, 4):
-        trainer = InfoNCTrainer(
-            model=tiny_bert_classifier(seed=5),
-            args=InfoNCTrainingArguments(
-                **_common(tmp_path / str(accumulation), per_device_train_batch_size=16 // accumulation, max_steps=2,
-                          learning_rate=0.0),
-                gradient_accumulation_steps=accumulation,
-                **weights,
-            ),
-            train_dataset=data,
-            data_collator=default_data_collator,
+INFO_WEIGHTS = dict(mi_weight=0.3, entropy_gap_weight=0.3, cma_weight=0.3)
+LOGGED_KEYS = ("loss", "loss/base", "loss/cma", "loss/mi", "loss/entropy_gap", "mir", "hdr")
+# model, data and extra trainer arguments of the accumulation tests (dropout 0: comparable shapes)
+ACCUMULATION_CASES = {
+    "bert": (lambda: tiny_bert_classifier(seed=5), lambda n: _text_dataset(n=n), lambda: {}),
+    "clip": (
+        lambda: tiny_clip(seed=5),
+        lambda n: _image_dataset(n=n),
+        lambda: dict(class_names=CLASS_NAMES, processing_class=minilm_tokenizer()),
+    ),
+    "pairs": (lambda: tiny_clip(seed=5), lambda n: _image_dataset(n=n, captions=True), lambda: {}),
+}
+
+
+def _accumulation_run(tmp_path, case: str, accumulation: int, batch: int, *, n: int = 32, **overrides) -> InfoNCTrainer:
+    """Train ``case`` with per-device batch ``batch`` and ``accumulation`` micro-batches per step."""
+    make_model, make_data, extra = ACCUMULATION_CASES[case]
+    settings = dict(per_device_train_batch_size=batch, max_steps=2, learning_rate=0.0)
+    settings.update(overrides)  # information weights and options included: _common returns plain keywords
+    trainer = InfoNCTrainer(
+        model=make_model(),
+        args=InfoNCTrainingArguments(
+            **_common(tmp_path / f"{case}_{accumulation}_{batch}", **settings), gradient_accumulation_steps=accumulation
+        ),
+        train_dataset=make_data(n),
+        data_collator=default_data_collator,
+        **extra(),
+    )
+    trainer.train()
+    return trainer
+
+
+def _logged(trainer) -> list[dict]:
+    return [h for h in trainer.state.log_history if "loss" in h]
+
+
+@pytest.mark.parametrize(
+    "case, weights",
+    [("bert", {}), ("bert", INFO_WEIGHTS), ("clip", INFO_WEIGHTS), ("pairs", {}), ("pairs", INFO_WEIGHTS)],
+    ids=["bert-base", "bert-info", "clip-info", "pairs-base", "pairs-info"],
+)
+def test_gradient_accumulation_logs_same_loss(tmp_path, case, weights):
+    """Accumulation 1 vs 4 on the same global batch of 16, learning rate 0: the same logged loss and
+    components (CMA, MI, entropy gap, MIR, HDR), as the whole accumulated batch is one Gram batch."""
+    one = _logged(_accumulation_run(tmp_path, case, 1, 16, **weights))
+    four = _logged(_accumulation_run(tmp_path, case, 4, 4, **weights))
+    assert len(one) == len(four) == 2
+    # without weights, MIR/HDR are still logged (before each log), the loss terms are not
+    keys = LOGGED_KEYS if weights else ("loss", "loss/base", "mir", "hdr")
+    for a, b in zip(one, four):
+        assert set(keys) <= set(a) and set(keys) <= set(b)
+        for key in keys:
+            assert b[key] == pytest.approx(a[key], abs=1e-5), key
+    # the two steps see different batches: the comparison is not between constants
+    assert abs(one[0]["loss"] - one[1]["loss"]) > 1e-3
+
+
+@pytest.mark.parametrize("case", ["bert", "clip", "pairs"])
+def test_gradient_accumulation_same_parameters(tmp_path, case):
+    """SGD, learning rate 0.1, 2 steps: accumulation 4 (exact) leaves the same parameters as accumulation 1,
+    to float32 round-off (the features of 4 micro-batches vs 1 batch differ in the last bit)."""
+    sgd = dict(learning_rate=0.1, optim="sgd", lr_scheduler_type="constant", **INFO_WEIGHTS)
+    one = _accumulation_run(tmp_path, case, 1, 16, **sgd)
+    four = _accumulation_run(tmp_path, case, 4, 4, **sgd)
+    assert _param_gap(one.model, four.model) < 1e-6
+    for a, b in zip(_logged(one), _logged(four)):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+    # the parameters did move, far more than the tolerance
+    assert _param_gap(one.model, ACCUMULATION_CASES[case][0]()) > 1e-3
+
+
+def test_gradient_accumulation_last_partial_cycle(tmp_path):
+    """40 rows, batch 6, accumulation 4: micro-batches of 6,6,6,6 then a last cycle of 6,6,4 (3 micro-batches
+    of unequal size). Same losses and parameters as one batch of 24 then one of 16."""
+    settings = dict(max_steps=-1, num_train_epochs=1, dataloader_drop_last=False, learning_rate=0.1, optim="sgd",
+                    lr_scheduler_type="constant", **INFO_WEIGHTS)
+    one = _accumulation_run(tmp_path, "bert", 1, 24, n=40, **settings)
+    four = _accumulation_run(tmp_path, "bert", 4, 6, n=40, **settings)
+    assert len(_logged(one)) == len(_logged(four)) == 2
+    for a, b in zip(_logged(one), _logged(four)):
+        for key in LOGGED_KEYS:
+            assert b[key] == pytest.approx(a[key], abs=1e-5), key
+    assert _param_gap(one.model, four.model) < 1e-6
+
+
+def test_per_micro_batch_accumulation_differs(tmp_path):
+    """info_exact_accumulation=False computes the Gram terms per micro-batch: the logged loss and the
+    parameters then differ from accumulation 1 (the base loss alone still matches)."""
+    sgd = dict(learning_rate=0.1, optim="sgd", lr_scheduler_type="constant", **INFO_WEIGHTS)
+    one = _accumulation_run(tmp_path, "bert", 1, 16, **sgd)
+    four = _accumulation_run(tmp_path, "bert", 4, 4, info_exact_accumulation=False, **sgd)
+    first_one, first_four = _logged(one)[0], _logged(four)[0]
+    assert first_four["loss/base"] == pytest.approx(first_one["loss/base"], abs=1e-5)
+    assert abs(first_four["loss"] - first_one["loss"]) > 1e-2
+    assert abs(first_four["loss/cma"] - first_one["loss/cma"]) > 1e-2
+    assert _param_gap(one.model, four.model) > 1e-4
+
+
+def _micro_batches(data, size: int, count: int) -> list[dict]:
+    return [default_data_collator([data[j] for j in range(i * size, (i + 1) * size)]) for i in range(count)]
+
+
+def test_exact_accumulation_replays_dropout(tmp_path, monkeypatch):
+    """Dropout 0.3: the two-pass step gives the gradient of the loss on the concatenated micro-batches as
+    autograd computes it directly (forwards with gradients in the same RNG order). Accumulation 1 cannot
+    be the reference here (a batch of 16 draws other dropout masks than 4 batches of 4); without
+    replaying the RNG state, pass 2 would draw new masks and the gradient would differ."""
+    import copy
+
+    import hf_infonc.trainer as trainer_module
+    from hf_infonc.adapters.base import AdapterOutput
+
+    data = _text_dataset(n=16)
+    batches = _micro_batches(data, 4, 4)
+    model = tiny_bert_classifier(seed=5, dropout=0.3)
+    reference_model = copy.deepcopy(model)
+    trainer = InfoNCTrainer(
+        model=model,
+        args=InfoNCTrainingArguments(**_common(tmp_path, per_device_train_batch_size=4), gradient_accumulation_steps=4,
+                                     **INFO_WEIGHTS),
+        train_dataset=data,
+        data_collator=default_data_collator,
+    )
+
+    def two_pass_gradients(seed: int) -> tuple[dict, float]:
+        model.zero_grad(set_to_none=True)
+        model.train()
+        trainer.get_batch_samples(iter(batches), 4, trainer.args.device)
+        trainer.current_gradient_accumulation_steps = 4
+        torch.manual_seed(seed)
+        logged = sum(float(trainer.training_step(model, batch)) for batch in batches)
+        return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}, logged
+
+    def direct_gradients(seed: int) -> tuple[dict, float]:
+        reference_model.zero_grad(set_to_none=True)
+        reference_model.train()
+        torch.manual_seed(seed)
+        outs = [trainer.adapter.forward(reference_model, batch) for batch in batches]
+        merged = AdapterOutput(
+            loss=torch.stack([o.loss for o in outs]).mean(),
+            features=torch.cat([o.features for o in outs]),
+            head_rows=outs[0].head_rows,
+            labels=torch.cat([o.labels for o in outs]),
         )
-        trainer.train()
-        logged[accumulation] = [h for h in trainer.state.log_history if "loss" in h]
-    assert len(logged[1]) == len(logged[4]) == 2
-    for one, four in zip(logged[1], logged[4]):
-        assert four["loss/base"] == pytest.approx(one["loss/base"], abs=1e-5)
-        if not weights:
-            assert four["loss"] == pytest.approx(one["loss"], abs=1e-5)
+        total, _ = trainer.information_loss(merged)
+        total.backward()
+        grads = {k: p.grad.clone() for k, p in reference_model.named_parameters() if p.grad is not None}
+        return grads, float(total.detach())
+
+    def gap(a: dict, b: dict) -> float:
+        assert a.keys() == b.keys()
+        return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+    exact, logged = two_pass_gradients(11)
+    direct, total = direct_gradients(11)
+    assert logged == pytest.approx(total, abs=1e-5)
+    assert gap(exact, direct) < 1e-5
+    assert gap(exact, direct_gradients(12)[0]) > 1e-3  # dropout does change the gradient
+    monkeypatch.setattr(trainer_module._RngState, "restore", lambda self: None)
+    assert gap(two_pass_gradients(11)[0], direct) > 1e-3  # the replay is what makes it exact
+
+
+def test_exact_accumulation_buffers_updated_once(tmp_path):
+    """Pass 1 restores module buffers (BatchNorm running statistics): a buffer counting the encoder's
+    forwards reads 4 after one step of 4 micro-batches, not 8 (pass 1 + pass 2)."""
+    model = tiny_bert_classifier(seed=5)
+    model.bert.register_buffer("forwards", torch.zeros((), dtype=torch.long))
+
+    def count(module, args) -> None:
+        module.forwards.add_(1)
+
+    model.bert.register_forward_pre_hook(count)
+    trainer = InfoNCTrainer(
+        model=model,
+        args=InfoNCTrainingArguments(**_common(tmp_path, per_device_train_batch_size=4, max_steps=1),
+                                     gradient_accumulation_steps=4, **INFO_WEIGHTS),
+        train_dataset=_text_dataset(n=16),
+        data_collator=default_data_collator,
+    )
+    trainer.train()
+    assert int(model.bert.forwards) == 4
+
+
+def test_accumulation_probe_leaves_no_trace(tmp_path):
+    """No information loss and labelled batches: the first micro-batch is probed once (no-grad), then the
+    RNG and buffers are restored. With dropout, the run equals transformers.Trainer with accumulation 4."""
+    data = _text_dataset(n=32)
+    common = _common(tmp_path, per_device_train_batch_size=4, max_steps=2, learning_rate=0.1, optim="sgd",
+                     lr_scheduler_type="constant", gradient_accumulation_steps=4)
+    plain = Trainer(model=tiny_bert_classifier(seed=5, dropout=0.2),
+                    args=TrainingArguments(**common, remove_unused_columns=False),
+                    train_dataset=data, data_collator=default_data_collator)
+    plain.model_accepts_loss_kwargs = False  # else Trainer skips the division by the accumulation steps (ENV.md)
+    plain.train()
+    ours = InfoNCTrainer(model=tiny_bert_classifier(seed=5, dropout=0.2), args=InfoNCTrainingArguments(**common),
+                         train_dataset=data, data_collator=default_data_collator)
+    ours.train()
+    assert ours._pairwise_batches is False
+    assert _losses(ours) == pytest.approx(_losses(plain), abs=1e-6)
+    assert _param_gap(ours.model, plain.model) < 1e-6
+
+
+def test_exact_accumulation_off_with_deepspeed(tmp_path):
+    """DeepSpeed accumulates inside its engine: fall back to per-micro-batch terms, warning once."""
+    trainer = InfoNCTrainer(
+        model=tiny_bert_classifier(),
+        args=InfoNCTrainingArguments(**_common(tmp_path), gradient_accumulation_steps=4, **INFO_WEIGHTS),
+        train_dataset=_text_dataset(),
+        data_collator=default_data_collator,
+    )
+    assert trainer._exact_accumulation_wanted(4)
+    assert not trainer._exact_accumulation_wanted(1)  # a last cycle of one micro-batch is exact anyway
+    trainer.is_deepspeed_enabled = True
+    assert not trainer._exact_accumulation_wanted(4)
+    assert trainer._warned_deepspeed_accumulation
 
 
 @pytest.mark.distributed
@@ -184,6 +375,33 @@ def test_one_process_equals_two_processes(tmp_path):
         assert len(logs_one) == len(logs_two) == 3
         for a, b in zip(logs_one, logs_two):
             for key in ("loss", "loss/base", "loss/cma", "loss/mi", "loss/entropy_gap", "mir", "hdr"):
+                assert b[key] == pytest.approx(a[key], abs=1e-5), (mode, key)
+        for name, values in one["params"].items():
+            assert torch.tensor(two["params"][name]) == pytest.approx(torch.tensor(values), abs=1e-5), (mode, name)
+
+
+@pytest.mark.distributed
+def test_two_processes_with_accumulation_equal_one_process(tmp_path):
+    """2 processes x accumulation 2 x batch 4 = 1 process x batch 16: same losses (CMA, MI, contrastive)
+    and parameters after three SGD steps — the exact accumulation composes with the gathering."""
+    modes = "clip,pairs,bert"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    script = str(REPO / "tests" / "dist_scripts" / "trainer_worker.py")
+    single, double = tmp_path / "one", tmp_path / "two"
+    single.mkdir()
+    double.mkdir()
+    subprocess.run([sys.executable, script, str(single), modes, "1"], check=True, env=env, cwd=tmp_path, timeout=600)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518"]
+    subprocess.run([*torchrun, script, str(double), modes, "2"], check=True, env=env, cwd=tmp_path, timeout=600)
+    for mode in modes.split(","):
+        one = json.loads((single / f"{mode}.json").read_text())
+        two = json.loads((double / f"{mode}.json").read_text())
+        assert (one["world"], one["accumulation"], two["world"], two["accumulation"]) == (1, 1, 2, 2)
+        logs_one = [h for h in one["log_history"] if "loss" in h]
+        logs_two = [h for h in two["log_history"] if "loss" in h]
+        assert len(logs_one) == len(logs_two) == 3
+        for a, b in zip(logs_one, logs_two):
+            for key in LOGGED_KEYS:
                 assert b[key] == pytest.approx(a[key], abs=1e-5), (mode, key)
         for name, values in one["params"].items():
             assert torch.tensor(two["params"][name]) == pytest.approx(torch.tensor(values), abs=1e-5), (mode, name)

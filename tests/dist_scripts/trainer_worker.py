@@ -1,9 +1,10 @@
 """Worker for the 1-process vs 2-process equivalence test of InfoNCTrainer.
 
-Run as ``python trainer_worker.py OUT_DIR clip,pairs,bert`` (one process) or
-``torchrun --nproc_per_node 2 trainer_worker.py OUT_DIR clip,pairs,bert`` (two CPU processes over gloo).
-The global batch is the same in both cases; rank 0 writes the log history and the final
-parameters.
+Run as ``python trainer_worker.py OUT_DIR clip,pairs,bert [ACCUMULATION]`` (one process) or
+``torchrun --nproc_per_node 2 trainer_worker.py OUT_DIR clip,pairs,bert [ACCUMULATION]`` (two CPU
+processes over gloo). The global batch (16) is the same in every case: per-device batch
+``16 / (processes · ACCUMULATION)`` with ``gradient_accumulation_steps=ACCUMULATION`` (default 1);
+rank 0 writes the log history and the final parameters.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import torch
 
 
-def run(out_path: str, mode: str) -> None:
+def run(out_path: str, mode: str, accumulation: int = 1) -> None:
     import datasets
     from transformers import default_data_collator
 
@@ -48,9 +49,11 @@ def run(out_path: str, mode: str) -> None:
         extra = {}
     dataset = datasets.Dataset.from_dict(columns)
     dataset.set_format("torch")
+    suffix = f"_ga{accumulation}" if accumulation > 1 else ""
     args = InfoNCTrainingArguments(
-        output_dir=os.path.join(os.path.dirname(out_path), f"run_{mode}_{world}"),
-        per_device_train_batch_size=global_batch // world,
+        output_dir=os.path.join(os.path.dirname(out_path), f"run_{mode}_{world}{suffix}"),
+        per_device_train_batch_size=global_batch // (world * accumulation),
+        gradient_accumulation_steps=accumulation,
         max_steps=steps,
         learning_rate=0.05,
         optim="sgd",
@@ -75,16 +78,21 @@ def run(out_path: str, mode: str) -> None:
     if trainer.is_world_process_zero():
         params = {k: v.detach().double().flatten()[:64].tolist() for k, v in trainer.model.named_parameters()}
         with open(out_path, "w") as handle:
-            json.dump({"log_history": trainer.state.log_history, "params": params, "world": world}, handle)
+            record = {"log_history": trainer.state.log_history, "params": params, "world": world}
+            json.dump({**record, "accumulation": accumulation}, handle)
 
 
-def main(out_dir: str, modes: list[str]) -> None:
+def main(out_dir: str, modes: list[str], accumulation: int = 1) -> None:
     """One launch, several modes (each launch costs ~10 s of imports)."""
     for mode in modes:
-        run(os.path.join(out_dir, f"{mode}.json"), mode)
+        run(os.path.join(out_dir, f"{mode}.json"), mode, accumulation)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2].split(",") if len(sys.argv) > 2 else ["clip"])
+    main(
+        sys.argv[1],
+        sys.argv[2].split(",") if len(sys.argv) > 2 else ["clip"],
+        int(sys.argv[3]) if len(sys.argv) > 3 else 1,
+    )
