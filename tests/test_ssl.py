@@ -432,7 +432,7 @@ def test_recipe_with_ssl_section_end_to_end(tmp_path):
     assert recipe.ssl.algorithm == "freematch" and recipe.ssl.labels_per_class == 2
     results = run_recipe(recipe)
     assert results["ssl"] == {"algorithm": "freematch", "labeled_examples": 20, "unlabeled_examples": 60,
-                              "info_target": "both"}
+                              "info_target": "labeled"}
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert 0.0 <= saved["after"]["accuracy"] <= 1.0 and "ssl" in saved
     from transformers import AutoModelForImageClassification
