@@ -101,6 +101,8 @@ from hf_infonc.losses import (  # noqa: E402
 from hf_infonc.testing import minilm_path, minilm_tokenizer, tiny_clip  # noqa: E402
 
 WEIGHTS = dict(cma_weight=0.5, mi_weight=0.1, entropy_gap_weight=0.1)
+#: Extra InfoNCTrainingArguments of the InfoNC side (``--info-dtype``).
+INFO_OPTIONS: dict[str, Any] = {}
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SEQ_LEN = 32
 CAPTION_LEN = 16
@@ -247,7 +249,7 @@ def build_trainer(case: Case, side: str, logging_steps: int, out_dir: str, **inf
         remove_unused_columns=False,
     )
     if case.name == "clip-cls":
-        weights = {**WEIGHTS, **info_args} if side == "info" else {}
+        weights = {**WEIGHTS, **INFO_OPTIONS, **info_args} if side == "info" else {}
         return InfoNCTrainer(
             model=model, args=InfoNCTrainingArguments(**common, **weights), train_dataset=case.dataset,
             data_collator=default_data_collator, processing_class=case.tokenizer, class_names=CLASS_NAMES,
@@ -256,7 +258,8 @@ def build_trainer(case: Case, side: str, logging_steps: int, out_dir: str, **inf
         collate = collate_return_loss if case.name == "clip-pairs" else default_data_collator
         return Trainer(model=model, args=TrainingArguments(**common), train_dataset=case.dataset, data_collator=collate)
     return InfoNCTrainer(
-        model=model, args=InfoNCTrainingArguments(**common, **WEIGHTS, **info_args), train_dataset=case.dataset,
+        model=model, args=InfoNCTrainingArguments(**common, **WEIGHTS, **{**INFO_OPTIONS, **info_args}),
+        train_dataset=case.dataset,
         data_collator=default_data_collator, processing_class=case.tokenizer,
     )
 
@@ -797,7 +800,12 @@ def main(argv: list[str] | None = None) -> None:
         "and a torch.profiler table of information_loss fwd+bwd per case",
     )
     parser.add_argument("--profile-iters", type=int, default=60)
+    parser.add_argument(
+        "--info-dtype", choices=("float64", "float32"), default="float64",
+        help="spectrum dtype of the InfoNC side's losses (InfoNCTrainingArguments.info_dtype)",
+    )
     args = parser.parse_args(argv)
+    INFO_OPTIONS["info_dtype"] = args.info_dtype
     args.cases = [c for c in args.cases.split(",") if c]
     unknown = set(args.cases) - set(CASE_TITLES)
     if unknown:

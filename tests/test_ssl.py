@@ -384,10 +384,26 @@ def test_text_classifier_fixmatch_step(tmp_path):
     assert len(logs) == 2 and all(math.isfinite(h["loss"]) and "loss/unsup" in h and "loss/mi" in h for h in logs)
 
 
-def test_clip_classifier_freematch_step(tmp_path):
-    """The CLIP adapter (class-prompt head) works as the classifier of FreeMatch."""
+def _clip_family(family: str):
+    """(model, tokenizer) of each CLIP adapter: HF CLIP, open_clip, CoOp prompts, zero-shot linear probe."""
+    from hf_infonc.models import CLIPLinearProbe, CoOpCLIP, tiny_open_clip
     from hf_infonc.testing import minilm_tokenizer, tiny_clip
 
+    if family == "open_clip":
+        model = tiny_open_clip(seed=1)
+        return model, model.get_tokenizer()
+    clip, tokenizer = tiny_clip(seed=1), minilm_tokenizer()
+    if family == "coop":
+        return CoOpCLIP.from_clip(clip, tokenizer, ["cat", "dog", "car"], n_ctx=4, seed=0), tokenizer
+    if family == "linear_probe":
+        return CLIPLinearProbe.from_clip(clip, tokenizer, ["cat", "dog", "car"]), tokenizer
+    return clip, tokenizer
+
+
+@pytest.mark.parametrize("family", ["hf_clip", "open_clip", "coop", "linear_probe"])
+def test_clip_adapters_freematch_step(tmp_path, family):
+    """Every CLIP adapter (class-prompt or probe head) works as the classifier of FreeMatch."""
+    model, tokenizer = _clip_family(family)
     rows = _rows(24, size=32)
     dataset = SemiSupervisedDataset(rows[:6], rows, unlabeled_ratio=2, seed=0)
     args = InfoNCTrainingArguments(
@@ -396,15 +412,18 @@ def test_clip_classifier_freematch_step(tmp_path):
         mi_weight=0.1, cma_weight=0.2,
     )
     trainer = SemiSupervisedTrainer(
-        model=tiny_clip(seed=1), args=args, train_dataset=dataset, data_collator=_collator(),
-        class_names=["cat", "dog", "car"], processing_class=minilm_tokenizer(),
+        model=model, args=args, train_dataset=dataset, data_collator=_collator(),
+        class_names=["cat", "dog", "car"], processing_class=tokenizer,
         ssl_config=SemiSupervisedConfig(algorithm="freematch", unlabeled_ratio=2, info_target="both"),
     )
+    before = [p.detach().clone() for p in trainer.model.parameters() if p.requires_grad]
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2
     for h in logs:
-        assert math.isfinite(h["loss"]) and {"loss/cma", "loss/mi", "ssl/threshold"} <= set(h)
+        assert math.isfinite(h["loss"]) and {"loss/cma", "loss/mi", "loss/unsup", "ssl/threshold"} <= set(h)
+    after = [p.detach() for p in trainer.model.parameters() if p.requires_grad]
+    assert before and any(not torch.equal(a, b) for a, b in zip(before, after))  # the trainable part moved
 
 
 # --------------------------------------------------------------------------- recipes
