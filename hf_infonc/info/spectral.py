@@ -66,7 +66,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from hf_infonc.info.entropy import EIGENVALUE_FLOOR
-from hf_infonc.info.gram import ZERO_ROW_NORM
+from hf_infonc.info.gram import ZERO_ROW_NORM, compute_dtype
 from hf_infonc.info.mutual import EntropyTerms
 
 
@@ -94,15 +94,9 @@ def _no_autocast(device_type: str) -> contextlib.AbstractContextManager:
 
 
 def spectrum_dtype(dtype: torch.dtype | None) -> torch.dtype:
-    """The dtype of the spectra: float64 (``None``) or float32; anything else is refused."""
-    if dtype is None:
-        return torch.float64
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(
-            f"dtype={dtype} is not supported for spectra; use torch.float64 (default) or torch.float32. "
-            f"Half precision is never used for eigen-decompositions."
-        )
-    return dtype
+    """The dtype of the spectra: float64 (``None``) or float32; anything else is refused
+    (:func:`hf_infonc.info.gram.compute_dtype`, which does not depend on the input tensor)."""
+    return compute_dtype(None, dtype)  # type: ignore[arg-type]
 
 
 def _unit_rows(z: torch.Tensor, center: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
