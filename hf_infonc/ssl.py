@@ -58,6 +58,7 @@ from transformers import TrainerCallback
 from hf_infonc.adapters import call_through_wrapper
 from hf_infonc.adapters.base import AdapterOutput
 from hf_infonc.distributed import all_gather_no_grad, all_gather_with_grad
+from hf_infonc.losses import check_labels
 from hf_infonc.trainer import InfoNCTrainer
 
 logger = logging.getLogger(__name__)
@@ -461,8 +462,8 @@ class SemiSupervisedTrainer(InfoNCTrainer):
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("threshold") is not None:
-            num_classes = len(state["threshold"]["class_probabilities"]) if state["threshold"] else 2
-            self._ensure_threshold(num_classes)
+            # FixMatch's threshold has no state and ignores the class count
+            self._ensure_threshold(len(state["threshold"].get("class_probabilities", (0, 0))))
             self.threshold.load_state_dict(state["threshold"])
         if state.get("teacher") is not None and self.teacher is not None:
             self.teacher.module.load_state_dict(state["teacher"])
@@ -498,11 +499,7 @@ class SemiSupervisedTrainer(InfoNCTrainer):
             )
         logits, features = out.logits, out.features
         num_classes = logits.shape[-1]
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise ValueError(
-                f"labelled batch has labels in [{int(labels.min())}, {int(labels.max())}], but the model has "
-                f"{num_classes} classes."
-            )
+        check_labels(labels, n_labeled, num_classes)  # one host sync; says how to fix a bad label mapping
         components: dict[str, torch.Tensor] = {}
         sup = nn.functional.cross_entropy(logits[:n_labeled], labels)
         components["loss/sup"] = sup.detach()
@@ -545,19 +542,22 @@ class SemiSupervisedTrainer(InfoNCTrainer):
         total, info_components = self._information_on(base, info_features, info_labels, out.head_rows, out)
         components.update(info_components)
         components["loss/base"] = base.detach()
-        bucket = self._component_sums["train" if model.training else "eval"]
-        for key, value in components.items():
-            bucket[key].append(value.detach().double().reshape(()))
+        self.record_components(components, "train" if model.training else "eval")
         if return_outputs:
             return total, {"logits": logits[:n_labeled], "features": features[:n_labeled]}
         return total
 
     def _information_on(self, base: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
                         head_rows: torch.Tensor, out: AdapterOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The information terms on the chosen rows; skipped (base only) when no process has any."""
-        count = all_gather_no_grad(torch.tensor([features.shape[0]], device=features.device))
-        if int(count.sum()) == 0:
-            return base, {}
+        """The information terms on the chosen rows; skipped (base only) when no process has any.
+
+        Only ``info_target='pseudo'`` can leave a process without rows, so only then is the row
+        count gathered (one collective and one host sync per step).
+        """
+        if self.ssl_config.info_target == "pseudo":
+            count = all_gather_no_grad(torch.tensor([features.shape[0]], device=features.device))
+            if int(count.sum()) == 0:
+                return base, {}
         chosen = AdapterOutput(loss=base, logits=None, features=features, head_rows=head_rows, labels=labels,
                                logit_scale=out.logit_scale)
         total, components = self.information_loss(chosen)

@@ -409,9 +409,7 @@ class InfoNCTrainer(Trainer):
         loss, components = self.information_loss(out)
         if model.training and step is not None and step.current is not None and step.ratios_only:
             components = self._accumulated_ratios(out, components, step, step.current)
-        bucket = self._component_sums["train" if model.training else "eval"]
-        for key, value in components.items():
-            bucket[key].append(value.detach().double().reshape(()))
+        self.record_components(components, "train" if model.training else "eval")
         if return_outputs:
             extras = {"logits": out.logits, "features": out.features}
             return loss, {k: v for k, v in extras.items() if v is not None}
@@ -581,9 +579,7 @@ class InfoNCTrainer(Trainer):
         step.grad_rows = rows_grad.split(step.sizes) if (pairwise and rows_grad is not None) else rows_grad
         step.grad_scale = grad.get("logit_scale")
         step.grad_base = grad.get("base")
-        bucket = self._component_sums["train"]
-        for key, value in components.items():
-            bucket[key].append(value.detach().double().reshape(()))
+        self.record_components(components, "train")
 
     def _exact_accumulation_loss(self, out: AdapterOutput, step: _AccumulatedStep, index: int) -> torch.Tensor:
         """Pass 2 of the GradCache step for micro-batch ``index``: a loss with the right value and gradient.
@@ -718,6 +714,12 @@ class InfoNCTrainer(Trainer):
         return self._with_eval_collator(super().get_test_dataloader, test_dataset)
 
     # ------------------------------------------------------------------ logging
+    def record_components(self, components: dict[str, torch.Tensor], split: str) -> None:
+        """Keep detached 0-d values of logged components (no host sync); :meth:`log` averages them."""
+        bucket = self._component_sums[split]
+        for key, value in components.items():
+            bucket[key].append(value.detach().double().reshape(()))
+
     def _reduced_components(self, split: str) -> dict[str, float]:
         """Mean of each logged component since the last log, averaged over processes."""
         bucket = self._component_sums[split]
