@@ -16,23 +16,45 @@ Cases (``--cases``, default all three):
 
 InfoNC side: ``cma_weight=0.5, mi_weight=0.1, entropy_gap_weight=0.1``. Batch sizes 32 and 128.
 
-Timing. Each run is a real ``trainer.train()`` with ``max_steps = warm-up + measured steps``; a
-``TrainerCallback`` stamps ``time.perf_counter()`` (wall) and ``time.process_time()`` (CPU of this
-process) at every ``on_step_end``. A step's time is the interval between consecutive stamps: data
-fetch, forward, loss, backward, optimizer step, and the log call of the previous step
-(transformers logs *after* ``on_step_end``), i.e. everything the training loop does per step.
-Warm-up steps are dropped; a run's value is the median of the rest (``--stat mean`` for the
-mean, ``--stat min`` for the least disturbed step: on a shared machine single steps get preempted
-for tens of ms, which the median ignores; under a sustained load even the median moves).
-Baseline (A) and InfoNC (B) runs are interleaved A B, B A, A B, … so that drifting machine load
-hits both sides alike; the table shows the median over runs of each side and the median (and
-range) of the per-pair ratios B/A. Defaults: tiny CLIP 5 pairs × (2 warm-up + 10 measured
-steps), MiniLM 2 pairs × (1 + 5). The CPU-time columns leave out the time the process waits for
-a core (they still move with other jobs through shared caches, but less than wall time). Every
-run starts from a copy of the same initial weights, after ``torch.manual_seed(0)``, with
-``seed=0``. ``--threads`` sets torch's
+Timing. Each run is a real ``trainer.train()`` with ``max_steps = warm-up + measured steps``. By
+default the baseline (A) and InfoNC (B) trainers of a comparison run in *lock-step*: both are built
+as for a run of their own, and ``A.train()`` and ``B.train()`` run in two threads that pass a baton
+(a ``threading.Condition``), so that exactly one of them runs at any moment and they alternate
+steps: A step 1, B step 1, A step 2, B step 2, …. A ``TrainerCallback`` on each trainer stamps
+``time.perf_counter()`` (wall) and ``time.process_time()`` (CPU of the process: with one trainer
+thread running at a time, that of the running step) at ``on_step_end``, passes the baton and blocks
+until it gets it back, then stamps the start of its next step (a trainer's first step waits for the
+baton too, A's first; ``train()``'s set-up falls in it). A step's time is its end stamp minus its
+start stamp: the log call of the previous step (transformers logs *after* ``on_step_end``), data
+fetch, forward, loss, backward and optimizer step, i.e. everything the training loop does per step,
+and none of the other trainer's time. A trainer that finishes (or fails) releases the baton for
+good; an exception in either thread is re-raised in the main one. The torch RNG state travels with
+the baton, so each trainer draws the random numbers of a run of its own. Warm-up steps are dropped.
+Step i of A and step i of B run back to back, so they share the machine's state of that moment
+(step times here move in regimes of 0.5–2 s, 25–40 % apart, which whole runs done one after the
+other land in at random): the ratio is the median over the measured steps of B_i / A_i, the "ratio
+range" its inter-quartile range (25th–75th percentile), the per-step ratios of ``--repeats``
+lock-step pairs of runs pooled (A starts the 1st, 3rd, … pair, B the others); the ms/step columns
+are the medians of all measured steps of each side (``--stat mean``/``min`` for the mean or the
+least disturbed step), the CPU ratio the median of the per-step CPU ratios. Defaults: tiny CLIP 3
+pairs × (3 warm-up + 40 measured steps), MiniLM 1 × (1 + 6).
+
+``--sequential``: the method of the earlier tables. Whole runs one after the other; a step is the
+interval between consecutive ``on_step_end`` stamps (the same work as above); a run's value is the
+median (``--stat``) of its measured steps. Baseline (A) and InfoNC (B) runs are interleaved A B,
+B A, A B, … so that drifting machine load hits both sides alike; the table shows the median over
+runs of each side and the median (and min–max range) of the per-pair ratios B/A. Defaults: tiny
+CLIP 5 pairs × (2 warm-up + 10 measured steps), MiniLM 2 pairs × (1 + 5).
+
+The CPU-time columns leave out the time the process waits for a core (they still move with other
+jobs through shared caches, but less than wall time). Every run starts from a copy of the same
+initial weights, after ``torch.manual_seed(0)``, with ``seed=0``. ``--threads`` sets torch's
 intra-op threads (default 1: on a shared 2-core machine two threads wait on each other at every
-parallel region; MiniLM at batch 32 took 3.0 s/step with 1 thread against 4.5 s with 2).
+parallel region; MiniLM at batch 32 took 3.0 s/step with 1 thread against 4.5 s with 2). Lock-step
+with more than one thread gives each trainer thread its own OpenMP pool: the paused trainer's
+workers spin on for a moment (counted in the process time) and the running one's wake late; the
+tiny CLIP's steps took 1.5–3× longer than in ``--sequential`` runs here (the baseline-vs-itself
+ratio stayed ≈ 1), so use ``--sequential`` for absolute times with ``--threads`` > 1.
 
 Logging: ``logging_steps=10**9`` (steady state: no log inside the measured steps) and, for the
 tiny CLIP cases, ``logging_steps=1`` (a log every step on both sides; the InfoNC side also reduces
@@ -57,6 +79,7 @@ Usage::
     .venv/bin/python benchmarks/bench_trainer.py --quick         # smoke run (< 1 min)
     .venv/bin/python benchmarks/bench_trainer.py --markdown      # tables as Markdown
     .venv/bin/python benchmarks/bench_trainer.py --cases clip-cls --batches 32 --profile
+    .venv/bin/python benchmarks/bench_trainer.py --sequential    # whole runs A B, B A, … (earlier tables)
 """
 
 from __future__ import annotations
@@ -72,6 +95,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -272,30 +296,195 @@ class RunResult:
     log_cpu_ms: float  # mean CPU time inside Trainer._maybe_log_save_evaluate (runs after every step)
 
 
+def _instrument(trainer) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """Wrap ``information_loss`` (InfoNC trainers) and ``_maybe_log_save_evaluate``: their (wall, CPU) durations."""
+    info_times: list[tuple[float, float]] = []
+    log_times: list[tuple[float, float]] = []
+    if isinstance(trainer, InfoNCTrainer):
+        trainer.information_loss = _clocked(trainer.information_loss, info_times)  # type: ignore[method-assign]
+    trainer._maybe_log_save_evaluate = _clocked(trainer._maybe_log_save_evaluate, log_times)  # type: ignore[method-assign]
+    return info_times, log_times
+
+
+def _end(trainer) -> None:
+    """``InfoNCTrainer.end()`` where there is one (after training)."""
+    end = getattr(trainer, "end", None)
+    if callable(end):
+        end()
+
+
+@dataclass
+class Steps:
+    """A run's measured steps, in seconds: wall and CPU time of each step, CPU time of the
+    ``information_loss`` calls (InfoNC side only) and of the log call that precedes each step."""
+
+    wall: list[float]
+    cpu: list[float]
+    info: list[float]
+    log: list[float]
+
+    def result(self, stat: str) -> RunResult:
+        info = STAT[stat](self.info) * 1e3 if self.info else None
+        wall, cpu, log = STAT[stat](self.wall), STAT[stat](self.cpu), statistics.fmean(self.log)
+        return RunResult(wall * 1e3, cpu * 1e3, info, log * 1e3)
+
+
+def _measured_steps(
+    case: Case, starts: list, ends: list[tuple[float, float]], info_times: list, log_times: list, side: str
+) -> Steps:
+    """The steps after the warm-up: step i runs from ``starts[i]`` to ``ends[i]`` ((wall, CPU) stamps)."""
+    w, n = case.warmup, case.steps
+    if len(ends) != w + n:
+        raise RuntimeError(f"{case.name}: expected {w + n} steps, the callback saw {len(ends)}.")
+    measured = range(w, w + n)
+    return Steps(
+        wall=[ends[i][0] - starts[i][0] for i in measured],
+        cpu=[ends[i][1] - starts[i][1] for i in measured],
+        info=[t[1] for t in info_times[w : w + n]] if side == "info" else [],
+        log=[t[1] for t in log_times[w - 1 : w + n - 1]],
+    )
+
+
 def timed_run(case: Case, side: str, logging_steps: int, stat: str) -> RunResult:
+    """One whole run alone (``--sequential``): a step is the interval between consecutive ``on_step_end`` stamps."""
     with tempfile.TemporaryDirectory(dir=_SCRATCH) as out_dir:
         trainer = build_trainer(case, side, logging_steps, out_dir)
         clock = StepClock()
         trainer.add_callback(clock)
-        info_times: list[tuple[float, float]] = []
-        log_times: list[tuple[float, float]] = []
-        if isinstance(trainer, InfoNCTrainer):
-            trainer.information_loss = _clocked(trainer.information_loss, info_times)  # type: ignore[method-assign]
-        trainer._maybe_log_save_evaluate = _clocked(trainer._maybe_log_save_evaluate, log_times)  # type: ignore[method-assign]
+        info_times, log_times = _instrument(trainer)
         with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints its logs and final summary
             trainer.train()
-        end = getattr(trainer, "end", None)
-        if callable(end):
-            end()
-    w, n = case.warmup, case.steps
-    ends = clock.ends
-    if len(ends) != w + n:
-        raise RuntimeError(f"{case.name}: expected {w + n} steps, the callback saw {len(ends)}.")
-    wall = STAT[stat]([ends[i][0] - ends[i - 1][0] for i in range(w, w + n)])
-    cpu = STAT[stat]([ends[i][1] - ends[i - 1][1] for i in range(w, w + n)])
-    info = STAT[stat]([t[1] for t in info_times[w : w + n]]) * 1e3 if side == "info" and info_times else None
-    log = statistics.fmean(t[1] for t in log_times[w - 1 : w + n - 1]) * 1e3
-    return RunResult(wall * 1e3, cpu * 1e3, info, log)
+        _end(trainer)
+    starts = [None, *clock.ends[:-1]]  # step i starts where step i - 1 ended (warm-up ≥ 1: starts[0] is unused)
+    return _measured_steps(case, starts, clock.ends, info_times, log_times, side).result(stat)
+
+
+# --------------------------------------------------------------------------- lock-step runs
+
+
+class _Abandoned(Exception):
+    """Raised in a lock-step trainer whose partner failed (the partner's exception is the one re-raised)."""
+
+
+class Baton:
+    """Two threads (0 and 1) that run one at a time, taking turns: the holder runs until it passes the baton.
+
+    A side that is done (finished or failed) gives the baton up for good: the other one then
+    never waits again, so it cannot deadlock; after a failure it raises ``_Abandoned`` at its next
+    turn instead of training on alone.
+    """
+
+    def __init__(self, first: int) -> None:
+        self._cond = threading.Condition()
+        self._turn = first
+        self._done = [False, False]
+        self._failed = False
+
+    def take(self, me: int) -> None:
+        """Block until it is ``me``'s turn, or the other side is done."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._turn == me or self._done[1 - me])
+            if self._failed:
+                raise _Abandoned
+
+    def pass_on(self, me: int) -> None:
+        with self._cond:
+            self._turn = 1 - me
+            self._cond.notify_all()
+
+    def give_up(self, me: int, failed: bool = False) -> None:
+        """``me`` is done (idempotent): release the baton for good."""
+        with self._cond:
+            self._done[me] = True
+            self._failed |= failed
+            self._turn = 1 - me
+            self._cond.notify_all()
+
+
+class LockStepClock(TrainerCallback):
+    """One of two trainers run in lock-step: at ``on_step_end`` it stamps the end of its step, passes the
+    baton and blocks until it gets it back, then stamps the start of its next step.
+
+    Stamps are ``perf_counter()`` (wall) and ``process_time()`` (CPU). ``process_time()`` counts
+    the whole process, but only one of the two trainer threads runs at any moment (the other one
+    and the main thread block on a lock, using no CPU), so between a step's start and end stamps
+    it is still the CPU of that step. That holds with one intra-op thread (``--threads 1``, the
+    default); with more, the paused trainer's OpenMP workers may spin on for a moment and count.
+    The torch RNG state travels with the baton (saved after the end stamp, restored before the
+    start stamp): each trainer draws the same random numbers (dropout) as in a run of its own.
+    """
+
+    def __init__(self, baton: Baton, me: int, rng_state: torch.Tensor) -> None:
+        self.baton, self.me, self.rng_state = baton, me, rng_state
+        self.starts: list[tuple[float, float]] = []
+        self.ends: list[tuple[float, float]] = []
+
+    def take(self) -> None:
+        """Wait for the baton, then stamp the start of this trainer's next step."""
+        self.baton.take(self.me)
+        torch.set_rng_state(self.rng_state)
+        self.starts.append((time.perf_counter(), time.process_time()))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append((time.perf_counter(), time.process_time()))
+        self.rng_state = torch.get_rng_state()
+        self.baton.pass_on(self.me)
+        self.take()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.baton.give_up(self.me)
+
+
+def lockstep_pair(case: Case, sides: tuple[str, str], first: int, logging_steps: int) -> tuple[Steps, Steps]:
+    """Train the trainers of ``sides`` (A, B) in two threads, alternating steps, ``sides[first]`` first."""
+    baton = Baton(first)
+    threads = torch.get_num_threads()  # torch.set_num_threads is process-wide; set again in each thread (harmless)
+    trainers, clocks, probes = [], [], []
+    errors: list[BaseException | None] = [None, None]
+
+    def work(me: int) -> None:
+        try:
+            torch.set_num_threads(threads)
+            clocks[me].take()  # the first step waits for the baton too: train()'s set-up belongs to it (warm-up)
+            trainers[me].train()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
+            errors[me] = error
+            baton.give_up(me, failed=not isinstance(error, _Abandoned))
+        finally:
+            baton.give_up(me)
+
+    with tempfile.TemporaryDirectory(dir=_SCRATCH) as out_a, tempfile.TemporaryDirectory(dir=_SCRATCH) as out_b:
+        for me, (side, out_dir) in enumerate(zip(sides, (out_a, out_b))):
+            trainers.append(build_trainer(case, side, logging_steps, out_dir))
+            clocks.append(LockStepClock(baton, me, torch.get_rng_state()))  # the state a run of its own starts from
+            trainers[me].add_callback(clocks[me])
+            probes.append(_instrument(trainers[me]))
+        workers = [threading.Thread(target=work, args=(me,), name=f"lockstep-{me}", daemon=True) for me in (0, 1)]
+        # redirect_stdout swaps sys.stdout for the whole process: once, here, around both threads
+        with contextlib.redirect_stdout(io.StringIO()):  # the Trainers print their logs and final summaries
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        failures = [e for e in errors if e is not None and not isinstance(e, _Abandoned)]
+        failures += [e for e in errors if e is not None]
+        if failures:
+            raise failures[0]
+        for trainer in trainers:
+            _end(trainer)
+    a, b = (
+        _measured_steps(case, clock.starts, clock.ends, *probe, side)
+        for clock, probe, side in zip(clocks, probes, sides)
+    )
+    return a, b
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    """25th and 75th percentile (inclusive method; one value: that value twice)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
 
 
 @dataclass
@@ -308,8 +497,8 @@ class Row:
     base_ms: float
     info_ms: float
     ratio: float
-    ratio_low: float
-    ratio_high: float
+    ratio_low: float  # sequential: least per-pair ratio; lock-step: 25th percentile of the per-step ratios
+    ratio_high: float  # sequential: largest; lock-step: 75th percentile
     base_cpu_ms: float
     info_cpu_ms: float
     cpu_ratio: float
@@ -318,13 +507,22 @@ class Row:
     info_log_ms: float
 
 
-def measure(case: Case, logging_steps: int, stat: str, progress: Callable[[str], None]) -> Row:
+def _info_loss_ms(values: list[float | None]) -> float:
+    """Median over runs of the information_loss column (NaN when no run has one: ``--self-test``)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else float("nan")
+
+
+def measure(
+    case: Case, logging_steps: int, stat: str, progress: Callable[[str], None], self_test: bool = False
+) -> Row:
+    """``--sequential``: whole runs A B, B A, …; per-pair ratios of the runs' values."""
     base: list[RunResult] = []
     info: list[RunResult] = []
     for r in range(case.repeats):
         order = ("base", "info") if r % 2 == 0 else ("info", "base")
         for side in order:
-            result = timed_run(case, side, logging_steps, stat)
+            result = timed_run(case, "base" if self_test else side, logging_steps, stat)
             (base if side == "base" else info).append(result)
         progress(
             f"  {case.name} b={case.batch} log={'1' if logging_steps == 1 else 'never'} repeat {r + 1}/{case.repeats}: "
@@ -347,20 +545,69 @@ def measure(case: Case, logging_steps: int, stat: str, progress: Callable[[str],
         base_cpu_ms=statistics.median(x.cpu_ms for x in base),
         info_cpu_ms=statistics.median(x.cpu_ms for x in info),
         cpu_ratio=statistics.median(cpu_ratios),
-        info_loss_cpu_ms=statistics.median(x.info_cpu_ms for x in info if x.info_cpu_ms is not None),
+        info_loss_cpu_ms=_info_loss_ms([x.info_cpu_ms for x in info]),
         base_log_ms=statistics.median(x.log_cpu_ms for x in base),
         info_log_ms=statistics.median(x.log_cpu_ms for x in info),
+    )
+
+
+def measure_lockstep(
+    case: Case, logging_steps: int, stat: str, progress: Callable[[str], None], self_test: bool = False
+) -> Row:
+    """Lock-step (default): ``case.repeats`` pairs of runs, alternating which side starts; per-step ratios
+    B_i/A_i of all repeats pooled; ``self_test``: the baseline against itself."""
+    sides = ("base", "base" if self_test else "info")
+    base: list[Steps] = []
+    info: list[Steps] = []
+    for r in range(case.repeats):
+        a, b = lockstep_pair(case, sides, r % 2, logging_steps)
+        base.append(a)
+        info.append(b)
+        progress(
+            f"  {case.name} b={case.batch} log={'1' if logging_steps == 1 else 'never'} "
+            f"lock-step {r + 1}/{case.repeats} ({'baseline' if r % 2 == 0 else 'InfoNC'} first): "
+            f"base {statistics.median(a.wall) * 1e3:.1f} ms ({statistics.median(a.cpu) * 1e3:.1f} CPU), "
+            f"infonc {statistics.median(b.wall) * 1e3:.1f} ms ({statistics.median(b.cpu) * 1e3:.1f} CPU), "
+            f"median step ratio {statistics.median(y / x for x, y in zip(a.wall, b.wall)):.3f}"
+        )
+
+    def pooled(runs: list[Steps], what: str) -> list[float]:
+        return [x for run in runs for x in getattr(run, what)]
+
+    ratios = [y / x for x, y in zip(pooled(base, "wall"), pooled(info, "wall"))]
+    cpu_ratios = [y / x for x, y in zip(pooled(base, "cpu"), pooled(info, "cpu"))]
+    low, high = _quartiles(ratios)
+    summary = STAT[stat]
+    info_loss = pooled(info, "info")
+    return Row(
+        case=case.name,
+        batch=case.batch,
+        logging_steps=logging_steps,
+        steps=case.steps,
+        repeats=case.repeats,
+        base_ms=summary(pooled(base, "wall")) * 1e3,
+        info_ms=summary(pooled(info, "wall")) * 1e3,
+        ratio=statistics.median(ratios),
+        ratio_low=low,
+        ratio_high=high,
+        base_cpu_ms=summary(pooled(base, "cpu")) * 1e3,
+        info_cpu_ms=summary(pooled(info, "cpu")) * 1e3,
+        cpu_ratio=statistics.median(cpu_ratios),
+        info_loss_cpu_ms=summary(info_loss) * 1e3 if info_loss else float("nan"),
+        base_log_ms=statistics.median(statistics.fmean(run.log) * 1e3 for run in base),
+        info_log_ms=statistics.median(statistics.fmean(run.log) * 1e3 for run in info),
     )
 
 
 # --------------------------------------------------------------------------- break-down
 
 
-def keep_components(components: dict[str, Any]) -> None:
-    """What ``InfoNCTrainer.compute_loss`` does with the components: keep detached float64 0-d tensors."""
-    for value in components.values():
-        if isinstance(value, torch.Tensor):
-            value.detach().double().reshape(())
+def keep_components(trainer: InfoNCTrainer, components: Any) -> None:
+    """What ``InfoNCTrainer.compute_loss`` does with the components (``record_components``), then
+    forgets them so that nothing piles up over the iterations."""
+    trainer.record_components(components, "train")
+    trainer._component_sums["train"].clear()
+    trainer._information_records["train"].clear()
 
 
 def _median_ms(fn: Callable[[], Any], iters: int) -> float:
@@ -429,7 +676,7 @@ def breakdown(case: Case, iters: int) -> dict[str, float]:
 
     def info_forward():
         total, components = trainer.information_loss(out)
-        keep_components(components)
+        keep_components(trainer, components)
         return total
 
     def info_forward_backward():
@@ -492,7 +739,7 @@ def profile_table(case: Case, iters: int, rows: int) -> str:
 
     def step():
         total, components = trainer.information_loss(out)
-        keep_components(components)
+        keep_components(trainer, components)
         total.backward()
 
     step()
@@ -591,7 +838,7 @@ def compare_paths(case: Case, iters: int) -> dict[str, tuple[float, float, float
 
     def forward(key: str) -> torch.Tensor:
         total, components = losses[key]()
-        keep_components(components)
+        keep_components(trainer, components)
         return total
 
     values, grads = {}, {}
@@ -771,17 +1018,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument("--cases", default="clip-cls,minilm,clip-pairs", help="comma-separated subset of " + ",".join(CASE_TITLES))
     parser.add_argument("--batches", default="32,128", help="comma-separated batch sizes")
-    parser.add_argument("--repeats", type=int, default=5, help="tiny CLIP: baseline/InfoNC pairs of runs (interleaved A B, B A, …)")
-    parser.add_argument("--warmup", type=int, default=2, help="tiny CLIP: steps dropped at the start of every run (≥ 1)")
-    parser.add_argument("--steps", type=int, default=10, help="tiny CLIP: measured steps per run")
+    parser.add_argument(
+        "--sequential", action="store_true",
+        help="the method of the earlier tables: whole runs one after the other (A B, B A, …) instead of lock-step",
+    )
+    parser.add_argument(
+        "--repeats", type=int,
+        help="tiny CLIP: baseline/InfoNC pairs of runs (lock-step: alternating which starts, default 3; "
+        "--sequential: interleaved A B, B A, …, default 5)",
+    )
+    parser.add_argument(
+        "--warmup", type=int,
+        help="tiny CLIP: steps dropped at the start of every run (≥ 1; default 3, --sequential 2)",
+    )
+    parser.add_argument("--steps", type=int, help="tiny CLIP: measured steps per run (default 40, --sequential 10)")
     parser.add_argument("--logging", default="never,1", help="tiny CLIP: 'never' (logging_steps=10**9) and/or '1'")
-    parser.add_argument("--warmup-minilm", type=int, default=1, help="MiniLM: steps dropped per run")
-    parser.add_argument("--steps-minilm", type=int, default=5, help="MiniLM: measured steps per run")
-    parser.add_argument("--repeats-minilm", type=int, default=2, help="MiniLM: baseline/InfoNC pairs of runs")
+    parser.add_argument("--warmup-minilm", type=int, help="MiniLM: steps dropped per run (default 1)")
+    parser.add_argument("--steps-minilm", type=int, help="MiniLM: measured steps per run (default 6, --sequential 5)")
+    parser.add_argument(
+        "--repeats-minilm", type=int, help="MiniLM: baseline/InfoNC pairs of runs (default 1, --sequential 2)"
+    )
     parser.add_argument(
         "--stat", choices=sorted(STAT), default="median",
-        help="a run's value from its measured steps (default median: robust to a step preempted by other jobs; "
-        "min: the least disturbed step, for a machine under load)",
+        help="--sequential: a run's value from its measured steps (default median: robust to a step preempted by "
+        "other jobs; min: the least disturbed step, for a machine under load); lock-step: the ms/step and CPU "
+        "columns from all measured steps of a side (the ratio is always the median of the per-step ratios)",
     )
     parser.add_argument(
         "--logging-minilm", default="never",
@@ -790,7 +1051,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--threads", type=int, default=1,
-        help="torch intra-op threads (default 1: on a shared 2-core machine 2 threads stall on each other)",
+        help="torch intra-op threads (default 1: on a shared 2-core machine 2 threads stall on each other; "
+        "lock-step with more than 1 slows both sides, see Timing: use --sequential then)",
     )
     parser.add_argument("--breakdown-iters", type=int, default=30)
     parser.add_argument("--no-breakdown", action="store_true")
@@ -800,6 +1062,7 @@ def main(argv: list[str] | None = None) -> None:
         "and a torch.profiler table of information_loss fwd+bwd per case",
     )
     parser.add_argument("--profile-iters", type=int, default=60)
+    parser.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)  # the baseline against itself
     parser.add_argument(
         "--info-dtype", choices=("float64", "float32"), default="float64",
         help="spectrum dtype of the InfoNC side's losses (InfoNCTrainingArguments.info_dtype)",
@@ -811,6 +1074,12 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown case(s) {sorted(unknown)}; choose from {sorted(CASE_TITLES)}")
     args.batches = [int(b) for b in args.batches.split(",")]
+    defaults = dict(repeats=3, warmup=3, steps=40, repeats_minilm=1, warmup_minilm=1, steps_minilm=6)
+    if args.sequential:
+        defaults.update(repeats=5, warmup=2, steps=10, repeats_minilm=2, steps_minilm=5)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.quick:
         args.batches, args.repeats, args.repeats_minilm = [32], 1, 1
         args.warmup, args.steps, args.warmup_minilm, args.steps_minilm = 1, 5, 1, 2
@@ -824,9 +1093,10 @@ def main(argv: list[str] | None = None) -> None:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     cases = load_cases(args)
     rows: list[Row] = []
+    method = measure if args.sequential else measure_lockstep
     for case in cases:
         for mode in case.logging_modes:
-            rows.append(measure(case, mode, args.stat, log))
+            rows.append(method(case, mode, args.stat, log, self_test=args.self_test))
 
     def base_cpu(case: Case) -> float:
         return next(r.base_cpu_ms for r in rows if r.case == case.name and r.batch == case.batch)
@@ -857,12 +1127,26 @@ def main(argv: list[str] | None = None) -> None:
         print("load average at the end (1/5/15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
     except OSError:
         pass
-    print(
-        f"InfoNC weights: cma 0.5, mi 0.1, entropy_gap 0.1. Tiny CLIP: {args.repeats} interleaved pairs of runs × "
-        f"({args.warmup} warm-up + {args.steps} measured steps); MiniLM: {args.repeats_minilm} pairs × "
-        f"({args.warmup_minilm} + {args.steps_minilm}). A run's value: {args.stat} of its measured steps; "
-        f"table: medians over runs and over per-pair ratios. Total wall time {elapsed / 60:.1f} min."
-    )
+    weights = "SELF-TEST: the baseline against itself" if args.self_test else "cma 0.5, mi 0.1, entropy_gap 0.1"
+    if args.sequential:
+        print(
+            f"InfoNC weights: {weights}. Sequential runs: tiny CLIP: {args.repeats} interleaved pairs of runs × "
+            f"({args.warmup} warm-up + {args.steps} measured steps); MiniLM: {args.repeats_minilm} pairs × "
+            f"({args.warmup_minilm} + {args.steps_minilm}). A run's value: {args.stat} of its measured steps; "
+            f"table: medians over runs and over per-pair ratios (ratio range: min–max). "
+            f"Total wall time {elapsed / 60:.1f} min."
+        )
+    else:
+        print(
+            f"InfoNC weights: {weights}. Lock-step runs: baseline and InfoNC trainers train in two threads that "
+            f"pass a baton, one step each in turn; a step's time runs from its trainer taking the baton to its "
+            f"on_step_end (the other trainer paused). Tiny CLIP: {args.repeats} lock-step pairs of runs × "
+            f"({args.warmup} warm-up + {args.steps} measured steps); MiniLM: {args.repeats_minilm} × "
+            f"({args.warmup_minilm} + {args.steps_minilm}); the baseline starts the 1st, 3rd, … pair, InfoNC the "
+            f"others. Ratio: median over the measured steps of all pairs of InfoNC step i / baseline step i; "
+            f"ratio range: their 25th–75th percentiles; CPU ratio: median of the per-step CPU ratios; ms/step: "
+            f"{args.stat} of all measured steps of a side. Total wall time {elapsed / 60:.1f} min."
+        )
     print()
     print(render(rows, args.markdown))
     if results:

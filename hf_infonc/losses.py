@@ -29,11 +29,14 @@ Citation::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from hf_infonc.info.entropy import check_alpha
+from hf_infonc.info.fused import fused_information_terms, fused_supported
 from hf_infonc.info.gram import check_tensor
 from hf_infonc.info.mutual import ZERO_ENTROPY_TOL, EntropyTerms, safe_ratio
 from hf_infonc.info.spectral import Groups, Terms, information_entropies, spectrum_dtype
@@ -166,14 +169,23 @@ def information_terms(
 
     Returns ``(CMA value or None, EntropyTerms or None)`` in the spectrum dtype: the value of
     ``cma`` (its Rényi order; ``None`` to skip it) and, if ``entropy_terms``, those of
-    :func:`sample_entropy_terms`. Both come from one ``autograd.Function``
-    (:func:`hf_infonc.info.spectral.information_entropies`): features and head rows are
-    normalised once, equal-sized eigen-problems share one batched ``eigh``, and the backward is in
-    closed form. ``validate=False`` skips :func:`check_loss_inputs` (validate once per step).
+    :func:`sample_entropy_terms`. Both come from one ``autograd.Function`` with a closed-form
+    backward: :func:`hf_infonc.info.fused.fused_information_terms` for the von Neumann case with the
+    joint on its ``n x n`` Hadamard product (every step of ``InfoNCTrainer`` with the default
+    settings), :func:`hf_infonc.info.spectral.information_entropies` otherwise (Rényi orders,
+    centring, the Kronecker route); both give the same values and gradients.
+    ``validate=False`` skips :func:`check_loss_inputs` (validate once per step).
     """
     if validate:
         check_loss_inputs(features, labels, head_rows)
-    n = features.shape[0]
+    n, d = features.shape
+    if fused_supported(
+        n, d, head_rows.shape[0], labels is not None, cma_alpha=None if cma is None else cma.alpha,
+        entropy_terms=entropy_terms, joint=joint, center=center,
+    ):
+        return fused_information_terms(
+            features, head_rows, labels, cma=cma is not None, entropy_terms=entropy_terms, joint=joint, dtype=dtype
+        )
     groups = None if cma is None else cma_groups(labels, n, alpha=cma.alpha, dtype=dtype)
     terms = None
     if entropy_terms:
@@ -297,6 +309,65 @@ def batch_ratios(terms: EntropyTerms) -> dict[str, torch.Tensor]:
         mir_value = (terms.mutual_information / low).masked_fill_(low <= ZERO_ENTROPY_TOL, math.nan)
         hdr_value = ((high - low) / high).masked_fill_(high <= ZERO_ENTROPY_TOL, math.nan)  # high - low = |h_a - h_b|
     return {"mir": mir_value, "hdr": hdr_value}
+
+
+@dataclass(frozen=True)
+class ComponentLayout:
+    """Which values an information-loss step produced and which logged components they give.
+
+    The values are ``[CMA?, H₁, H₂, H₁₂]``: CMA first when ``cma``, then the three entropies when
+    ``terms``. ``mi`` / ``gap`` log ``loss/mi`` = ``H₁₂ − H₁ − H₂`` (−MI) / ``loss/entropy_gap`` =
+    ``|H₁ − H₂|``; the terms also give the batch ``mir`` / ``hdr`` (:func:`batch_ratios`).
+    """
+
+    cma: bool
+    terms: bool
+    mi: bool
+    gap: bool
+
+    def derive(self, values: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The logged components from ``values`` (``(k,)``, or ``(steps, k)`` for many steps at once)."""
+        out: dict[str, torch.Tensor] = {}
+        if self.cma:
+            out["loss/cma"] = values[..., 0]
+        if self.terms:
+            h_a, h_b, h_joint = values[..., int(self.cma)], values[..., int(self.cma) + 1], values[..., int(self.cma) + 2]
+            if self.mi:
+                out["loss/mi"] = h_joint - h_a - h_b
+            if self.gap:
+                out["loss/entropy_gap"] = (h_a - h_b).abs()
+            out.update(batch_ratios(EntropyTerms(h_a, h_b, h_joint)))
+        return out
+
+
+class InformationComponents(Mapping):
+    """The logged components of one step of the fused information loss, derived only when read.
+
+    ``InfoNCTrainer.record_components`` keeps ``raw`` (the values ``[CMA?, H₁, H₂, H₁₂]``) and derives the components of
+    all the steps of a logging window at once (:meth:`ComponentLayout.derive`), so a training step
+    spends no operation on them. Reading it as a mapping (``components["mir"]``) derives them.
+    """
+
+    def __init__(self, base: torch.Tensor | None, values: torch.Tensor, layout: ComponentLayout) -> None:
+        self.base, self.raw, self.layout = base, values, layout
+        self._derived: dict[str, torch.Tensor] | None = None
+
+    def _all(self) -> dict[str, torch.Tensor]:
+        if self._derived is None:
+            self._derived = ({} if self.base is None else {"loss/base": self.base}) | self.layout.derive(self.raw)
+        return self._derived
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._all()[key]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def without_base(self) -> InformationComponents:
+        return InformationComponents(None, self.raw, self.layout)
 
 
 def clip_contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,7 @@ from transformers import TrainerCallback
 from hf_infonc.adapters import call_through_wrapper
 from hf_infonc.adapters.base import AdapterOutput
 from hf_infonc.distributed import all_gather_no_grad, all_gather_with_grad
-from hf_infonc.losses import check_labels
+from hf_infonc.losses import InformationComponents, check_labels
 from hf_infonc.trainer import InfoNCTrainer
 
 logger = logging.getLogger(__name__)
@@ -540,9 +540,10 @@ class SemiSupervisedTrainer(InfoNCTrainer):
                 info_features = torch.cat([features[:n_labeled], features[strong_slice][keep]])
                 info_labels = torch.cat([labels, pseudo[keep]])
         total, info_components = self._information_on(base, info_features, info_labels, out.head_rows, out)
-        components.update(info_components)
         components["loss/base"] = base.detach()
-        self.record_components(components, "train" if model.training else "eval")
+        split = "train" if model.training else "eval"
+        self.record_components(components, split)
+        self.record_components(info_components, split)
         if return_outputs:
             return total, {"logits": logits[:n_labeled], "features": features[:n_labeled]}
         return total
@@ -561,8 +562,9 @@ class SemiSupervisedTrainer(InfoNCTrainer):
         chosen = AdapterOutput(loss=base, logits=None, features=features, head_rows=head_rows, labels=labels,
                                logit_scale=out.logit_scale)
         total, components = self.information_loss(chosen)
-        components.pop("loss/base", None)
-        return total, components
+        if isinstance(components, InformationComponents):
+            return total, components.without_base()
+        return total, {key: value for key, value in components.items() if key != "loss/base"}
 
     @torch.no_grad()
     def _threshold_logs(self, mask: torch.Tensor, pseudo: torch.Tensor, truth: torch.Tensor, num_classes: int,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -47,9 +48,12 @@ from transformers.utils import logging
 from hf_infonc.adapters import ModelAdapter, adapter_for, call_through_wrapper
 from hf_infonc.adapters.base import AdapterOutput
 from hf_infonc.distributed import all_gather_no_grad, all_gather_with_grad
+from hf_infonc.info.fused import fused_information_loss, fused_supported
 from hf_infonc.losses import (
+    ComponentLayout,
     CrossModalAlignmentLoss,
     EntropyGapLoss,
+    InformationComponents,
     MutualInformationLoss,
     batch_ratios,
     clip_contrastive_loss,
@@ -300,6 +304,9 @@ class InfoNCTrainer(Trainer):
         )
         # detached 0-d tensors per logged component, summarised (one host sync) at log time
         self._component_sums: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._information_records: dict[str, dict[ComponentLayout, list[torch.Tensor]]] = {
+            "train": defaultdict(list), "eval": defaultdict(list)
+        }
 
     # ------------------------------------------------------------------ loss
     def _ratios_due(self) -> bool:
@@ -351,6 +358,19 @@ class InfoNCTrainer(Trainer):
             return base, components
         check_loss_inputs(features, labels, anchors)  # once per step, on the gathered batch
         dtype, center = self.mi_loss.dtype, args.info_center
+        if self._fused_loss_applies(features, labels, anchors, wants_terms or log_ratios):
+            info, values = fused_information_loss(
+                features, anchors, labels, cma_weight=args.cma_weight if cma_loss is not None else 0.0,
+                mi_weight=args.mi_weight, gap_weight=args.entropy_gap_weight, entropy_terms=wants_terms or log_ratios,
+                dtype=dtype,
+            )
+            layout = ComponentLayout(
+                cma=cma_loss is not None, terms=wants_terms or log_ratios, mi=args.mi_weight > 0,
+                gap=args.entropy_gap_weight > 0,
+            )
+            return info.to(base.dtype).add(base, alpha=1.0 - args.cma_weight), InformationComponents(
+                components["loss/base"], values, layout
+            )
         if cma_loss is not None and not wants_terms:  # CMA with gradients; the logged MIR/HDR, when due, without
             cma, _ = information_terms(
                 features, labels, anchors, cma=cma_loss, entropy_terms=False, dtype=dtype, validate=False
@@ -382,6 +402,25 @@ class InfoNCTrainer(Trainer):
         if info is None:
             return base, components
         return info.to(base.dtype).add(base, alpha=1.0 - args.cma_weight), components
+
+    def _fused_loss_applies(
+        self, features: torch.Tensor, labels: torch.Tensor | None, anchors: torch.Tensor, terms: bool
+    ) -> bool:
+        """Whether :func:`~hf_infonc.info.fused.fused_information_loss` computes this step's information loss.
+
+        It does for the unnormalised losses (``info_normalized=False``) with von Neumann entropies and no
+        centring when the joint is taken on its ``n x n`` Hadamard product; everything else (−MIR / HDR
+        losses, Rényi orders, centring, the Kronecker route of large batches with small ``d``) goes
+        through :func:`~hf_infonc.losses.information_terms`. Both give the same values and gradients.
+        """
+        args = self.args
+        if not args.info_losses_active or args.info_normalized or args.info_center:
+            return False
+        cma_alpha = self.cma_loss.alpha if args.cma_weight > 0 else None
+        return fused_supported(
+            features.shape[0], features.shape[1], anchors.shape[0], labels is not None, cma_alpha=cma_alpha,
+            entropy_terms=terms, joint=True, center=False,
+        )
 
     def compute_loss(
         self,
@@ -714,22 +753,36 @@ class InfoNCTrainer(Trainer):
         return self._with_eval_collator(super().get_test_dataloader, test_dataset)
 
     # ------------------------------------------------------------------ logging
-    def record_components(self, components: dict[str, torch.Tensor], split: str) -> None:
-        """Keep detached 0-d values of logged components (no host sync); :meth:`log` averages them."""
+    def record_components(self, components: Mapping[str, torch.Tensor], split: str) -> None:
+        """Keep the detached values of logged components (no host sync); :meth:`log` averages them.
+
+        :class:`~hf_infonc.losses.InformationComponents` are kept as their raw values, from which
+        the components of the whole logging window are derived at once when they are logged.
+        """
         bucket = self._component_sums[split]
+        if isinstance(components, InformationComponents):
+            self._information_records[split][components.layout].append(components.raw)
+            if components.base is not None:
+                bucket["loss/base"].append(components.base.detach())
+            return
         for key, value in components.items():
-            bucket[key].append(value.detach().double().reshape(()))
+            bucket[key].append(value.detach())
 
     def _reduced_components(self, split: str) -> dict[str, float]:
-        """Mean of each logged component since the last log, averaged over processes."""
-        bucket = self._component_sums[split]
-        if not bucket:
+        """Mean of each logged component since the last log (NaN values skipped), averaged over processes."""
+        bucket, records = self._component_sums[split], self._information_records[split]
+        if not bucket and not records:
             return {}
-        keys = sorted(bucket)
-        means = torch.stack([torch.stack(bucket[k]).nanmean() for k in keys]).to(self.args.device)
+        series: dict[str, list[torch.Tensor]] = {k: [torch.stack(v).reshape(-1).double()] for k, v in bucket.items()}
+        for layout, values in records.items():
+            for key, column in layout.derive(torch.stack(values).double()).items():
+                series.setdefault(key, []).append(column)
+        keys = sorted(series)
+        means = torch.stack([torch.cat(series[k]).nanmean() for k in keys]).to(self.args.device)
         if self.accelerator.num_processes > 1:
             means = self.accelerator.reduce(means, reduction="mean")
         bucket.clear()
+        records.clear()
         return {k: round(float(v), 6) for k, v in zip(keys, means.tolist())}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -740,6 +793,7 @@ class InfoNCTrainer(Trainer):
     def evaluation_loop(self, *args: Any, **kwargs: Any):
         """Adds the mean information components over the evaluation set (``eval_loss/cma``, ``eval_mir``…)."""
         self._component_sums["eval"].clear()
+        self._information_records["eval"].clear()
         output = super().evaluation_loop(*args, **kwargs)
         prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
         for key, value in self._reduced_components("eval").items():

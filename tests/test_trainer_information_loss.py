@@ -9,7 +9,13 @@ import torch
 
 from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments
 from hf_infonc.adapters import AdapterOutput
-from hf_infonc.losses import CrossModalAlignmentLoss, EntropyGapLoss, MutualInformationLoss, clip_contrastive_loss
+from hf_infonc.losses import (
+    CrossModalAlignmentLoss,
+    EntropyGapLoss,
+    InformationComponents,
+    MutualInformationLoss,
+    clip_contrastive_loss,
+)
 from hf_infonc.testing import tiny_bert_classifier
 from hf_infonc.trainer import check_information_settings
 
@@ -111,3 +117,56 @@ def test_bad_inputs_are_reported_once_per_step(tmp_path) -> None:
         trainer.information_loss(
             AdapterOutput(loss=base, features=broken, head_rows=rows, labels=labels, pairwise=False)
         )
+
+
+@pytest.mark.parametrize("pairwise", [False, True], ids=["classes", "pairs"])
+@pytest.mark.parametrize(
+    "weights",
+    [WEIGHTS, dict(cma_weight=0.5, mi_weight=0.0, entropy_gap_weight=0.0), dict(cma_weight=0.0, mi_weight=0.0,
+                                                                                 entropy_gap_weight=0.3)],
+    ids=["all", "cma-only", "gap-only"],
+)
+def test_fused_path_equals_the_general_path(tmp_path, monkeypatch, pairwise: bool, weights: dict) -> None:
+    """The fused loss (default settings) against the general path (forced), values, components, gradients."""
+    features, rows, labels, base, scale = _leaves(4, pairwise)
+    out = AdapterOutput(loss=base, features=features, head_rows=rows, labels=labels, logit_scale=scale, pairwise=pairwise)
+    results = []
+    for fused in (True, False):
+        trainer = _trainer(tmp_path, **weights)
+        if not fused:
+            monkeypatch.setattr(trainer, "_fused_loss_applies", lambda *args: False)
+        total, components = trainer.information_loss(out)
+        assert isinstance(components, InformationComponents) == fused
+        leaves = [t for t in (features, rows, base) if t is not None]
+        grads = torch.autograd.grad(total, leaves)
+        results.append((total.detach(), dict(components), grads))
+    (t1, c1, g1), (t2, c2, g2) = results
+    assert float(t1) == pytest.approx(float(t2), abs=1e-6)
+    assert set(c1) == set(c2)  # logging_steps=1: the batch MIR/HDR are due, so CMA-only logs them too
+    for key in c1:
+        assert float(c1[key]) == pytest.approx(float(c2[key]), abs=1e-6, nan_ok=True), key
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_logged_components_are_the_mean_of_the_steps(tmp_path) -> None:
+    """Recorded raw values give, at the log, the mean of each step's components (and regular ones too)."""
+    trainer = _trainer(tmp_path)
+    expected: dict[str, list[float]] = {}
+    for seed in (5, 6, 7):
+        features, rows, labels, base, _ = _leaves(seed, False)
+        with torch.no_grad():
+            _, components = trainer.information_loss(
+                AdapterOutput(loss=base, features=features, head_rows=rows, labels=labels, pairwise=False)
+            )
+        assert isinstance(components, InformationComponents)
+        for key, value in components.items():
+            expected.setdefault(key, []).append(float(value))
+        trainer.record_components(components, "train")
+        trainer.record_components({"loss/extra": torch.tensor(float(seed))}, "train")
+    logged = trainer._reduced_components("train")
+    assert set(logged) == set(expected) | {"loss/extra"}
+    for key, values in expected.items():
+        assert logged[key] == pytest.approx(sum(values) / 3, abs=2e-6), key
+    assert logged["loss/extra"] == pytest.approx(6.0)
+    assert trainer._reduced_components("train") == {}  # cleared after the log
