@@ -32,6 +32,7 @@ sentence-transformers do) and the base loss is averaged as usual.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
 from collections.abc import Mapping
@@ -307,6 +308,19 @@ class InfoNCTrainer(Trainer):
         self._information_records: dict[str, dict[ComponentLayout, list[torch.Tensor]]] = {
             "train": defaultdict(list), "eval": defaultdict(list)
         }
+
+    # ------------------------------------------------------------------ mixed precision
+    def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> contextlib.AbstractContextManager:
+        """The accelerator's autocast (``bf16=True`` / ``fp16=True``) around the whole loss computation.
+
+        ``transformers.Trainer`` relies on accelerate, which applies mixed precision by patching the
+        model's ``forward``. The adapters call other methods of the model (``get_image_features``,
+        ``encode_text``, the classifier's parts) or run through :func:`call_through_wrapper`, which
+        swaps that forward out, so without this the model would train in float32 under ``bf16=True``.
+        ``compute_loss_context_manager`` (training and evaluation steps) enters this context. The
+        information losses leave autocast themselves for their spectra (float64 / float32).
+        """
+        return self.accelerator.autocast()
 
     # ------------------------------------------------------------------ loss
     def _ratios_due(self) -> bool:

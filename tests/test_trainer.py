@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -149,6 +150,33 @@ ACCUMULATION_CASES = {
     ),
     "pairs": (lambda: tiny_clip(seed=5), lambda n: _image_dataset(n=n, captions=True), lambda: {}),
 }
+
+
+@pytest.mark.parametrize("case", ["bert", "clip", "pairs"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_adapter_runs_under_the_mixed_precision_autocast(tmp_path, case, bf16):
+    """bf16=True must train the model in bf16: the adapters bypass accelerate's patched forward."""
+    make_model, make_data, extra = ACCUMULATION_CASES[case]
+    trainer = InfoNCTrainer(
+        model=make_model(),
+        args=InfoNCTrainingArguments(**_common(tmp_path, max_steps=2, bf16=bf16), **INFO_WEIGHTS),
+        train_dataset=make_data(16),
+        data_collator=default_data_collator,
+        **extra(),
+    )
+    seen = []
+    forward = trainer.adapter.forward
+
+    def spy(core, batch):
+        out = forward(core, batch)
+        seen.append((torch.is_autocast_enabled("cpu"), out.features.dtype))
+        return out
+
+    trainer.adapter.forward = spy
+    trainer.train()
+    assert seen == [(True, torch.bfloat16) if bf16 else (False, torch.float32)] * 2
+    losses = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 2 and all(math.isfinite(h[key]) for h in losses for key in LOGGED_KEYS)
 
 
 def _accumulation_run(tmp_path, case: str, accumulation: int, batch: int, *, n: int = 32, **overrides) -> InfoNCTrainer:
