@@ -195,28 +195,31 @@ def test_inputs_are_not_modified() -> None:
     assert torch.equal(f.detach(), features) and torch.equal(a.detach(), anchors) and torch.equal(y, labels)
 
 
-def test_one_host_sync_for_cma_of_classes_and_none_otherwise() -> None:
+def test_one_host_sync_for_cma_of_classes_and_none_otherwise(monkeypatch) -> None:
+    """The CMA layout of a labelled batch reads the labels once (``tolist``); nothing else syncs."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
         def __init__(self) -> None:
             super().__init__()
-            self.syncs = 0
+            self.scalars = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.syncs += "_local_scalar_dense" in str(func)
+            self.scalars += "_local_scalar_dense" in str(func)
             return func(*args, **(kwargs or {}))
 
-    features, anchors, labels = case("classes, d < n (dual marginals)")
-    for flags, syncs in ((dict(), None), (dict(cma=False), 0)):
+    reads = []
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(self.shape) or tolist(self))
+    classes, pairs = case("classes, d < n (dual marginals)"), case("pairs, d < n")
+    for (features, anchors, labels), flags, expected in (
+        (classes, dict(), [classes[2].shape]), (classes, dict(cma=False), []), (pairs, dict(), [])
+    ):
+        reads.clear()
         with Count() as count:
             sum(fused(leaf(features), leaf(anchors), labels, **flags).values()).backward()
-        if syncs is not None:
-            assert count.syncs == syncs
-    features, anchors, labels = case("pairs, d < n")
-    with Count() as count:
-        sum(fused(leaf(features), leaf(anchors), labels).values()).backward()
-    assert count.syncs == 0
+        assert count.scalars == 0
+        assert reads == expected
 
 
 def test_supported_cases() -> None:
