@@ -42,8 +42,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from safetensors import safe_open
+from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.utils import SAFE_WEIGHTS_NAME
 from transformers.utils import logging
 
 from hf_infonc.adapters import ModelAdapter, adapter_for, call_through_wrapper
@@ -749,6 +751,47 @@ class InfoNCTrainer(Trainer):
         folder = Path(output_dir if output_dir is not None else self.args.output_dir)
         (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
         (folder / "training_args.json").write_text(self.args.to_json_string())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Load a ``checkpoint-*`` folder as ``Trainer`` does, then repair renamed weights (see below)."""
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._reload_renamed_weights(resume_from_checkpoint, self.model if model is None else model)
+
+    def _load_best_model(self) -> None:
+        super()._load_best_model()
+        if self.state.best_model_checkpoint is not None:
+            self._reload_renamed_weights(self.state.best_model_checkpoint, self.model)
+
+    def _reload_renamed_weights(self, folder: str, model: nn.Module) -> None:
+        """Reload a checkpoint through ``from_pretrained`` when its weight names differ from the model's.
+
+        transformers 5 saves some models under their legacy weight names (ViT: ``vit.encoder.layer.*``
+        for ``vit.layers.*``), which ``from_pretrained`` renames back but ``Trainer`` does not when it
+        resumes or loads the best model: it loads with ``strict=False`` and only warns, so those
+        layers silently stay at their current values (transformers 5.24–5.25). Here the checkpoint's
+        names are compared with the model's; if they differ, the weights are loaded with the model
+        class's ``from_pretrained`` (which applies the renaming) and copied in strictly. DeepSpeed,
+        FSDP and PEFT checkpoints are left to ``Trainer``.
+        """
+        core = self.accelerator.unwrap_model(model)
+        weights = Path(folder) / SAFE_WEIGHTS_NAME
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(core, PreTrainedModel):
+            return
+        if not weights.is_file():
+            return
+        with safe_open(str(weights), framework="pt") as handle:
+            saved = set(handle.keys())
+        if saved <= set(core.state_dict()):
+            return  # loaded as saved (tied weights may be missing from the file)
+        reloaded = type(core).from_pretrained(folder)
+        missing, unexpected = core.load_state_dict(reloaded.state_dict(), strict=False)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"The checkpoint {folder} does not match {type(core).__name__}: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]} (even after from_pretrained's renaming). Was it saved from "
+                f"another architecture or configuration?"
+            )
+        logger.info("Reloaded %s through from_pretrained: its weight names differ from the model's.", folder)
 
     # ------------------------------------------------------------------ data
     def _with_eval_collator(self, build, *args: Any, **kwargs: Any):

@@ -538,6 +538,48 @@ def test_clip_classification_logits_and_eval(tmp_path):
     assert metrics["eval_mir"] == metrics["eval_mir"]  # logged and not NaN
 
 
+def test_resume_restores_renamed_vit_weights(tmp_path):
+    """transformers 5 saves ViT under legacy weight names; resuming must still load every layer."""
+    data = _image_dataset(n=32)
+
+    def run(folder: str, resume: str | None = None) -> InfoNCTrainer:
+        args = _common(tmp_path, output_dir=str(tmp_path / folder), max_steps=3, save_strategy="steps", save_steps=2)
+        trainer = InfoNCTrainer(
+            model=tiny_vit_classifier(seed=1), args=InfoNCTrainingArguments(**args, mi_weight=0.1),
+            train_dataset=data, data_collator=default_data_collator,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    straight = run("straight")
+    checkpoint = tmp_path / "straight" / "checkpoint-2"
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as handle:
+        saved = set(handle.keys())
+    assert not saved <= set(straight.model.state_dict())  # the renaming this guards against still happens
+    resumed = run("resumed", resume=str(checkpoint))
+    assert resumed.state.global_step == 3
+    assert _param_gap(resumed.model, straight.model) < 1e-6
+
+
+def test_load_best_model_restores_renamed_vit_weights(tmp_path):
+    data = _image_dataset(n=32)
+    args = _common(
+        tmp_path, max_steps=3, save_strategy="steps", save_steps=2, eval_strategy="steps", eval_steps=2,
+        load_best_model_at_end=True, metric_for_best_model="loss",
+    )
+    trainer = InfoNCTrainer(
+        model=tiny_vit_classifier(seed=1), args=InfoNCTrainingArguments(**args, mi_weight=0.1),
+        train_dataset=data, eval_dataset=data, data_collator=default_data_collator,
+    )
+    trainer.train()
+    best = trainer.state.best_model_checkpoint
+    assert best is not None and best.endswith("checkpoint-2")
+    expected = type(trainer.model).from_pretrained(best)
+    assert _param_gap(trainer.model, expected) == 0.0
+
+
 def test_save_load_same_outputs_bert(tmp_path):
     trainer = InfoNCTrainer(
         model=tiny_bert_classifier(seed=2),
