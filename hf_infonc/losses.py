@@ -331,7 +331,8 @@ class ComponentLayout:
         if self.cma:
             out["loss/cma"] = values[..., 0]
         if self.terms:
-            h_a, h_b, h_joint = values[..., int(self.cma)], values[..., int(self.cma) + 1], values[..., int(self.cma) + 2]
+            first = int(self.cma)
+            h_a, h_b, h_joint = values[..., first], values[..., first + 1], values[..., first + 2]
             if self.mi:
                 out["loss/mi"] = h_joint - h_a - h_b
             if self.gap:
@@ -343,9 +344,9 @@ class ComponentLayout:
 class InformationComponents(Mapping):
     """The logged components of one step of the fused information loss, derived only when read.
 
-    ``InfoNCTrainer.record_components`` keeps ``raw`` (the values ``[CMA?, H₁, H₂, H₁₂]``) and derives the components of
-    all the steps of a logging window at once (:meth:`ComponentLayout.derive`), so a training step
-    spends no operation on them. Reading it as a mapping (``components["mir"]``) derives them.
+    ``InfoNCTrainer.record_components`` keeps ``raw`` (the values ``[CMA?, H₁, H₂, H₁₂]``) and
+    derives the components of all the steps of a logging window at once
+    (:meth:`ComponentLayout.derive`), so a training step spends no operation on them. Reading it as a mapping (``components["mir"]``) derives them.
     """
 
     def __init__(self, base: torch.Tensor | None, values: torch.Tensor, layout: ComponentLayout) -> None:

@@ -45,8 +45,7 @@ from torch import nn
 from safetensors import safe_open
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.utils import SAFE_WEIGHTS_NAME
-from transformers.utils import logging
+from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
 from hf_infonc.adapters import ModelAdapter, adapter_for, call_through_wrapper
 from hf_infonc.adapters.base import AdapterOutput
@@ -775,9 +774,8 @@ class InfoNCTrainer(Trainer):
         """
         core = self.accelerator.unwrap_model(model)
         weights = Path(folder) / SAFE_WEIGHTS_NAME
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(core, PreTrainedModel):
-            return
-        if not weights.is_file():
+        handled_by_trainer = self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(core, PreTrainedModel)
+        if handled_by_trainer or not weights.is_file():
             return
         with safe_open(str(weights), framework="pt") as handle:
             saved = set(handle.keys())
