@@ -320,7 +320,7 @@ class PoolDataset(torch.utils.data.Dataset):
         return row
 
 
-def clip_step_times(device: str, quick: bool, tokenizer, batch: int, repeats: int) -> list[list[str]]:
+def clip_step_times(device: str, quick: bool, tokenizer, batch: int, repeats: int, workers: int = 0) -> list[list[str]]:
     from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
     from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments
@@ -351,7 +351,8 @@ def clip_step_times(device: str, quick: bool, tokenizer, batch: int, repeats: in
                     common = dict(output_dir=out_dir, per_device_train_batch_size=batch, max_steps=warmup + steps,
                                   learning_rate=1e-5, logging_steps=10**9, use_cpu=device == "cpu",
                                   bf16=device != "cpu", report_to=[], save_strategy="no", disable_tqdm=True,
-                                  seed=0, dataloader_drop_last=True, remove_unused_columns=False)
+                                  seed=0, dataloader_drop_last=True, remove_unused_columns=False,
+                                  dataloader_num_workers=workers, dataloader_pin_memory=device != "cpu")
                     fresh = copy.deepcopy(model).train()
                     if mode == "pairs" and side == "base":
                         def collate(rows_):
@@ -409,6 +410,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokenizer", help="folder of the all-MiniLM-L6-v2 tokenizer files (default: its pip package)")
     parser.add_argument("--batch", type=int, default=128, help="CLIP step batch size (default 128)")
     parser.add_argument("--repeats", type=int, default=2, help="CLIP step: runs per side, alternating (default 2)")
+    parser.add_argument(
+        "--workers", type=int, default=0,
+        help="CLIP step: data-loader workers (default 0: collation in the training process, which bounds the step)",
+    )
     parser.add_argument("--json", help="also write the tables as JSON to this file")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: values,autocast,syncs,loss,eigh,clip")
     args = parser.parse_args(argv)
@@ -442,7 +447,8 @@ def main(argv: list[str] | None = None) -> None:
         ("clip", "5. Training step of a ViT-B/32-size CLIP (bf16, full fine-tuning): InfoNC (cma 0.5, mi 0.1, gap 0.1) "
          "vs baseline (median ms/step)",
          ["mode", "batch", "baseline", "baseline ms", "InfoNC ms", "ratio", "steps base / InfoNC"],
-         lambda: clip_step_times(args.device, args.quick, load_tokenizer(args.tokenizer), args.batch, args.repeats)),
+         lambda: clip_step_times(args.device, args.quick, load_tokenizer(args.tokenizer), args.batch, args.repeats,
+                                args.workers)),
     ]
     failed = False
     for key, title, header, run in sections:
