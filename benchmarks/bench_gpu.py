@@ -193,8 +193,9 @@ def count_syncs(device: str) -> list[list[str]]:
         labels = labels_for(n, classes, seed=7, device=device) if classes else None
 
         def step():
-            check_loss_inputs(features, labels, anchors)
-            loss, _ = fused_information_loss(features, anchors, labels, cma_weight=0.5, mi_weight=0.1, gap_weight=0.1)
+            host_labels = check_loss_inputs(features, labels, anchors)
+            loss, _ = fused_information_loss(features, anchors, labels, cma_weight=0.5, mi_weight=0.1, gap_weight=0.1,
+                                             host_labels=host_labels)
             loss.backward()
 
         step()  # warm-up

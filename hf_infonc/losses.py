@@ -29,6 +29,7 @@ Citation::
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -42,8 +43,8 @@ from hf_infonc.info.mutual import ZERO_ENTROPY_TOL, EntropyTerms, safe_ratio
 from hf_infonc.info.spectral import Groups, Terms, information_entropies, spectrum_dtype
 
 
-def check_labels(labels: object, n: int, num_classes: int) -> torch.Tensor:
-    """Validate integer class labels of length ``n`` in ``[0, num_classes)`` (one host sync)."""
+def _check_label_tensor(labels: object, n: int) -> None:
+    """Type, dtype and shape of class labels (no host sync)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor of class indices, got {type(labels).__name__}.")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
@@ -52,27 +53,40 @@ def check_labels(labels: object, n: int, num_classes: int) -> torch.Tensor:
         raise ValueError(
             f"labels has shape {tuple(labels.shape)}, expected ({n},): one class index per feature row."
         )
+
+
+def _check_label_range(low: int, high: int, num_classes: int) -> None:
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"labels range over [{low}, {high}] but there are {num_classes} head rows "
+            f"(classes 0..{num_classes - 1}). "
+            f"Check the label mapping of the data against the model's classes (ignored labels such as -100 "
+            f"must be removed before the information losses)."
+        )
+
+
+def check_labels(labels: object, n: int, num_classes: int) -> torch.Tensor:
+    """Validate integer class labels of length ``n`` in ``[0, num_classes)`` (one host sync)."""
+    _check_label_tensor(labels, n)
     if n > 0:
         low, high = torch.stack(torch.aminmax(labels)).tolist()
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"labels range over [{low}, {high}] but there are {num_classes} head rows "
-                f"(classes 0..{num_classes - 1}). "
-                f"Check the label mapping of the data against the model's classes (ignored labels such as -100 "
-                f"must be removed before the information losses)."
-            )
+        _check_label_range(low, high, num_classes)
     return labels
 
 
-def check_loss_inputs(features: object, labels: object, head_rows: object) -> None:
+def check_loss_inputs(features: object, labels: object, head_rows: object) -> list[int] | None:
     """Validate the inputs of the information losses once (what ``validate=True`` runs).
 
     ``features`` must be a finite floating ``n x d`` tensor with n ≥ 1 and ``head_rows`` a finite
     floating ``C x d`` one; ``labels`` integer class indices of length n in ``[0, C)``, or ``None``
     for image–caption pairs, where ``head_rows`` holds one row per sample (``C = n``).
-    Raises ``TypeError`` / ``ValueError`` saying what is wrong and how to fix it. Costs two host
-    syncs (a NaN/inf check through one sum, and the label range), which is why ``InfoNCTrainer``
-    runs it once per step on the gathered batch and calls the losses with ``validate=False``.
+    Raises ``TypeError`` / ``ValueError`` saying what is wrong and how to fix it.
+
+    Costs one host sync: the NaN/inf check (one sum) and the labels come to the host in one
+    transfer, and the labels are returned as a Python list (``None`` for pairs), which the fused
+    loss takes as ``host_labels`` to lay out CMA's classes without reading them again. That is why
+    ``InfoNCTrainer`` runs it once per step on the gathered batch and calls the losses with
+    ``validate=False``.
     """
     if not isinstance(features, torch.Tensor) or features.dim() != 2:
         raise ValueError(f"features must be a 2-D tensor (n x d), got {getattr(features, 'shape', type(features))}.")
@@ -93,17 +107,24 @@ def check_loss_inputs(features: object, labels: object, head_rows: object) -> No
                 f"caption embeddings as images."
             )
     else:
-        check_labels(labels, features.shape[0], head_rows.shape[0])
+        _check_label_tensor(labels, features.shape[0])
     for name, x in (("features", features), ("head_rows", head_rows)):
         if not x.is_floating_point() or x.numel() == 0:
             check_tensor(x, name)  # raises the TypeError / ValueError that says what to pass instead
-    # NaN/inf: one reduction and one host sync. A finite sum means finite entries; a non-finite one
-    # (a NaN/inf entry, or an overflow of the sum) runs the element-wise check, which names the input.
+    # NaN/inf: a finite float64 sum means finite entries; a non-finite one (a NaN/inf entry, or an
+    # overflow of the sum) runs the element-wise check, which names the input. The sum travels with
+    # the labels in one int64 transfer (its bits, reinterpreted on the host).
     with torch.no_grad():
-        total = float(features.sum() + head_rows.sum())
-    if not math.isfinite(total):
+        total = features.sum(dtype=torch.float64) + head_rows.sum(dtype=torch.float64)
+        row = total.reshape(1).view(torch.int64)
+        host = (row if labels is None else torch.cat([row, labels.to(row.device, torch.int64)])).tolist()
+    host_labels = None if labels is None else host[1:]
+    if host_labels:
+        _check_label_range(min(host_labels), max(host_labels), head_rows.shape[0])
+    if not math.isfinite(struct.unpack("<d", struct.pack("<q", host[0]))[0]):
         check_tensor(features, "features")
         check_tensor(head_rows, "head_rows")
+    return host_labels
 
 
 def sample_entropy_terms(
@@ -176,15 +197,15 @@ def information_terms(
     centring, the Kronecker route); both give the same values and gradients.
     ``validate=False`` skips :func:`check_loss_inputs` (validate once per step).
     """
-    if validate:
-        check_loss_inputs(features, labels, head_rows)
+    host_labels = check_loss_inputs(features, labels, head_rows) if validate else None
     n, d = features.shape
     if fused_supported(
         n, d, head_rows.shape[0], labels is not None, cma_alpha=None if cma is None else cma.alpha,
         entropy_terms=entropy_terms, joint=joint, center=center,
     ):
         return fused_information_terms(
-            features, head_rows, labels, cma=cma is not None, entropy_terms=entropy_terms, joint=joint, dtype=dtype
+            features, head_rows, labels, cma=cma is not None, entropy_terms=entropy_terms, joint=joint, dtype=dtype,
+            host_labels=host_labels,
         )
     groups = None if cma is None else cma_groups(labels, n, alpha=cma.alpha, dtype=dtype)
     terms = None

@@ -371,13 +371,13 @@ class InfoNCTrainer(Trainer):
         cma_loss = self.cma_loss if args.cma_weight > 0 else None
         if cma_loss is None and not (wants_terms or log_ratios):  # pairs, contrastive base only
             return base, components
-        check_loss_inputs(features, labels, anchors)  # once per step, on the gathered batch
+        host_labels = check_loss_inputs(features, labels, anchors)  # once per step, on the gathered batch
         dtype, center = self.mi_loss.dtype, args.info_center
         if self._fused_loss_applies(features, labels, anchors, wants_terms or log_ratios):
             info, values = fused_information_loss(
                 features, anchors, labels, cma_weight=args.cma_weight if cma_loss is not None else 0.0,
                 mi_weight=args.mi_weight, gap_weight=args.entropy_gap_weight, entropy_terms=wants_terms or log_ratios,
-                dtype=dtype,
+                dtype=dtype, host_labels=host_labels,
             )
             layout = ComponentLayout(
                 cma=cma_loss is not None, terms=wants_terms or log_ratios, mi=args.mi_weight > 0,

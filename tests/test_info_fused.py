@@ -220,6 +220,37 @@ def test_one_host_sync_for_cma_of_classes_and_none_otherwise(monkeypatch) -> Non
             sum(fused(leaf(features), leaf(anchors), labels, **flags).values()).backward()
         assert count.scalars == 0
         assert reads == expected
+    features, anchors, labels = classes
+    reads.clear()
+    with Count() as count:  # labels already on the host (check_loss_inputs returns them): no read at all
+        fused_information_terms(leaf(features), leaf(anchors), labels, cma=True, entropy_terms=True,
+                                host_labels=labels.tolist())
+    reads.pop()  # the test's own labels.tolist() above
+    assert count.scalars == 0 and reads == []
+
+
+def test_check_loss_inputs_reads_the_host_once_and_returns_the_labels(monkeypatch) -> None:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scalars = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.scalars += "_local_scalar_dense" in str(func)
+            return func(*args, **(kwargs or {}))
+
+    features, anchors, labels = case("classes, d < n (dual marginals)")
+    expected = labels.tolist()
+    reads = []
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(self.shape) or tolist(self))
+    for labels_in, result in ((labels, expected), (labels.int(), expected), (None, None)):
+        reads.clear()
+        with Count() as count:
+            host = losses.check_loss_inputs(features, labels_in, anchors if labels_in is not None else features)
+        assert host == result and count.scalars == 0 and len(reads) == 1
 
 
 def test_supported_cases() -> None:

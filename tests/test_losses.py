@@ -303,9 +303,12 @@ def test_non_finite_inputs_are_named(bad):
 
 
 def test_a_sum_that_overflows_is_not_an_error():
-    """The NaN/inf check sums the inputs; an overflowing sum of finite values falls back to the exact scan."""
+    """The NaN/inf check sums the inputs in float64; an overflowing sum of finite values falls back to the exact scan."""
     features, labels, head = _batch(16)
     huge = features.clone()
-    huge[:, 0] = 3.0e38  # finite, but the float32 sum overflows to inf
-    check_loss_inputs(huge, labels, head)  # no error
+    huge[:, 0] = 3.0e38  # finite; its float32 sum would overflow, its float64 sum does not
+    assert check_loss_inputs(huge, labels, head) == labels.tolist()
     assert torch.isfinite(CrossModalAlignmentLoss()(huge, labels, head))
+    larger = features.double()
+    larger[:, 0] = 1.0e308  # finite, but even the float64 sum overflows to inf
+    assert check_loss_inputs(larger, labels, head.double()) == labels.tolist()  # no error

@@ -85,16 +85,19 @@ class _Plan:
     loss_weights: tuple[float, float, float] | None = None  # (cma, mi, gap): output the weighted loss
 
 
-def _class_groups(labels: torch.Tensor, n: int, num_anchors: int) -> tuple[torch.Tensor, tuple[float, ...]]:
+def _class_groups(
+    labels: torch.Tensor, n: int, num_anchors: int, host_labels: list[int] | None = None
+) -> tuple[torch.Tensor, tuple[float, ...]]:
     """CMA's groups of a labelled batch: row 0 the class's head row, then its samples in batch order.
 
-    One host sync (the labels); the layout is built in Python in O(n) and sent as one tensor.
-    The padding index ``n + C`` points at a zero row appended to the stacked rows. Returns the
-    ``(K, width)`` index and the weights ``1/(K·log(n_k + 1))`` that make the weighted sum of the
-    group entropies the CMA value.
+    The layout is built in Python in O(n) from the labels on the host (``host_labels``, or one
+    host read of ``labels``) and sent as one tensor (asynchronously from pinned memory on an
+    accelerator). The padding index ``n + C`` points at a zero row appended to the stacked rows.
+    Returns the ``(K, width)`` index and the weights ``1/(K·log(n_k + 1))`` that make the weighted
+    sum of the group entropies the CMA value.
     """
     members: dict[int, list[int]] = {}
-    for i, c in enumerate(labels.tolist()):
+    for i, c in enumerate(labels.tolist() if host_labels is None else host_labels):
         members.setdefault(c, []).append(i)
     present = sorted(members)
     width = max(len(v) for v in members.values()) + 1
@@ -103,9 +106,11 @@ def _class_groups(labels: torch.Tensor, n: int, num_anchors: int) -> tuple[torch
     for c in present:
         rows = members[c]
         flat += [n + c, *rows] + [pad] * (width - 1 - len(rows))
-    index = torch.tensor(flat, dtype=torch.long, device=labels.device).view(len(present), width)
+    index = torch.tensor(flat, dtype=torch.long)
+    if labels.device.type != "cpu":
+        index = index.pin_memory().to(labels.device, non_blocking=True)
     k = len(present)
-    return index, tuple(1.0 / (k * math.log(len(members[c]) + 1)) for c in present)
+    return index.view(k, width), tuple(1.0 / (k * math.log(len(members[c]) + 1)) for c in present)
 
 
 _CONSTANTS: dict[tuple, torch.Tensor] = {}
@@ -345,6 +350,7 @@ def fused_information_loss(
     gap_weight: float,
     entropy_terms: bool = True,
     dtype: torch.dtype | None = None,
+    host_labels: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``w_cma·CMA − w_mi·MI + w_gap·|H₁ − H₂|`` in one fused pass, and the values it came from.
 
@@ -352,7 +358,8 @@ def fused_information_loss(
     unnormalised forms), with ``MI = H₁ + H₂ − H₁₂``: the gradient goes straight from the loss to
     the rows, with no autograd graph for the weighted sum. CMA is computed when ``cma_weight > 0``;
     H₁, H₂ and H₁₂ when ``entropy_terms`` (needed when ``mi_weight`` or ``gap_weight`` is non-zero).
-    Same inputs and conditions as :func:`fused_information_terms` (no validation).
+    Same inputs (``host_labels`` too) and conditions as :func:`fused_information_terms` (no
+    validation).
 
     Returns:
         ``(loss, values)``: the 0-d loss in the spectrum dtype, and the detached values
@@ -365,18 +372,19 @@ def fused_information_loss(
     if (mi_weight or gap_weight) and not entropy_terms:
         raise ValueError("mi_weight and gap_weight need entropy_terms=True (H₁, H₂, H₁₂).")
     plan = _plan(features, anchors, labels, cma=cma, terms=entropy_terms, joint=True,
-                 loss_weights=(float(cma_weight), float(mi_weight), float(gap_weight)))
+                 loss_weights=(float(cma_weight), float(mi_weight), float(gap_weight)), host_labels=host_labels)
     need = torch.is_grad_enabled() and (features.requires_grad or anchors.requires_grad)
     loss, values = _FusedInformation.apply(features, anchors, labels, plan, spectrum_dtype(dtype), need)
     return loss, values
 
 
 def _plan(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | None, *, cma: bool, terms: bool,
-          joint: bool, loss_weights: tuple[float, float, float] | None = None) -> _Plan:
+          joint: bool, loss_weights: tuple[float, float, float] | None = None,
+          host_labels: list[int] | None = None) -> _Plan:
     """What :class:`_FusedInformation` computes, with CMA's class groups laid out on the host."""
     index, coef = None, ()
     if cma and labels is not None:
-        index, coef = _class_groups(labels, features.shape[0], anchors.shape[0])
+        index, coef = _class_groups(labels, features.shape[0], anchors.shape[0], host_labels)
     return _Plan(cma=cma, terms=terms, joint=joint, pairs=labels is None, group_index=index, group_coef=coef,
                  loss_weights=loss_weights)
 
@@ -390,6 +398,7 @@ def fused_information_terms(
     entropy_terms: bool,
     joint: bool = True,
     dtype: torch.dtype | None = None,
+    host_labels: list[int] | None = None,
 ) -> tuple[torch.Tensor | None, EntropyTerms | None]:
     """CMA (α = 1) and ``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)`` of a batch, fused (module docstring).
 
@@ -399,12 +408,14 @@ def fused_information_terms(
     ``mean_i H(G([a_i, f_i]))/log 2``); ``K₁ = G(features)``, ``K₂ = G(anchors[labels])``.
 
     **No validation** and only the cases :func:`fused_supported` accepts: callers go through
-    :func:`hf_infonc.losses.information_terms`. Returns ``(CMA or None, EntropyTerms or None)`` in
+    :func:`hf_infonc.losses.information_terms`. ``host_labels``: the labels as a Python list when
+    the caller has read them already (:func:`hf_infonc.losses.check_loss_inputs` returns them),
+    which saves CMA's layout a host read. Returns ``(CMA or None, EntropyTerms or None)`` in
     the spectrum dtype (float64 unless ``dtype=torch.float32``), the values of the general path.
     """
     if not (cma or entropy_terms):
         return None, None
-    plan = _plan(features, anchors, labels, cma=cma, terms=entropy_terms, joint=joint)
+    plan = _plan(features, anchors, labels, cma=cma, terms=entropy_terms, joint=joint, host_labels=host_labels)
     need = torch.is_grad_enabled() and (features.requires_grad or anchors.requires_grad)
     out = _FusedInformation.apply(features, anchors, labels, plan, spectrum_dtype(dtype), need)
     cma_value = out[0] if cma else None
