@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from torch.autograd import gradcheck
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hf_infonc import losses
 from hf_infonc.info import entropy_terms, matrix_entropy, simplex_etf
@@ -195,62 +196,55 @@ def test_inputs_are_not_modified() -> None:
     assert torch.equal(f.detach(), features) and torch.equal(a.detach(), anchors) and torch.equal(y, labels)
 
 
-def test_one_host_sync_for_cma_of_classes_and_none_otherwise(monkeypatch) -> None:
-    """The CMA layout of a labelled batch reads the labels once (``tolist``); nothing else syncs."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+class ScalarReads(TorchDispatchMode):
+    """Counts the single-value host reads (``_local_scalar_dense``: ``float(t)``, ``t.item()``)."""
 
-    class Count(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.scalars = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.scalars += "_local_scalar_dense" in str(func)
-            return func(*args, **(kwargs or {}))
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += "_local_scalar_dense" in str(func)
+        return func(*args, **(kwargs or {}))
 
-    reads = []
+
+@pytest.fixture
+def tolist_reads(monkeypatch) -> list:
+    """The shapes of the tensors read to the host with ``tolist`` (which the dispatcher does not see)."""
+    reads: list = []
     tolist = torch.Tensor.tolist
     monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(self.shape) or tolist(self))
+    return reads
+
+
+def test_one_host_sync_for_cma_of_classes_and_none_otherwise(tolist_reads) -> None:
+    """The CMA layout of a labelled batch reads the labels once (``tolist``); nothing else syncs."""
     classes, pairs = case("classes, d < n (dual marginals)"), case("pairs, d < n")
     for (features, anchors, labels), flags, expected in (
         (classes, dict(), [classes[2].shape]), (classes, dict(cma=False), []), (pairs, dict(), [])
     ):
-        reads.clear()
-        with Count() as count:
+        tolist_reads.clear()
+        with ScalarReads() as scalars:
             sum(fused(leaf(features), leaf(anchors), labels, **flags).values()).backward()
-        assert count.scalars == 0
-        assert reads == expected
+        assert scalars.count == 0
+        assert tolist_reads == expected
     features, anchors, labels = classes
-    reads.clear()
-    with Count() as count:  # labels already on the host (check_loss_inputs returns them): no read at all
+    host_labels = labels.tolist()
+    tolist_reads.clear()
+    with ScalarReads() as scalars:  # labels already on the host (check_loss_inputs returns them): no read at all
         fused_information_terms(leaf(features), leaf(anchors), labels, cma=True, entropy_terms=True,
-                                host_labels=labels.tolist())
-    reads.pop()  # the test's own labels.tolist() above
-    assert count.scalars == 0 and reads == []
+                                host_labels=host_labels)
+    assert scalars.count == 0 and tolist_reads == []
 
 
-def test_check_loss_inputs_reads_the_host_once_and_returns_the_labels(monkeypatch) -> None:
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.scalars = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.scalars += "_local_scalar_dense" in str(func)
-            return func(*args, **(kwargs or {}))
-
+def test_check_loss_inputs_reads_the_host_once_and_returns_the_labels(tolist_reads) -> None:
     features, anchors, labels = case("classes, d < n (dual marginals)")
     expected = labels.tolist()
-    reads = []
-    tolist = torch.Tensor.tolist
-    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(self.shape) or tolist(self))
     for labels_in, result in ((labels, expected), (labels.int(), expected), (None, None)):
-        reads.clear()
-        with Count() as count:
+        tolist_reads.clear()
+        with ScalarReads() as scalars:
             host = losses.check_loss_inputs(features, labels_in, anchors if labels_in is not None else features)
-        assert host == result and count.scalars == 0 and len(reads) == 1
+        assert host == result and scalars.count == 0 and len(tolist_reads) == 1
 
 
 def test_supported_cases() -> None:
