@@ -59,7 +59,7 @@ from hf_infonc.adapters import call_through_wrapper
 from hf_infonc.adapters.base import AdapterOutput
 from hf_infonc.distributed import all_gather_no_grad, all_gather_with_grad
 from hf_infonc.losses import InformationComponents, check_labels
-from hf_infonc.trainer import InfoNCTrainer
+from hf_infonc.trainer import InfoNCTrainer, returned_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -544,9 +544,7 @@ class SemiSupervisedTrainer(InfoNCTrainer):
         split = "train" if model.training else "eval"
         self.record_components(components, split)
         self.record_components(info_components, split)
-        if return_outputs:
-            return total, {"logits": logits[:n_labeled], "features": features[:n_labeled]}
-        return total
+        return (total, returned_outputs(logits[:n_labeled], features[:n_labeled])) if return_outputs else total
 
     def _information_on(self, base: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
                         head_rows: torch.Tensor, out: AdapterOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

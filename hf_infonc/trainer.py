@@ -251,6 +251,17 @@ def _shared_value(values: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([v.detach() for v in values]).mean(dim=0)
 
 
+def returned_outputs(logits: torch.Tensor | None, features: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """What ``compute_loss(..., return_outputs=True)`` returns: the logits and features (those present),
+    in float32 where autocast made them half precision, as accelerate's patched ``forward`` returns a
+    model's outputs (``convert_outputs_to_fp32``)."""
+    out = {}
+    for key, value in (("logits", logits), ("features", features)):
+        if value is not None:
+            out[key] = value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
+    return out
+
+
 class InfoNCTrainer(Trainer):
     """A ``transformers.Trainer`` that adds the information losses through a model adapter.
 
@@ -453,10 +464,7 @@ class InfoNCTrainer(Trainer):
                 step.rng[step.current].restore()  # same dropout masks as pass 1
                 out = call_through_wrapper(model, core, lambda batch: self.adapter.forward(core, batch), inputs)
                 loss = self._exact_accumulation_loss(out, step, step.current)
-                if return_outputs:
-                    extras = {"logits": out.logits, "features": out.features}
-                    return loss, {k: v for k, v in extras.items() if v is not None}
-                return loss
+                return (loss, returned_outputs(out.logits, out.features)) if return_outputs else loss
         out: AdapterOutput = call_through_wrapper(model, core, lambda batch: self.adapter.forward(core, batch), inputs)
         if model.training:
             self._pairwise_batches = bool(out.pairwise)
@@ -464,10 +472,7 @@ class InfoNCTrainer(Trainer):
         if model.training and step is not None and step.current is not None and step.ratios_only:
             components = self._accumulated_ratios(out, components, step, step.current)
         self.record_components(components, "train" if model.training else "eval")
-        if return_outputs:
-            extras = {"logits": out.logits, "features": out.features}
-            return loss, {k: v for k, v in extras.items() if v is not None}
-        return loss
+        return (loss, returned_outputs(out.logits, out.features)) if return_outputs else loss
 
     # ------------------------------------------------------------------ exact gradient accumulation
     def _exact_accumulation_wanted(self, num_batches: int) -> bool:

@@ -177,6 +177,13 @@ def test_adapter_runs_under_the_mixed_precision_autocast(tmp_path, case, bf16):
     assert seen == [(True, torch.bfloat16) if bf16 else (False, torch.float32)] * 2
     losses = [h for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(math.isfinite(h[key]) for h in losses for key in LOGGED_KEYS)
+    # evaluation outputs come back in float32, as from accelerate's patched forward
+    batch = default_data_collator([make_data(4)[i] for i in range(4)])
+    trainer.model.eval()
+    with torch.no_grad(), trainer.compute_loss_context_manager():
+        _, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
+    assert seen[-1] == ((True, torch.bfloat16) if bf16 else (False, torch.float32))
+    assert outputs and all(value.dtype == torch.float32 for value in outputs.values())
 
 
 def _accumulation_run(tmp_path, case: str, accumulation: int, batch: int, *, n: int = 32, **overrides) -> InfoNCTrainer:
