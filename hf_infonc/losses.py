@@ -367,7 +367,8 @@ class InformationComponents(Mapping):
 
     ``InfoNCTrainer.record_components`` keeps ``raw`` (the values ``[CMA?, H₁, H₂, H₁₂]``) and
     derives the components of all the steps of a logging window at once
-    (:meth:`ComponentLayout.derive`), so a training step spends no operation on them. Reading it as a mapping (``components["mir"]``) derives them.
+    (:meth:`ComponentLayout.derive`), so a training step spends no operation on them. Reading it
+    as a mapping (``components["mir"]``) derives them.
     """
 
     def __init__(self, base: torch.Tensor | None, values: torch.Tensor, layout: ComponentLayout) -> None:
