@@ -141,7 +141,7 @@ def _class_groups(host_labels: list[int], n: int, num_anchors: int) -> tuple[lis
 
 
 def _layout(n: int, d: int, *, cma: bool, terms: bool, joint: bool, pairs: bool,
-            group_weights: tuple[float, ...] | None, width: int) -> tuple[tuple, list[float], tuple[int, int, int]]:
+            group_weights: list[float] | None, width: int) -> tuple[tuple, list[float], tuple[int, int, int]]:
     """The buckets of :class:`_Plan` and its coefficients (flat, and their shape ``(2, n_out, rows)``)."""
     first_term = int(cma)  # output index of H₁ (CMA is output 0 when computed)
     matrices: list[tuple[str, int, list[tuple[int, float]]]] = []  # (role, size, (output, weight) of each matrix)
@@ -176,7 +176,6 @@ def _plan(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | 
     labels on the host (``host_labels``, or one host read of ``labels``)."""
     (n, d), m, pairs, device = features.shape, anchors.shape[0], labels is None, features.device
     joint = joint and terms
-    shape_key = (n, d, cma, terms, joint, pairs)
     gather: list[int] | torch.Tensor | None = None
     groups = None
     if not pairs and cma:  # CMA's class groups are laid out on the host
@@ -190,19 +189,19 @@ def _plan(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | 
             else torch.cat([torch.arange(n, device=device), labels.to(device, torch.long) + n])
         )
     if groups is None:  # the layout depends on the shapes only: cached
-        key = (*shape_key, cdtype, device)
+        key = (n, d, cma, terms, joint, pairs, cdtype, device)
         cached = _LAYOUTS.get(key)
         if cached is None:
             if len(_LAYOUTS) > 64:
                 _LAYOUTS.clear()
-            buckets, table, shape = _layout(*shape_key[:2], cma=cma, terms=terms, joint=joint, pairs=pairs,
+            buckets, table, shape = _layout(n, d, cma=cma, terms=terms, joint=joint, pairs=pairs,
                                             group_weights=None, width=0)
             cached = _LAYOUTS[key] = (buckets, torch.tensor(table, dtype=cdtype, device=device).view(shape))
         buckets, coef = cached
         index = gather if gather is None or isinstance(gather, torch.Tensor) else _to_device(gather, None, device)[0]
     else:
         buckets, table, shape = _layout(n, d, cma=cma, terms=terms, joint=joint, pairs=pairs,
-                                        group_weights=tuple(group_weights), width=groups[1])
+                                        group_weights=group_weights, width=groups[1])
         index, coef = _to_device(gather, table, device)
         coef = coef.to(cdtype).view(shape)
     return _Plan(cma=cma, terms=terms, joint=joint, pairs=pairs, n=n, d=d, m=m, dual=d < n, groups=groups,
