@@ -1,7 +1,7 @@
 """Model cards and Hub uploads for fine-tuned models.
 
-At the end of every run, :func:`write_model_card` renders ``model_cards/model_card.md.j2`` into
-``README.md`` in the output directory::
+At the end of every run, :func:`write_model_card` renders ``hf_infonc/model_cards/model_card.md.j2``
+(package data, so pip-installed copies render cards too) into ``README.md`` in the output directory::
 
     from hf_infonc.card import write_model_card, push_output_dir
 
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 CARD_NAME = "README.md"
 TEMPLATE_NAME = "model_card.md.j2"
 TEMPLATE_ENV = "HF_INFONC_MODEL_CARD_TEMPLATE"
-"""Environment variable naming another template file (else ``model_cards/model_card.md.j2``)."""
+"""Environment variable naming another template file (else the packaged ``hf_infonc/model_cards/model_card.md.j2``)."""
 HUB_TIMEOUT_ENV = "HF_INFONC_HUB_TIMEOUT"
 """Seconds to wait for the Hub to answer ``create_repo`` before giving up (default 30)."""
 REDACTED = "<redacted>"
@@ -785,7 +785,7 @@ class InfoNCCardData:
         return formula, [{k: _cell(v) for k, v in loss.items()} for loss in losses]
 
     def template_vars(self) -> dict[str, Any]:
-        """The variables of ``model_cards/model_card.md.j2`` (besides ``card_data``)."""
+        """The variables of ``hf_infonc/model_cards/model_card.md.j2`` (besides ``card_data``)."""
         dataset = self.dataset or DatasetInfo("unknown", "unknown")
         base_ref = self.base_model or self.base_model_name
         towers_md = ", ".join(
@@ -935,18 +935,17 @@ class InfoNCCardData:
 
 
 def template_path() -> Path:
-    """The model-card template: ``$HF_INFONC_MODEL_CARD_TEMPLATE``, else ``model_cards/model_card.md.j2``."""
+    """The model-card template: ``$HF_INFONC_MODEL_CARD_TEMPLATE``, else the packaged
+    ``hf_infonc/model_cards/model_card.md.j2`` (package data: it ships in the wheel too)."""
     override = os.environ.get(TEMPLATE_ENV)
-    candidates = [Path(override)] if override else []
-    here = Path(__file__).resolve().parent
-    candidates += [here.parent / "model_cards" / TEMPLATE_NAME, here / "model_cards" / TEMPLATE_NAME]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"Model-card template {TEMPLATE_NAME} not found (looked in {', '.join(map(str, candidates))}). Set "
-        f"{TEMPLATE_ENV}=<path to a .md.j2 template>, or install hf_infonc from a source checkout."
-    )
+    path = Path(override) if override else Path(__file__).resolve().parent / "model_cards" / TEMPLATE_NAME
+    if not path.is_file():
+        fix = (
+            f"point {TEMPLATE_ENV} at an existing .md.j2 template, or unset it to use the packaged one" if override
+            else "the installation is incomplete: reinstall hf_infonc"
+        )
+        raise FileNotFoundError(f"Model-card template not found: {path}; {fix}.")
+    return path
 
 
 def render_model_card(card_data: InfoNCCardData, template: str | os.PathLike | None = None):

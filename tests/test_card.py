@@ -21,6 +21,7 @@ import yaml
 from huggingface_hub import HfApi, ModelCard
 
 from hf_infonc.card import (
+    TEMPLATE_ENV,
     UPLOAD_ALLOW_PATTERNS,
     UPLOAD_IGNORE_PATTERNS,
     HubPushError,
@@ -30,6 +31,7 @@ from hf_infonc.card import (
     push_output_dir,
     redact,
     redact_text,
+    template_path,
     validate_model_card,
     write_model_card,
 )
@@ -230,6 +232,37 @@ def test_eval_only_card(tmp_path):
     assert "| Metric | Value |" in card.text
     assert _eval_values(card)["accuracy"] == pytest.approx(0.31)
     assert validate_model_card(card) == []
+
+
+def test_template_ships_as_package_data(monkeypatch):
+    """The template lies in the package and matches a package-data glob of pyproject.toml, so
+    pip-installed (non-editable) copies render cards too (it was outside the wheel before)."""
+    tomllib = pytest.importorskip("tomllib")
+    import fnmatch
+
+    import hf_infonc
+
+    monkeypatch.delenv(TEMPLATE_ENV, raising=False)
+    package = Path(hf_infonc.__file__).resolve().parent
+    relative = template_path().relative_to(package).as_posix()  # ValueError if outside the package
+    with open(package.parent / "pyproject.toml", "rb") as f:
+        globs = tomllib.load(f)["tool"]["setuptools"]["package-data"]["hf_infonc"]
+    assert any(fnmatch.fnmatch(relative, pattern) for pattern in globs), (relative, globs)
+
+
+def test_template_override_is_used_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    recipe = _recipe(out, {"family": "hf-clip", "name_or_path": "openai/clip-vit-base-patch32"}, "cifar10")
+    _fake_run_dir(out, recipe)
+    custom = tmp_path / "mine.md.j2"
+    custom.write_text("---\n{{ card_data }}\n---\n# My card for {{ class_names_md }}\n")
+    monkeypatch.setenv(TEMPLATE_ENV, str(custom))
+    assert template_path() == custom
+    card = ModelCard.load(write_model_card(out, recipe, _results(CIFAR10, eval_only=True)))
+    assert card.text.strip().startswith("# My card for")
+    monkeypatch.setenv(TEMPLATE_ENV, str(tmp_path / "missing.md.j2"))
+    with pytest.raises(FileNotFoundError, match=f"missing.md.j2.*{TEMPLATE_ENV}"):
+        template_path()
 
 
 def test_card_data_class_collects_the_run(tmp_path):
