@@ -245,7 +245,7 @@ def test_template_ships_as_package_data(monkeypatch):
     monkeypatch.delenv(TEMPLATE_ENV, raising=False)
     package = Path(hf_infonc.__file__).resolve().parent
     relative = template_path().relative_to(package).as_posix()  # ValueError if outside the package
-    with open(package.parent / "pyproject.toml", "rb") as f:
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
         globs = tomllib.load(f)["tool"]["setuptools"]["package-data"]["hf_infonc"]
     assert any(fnmatch.fnmatch(relative, pattern) for pattern in globs), (relative, globs)
 
