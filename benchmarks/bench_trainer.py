@@ -405,6 +405,12 @@ class Row:
     base_log_ms: float
     info_log_ms: float
 
+    @classmethod
+    def of(cls, case: Case, logging_steps: int, **measures: float) -> Row:
+        """A row for ``case`` at ``logging_steps`` with the measured values."""
+        return cls(case=case.name, batch=case.batch, logging_steps=logging_steps, steps=case.steps,
+                   repeats=case.repeats, **measures)
+
 
 def _info_loss_ms(values: list[float | None]) -> float:
     """Median over runs of the information_loss column (NaN when no run has one: ``--self-test``)."""
@@ -430,12 +436,9 @@ def measure(
         )
     ratios = sorted(b.wall_ms / a.wall_ms for a, b in zip(base, info))
     cpu_ratios = [b.cpu_ms / a.cpu_ms for a, b in zip(base, info)]
-    return Row(
-        case=case.name,
-        batch=case.batch,
-        logging_steps=logging_steps,
-        steps=case.steps,
-        repeats=case.repeats,
+    return Row.of(
+        case,
+        logging_steps,
         base_ms=statistics.median(x.wall_ms for x in base),
         info_ms=statistics.median(x.wall_ms for x in info),
         ratio=statistics.median(ratios),
@@ -478,12 +481,9 @@ def measure_lockstep(
     low, high = _quartiles(ratios)
     summary = STAT[stat]
     info_loss = pooled(info, "info")
-    return Row(
-        case=case.name,
-        batch=case.batch,
-        logging_steps=logging_steps,
-        steps=case.steps,
-        repeats=case.repeats,
+    return Row.of(
+        case,
+        logging_steps,
         base_ms=summary(pooled(base, "wall")) * 1e3,
         info_ms=summary(pooled(info, "wall")) * 1e3,
         ratio=statistics.median(ratios),
