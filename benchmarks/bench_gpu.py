@@ -335,7 +335,7 @@ def clip_step_times(device: str, quick: bool, tokenizer, batch: int, repeats: in
     median of the per-step ratios InfoNC_i / baseline_i. ``whole_runs``: runs A B B A …, a step
     the interval between consecutive ``on_step_end`` stamps, the ratio that of the two medians.
     """
-    from lockstep import train_in_lockstep  # benchmarks/lockstep.py, beside this script
+    from lockstep import quartiles, train_in_lockstep  # benchmarks/lockstep.py, beside this script
     from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
     from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments
@@ -409,9 +409,9 @@ def clip_step_times(device: str, quick: bool, tokenizer, batch: int, repeats: in
         if whole_runs:
             ratio, spread = info / base, ""
         else:
-            per_step = sorted(b / a for a, b in zip(times["base"], times["info"]))
-            ratio = statistics.median(per_step)
-            spread = f" ({per_step[len(per_step) // 4]:.3f}–{per_step[(3 * len(per_step)) // 4]:.3f})"
+            per_step = [b / a for a, b in zip(times["base"], times["info"])]
+            ratio, (low, high) = statistics.median(per_step), quartiles(per_step)
+            spread = f" ({low:.3f}–{high:.3f})"
         baseline = "InfoNCTrainer, weights 0" if mode == "classes" else "Trainer, CLIPModel(return_loss=True)"
         rows.append([mode, str(batch), baseline, f"{base:.1f}", f"{info:.1f}", f"{ratio:.3f}×{spread}",
                      f"{len(times['base'])} / {len(times['info'])}"])

@@ -123,7 +123,7 @@ from hf_infonc.losses import (  # noqa: E402
     sample_entropy_terms,
 )
 from hf_infonc.testing import minilm_path, minilm_tokenizer, tiny_clip  # noqa: E402
-from lockstep import train_in_lockstep  # noqa: E402  (benchmarks/lockstep.py, beside this script)
+from lockstep import quartiles, train_in_lockstep  # noqa: E402  (benchmarks/lockstep.py, beside this script)
 
 WEIGHTS = dict(cma_weight=0.5, mi_weight=0.1, entropy_gap_weight=0.1)
 #: Extra InfoNCTrainingArguments of the InfoNC side (``--info-dtype``).
@@ -378,14 +378,6 @@ def lockstep_pair(case: Case, sides: tuple[str, str], first: int, logging_steps:
     return a, b
 
 
-def _quartiles(values: list[float]) -> tuple[float, float]:
-    """25th and 75th percentile (inclusive method; one value: that value twice)."""
-    if len(values) < 2:
-        return values[0], values[0]
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, q3
-
-
 @dataclass
 class Row:
     case: str
@@ -478,7 +470,7 @@ def measure_lockstep(
 
     ratios = [y / x for x, y in zip(pooled(base, "wall"), pooled(info, "wall"))]
     cpu_ratios = [y / x for x, y in zip(pooled(base, "cpu"), pooled(info, "cpu"))]
-    low, high = _quartiles(ratios)
+    low, high = quartiles(ratios)
     summary = STAT[stat]
     info_loss = pooled(info, "info")
     return Row.of(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import statistics
 import threading
 import time
 from typing import Callable, Sequence
@@ -137,3 +138,11 @@ def train_in_lockstep(
     if failures:
         raise failures[0]
     return clocks
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """25th and 75th percentile of per-step ratios (inclusive method; one value: that value twice)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
