@@ -3,7 +3,10 @@
 >>> from hf_infonc.info import matrix_entropy, matrix_mutual_information, mir, hdr
 
 Everything here works on features ``(..., n, d)`` (samples as rows) or on Gram matrices
-(``is_gram=True``), returns tensors, is differentiable, and never modifies its inputs.
+(``is_gram=True``), returns tensors, is differentiable, and never modifies its inputs. The values
+do not depend on the scale of the inputs over the whole float range of their dtype (rows are
+normalised by :func:`unit_rows`), and reported measures are clamped to their ranges against
+round-off (:mod:`hf_infonc.info.ranges`).
 :mod:`hf_infonc.info.spectral` computes the same entropies for the losses, without validation,
 as ``autograd.Function``s with closed-form gradients (:func:`cosine_gram_entropy_terms`,
 :func:`group_entropies`, :func:`information_entropies`).
@@ -18,7 +21,7 @@ from hf_infonc.info.collapse import (
     simplex_etf,
 )
 from hf_infonc.info.entropy import EIGENVALUE_FLOOR, matrix_entropy
-from hf_infonc.info.gram import cosine_gram, normalize_rows
+from hf_infonc.info.gram import cosine_gram, normalize_rows, unit_rows
 from hf_infonc.info.mutual import entropy_terms, hdr, matrix_mutual_information, mir
 from hf_infonc.info.spectral import cosine_gram_entropy_terms, group_entropies, information_entropies
 from hf_infonc.info.stream import (
@@ -50,4 +53,5 @@ __all__ = [
     "mutual_information_at_collapse",
     "normalize_rows",
     "simplex_etf",
+    "unit_rows",
 ]

@@ -72,11 +72,17 @@ def entropy_at_collapse(num_classes: int) -> torch.Tensor:
 
 
 def joint_entropy_at_collapse(num_classes: int) -> torch.Tensor:
-    """``H(G ⊙ G)`` for the simplex-ETF Gram G (2.301921 nats for C = 10)."""
+    """``H(G ⊙ G)`` for the simplex-ETF Gram G (2.301921 nats for C = 10; 0 for C = 2, where
+    ``G ⊙ G = 11ᵀ``)."""
     c = _check_num_classes(num_classes)
     a = 1.0 / (c - 1) ** 2
     small, large = (1.0 - a) / c, (1.0 - a + c * a) / c
-    return torch.tensor(-(c - 1) * small * math.log(small) - large * math.log(large), dtype=torch.float64)
+    return torch.tensor(-(c - 1) * _x_log_x(small) - _x_log_x(large), dtype=torch.float64)
+
+
+def _x_log_x(p: float) -> float:
+    """``p·log p`` with ``0·log 0 = 0``."""
+    return p * math.log(p) if p > 0 else 0.0
 
 
 def mutual_information_at_collapse(num_classes: int) -> torch.Tensor:

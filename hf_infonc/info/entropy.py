@@ -11,7 +11,11 @@ Numerics (SPEC §1): spectra are computed in float64 by default (``dtype=torch.f
 asked for), outside autocast, and cast back to the input dtype; eigenvalues at or below a
 dtype-dependent floor (:data:`EIGENVALUE_FLOOR`) contribute nothing, which keeps the value and
 its gradient finite for rank-deficient inputs; gradients flow only through eigenvalues
-(``eigvalsh``), which stays stable with repeated eigenvalues.
+(``eigvalsh``), which stays stable with repeated eigenvalues. The rows are normalised by
+:func:`~hf_infonc.info.gram.unit_rows` and Grams scaled by
+:func:`~hf_infonc.info.gram.scaled_gram`, so the value is the same for ``x`` and ``c·x`` over the
+whole range of the input dtype; the result is clamped to ``[0, log k]`` against round-off
+(:mod:`hf_infonc.info.ranges`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from hf_infonc.info.gram import (
     normalize_rows,
     pick_route,
     psd_from_rows,
+    scaled_gram,
 )
+from hf_infonc.info.ranges import clamp_entropy
 
 #: Trace-normalised eigenvalues at or below this floor are treated as exact zeros.
 EIGENVALUE_FLOOR: dict[torch.dtype, float] = {torch.float64: 1e-12, torch.float32: 1e-7}
@@ -79,11 +85,6 @@ def psd_entropy(p: torch.Tensor, alpha: float = 1.0, eigenvalues: torch.Tensor |
     return torch.where(has_mass, entropy_from_spectrum(lam, alpha), torch.zeros_like(trace))
 
 
-def symmetrize(k: torch.Tensor) -> torch.Tensor:
-    """``(K + Kᵀ)/2``, out of place (``eigvalsh`` would otherwise read one triangle only)."""
-    return 0.5 * (k + k.transpose(-1, -2))
-
-
 def matrix_entropy(
     x: torch.Tensor,
     *,
@@ -98,7 +99,10 @@ def matrix_entropy(
     Args:
         x: features ``(..., n, d)`` with samples as rows, or a Gram matrix ``(..., n, n)`` when
             ``is_gram=True``. Zero rows are allowed: they add a zero row and column to the Gram,
-            which is normalised by its trace, so the result equals that of the non-zero rows.
+            which is normalised by its trace, so the result equals that of the non-zero rows
+            (a row of norm ≤ 1e-12 × the largest row norm of ``x`` counts as a zero row). The value
+            does not depend on the scale of ``x``, from subnormals to the largest finite numbers
+            of its dtype, nor on the scale of each row above that threshold.
         alpha: Rényi order; 1.0 is von Neumann, 2.0 uses the Frobenius shortcut.
         is_gram: ``x`` is already a (symmetric, PSD) Gram matrix.
         center: subtract the mean row before normalising (features only; off by default).
@@ -108,7 +112,8 @@ def matrix_entropy(
 
     Returns:
         A tensor of shape ``x.shape[:-2]`` (0-d for one matrix) in ``x``'s dtype,
-        between 0 and ``log(min(n, d))``.
+        between 0 and ``log(min(n, d))`` (clamped there against round-off, with the gradient of
+        the unclamped value).
 
     Example:
         >>> import torch
@@ -126,12 +131,11 @@ def matrix_entropy(
             raise ValueError(f"route={route!r} needs features; with is_gram=True only route='gram' (or 'auto') applies.")
     else:
         check_tensor(x, "x")
+    n, d = x.shape[-2], x.shape[-1]
     with torch.autocast(device_type=x.device.type, enabled=False):
-        xx = x.to(cdtype)
         if is_gram:
-            p = symmetrize(xx)
+            p = scaled_gram(x, cdtype)
         else:
-            chosen = pick_route(xx.shape[-2], xx.shape[-1], route)
-            p = psd_from_rows(normalize_rows(xx, center=center), chosen)
-        h = psd_entropy(p, alpha)
+            p = psd_from_rows(normalize_rows(x, center=center, dtype=cdtype), pick_route(n, d, route))
+        h = clamp_entropy(psd_entropy(p, alpha), n if is_gram else min(n, d), n, cdtype)
     return h.to(x.dtype)

@@ -9,7 +9,8 @@ labelled batch (features, class head rows, labels) or a batch of image–caption
 the same values and gradients as the general path (``tests/test_info_fused.py`` checks both
 against each other and ``gradcheck``), with fewer than half of the operations:
 
-* **one normalisation** of the stacked rows ``X = [features; head rows (; 0)]``;
+* **one normalisation** of the stacked rows ``X = [features; 0; head rows; 0]`` (two blocks of
+  equal height, normalised as one ``2 x block x d`` batch by :func:`~hf_infonc.info.gram.unit_rows`);
 * **one gather** of the unit rows that the matrices are built from (``[F̂; Â[y]]`` for the terms of a
   labelled batch, then CMA's groups padded by the zero row), by an index laid out on the host
   from the labels (:class:`_Plan`); on an accelerator the index and the per-step coefficients
@@ -28,7 +29,9 @@ against each other and ``gradcheck``), with fewer than half of the operations:
 
 Maths and conventions are those of :mod:`hf_infonc.info.spectral` (SPEC §1–2, §4; arXiv
 2406.03999 Def. 3.1–3.2; arXiv 2409.16767 §5): eigenvalues ``λ̂ ≤`` :data:`EIGENVALUE_FLOOR` are
-exact zeros, zero rows (norm ≤ ``1e-12``) have value 0 and gradient 0, spectra are float64 by
+exact zeros, zero rows (norm ≤ ``1e-12 ×`` the largest row norm of their input) have value 0 and gradient 0,
+the rows are normalised by :func:`~hf_infonc.info.gram.unit_rows` (no overflow or underflow at
+any scale of the inputs), spectra are float64 by
 default (float32 on request, never half precision) and outside autocast. Nothing is validated
 here: :func:`hf_infonc.losses.information_terms` validates, then calls :func:`fused_information_terms`
 when :func:`fused_supported` says the case is covered, and the general path otherwise.
@@ -46,7 +49,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from hf_infonc.info.entropy import EIGENVALUE_FLOOR
-from hf_infonc.info.gram import ZERO_ROW_NORM
+from hf_infonc.info.gram import unit_rows, unit_rows_backward
 from hf_infonc.info.mutual import EntropyTerms
 from hf_infonc.info.spectral import _no_autocast, kronecker_rank_bound, spectrum_dtype
 
@@ -80,9 +83,13 @@ class _Plan:
     """What one call computes, laid out on the host from the shapes and the labels.
 
     ``gather`` picks the rows that the matrices are built from out of the stacked unit rows
-    ``X̂ = [F̂; Â (; 0)]``, in one index: ``[F̂; Â[y]]`` for the terms (classes), then CMA's groups,
-    ``K x width`` (the class's head row, its samples, then the zero row ``n + C`` as padding).
-    Pairs need no gather: ``X̂ = [F̂; Â]`` is already ``[F̂; B̂]``.
+    ``X̂ = [F̂; 0; Â; 0]``: two blocks of ``block`` rows, the features then the head rows, each
+    padded with zero rows, so that both are normalised by one call of
+    :func:`~hf_infonc.info.gram.unit_rows` on a ``2 x block x d`` view (each block has its own
+    scale and zero-row threshold, as the two inputs of the general path have). One index:
+    ``[F̂; Â[y]]`` for the terms (classes), then CMA's groups, ``K x width`` (the class's head row
+    ``block + c``, its samples, then the zero row ``block + C`` as padding). Pairs need no
+    gather: ``X̂ = [F̂; Â]`` is already ``[F̂; B̂]``.
 
     The matrices are solved with one ``eigh`` per distinct size (``buckets``: ``(size, ((role,
     count), …))``, in pooled-row order), the pairs' CMA groups in closed form (pooled last).
@@ -99,6 +106,7 @@ class _Plan:
     n: int
     d: int
     m: int
+    block: int  # rows per block of X̂: the head rows start at row `block`
     dual: bool  # the terms' marginals on their d x d duals (d < n)
     groups: tuple[int, int] | None  # (K, width) of CMA's class groups
     gather: torch.Tensor | None
@@ -121,21 +129,21 @@ def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.
     return tensor
 
 
-def _class_groups(host_labels: list[int], n: int, num_anchors: int) -> tuple[list[int], int, list[float]]:
+def _class_groups(host_labels: list[int], block: int, num_anchors: int) -> tuple[list[int], int, list[float]]:
     """CMA's groups of a labelled batch, in O(n) on the host: the flat ``K x width`` row layout
-    (row 0 the class's head row ``n + c``, then its samples in batch order, padded with the zero
-    row ``n + C``), ``width``, and the weights ``1/(K·log(n_k + 1))`` that make the weighted sum of
-    the group entropies the CMA value."""
+    (row 0 the class's head row ``block + c``, then its samples in batch order, padded with the
+    zero row ``block + C``), ``width``, and the weights ``1/(K·log(n_k + 1))`` that make the
+    weighted sum of the group entropies the CMA value."""
     members: dict[int, list[int]] = {}
     for i, c in enumerate(host_labels):
         members.setdefault(c, []).append(i)
     present = sorted(members)
     width = max(len(v) for v in members.values()) + 1
-    pad = n + num_anchors
+    pad = block + num_anchors
     flat: list[int] = []
     for c in present:
         rows = members[c]
-        flat += [n + c, *rows] + [pad] * (width - 1 - len(rows))
+        flat += [block + c, *rows] + [pad] * (width - 1 - len(rows))
     k = len(present)
     return flat, width, [1.0 / (k * math.log(len(members[c]) + 1)) for c in present]
 
@@ -178,15 +186,16 @@ def _plan(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | 
     joint = joint and terms
     gather: list[int] | torch.Tensor | None = None
     groups = None
+    block = max(n, m + 1) if (cma and not pairs) else max(n, m)  # CMA's groups need a zero row after Â
     if not pairs and cma:  # CMA's class groups are laid out on the host
         ys = labels.tolist() if host_labels is None else host_labels
-        flat, width, group_weights = _class_groups(ys, n, m)
-        gather = [*range(n), *(n + y for y in ys), *flat] if terms else flat
+        flat, width, group_weights = _class_groups(ys, block, m)
+        gather = [*range(n), *(block + y for y in ys), *flat] if terms else flat
         groups = (len(group_weights), width)
     elif not pairs:  # [F̂; Â[y]]: from the host labels when given, else on the device (no host read)
         gather = (
-            [*range(n), *(n + y for y in host_labels)] if host_labels is not None
-            else torch.cat([torch.arange(n, device=device), labels.to(device, torch.long) + n])
+            [*range(n), *(block + y for y in host_labels)] if host_labels is not None
+            else torch.cat([torch.arange(n, device=device), labels.to(device, torch.long) + block])
         )
     if groups is None:  # the layout depends on the shapes only: cached
         key = (n, d, cma, terms, joint, pairs, cdtype, device)
@@ -204,7 +213,7 @@ def _plan(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | 
                                         group_weights=group_weights, width=groups[1])
         index, coef = _to_device(gather, table, device)
         coef = coef.to(cdtype).view(shape)
-    return _Plan(cma=cma, terms=terms, joint=joint, pairs=pairs, n=n, d=d, m=m, dual=d < n, groups=groups,
+    return _Plan(cma=cma, terms=terms, joint=joint, pairs=pairs, n=n, d=d, m=m, block=block, dual=d < n, groups=groups,
                  gather=index, buckets=buckets, coef=coef, loss_weights=loss_weights)
 
 
@@ -272,16 +281,17 @@ def _symmetric_times(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 class _FusedInformation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, anchors, plan: _Plan, cdtype, need):  # type: ignore[override]
-        n, d = plan.n, plan.d
+        n, d, m, block = plan.n, plan.d, plan.m, plan.block
         with _no_autocast(features.device.type):
-            parts = [features, anchors]
-            if plan.groups is not None:
-                parts.append(features.new_zeros((1, d)))  # the padding row of CMA's groups
-            x = torch.cat(parts).to(cdtype)
-            norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-            zero = norms <= ZERO_ROW_NORM
-            div = norms.masked_fill(zero, math.inf)
-            xh = x / div
+            parts = [features]
+            if block > n:
+                parts.append(features.new_zeros((block - n, d)))
+            parts.append(anchors)
+            if block > m:
+                parts.append(anchors.new_zeros((block - m, d)))  # holds the padding row of CMA's groups
+            # both blocks normalised at once, each with its own scale (the row normalisation of every path)
+            unit = unit_rows(torch.cat(parts).view(2, block, d), dtype=cdtype)
+            xh = unit.rows.view(2 * block, d)
             rows = xh if plan.gather is None else xh[plan.gather]
             mats: dict[str, torch.Tensor] = {}
             st: dict[str, torch.Tensor] = {}
@@ -302,10 +312,10 @@ class _FusedInformation(torch.autograd.Function):
                     torch.bmm(group_rows, group_rows.mT) if width <= d else torch.bmm(group_rows.mT, group_rows)
                 )
             elif plan.cma:  # pairs: CMA's group of a pair is the 2 x 2 Gram [[q, c], [c, p]], c = â·f̂, p, q ∈ {0, 1}
-                fh, ah = xh[:n], xh[n:]
+                fh, ah = xh[:n], xh[block:]
                 c = (fh * ah).sum(dim=-1)
-                unit = (~zero).to(cdtype).squeeze(-1)
-                p, q = unit[:n], unit[n:]
+                nonzero = (unit.norms < math.inf).to(cdtype).view(2, block)  # 1 for unit rows, 0 for zero rows (norm inf)
+                p, q = nonzero[0], nonzero[1]
                 t, r = p + q, torch.hypot(p - q, 2.0 * c)
                 # eigenvalues (t ± r)/2, given doubled (entropies do not change with the scale); d(t ± r)/dc = ±4c/r
                 closed = torch.stack([t + r, t - r], dim=-1)
@@ -337,16 +347,14 @@ class _FusedInformation(torch.autograd.Function):
             else:
                 outputs = tuple(values.unbind())
         if need:
-            ctx.save_for_backward(xh, div)
-            ctx.state = (plan, vectors, weights, st, features.dtype, anchors.dtype, effective)
+            ctx.state = (plan, vectors, weights, st, features.dtype, anchors.dtype, effective, unit, xh)
         return outputs
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):  # type: ignore[override]
-        xh, div = ctx.saved_tensors
-        plan, vectors, weights, st, dtype_f, dtype_a, effective = ctx.state
-        n, d, m = plan.n, plan.d, plan.m
+        plan, vectors, weights, st, dtype_f, dtype_a, effective, unit, xh = ctx.state
+        n, d, m, block = plan.n, plan.d, plan.m, plan.block
         with _no_autocast(xh.device.type):
             # ∂loss/∂(each output value), then per pooled row (its weight in the value, times 2 for
             # Gram-type matrices), then per eigenvalue
@@ -381,12 +389,12 @@ class _FusedInformation(torch.autograd.Function):
             if plan.cma and plan.pairs:  # dH/dc = (w₊ − w₋)·d(t ± r)/dc, and c = â·f̂
                 first = w.shape[0] - n
                 coef = ((w[first:, 0] - w[first:, 1]) * st["slope"]).unsqueeze(-1)
-                dxh[:n].addcmul_(coef, xh[n:])
-                dxh[n:].addcmul_(coef, xh[:n])
+                dxh[:n].addcmul_(coef, xh[block:])
+                dxh[block:].addcmul_(coef, xh[:n])
             # through x̂ = x/‖x‖: dx = (dx̂ − x̂(x̂·dx̂))/‖x‖ (zero rows: ‖x‖ = inf, gradient 0)
-            dx = torch.addcmul(dxh, xh, (xh * dxh).sum(dim=-1, keepdim=True), value=-1.0) / div
+            dx = unit_rows_backward(dxh.view(2, block, d), unit).view(2 * block, d)
             out_f = dx[:n].to(dtype_f) if ctx.needs_input_grad[0] else None
-            out_a = dx[n : n + m].to(dtype_a) if ctx.needs_input_grad[1] else None
+            out_a = dx[block : block + m].to(dtype_a) if ctx.needs_input_grad[1] else None
         return out_f, out_a, None, None, None
 
 

@@ -13,20 +13,34 @@ of a trace-normalised PSD matrix. That spectrum can be read from any of three ma
 * for a Hadamard product ``G(A) ⊙ G(B)`` (the joint entropy of the matrix mutual information),
   the Gram of the row-wise Kronecker product ``â_i ⊗ b̂_i``, whose dual is ``(d₁d₂) x (d₁d₂)``.
 
+:func:`unit_rows` is the one row normalisation of the package (the validated functions, the
+closed-form and fused losses, the neural-collapse measures): it neither overflows nor underflows
+at any scale of the inputs, and its zero-row rule (:data:`ZERO_ROW_TOL`) is relative, so every
+measure is the same for ``Z`` and ``c·Z`` over the whole float range of the input dtype.
+
 This module is pure torch: it must never import transformers or datasets.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Literal, NamedTuple
 
 import torch
 
 Route = Literal["auto", "gram", "dual"]
 ROUTES: tuple[str, ...] = ("auto", "gram", "dual")
 
-#: Rows whose norm is below this are treated as zero rows (they stay zero after normalisation).
-ZERO_ROW_NORM = 1e-12
+#: A row is a zero row when its L2 norm is at most this fraction of the largest row norm of its
+#: matrix. The rule is relative, so it does not depend on the scale of the features: ``Z`` and
+#: ``Z * 1e-300`` have the same zero rows. Zero rows come out of the normalisation as exact zeros,
+#: with a zero gradient.
+ZERO_ROW_TOL = 1e-12
+
+#: Source dtypes whose squared entries fit float64's normal range (float32's largest value
+#: squared is 1.2e77, its smallest subnormal squared 2e-90): normalised in float64, their row norms
+#: can neither overflow nor underflow, so they need no pre-scaling.
+_FLOAT64_SAFE = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def check_tensor(x: object, name: str, *, min_dim: int = 2) -> torch.Tensor:
@@ -56,7 +70,7 @@ def check_tensor(x: object, name: str, *, min_dim: int = 2) -> torch.Tensor:
         raise ValueError(
             f"`{name}` is empty (shape {tuple(x.shape)}); at least one row and one column are needed."
         )
-    if not bool(torch.isfinite(x).all()):
+    if not math.isfinite(float(x.detach().abs().amax())):  # max propagates NaN: one pass, one host read
         n_bad = int((~torch.isfinite(x)).sum())
         raise ValueError(
             f"`{name}` contains {n_bad} NaN or inf value(s); matrix entropies need finite inputs. "
@@ -73,7 +87,7 @@ def check_gram(k: torch.Tensor, name: str) -> torch.Tensor:
             f"`{name}` has shape {tuple(k.shape)}, but is_gram=True expects square (..., n, n) "
             f"matrices. Pass features with is_gram=False, or build the Gram with cosine_gram()."
         )
-    scale = k.abs().amax().clamp_min(1e-30)
+    scale = k.abs().amax()  # relative at every scale (a zero matrix has asym = 0)
     asym = (k - k.transpose(-1, -2)).abs().amax()
     if bool(asym > 1e-5 * scale):
         raise ValueError(
@@ -99,20 +113,117 @@ def compute_dtype(x: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
     return dtype
 
 
-def normalize_rows(z: torch.Tensor, *, center: bool = False) -> torch.Tensor:
-    """L2-normalise each row of ``z`` (out of place). Zero rows (norm ≤ :data:`ZERO_ROW_NORM`)
-    come out as exact zeros, with a zero gradient.
+_WIDER: dict[tuple[torch.dtype, torch.dtype], torch.dtype] = {}
 
-    With ``center=True`` the mean row (over the ``n`` axis) is subtracted first.
+
+def _wider(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    """``torch.promote_types(a, b)``, cached (it is a dispatched operation)."""
+    if a is b:
+        return a
+    wider = _WIDER.get((a, b))
+    if wider is None:
+        wider = _WIDER[(a, b)] = torch.promote_types(a, b)
+    return wider
+
+
+class UnitRows(NamedTuple):
+    """The rows of a matrix divided by their L2 norms (:func:`unit_rows`), and what the gradient needs."""
+
+    #: ``ẑ = z / ‖z‖`` in the requested dtype; zero rows are exact zeros.
+    rows: torch.Tensor
+    #: ``‖z / scale‖`` per row (``(..., n, 1)``, working dtype), ``inf`` for zero rows.
+    norms: torch.Tensor
+    #: the per-matrix pre-scale (``(..., 1, 1)``, the largest |entry| or the smallest normal number), or
+    #: ``None`` when the rows were not pre-scaled (then ``norms`` are the row norms ``‖z‖`` themselves).
+    scale: torch.Tensor | None
+
+
+def unit_rows(z: torch.Tensor, *, center: bool = False, dtype: torch.dtype | None = None) -> UnitRows:
+    """Divide each row of ``z`` (``(..., n, d)``) by its L2 norm, over the whole float range.
+
+    The one row normalisation of :mod:`hf_infonc.info`: the validated functions, the closed-form
+    losses (:mod:`~hf_infonc.info.spectral`, :mod:`~hf_infonc.info.fused`) and the
+    neural-collapse measures all call it, so they agree on every row by construction.
+
+    * **Scale.** ``‖z‖ = √Σ z²`` overflows in float64 once the entries pass ~1e154 and underflows
+      to 0 below ~1e-154 (float32: 1e19 and 1e-19). float16 / bfloat16 / float32 inputs are
+      therefore normalised in float64, where their squares always fit (float32's largest value
+      squared is 1.2e77, its smallest subnormal squared 2e-90), and the rows cast to ``dtype``.
+      A float64 matrix is first divided by its largest |entry| (a per-matrix constant: dividing by
+      it changes neither the normalised rows nor their gradient, so it is detached), which puts
+      every entry in [-1, 1].
+    * **Zero rows.** A row whose norm is at most :data:`ZERO_ROW_TOL` times the largest row norm of
+      its matrix (of the *uncentred* matrix, so that a row equal to the mean up to round-off is a
+      zero row at every scale) comes out as exact zeros with a zero gradient.
+    * **Dtypes.** The work is done in float64 (so a float64 input at 1e300 survives
+      ``dtype=torch.float32``, which only applies to the returned rows) and the rows are returned
+      in ``dtype`` (default ``z``'s). NaN / inf entries are not checked here (the callers
+      validate) and propagate as NaN.
+
+    With ``center=True`` the mean row (over the ``n`` axis) is subtracted after the pre-scale.
+    Differentiable (autograd); the closed-form gradient is :func:`unit_rows_backward`.
     """
+    source = z.dtype
+    out_dtype = source if dtype is None else dtype
+    safe = source in _FLOAT64_SAFE  # normalised in float64, where their squares always fit
+    work = torch.float64 if safe else _wider(source, out_dtype)
+    x = z if work is source else z.to(work)
+    grad = x.requires_grad
+    scale = None
+    if not safe:
+        # the largest |entry|, at least the smallest normal number: entries then lie in [-1, 1] (a
+        # subnormal matrix's in [2^-52, 1) at worst), their squares far from over- and underflow,
+        # and an all-zero matrix stays zero (no 0/0); the zero-row rule is relative to the
+        # largest row norm, so it does not depend on this choice
+        scale = (x.detach() if grad else x).abs().amax(dim=(-2, -1), keepdim=True).clamp_min_(torch.finfo(work).tiny)
+        x = x / scale
+    reference = None
+    if center:  # zero rows are judged against the uncentred rows
+        reference = torch.linalg.vector_norm(x.detach(), dim=-1, keepdim=True).amax(dim=-2, keepdim=True)
+        x = x - x.mean(dim=-2, keepdim=True)
+    norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    if reference is None:
+        reference = (norms.detach() if grad else norms).amax(dim=-2, keepdim=True)
+    zero = norms <= reference.mul_(ZERO_ROW_TOL)  # (reference is a fresh tensor)
+    # zero rows: x / inf = 0, and so is their gradient (in place when autograd does not record)
+    norms = norms.masked_fill(zero, math.inf) if grad else norms.masked_fill_(zero, math.inf)
+    rows = x / norms
+    return UnitRows(rows if out_dtype is work else rows.to(out_dtype), norms, scale)
+
+
+def unit_rows_backward(grad: torch.Tensor, unit: UnitRows, *, center: bool = False) -> torch.Tensor:
+    """Closed-form gradient through :func:`unit_rows`: ``dz = (dẑ − ẑ(ẑ·dẑ)) / ‖z‖``, then through
+    the centring (``dz − mean(dz)``). Computed as ``/ ‖z/s‖ / s`` with the pre-scale ``s``, so
+    neither divisor overflows; zero rows get 0. The result is in the working dtype of the forward."""
+    zn = unit.rows
+    grad = torch.addcmul(grad, zn, (zn * grad).sum(dim=-1, keepdim=True), value=-1.0) / unit.norms
+    if unit.scale is not None:
+        grad = grad / unit.scale
     if center:
-        z = z - z.mean(dim=-2, keepdim=True)
-    norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    # Rows at or below ZERO_ROW_NORM become exact zeros with a zero gradient. (Dividing by the
-    # clamped norm would scale tiny rows up instead, and multiply round-off in a zero row's
-    # gradient by 1/ZERO_ROW_NORM.)
-    nonzero = norms > ZERO_ROW_NORM
-    return torch.where(nonzero, z / torch.where(nonzero, norms, torch.ones_like(norms)), torch.zeros_like(z))
+        grad = grad - grad.mean(dim=-2, keepdim=True)
+    return grad
+
+
+def normalize_rows(z: torch.Tensor, *, center: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """L2-normalise each row of ``z`` (out of place), in ``dtype`` (default ``z``'s): the rows of
+    :func:`unit_rows`. Zero rows (norm ≤ :data:`ZERO_ROW_TOL` × the largest row norm of the matrix)
+    come out as exact zeros, with a zero gradient. With ``center=True`` the mean row (over the
+    ``n`` axis) is subtracted first.
+    """
+    return unit_rows(z, center=center, dtype=dtype).rows
+
+
+def scaled_gram(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A (batched) Gram matrix symmetrised, divided by its largest |entry| and cast to ``dtype``.
+
+    The matrix entropies normalise by the trace, so the division (per matrix, detached) changes
+    nothing but the range: entries in [-1, 1] keep ``K ⊙ K``, ``‖K‖_F²`` and the trace finite for
+    Grams at 1e300, and a float64 Gram survives ``dtype=torch.float32``. A zero matrix stays zero.
+    """
+    x = k.to(_wider(k.dtype, dtype))
+    biggest = torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=(-2, -1), keepdim=True)
+    x = x / biggest.masked_fill(biggest == 0, 1.0)
+    return (0.5 * (x + x.transpose(-1, -2))).to(dtype)
 
 
 def cosine_gram(z: torch.Tensor, *, center: bool = False) -> torch.Tensor:

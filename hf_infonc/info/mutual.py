@@ -8,6 +8,10 @@
 * ``MIR = MI / min(H(K₁), H(K₂))`` (mutual information ratio, in [0, 1]).
 * ``HDR = |H(K₁) - H(K₂)| / max(H(K₁), H(K₂))`` (entropy difference ratio, in [0, 1]).
 
+Reported values lie in their ranges: the entropies of :func:`entropy_terms` in ``[0, log k]`` and
+the MI in ``[0, min(H(K₁), H(K₂))]``, clamped there against round-off
+(:mod:`hf_infonc.info.ranges`), so MIR and HDR lie in [0, 1] exactly.
+
 Both ratios are 0/0 when the denominator entropy is 0 (e.g. C = 2 at collapse, or one row).
 **[choice]** ``zero_entropy="nan"`` (default, for metrics) returns NaN there with a warning;
 ``zero_entropy="zero"`` returns 0 with a zero gradient (what the losses use: never NaN).
@@ -21,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from hf_infonc.info.entropy import check_alpha, psd_entropy, symmetrize
+from hf_infonc.info.entropy import check_alpha, psd_entropy
 from hf_infonc.info.gram import (
     check_gram,
     check_tensor,
@@ -31,7 +35,9 @@ from hf_infonc.info.gram import (
     psd_from_rows,
     reduce_rank,
     row_kronecker,
+    scaled_gram,
 )
+from hf_infonc.info.ranges import clamp_entropy, clamp_mutual_information
 
 ZeroEntropy = Literal["nan", "zero"]
 
@@ -97,7 +103,9 @@ def entropy_terms(
 
     Routes: "gram" forms every ``n x n`` matrix; "dual" uses ``ẐᵀẐ`` for the marginals and the
     row-wise Kronecker factor for the joint; "auto" picks the cheapest per term (the Kronecker
-    route when the product of the two ranks is below ``n``).
+    route when the product of the two ranks is below ``n``). Each entropy is clamped to
+    ``[0, log k]`` against round-off (straight-through); the unclamped values are
+    :func:`raw_entropy_terms`.
     """
     alpha = check_alpha(alpha)
     _check_pair(a, b, is_gram)
@@ -108,27 +116,60 @@ def entropy_terms(
         if route not in ("auto", "gram"):
             raise ValueError(f"route={route!r} needs features; with is_gram=True only route='gram' (or 'auto') applies.")
     with torch.autocast(device_type=a.device.type, enabled=False):
-        if is_gram:
-            ka, kb = symmetrize(a.to(cdtype)), symmetrize(b.to(cdtype))
-            h_joint = psd_entropy(ka * kb, alpha) if joint else None
-            return EntropyTerms(psd_entropy(ka, alpha), psd_entropy(kb, alpha), h_joint)
+        terms = raw_entropy_terms(
+            a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=cdtype, joint=joint
+        )
+    # against round-off: each entropy in [0, log k], k the size of its spectrum at most
+    n, d_a, d_b = a.shape[-2], a.shape[-1], b.shape[-1]
+    ranks = (n, n, n) if is_gram else (min(n, d_a), min(n, d_b), min(n, d_a * d_b))
+    return EntropyTerms(
+        clamp_entropy(terms.h_a, ranks[0], n, cdtype),
+        clamp_entropy(terms.h_b, ranks[1], n, cdtype),
+        None if terms.h_joint is None else clamp_entropy(terms.h_joint, ranks[2], n, cdtype),
+    )
 
-        za = normalize_rows(a.to(cdtype), center=center)
-        zb = normalize_rows(b.to(cdtype), center=center)
-        n = za.shape[-2]
-        h_a, fa = _side(za, route, alpha, joint)
-        h_b, fb = _side(zb, route, alpha, joint)
-        if not joint:
-            return EntropyTerms(h_a, h_b, None)
-        kron_dim = fa.shape[-1] * fb.shape[-1]
-        use_kron = route == "dual" or (route == "auto" and kron_dim < n)
-        if use_kron:
-            h_joint = psd_entropy(psd_from_rows(row_kronecker(fa, fb), "dual" if kron_dim < n else "gram"), alpha)
-        else:
-            ka = psd_from_rows(za, "gram")
-            kb = psd_from_rows(zb, "gram")
-            h_joint = psd_entropy(ka * kb, alpha)
-        return EntropyTerms(h_a, h_b, h_joint)
+
+def raw_entropy_terms(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+    is_gram: bool = False,
+    center: bool = False,
+    route: str = "auto",
+    dtype: torch.dtype = torch.float64,
+    joint: bool = True,
+) -> EntropyTerms:
+    """The entropies of :func:`entropy_terms` before their clamp to ``[0, log k]``, without
+    validation (the inputs must be valid, ``dtype`` a spectrum dtype): what the round-off clamp of
+    :mod:`hf_infonc.info.ranges` starts from, for diagnostics and its tests."""
+    if is_gram:
+        ka, kb = scaled_gram(a, dtype), scaled_gram(b, dtype)
+        h_joint = psd_entropy(ka * kb, alpha) if joint else None
+        return EntropyTerms(psd_entropy(ka, alpha), psd_entropy(kb, alpha), h_joint)
+
+    za = normalize_rows(a, center=center, dtype=dtype)
+    zb = normalize_rows(b, center=center, dtype=dtype)
+    n = za.shape[-2]
+    h_a, fa = _side(za, route, alpha, joint)
+    h_b, fb = _side(zb, route, alpha, joint)
+    if not joint:
+        return EntropyTerms(h_a, h_b, None)
+    kron_dim = fa.shape[-1] * fb.shape[-1]
+    use_kron = route == "dual" or (route == "auto" and kron_dim < n)
+    if use_kron:
+        h_joint = psd_entropy(psd_from_rows(row_kronecker(fa, fb), "dual" if kron_dim < n else "gram"), alpha)
+    else:
+        ka = psd_from_rows(za, "gram")
+        kb = psd_from_rows(zb, "gram")
+        h_joint = psd_entropy(ka * kb, alpha)
+    return EntropyTerms(h_a, h_b, h_joint)
+
+
+def mutual_information_in_range(terms: EntropyTerms, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """``H(K₁) + H(K₂) − H(K₁ ⊙ K₂)`` of ``n`` samples, clamped to ``[0, min(H(K₁), H(K₂))]`` against
+    round-off (:mod:`hf_infonc.info.ranges`); ``dtype``: the dtype the spectra were computed in."""
+    return clamp_mutual_information(terms.mutual_information, terms.h_a, terms.h_b, n, dtype)
 
 
 def safe_ratio(
@@ -177,7 +218,7 @@ def matrix_mutual_information(
         2.092529
     """
     terms = entropy_terms(a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=dtype)
-    return terms.mutual_information.to(a.dtype)
+    return mutual_information_in_range(terms, a.shape[-2], terms.h_a.dtype).to(a.dtype)
 
 
 def mir(
@@ -200,7 +241,8 @@ def mir(
     """
     terms = entropy_terms(a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=dtype)
     denominator = torch.minimum(terms.h_a, terms.h_b)
-    return safe_ratio(terms.mutual_information, denominator, zero_entropy, "MIR").to(a.dtype)
+    mi = mutual_information_in_range(terms, a.shape[-2], terms.h_a.dtype)
+    return safe_ratio(mi, denominator, zero_entropy, "MIR").to(a.dtype)
 
 
 def hdr(

@@ -41,8 +41,46 @@ from typing import Literal
 
 import torch
 
+from hf_infonc.info.gram import normalize_rows
+from hf_infonc.info.ranges import clamp_float, roundoff_slack
+
 GlobalMean = Literal["class", "sample"]
 GLOBAL_MEANS: tuple[str, ...] = ("class", "sample")
+
+#: Values whose largest |entry| lies in ``[2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]`` are used as they
+#: are: their squares and sums of squares stay far inside float64's normal range. Others are
+#: scaled by a power of two first (exact), see :func:`storage_exponent`.
+SAFE_EXPONENT = 256
+
+
+def storage_exponent(biggest: float) -> int:
+    """The power of two ``e`` to divide values of largest magnitude ``biggest`` by before they are
+    squared or summed in float64: 0 inside the safe range (:data:`SAFE_EXPONENT`), else the
+    exponent of ``biggest`` (``biggest / 2^e`` in ``[0.5, 1)``). Scaling by ``2^-e`` is exact."""
+    if not biggest > 0 or not math.isfinite(biggest):
+        return 0
+    exponent = math.frexp(biggest)[1]
+    return 0 if abs(exponent) <= SAFE_EXPONENT else exponent
+
+
+def ldexp(x: torch.Tensor, exponent: int) -> torch.Tensor:
+    """``x · 2^exponent``, exact unless the result itself over- or underflows (applied in factors
+    of at most ``2^±1000``, each representable)."""
+    while exponent:
+        step = max(-1000, min(1000, exponent))
+        x = x * math.ldexp(1.0, step)
+        exponent -= step
+    return x
+
+
+def _unit_frobenius(x: torch.Tensor) -> torch.Tensor | None:
+    """``x / ‖x‖_F`` computed as ``(x/s) / ‖x/s‖_F`` with ``s = max |x|`` (no overflow or underflow
+    of the squares at any scale); ``None`` when ``x`` is zero."""
+    biggest = x.abs().amax()
+    if float(biggest) == 0.0:
+        return None
+    scaled = x / biggest
+    return scaled / torch.linalg.matrix_norm(scaled)
 
 
 def _as_float64(x: torch.Tensor, name: str, ndim: int) -> torch.Tensor:
@@ -109,7 +147,11 @@ def nc1(sigma_w: torch.Tensor, centred_means: torch.Tensor) -> float:
     c, d = m.shape
     if sigma_w.shape != (d, d):
         raise ValueError(f"sigma_w has shape {tuple(sigma_w.shape)}, expected ({d}, {d}) to match the means.")
-    _, s, vh = torch.linalg.svd(m, full_matrices=False)
+    # NC1 does not change when M is scaled by c and Σ_W by c²: both are divided by their largest
+    # |entry| first, so that s_j² neither overflows nor underflows, and the scales applied at the end
+    m_scale = float(m.abs().amax()) or 1.0  # M = 0 is caught below
+    w_scale = float(sigma_w.abs().amax()) or 1.0  # Σ_W = 0: NC1 = 0
+    _, s, vh = torch.linalg.svd(m / m_scale, full_matrices=False)
     rank = min(c - 1, d)
     s, vh = s[:rank], vh[:rank]
     if s.numel() == 0 or float(s[0]) == 0.0:
@@ -125,9 +167,10 @@ def nc1(sigma_w: torch.Tensor, centred_means: torch.Tensor) -> float:
             stacklevel=2,
         )
         s, vh = s[keep], vh[keep]
-    quad = torch.einsum("jd,de,je->j", vh, sigma_w, vh)
+    quad = torch.einsum("jd,de,je->j", vh, sigma_w / w_scale, vh)
     # Σ_W is PSD, so the value is ≥ 0; round-off in the one-pass Σ_W can leave ~ -1e-17 at collapse.
-    return max(0.0, float((quad / s.square()).sum()))
+    value = max(0.0, float((quad / s.square()).sum()))
+    return value * (w_scale / m_scale) / m_scale  # the scales, in an order that overflows only if NC1 does
 
 
 def etf_gram(num_classes: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -141,9 +184,10 @@ def nc2(centred_means: torch.Tensor) -> float:
     NaN with a warning when ``M = 0``.
     """
     m = _as_float64(centred_means, "centred_means", 2)
-    gram = m @ m.T
-    norm = torch.linalg.matrix_norm(gram)
-    if float(norm) == 0.0:
+    unit = _unit_frobenius(m)  # MMᵀ/‖MMᵀ‖_F does not depend on the scale of M
+    gram = None if unit is None else unit @ unit.T
+    norm = None if gram is None else torch.linalg.matrix_norm(gram)
+    if norm is None or float(norm) == 0.0:
         warnings.warn("NC2 is undefined: all class means coincide; returning NaN.", RuntimeWarning, stacklevel=2)
         return float("nan")
     e = etf_gram(m.shape[0])
@@ -152,7 +196,10 @@ def nc2(centred_means: torch.Tensor) -> float:
 
 def nc2_equinorm(centred_means: torch.Tensor) -> float:
     """``std_c ‖μ_c − μ_G‖ / mean_c ‖μ_c − μ_G‖`` (population std; 0 when the norms are equal)."""
-    norms = torch.linalg.vector_norm(_as_float64(centred_means, "centred_means", 2), dim=1)
+    unit = _unit_frobenius(_as_float64(centred_means, "centred_means", 2))  # the ratio does not depend on the scale
+    if unit is None:
+        return float("nan")
+    norms = torch.linalg.vector_norm(unit, dim=1)
     mean = norms.mean()
     if float(mean) == 0.0:
         return float("nan")
@@ -163,7 +210,7 @@ def nc2_equiangular(centred_means: torch.Tensor) -> float:
     """``mean_{c≠c'} |cos(μ_c − μ_G, μ_c' − μ_G) + 1/(C−1)|`` (0 at a simplex ETF)."""
     m = _as_float64(centred_means, "centred_means", 2)
     c = m.shape[0]
-    unit = m / torch.linalg.vector_norm(m, dim=1, keepdim=True).clamp_min(1e-300)
+    unit = normalize_rows(m)  # a zero row (a class mean at the global mean) has cosine 0 with the others
     cos = unit @ unit.T
     off = ~torch.eye(c, dtype=torch.bool)
     return float((cos[off] + 1.0 / (c - 1)).abs().mean())
@@ -175,11 +222,30 @@ def nc3(head: torch.Tensor, centred_means: torch.Tensor) -> float:
     m = _as_float64(centred_means, "centred_means", 2)
     if w.shape != m.shape:
         raise ValueError(f"head has shape {tuple(w.shape)} but the class means have {tuple(m.shape)}; NC3 needs (C, d) for both.")
-    nw, nm = torch.linalg.matrix_norm(w), torch.linalg.matrix_norm(m)
-    if float(nw) == 0.0 or float(nm) == 0.0:
+    unit_w, unit_m = _unit_frobenius(w), _unit_frobenius(m)
+    if unit_w is None or unit_m is None:
         warnings.warn("NC3 is undefined: the head or the centred means are all zero; returning NaN.", RuntimeWarning, stacklevel=2)
         return float("nan")
-    return float(torch.linalg.matrix_norm(w / nw - m / nm))
+    # the distance of two unit vectors: in [0, 2] (clamped against round-off)
+    distance = float(torch.linalg.matrix_norm(unit_w - unit_m))
+    return clamp_float(distance, 0.0, 2.0, roundoff_slack(torch.float64, w.numel()))
+
+
+def head_predictions(features: torch.Tensor, head: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``argmax_c (W h + b)_c`` for each row ``h`` of ``features`` (float64 ``W``: ``(C, d)``).
+
+    ``W h`` overflows when features and head are both large (and underflows to ties when both are
+    tiny), so features and head are each scaled by a power of two (:func:`storage_exponent`, exact)
+    and the bias by the product of the two: the scores are then a positive multiple of the true
+    ones, with the same argmax. For inputs of ordinary size nothing is scaled.
+    """
+    f = features.to(torch.float64)
+    exp_f = storage_exponent(float(f.abs().amax()) if f.numel() else 0.0)
+    exp_w = storage_exponent(float(head.abs().amax()))
+    scores = ldexp(f, -exp_f) @ ldexp(head, -exp_w).T
+    if bias is not None:
+        scores = scores + ldexp(bias, -(exp_f + exp_w))
+    return scores.argmax(dim=1)
 
 
 def nearest_center_predictions(features: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
@@ -192,6 +258,10 @@ def nearest_center_predictions(features: torch.Tensor, centers: torch.Tensor) ->
     if not bool(valid.any()):
         raise ValueError("nearest_center_predictions: no class centre is defined (all rows are NaN).")
     mu_safe = torch.where(valid.unsqueeze(1), mu, torch.zeros_like(mu))
+    # the argmin does not change when features and centres are scaled by the same power of two (exact):
+    # done when their squares would leave float64's range
+    exponent = storage_exponent(max(float(f.abs().amax()) if f.numel() else 0.0, float(mu_safe.abs().amax())))
+    f, mu_safe = ldexp(f, -exponent), ldexp(mu_safe, -exponent)
     score = (mu_safe * mu_safe).sum(dim=1) - 2.0 * (f @ mu_safe.T)
     score = torch.where(valid.unsqueeze(0), score, torch.full_like(score, math.inf))
     return score.argmin(dim=1)
@@ -199,6 +269,8 @@ def nearest_center_predictions(features: torch.Tensor, centers: torch.Tensor) ->
 
 __all__ = [
     "GLOBAL_MEANS",
+    "SAFE_EXPONENT",
+    "head_predictions",
     "between_class_covariance",
     "etf_gram",
     "global_mean",
@@ -207,6 +279,8 @@ __all__ = [
     "nc2_equiangular",
     "nc2_equinorm",
     "nc3",
+    "ldexp",
     "nearest_center_predictions",
+    "storage_exponent",
     "within_class_covariance",
 ]

@@ -36,8 +36,9 @@ From ``dH/dP = G`` to the rows (all ``G`` symmetric):
 * joint ``P = (ÂÂᵀ) ⊙ (B̂B̂ᵀ)``: ``dH/dÂ = 2(G ⊙ B̂B̂ᵀ)Â`` and ``dH/dB̂ = 2(G ⊙ ÂÂᵀ)B̂``;
 * joint through the Kronecker dual ``P = FᵀF``, ``Fᵢ = (ÂRₐ)ᵢ ⊗ (B̂R_b)ᵢ`` with fixed bases ``R``:
   ``dH/dF = 2FG``, contracted with the other factor and mapped back by ``Rᵀ``;
-* row normalisation ``ẑ = z/‖z‖``: ``dz = (dẑ - ẑ(ẑ·dẑ)) / ‖z‖``; rows with ``‖z‖ ≤ 1e-12`` are
-  zero rows, with value 0 and gradient 0;
+* row normalisation ``ẑ = z/‖z‖`` (:func:`~hf_infonc.info.gram.unit_rows`, overflow- and
+  underflow-free): ``dz = (dẑ - ẑ(ẑ·dẑ)) / ‖z‖``; rows with ``‖z‖ ≤ 1e-12·maxᵢ‖zᵢ‖`` are zero rows,
+  with value 0 and gradient 0;
 * centring ``z_c = z - mean(z)``: ``dz = dz_c - mean(dz_c)``.
 
 What is here: :func:`information_entropies` (CMA's group entropies and ``H(K₁)``, ``H(K₂)``,
@@ -59,14 +60,13 @@ This module is pure torch: it must never import transformers or datasets.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from hf_infonc.info.entropy import EIGENVALUE_FLOOR
-from hf_infonc.info.gram import ZERO_ROW_NORM, compute_dtype
+from hf_infonc.info.gram import compute_dtype, unit_rows, unit_rows_backward
 from hf_infonc.info.mutual import EntropyTerms
 
 
@@ -97,29 +97,6 @@ def spectrum_dtype(dtype: torch.dtype | None) -> torch.dtype:
     """The dtype of the spectra: float64 (``None``) or float32; anything else is refused
     (:func:`hf_infonc.info.gram.compute_dtype`, which does not depend on the input tensor)."""
     return compute_dtype(None, dtype)  # type: ignore[arg-type]
-
-
-def _unit_rows(z: torch.Tensor, center: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ẑ = z / ‖z‖`` per row (optionally centred first) and the divisor (``inf`` for zero rows).
-
-    Zero rows (norm ≤ :data:`~hf_infonc.info.gram.ZERO_ROW_NORM`) come out as exact zeros, as in
-    :func:`~hf_infonc.info.gram.normalize_rows`; dividing by ``inf`` also zeroes their gradient.
-    """
-    if center:
-        z = z - z.mean(dim=-2, keepdim=True)
-    norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    divisor = norms.masked_fill(norms <= ZERO_ROW_NORM, math.inf)
-    return z / divisor, divisor
-
-
-def _unit_rows_backward(
-    grad: torch.Tensor, zn: torch.Tensor, divisor: torch.Tensor, center: bool = False
-) -> torch.Tensor:
-    """Gradient through :func:`_unit_rows`: ``(dẑ - ẑ(ẑ·dẑ)) / ‖z‖``, then through the centring."""
-    grad = torch.addcmul(grad, zn, (zn * grad).sum(dim=-1, keepdim=True), value=-1.0) / divisor
-    if center:
-        grad = grad - grad.mean(dim=-2, keepdim=True)
-    return grad
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -340,9 +317,8 @@ class _InformationEntropies(torch.autograd.Function):
     def forward(ctx, features, anchors, groups, terms, cdtype, need):  # type: ignore[override]
         ctx.set_materialize_grads(False)
         with _no_autocast(features.device.type):
-            zf, za = features.to(cdtype), anchors.to(cdtype)
-            fn, div_f = _unit_rows(zf)
-            an, div_a = _unit_rows(za)
+            unit_f, unit_a = unit_rows(features, dtype=cdtype), unit_rows(anchors, dtype=cdtype)
+            fn, an = unit_f.rows, unit_a.rows
             mats: list[torch.Tensor] = []
             alphas: list[float] = []
             st: dict[str, object] = {}
@@ -361,9 +337,11 @@ class _InformationEntropies(torch.autograd.Function):
             kron = None
             if terms is not None:
                 if terms.center:
-                    ta, div_ta = _unit_rows(zf, True)
-                    tb, div_tb = _unit_rows(za if terms.b_index is None else za[terms.b_index], True)
-                    st["centred"] = (ta, div_ta, tb, div_tb)
+                    centred_a = unit_rows(features, center=True, dtype=cdtype)
+                    rows_b = anchors if terms.b_index is None else anchors[terms.b_index]
+                    centred_b = unit_rows(rows_b, center=True, dtype=cdtype)
+                    st["centred"] = (centred_a, centred_b)
+                    ta, tb = centred_a.rows, centred_b.rows
                 else:
                     ta, tb = fn, an if terms.b_index is None else an[terms.b_index]
                 n, d_a, d_b = ta.shape[-2], ta.shape[-1], tb.shape[-1]
@@ -408,15 +386,14 @@ class _InformationEntropies(torch.autograd.Function):
                 else:
                     outputs += batch.h[first : first + (3 if terms.joint else 2)]
         if need:
-            ctx.save_for_backward(fn, an, div_f, div_a)
-            ctx.plan = (groups, terms, batch, st, kron, features.dtype, anchors.dtype)
+            ctx.plan = (groups, terms, batch, st, kron, features.dtype, anchors.dtype, unit_f, unit_a)
         return tuple(outputs)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):  # type: ignore[override]
-        fn, an, div_f, div_a = ctx.saved_tensors
-        groups, terms, batch, st, kron, dtype_f, dtype_a = ctx.plan
+        groups, terms, batch, st, kron, dtype_f, dtype_a, unit_f, unit_a = ctx.plan
+        fn, an = unit_f.rows, unit_a.rows
         grads = list(grads)
         with _no_autocast(fn.device.type):
             scales: list[torch.Tensor | float | None] = []
@@ -445,10 +422,10 @@ class _InformationEntropies(torch.autograd.Function):
             if terms is not None and (grad_a is not None or grad_b is not None or grad_j is not None):
                 d_ta, d_tb = _terms_backward(st, kron, g[1:] if groups is not None else g, grad_a, grad_b)
                 if terms.center:
-                    ta, div_ta, tb, div_tb = st["centred"]
-                    extra_f = None if d_ta is None else _unit_rows_backward(d_ta, ta, div_ta, True)
+                    centred_a, centred_b = st["centred"]
+                    extra_f = None if d_ta is None else unit_rows_backward(d_ta, centred_a, center=True)
                     if d_tb is not None:
-                        extra_a = _scatter_rows(terms.b_index, _unit_rows_backward(d_tb, tb, div_tb, True), an.shape)
+                        extra_a = _scatter_rows(terms.b_index, unit_rows_backward(d_tb, centred_b, center=True), an.shape)
                 else:
                     if d_ta is not None:
                         d_fn = d_ta if d_fn is None else d_fn + d_ta
@@ -464,13 +441,13 @@ class _InformationEntropies(torch.autograd.Function):
             out_f = out_a = None
             if ctx.needs_input_grad[0]:
                 if d_fn is not None:
-                    out_f = _unit_rows_backward(d_fn, fn, div_f)
+                    out_f = unit_rows_backward(d_fn, unit_f)
                 if extra_f is not None:
                     out_f = extra_f if out_f is None else out_f + extra_f
                 out_f = None if out_f is None else out_f.to(dtype_f)
             if ctx.needs_input_grad[1]:
                 if d_an is not None:
-                    out_a = _unit_rows_backward(d_an, an, div_a)
+                    out_a = unit_rows_backward(d_an, unit_a)
                 if extra_a is not None:
                     out_a = extra_a if out_a is None else out_a + extra_a
                 out_a = None if out_a is None else out_a.to(dtype_a)

@@ -87,6 +87,13 @@ Choices (documented, SPEC's **[choice]** convention):
 * **Global mean**: ``global_mean="class"`` (mean of the class means, default) or ``"sample"``;
   see :mod:`hf_infonc.info.neural_collapse`.
 
+Numerics: the sums hold the features divided by a power of two chosen from the data (exact; 1 for
+features of ordinary size, see :func:`~hf_infonc.info.neural_collapse.storage_exponent`), so
+``Σ x xᵀ`` neither overflows nor underflows, and every measure except ``within_class_variance``
+(scaled back: ``inf`` when it exceeds float64) is the same for features ``x`` and ``c·x``, from
+1e-300 to 1e300. Entropies, MI, MIR and HDR are clamped to their ranges against round-off
+(:mod:`hf_infonc.info.ranges`).
+
 The caller's tensors are never modified: they are copied to float64 on ``device`` in chunks of at
 most :data:`UPDATE_CHUNK` rows. This module is pure torch (no transformers/datasets/evaluate).
 """
@@ -100,7 +107,8 @@ from typing import Literal
 import torch
 
 from hf_infonc.info import neural_collapse as nc
-from hf_infonc.info.mutual import ZERO_ENTROPY_TOL, entropy_terms, safe_ratio
+from hf_infonc.info.mutual import ZERO_ENTROPY_TOL, entropy_terms, mutual_information_in_range, safe_ratio
+from hf_infonc.info.ranges import clamp_float, roundoff_slack
 
 SampleZeroEntropy = Literal["skip", "nan", "zero"]
 SAMPLE_ZERO_ENTROPY: tuple[str, ...] = ("skip", "nan", "zero")
@@ -191,6 +199,23 @@ def _all_reduce_sum(vector: torch.Tensor, group: object) -> torch.Tensor:
     return buf.to(vector.device)
 
 
+def _all_reduce_max(vector: torch.Tensor, group: object) -> torch.Tensor:
+    import torch.distributed as dist
+
+    buf = vector.to(_comm_device(group))
+    dist.all_reduce(buf, op=dist.ReduceOp.MAX, group=group)
+    return buf.to(vector.device)
+
+
+def _ldexp_float(value: float, exponent: int) -> float:
+    """``value · 2^exponent`` as a float: ``inf`` when the result exceeds float64 (e.g. the
+    within-class variance of features at 1e300), 0 when it underflows."""
+    try:
+        return math.ldexp(value, exponent)
+    except OverflowError:
+        return math.inf
+
+
 def _check_same_everywhere(signature: torch.Tensor, what: str, group: object) -> None:
     """Raise on every rank (no hang) when ranks disagree on a configuration signature."""
     import torch.distributed as dist
@@ -230,9 +255,9 @@ def pair_batch_stats(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ``[k, Σ MIR, #MIR defined, Σ HDR, #HDR defined, Σ H(K₁), Σ H(K₂), Σ MI]`` (float64), the
     undefined (0/0) ratios contributing 0 to the sums.
     """
-    terms = entropy_terms(a, b, dtype=torch.float64)
+    terms = entropy_terms(a, b, dtype=torch.float64)  # entropies clamped to [0, log k] against round-off
     h_a, h_b = terms.h_a, terms.h_b
-    mi = terms.mutual_information
+    mi = mutual_information_in_range(terms, a.shape[-2], torch.float64)  # so MIR, HDR lie in [0, 1]
     lo, hi = torch.minimum(h_a, h_b), torch.maximum(h_a, h_b)
     mir_def, hdr_def = lo > ZERO_ENTROPY_TOL, hi > ZERO_ENTROPY_TOL
     mir_val = torch.where(mir_def, mi / torch.where(mir_def, lo, torch.ones_like(lo)), torch.zeros_like(lo))
@@ -265,9 +290,11 @@ def summarize_batch_stats(stats: torch.Tensor, zero_entropy: str = "skip") -> di
     }
     if batches == 0:
         return out
-    out["mi"] = s[_S_MI] / batches
     out["feature_entropy"] = s[_S_HA] / batches
     out["head_entropy"] = s[_S_HB] / batches
+    # each batch's MI is at most its smaller entropy, so the average is too, up to the summation's round-off
+    upper = min(out["feature_entropy"], out["head_entropy"])
+    out["mi"] = clamp_float(s[_S_MI] / batches, 0.0, upper, roundoff_slack(torch.float64, int(batches)))
     for key, total, defined in (("mir", s[_S_MIR], s[_S_MIR_DEF]), ("hdr", s[_S_HDR], s[_S_HDR_DEF])):
         undefined = batches - defined
         if zero_entropy == "zero":
@@ -399,10 +426,7 @@ class NearestCenterAgreement:
             if logits is not None:
                 pred = logits[start:stop].detach().to(self.device).argmax(dim=1)
             else:
-                scores = f @ self.head.T  # type: ignore[union-attr]
-                if self.bias is not None:
-                    scores = scores + self.bias
-                pred = scores.argmax(dim=1)
+                pred = nc.head_predictions(f, self.head, self.bias)  # type: ignore[arg-type]
             self.stats[0] += stop - start
             self.stats[1] += float((pred != ncc).sum())
             if labels is not None:
@@ -540,6 +564,7 @@ class NeuralCollapseAccumulator:
         self.second_moment = torch.zeros(d, d, dtype=torch.float64, device=dev)
         self.sample_stats = torch.zeros(_N_SAMPLE_STATS, dtype=torch.float64, device=dev)
         self.prediction_stats = torch.zeros(2, dtype=torch.float64, device=dev)  # [predicted, correct]
+        self._exponent: int | None = None  # sums and second_moment hold the values / 2^exponent (None: no data yet)
         self._buffer_features = torch.zeros(0, d, dtype=torch.float64, device=dev)
         self._buffer_labels = torch.zeros(0, dtype=torch.long, device=dev)
         self.ncc = (
@@ -556,7 +581,7 @@ class NeuralCollapseAccumulator:
     def class_means(self) -> torch.Tensor:
         """``(C, d)`` float64 class means ``μ_c = s_c / n_c``; NaN rows for classes with no sample."""
         counts = self.counts.unsqueeze(1)
-        means = self.sums / counts.clamp_min(1.0)
+        means = nc.ldexp(self.sums / counts.clamp_min(1.0), self._exponent or 0)
         return torch.where(counts > 0, means, torch.full_like(means, float("nan")))
 
     def nearest_center_pass(self) -> NearestCenterAgreement:
@@ -603,16 +628,14 @@ class NeuralCollapseAccumulator:
 
     def _update_chunk(self, f: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None) -> None:
         self.counts += torch.bincount(y, minlength=self.num_classes).to(torch.float64)
-        self.sums.index_add_(0, y, f)
-        self.second_moment += f.T @ f
+        stored = self._to_storage(f)
+        self.sums.index_add_(0, y, stored)
+        self.second_moment += stored.T @ stored
         pred = None
         if logits is not None:
             pred = logits.argmax(dim=1)
         elif self.head is not None:
-            scores = f @ self.head.T
-            if self.bias is not None:
-                scores = scores + self.bias
-            pred = scores.argmax(dim=1)
+            pred = nc.head_predictions(f, self.head, self.bias)
         if pred is not None:
             self.prediction_stats[0] += f.shape[0]
             self.prediction_stats[1] += float((pred == y).sum())
@@ -620,6 +643,29 @@ class NeuralCollapseAccumulator:
             self.ncc.update(f, y, logits=logits)
         if self.head is not None:
             self._update_sample_level(f, y)
+
+    def _to_storage(self, f: torch.Tensor) -> torch.Tensor:
+        """``f`` scaled for the float64 sums: the sums hold ``values / 2^exponent`` with the exponent
+        chosen so that ``Σ x xᵀ`` neither overflows nor underflows (0 for features of ordinary size,
+        :func:`~hf_infonc.info.neural_collapse.storage_exponent`); a batch that needs a larger one
+        rescales the sums first. Scaling by a power of two is exact, and every measure but
+        ``within_class_variance`` (scaled back) does not depend on the scale."""
+        biggest = float(f.abs().amax()) if f.numel() else 0.0
+        if biggest > 0:
+            wanted = nc.storage_exponent(biggest)
+            if self._exponent is None or wanted > self._exponent:
+                self._rescale(wanted)
+        return nc.ldexp(f, -(self._exponent or 0))
+
+    def _rescale(self, exponent: int | None) -> None:
+        """Re-express the sums as ``values / 2^exponent`` (``exponent`` ≥ the current one)."""
+        if exponent is None:
+            return
+        if self._exponent is not None and exponent != self._exponent:
+            shift = self._exponent - exponent  # ≤ 0: older, smaller contributions may round away, as in any sum
+            self.sums = nc.ldexp(self.sums, shift)
+            self.second_moment = nc.ldexp(self.second_moment, 2 * shift)
+        self._exponent = exponent
 
     def _update_sample_level(self, f: torch.Tensor, y: torch.Tensor) -> None:
         feats = torch.cat([self._buffer_features, f])
@@ -681,9 +727,11 @@ class NeuralCollapseAccumulator:
         if self._synced or other._synced:
             raise RuntimeError("cannot merge after all_reduce(): the sums are already global.")
         self._close_partial_batch()
+        self._rescale(max((e for e in (self._exponent, other._exponent) if e is not None), default=None))
+        shift = 0 if other._exponent is None else other._exponent - (self._exponent or 0)
         self.counts += other.counts.to(self.device)
-        self.sums += other.sums.to(self.device)
-        self.second_moment += other.second_moment.to(self.device)
+        self.sums += nc.ldexp(other.sums.to(self.device), shift)
+        self.second_moment += nc.ldexp(other.second_moment.to(self.device), 2 * shift)
         self.sample_stats += other.sample_stats.to(self.device) + other._tail_stats().to(self.device)
         self.prediction_stats += other.prediction_stats.to(self.device)
         if self.ncc is not None and other.ncc is not None:
@@ -718,6 +766,10 @@ class NeuralCollapseAccumulator:
             raise RuntimeError("all_reduce() was already called; the sums are already global.")
         _check_same_everywhere(self._signature(), "accumulator configuration", group)
         self._close_partial_batch()
+        # one storage scale on every rank (the largest), then the sums add up exactly as before
+        exponent = torch.tensor([-math.inf if self._exponent is None else float(self._exponent)], dtype=torch.float64)
+        exponent = _all_reduce_max(exponent, group)
+        self._rescale(None if math.isinf(float(exponent)) else int(exponent))
         parts = [self.counts, self.sums, self.second_moment, self.sample_stats, self.prediction_stats]
         if self.ncc is not None:
             parts.append(self.ncc.stats)
@@ -786,18 +838,19 @@ class NeuralCollapseAccumulator:
             "nc2": nc.nc2(m),
             "nc2_equinorm": nc.nc2_equinorm(m),
             "nc2_equiangular": nc.nc2_equiangular(m),
-            "within_class_variance": max(0.0, float(torch.diagonal(sigma_w).sum())),
+            "within_class_variance": _ldexp_float(
+                max(0.0, float(torch.diagonal(sigma_w).sum())), 2 * (self._exponent or 0)  # back to the features' scale
+            ),
         }
         if w_full is not None:
             w = w_full[present]
             out["nc3"] = nc.nc3(w, m)
-            terms = entropy_terms(w, m, dtype=torch.float64)
+            terms = entropy_terms(w, m, dtype=torch.float64)  # entropies clamped to [0, log k]
+            mi = mutual_information_in_range(terms, n_present, torch.float64)  # in [0, min H]: MIR, HDR in [0, 1]
             out["head_entropy"] = float(terms.h_a)
             out["class_mean_entropy"] = float(terms.h_b)
-            out["class_mi"] = float(terms.mutual_information)
-            out["class_mir"] = float(
-                safe_ratio(terms.mutual_information, torch.minimum(terms.h_a, terms.h_b), "nan", "class-level MIR")
-            )
+            out["class_mi"] = float(mi)
+            out["class_mir"] = float(safe_ratio(mi, torch.minimum(terms.h_a, terms.h_b), "nan", "class-level MIR"))
             out["class_hdr"] = float(
                 safe_ratio((terms.h_a - terms.h_b).abs(), torch.maximum(terms.h_a, terms.h_b), "nan", "class-level HDR")
             )

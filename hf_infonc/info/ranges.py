@@ -1,0 +1,87 @@
+"""The ranges of the measures, and the clamp that keeps their round-off inside them.
+
+A matrix entropy lies in ``[0, log k]`` (``k`` the size of its spectrum: ``min(n, d)`` for ``n``
+features of dimension ``d``, ``n`` for an ``n x n`` Gram), the matrix mutual information in
+``[0, min(H(K₁), H(K₂))]`` (arXiv 2406.03999 §3), MIR and HDR in ``[0, 1]``, NC2 and NC3 in
+``[0, 2]``. Computed values leave these ranges by round-off: an entropy of ``-2.2e-16`` for a
+rank-one Gram, an HDR of ``1.0000000000000002``.
+
+:func:`clamp_to_range` moves a value back onto the bound it crossed when it lies outside by at
+most :func:`roundoff_slack` (``ROUNDOFF_ULPS · k · eps · max(1, log k)`` of the dtype it was
+computed in: the size of the error of an eigen-decomposition of a ``k x k`` matrix carried into an
+entropy; ``k`` is the number of rows, which bounds the size of every matrix whose spectrum is
+read). A value further out is left as it is, so that a real error stays visible (the
+tests assert that none occurs). The clamp is straight-through: the gradient is that of the
+unclamped value, which is the true gradient (only round-off was removed), and a clamped value can
+still be differentiated.
+
+MIR and HDR need no clamp of their own: built from clamped terms (entropies ≥ 0, MI in
+``[0, min H]``) they lie in ``[0, 1]`` exactly, because IEEE rounding is monotone
+(``fl(a / b) ≤ fl(b / b) = 1`` when ``0 ≤ a ≤ b``).
+
+The losses (:mod:`hf_infonc.losses`, :mod:`hf_infonc.info.fused`) are not clamped: a loss is an
+objective, its value only has to be differentiable and continuous, and a clamp of the loss value
+(straight-through or not) would add operations to every training step for a change of a few ulps.
+The measures that are reported (the functions of :mod:`~hf_infonc.info.entropy` and
+:mod:`~hf_infonc.info.mutual`, the neural-collapse measures of :mod:`~hf_infonc.info.stream`)
+are clamped.
+
+This module is pure torch: it must never import transformers or datasets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: Round-off allowance per unit of spectrum size, in ulps of the compute dtype.
+ROUNDOFF_ULPS = 64
+
+
+def roundoff_slack(dtype: torch.dtype, size: int) -> float:
+    """How far outside its range a value computed in ``dtype`` from spectra of matrices of at most
+    ``size`` rows may lie by round-off alone: ``ROUNDOFF_ULPS · k · eps · max(1, log k)`` (an
+    eigenvalue error of ``k·eps`` relative, carried into ``-Σ λ log λ``, whose terms are at most
+    ``log k``)."""
+    k = max(int(size), 1)
+    return ROUNDOFF_ULPS * k * torch.finfo(dtype).eps * max(1.0, math.log(k))
+
+
+def clamp_to_range(
+    value: torch.Tensor, low: float, high: torch.Tensor | float, slack: float
+) -> torch.Tensor:
+    """``value`` with the entries that lie outside ``[low, high]`` by at most ``slack`` moved onto
+    that bound; entries further out, NaN and ``inf`` unchanged.
+
+    Straight-through: the shift is computed on the detached value, so the gradient is that of
+    ``value``. ``high`` is a number or a tensor broadcastable to ``value`` (no gradient flows
+    into it); the result has ``value``'s shape and dtype.
+    """
+    v = value.detach() if value.requires_grad else value
+    if isinstance(high, torch.Tensor):
+        clamped = torch.minimum(v.clamp_min(low), high)
+        within = torch.minimum(v.clamp_min(low - slack), high + slack) == v
+    else:
+        clamped = v.clamp(low, high)
+        within = v.clamp(low - slack, high + slack) == v  # False for NaN, ±inf and real errors
+    result = torch.where(within, clamped, v)
+    return value + (result - v) if value.requires_grad else result  # straight-through: the gradient of value
+
+
+def clamp_float(value: float, low: float, high: float, slack: float) -> float:
+    """:func:`clamp_to_range` for a Python float (NaN and ``inf`` pass through)."""
+    return float(clamp_to_range(torch.tensor(value, dtype=torch.float64), low, high, slack))
+
+
+def clamp_entropy(h: torch.Tensor, rank: int, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """A matrix entropy of rank at most ``rank``, computed in ``dtype`` from matrices of at most
+    ``size`` rows, clamped to ``[0, log rank]``."""
+    return clamp_to_range(h, 0.0, math.log(max(rank, 1)), roundoff_slack(dtype, size))
+
+
+def clamp_mutual_information(
+    mi: torch.Tensor, h_a: torch.Tensor, h_b: torch.Tensor, size: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """A matrix mutual information of ``size`` samples, clamped to ``[0, min(H(K₁), H(K₂))]``."""
+    return clamp_to_range(mi, 0.0, torch.minimum(h_a, h_b).detach(), roundoff_slack(dtype, size))
