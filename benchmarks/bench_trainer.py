@@ -497,7 +497,8 @@ def keep_components(trainer: InfoNCTrainer, components: Any) -> None:
     """What ``InfoNCTrainer.compute_loss`` does with the components (``record_components``), then
     forgets them so that nothing piles up over the iterations."""
     trainer.record_components(components, "train")
-    trainer._component_sums["train"].clear()
+    records = getattr(trainer, "_component_records", None) or trainer._component_sums  # the name before 2026-12-07
+    records["train"].clear()
     trainer._information_records["train"].clear()
 
 

@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "InfoNCTrainer": "hf_infonc.trainer",
     "InfoNCTrainingArguments": "hf_infonc.trainer",
+    "InformationMetrics": "hf_infonc.evaluation",
+    "add_information_metrics": "hf_infonc.evaluation",
     "CrossModalAlignmentLoss": "hf_infonc.losses",
     "MutualInformationLoss": "hf_infonc.losses",
     "EntropyGapLoss": "hf_infonc.losses",

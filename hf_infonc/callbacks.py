@@ -4,8 +4,8 @@ The paper's first analysis (SPEC §5, "training dynamics"; arXiv 2406.03999 §5)
 MIR between the features and the head rows of the labels rises with the test accuracy, and HDR
 falls (towards 0 on CIFAR-100), while the neural-collapse measures NC1–NC4 shrink.
 
-``InfoNCTrainer`` with :func:`hf_infonc.evaluation.build_compute_metrics` already *logs* those
-measures at every evaluation (``eval_accuracy``, ``eval_mir``, ``eval_hdr``, ``eval_nc1`` …);
+:func:`hf_infonc.evaluation.add_information_metrics` already *logs* those measures at every
+evaluation of any ``Trainer`` (``eval_accuracy``, ``eval_mir``, ``eval_hdr``, ``eval_nc1`` …);
 this callback *keeps* them, with the step, the epoch and the latest training-loss components of
 the log history (``loss``, ``loss/base``, ``loss/cma``, ``loss/mi``, ``loss/entropy_gap``, batch
 ``mir``/``hdr``), and at the end of training writes, on the main process only:
@@ -19,9 +19,8 @@ the log history (``loss``, ``loss/base``, ``loss/cma``, ``loss/mi``, ``loss/entr
 
 Use it through a recipe (``analysis: {info_dynamics: true}``) or directly::
 
-    trainer = InfoNCTrainer(..., args=InfoNCTrainingArguments(..., eval_strategy="steps", eval_steps=100))
-    trainer.compute_metrics = build_compute_metrics(trainer)
-    trainer.add_callback(InfoDynamicsCallback())          # writes into args.output_dir
+    trainer = Trainer(..., args=TrainingArguments(..., eval_strategy="steps", eval_steps=100))
+    add_information_metrics(trainer)       # the measures, and this callback (writes into args.output_dir)
     trainer.train()
 
 Every evaluation is recorded, whatever its metric prefix: the periodic ``eval`` ones, and e.g.
@@ -33,7 +32,6 @@ else the model's class names or head rows; without it the reference lines are le
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import warnings
@@ -42,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from hf_infonc.files import json_text, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +53,6 @@ NC_PLOT_NAME = "neural_collapse.png"
 SPEED_KEYS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "jit_compilation_time")
 #: Keys of a training log entry that are not loss components.
 TRAIN_LOG_SKIP = ("step", "epoch", "learning_rate", "grad_norm", "total_flos")
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _number(value: Any) -> float | None:
@@ -243,21 +237,13 @@ class InfoDynamicsCallback(TrainerCallback):
         directory.mkdir(parents=True, exist_ok=True)
         document = self.payload(state)
         path = directory / JSON_NAME
-        path.write_text(json.dumps(_jsonable(document), indent=2, allow_nan=False))
+        write_atomic(path, json_text(document))
         written = [path]
         if self.plot and self.history:
             written += plot_info_dynamics(document, directory, self.num_classes)
         self.written = written
         logger.info("InfoDynamicsCallback: wrote %s", ", ".join(str(p) for p in written))
         return written
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return _finite_or_none(value)
 
 
 # ---------------------------------------------------------------------------- plots

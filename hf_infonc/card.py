@@ -28,19 +28,22 @@ that says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from hf_infonc.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +170,7 @@ EXTRA_CITATIONS = {
 }
 
 
-class HubPushError(RuntimeError):
+class HubPushError(UserError):
     """A push to the Hub that cannot be done (offline, unreachable, no token, rejected); says what to do."""
 
 
@@ -192,6 +195,11 @@ def known_secrets(extra: Iterable[str | None] = ()) -> list[str]:
     return sorted({v for v in values if isinstance(v, str) and len(v) >= 4}, key=len, reverse=True)
 
 
+def is_secret_key(key: Any) -> bool:
+    """Whether a mapping key names a secret (``hub_token``, ``token``, ``*_password``, ``api_key``, …)."""
+    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
+
+
 def _redact_text(text: str, secrets: Sequence[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, REDACTED)
@@ -202,7 +210,7 @@ def _redact(value: Any, secrets: Sequence[str]) -> Any:
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
-            if isinstance(key, str) and _SECRET_KEY.search(key) and item not in (None, "", False):
+            if is_secret_key(key) and item not in (None, "", False):
                 out[key] = REDACTED
             else:
                 out[key] = _redact(item, secrets)
@@ -276,20 +284,34 @@ def _finite(value: Any) -> bool:
     return _is_number(value) and math.isfinite(value)
 
 
-def _format_number(value: Any) -> str:
+ROUND_OFF = 1e-12
+"""Values closer to 0 than this are float64 round-off of a zero (e.g. an entropy of ``-2.2e-16``) and show as 0."""
+UNDEFINED = "—"
+"""How a missing or undefined value (``None``, NaN, ±inf; ``null`` in ``metrics.json``) is shown."""
+
+
+def format_number(value: Any) -> str:
+    """A metric or setting as shown in the card and the run summary: ``—`` when undefined (``None``,
+    NaN, ±inf), ``0.0000`` for round-off around 0 (never ``-0.0000`` or ``-2.22e-16``), 4 decimals, or
+    3 significant digits for very large or small magnitudes."""
     if value is None:
-        return "—"
+        return UNDEFINED
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
+        if not math.isfinite(value):
+            return UNDEFINED
+        if abs(value) < ROUND_OFF:
+            return f"{0.0:.4f}"
+        if abs(value) >= 1e4 or abs(value) < 1e-3:
             return f"{value:.3g}"
         return f"{value:.4f}"
     return str(value)
+
+
+_format_number = format_number
 
 
 def _cell(text: str) -> str:
@@ -445,6 +467,42 @@ def _plot_title(stem: str) -> str:
     return stem.replace("_", " ").replace("-", " ").strip().capitalize()
 
 
+def _config_class_names(model: Any) -> list[str]:
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    return [id2label[i] for i in sorted(id2label)] if id2label else list(getattr(model, "class_names", None) or [])
+
+
+def _strip_metrics(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """``{"eval_mir": …}`` → ``{"mir": …}``, without timings and bookkeeping."""
+    skip = {"runtime", "samples_per_second", "steps_per_second", "epoch", "step", "model_preparation_time"}
+    out = {}
+    for key, value in metrics.items():
+        if key.startswith(prefix + "_") and key[len(prefix) + 1 :] not in skip:
+            out[key[len(prefix) + 1 :]] = value
+    return out
+
+
+def trainer_model_family(model: Any, adapter: Any) -> tuple[str, str, Any]:
+    """``(family, training_mode, base model)`` of a trainer's model, in the recipes' vocabulary."""
+    from hf_infonc.adapters.base import unwrap_peft
+
+    base = unwrap_peft(model)
+    mode = "lora" if base is not model else "full"
+    family = {"open_clip": "open-clip"}.get(adapter.family, adapter.family)
+    if family in ("coop", "clip-linear-probe"):
+        from hf_infonc.models.clip_towers import clip_family
+
+        mode = "coop" if family == "coop" else "linear_probe"
+        family = {"open_clip": "open-clip"}.get(clip_family(base.clip), clip_family(base.clip))
+    if family not in FAMILY_LABELS:
+        raise ValueError(
+            f"No model card template for the adapter family {adapter.family!r}: InfoNCTrainer.create_model_card "
+            f"falls back to transformers' card."
+        )
+    return family, mode, base
+
+
+
 @dataclass
 class InfoNCCardData:
     """Everything the model card says about a run, collected from the recipe, the results and the folder.
@@ -493,6 +551,8 @@ class InfoNCCardData:
     plots: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     versions: list[tuple[str, str]] = field(default_factory=list)
+    source: str = "recipe"
+    """``"recipe"`` (``hf-infonc finetune``) or ``"trainer"`` (``InfoNCTrainer.create_model_card``)."""
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -598,10 +658,93 @@ class InfoNCCardData:
             versions=_versions(spec.family, spec.training_mode),
         )
 
+    @classmethod
+    def from_trainer(
+        cls,
+        trainer: Any,
+        *,
+        model_name: str | None = None,
+        dataset: str | None = None,
+        finetuned_from: str | None = None,
+        license: str | None = None,
+        secrets: Iterable[str | None] = (),
+    ) -> InfoNCCardData:
+        """Collect the card's facts from an :class:`~hf_infonc.trainer.InfoNCTrainer` (any workflow:
+        ``trainer.create_model_card()`` and ``trainer.push_to_hub()`` call this): the model and its
+        family, the non-default training arguments (secrets redacted), the loss weights, the last
+        evaluation's metrics and the training summary of ``trainer.state.log_history``."""
+        args = trainer.args
+        folder = Path(args.output_dir)
+        secrets = known_secrets([*secrets, getattr(args, "hub_token", None)])
+        core = trainer.accelerator.unwrap_model(trainer.model)
+        family, training_mode, base = trainer_model_family(core, trainer.adapter)
+        name_or_path = getattr(base, "name_or_path", None) or getattr(getattr(base, "config", None), "_name_or_path", None)
+        base_config = None
+        if not name_or_path and getattr(base, "config", None) is not None:
+            base_config = redact(base.config.to_diff_dict(), secrets)
+        repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id
+        values, defaults = args.to_dict(), type(args)(output_dir=args.output_dir, use_cpu=args.use_cpu).to_dict()
+        training = {k: v for k, v in values.items() if k != "output_dir" and v != defaults.get(k)}
+        training = redact(json.loads(json.dumps(training, default=str)), secrets)
+        history = list(getattr(trainer.state, "log_history", []) or [])
+        evaluation = next((e for e in reversed(history) if "eval_runtime" in e or "eval_loss" in e), {})
+        train_summary = next((e for e in reversed(history) if "train_runtime" in e), {})
+        class_names = [str(c) for c in (trainer.class_names or _config_class_names(base))]
+        lora = None
+        if training_mode == "lora":
+            peft_config = next(iter(core.peft_config.values()))
+            targets = peft_config.target_modules
+            lora = {
+                "r": peft_config.r, "alpha": peft_config.lora_alpha, "dropout": peft_config.lora_dropout,
+                "target_modules": sorted(targets) if isinstance(targets, (set, list, tuple)) else targets,
+            }
+        coop = None
+        if training_mode == "coop":
+            coop = {"n_ctx": getattr(core.config, "n_ctx", None), "init": getattr(core.config, "ctx_init", None)}
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        files = [f for f in files if not f.startswith("checkpoint-")]
+        dataset_name = dataset or getattr(getattr(trainer.train_dataset, "info", None), "dataset_name", None)
+        return cls(
+            model_name=model_name or (repo_id.split("/")[-1] if repo_id else folder.resolve().name or "model"),
+            model_ref=repo_id or str(folder),
+            family=family,
+            training_mode=training_mode,
+            base_model_name=finetuned_from or name_or_path or None,
+            base_model=hub_model_id(finetuned_from or name_or_path),
+            base_model_config=base_config,
+            repo_id=repo_id,
+            license=license or "apache-2.0",
+            dataset=DatasetInfo(
+                source=dataset_name or "training data", name=dataset_name or "the training data",
+                hub_id=hub_model_id(dataset) if dataset else None, eval_split="evaluation set",
+            ),
+            class_names=class_names,
+            prompt_templates=list(args.class_prompt_templates or []),
+            recipe={"training": training},
+            source="trainer",
+            loss_weights={k: float(getattr(args, k)) for k in ("cma_weight", "mi_weight", "entropy_gap_weight")},
+            info_options={
+                "info_normalized": bool(args.info_normalized),
+                "info_alpha": float(args.info_alpha),
+                "info_center": bool(args.info_center),
+            },
+            hyperparameters={k: values[k] for k in HYPERPARAMETER_KEYS if k in values},
+            lora=lora,
+            coop=coop,
+            metrics_after=_strip_metrics(evaluation, "eval"),
+            train_metrics=dict(train_summary),
+            seed=args.seed,
+            wall_time_s=train_summary.get("train_runtime"),
+            num_processes=args.world_size,
+            plots=[f for f in files if f.lower().endswith(".png")],
+            files=files,
+            versions=_versions(family, training_mode),
+        )
+
     # ------------------------------------------------------------------ derived facts
     @property
     def eval_only(self) -> bool:
-        return not self.metrics_after
+        return not self.metrics_after and not self.train_metrics
 
     @property
     def final_metrics(self) -> dict[str, Any]:
@@ -617,11 +760,19 @@ class InfoNCCardData:
 
     @property
     def has_open_clip_export(self) -> bool:
+        """open_clip's own layout is in the folder (``OpenCLIPModel.save_pretrained`` writes it by default)."""
         return "open_clip_config.json" in self.files and "open_clip_model.safetensors" in self.files
 
     @property
     def has_processor(self) -> bool:
+        """A saved processor or image processor (``processor_config.json`` holds a ``CLIPProcessor``'s)."""
         return "preprocessor_config.json" in self.files or "processor_config.json" in self.files
+
+    @property
+    def has_saved_base(self) -> bool:
+        """A LoRA folder that holds its base model too (``config.json`` + ``base_model.safetensors``): a base
+        that nothing else could load, saved by :func:`hf_infonc.modes.save_base_model`."""
+        return self.training_mode == "lora" and "config.json" in self.files
 
     @property
     def load_kind(self) -> str:
@@ -639,23 +790,27 @@ class InfoNCCardData:
 
     @property
     def library_name(self) -> str:
+        """The library that loads the files: peft for a LoRA adapter, hf_infonc for its own CLIP heads
+        (CoOp, linear probe) and for an open_clip folder without open_clip's layout, else the family's."""
         if self.training_mode == "lora":
             return "peft"
-        if self.family == "open-clip":
-            return "open_clip"
-        if self.training_mode in ("coop", "linear_probe"):
+        if self.is_clip and self.training_mode in ("coop", "linear_probe"):
             return "hf_infonc"
+        if self.family == "open-clip":
+            return "open_clip" if self.has_open_clip_export else "hf_infonc"
         return "transformers"
 
     @property
     def hf_infonc_wrapper(self) -> str | None:
         """The hf_infonc class needed to load the model, if transformers/open_clip/peft cannot alone."""
-        if self.training_mode == "coop":
+        if self.is_clip and self.training_mode == "coop":
             return "CoOpCLIP"
-        if self.training_mode == "linear_probe" and self.is_clip:
+        if self.is_clip and self.training_mode == "linear_probe":
             return "CLIPLinearProbe"
-        if self.family == "open-clip" and not self.has_open_clip_export:
-            return "OpenCLIPModel"
+        if self.family == "open-clip" and (self.training_mode == "lora" or not self.has_open_clip_export):
+            return "OpenCLIPModel"  # a LoRA adapter's base is an OpenCLIPModel
+        if (self.base_model_config or {}).get("model_type") == "wide_resnet":
+            return "WideResNetForImageClassification"
         return None
 
     @property
@@ -793,14 +948,15 @@ class InfoNCCardData:
             else f"{tower} tower `{ref}`"
             for tower, ref in self.pretrained_towers.items()
         )
+        config_md = "the config in the recipe (`model.config`)" if self.source == "recipe" else "a config"
         if self.built_from_config and self.pretrained_towers:
-            base_md = f"built from the config in the recipe (`model.config`): pretrained {towers_md}; the rest randomly initialised"
+            base_md = f"built from {config_md}: pretrained {towers_md}; the rest randomly initialised"
         elif self.base_model:
             base_md = f"[{self.base_model}](https://huggingface.co/{self.base_model})"
             if self.family == "open-clip" and self.base_model_name:
                 base_md += f" (open_clip `{self.base_model_name}`" + (f", `{self.pretrained}`)" if self.pretrained else ")")
         elif self.built_from_config:
-            base_md = "none: built from the config in the recipe (`model.config`), random initialisation"
+            base_md = f"none: built from {config_md}, random initialisation"
         elif self.base_model_name:
             base_md = f"`{self.base_model_name}`" + (f" (pretrained `{self.pretrained}`)" if self.pretrained else "")
         else:
@@ -912,9 +1068,17 @@ class InfoNCCardData:
             "num_processes": self.num_processes,
             "wall_time_s": self.wall_time_s,
             "recipe_yaml": yaml.safe_dump(self.recipe, sort_keys=False).rstrip("\n"),
+            "recipe_heading": "Recipe" if self.source == "recipe" else "Training arguments",
+            "recipe_intro": (
+                "The full recipe (`hf-infonc finetune recipe.yaml` reproduces the run; secrets are redacted):"
+                if self.source == "recipe"
+                else "Trained with `hf_infonc.InfoNCTrainer`; the training arguments that differ from their defaults "
+                "(secrets redacted):"
+            ),
             "metric_columns": columns,
             "has_nc": any(k in m for m in (self.metrics_before, self.metrics_after) for k in ("nc1", "nc2", "nc3", "nc4")),
             "metric_rows": rows,
+            "has_undefined": any(cell == UNDEFINED for row in rows for cell in row["cells"]),
             "collapse_note": _collapse_note(len(names)) if any(k in self.final_metrics for k in ("mir", "class_mir")) else None,
             "plots": [{"file": p, "title": _plot_title(Path(p).stem)} for p in self.plots],
             "load_kind": self.load_kind,
@@ -922,6 +1086,7 @@ class InfoNCCardData:
             "needs_hf_infonc_models": (self.base_model_config or {}).get("model_type") == "wide_resnet",
             "has_processor": self.has_processor,
             "has_open_clip_export": self.has_open_clip_export,
+            "has_saved_base": self.has_saved_base,
             "open_clip_ref": f"hf-hub:{self.repo_id}" if self.repo_id else f"local-dir:{self.model_ref}",
             "is_clip": self.is_clip,
             "hf_infonc_wrapper": self.hf_infonc_wrapper,
@@ -1207,6 +1372,8 @@ def push_output_dir(
     Uploads the safetensors weights (model or PEFT adapter), configs, processor/tokenizer files,
     the model card, ``recipe.yaml``, ``metrics.json`` and the plots: the allow-list
     :data:`UPLOAD_ALLOW_PATTERNS` minus :data:`UPLOAD_IGNORE_PATTERNS` (no pickles, no checkpoints).
+    A LoRA adapter whose base model is saved in the folder is uploaded naming ``repo_id`` as its
+    base (:func:`hub_file_set`), so the repo loads by its id in peft and transformers.
 
     Args:
         output_dir: a finished run's output directory.
@@ -1261,20 +1428,77 @@ def push_output_dir(
         repo_url = _call_with_timeout(
             lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"), timeout, "create_repo"
         )
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            repo_type="model",
-            commit_message=commit_message,
-            revision=revision,
-            allow_patterns=list(plan.allow_patterns),
-            ignore_patterns=list(plan.ignore_patterns),
-        )
+        with hub_file_set(folder, repo_id, plan.files) as upload_folder:
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(upload_folder),
+                repo_type="model",
+                commit_message=commit_message,
+                revision=revision,
+                allow_patterns=list(plan.allow_patterns),
+                ignore_patterns=list(plan.ignore_patterns),
+            )
     except Exception as error:  # noqa: BLE001 - every failure becomes one clear, token-free message
         raise HubPushError(_explain(error, repo_id=repo_id, endpoint=endpoint, secrets=secrets)) from None
     url = str(repo_url) if repo_url else f"{endpoint}/{repo_id}"
     logger.info("Pushed %s to %s", folder, url)
     return url
+
+
+def _adapter_base_in(folder: Path) -> tuple[dict[str, Any], bool] | None:
+    """``adapter_config.json`` of ``folder`` and whether its base model is the one saved in ``folder``."""
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    base = config.get("base_model_name_or_path")
+    if not base or not Path(base).is_dir():
+        return config, False
+    if Path(base).resolve() != folder.resolve():
+        logger.warning(
+            "%s: adapter_config.json names the local folder %s as its base model, which is not uploaded; loading the "
+            "pushed adapter will need that folder.", folder, base,
+        )
+        return config, False
+    return config, True
+
+
+@contextlib.contextmanager
+def hub_file_set(output_dir: str | os.PathLike, repo_id: str, files: Sequence[str] | None = None) -> Iterator[Path]:
+    """The folder whose files make the Hub repo ``repo_id``: ``output_dir`` itself, or a staged copy.
+
+    A LoRA adapter whose base model is saved in the same folder (``base_model_name_or_path`` is
+    that folder's absolute path, see :mod:`hf_infonc.modes`) must name ``repo_id`` instead once
+    pushed; the staged copy holds hard links to ``files`` (default: :func:`plan_upload`'s) and an
+    ``adapter_config.json`` that says ``repo_id``. The output folder itself is left as it is, so
+    it still loads offline. Use it around any upload of a run's folder (``HfApi.upload_folder``).
+    """
+    import shutil
+    import tempfile
+
+    folder = Path(output_dir)
+    adapter = _adapter_base_in(folder)
+    if adapter is None or not adapter[1]:
+        yield folder
+        return
+    config = dict(adapter[0], base_model_name_or_path=repo_id)
+    files = list(plan_upload(folder).files if files is None else files)
+    try:
+        staging = tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.hub-")
+    except OSError:  # a read-only parent: copies in the system's temporary folder
+        staging = tempfile.TemporaryDirectory(prefix="hf_infonc-hub-")
+    with staging as staged:
+        for name in files:
+            target = Path(staged) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(folder / name, target)
+            except OSError:
+                shutil.copyfile(folder / name, target)
+        rewritten = Path(staged) / "adapter_config.json"
+        rewritten.unlink(missing_ok=True)  # a hard link: writing through it would change the output folder's file
+        rewritten.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        yield Path(staged)
 
 
 def _default_token() -> str | None:
@@ -1296,7 +1520,10 @@ __all__ = [
     "check_output_dir",
     "clean_output_dir",
     "dataset_info",
+    "format_number",
+    "hub_file_set",
     "hub_model_id",
+    "is_secret_key",
     "known_secrets",
     "plan_upload",
     "push_output_dir",

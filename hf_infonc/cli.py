@@ -6,18 +6,31 @@ Subcommands::
     hf-infonc check RECIPE [--set k=v ...]        # validate a recipe, print it resolved
     hf-infonc collapse [--classes 3 4 10 100]       # closed-form vs measured values at collapse
     hf-infonc analyze {grokking,lmc,prune} ...      # the paper's analyses
+    hf-infonc compare RECIPE --variant NAME:k=v,... --seeds 0-4 --out DIR   # variants × seeds, paired tests
     hf-infonc push OUTPUT_DIR --repo-id NAME [--private]
 
 ``scripts/finetune.py RECIPE`` is the same as ``hf-infonc finetune RECIPE`` and works under
 ``python``, ``accelerate launch`` and ``torchrun``. Heavy libraries are imported only by the
 subcommand that needs them.
+
+A user error (:class:`hf_infonc.errors.UserError`: a bad recipe value, data, output folder, an
+unavailable model or data set, a refused push) is printed as one line ``error: …`` with secrets
+redacted, and the exit status is 2; Ctrl-C prints one line saying whether ``--resume`` continues
+the run, and the exit status is 130. ``--debug`` (or ``HF_INFONC_DEBUG=1``) adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import shlex
 import sys
+import traceback
 from collections.abc import Sequence
+
+DEBUG_ENV = "HF_INFONC_DEBUG"
+"""Set to 1 to show the traceback of user errors and interruptions (as ``--debug`` does)."""
 
 
 def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,16 +50,28 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from hf_infonc.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    args.secrets = recipe.secrets()
     run_recipe(recipe, resume=args.resume, overwrite=args.overwrite, eval_only=args.eval_only)
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hf_infonc.finetune import holds_run
+    from hf_infonc.preflight import check_recipe
     from hf_infonc.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    args.secrets = recipe.secrets()
+    check_recipe(recipe)  # numbers, precision against this machine, arguments, data files, output folder
     print(f"{args.recipe}: valid ({recipe.model.family}, mode {recipe.model.training_mode}, data {recipe.data.source})")
-    print(recipe.to_yaml())
+    if holds_run(Path(recipe.output_dir)):
+        print(
+            f"note: {recipe.output_dir} already holds a run: `hf-infonc finetune` needs --resume (continue it) or "
+            f"--overwrite (replace it); --eval-only evaluates its model."
+        )
+    print(recipe.to_yaml())  # secrets redacted
     return 0
 
 
@@ -65,20 +90,38 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_debug(parser: argparse.ArgumentParser, default: object = False) -> None:
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help=f"show the traceback of errors (or set {DEBUG_ENV}=1)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-infonc", description=__doc__.split("\n\n")[0])
+    _add_debug(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     finetune = commands.add_parser("finetune", help="fine-tune a model from a YAML recipe")
     _add_recipe_arguments(finetune)
+    _add_debug(finetune, argparse.SUPPRESS)
     mode = finetune.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="resume from the last checkpoint in the output directory")
-    mode.add_argument("--overwrite", action="store_true", help="replace an existing run in the output directory")
-    finetune.add_argument("--eval-only", action="store_true", help="evaluate the model (and write metrics.json) without training")
+    mode.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in the output directory")
+    mode.add_argument(
+        "--overwrite", action="store_true",
+        help="replace a run in the output directory (kept until the new run has trained a step; put back if it fails before)",
+    )
+    mode.add_argument(
+        "--eval-only", action="store_true",
+        help="evaluate without training: the model saved in the output directory (writes eval_metrics.json, changes "
+        "nothing else), or the recipe's model when the directory holds no run (writes metrics.json)",
+    )
     finetune.set_defaults(func=_cmd_finetune)
 
-    check = commands.add_parser("check", help="validate a recipe and print it")
+    check = commands.add_parser(
+        "check", help="validate a recipe against this machine (numbers, precision, data files, output folder) and print it"
+    )
     _add_recipe_arguments(check)
+    _add_debug(check, argparse.SUPPRESS)
     check.set_defaults(func=_cmd_check)
 
     collapse = commands.add_parser("collapse", help="closed-form vs measured H, MI, MIR, HDR at neural collapse")
@@ -99,27 +142,56 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_analyze_parser(commands)
+    from hf_infonc.compare import add_compare_parser
+
+    add_compare_parser(commands)
     return parser
 
 
+def _redacted(text: str, args: argparse.Namespace) -> str:
+    from hf_infonc.card import redact_text
+
+    return redact_text(text, [*getattr(args, "secrets", []), getattr(args, "token", None)])
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The command line that continues an interrupted ``finetune``."""
+    words = ["hf-infonc", "finetune", args.recipe, *[w for item in args.overrides for w in ("--set", item)], "--resume"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _report(line: str, error: BaseException, args: argparse.Namespace, debug: bool, status: int) -> int:
+    """Print ``line`` (secrets redacted) on stderr, after the traceback when debugging; return ``status``."""
+    if debug:
+        traceback.print_exception(error)
+    print(_redacted(line, args), file=sys.stderr)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from hf_infonc.errors import TrainingInterrupted, UserError
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except Exception as error:
-        if not _is_user_error(error):
+    except UserError as error:
+        return _report(f"error: {error}", error, args, debug, 2)
+    except KeyboardInterrupt as interrupt:
+        line = interrupt.message if isinstance(interrupt, TrainingInterrupted) else "interrupted."
+        if isinstance(interrupt, TrainingInterrupted) and interrupt.resume_from is not None and args.command == "finetune":
+            line += f" Continue with: {_resume_command(args)}"
+        return _report(line, interrupt, args, debug, 130)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-def _is_user_error(error: Exception) -> bool:
-    """Errors that describe a problem with the user's input: print the message, no traceback."""
-    from hf_infonc.recipe import RecipeError
-
-    names = {"ModelUnavailableError", "DatasetUnavailableError", "HubPushError"}
-    return isinstance(error, RecipeError) or type(error).__name__ in names
+        where = f" while writing {error.filename}" if error.filename else ""
+        line = (
+            f"error: {error.strerror}{where}. Free some space or choose another output folder "
+            f"(--set training.output_dir=PATH); a run with checkpoints continues with --resume."
+        )
+        return _report(line, error, args, debug, 2)
 
 
 if __name__ == "__main__":

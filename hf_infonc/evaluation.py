@@ -1,18 +1,30 @@
-"""``compute_metrics`` for the Trainer: accuracy joined with the information measures.
+"""The information measures as ``Trainer`` metrics: accuracy, MIR/HDR, class measures, NC1–NC4.
 
-The Trainer's evaluation loop gathers the predictions of all processes; ``InfoNCTrainer``
-returns ``(logits, features)`` as predictions. :func:`build_compute_metrics` turns them, with the
-current head rows from the adapter, into:
+One line adds them to any ``transformers.Trainer`` (a plain one, or :class:`~hf_infonc.InfoNCTrainer`)::
 
-* ``accuracy``;
+    from hf_infonc import add_information_metrics
+
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=test, compute_metrics=my_metrics)
+    add_information_metrics(trainer)      # eval_mir, eval_hdr, eval_nc1, … + info_dynamics.png at the end
+    trainer.train()
+
+Every evaluation then also reports, computed in float64 from the evaluation set's features
+(the vector fed to the classifier; for CLIP, the image embedding), labels and the current head
+rows (the classifier's weight rows; for CLIP, the class-prompt text head):
+
+* ``accuracy`` (unless ``compute_metrics`` gives its own);
 * ``mir``/``hdr``: the paper's sample-level measures, ``MIR/HDR(G(features), G(W[labels]))``
-  averaged over consecutive batches of 64 test samples (SPEC §2.2);
+  averaged over consecutive batches of 64 evaluation samples (docs/metrics.md);
 * ``class_mir``/``class_hdr``, ``head_entropy``, ``class_mean_entropy``: the class-mean Gram
-  against the head Gram (SPEC §2.1);
+  against the head Gram;
 * ``nc1`` … ``nc4`` (Papyan, Han & Donoho 2020), from one streaming pass
   (:func:`hf_infonc.info.stream.neural_collapse_measures`).
 
-All of it is computed in float64.
+The features never travel in the predictions (``predict()`` returns exactly what ``Trainer``
+returns): a hook (plain ``Trainer``: on the model's classification head, through the model's
+adapter) or ``InfoNCTrainer`` (from its adapter's output) hands each evaluation batch's features
+to ``preprocess_logits_for_metrics``, which gathers them across processes with the same
+``gather_for_metrics`` as the logits, so they line up with the labels.
 """
 
 from __future__ import annotations
@@ -23,7 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import EvalPrediction, TrainerCallback
 
+from hf_infonc.adapters.base import FeatureCapture, adapter_for
 from hf_infonc.info.stream import neural_collapse_measures
 
 #: Keys copied from the neural-collapse measures into the evaluation metrics (renamed).
@@ -40,15 +54,6 @@ REPORTED = {
     "nc3": "nc3",
     "nc4": "nc4",
 }
-
-
-def split_predictions(predictions: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """``(logits, features)`` from what the evaluation loop gathered (a tuple, or logits alone)."""
-    if isinstance(predictions, (tuple, list)):
-        logits = predictions[0] if len(predictions) > 0 else None
-        features = predictions[1] if len(predictions) > 1 else None
-        return logits, features
-    return predictions, None
 
 
 def information_metrics(
@@ -81,20 +86,103 @@ def information_metrics(
     return metrics
 
 
-def build_compute_metrics(trainer: Any, *, sample_batch_size: int = 64) -> Callable[[Any], dict[str, float]]:
-    """A ``compute_metrics(EvalPrediction)`` bound to ``trainer`` (for its adapter's current head).
+class InformationMetrics:
+    """``compute_metrics`` and ``preprocess_logits_for_metrics`` that add the information measures.
 
-    Usage::
-
-        trainer = InfoNCTrainer(...)
-        trainer.compute_metrics = build_compute_metrics(trainer)
+    Built by :func:`add_information_metrics`; ``trainer.compute_metrics`` is this object. It wraps
+    the trainer's existing ``compute_metrics`` (whose metrics win on a name clash, e.g.
+    ``accuracy``) and ``preprocess_logits_for_metrics``, which see exactly what they saw before.
+    After an evaluation, ``features`` holds its gathered features (on the CPU; half precision as
+    float32). With ``batch_eval_metrics``, the batches are collected until the last one.
     """
 
-    def compute_metrics(prediction: Any) -> dict[str, float]:
-        logits, features = split_predictions(prediction.predictions)
+    def __init__(self, trainer: Any, *, sample_batch_size: int = 64) -> None:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        with torch.no_grad():
-            head = trainer.adapter.head_rows(model)
-        return information_metrics(logits, features, prediction.label_ids, head, sample_batch_size=sample_batch_size)
+        self.trainer = trainer
+        self.adapter = getattr(trainer, "adapter", None) or adapter_for(model)
+        self.sample_batch_size = sample_batch_size
+        self.user_compute_metrics: Callable | None = trainer.compute_metrics
+        self.user_preprocess: Callable | None = trainer.preprocess_logits_for_metrics
+        capture = getattr(trainer, "feature_capture", None)
+        if capture is None:  # a plain Trainer: hook the model's own forward
+            capture = FeatureCapture()
+            self.hook = self.adapter.capture_features(model, capture)
+        self.capture = capture
+        self._batches: list[torch.Tensor] = []
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits, labels) with batch_eval_metrics
+        self.features: torch.Tensor | None = None
 
-    return compute_metrics
+    def preprocess_logits_for_metrics(self, logits: Any, labels: Any) -> Any:
+        """Keep this batch's features (gathered like the logits), then the wrapped preprocessing."""
+        features = self.capture.take()
+        if features is not None:
+            gathered = self.trainer.accelerator.gather_for_metrics(features.contiguous()).detach().cpu()
+            self._batches.append(gathered.float() if gathered.dtype in (torch.float16, torch.bfloat16) else gathered)
+        return logits if self.user_preprocess is None else self.user_preprocess(logits, labels)
+
+    def discard(self) -> None:
+        """Forget the features of an evaluation that computed no metrics."""
+        self._batches.clear()
+        self._pending.clear()
+        self.capture.take()
+
+    def __call__(self, prediction: EvalPrediction, compute_result: bool = True) -> dict[str, float]:
+        user: dict[str, float] = {}
+        if self.user_compute_metrics is not None:
+            user = dict(self.user_compute_metrics(prediction) if not self.trainer.args.batch_eval_metrics
+                        else self.user_compute_metrics(prediction, compute_result=compute_result))
+        logits, labels = prediction.predictions, prediction.label_ids
+        while isinstance(logits, (tuple, list)):  # models that also return hidden states: logits first
+            logits = logits[0]
+        if self.trainer.args.batch_eval_metrics:  # one batch per call: collect them until the last
+            self._pending.append((torch.as_tensor(logits).detach().cpu(), torch.as_tensor(labels).detach().cpu()))
+            if not compute_result:
+                return user
+            logits, labels = (torch.cat(parts) for parts in zip(*self._pending))
+            self._pending.clear()
+        self.features = torch.cat(self._batches) if self._batches else None
+        self._batches.clear()
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        with torch.no_grad():
+            head = self.adapter.head_rows(model)
+        ours = information_metrics(logits, self.features, labels, head, sample_batch_size=self.sample_batch_size)
+        return {**ours, **user}
+
+
+class _DiscardUnusedFeatures(TrainerCallback):
+    """Ends every evaluation and prediction with no features left over (e.g. ``prediction_loss_only``)."""
+
+    def __init__(self, metrics: InformationMetrics) -> None:
+        self.metrics = metrics
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.metrics.discard()
+
+    def on_predict(self, args, state, control, **kwargs):
+        self.metrics.discard()
+
+
+def add_information_metrics(
+    trainer: Any, *, plots: bool = True, output_dir: str | None = None, sample_batch_size: int = 64
+) -> InformationMetrics:
+    """Add accuracy, MIR/HDR, the class measures and NC1–NC4 to every evaluation of ``trainer``.
+
+    Works with a plain ``transformers.Trainer`` (sequence and image classifiers, CoOp and linear
+    probes: any model whose adapter can read features from the model's own forward) and with
+    :class:`~hf_infonc.InfoNCTrainer` (every supported family), and gives both the same numbers for
+    the same model and data. With ``plots``, an :class:`~hf_infonc.callbacks.InfoDynamicsCallback`
+    writes ``info_dynamics.json``/``.png`` and ``neural_collapse.png`` at the end of training
+    (into ``output_dir``, default ``args.output_dir``). Returns the :class:`InformationMetrics`
+    (also ``trainer.compute_metrics``).
+    """
+    if isinstance(trainer.compute_metrics, InformationMetrics):
+        return trainer.compute_metrics
+    metrics = InformationMetrics(trainer, sample_batch_size=sample_batch_size)
+    trainer.compute_metrics = metrics
+    trainer.preprocess_logits_for_metrics = metrics.preprocess_logits_for_metrics
+    trainer.add_callback(_DiscardUnusedFeatures(metrics))
+    if plots:
+        from hf_infonc.callbacks import InfoDynamicsCallback
+
+        trainer.add_callback(InfoDynamicsCallback(output_dir=output_dir))
+    return metrics

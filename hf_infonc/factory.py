@@ -4,8 +4,9 @@ The real Hub loading code is used (``from_pretrained(name)``, open_clip's factor
 offline conveniences:
 
 * known Hub ids whose weights ship in a pip package are resolved to that local copy at load
-  time (:mod:`hf_infonc.local_models`), also inside open_clip ``text_cfg``; saved configs keep the
-  Hub id, so the saved model loads on any machine;
+  time (:mod:`hf_infonc.local_models`), also inside open_clip ``text_cfg``; saved configs and the
+  model's ``name_or_path`` (what peft writes as ``base_model_name_or_path``) keep the Hub id, so the
+  saved model loads on any machine;
 * when the Hub is offline (``HF_HUB_OFFLINE=1``) or unreachable, a missing model fails at once
   with a message that suggests a local path, instead of retrying for a minute.
 """
@@ -20,11 +21,12 @@ from typing import Any
 
 from torch import nn
 
+from hf_infonc.errors import UserError
 from hf_infonc.local_models import resolve_local
 from hf_infonc.recipe import ModelRecipe
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(UserError):
     """A model (or tokenizer) that needs the Hub while the Hub cannot be reached."""
 
 
@@ -53,11 +55,26 @@ class BuiltModel:
 
     model: nn.Module
     processing_class: Any
-    """Saved with the model by the Trainer (processor or tokenizer); may be None for open_clip."""
+    """Saved with the model by the Trainer, so that the family's own client loads the output folder:
+    a ``CLIPProcessor`` (tokenizer + image processor) for HF CLIP, the tokenizer of a text classifier,
+    the image processor of an image classifier, an ``OpenCLIPTokenizer`` for open_clip."""
     tokenizer: Any
     """Text tokenizer: a HF tokenizer, or an open_clip tokenizer (callable -> LongTensor ids)."""
     image_preprocessing: Any
     """A HF image processor or an open_clip model (its preprocess config), or None for text models."""
+
+
+def _named_by_hub_id(model: nn.Module, requested: str | None) -> nn.Module:
+    """Name a model loaded from a local copy (:func:`resolve_local`) by the Hub id it was asked for.
+
+    ``from_pretrained`` records the path it read (``name_or_path``); peft writes that into
+    ``adapter_config.json`` and CoOp / linear-probe heads into their config, so it must be the
+    portable Hub id, not this machine's site-packages folder.
+    """
+    if requested and model.name_or_path != requested and resolve_local(requested) == model.name_or_path:
+        model.name_or_path = requested
+        model.config.name_or_path = requested
+    return model
 
 
 def _label_maps(class_names: list[str]) -> dict[str, Any]:
@@ -80,9 +97,13 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
             tokenizer = _load("tokenizer", tokenizer_name, tf.AutoTokenizer.from_pretrained)
             vision = model.config.vision_config
             size = vision.image_size
-            processor = tf.CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-            return BuiltModel(model, tokenizer, tokenizer, processor)
-        model = _load("model", name, tf.CLIPModel.from_pretrained)
+            image_processor = tf.CLIPImageProcessor(
+                size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+            )
+            # tokenizer + image processor saved together: pipeline("zero-shot-image-classification") needs both
+            processor = tf.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+            return BuiltModel(model, processor, tokenizer, image_processor)
+        model = _named_by_hub_id(_load("model", name, tf.CLIPModel.from_pretrained), spec.name_or_path)
         processor = _load("processor", tokenizer_name, tf.CLIPProcessor.from_pretrained)
         return BuiltModel(model, processor, processor.tokenizer, processor.image_processor)
     if spec.family == "open-clip":
@@ -99,6 +120,7 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
             model = tf.AutoModelForSequenceClassification.from_config(config)
         else:
             model = _load("model", name, tf.AutoModelForSequenceClassification.from_pretrained, **labels)
+            model = _named_by_hub_id(model, spec.name_or_path)
         tokenizer = _load("tokenizer", tokenizer_name, tf.AutoTokenizer.from_pretrained)
         return BuiltModel(model, tokenizer, tokenizer, None)
     if spec.family == "image-classification":
@@ -114,6 +136,7 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
             model = _load(
                 "model", name, tf.AutoModelForImageClassification.from_pretrained, ignore_mismatched_sizes=True, **labels
             )
+            model = _named_by_hub_id(model, spec.name_or_path)
             processor = _load("image processor", tokenizer_name, tf.AutoImageProcessor.from_pretrained)
         return BuiltModel(model, processor, None, processor)
     raise ValueError(f"Unknown model family {spec.family!r}.")

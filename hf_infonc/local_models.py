@@ -36,6 +36,33 @@ def resolve_local(name_or_path: str | None) -> str | None:
     return local or name_or_path
 
 
+def hub_id(name_or_path: str | None) -> str | None:
+    """The Hub id a model reference stands for, or ``None`` when it has none.
+
+    A Hub id is returned as is; a local folder is mapped back to its Hub id when it is one of the
+    offline copies of :data:`LOCAL_MODELS` (what :func:`resolve_local` returned), and gives ``None``
+    otherwise. Saved references (``adapter_config.json``'s ``base_model_name_or_path``, a CoOp
+    head's base model) use this, so that they name the model and not this machine's site-packages.
+    """
+    if not name_or_path:
+        return None
+    name = str(name_or_path)
+    if Path(name).exists():
+        local = str(Path(name).resolve())
+        for hub_name, finder in LOCAL_MODELS.items():
+            found = finder()
+            if found and str(Path(found).resolve()) == local:
+                return hub_name
+        return None
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
 def resolve_text_cfg(text_cfg: dict[str, Any]) -> dict[str, Any]:
     """A copy of an open_clip ``text_cfg`` whose ``hf_model_name``/``hf_tokenizer_name`` are resolved."""
     resolved = dict(text_cfg)

@@ -28,23 +28,52 @@ Default LoRA targets (override with ``LoraSettings(target_modules=...)``):
   ``MultiheadAttention`` LoRA layer, which merges and unmerges the weights around each call).
 * classifiers: the first pair found among ``query``/``value`` (BERT, RoBERTa, ViT, …),
   ``q_lin``/``v_lin`` (DistilBERT), ``query_proj``/``value_proj`` (DeBERTa-v2), ``q_proj``/``v_proj``.
+
+**Where a LoRA adapter finds its base.** ``adapter_config.json``'s ``base_model_name_or_path`` is
+what ``peft.AutoPeftModel*.from_pretrained(folder)`` and ``transformers``' ``from_pretrained`` /
+``pipeline`` load before applying the adapter (:func:`base_model_reference`):
+
+* a base with a Hub id (loaded by name; a local offline copy of :mod:`hf_infonc.local_models`
+  counts as its Hub id), open_clip weights on the Hub (``"hf-hub:<repo>"``, read by
+  :meth:`~hf_infonc.models.OpenCLIPModel.from_pretrained`) or a local folder (its absolute path,
+  as peft writes it; it does not travel with a push): that reference, and nothing else is saved;
+* a base that nothing could load again (built from a config with random weights; open_clip random
+  or local-file weights): ``save_pretrained`` also writes the **untrained base model** into the
+  same folder (``config.json`` + ``base_model.safetensors``, named by ``config.json``'s
+  ``transformers_weights`` — not ``model.safetensors``, which ``Trainer`` would load into the peft
+  model when resuming) and sets ``base_model_name_or_path`` to that folder's absolute path. That is
+  ``transformers``' "model with an embedded adapter" layout: ``from_pretrained(folder)`` and
+  ``pipeline(task, model=folder)`` load the base from the folder and apply the adapter once.
+  ``peft.AutoPeftModel*.from_pretrained(folder)`` finds the base too and gives the same outputs,
+  but it loads the base through ``transformers``, which has applied the adapter already: peft
+  applies it again in place (the warning "Already found a ``peft_config`` attribute"), and the
+  model keeps ``transformers``' adapter flags (its merged model cannot be saved with
+  ``save_pretrained``). :func:`hf_infonc.card.push_output_dir` rewrites the reference to the repo
+  id in what it uploads.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import types
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from hf_infonc.local_models import hub_id
 from hf_infonc.models import clip_towers
 
 TRAINING_MODES: tuple[str, ...] = ("full", "lora", "linear_probe", "coop")
 
 HF_CLIP_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
 OPEN_CLIP_LORA_TARGETS: tuple[str, ...] = ("c_fc", "c_proj")
+LORA_BASE_WEIGHTS_NAME = "base_model.safetensors"
+"""Weights of a base model saved beside its LoRA adapter (see the module docstring)."""
 CLASSIFIER_LORA_TARGET_PAIRS: tuple[tuple[str, str], ...] = (
     ("query", "value"),
     ("q_lin", "v_lin"),
@@ -189,9 +218,15 @@ def apply_training_mode(
             r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets,
             bias=settings.bias, modules_to_save=modules_to_save, task_type=task_type,
         )
+        reference = base_model_reference(model)
         with warnings.catch_warnings():  # peft reads the deprecated is_gradient_checkpointing of transformers 5
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            return get_peft_model(model, config)
+            peft_model = get_peft_model(model, config)
+        peft_model.peft_config["default"].base_model_name_or_path = reference
+        if reference is None and _is_pretrained_model(model):
+            # an instance attribute: Trainer checkpoints, Trainer.save_model and push_to_hub all call it
+            peft_model.save_pretrained = types.MethodType(_save_pretrained_with_base, peft_model)
+        return peft_model
 
     if mode == "linear_probe":
         if family is None:
@@ -222,6 +257,105 @@ def apply_training_mode(
     )
 
 
+def base_model_reference(model: nn.Module) -> str | None:
+    """How a LoRA adapter on ``model`` names its base (``adapter_config.json``'s ``base_model_name_or_path``).
+
+    A Hub id (a local offline copy counts as its Hub id), ``"hf-hub:<repo>"`` (open_clip weights on
+    the Hub), the absolute path of the local folder it was loaded from (peft's own choice), or
+    ``None`` when nothing can load it again (built from a config): then the base is saved with the adapter.
+    """
+    name = getattr(model, "name_or_path", None)
+    if not isinstance(name, str) or not name:
+        return None
+    if name.startswith("hf-hub:"):
+        return name
+    if Path(name).is_dir():
+        return hub_id(name) or str(Path(name).resolve())
+    return hub_id(name)
+
+
+def _is_pretrained_model(model: nn.Module) -> bool:
+    from transformers import PreTrainedModel
+
+    return isinstance(model, PreTrainedModel)
+
+
+def base_model_state_dict(
+    peft_model: nn.Module, state_dict: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """The base model's own state dict inside a peft model: the LoRA wrappers taken off.
+
+    Keys lose peft's ``base_model.model.`` prefix; a wrapped layer's ``base_layer`` (LoRA) or
+    ``original_module`` (``modules_to_save``) takes the wrapper's place and the adapter's tensors
+    are dropped, so the result loads into a fresh base model with ``strict=True``. ``state_dict``:
+    the peft model's full state dict when the caller has it (``Trainer`` under FSDP/DeepSpeed).
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    wrappers = {}
+    for name, module in peft_model.get_base_model().named_modules():
+        if isinstance(module, BaseTunerLayer):
+            wrappers[name] = "base_layer"
+        elif isinstance(module, AuxiliaryTrainingWrapper):
+            wrappers[name] = "original_module"
+    innermost_first = sorted(wrappers.items(), key=lambda item: len(item[0]), reverse=True)
+    prefix = "base_model.model."
+    state = peft_model.state_dict() if state_dict is None else state_dict
+    base_state = {}
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            continue
+        key = key[len(prefix) :]
+        for path, inner in innermost_first:
+            if not key.startswith(f"{path}."):
+                continue
+            rest = key[len(path) + 1 :]
+            if not rest.startswith(f"{inner}."):
+                key = None  # a tensor of the adapter (lora_A, lora_B, modules_to_save copies, …)
+                break
+            key = f"{path}.{rest[len(inner) + 1 :]}"
+        if key is not None:
+            base_state[key] = value
+    return base_state
+
+
+def save_base_model(
+    peft_model: nn.Module, directory: str | Path, *, state_dict: dict | None = None, is_main_process: bool = True
+) -> Path:
+    """Write the (untrained) base model of ``peft_model`` into ``directory`` and point the adapter at it.
+
+    Writes ``config.json`` + :data:`LORA_BASE_WEIGHTS_NAME` (named by ``transformers_weights`` in
+    ``config.json``), and sets every adapter's ``base_model_name_or_path`` to the folder's absolute
+    path; the adapter files are written by ``peft_model.save_pretrained`` afterwards. Returns the folder.
+    """
+    from hf_infonc.models.open_clip_hf import OpenCLIPModel
+
+    out = Path(directory)
+    if is_main_process:
+        base = peft_model.get_base_model()
+        extra = {"open_clip_layout": False} if isinstance(base, OpenCLIPModel) else {}  # it is not the trained model
+        base.save_pretrained(str(out), state_dict=base_model_state_dict(peft_model, state_dict), **extra)
+        weights = out / "model.safetensors"
+        if weights.is_file():  # a sharded base (model.safetensors.index.json) is left as written
+            weights.replace(out / LORA_BASE_WEIGHTS_NAME)
+            config_file = out / "config.json"
+            config = json.loads(config_file.read_text())
+            config["transformers_weights"] = LORA_BASE_WEIGHTS_NAME
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for adapter_config in peft_model.peft_config.values():
+        adapter_config.base_model_name_or_path = str(out.resolve())
+    return out
+
+
+def _save_pretrained_with_base(self, save_directory: str, *args: Any, **kwargs: Any) -> None:
+    """``PeftModel.save_pretrained`` preceded by :func:`save_base_model` (a base with no Hub reference)."""
+    save_base_model(
+        self, save_directory, state_dict=kwargs.get("state_dict"), is_main_process=kwargs.get("is_main_process", True)
+    )
+    return type(self).save_pretrained(self, save_directory, *args, **kwargs)
+
+
 def _prompt_inputs(model: nn.Module, class_names: list[str] | None, tokenizer: Any, mode: str) -> tuple[list[str], Any]:
     if not class_names:
         raise ValueError(f"mode={mode!r} on a CLIP model needs class_names=[...] (one per label id, in label order).")
@@ -235,4 +369,14 @@ def _prompt_inputs(model: nn.Module, class_names: list[str] | None, tokenizer: A
     return list(class_names), tokenizer
 
 
-__all__ = ["CoOpSettings", "LoraSettings", "TRAINING_MODES", "apply_training_mode", "default_lora_targets"]
+__all__ = [
+    "CoOpSettings",
+    "LORA_BASE_WEIGHTS_NAME",
+    "LoraSettings",
+    "TRAINING_MODES",
+    "apply_training_mode",
+    "base_model_reference",
+    "base_model_state_dict",
+    "default_lora_targets",
+    "save_base_model",
+]

@@ -38,14 +38,15 @@ from typing import Any, Literal
 import yaml
 
 from hf_infonc.data.config import DataConfig
+from hf_infonc.errors import UserError
 
 FAMILIES = ("hf-clip", "open-clip", "sequence-classification", "image-classification")
 CLIP_FAMILIES = ("hf-clip", "open-clip")
 TRAINING_MODES = ("full", "lora", "linear_probe", "coop")
 
 
-class RecipeError(ValueError):
-    """A recipe that cannot be used; the message names the file and the key."""
+class RecipeError(UserError):
+    """A recipe that cannot be used; the message names the file and the key (never a secret's value)."""
 
 
 @dataclass
@@ -133,15 +134,28 @@ class Recipe:
         """Build :class:`InfoNCTrainingArguments` (seed and prompt templates filled in)."""
         from hf_infonc.trainer import InfoNCTrainingArguments
 
-        values = {"seed": self.seed, **self.training, **overrides}
+        # the collators build the model inputs from the data's own columns (image, text, label)
+        values = {"seed": self.seed, "remove_unused_columns": False, **self.training, **overrides}
         if "class_prompt_templates" not in self.training:
             from hf_infonc.data.prompts import get_templates
 
             values["class_prompt_templates"] = get_templates(self.data.prompt_templates)
         return InfoNCTrainingArguments(**values)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.raw, sort_keys=False)
+    def secrets(self) -> list[str]:
+        """Secret values given in the recipe (``training.hub_token``), to redact wherever they could appear."""
+        token = self.training.get("hub_token")
+        return [token] if isinstance(token, str) and token else []
+
+    def to_yaml(self, *, redact_secrets: bool = True) -> str:
+        """The recipe as given (overrides applied) in YAML; secrets (``hub_token``, any Hub token value)
+        are replaced by ``<redacted>`` unless ``redact_secrets=False``."""
+        raw = self.raw
+        if redact_secrets:
+            from hf_infonc.card import redact
+
+            raw = redact(raw, self.secrets())
+        return yaml.safe_dump(raw, sort_keys=False)
 
 
 # ---------------------------------------------------------------------------- conversion
@@ -153,6 +167,29 @@ def _where(file: str | None, key: str) -> str:
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _shown(value: Any, key: str) -> str:
+    """``repr(value)`` for a message, except for secrets: the value of a secret key (``hub_token``, …) is
+    never shown, and a token value anywhere else is redacted."""
+    from hf_infonc.card import is_secret_key, redact_text
+
+    if is_secret_key(key.rsplit(".", 1)[-1].split("[", 1)[0]):
+        return "<redacted>"
+    return redact_text(repr(value))
+
+
+YAML_BOOL_WORDS = {False: ("no", "off", "false", "n"), True: ("yes", "on", "true", "y")}
+"""The words YAML 1.1 reads as booleans: an unquoted ``no`` arrives as ``False`` (``eval_strategy: no``)."""
+
+
+def _quote_hint(value: Any, key: str) -> str:
+    if not isinstance(value, bool):
+        return ""
+    return (
+        f" YAML reads an unquoted {' or '.join(YAML_BOOL_WORDS[value][:2])} as {str(value).lower()}: quote the word, "
+        f"e.g. {key.rsplit('.', 1)[-1]}: \"{YAML_BOOL_WORDS[value][0]}\"."
+    )
 
 
 def convert(value: Any, tp: Any, key: str, file: str | None) -> Any:
@@ -173,36 +210,41 @@ def convert(value: Any, tp: Any, key: str, file: str | None) -> Any:
             except RecipeError as error:
                 errors.append(error)
         expected = " or ".join(_type_name(a) for a in args)
-        raise RecipeError(f"{_where(file, key)}: expected {expected}, got {value!r}.")
+        raise RecipeError(f"{_where(file, key)}: expected {expected}, got {_shown(value, key)}.{_quote_hint(value, key)}")
     if origin is Literal:
+        if isinstance(value, bool) and value not in args:  # `mode: no` → the word "no", when it is a valid choice
+            value = next((w for w in YAML_BOOL_WORDS[value] if w in args), value)
         if value not in args:
-            raise RecipeError(f"{_where(file, key)}: {value!r} is not one of {list(args)}.")
+            raise RecipeError(f"{_where(file, key)}: {_shown(value, key)} is not one of {list(args)}.")
         return value
     if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{_where(file, key)}: expected a list, got {value!r}.")
+            raise RecipeError(f"{_where(file, key)}: expected a list, got {_shown(value, key)}.")
         inner = args[0] if args else Any
         return [convert(v, inner, f"{key}[{i}]", file) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise RecipeError(f"{_where(file, key)}: expected a mapping, got {value!r}.")
+            raise RecipeError(f"{_where(file, key)}: expected a mapping, got {_shown(value, key)}.")
         return dict(value)
     if dataclasses.is_dataclass(tp):
         return from_mapping(tp, value, key, file)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        choices = [e.value for e in tp]
+        if isinstance(value, bool):  # `eval_strategy: no` → IntervalStrategy("no")
+            value = next((w for w in YAML_BOOL_WORDS[value] if w in choices), value)
         try:
             return tp(value)
         except ValueError:
-            raise RecipeError(f"{_where(file, key)}: {value!r} is not one of {[e.value for e in tp]}.") from None
+            raise RecipeError(f"{_where(file, key)}: {_shown(value, key)} is not one of {choices}.") from None
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-            return value.lower() in ("true", "yes")
-        raise RecipeError(f"{_where(file, key)}: expected true or false, got {value!r}.")
+        if isinstance(value, str) and value.lower() in YAML_BOOL_WORDS[False] + YAML_BOOL_WORDS[True]:
+            return value.lower() in YAML_BOOL_WORDS[True]
+        raise RecipeError(f"{_where(file, key)}: expected true or false, got {_shown(value, key)}.")
     if tp is int:
         if isinstance(value, bool):
-            raise RecipeError(f"{_where(file, key)}: expected an integer, got {value!r}.")
+            raise RecipeError(f"{_where(file, key)}: expected an integer, got {_shown(value, key)}.")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -212,10 +254,10 @@ def convert(value: Any, tp: Any, key: str, file: str | None) -> Any:
                 return int(value)
             except ValueError:
                 pass
-        raise RecipeError(f"{_where(file, key)}: expected an integer, got {value!r}.")
+        raise RecipeError(f"{_where(file, key)}: expected an integer, got {_shown(value, key)}.")
     if tp is float:
         if isinstance(value, bool):
-            raise RecipeError(f"{_where(file, key)}: expected a number, got {value!r}.")
+            raise RecipeError(f"{_where(file, key)}: expected a number, got {_shown(value, key)}.")
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
@@ -223,11 +265,11 @@ def convert(value: Any, tp: Any, key: str, file: str | None) -> Any:
                 return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
             except ValueError:
                 pass
-        raise RecipeError(f"{_where(file, key)}: expected a number, got {value!r}.")
+        raise RecipeError(f"{_where(file, key)}: expected a number, got {_shown(value, key)}.")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise RecipeError(f"{_where(file, key)}: expected a string, got {value!r}.")
+        raise RecipeError(f"{_where(file, key)}: expected a string, got {_shown(value, key)}.{_quote_hint(value, key)}")
     return value
 
 
@@ -242,7 +284,7 @@ def from_mapping(cls: type, mapping: Any, section: str, file: str | None, *, ini
     if mapping is None:
         mapping = {}
     if not isinstance(mapping, dict):
-        raise RecipeError(f"{_where(file, section)}: expected a mapping of keys to values, got {mapping!r}.")
+        raise RecipeError(f"{_where(file, section)}: expected a mapping of keys to values, got {_shown(mapping, section)}.")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if f.init or not init_fields_only}
     values = {}
@@ -303,8 +345,28 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], file: str | None 
             if not isinstance(child, dict):
                 raise RecipeError(f"{_where(file, dotted)}: {part} is not a section.")
             node = child
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+        node[parts[-1]] = _override_value(text, dotted.strip(), file)
     return raw
+
+
+def _override_value(text: str, key: str, file: str | None) -> Any:
+    """The value of ``--set key=text``, parsed as YAML. A bare ``no``/``yes``/``on``/``off`` stays that word
+    (YAML 1.1 would read a boolean): boolean fields still read it as one, and a choice such as
+    ``training.eval_strategy=no`` keeps its meaning."""
+    if not text.strip():
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise RecipeError(
+            f"{_where(file, key)}: the value of --set {key}={_shown(text, key)} is not valid YAML ({problem}). Write a "
+            f"YAML value (3e-5, true, [a, b], {{k: v}}), and quote a string that contains YAML syntax: "
+            f"--set '{key}=\"...\"'."
+        ) from None
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        return text.strip()
+    return value
 
 
 # ---------------------------------------------------------------------------- loading

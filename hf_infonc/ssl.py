@@ -56,10 +56,10 @@ from torch import nn
 from transformers import TrainerCallback
 
 from hf_infonc.adapters import call_through_wrapper
-from hf_infonc.adapters.base import AdapterOutput
+from hf_infonc.adapters.base import AdapterOutput, ClassifierOutput
 from hf_infonc.distributed import all_gather_no_grad, all_gather_with_grad
 from hf_infonc.losses import InformationComponents, check_labels
-from hf_infonc.trainer import InfoNCTrainer, returned_outputs
+from hf_infonc.trainer import InfoNCTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -424,9 +424,14 @@ class SemiSupervisedTrainer(InfoNCTrainer):
     ``ssl/pseudo_label_acc_all``.
     """
 
+    # the loss of an SSL step is a per-batch mean: Trainer divides it by the accumulation steps
+    loss_is_scaled_for_ga = False
+
     def __init__(self, *args: Any, ssl_config: SemiSupervisedConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ssl_config = ssl_config if ssl_config is not None else SemiSupervisedConfig()
+        # the collators build the model inputs from raw rows (units of labelled + unlabelled examples)
+        self.args.remove_unused_columns = False
         if getattr(self.args, "info_exact_accumulation", False) and self.args.gradient_accumulation_steps > 1:
             # the consistency, fairness and threshold statistics are per step; keep all terms per micro-batch
             self.args.info_exact_accumulation = False
@@ -544,7 +549,7 @@ class SemiSupervisedTrainer(InfoNCTrainer):
         split = "train" if model.training else "eval"
         self.record_components(components, split)
         self.record_components(info_components, split)
-        return (total, returned_outputs(logits[:n_labeled], features[:n_labeled])) if return_outputs else total
+        return (total, ClassifierOutput(loss=total, logits=logits[:n_labeled])) if return_outputs else total
 
     def _information_on(self, base: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
                         head_rows: torch.Tensor, out: AdapterOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -41,14 +41,21 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
+from accelerate.utils import convert_to_fp32
 from torch import nn
 from safetensors import safe_open
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
-from hf_infonc.adapters import ModelAdapter, adapter_for, call_through_wrapper
-from hf_infonc.adapters.base import AdapterOutput
+from hf_infonc.adapters import ModelAdapter
+from hf_infonc.adapters.base import (
+    AdapterOutput,
+    FeatureCapture,
+    find_adapter,
+    replaced_forward,
+    unsupported_model_message,
+)
 from hf_infonc.distributed import all_gather_no_grad, all_gather_with_grad
 from hf_infonc.info.fused import fused_information_loss, fused_supported
 from hf_infonc.losses import (
@@ -128,11 +135,6 @@ class InfoNCTrainingArguments(TrainingArguments):
             "non-cached losses."
         },
     )
-    remove_unused_columns: bool = field(
-        default=False,
-        metadata={"help": "Kept False: adapters read batch keys (labels, pixel_values) the model forward does not list."},
-    )
-
     def __post_init__(self) -> None:
         check_information_settings(
             cma_weight=self.cma_weight,
@@ -141,8 +143,6 @@ class InfoNCTrainingArguments(TrainingArguments):
             info_alpha=self.info_alpha,
             info_dtype=self.info_dtype,
         )
-        if self.label_names is None:
-            self.label_names = ["labels"]
         super().__post_init__()
 
     @property
@@ -232,6 +232,7 @@ class _AccumulatedStep:
     rng: list[_RngState] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     value: torch.Tensor | None = None  # the loss of the whole accumulated batch (detached)
+    base_weights: list[float] = field(default_factory=list)  # c_i of b = Σ c_i·b_i (see the first pass)
     rows_per_sample: bool = False  # head rows are per-sample anchors (pairs) rather than a shared head
     grad_features: tuple[torch.Tensor, ...] = ()
     grad_rows: tuple[torch.Tensor, ...] | torch.Tensor | None = None
@@ -251,19 +252,67 @@ def _shared_value(values: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([v.detach() for v in values]).mean(dim=0)
 
 
-def returned_outputs(logits: torch.Tensor | None, features: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """What ``compute_loss(..., return_outputs=True)`` returns: the logits and features (those present),
-    in float32 where autocast made them half precision, as accelerate's patched ``forward`` returns a
-    model's outputs (``convert_outputs_to_fp32``)."""
-    out = {}
-    for key, value in (("logits", logits), ("features", features)):
-        if value is not None:
-            out[key] = value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
-    return out
+@contextlib.contextmanager
+def _hub_uploads():
+    """Within the block, ``Trainer``'s uploads (``transformers.trainer.hf_api().upload_folder``) skip
+    pickled files, and a folder whose LoRA adapter names its own folder as base is uploaded as
+    :func:`hf_infonc.card.hub_file_set` stages it (the adapter then names the repo); such a staged
+    upload runs to completion before it returns (a finished future when one was asked for)."""
+    from concurrent.futures import Future
+
+    import transformers.trainer as trainer_module
+
+    from hf_infonc.card import PICKLE_SUFFIXES, hub_file_set
+
+    make_api = trainer_module.hf_api
+    pickles = [f"*{suffix}" for suffix in PICKLE_SUFFIXES]  # files that torch.load / pickle would read
+
+    class HubApi:
+        def __init__(self) -> None:
+            self._api = make_api()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._api, name)
+
+        def upload_folder(self, *, repo_id: str, folder_path: str, ignore_patterns: Any = None, **kwargs: Any) -> Any:
+            patterns = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
+            kwargs["ignore_patterns"] = [*patterns, *pickles]
+            with hub_file_set(folder_path, repo_id) as folder:
+                if Path(folder) == Path(folder_path):
+                    return self._api.upload_folder(repo_id=repo_id, folder_path=folder_path, **kwargs)
+                future = kwargs.pop("run_as_future", False)
+                result = self._api.upload_folder(repo_id=repo_id, folder_path=str(folder), **kwargs)
+            if not future:
+                return result
+            done: Future = Future()
+            done.set_result(result)
+            return done
+
+    trainer_module.hf_api = HubApi
+    try:
+        yield
+    finally:
+        trainer_module.hf_api = make_api
+
+
+def _with_base(components: Mapping[str, torch.Tensor], base: torch.Tensor) -> Mapping[str, torch.Tensor]:
+    """``components`` with ``loss/base`` replaced."""
+    if isinstance(components, InformationComponents):
+        return InformationComponents(base, components.raw, components.layout)
+    return {**components, "loss/base": base}
 
 
 class InfoNCTrainer(Trainer):
     """A ``transformers.Trainer`` that adds the information losses through a model adapter.
+
+    Drop-in: the base loss is ``Trainer``'s own (``compute_loss`` with label smoothing,
+    ``compute_loss_func``, ``num_items_in_batch`` and the loss kwargs of the model), predictions are
+    the model's own outputs, and checkpoints are ``Trainer``'s (with ``training_args.json`` instead of
+    the pickled ``training_args.bin``). The adapter runs *as the model's forward*
+    (:func:`~hf_infonc.adapters.base.replaced_forward`), so ``Trainer.compute_loss`` sees exactly the
+    outputs it would see without it, and the information terms are added on top. A model that no
+    adapter supports trains as with ``Trainer`` (a warning says the information terms are not
+    available); with a weight > 0 it is an error at construction.
 
     Args (beyond ``Trainer``'s):
         adapter: a :class:`~hf_infonc.adapters.ModelAdapter`; by default picked from the model type.
@@ -275,13 +324,12 @@ class InfoNCTrainer(Trainer):
             defaults to ``data_collator``.
     """
 
-    # The losses returned by compute_loss are per-batch means; let Trainer divide by GA steps.
-    loss_is_scaled_for_ga = False
     # Exact gradient accumulation (info_exact_accumulation): the micro-batches of the current
     # optimizer step, whether the batches are image-caption pairs (learnt from the first forward).
     _accumulated_step: _AccumulatedStep | None = None
     _pairwise_batches: bool | None = None
     _warned_deepspeed_accumulation: bool = False
+    _loss_kwargs_probed: bool = False
 
     def __init__(
         self,
@@ -295,18 +343,35 @@ class InfoNCTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         args = _as_infonc_args(args, model)
+        adapter = adapter if adapter is not None or model is None else find_adapter(model)
+        if adapter is None and args.info_losses_active:
+            raise TypeError(
+                f"cma_weight/mi_weight/entropy_gap_weight > 0 need features and head rows, but "
+                f"{unsupported_model_message(model)}"
+            )
         super().__init__(model=model, args=args, **kwargs)
         self.eval_data_collator = eval_data_collator
-        # Our compute_loss never passes num_items_in_batch to the model: no hidden rescaling.
-        self.model_accepts_loss_kwargs = False
-        self.adapter = adapter if adapter is not None else adapter_for(self.model)
+        self.adapter = adapter
+        #: the features of the latest evaluation forward (see :func:`hf_infonc.evaluation.add_information_metrics`)
+        self.feature_capture = FeatureCapture()
+        self._adapter_output: AdapterOutput | None = None
         self.class_names = class_names or infer_class_names(self.train_dataset) or infer_class_names(self.eval_dataset)
-        self.adapter.setup(
-            self.model,
-            class_names=self.class_names,
-            templates=self.args.class_prompt_templates,
-            processing_class=text_tokenizer if text_tokenizer is not None else self.processing_class,
-        )
+        if adapter is None:
+            logger.warning(
+                "InfoNCTrainer: no hf_infonc adapter supports %s; it trains exactly as transformers.Trainer, without the "
+                "information terms and measures (see docs/adapters.md to add one).", type(self.model).__name__
+            )
+        else:
+            adapter.setup(
+                self.model,
+                class_names=self.class_names,
+                templates=self.args.class_prompt_templates,
+                processing_class=text_tokenizer if text_tokenizer is not None else self.processing_class,
+            )
+            if args.label_names is None and adapter.label_names is not None:
+                self.label_names = list(adapter.label_names)
+            if adapter.computes_loss:  # its own loss ignores num_items_in_batch: a per-batch mean
+                self.model_accepts_loss_kwargs = False
         info_dtype = getattr(torch, getattr(self.args, "info_dtype", "float64"))
         self.cma_loss = CrossModalAlignmentLoss(alpha=self.args.info_alpha, dtype=info_dtype)
         self.mi_loss = MutualInformationLoss(
@@ -315,20 +380,29 @@ class InfoNCTrainer(Trainer):
         self.gap_loss = EntropyGapLoss(
             normalized=self.args.info_normalized, center=self.args.info_center, dtype=info_dtype
         )
-        # detached 0-d tensors per logged component, summarised (one host sync) at log time
-        self._component_sums: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._information_records: dict[str, dict[ComponentLayout, list[torch.Tensor]]] = {
+        # per split: logged component -> [(detached 0-d value, weight)], summarised (one host sync) at log
+        # time; weight 1 per training step, the number of rows per evaluation batch (per-sample means)
+        self._component_records: dict[str, dict[str, list[tuple[torch.Tensor, float]]]] = {
             "train": defaultdict(list), "eval": defaultdict(list)
         }
+        self._information_records: dict[str, dict[ComponentLayout, list[tuple[torch.Tensor, float]]]] = {
+            "train": defaultdict(list), "eval": defaultdict(list)
+        }
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """``Trainer``'s columns (the forward's arguments and the labels) plus those the adapter reads."""
+        super()._set_signature_columns_if_needed()
+        if self.adapter is not None:
+            self._signature_columns += [name for name in self.adapter.input_names if name not in self._signature_columns]
 
     # ------------------------------------------------------------------ mixed precision
     def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> contextlib.AbstractContextManager:
         """The accelerator's autocast (``bf16=True`` / ``fp16=True``) around the whole loss computation.
 
         ``transformers.Trainer`` relies on accelerate, which applies mixed precision by patching the
-        model's ``forward``. The adapters call other methods of the model (``get_image_features``,
-        ``encode_text``, the classifier's parts) or run through :func:`call_through_wrapper`, which
-        swaps that forward out, so without this the model would train in float32 under ``bf16=True``.
+        model's ``forward``. The adapter runs in place of that forward (:meth:`_forward_with_base`)
+        and calls other methods of the model (``get_image_features``, ``encode_text``, the
+        classifier's parts), so without this the model would train in float32 under ``bf16=True``.
         ``compute_loss_context_manager`` (training and evaluation steps) enters this context. The
         information losses leave autocast themselves for their spectra (float64 / float32).
         """
@@ -345,39 +419,47 @@ class InfoNCTrainer(Trainer):
         every = max(1, int(steps)) if steps >= 1 else max(1, int(steps * max(self.state.max_steps, 1)))
         return (self.state.global_step + 1) % every == 0
 
-    def information_loss(self, out: AdapterOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _gathered(self, out: AdapterOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features of all processes (with gradients) and the head rows: for image–caption pairs,
+        the captions of all processes. Gathered once per adapter output."""
+        gathered = out.__dict__.get("_gathered")
+        if gathered is None:
+            anchors = all_gather_with_grad(out.head_rows) if out.pairwise else out.head_rows
+            gathered = out.__dict__["_gathered"] = (all_gather_with_grad(out.features), anchors)
+        return gathered
+
+    def _contrastive_base(self, out: AdapterOutput) -> torch.Tensor:
+        """CLIP's contrastive loss of image–caption pairs over the batch gathered from all processes."""
+        if out.logit_scale is None:
+            raise ValueError("The adapter returned neither a base loss nor a logit_scale for the contrastive loss.")
+        return clip_contrastive_loss(*self._gathered(out), out.logit_scale)
+
+    def information_loss(
+        self, out: AdapterOutput, *, info_scale: float = 1.0
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Combine the base loss with the information terms on the globally gathered batch.
 
-        The gathered batch is validated once (:func:`~hf_infonc.losses.check_loss_inputs`), then
-        CMA's group entropies and H₁, H₂, H₁₂ (MI, entropy gap, the logged MIR/HDR) are computed
-        without re-validation in one autograd.Function with a closed-form backward
-        (:func:`~hf_infonc.losses.information_terms`). The information terms are summed in the
-        spectrum dtype (``info_dtype``) and cast to the base loss's dtype once.
+        ``out.loss`` is the base loss (for image–caption pairs without one, CLIP's contrastive loss
+        of the gathered batch is computed here). The gathered batch is validated once
+        (:func:`~hf_infonc.losses.check_loss_inputs`), then CMA's group entropies and H₁, H₂, H₁₂
+        (MI, entropy gap, the logged MIR/HDR) are computed without re-validation in one
+        autograd.Function with a closed-form backward (:func:`~hf_infonc.losses.information_terms`).
+        The information terms are summed in the spectrum dtype (``info_dtype``), multiplied by
+        ``info_scale`` and cast to the base loss's dtype once: ``(1 - w_cma)·base + info_scale·info``.
         """
         args = self.args
         wants_terms = args.mi_weight > 0 or args.entropy_gap_weight > 0
         log_ratios = self._ratios_due()
         if out.loss is not None and not (args.info_losses_active or log_ratios):
             return out.loss, {"loss/base": out.loss.detach()}
-        features = all_gather_with_grad(out.features)
-        labels: torch.Tensor | None = None  # None: image-caption pairs, anchor i belongs to sample i
-        if out.pairwise:
-            anchors = all_gather_with_grad(out.head_rows)
-        elif out.labels is None:
-            if args.info_losses_active:
-                raise ValueError(
-                    "An information loss (cma_weight/mi_weight/entropy_gap_weight > 0) is switched on but the batch has "
-                    "no 'labels'. Provide class labels in the batch (the collator's 'labels' key), or set the weights to 0."
-                )
-            return out.loss, {"loss/base": out.loss.detach()}
-        else:
-            anchors = out.head_rows
+        labels: torch.Tensor | None = None  # None: image–caption pairs, anchor i belongs to sample i
+        if not out.pairwise:
+            if out.labels is None:
+                self._check_labels_present(out)
+                return out.loss, {"loss/base": out.loss.detach()}
             labels = all_gather_no_grad(out.labels)
-        base = out.loss
-        if base is None:
-            if out.logit_scale is None:
-                raise ValueError("The adapter returned neither a base loss nor a logit_scale for the contrastive loss.")
-            base = clip_contrastive_loss(features, anchors, out.logit_scale)
+        features, anchors = self._gathered(out)
+        base = out.loss if out.loss is not None else self._contrastive_base(out)
         components: dict[str, torch.Tensor] = {"loss/base": base.detach()}
         cma_loss = self.cma_loss if args.cma_weight > 0 else None
         if cma_loss is None and not (wants_terms or log_ratios):  # pairs, contrastive base only
@@ -394,9 +476,7 @@ class InfoNCTrainer(Trainer):
                 cma=cma_loss is not None, terms=wants_terms or log_ratios, mi=args.mi_weight > 0,
                 gap=args.entropy_gap_weight > 0,
             )
-            return info.to(base.dtype).add(base, alpha=1.0 - args.cma_weight), InformationComponents(
-                components["loss/base"], values, layout
-            )
+            return self._combined(base, info, info_scale), InformationComponents(components["loss/base"], values, layout)
         if cma_loss is not None and not wants_terms:  # CMA with gradients; the logged MIR/HDR, when due, without
             cma, _ = information_terms(
                 features, labels, anchors, cma=cma_loss, entropy_terms=False, dtype=dtype, validate=False
@@ -425,9 +505,22 @@ class InfoNCTrainer(Trainer):
                     info = value * weight if info is None else info.add(value, alpha=weight)
                     components[key] = value.detach()
             components.update(batch_ratios(terms))
+        return self._combined(base, info, info_scale), components
+
+    def _check_labels_present(self, out: AdapterOutput) -> None:
+        if self.args.info_losses_active and not out.pairwise and out.labels is None:
+            raise ValueError(
+                "An information loss (cma_weight/mi_weight/entropy_gap_weight > 0) is switched on but the batch has no "
+                "'labels'. Provide class labels in the batch (the collator's 'labels' key), or set the weights to 0."
+            )
+
+    def _combined(self, base: torch.Tensor, info: torch.Tensor | None, info_scale: float) -> torch.Tensor:
+        """``(1 - w_cma)·base + info_scale·info`` in the base loss's dtype (``base`` itself when no term is on)."""
         if info is None:
-            return base, components
-        return info.to(base.dtype).add(base, alpha=1.0 - args.cma_weight), components
+            return base
+        if info_scale != 1.0:
+            info = info * info_scale
+        return info.to(base.dtype).add(base, alpha=1.0 - self.args.cma_weight)
 
     def _fused_loss_applies(
         self, features: torch.Tensor, labels: torch.Tensor | None, anchors: torch.Tensor, terms: bool
@@ -448,6 +541,57 @@ class InfoNCTrainer(Trainer):
             entropy_terms=terms, joint=True, center=False,
         )
 
+    def _base_scaled_for_ga(self, num_items_in_batch: Any) -> bool:
+        """Whether ``Trainer`` takes the base loss as already scaled for gradient accumulation (normalised by
+        ``num_items_in_batch``, by the model or ``compute_loss_func``) and so does not divide it by the
+        number of accumulation steps; ``Trainer.training_step``'s rule."""
+        if self.loss_is_scaled_for_ga is not None:
+            return bool(self.loss_is_scaled_for_ga)
+        return bool(self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+
+    def _run_adapter(self, core: nn.Module, *, unlabelled_loss: bool = False):
+        """The function that runs in place of ``core``'s forward: the adapter, then what the trainer keeps
+        of its output (the adapter output; in evaluation, the features for the metrics).
+        ``unlabelled_loss``: a loss is asked for a batch without labels (checked before ``Trainer``'s
+        less helpful "the model did not return a loss")."""
+
+        def forward(**batch: Any) -> Any:
+            out = self.adapter.forward(core, batch)
+            if unlabelled_loss:
+                self._check_labels_present(out)
+            if out.pairwise and (out.loss is None or self.accelerator.num_processes > 1):
+                out.loss = self._contrastive_base(out)  # what Trainer reads as the model's loss: the global one
+            if not core.training and out.features is not None:
+                self.feature_capture.put(out.features)
+            self._adapter_output = out
+            outputs = out.model_outputs()
+            # as accelerate's patched forward returns a model's outputs under mixed precision
+            return convert_to_fp32(outputs) if self.accelerator.mixed_precision in ("fp16", "bf16") else outputs
+
+        return forward
+
+    def _forward_with_base(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any
+    ) -> tuple[torch.Tensor, Any, AdapterOutput]:
+        """``Trainer.compute_loss`` with the adapter as the model's forward: the base loss exactly as
+        ``Trainer`` computes it (label smoothing, ``compute_loss_func``, ``num_items_in_batch``), the
+        model's outputs, and the adapter's output (its ``labels`` kept even when ``Trainer`` pops them)."""
+        core = self.accelerator.unwrap_model(model)
+        labels = inputs.get("labels")
+        self._adapter_output = None
+        with replaced_forward(core, self._run_adapter(core, unlabelled_loss=labels is None)):
+            base, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        out = self._adapter_output
+        if out is None:
+            raise RuntimeError(
+                f"The model wrapper of {type(core).__name__} did not call the model's forward; the {self.adapter.family} "
+                f"adapter could not run."
+            )
+        if out.labels is None:
+            out.labels = labels
+        out.loss = base
+        return base, outputs, out
+
     def compute_loss(
         self,
         model: nn.Module,
@@ -455,24 +599,91 @@ class InfoNCTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ):
-        core = self.accelerator.unwrap_model(model)
+        """``Trainer.compute_loss`` plus the information terms (``(1 - w_cma)·base + info``).
+
+        Under gradient accumulation with a base loss normalised by ``num_items_in_batch`` (which
+        ``Trainer`` does not divide by the number of accumulation steps), the per-micro-batch
+        information terms are divided by it here, so they still average over the micro-batches.
+        """
+        if model.training and not self._loss_kwargs_probed:
+            self._probe_loss_kwargs(model, inputs, num_items_in_batch)
+        if self.adapter is None:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         step = self._accumulated_step
         if model.training and step is not None and step.current is not None:
             if step.engaged is None:
-                self._exact_accumulation_first_pass(model, core, step)
+                self._exact_accumulation_first_pass(model, step, num_items_in_batch)
             if step.engaged:
                 step.rng[step.current].restore()  # same dropout masks as pass 1
-                out = call_through_wrapper(model, core, lambda batch: self.adapter.forward(core, batch), inputs)
-                loss = self._exact_accumulation_loss(out, step, step.current)
-                return (loss, returned_outputs(out.logits, out.features)) if return_outputs else loss
-        out: AdapterOutput = call_through_wrapper(model, core, lambda batch: self.adapter.forward(core, batch), inputs)
+                _, outputs, out = self._forward_with_base(model, inputs, num_items_in_batch)
+                loss = self._exact_accumulation_loss(out, step, step.current, self._base_scaled_for_ga(num_items_in_batch))
+                return (loss, outputs) if return_outputs else loss
+        base, outputs, out = self._forward_with_base(model, inputs, num_items_in_batch)
+        scaled = model.training and self._base_scaled_for_ga(num_items_in_batch)
         if model.training:
             self._pairwise_batches = bool(out.pairwise)
-        loss, components = self.information_loss(out)
+        loss, components = self.information_loss(out, info_scale=1.0 / self.current_gradient_accumulation_steps if scaled else 1.0)
+        if scaled and "loss/base" in components:  # logged as the mean over the step, like the terms
+            components = _with_base(components, base.detach() * self.current_gradient_accumulation_steps)
         if model.training and step is not None and step.current is not None and step.ratios_only:
             components = self._accumulated_ratios(out, components, step, step.current)
-        self.record_components(components, "train" if model.training else "eval")
-        return (loss, returned_outputs(out.logits, out.features)) if return_outputs else loss
+        if model.training:
+            self.record_components(components, "train")
+        else:
+            self.record_components(components, "eval", rows=int(out.features.shape[0]) if out.features is not None else 1)
+        return (loss, outputs) if return_outputs else loss
+
+    def _probe_loss_kwargs(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any) -> None:
+        """Whether the model's own loss really uses ``num_items_in_batch`` (once, at the first training batch).
+
+        ``Trainer`` passes ``num_items_in_batch`` to any model whose ``forward`` takes ``**kwargs`` and
+        then skips the division by the gradient-accumulation steps (and multiplies by the process
+        count). Heads that take ``**kwargs`` but compute a plain mean (BERT's and ViT's classifiers,
+        transformers issue #47688) so train with a loss and gradient ``m`` times too large. Two
+        no-grad forwards with ``num_items_in_batch`` n and 2n (same RNG state, buffers restored) tell
+        which kind the model is; when the loss does not change, ``model_accepts_loss_kwargs`` is
+        set to ``False``, so ``Trainer`` divides the loss as it does for models without loss kwargs.
+        Not done when the loss comes from ``compute_loss_func`` or label smoothing (both normalise by
+        ``num_items_in_batch``) or ``loss_is_scaled_for_ga`` is set.
+        """
+        self._loss_kwargs_probed = True
+        if not (
+            self.model_accepts_loss_kwargs and num_items_in_batch is not None and "labels" in inputs
+            and self.compute_loss_func is None and self.label_smoother is None and self.loss_is_scaled_for_ga is None
+        ):
+            return
+        core = self.accelerator.unwrap_model(model)
+        buffers = {name: buffer.detach().clone() for name, buffer in core.named_buffers()}
+        rng = _RngState.capture(self.args.device)
+        losses = []
+        try:
+            with torch.no_grad(), self.compute_loss_context_manager():
+                for items in (num_items_in_batch, num_items_in_batch * 2):
+                    rng.restore()
+                    outputs = model(**inputs, num_items_in_batch=items)
+                    losses.append(outputs["loss"] if isinstance(outputs, dict) else outputs[0])
+        finally:
+            rng.restore()
+            with torch.no_grad():
+                for name, buffer in core.named_buffers():
+                    if name in buffers:
+                        buffer.copy_(buffers[name])
+        if torch.equal(losses[0], losses[1]):
+            self.model_accepts_loss_kwargs = False
+            logger.info(
+                "%s takes **kwargs but its loss ignores num_items_in_batch: the loss is divided by the gradient "
+                "accumulation steps (transformers.Trainer would not divide it; transformers issue #47688).",
+                type(core).__name__,
+            )
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys=None):
+        """``Trainer.prediction_step``; a batch without labels (``predict()`` on unlabelled data) runs
+        ``model(**inputs)`` there, which runs the adapter too (CLIP classifies through its prompt head)."""
+        if self.adapter is None:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        core = self.accelerator.unwrap_model(model)
+        with replaced_forward(core, self._run_adapter(core)):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     # ------------------------------------------------------------------ exact gradient accumulation
     def _exact_accumulation_wanted(self, num_batches: int) -> bool:
@@ -504,7 +715,9 @@ class InfoNCTrainer(Trainer):
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
         """``Trainer.get_batch_samples``, remembering the micro-batches of the step for the exact accumulation."""
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        wanted = self._exact_accumulation_wanted(len(batch_samples))
+        if self._pairwise_batches is None and self.adapter is not None and batch_samples:
+            self._pairwise_batches = self.adapter.is_pairwise(batch_samples[0])  # None: learnt from the forward
+        wanted = self.adapter is not None and self._exact_accumulation_wanted(len(batch_samples))
         self._accumulated_step = _AccumulatedStep(batches=list(batch_samples)) if wanted else None
         return batch_samples, num_items_in_batch
 
@@ -519,7 +732,7 @@ class InfoNCTrainer(Trainer):
             if step is not None:
                 step.current = None
 
-    def _exact_accumulation_first_pass(self, model: nn.Module, core: nn.Module, step: _AccumulatedStep) -> None:
+    def _exact_accumulation_first_pass(self, model: nn.Module, step: _AccumulatedStep, num_items_in_batch: Any) -> None:
         """Pass 1 of the GradCache step (Gao et al. 2021, arXiv 2101.06983): the loss of the whole
         accumulated batch and its gradient with respect to the adapter outputs.
 
@@ -534,10 +747,11 @@ class InfoNCTrainer(Trainer):
         * ``H`` the shared head rows and ``s`` the logit scale: every micro-batch recomputes them
           from the same parameters, so they are equal (the mean ``(1/m)·Σ H_i`` if a stochastic
           layer made them differ);
-        * ``b = Σ_i (n_i/N)·b_i`` the base loss when the adapter returns one per micro-batch
-          (the cross-entropy: the mean over N rows is the size-weighted mean of micro-batch means);
-          when it returns none (pairs), ``information_loss`` computes the contrastive base on the
-          leaves,
+        * ``b = Σ_i c_i·b_i`` the base loss of ``Trainer.compute_loss`` per micro-batch, with
+          ``c_i = n_i/N`` for a per-batch mean (the mean over N rows is the size-weighted mean of
+          micro-batch means) and ``c_i = 1`` for a loss normalised by ``num_items_in_batch`` (already
+          a share of the whole step's loss); for image–caption pairs (no ``compute_loss_func``)
+          ``information_loss`` computes the contrastive base on the leaves instead,
 
         ``L = information_loss(F, A|H, s, b)`` is the loss of one step on the concatenated batch
         (SPEC §4), recorded once as the step's logged components, and ``torch.autograd.grad``
@@ -554,14 +768,17 @@ class InfoNCTrainer(Trainer):
         if not self.args.info_losses_active and self._pairwise_batches is False:
             step.ratios_only = self._ratios_due()
             return
+        core = self.accelerator.unwrap_model(model)
         saved_buffers = {name: buffer.detach().clone() for name, buffer in core.named_buffers()}
         outputs: list[AdapterOutput] = []
         try:
             with torch.no_grad():
                 for index, batch in enumerate(step.batches):
                     step.rng.append(_RngState.capture(self.args.device))
-                    batch = self._prepare_inputs(batch)
-                    out = call_through_wrapper(model, core, lambda b: self.adapter.forward(core, b), batch)
+                    # a copy: Trainer.compute_loss pops the labels for label smoothing / compute_loss_func
+                    _, _, out = self._forward_with_base(model, dict(self._prepare_inputs(batch)), num_items_in_batch)
+                    if out.pairwise and self.compute_loss_func is None:
+                        out.loss = None  # the contrastive base is computed on the whole accumulated batch
                     if index == 0:
                         self._pairwise_batches = bool(out.pairwise)
                         if not (self.args.info_losses_active or self._pairwise_batches):
@@ -580,15 +797,16 @@ class InfoNCTrainer(Trainer):
                 for name, buffer in core.named_buffers():
                     if name in saved_buffers:
                         buffer.copy_(saved_buffers[name])
-        self._cache_accumulated_gradients(step, outputs)
+        self._cache_accumulated_gradients(step, outputs, self._base_scaled_for_ga(num_items_in_batch))
         step.engaged = True
 
-    def _cache_accumulated_gradients(self, step: _AccumulatedStep, outputs: list[AdapterOutput]) -> None:
+    def _cache_accumulated_gradients(self, step: _AccumulatedStep, outputs: list[AdapterOutput], scaled: bool) -> None:
         """Global loss value, logged components and ``∂L/∂(leaves)`` for pass 2 (see the first pass)."""
         pairwise = bool(self._pairwise_batches)
         step.sizes = [int(out.features.shape[0]) for out in outputs]
         step.rows_per_sample = pairwise
         total_rows = sum(step.sizes)
+        step.base_weights = [1.0 if scaled else size / total_rows for size in step.sizes]
         has_loss = [out.loss is not None for out in outputs]
         if any(has_loss) and not all(has_loss):
             raise ValueError(
@@ -611,7 +829,7 @@ class InfoNCTrainer(Trainer):
                 leaves["logit_scale"] = _shared_value([out.logit_scale for out in outputs]).requires_grad_(True)
             if all(has_loss):
                 losses = torch.stack([out.loss.detach().double().reshape(()) for out in outputs])
-                weights = torch.tensor(step.sizes, dtype=torch.float64, device=losses.device) / total_rows
+                weights = torch.tensor(step.base_weights, dtype=torch.float64, device=losses.device)
                 leaves["base"] = (weights * losses).sum().to(outputs[0].loss.dtype).requires_grad_(True)
             labels = None
             if all(out.labels is not None for out in outputs):
@@ -640,20 +858,23 @@ class InfoNCTrainer(Trainer):
         step.grad_base = grad.get("base")
         self.record_components(components, "train")
 
-    def _exact_accumulation_loss(self, out: AdapterOutput, step: _AccumulatedStep, index: int) -> torch.Tensor:
+    def _exact_accumulation_loss(
+        self, out: AdapterOutput, step: _AccumulatedStep, index: int, scaled: bool
+    ) -> torch.Tensor:
         """Pass 2 of the GradCache step for micro-batch ``index``: a loss with the right value and gradient.
 
-        The Trainer divides each micro-batch loss by m (``current_gradient_accumulation_steps``,
-        ``loss_is_scaled_for_ga = False``) and sums the gradients. With the gradients cached by pass 1
+        The Trainer divides each micro-batch loss by m (``current_gradient_accumulation_steps``)
+        unless the base loss is ``scaled`` for accumulation (:meth:`_base_scaled_for_ga`; then the
+        division by m is done here) and sums the gradients. With the gradients cached by pass 1
         and the outputs ``F_i, A_i, H_i, s_i, b_i`` of this forward (same RNG state, so the same
         values), the surrogate
 
-            g_i = m·⟨F_i, ∂L/∂F_i⟩ + m·⟨A_i, ∂L/∂A_i⟩ + ⟨H_i, ∂L/∂H⟩ + ⟨s_i, ∂L/∂s⟩ + m·(n_i/N)·(∂L/∂b)·b_i
+            g_i = m·⟨F_i, ∂L/∂F_i⟩ + m·⟨A_i, ∂L/∂A_i⟩ + ⟨H_i, ∂L/∂H⟩ + ⟨s_i, ∂L/∂s⟩ + m·c_i·(∂L/∂b)·b_i
 
         satisfies ``(1/m)·Σ_i ∇θ g_i = ∇θ L`` by the chain rule: F and A are the concatenations of
         the F_i and A_i; H and s are the mean of m equal copies (each copy gets 1/m of ∂L/∂H);
-        b = Σ_i (n_i/N)·b_i, whose own gradient (the cross-entropy's) comes from this forward. The
-        returned value ``g_i - g_i.detach() + L`` is L for every micro-batch, so the Trainer's logged
+        b = Σ_i c_i·b_i, whose own gradient (the base loss's) comes from this forward. The
+        value ``g_i - g_i.detach() + L`` is L for every micro-batch, so the Trainer's logged
         loss ``(1/m)·Σ_i L`` is the loss of the whole batch, as with one accumulation step.
         """
         size = int(out.features.shape[0])
@@ -679,11 +900,13 @@ class InfoNCTrainer(Trainer):
         else:
             add(out.head_rows, step.grad_rows, 1.0)
         add(out.logit_scale, step.grad_scale, 1.0)
-        add(out.loss, step.grad_base, m * size / sum(step.sizes))
+        add(out.loss, step.grad_base, m * step.base_weights[index])
         if not terms:  # nothing trainable reaches the loss: same error as the plain path at backward
-            return value.to(dtype).clone()
-        surrogate = torch.stack(terms).sum()
-        return surrogate - surrogate.detach() + value.to(dtype)
+            loss = value.to(dtype).clone()
+        else:
+            surrogate = torch.stack(terms).sum()
+            loss = surrogate - surrogate.detach() + value.to(dtype)
+        return loss / m if scaled else loss
 
     def _accumulated_ratios(
         self, out: AdapterOutput, components: dict[str, torch.Tensor], step: _AccumulatedStep, index: int
@@ -756,6 +979,60 @@ class InfoNCTrainer(Trainer):
         (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
         (folder / "training_args.json").write_text(self.args.to_json_string())
 
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write hf_infonc's model card to ``output_dir/README.md`` (``Trainer.push_to_hub`` calls this).
+
+        The card (:class:`hf_infonc.card.InfoNCCardData`) has the Hub metadata, the base model, the
+        loss formula with its weights, the last evaluation's metrics (accuracy, MIR/HDR, NC1–NC4),
+        how to load the model, and the citations. A model without an adapter gets ``Trainer``'s card.
+        """
+        if self.adapter is None:
+            return super().create_model_card(
+                language=language, license=license, tags=tags, model_name=model_name, finetuned_from=finetuned_from,
+                tasks=tasks, dataset_tags=dataset_tags, dataset=dataset, dataset_args=dataset_args,
+            )
+        if not self.is_world_process_zero():
+            return
+        from hf_infonc.card import CARD_NAME, InfoNCCardData, render_model_card
+
+        first = (lambda value: value[0] if isinstance(value, (list, tuple)) else value)
+        data = InfoNCCardData.from_trainer(
+            self, model_name=model_name, dataset=first(dataset), finetuned_from=finetuned_from, license=license
+        )
+        card = render_model_card(data)
+        if tags:
+            card.data.tags = list(dict.fromkeys([*(card.data.tags or []), *([tags] if isinstance(tags, str) else tags)]))
+        if language:
+            card.data.language = language
+        Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
+        card.save(Path(self.args.output_dir) / CARD_NAME)
+
+    def push_to_hub(self, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.push_to_hub``: hf_infonc's card (:meth:`create_model_card`), no pickled file uploaded, and a
+        LoRA adapter whose base is saved with the run names the repo as its base."""
+        with _hub_uploads():
+            return super().push_to_hub(*args, **kwargs)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """``Trainer``'s checkpoint push (``hub_strategy``), without pickles: ``Trainer`` writes the pickled
+        ``training_args.bin`` beside the model and uploads checkpoints with ``optimizer.pt``,
+        ``scheduler.pt`` and ``rng_state.pth``; here every upload skips pickled files (so a Hub
+        checkpoint holds the weights, not the optimizer state) and the pickle is removed again."""
+        with _hub_uploads():
+            super()._push_from_checkpoint(checkpoint_folder)
+        (Path(self.args.output_dir) / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """Load a ``checkpoint-*`` folder as ``Trainer`` does, then repair renamed weights (see below)."""
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -813,37 +1090,52 @@ class InfoNCTrainer(Trainer):
         return self._with_eval_collator(super().get_test_dataloader, test_dataset)
 
     # ------------------------------------------------------------------ logging
-    def record_components(self, components: Mapping[str, torch.Tensor], split: str) -> None:
+    def record_components(self, components: Mapping[str, torch.Tensor], split: str, rows: int = 1) -> None:
         """Keep the detached values of logged components (no host sync); :meth:`log` averages them.
 
-        :class:`~hf_infonc.losses.InformationComponents` are kept as their raw values, from which
-        the components of the whole logging window are derived at once when they are logged.
+        ``rows``: the weight of these values in the average, 1 per training step and the number of
+        (local) rows of an evaluation batch, so that evaluation components are per-sample means
+        whatever the batch size and process count. :class:`~hf_infonc.losses.InformationComponents`
+        are kept as their raw values, from which the components of the whole window are derived at
+        once when they are logged.
         """
-        bucket = self._component_sums[split]
         if isinstance(components, InformationComponents):
-            self._information_records[split][components.layout].append(components.raw)
-            if components.base is not None:
-                bucket["loss/base"].append(components.base.detach())
-            return
+            self._information_records[split][components.layout].append((components.raw, float(rows)))
+            if components.base is None:
+                return
+            components = {"loss/base": components.base}
+        records = self._component_records[split]
         for key, value in components.items():
-            bucket[key].append(value.detach())
+            records[key].append((value.detach(), float(rows)))
 
     def _reduced_components(self, split: str) -> dict[str, float]:
-        """Mean of each logged component since the last log (NaN values skipped), averaged over processes."""
-        bucket, records = self._component_sums[split], self._information_records[split]
-        if not bucket and not records:
+        """Weighted mean of each logged component since the last log over all processes (NaN values skipped)."""
+        records, information = self._component_records[split], self._information_records[split]
+        if not records and not information:
             return {}
-        series: dict[str, list[torch.Tensor]] = {k: [torch.stack(v).reshape(-1).double()] for k, v in bucket.items()}
-        for layout, values in records.items():
-            for key, column in layout.derive(torch.stack(values).double()).items():
-                series.setdefault(key, []).append(column)
+        series: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+        def add(key: str, values: torch.Tensor, weights: list[float]) -> None:
+            weights_t = torch.tensor(weights, dtype=torch.float64, device=values.device)
+            series.setdefault(key, []).append((values.reshape(-1).double(), weights_t))
+
+        for key, items in records.items():
+            add(key, torch.stack([value.reshape(()) for value, _ in items]), [w for _, w in items])
+        for layout, items in information.items():
+            for key, column in layout.derive(torch.stack([raw for raw, _ in items]).double()).items():
+                add(key, column, [w for _, w in items])
         keys = sorted(series)
-        means = torch.stack([torch.cat(series[k]).nanmean() for k in keys]).to(self.args.device)
+        sums = []
+        for key in keys:
+            values, weights = (torch.cat(parts) for parts in zip(*series[key]))
+            weights = weights.masked_fill(values.isnan(), 0.0)
+            sums.append(torch.stack([(values.nan_to_num() * weights).sum(), weights.sum()]))
+        totals = torch.stack(sums).to(self.args.device)
         if self.accelerator.num_processes > 1:
-            means = self.accelerator.reduce(means, reduction="mean")
-        bucket.clear()
+            totals = self.accelerator.reduce(totals, reduction="sum")
         records.clear()
-        return {k: round(float(v), 6) for k, v in zip(keys, means.tolist())}
+        information.clear()
+        return {key: round(float(num / den), 6) if den > 0 else math.nan for key, (num, den) in zip(keys, totals.tolist())}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
@@ -852,7 +1144,7 @@ class InfoNCTrainer(Trainer):
 
     def evaluation_loop(self, *args: Any, **kwargs: Any):
         """Adds the mean information components over the evaluation set (``eval_loss/cma``, ``eval_mir``…)."""
-        self._component_sums["eval"].clear()
+        self._component_records["eval"].clear()
         self._information_records["eval"].clear()
         output = super().evaluation_loop(*args, **kwargs)
         prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")

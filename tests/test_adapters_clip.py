@@ -155,8 +155,9 @@ def test_open_clip_caption_batches_are_pairwise(family):
     with torch.no_grad():
         out = adapter.forward(model, {"pixel_values": images(4), "input_ids": ids})
         text = model.clip.encode_text(ids)
-    assert out.pairwise is True and out.loss is None and out.logit_scale is not None
-    torch.testing.assert_close(out.head_rows, text)
+    # the wrapper's own forward ran (return_loss=True): its normalised embeddings and its loss
+    assert out.pairwise is True and out.logit_scale is not None and out.outputs is not None
+    torch.testing.assert_close(out.head_rows, nn.functional.normalize(text, dim=-1))
     with torch.no_grad():  # the wrapper's own forward mirrors transformers.CLIPModel
         full = model(pixel_values=images(4), input_ids=ids, return_loss=True)
         image_n = nn.functional.normalize(model.clip.encode_image(images(4)), dim=-1)
@@ -166,6 +167,7 @@ def test_open_clip_caption_batches_are_pairwise(family):
     targets = torch.arange(4)
     expected_loss = (nn.functional.cross_entropy(expected, targets) + nn.functional.cross_entropy(expected.T, targets)) / 2
     torch.testing.assert_close(full.loss, expected_loss)
+    torch.testing.assert_close(out.loss, expected_loss)
     with pytest.raises(ValueError, match="Class names are missing"):
         adapter.forward(model, {"pixel_values": images(2), "labels": torch.tensor([0, 1])})
 
@@ -192,7 +194,10 @@ def test_open_clip_wrapper_save_load_rebuilds_causal_mask(tmp_path, family):
     model, tokenizer = build(family)
     ids, pixel_values = tokenizer(["a photo of a cat.", "a dog", "x"]), images(3)
     model.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    # the wrapper's files and open_clip's own layout, the weights stored once (hard link)
+    written = {"config.json", "model.safetensors", "open_clip_config.json", "open_clip_model.safetensors"}
+    assert set(os.listdir(tmp_path)) - {"tokenizer.json", "tokenizer_config.json"} == written
+    assert (tmp_path / "model.safetensors").samefile(tmp_path / "open_clip_model.safetensors")
     loaded = OpenCLIPModel.from_pretrained(tmp_path)
     assert isinstance(loaded.config, OpenCLIPConfig) and loaded.config.model_cfg == model.config.model_cfg
     masks = [m.attn_mask for m in loaded.clip.modules() if isinstance(getattr(m, "attn_mask", None), torch.Tensor)]

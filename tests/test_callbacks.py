@@ -5,40 +5,19 @@ from __future__ import annotations
 import json
 import math
 
-import datasets
 import pytest
-import torch
 import yaml
 
 from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments
 from hf_infonc.callbacks import InfoDynamicsCallback, collapse_reference, evaluation_record, plot_info_dynamics
-from hf_infonc.evaluation import build_compute_metrics
+from hf_infonc.evaluation import add_information_metrics
 from hf_infonc.info import entropy_at_collapse, mir_at_collapse
 from hf_infonc.testing import tiny_bert_classifier
 
+from trainer_fixtures import text_dataset
+
 CLASS_NAMES = ["cat", "dog", "car"]
 MEASURES = ("accuracy", "mir", "hdr", "feature_entropy", "head_entropy", "class_mean_entropy", "nc1", "nc2", "nc3", "nc4")
-
-
-def _text_dataset(n: int, seed: int) -> datasets.Dataset:
-    """Random token ids; the label is written into the first tokens so that there is something to learn."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, len(CLASS_NAMES), (n,), generator=g)
-    ids = torch.randint(1000, 3000, (n, 12), generator=g)
-    ids[:, :3] = (500 + labels).unsqueeze(1)
-    features = datasets.Features(
-        {
-            "input_ids": datasets.Sequence(datasets.Value("int64")),
-            "attention_mask": datasets.Sequence(datasets.Value("int64")),
-            "labels": datasets.ClassLabel(names=CLASS_NAMES),
-        }
-    )
-    ds = datasets.Dataset.from_dict(
-        {"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist(), "labels": labels.tolist()},
-        features=features,
-    )
-    ds.set_format("torch")
-    return ds
 
 
 def test_callback_records_every_evaluation_and_writes_json_and_plots(tmp_path):
@@ -49,9 +28,9 @@ def test_callback_records_every_evaluation_and_writes_json_and_plots(tmp_path):
         report_to=[], save_strategy="no", seed=0, disable_tqdm=True, mi_weight=0.1,
     )
     trainer = InfoNCTrainer(
-        model=tiny_bert_classifier(seed=1), args=args, train_dataset=_text_dataset(48, 0), eval_dataset=_text_dataset(40, 1)
+        model=tiny_bert_classifier(seed=1), args=args, train_dataset=text_dataset(48, seed=0), eval_dataset=text_dataset(40, seed=1)
     )
-    trainer.compute_metrics = build_compute_metrics(trainer)
+    add_information_metrics(trainer, plots=False)
     callback = InfoDynamicsCallback(output_dir=out)
     trainer.add_callback(callback)
     trainer.train()

@@ -80,7 +80,11 @@ def _fake_run_dir(out: Path, recipe, *, weights: str = "model.safetensors") -> P
     """A folder shaped like a finished run (weights are placeholders: the card does not read them)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / weights).write_bytes(b"\0" * 8)
-    (out / "config.json").write_text("{}")
+    if weights != "adapter_model.safetensors":  # an adapter on a Hub base comes without config.json
+        (out / "config.json").write_text("{}")
+    if recipe.model.family == "open-clip" and recipe.model.training_mode == "full":  # OpenCLIPModel.save_pretrained
+        (out / "open_clip_model.safetensors").write_bytes(b"\0" * 8)
+        (out / "open_clip_config.json").write_text("{}")
     (out / "recipe.yaml").write_text(recipe.to_yaml())
     return out
 
@@ -216,7 +220,8 @@ def test_metric_table_plots_nan_and_missing_measures(tmp_path):
     card = ModelCard.load(write_model_card(out, recipe, results))
     assert "| Metric | Before | After |" in card.text
     assert "| Accuracy | 0.3100 | 0.8750 |" in card.text
-    assert "| HDR (samples vs head rows) | 0.2500 | NaN |" in card.text
+    assert "| HDR (samples vs head rows) | 0.2500 | — |" in card.text  # undefined: "—", explained under the table
+    assert "— marks a value that is undefined" in card.text
     assert "| NC1" not in card.text and "NC1–NC4 are" not in card.text  # not computed: not mentioned
     assert "hdr" not in _eval_values(card)  # NaN never goes into the model-index
     assert "![Info dynamics](info_dynamics.png)" in card.text
@@ -333,7 +338,8 @@ def test_token_never_in_card_recipe_or_saved_arguments(tmp_path, monkeypatch):
     trainer = Trainer(model=tiny_bert_classifier(2), args=args)
     trainer.save_model(str(out))
     assert (out / "training_args.bin").is_file()  # transformers 5 writes it in Trainer._save
-    (out / "recipe.yaml").write_text(recipe.to_yaml())
+    assert OTHER_SECRET not in recipe.to_yaml() and "hub_token: <redacted>" in recipe.to_yaml()  # what finetune writes
+    (out / "recipe.yaml").write_text(recipe.to_yaml(redact_secrets=False))  # a raw file: clean_output_dir redacts it
     (out / "metrics.json").write_text(json.dumps(_results(["other", "great"])))
     assert OTHER_SECRET in (out / "recipe.yaml").read_text()
 
@@ -665,8 +671,9 @@ def test_lora_adapter_loads_back_with_peft(tmp_path, no_pickle):
                 parameter.add_(0.1 * torch.randn_like(parameter))
     peft_model.eval()
     peft_model.save_pretrained(out)
-    assert _weight_files(out) == ["adapter_model.safetensors"]
-    assert (out / "adapter_config.json").is_file()
+    # the base was built from a config (no Hub id): it is saved beside the adapter (hf_infonc.modes)
+    assert _weight_files(out) == ["adapter_model.safetensors", "base_model.safetensors"]
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(out.resolve())
     batch = minilm_tokenizer()(["good food", "bad service"], return_tensors="pt", padding=True)
     base = tiny_bert_classifier(2, seed=0).eval()
     with torch.no_grad():

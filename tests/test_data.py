@@ -332,7 +332,7 @@ def test_unlabelled_eval_split_is_rejected(tmp_path):
 
 
 def test_missing_data_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="do not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         build_datasets(DataConfig(source="csv", data_files=str(tmp_path / "nope.csv")))
 
 

@@ -12,8 +12,9 @@ import pytest
 import yaml
 from transformers import TrainerCallback
 
+from hf_infonc.errors import OutputDirError
 from hf_infonc.finetune import run_recipe
-from hf_infonc.recipe import RecipeError, load_recipe
+from hf_infonc.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,7 +90,7 @@ def test_tiny_recipe_end_to_end(tmp_path):
 
     CLIPModel.from_pretrained(str(out))  # standard loading works
     # a second run into the same directory is refused, and --overwrite replaces it
-    with pytest.raises(RecipeError, match="already holds a run"):
+    with pytest.raises(OutputDirError, match="already holds a run"):
         run_recipe(load_recipe(_recipe_file(tmp_path, out)))
     again = run_recipe(load_recipe(_recipe_file(tmp_path, out)), overwrite=True)
     assert again["after"]["accuracy"] == pytest.approx(results["after"]["accuracy"], abs=1e-6), "seeded runs repeat"
@@ -107,7 +108,7 @@ def test_resume_gives_same_final_metrics(tmp_path):
 
 
 def test_resume_without_checkpoint_errors(tmp_path):
-    with pytest.raises(RecipeError, match="no checkpoint"):
+    with pytest.raises(OutputDirError, match="no checkpoint"):
         run_recipe(load_recipe(_recipe_file(tmp_path, tmp_path / "fresh")), resume=True)
 
 

@@ -11,12 +11,15 @@ import sys
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from transformers import Trainer, TrainingArguments, default_data_collator
 
-from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments
+from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments, add_information_metrics
 from hf_infonc.testing import minilm_tokenizer, tiny_bert_classifier, tiny_clip, tiny_vit_classifier
+
+from trainer_fixtures import image_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["cat", "dog", "car"]
@@ -54,26 +57,21 @@ def _text_dataset(n: int = 40, num_labels: int = 3, seed: int = 0) -> datasets.D
     return ds
 
 
-def _image_dataset(n: int = 40, num_labels: int = 3, seed: int = 0, captions: bool = False) -> datasets.Dataset:
-    g = torch.Generator().manual_seed(seed)
-    columns = {"pixel_values": torch.randn(n, 3, 32, 32, generator=g).numpy()}
-    if captions:
-        ids = torch.randint(1000, 3000, (n, 8), generator=g)
-        ids[:, 0], ids[:, -1] = 101, 102
-        columns.update(input_ids=ids.tolist(), attention_mask=torch.ones_like(ids).tolist())
-    else:
-        columns["labels"] = torch.randint(0, num_labels, (n,), generator=g).tolist()
-    ds = datasets.Dataset.from_dict(columns)
-    ds.set_format("torch")
-    return ds
-
-
 def _losses(trainer) -> list[float]:
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 
 def _param_gap(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return max(float((p - q).detach().abs().max()) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def _tensor_leaves(value) -> list[torch.Tensor]:
+    """The tensors inside nested model outputs, tuples and dicts."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [leaf for item in value for leaf in _tensor_leaves(item)] if isinstance(value, (list, tuple)) else []
 
 
 def _with_clip_loss(features: list[dict]) -> dict:
@@ -85,8 +83,8 @@ def _with_clip_loss(features: list[dict]) -> dict:
     "make_model, make_data",
     [
         (lambda: tiny_bert_classifier(seed=3), lambda: _text_dataset()),
-        (lambda: tiny_vit_classifier(seed=3), lambda: _image_dataset()),
-        (lambda: tiny_clip(seed=3), lambda: _image_dataset(captions=True)),
+        (lambda: tiny_vit_classifier(seed=3), lambda: image_dataset()),
+        (lambda: tiny_clip(seed=3), lambda: image_dataset(captions=True)),
     ],
     ids=["bert", "vit", "clip-pairs"],
 )
@@ -145,10 +143,10 @@ ACCUMULATION_CASES = {
     "bert": (lambda: tiny_bert_classifier(seed=5), lambda n: _text_dataset(n=n), lambda: {}),
     "clip": (
         lambda: tiny_clip(seed=5),
-        lambda n: _image_dataset(n=n),
+        lambda n: image_dataset(n=n),
         lambda: dict(class_names=CLASS_NAMES, processing_class=minilm_tokenizer()),
     ),
-    "pairs": (lambda: tiny_clip(seed=5), lambda n: _image_dataset(n=n, captions=True), lambda: {}),
+    "pairs": (lambda: tiny_clip(seed=5), lambda n: image_dataset(n=n, captions=True), lambda: {}),
 }
 
 
@@ -174,7 +172,9 @@ def test_adapter_runs_under_the_mixed_precision_autocast(tmp_path, case, bf16):
 
     trainer.adapter.forward = spy
     trainer.train()
-    assert seen == [(True, torch.bfloat16) if bf16 else (False, torch.float32)] * 2
+    # pairs run CLIPModel's own forward, accelerate's patched one: computed in bf16, returned in float32
+    half = torch.float32 if case == "pairs" else torch.bfloat16
+    assert seen == [(True, half) if bf16 else (False, torch.float32)] * 2
     losses = [h for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(math.isfinite(h[key]) for h in losses for key in LOGGED_KEYS)
     # evaluation outputs come back in float32, as from accelerate's patched forward
@@ -182,8 +182,9 @@ def test_adapter_runs_under_the_mixed_precision_autocast(tmp_path, case, bf16):
     trainer.model.eval()
     with torch.no_grad(), trainer.compute_loss_context_manager():
         _, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
-    assert seen[-1] == ((True, torch.bfloat16) if bf16 else (False, torch.float32))
-    assert outputs and all(value.dtype == torch.float32 for value in outputs.values())
+    assert seen[-1] == ((True, half) if bf16 else (False, torch.float32))
+    leaves = _tensor_leaves(outputs)
+    assert leaves and all(value.dtype == torch.float32 for value in leaves)
 
 
 def _accumulation_run(tmp_path, case: str, accumulation: int, batch: int, *, n: int = 32, **overrides) -> InfoNCTrainer:
@@ -458,7 +459,7 @@ def test_labels_out_of_range_error(tmp_path):
 
 
 def test_regulariser_without_labels_error(tmp_path):
-    data = _image_dataset()
+    data = image_dataset()
     data = data.remove_columns("labels")
     trainer = InfoNCTrainer(
         model=tiny_vit_classifier(),
@@ -474,7 +475,7 @@ def test_clip_classification_without_class_names_error(tmp_path):
     trainer = InfoNCTrainer(
         model=tiny_clip(),
         args=InfoNCTrainingArguments(**_common(tmp_path), cma_weight=0.5),
-        train_dataset=_image_dataset(),
+        train_dataset=image_dataset(),
         data_collator=default_data_collator,
         processing_class=minilm_tokenizer(),
     )
@@ -491,8 +492,13 @@ def test_unsupported_model_error(tmp_path):
         def forward(self, x, labels=None):
             return self.linear(x)
 
-    with pytest.raises(TypeError, match=r"No hf_infonc adapter supports Plain(.|\n)*register_adapter"):
-        InfoNCTrainer(model=Plain(), args=InfoNCTrainingArguments(**_common(tmp_path)))
+    # with an information weight > 0: an error at construction that names the class, the families, the fix
+    message = r"weight.*> 0 need features and head rows(.|\n)*No hf_infonc adapter supports Plain(.|\n)*"
+    message += r"sequence-classification(.|\n)*register_adapter(.|\n)*docs/adapters.md"
+    with pytest.raises(TypeError, match=message):
+        InfoNCTrainer(model=Plain(), args=InfoNCTrainingArguments(**_common(tmp_path), mi_weight=0.1))
+    # weights 0: it trains as transformers.Trainer does (tests/test_trainer_dropin.py), without an adapter
+    assert InfoNCTrainer(model=Plain(), args=InfoNCTrainingArguments(**_common(tmp_path))).adapter is None
 
 
 @pytest.mark.parametrize("bad", [dict(cma_weight=1.5), dict(mi_weight=-1.0), dict(entropy_gap_weight=float("nan"))])
@@ -502,7 +508,7 @@ def test_bad_weights_error(tmp_path, bad):
 
 
 def test_class_names_from_classlabel(tmp_path):
-    data = _image_dataset()
+    data = image_dataset()
     data = data.cast_column("labels", datasets.ClassLabel(names=CLASS_NAMES))
     data.set_format("torch")
     trainer = InfoNCTrainer(
@@ -519,9 +525,10 @@ def test_class_names_from_classlabel(tmp_path):
 
 
 def test_clip_classification_logits_and_eval(tmp_path):
-    """Eval returns logits = scale·img·headᵀ and logs eval components."""
+    """predict() returns the logits scale·img·headᵀ alone (no features); the metrics helper gets the
+    features another way; evaluation logs the components."""
     model = tiny_clip()
-    data = _image_dataset(n=16)
+    data = image_dataset(n=16)
     trainer = InfoNCTrainer(
         model=model,
         args=InfoNCTrainingArguments(**_common(tmp_path, max_steps=1), cma_weight=0.5, per_device_eval_batch_size=8),
@@ -531,15 +538,17 @@ def test_clip_classification_logits_and_eval(tmp_path):
         processing_class=minilm_tokenizer(),
         class_names=CLASS_NAMES,
     )
+    information = add_information_metrics(trainer, plots=False)
     output = trainer.predict(data)
-    logits, features = output.predictions
+    logits, features = output.predictions, information.features
+    assert isinstance(logits, np.ndarray) and logits.shape == (16, len(CLASS_NAMES))
     tok = minilm_tokenizer()
     with torch.no_grad():
         text = model.get_text_features(**tok([f"a photo of a {c}." for c in CLASS_NAMES], padding=True, return_tensors="pt")).pooler_output
         image = model.get_image_features(pixel_values=data[:]["pixel_values"]).pooler_output
         expected = model.logit_scale.exp() * torch.nn.functional.normalize(image, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T
     assert torch.tensor(logits) == pytest.approx(expected, abs=1e-4)
-    assert torch.tensor(features) == pytest.approx(image, abs=1e-4)
+    assert features == pytest.approx(image, abs=1e-4)
     metrics = trainer.evaluate()
     assert "eval_loss/cma" in metrics and 0.0 <= metrics["eval_loss/cma"] <= 1.0
     assert metrics["eval_mir"] == metrics["eval_mir"]  # logged and not NaN
@@ -547,7 +556,7 @@ def test_clip_classification_logits_and_eval(tmp_path):
 
 def test_resume_restores_renamed_vit_weights(tmp_path):
     """transformers 5 saves ViT under legacy weight names; resuming must still load every layer."""
-    data = _image_dataset(n=32)
+    data = image_dataset(n=32)
 
     def run(folder: str, resume: str | None = None) -> InfoNCTrainer:
         args = _common(tmp_path, output_dir=str(tmp_path / folder), max_steps=3, save_strategy="steps", save_steps=2)
@@ -571,7 +580,7 @@ def test_resume_restores_renamed_vit_weights(tmp_path):
 
 
 def test_load_best_model_restores_renamed_vit_weights(tmp_path):
-    data = _image_dataset(n=32)
+    data = image_dataset(n=32)
     args = _common(
         tmp_path, max_steps=3, save_strategy="steps", save_steps=2, eval_strategy="steps", eval_steps=2,
         load_best_model_at_end=True, metric_for_best_model="loss",

@@ -10,7 +10,14 @@ The trainer knows nothing of CLIP or BERT. For each batch it asks an adapter for
   or, for image–caption pairs (``pairwise=True``), the ``n x d`` caption embeddings, row i
   being sample i's own anchor;
 * ``logits``, ``labels`` and the base ``loss`` (``None`` when the trainer must compute it, e.g.
-  the contrastive loss over the gathered batch).
+  the contrastive loss over the gathered batch);
+* ``outputs``: what the model's own ``forward`` returns for the batch (what ``transformers.Trainer``
+  would see), so that predictions, ``compute_loss_func`` and label smoothing see exactly what they
+  see under ``Trainer``.
+
+The trainer runs the adapter *as the model's forward* (:func:`replaced_forward`): ``Trainer``'s own
+``compute_loss`` calls ``model(**inputs)`` through any DDP/FSDP/DeepSpeed wrapper, and that call
+runs :meth:`ModelAdapter.forward` and hands ``outputs`` back to ``Trainer``.
 
 A new model family is a new :class:`ModelAdapter` subclass registered with
 :func:`register_adapter`; the trainer needs no edit.
@@ -18,12 +25,22 @@ A new model family is a new :class:`ModelAdapter` subclass registered with
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from transformers.utils import ModelOutput
+
+
+@dataclass
+class ClassifierOutput(ModelOutput):
+    """The model output of an adapter that computes the classification itself (CLIP with prompt heads)."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -37,6 +54,33 @@ class AdapterOutput(ModelOutput):
     labels: torch.Tensor | None = None
     logit_scale: torch.Tensor | None = None
     pairwise: bool | None = None  # True for image–caption pairs (ModelOutput fields default to None)
+    outputs: Any = None  # the model's own forward output; None: a ClassifierOutput of ``loss`` and ``logits``
+
+    def model_outputs(self) -> Any:
+        """What ``model(**inputs)`` returns to ``Trainer``: the model's own outputs, with this ``loss``."""
+        if self.outputs is None:
+            return ClassifierOutput(loss=self.loss, logits=self.logits)
+        if self.loss is not None and isinstance(self.outputs, ModelOutput):
+            self.outputs["loss"] = self.loss  # e.g. the contrastive loss of the gathered batch
+        return self.outputs
+
+
+class FeatureCapture:
+    """The features of the latest evaluation forward, for metrics that need them beside the logits.
+
+    :class:`~hf_infonc.trainer.InfoNCTrainer` fills it from the adapter's output; for a plain
+    ``transformers.Trainer``, :meth:`ModelAdapter.capture_features` fills it from a hook.
+    """
+
+    def __init__(self) -> None:
+        self.latest: torch.Tensor | None = None
+
+    def put(self, features: torch.Tensor) -> None:
+        self.latest = features.detach()
+
+    def take(self) -> torch.Tensor | None:
+        features, self.latest = self.latest, None
+        return features
 
 
 def unwrap_peft(model: nn.Module) -> nn.Module:
@@ -77,6 +121,31 @@ class ModelAdapter:
         """The current ``C x d`` head rows (for evaluation metrics), or ``None`` when pairwise."""
         return None
 
+    def is_pairwise(self, inputs: dict[str, Any]) -> bool | None:
+        """Whether a batch holds image–caption pairs (``True``) or labelled examples (``False``);
+        ``None``: known only after the forward (the trainer then learns it from the first batch)."""
+        return None
+
+    def capture_features(self, model: nn.Module, capture: FeatureCapture) -> Any:
+        """Hooks that put the features of each evaluation forward of ``model``'s own forward into
+        ``capture``; returns a handle with ``remove()``. Used to measure a model trained by a plain
+        ``transformers.Trainer``. Families whose features are not computed by the model's forward
+        (CLIP classification with prompt heads) raise ``TypeError``."""
+        raise TypeError(
+            f"The {self.family} adapter cannot read features from {type(model).__name__}'s own forward: its "
+            f"classification runs through the adapter. Train and evaluate it with hf_infonc.InfoNCTrainer."
+        )
+
+    #: The batch keys that hold the labels, when the model's ``forward`` does not name them
+    #: (``Trainer`` finds label names from the forward's signature); ``None`` keeps ``Trainer``'s.
+    label_names: list[str] | None = None
+    #: Batch keys the adapter reads that the model's ``forward`` does not name, kept by
+    #: ``remove_unused_columns`` (``Trainer`` keeps only the forward's arguments and the labels).
+    input_names: list[str] = []
+    #: True when the adapter computes the classification loss itself (a per-batch mean that ignores
+    #: ``num_items_in_batch``) instead of returning the model's own loss.
+    computes_loss: bool = False
+
 
 _REGISTRY: list[type[ModelAdapter]] = []
 
@@ -96,47 +165,73 @@ def registered_adapters() -> list[type[ModelAdapter]]:
     return list(_REGISTRY)
 
 
-def adapter_for(model: nn.Module) -> ModelAdapter:
-    """Instantiate the first registered adapter that supports ``model`` (PEFT models are unwrapped)."""
+def find_adapter(model: nn.Module) -> ModelAdapter | None:
+    """The first registered adapter that supports ``model`` (PEFT models are unwrapped), or ``None``."""
     core = unwrap_peft(model)
     for adapter_cls in _REGISTRY:
         if adapter_cls.supports(core):
             return adapter_cls()
+    return None
+
+
+def unsupported_model_message(model: nn.Module) -> str:
+    """What to do when no adapter supports ``model``: the supported families and how to add one."""
     families = "\n".join(f"  - {a.family}: {a.description}" for a in _REGISTRY)
-    raise TypeError(
-        f"No hf_infonc adapter supports {type(core).__name__}. Supported model families:\n{families}\n"
+    return (
+        f"No hf_infonc adapter supports {type(unwrap_peft(model)).__name__}. Supported model families:\n{families}\n"
         f"To add one, subclass hf_infonc.adapters.ModelAdapter (implement supports() and forward() returning "
         f"features, head_rows, logits and the base loss), decorate it with @register_adapter, and/or pass "
-        f"InfoNCTrainer(..., adapter=MyAdapter()). See docs/adapters.md."
+        f"InfoNCTrainer(..., adapter=MyAdapter()). See docs/adapters.md (\"Writing an adapter\")."
     )
 
 
-def call_through_wrapper(wrapped: nn.Module, core: nn.Module, fn, *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn(*args, **kwargs)`` as the forward of ``wrapped`` (DDP, FSDP, DeepSpeed…).
+def adapter_for(model: nn.Module) -> ModelAdapter:
+    """Instantiate the first registered adapter that supports ``model``; ``TypeError`` if none does."""
+    adapter = find_adapter(model)
+    if adapter is None:
+        raise TypeError(unsupported_model_message(model))
+    return adapter
+
+
+_CLASS_FORWARD = object()  # "no instance attribute forward": the class's own forward runs
+
+
+@contextlib.contextmanager
+def replaced_forward(core: nn.Module, fn: Callable[..., Any]) -> Iterator[None]:
+    """Within the block, the next call of ``core``'s forward runs ``fn`` instead (once).
 
     Distributed wrappers do work in their own ``forward`` (DDP prepares gradient
-    synchronisation, FSDP gathers parameter shards); calling methods of the inner model
-    directly would skip it. The inner module's ``forward`` is swapped for a one-shot function
-    that restores the original forward (accelerate may have patched it for mixed precision)
-    before running ``fn``, so ``fn`` may call ``core(**inputs)`` itself.
+    synchronisation, FSDP gathers parameter shards), so a call of the *wrapper* (or of ``core``
+    itself, with its module hooks) must reach ``fn`` through ``core``'s forward. The inner module's
+    ``forward`` is swapped for a one-shot function that puts the original forward back (accelerate
+    may have patched it for mixed precision) before running ``fn``, so ``fn`` may call
+    ``core(**inputs)`` itself. Nested blocks are safe: ``fn`` always sees the original forward.
     """
-    if wrapped is core:
-        return fn(*args, **kwargs)
-    sentinel = object()
-    patched = core.__dict__.get("forward", sentinel)
+    current = core.__dict__.get("forward", _CLASS_FORWARD)
+    original = getattr(current, "_replaced_original", current)
 
-    def restore() -> None:
-        if patched is sentinel:
+    def set_forward(value: Any) -> None:
+        if value is _CLASS_FORWARD:
             core.__dict__.pop("forward", None)
         else:
-            core.forward = patched  # type: ignore[method-assign]
+            core.forward = value  # type: ignore[method-assign]
 
-    def one_shot(*inner_args: Any, **inner_kwargs: Any) -> Any:
-        restore()
-        return fn(*inner_args, **inner_kwargs)
+    def one_shot(*args: Any, **kwargs: Any) -> Any:
+        set_forward(original)
+        return fn(*args, **kwargs)
 
+    one_shot._replaced_original = original  # type: ignore[attr-defined]
     core.forward = one_shot  # type: ignore[method-assign]
     try:
-        return wrapped(*args, **kwargs)
+        yield
     finally:
-        restore()
+        set_forward(current)
+
+
+def call_through_wrapper(wrapped: nn.Module, core: nn.Module, fn, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn(*args, **kwargs)`` as the forward of ``wrapped`` (DDP, FSDP, DeepSpeed…); see
+    :func:`replaced_forward`."""
+    if wrapped is core:
+        return fn(*args, **kwargs)
+    with replaced_forward(core, fn):
+        return wrapped(*args, **kwargs)

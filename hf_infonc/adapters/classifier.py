@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_infonc.adapters.base import AdapterOutput, ModelAdapter, register_adapter, unwrap_peft
+from hf_infonc.adapters.base import AdapterOutput, FeatureCapture, ModelAdapter, register_adapter, unwrap_peft
 
 #: Attribute paths tried, in order, to find the final linear layer.
 HEAD_PATHS: tuple[str, ...] = ("classifier.out_proj", "classifier", "classifier.dense")
@@ -82,42 +82,59 @@ class LinearHeadAdapter(ModelAdapter):
         return cls.find_head(model) is not None
 
     def head_rows(self, model: nn.Module) -> torch.Tensor:
-        found = self.find_head(unwrap_peft(model))
-        assert found is not None
-        return found[1].weight
+        return self._head(model)[1].weight
 
-    def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:
+    def _head(self, model: nn.Module) -> tuple[nn.Module, nn.Linear]:
         core = unwrap_peft(model)
         found = self.find_head(core)
         if found is None:
             raise TypeError(f"{type(core).__name__}: no linear classification head found at {HEAD_PATHS}.")
-        hooked, linear = found
+        return found
+
+    @staticmethod
+    def _one_vector_per_example(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        if features.dim() != 2:
+            raise TypeError(
+                f"{type(unwrap_peft(model)).__name__}: the classification head receives a tensor of shape "
+                f"{tuple(features.shape)}; hf_infonc needs one vector per example (batch x hidden). Token-level heads "
+                f"(GPT-2, Llama) are not supported: write an adapter that pools the features (see docs/adapters.md)."
+            )
+        return features
+
+    def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:
+        hooked, linear = self._head(model)
         captured: list[torch.Tensor] = []
 
-        def grab_input(_module: nn.Module, args: tuple, _kwargs: dict | None = None) -> None:
+        def grab_input(_module: nn.Module, args: tuple) -> None:
             captured.append(args[0])
 
         handle = hooked.register_forward_pre_hook(grab_input)
         try:
-            outputs = model(**inputs)
+            outputs = model(**inputs)  # the model's own forward and loss, exactly as Trainer calls it
         finally:
             handle.remove()
         if not captured:
-            raise RuntimeError(f"{type(core).__name__}: the classification head was not called in forward.")
-        features = captured[-1]
-        if features.dim() != 2:
-            raise TypeError(
-                f"{type(core).__name__}: the classification head receives a tensor of shape {tuple(features.shape)}; "
-                f"hf_infonc needs one vector per example (batch x hidden). Token-level heads (GPT-2, Llama) are not "
-                f"supported: write an adapter that pools the features (see docs/adapters.md)."
-            )
+            raise RuntimeError(f"{type(unwrap_peft(model)).__name__}: the classification head was not called in forward.")
         return AdapterOutput(
-            loss=outputs.loss,
-            logits=outputs.logits,
-            features=features,
+            loss=outputs.get("loss") if isinstance(outputs, dict) else None,
+            logits=outputs.get("logits") if isinstance(outputs, dict) else outputs[0],
+            features=self._one_vector_per_example(model, captured[-1]),
             head_rows=linear.weight,
             labels=inputs.get("labels"),
+            outputs=outputs,
         )
+
+    def is_pairwise(self, inputs: dict[str, Any]) -> bool:
+        return False
+
+    def capture_features(self, model: nn.Module, capture: FeatureCapture) -> Any:
+        hooked, _ = self._head(model)
+
+        def grab_input(module: nn.Module, args: tuple) -> None:
+            if not module.training:
+                capture.put(self._one_vector_per_example(model, args[0]))
+
+        return hooked.register_forward_pre_hook(grab_input)
 
 
 @register_adapter

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_infonc.adapters.base import AdapterOutput, ModelAdapter, register_adapter, unwrap_peft
+from hf_infonc.adapters.base import AdapterOutput, FeatureCapture, ModelAdapter, register_adapter, unwrap_peft
 
 
 class FrozenCLIPHeadAdapter(ModelAdapter):
@@ -60,7 +60,7 @@ class FrozenCLIPHeadAdapter(ModelAdapter):
                 f"need the plain CLIP model (mode 'full' or 'lora')."
             )
         labels = inputs.get("labels")
-        out = core(pixel_values=inputs["pixel_values"], labels=labels)
+        out = model(**inputs)  # the model's own forward (and loss), as Trainer calls it
         return AdapterOutput(
             loss=out.loss,
             logits=out.logits,
@@ -68,7 +68,18 @@ class FrozenCLIPHeadAdapter(ModelAdapter):
             head_rows=out.head_rows,
             labels=labels,
             logit_scale=out.logit_scale,
+            outputs=out,
         )
+
+    def is_pairwise(self, inputs: dict[str, Any]) -> bool:
+        return False
+
+    def capture_features(self, model: nn.Module, capture: FeatureCapture) -> Any:
+        def grab_output(module: nn.Module, _args: tuple, output: Any) -> None:
+            if not module.training:
+                capture.put(output.image_embeds)
+
+        return unwrap_peft(model).register_forward_hook(grab_output)
 
 
 class CoOpAdapter(FrozenCLIPHeadAdapter):

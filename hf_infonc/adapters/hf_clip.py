@@ -7,9 +7,11 @@ Two uses, chosen by the batch:
   templates and re-normalised (CLIP's prompt ensembling); ``logits = scale · img · headᵀ`` and
   the base loss is cross-entropy. The head is recomputed every step when any text-side
   parameter trains, and cached when the text side is frozen.
-* **image–caption pairs** (batch has ``pixel_values`` and ``input_ids``): the anchors are the
-  caption embeddings (``pairwise=True``) and the trainer computes CLIP's symmetric contrastive
-  loss over the batch gathered from all processes.
+* **image–caption pairs** (batch has ``pixel_values`` and ``input_ids``): the model's own forward
+  runs with ``return_loss=True`` (so the loss and predictions are ``CLIPModel``'s, as under
+  ``Trainer``); the anchors are its caption embeddings (``pairwise=True``). On several processes
+  the trainer replaces the loss with CLIP's contrastive loss over the batch gathered from all of
+  them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class HFCLIPAdapter(ModelAdapter):
     family = "hf-clip"
     description = "transformers.CLIPModel (and CLIP-like models with get_image_features/get_text_features)"
 
+    computes_loss = True  # classification: cross-entropy of the prompt-head logits
+
     def __init__(self) -> None:
         self.prompts: ClassPrompts | None = None
 
@@ -43,6 +47,8 @@ class HFCLIPAdapter(ModelAdapter):
         return isinstance(model, CLIPModel)
 
     def setup(self, model, *, class_names=None, templates=None, processing_class=None) -> None:
+        # CLIPModel.forward names no labels: with class names, the batches' labels are the targets
+        self.label_names = None if class_names is None else ["labels"]
         if class_names is None:
             self.prompts = None
             return
@@ -57,6 +63,9 @@ class HFCLIPAdapter(ModelAdapter):
     def _encode_text(self, core: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         return _pooled(core.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
+    def is_pairwise(self, inputs: dict[str, Any]) -> bool:
+        return "input_ids" in inputs  # captions: image–caption pairs; else classification with the prompt head
+
     def head_rows(self, model: nn.Module) -> torch.Tensor | None:
         if self.prompts is None:
             return None
@@ -68,12 +77,14 @@ class HFCLIPAdapter(ModelAdapter):
 
     def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:
         core = unwrap_peft(model)
-        pixel_values = inputs["pixel_values"]
-        image = _pooled(core.get_image_features(pixel_values=pixel_values))
         scale = core.logit_scale.exp()
-        if "input_ids" in inputs:  # image–caption pairs
-            text = self._encode_text(core, inputs["input_ids"], inputs.get("attention_mask"))
-            return AdapterOutput(features=image, head_rows=text, logit_scale=scale, pairwise=True, labels=inputs.get("labels"))
+        if "input_ids" in inputs:  # image–caption pairs: the model's own forward, as Trainer runs it
+            outputs = model(**{**{k: v for k, v in inputs.items() if k != "labels"}, "return_loss": True})
+            return AdapterOutput(
+                loss=outputs.loss, features=outputs.image_embeds, head_rows=outputs.text_embeds, logit_scale=scale,
+                pairwise=True, labels=inputs.get("labels"), outputs=outputs,
+            )
+        image = _pooled(core.get_image_features(pixel_values=inputs["pixel_values"]))
         if self.prompts is None:
             raise ValueError(
                 "Class names are missing for a CLIP classification run: pass class_names=[...] to InfoNCTrainer, or "

@@ -10,6 +10,8 @@ The same two uses as :mod:`hf_infonc.adapters.hf_clip`, chosen by the batch:
   otherwise.
 * **image–caption pairs** (``pixel_values`` and ``input_ids``): the caption embeddings are the
   anchors (``pairwise=True``, ``loss=None``); the trainer computes the gathered contrastive loss.
+  An ``OpenCLIPModel`` runs its own forward with ``return_loss=True`` (its loss and outputs, as under
+  ``Trainer``; on several processes the trainer replaces the loss with the gathered one).
 
 Tokenizer (``processing_class``): open_clip's tokenizer, a callable returning a LongTensor of ids
 padded to the context length (``open_clip.get_tokenizer(name)``, ``open_clip.tokenizer.HFTokenizer``
@@ -34,6 +36,8 @@ class OpenCLIPAdapter(ModelAdapter):
     family = "open_clip"
     description = "open_clip CLIP / CustomTextCLIP (ViT, HF text towers) and hf_infonc.models.OpenCLIPModel"
 
+    computes_loss = True  # classification: cross-entropy of the prompt-head logits
+
     def __init__(self) -> None:
         self.prompts: ClassPrompts | None = None
 
@@ -41,7 +45,11 @@ class OpenCLIPAdapter(ModelAdapter):
     def supports(cls, model: nn.Module) -> bool:
         return clip_towers.inner_open_clip(model) is not None
 
+    #: a raw open_clip model's forward names ``image``/``text``: keep the batch keys the adapter reads
+    input_names = ["pixel_values", "input_ids", "attention_mask"]
+
     def setup(self, model, *, class_names=None, templates=None, processing_class=None) -> None:
+        self.label_names = None if class_names is None else ["labels"]
         if class_names is None:
             self.prompts = None
             return
@@ -60,6 +68,9 @@ class OpenCLIPAdapter(ModelAdapter):
             class_names, templates, lambda texts: clip_towers.tokenize(tokenizer, texts, length=length)[0]
         )
 
+    def is_pairwise(self, inputs: dict[str, Any]) -> bool:
+        return "input_ids" in inputs  # captions: image–caption pairs; else classification with the prompt head
+
     def head_rows(self, model: nn.Module) -> torch.Tensor | None:
         if self.prompts is None:
             return None
@@ -70,13 +81,24 @@ class OpenCLIPAdapter(ModelAdapter):
         )
 
     def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:
+        from transformers import PreTrainedModel
+
         core = unwrap_peft(model)
-        image = clip_towers.encode_image(core, inputs["pixel_values"])
         scale = clip_towers.logit_scale(core).exp()
         labels = inputs.get("labels")
         if "input_ids" in inputs:  # image–caption pairs
-            text = clip_towers.encode_text(core, inputs["input_ids"], inputs.get("attention_mask"))
-            return AdapterOutput(features=image, head_rows=text, logit_scale=scale, pairwise=True, labels=labels)
+            if isinstance(core, PreTrainedModel):  # OpenCLIPModel: its own forward, as Trainer runs it
+                outputs = model(**{**{k: v for k, v in inputs.items() if k != "labels"}, "return_loss": True})
+                image, text = outputs.image_embeds, outputs.text_embeds
+            else:
+                outputs = None
+                image = clip_towers.encode_image(core, inputs["pixel_values"])
+                text = clip_towers.encode_text(core, inputs["input_ids"], inputs.get("attention_mask"))
+            return AdapterOutput(
+                loss=None if outputs is None else outputs.loss, features=image, head_rows=text, logit_scale=scale,
+                pairwise=True, labels=labels, outputs=outputs,
+            )
+        image = clip_towers.encode_image(core, inputs["pixel_values"])
         if self.prompts is None:
             raise ValueError(
                 "Class names are missing for an open_clip classification run: pass class_names=[...] to InfoNCTrainer, "

@@ -16,25 +16,8 @@ recipe (see :mod:`hf_infonc.callbacks`).
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from typing import Any
-
-
-def _user_errors(run):
-    """Print an :class:`~hf_infonc.analysis.common.AnalysisError` as ``error: …`` (exit status 2), no traceback."""
-
-    @functools.wraps(run)
-    def wrapped(args: argparse.Namespace) -> int:
-        from hf_infonc.analysis.common import AnalysisError
-
-        try:
-            return run(args)
-        except AnalysisError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-
-    return wrapped
 
 
 def _common(parser: argparse.ArgumentParser, name: str) -> None:
@@ -47,7 +30,6 @@ def _common(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-@_user_errors
 def _run_lmc(args: argparse.Namespace) -> int:
     from hf_infonc.analysis.lmc import linear_mode_connectivity
 
@@ -65,7 +47,6 @@ def _run_lmc(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
 def _run_prune(args: argparse.Namespace) -> int:
     from hf_infonc.analysis.prune import prune_analysis
 

@@ -5,20 +5,10 @@ tokenizer/processor, ``metrics.json``); a ``checkpoint-N`` folder inside it work
 is the parent's ``recipe.yaml``), and any folder does with ``--recipe``.
 
 :func:`load_run` rebuilds the model exactly as ``run_recipe`` built it (same recipe, seed, data,
-class names and training mode) and then loads the saved weights:
-
-=========================================  =====================================================
-training mode (recipe)                     what is loaded from the directory
-=========================================  =====================================================
-``full``, classifier ``linear_probe``      ``from_pretrained(dir)`` of the model's class
-                                           (``CLIPModel``, ``…ForSequenceClassification``,
-                                           ``…ForImageClassification``, ``OpenCLIPModel``, whose
-                                           ``from_pretrained`` rebuilds the causal text mask)
-``coop``, CLIP ``linear_probe``            the head (``model.safetensors``: context vectors or
-                                           probe weights) into the rebuilt frozen-CLIP wrapper
-``lora``                                   ``adapter_model.safetensors`` into the rebuilt
-                                           ``peft`` model (``set_peft_model_state_dict``)
-=========================================  =====================================================
+class names and training mode) and then loads the saved weights with
+:func:`hf_infonc.finetune.load_saved_model` (re-exported here as :func:`load_model`; the same
+function ``hf-infonc finetune --eval-only`` uses): ``from_pretrained`` for full models, the head
+for CoOp and CLIP linear probes, the adapter for LoRA.
 
 :func:`evaluation_trainer` then wraps the model in an :class:`~hf_infonc.trainer.InfoNCTrainer`
 for evaluation only (the recipe's training arguments with ``output_dir`` replaced and saving,
@@ -31,7 +21,6 @@ components. The analyses are single-process tools.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,16 +28,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_infonc.errors import UserError
+from hf_infonc.finetune import load_saved_model as load_model  # noqa: F401 - used by the analyses
+
 logger = logging.getLogger(__name__)
 
-class AnalysisError(ValueError):
+
+class AnalysisError(UserError):
     """A problem with the analysis' input (checkpoints, recipe, options); the CLI prints it without a traceback."""
 
 
 #: Metric names that describe the run's speed, not the model (left out of the analyses' results).
 SPEED_KEYS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "jit_compilation_time")
-#: Head-only training modes of CLIP models (the saved file holds only the head).
-HEAD_ONLY_MODES = ("coop", "linear_probe")
 
 
 @dataclass
@@ -90,93 +81,10 @@ def find_recipe(run_dir: str | Path, recipe: str | Path | None = None) -> Path:
     )
 
 
-def _peft_weights(run_dir: Path) -> Path | None:
-    for name in ("adapter_model.safetensors", "adapter_model.bin"):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    return None
-
-
-def _load_head(model: nn.Module, run_dir: Path) -> None:
-    """Load a frozen-CLIP wrapper's saved head (every entry outside ``clip.``) into ``model``."""
-    from safetensors.torch import load_file
-
-    path = run_dir / "model.safetensors"
-    if not path.is_file():
-        raise AnalysisError(f"{run_dir}: no model.safetensors with the {type(model).__name__} head in it.")
-    state = load_file(str(path))
-    expected = model.head_state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise AnalysisError(
-            f"{path} does not hold the head of this {type(model).__name__} (missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}); is the recipe the one the run was trained with?"
-        )
-    for key, value in state.items():
-        if expected[key].shape != value.shape:
-            raise AnalysisError(f"{path}: {key} has shape {tuple(value.shape)}, the model expects {tuple(expected[key].shape)}.")
-    model.load_state_dict(state, strict=False)
-
-
-def _load_peft(model: nn.Module, weights: Path) -> None:
-    from peft import set_peft_model_state_dict
-
-    if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
-    else:  # pragma: no cover - old peft format
-        state = torch.load(str(weights), map_location="cpu", weights_only=True)
-    result = set_peft_model_state_dict(model, state)
-    unexpected = list(getattr(result, "unexpected_keys", []) or [])
-    if unexpected:
-        raise AnalysisError(f"{weights}: entries that this LoRA model does not have: {unexpected[:5]}.")
-
-
-def load_model(recipe: Any, run_dir: str | Path, class_names: list[str]) -> tuple[nn.Module, Any]:
-    """Rebuild the model of ``recipe`` as ``run_recipe`` does and load the weights saved in ``run_dir``.
-
-    Returns ``(model for the trainer, BuiltModel)``; the model is in eval mode with no parameter
-    requiring gradients (so CLIP class-prompt heads are cached; see :func:`set_model_state`).
-    """
-    from transformers import set_seed
-
-    from hf_infonc.factory import build_model
-    from hf_infonc.finetune import _apply_mode
-    from hf_infonc.recipe import CLIP_FAMILIES
-
-    run_dir = Path(run_dir)
-    spec = recipe.model
-    set_seed(recipe.seed)  # the frozen parts of a head-only run are rebuilt exactly as in training
-    built = build_model(spec, class_names)
-    head_only = spec.family in CLIP_FAMILIES and spec.training_mode in HEAD_ONLY_MODES
-    peft_weights = _peft_weights(run_dir) if spec.training_mode == "lora" else None
-    if spec.training_mode == "lora" and peft_weights is None:
-        raise AnalysisError(f"{run_dir}: the recipe trains with LoRA but there is no adapter_model.safetensors here.")
-    if not head_only and peft_weights is None:
-        if not ((run_dir / "config.json").is_file()):
-            raise AnalysisError(
-                f"{run_dir}: no saved model (config.json and weights) in it; pass the output directory of "
-                f"`hf-infonc finetune` or one of its checkpoint-N folders."
-            )
-        built.model = type(built.model).from_pretrained(str(run_dir))
-    if spec.family in CLIP_FAMILIES or spec.training_mode != "full":
-        built.model = _apply_mode(recipe, built, class_names)
-    model = built.model
-    if head_only:
-        _load_head(model, run_dir)
-    elif peft_weights is not None:
-        _load_peft(model, peft_weights)
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model, built
-
-
 def load_run(run_dir: str | Path, *, recipe: str | Path | None = None, overrides: list[str] | None = None) -> LoadedRun:
     """Rebuild a saved run: its recipe (``recipe``/``overrides`` as on the command line), data and model."""
     from hf_infonc.data import build_datasets, class_names as dataset_class_names
-    from hf_infonc.finetune import _collators
+    from hf_infonc.finetune import build_collators
     from hf_infonc.recipe import load_recipe
 
     run_dir = Path(run_dir)
@@ -187,13 +95,13 @@ def load_run(run_dir: str | Path, *, recipe: str | Path | None = None, overrides
     datasets = build_datasets(loaded_recipe.data)
     names = dataset_class_names(datasets["train"])
     model, built = load_model(loaded_recipe, run_dir, names)
-    _, eval_collate = _collators(loaded_recipe, built, datasets)
+    _, eval_collate = build_collators(loaded_recipe, built, datasets)
     return LoadedRun(run_dir, loaded_recipe, recipe_path, model, built, datasets, names, eval_collate)
 
 
 def evaluation_trainer(run: LoadedRun, output_dir: str | Path, **overrides: Any):
     """An :class:`~hf_infonc.trainer.InfoNCTrainer` that only evaluates ``run.model`` on the test split."""
-    from hf_infonc.evaluation import build_compute_metrics
+    from hf_infonc.evaluation import add_information_metrics
     from hf_infonc.trainer import InfoNCTrainer
 
     values = dict(
@@ -212,7 +120,7 @@ def evaluation_trainer(run: LoadedRun, output_dir: str | Path, **overrides: Any)
         class_names=run.class_names,
         text_tokenizer=run.built.tokenizer,
     )
-    trainer.compute_metrics = build_compute_metrics(trainer)
+    add_information_metrics(trainer, plots=False)
     return trainer
 
 
@@ -226,9 +134,8 @@ class Evaluation:
 
 
 def evaluate(trainer: Any, dataset: Any = None) -> Evaluation:
-    """Predict on ``dataset`` (default: the trainer's test split) and return the metrics and features."""
-    from hf_infonc.evaluation import split_predictions
-
+    """Predict on ``dataset`` (default: the trainer's test split) and return the metrics and features
+    (those the trainer's :class:`~hf_infonc.evaluation.InformationMetrics` gathered)."""
     dataset = trainer.eval_dataset if dataset is None else dataset
     output = trainer.predict(dataset, metric_key_prefix="test")
     metrics = {}
@@ -236,7 +143,8 @@ def evaluate(trainer: Any, dataset: Any = None) -> Evaluation:
         name = key[len("test_") :] if key.startswith("test_") else key
         if name not in SPEED_KEYS:
             metrics[name] = float(value)
-    logits, features = split_predictions(output.predictions)
+    logits = output.predictions[0] if isinstance(output.predictions, (tuple, list)) else output.predictions
+    features = getattr(trainer.compute_metrics, "features", None)
 
     def tensor(x: Any) -> torch.Tensor | None:
         return None if x is None else torch.as_tensor(x)
@@ -263,17 +171,6 @@ def set_model_state(trainer: Any, state: dict[str, torch.Tensor]) -> None:
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.load_state_dict(state, strict=True)
     clear_head_caches(trainer)
-
-
-def finite_or_none(value: Any) -> Any:
-    """JSON-safe numbers: NaN/inf become ``None``; containers are converted recursively."""
-    if isinstance(value, dict):
-        return {str(k): finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def default_out(name: str, *paths: str | Path) -> Path:

@@ -26,7 +26,6 @@ Writes ``lmc.json`` and ``lmc.png``. Command line::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -34,12 +33,12 @@ from typing import Any
 
 import torch
 
+from hf_infonc.files import json_text, write_atomic
 from hf_infonc.analysis.common import (
     AnalysisError,
     default_out,
     evaluate,
     evaluation_trainer,
-    finite_or_none,
     find_recipe,
     load_model,
     load_run,
@@ -187,7 +186,7 @@ def linear_mode_connectivity(
         "results": results,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lmc.json").write_text(json.dumps(finite_or_none(document), indent=2, allow_nan=False))
+    write_atomic(out / "lmc.json", json_text(document))
     if plot:
         plot_lmc(document, out / "lmc.png")
     return document

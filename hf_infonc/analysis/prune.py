@@ -32,7 +32,6 @@ Writes ``prune.json`` and ``prune.png``. Command line::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import warnings
@@ -43,13 +42,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_infonc.files import json_text, write_atomic
 from hf_infonc.analysis.common import (
     AnalysisError,
     clear_head_caches,
     default_out,
     evaluate,
     evaluation_trainer,
-    finite_or_none,
     load_run,
     model_state,
     set_model_state,
@@ -213,7 +212,7 @@ def prune_analysis(
         "results": results,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "prune.json").write_text(json.dumps(finite_or_none(document), indent=2, allow_nan=False))
+    write_atomic(out / "prune.json", json_text(document))
     if plot:
         plot_prune(document, out / "prune.png")
     return document

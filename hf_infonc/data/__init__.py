@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
+from hf_infonc.errors import DataError
+
 from .augment import TextViews, strong_image_transform, view_transforms_from, weak_image_transform
 from .collate import (
     ImageCaptionCollator,
@@ -54,6 +56,8 @@ from .sources import (
     DatasetUnavailableError,
     SourceInfo,
     available_sources,
+    check_image_files,
+    check_local_files,
     get_source,
     load_hub_dataset,
     load_source,
@@ -78,6 +82,8 @@ __all__ = [
     "TextViews",
     "available_sources",
     "build_datasets",
+    "check_image_files",
+    "check_local_files",
     "build_image_transform",
     "class_counts",
     "class_names",
@@ -113,7 +119,7 @@ def class_names(data: Dataset | DatasetDict, label_column: str = "label") -> lis
     ds = next(iter(data.values())) if isinstance(data, DatasetDict) else data
     feature = ds.features.get(label_column)
     if not isinstance(feature, ClassLabel):
-        raise ValueError(
+        raise DataError(
             f"Column {label_column!r} is not a ClassLabel (it is {feature!r}); build the data with "
             f"hf_infonc.data.build_datasets to get class names."
         )
@@ -136,7 +142,7 @@ def build_image_transform(cfg: DataConfig, preprocessing: Any = None, *, train: 
     kwargs = dict(train=train, augment=cfg.augment, hflip=resolve_hflip(cfg), image_size=cfg.image_size)
     if preprocessing is None:
         if cfg.image_size is None:
-            raise ValueError(
+            raise DataError(
                 "No model preprocessing was given and data.image_size is not set: set image_size in the recipe, "
                 "or pass the model's image processor / open_clip model."
             )
@@ -154,7 +160,7 @@ def _rename_classes(ds: Dataset, names: list[str], source: str) -> Dataset:
     if list(feature.names) == names:
         return ds
     if feature.num_classes != len(names):
-        raise ValueError(
+        raise DataError(
             f"data.class_names has {len(names)} names, but source '{source}' has {feature.num_classes} classes "
             f"({feature.names[:10]}{'...' if feature.num_classes > 10 else ''}). Give exactly one name per class, "
             f"in label order."
@@ -179,8 +185,9 @@ def build_datasets(cfg: DataConfig) -> DatasetDict:
 
     See the module docstring for the column contract and the order of operations.
     Raises :class:`DatasetUnavailableError` when a Hub dataset is asked for offline,
-    ``ValueError`` for impossible requests (missing split, too few examples for ``shots``,
-    unlabelled evaluation data, wrong number of class names).
+    :class:`~hf_infonc.errors.DataError` (a ``ValueError``) for data that cannot be used (missing or
+    empty files, unreadable images, missing texts, bad labels, a missing split, too few examples for
+    ``shots``, unlabelled evaluation data, a wrong number of class names, an empty split).
     """
     if not isinstance(cfg, DataConfig):
         raise TypeError(f"build_datasets expects a DataConfig, got {type(cfg).__name__}.")
@@ -194,10 +201,11 @@ def build_datasets(cfg: DataConfig) -> DatasetDict:
         test = _rename_classes(test, cfg.class_names, cfg.source)
 
     if "label" in test.column_names and (label_array(test) < 0).any():
-        raise ValueError(
-            f"The evaluation split '{eval_split}' of source '{cfg.source}' has unlabelled examples (label -1), so "
-            f"it cannot be used for evaluation (GLUE test labels, for instance, are hidden). Set data.eval_split "
-            f"to a labelled split such as 'validation'."
+        raise DataError(
+            f"The evaluation split '{eval_split}' of source '{cfg.source}' has unlabelled examples (examples "
+            f"without a label: a missing label, or -1), so it cannot be used for evaluation (GLUE test labels, for "
+            f"instance, are hidden). Label or remove them, or set data.eval_split to a labelled split such as "
+            f"'validation'."
         )
     if "label" in train.column_names:
         unlabelled = int((label_array(train) < 0).sum())
@@ -211,7 +219,7 @@ def build_datasets(cfg: DataConfig) -> DatasetDict:
         validation = None
     if cfg.shots is not None:
         if "label" not in train.column_names:
-            raise ValueError(f"data.shots needs labels, but source '{cfg.source}' has none (captions only).")
+            raise DataError(f"data.shots needs labels, but source '{cfg.source}' has none (captions only).")
         train = sample_few_shot(train, cfg.shots, seed=cfg.seed)
     train = subsample(train, cfg.max_train_samples, seed=cfg.seed)
     splits["train"] = train
@@ -219,6 +227,9 @@ def build_datasets(cfg: DataConfig) -> DatasetDict:
         splits["validation"] = subsample(validation, cfg.max_eval_samples, seed=cfg.seed)
     splits["test"] = subsample(test, cfg.max_eval_samples, seed=cfg.seed)
 
+    empty = [split for split, ds in splits.items() if len(ds) == 0]
+    if empty:
+        raise DataError(f"Source '{cfg.source}': the split(s) {empty} are empty. Check the data files and data.*_split.")
     built = DatasetDict(splits)
     logger.info("Data source '%s' (seed %d):", cfg.source, cfg.seed)
     for split, ds in built.items():

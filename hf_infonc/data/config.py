@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
+from hf_infonc.errors import DataError
+
 from .prompts import TEMPLATE_SETS, validate_template
 
 __all__ = ["DataConfig", "LOCAL_SOURCES"]
@@ -137,7 +139,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
-            raise ValueError(
+            raise DataError(
                 f"data.source must be a non-empty string naming a data source, got "
                 f"{self.source!r}. Use e.g. 'digits', 'cifar10', 'imagefolder' or a Hub id."
             )
@@ -149,7 +151,7 @@ class DataConfig:
             example = "data_dir: path/to/images" if needed == "data_dir" else "data_files: path/to/file." + (
                 "jsonl" if key in ("json", "jsonl") else "csv"
             )
-            raise ValueError(
+            raise DataError(
                 f"data.source '{self.source}' reads local files, so data.{needed} is required but "
                 f"was not set. Add it to the recipe, e.g. `{example}`."
             )
@@ -161,7 +163,7 @@ class DataConfig:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
-                raise ValueError(
+                raise DataError(
                     f"data.{name} must be a fraction strictly between 0 and 1, got {value!r}. "
                     f"Use e.g. {name}: 0.1 for a 10% hold-out"
                     + (" (or omit it for no validation split)." if name == "validation_size" else ".")
@@ -173,24 +175,24 @@ class DataConfig:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
+                raise DataError(
                     f"data.{name} must be a positive integer or null, got {value!r}. "
                     f"Remove it from the recipe for no limit, or give a whole number >= 1."
                 )
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
-            raise ValueError(f"data.max_length must be a positive integer (tokens), got {self.max_length!r}.")
+            raise DataError(f"data.max_length must be a positive integer (tokens), got {self.max_length!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"data.seed must be a non-negative integer, got {self.seed!r}.")
+            raise DataError(f"data.seed must be a non-negative integer, got {self.seed!r}.")
 
         if self.eval_split is not None and self.eval_split == self.train_split:
-            raise ValueError(
+            raise DataError(
                 f"data.eval_split and data.train_split are both '{self.train_split}': the model would be "
                 f"evaluated on its own training data. Pick another eval_split, or omit it to use the "
                 f"source's test split (or a held-out fraction, data.test_size)."
             )
 
         if self.image_column is not None and self.text_column is not None:
-            raise ValueError(
+            raise DataError(
                 f"data.image_column ({self.image_column!r}) and data.text_column ({self.text_column!r}) are "
                 f"both set, but a dataset is either image or text classification. For image-caption "
                 f"pairs set image_column and caption_column instead."
@@ -199,16 +201,16 @@ class DataConfig:
         if self.class_names is not None:
             names = self.class_names
             if isinstance(names, str) or not isinstance(names, (list, tuple)) or len(names) == 0:
-                raise ValueError(
+                raise DataError(
                     f"data.class_names must be a non-empty list of strings, got {names!r}. "
                     f"Example: class_names: [cat, dog]."
                 )
             bad = [n for n in names if not isinstance(n, str) or not n.strip()]
             if bad:
-                raise ValueError(f"data.class_names must hold non-empty strings; these are not: {bad!r}.")
+                raise DataError(f"data.class_names must hold non-empty strings; these are not: {bad!r}.")
             dupes = sorted({n for n in names if list(names).count(n) > 1})
             if dupes:
-                raise ValueError(f"data.class_names must be unique; repeated: {dupes!r}.")
+                raise DataError(f"data.class_names must be unique; repeated: {dupes!r}.")
             self.class_names = list(names)
 
         self._check_templates()
@@ -225,7 +227,7 @@ class DataConfig:
                 for k, v in files.items()
             )
         if not ok:
-            raise ValueError(
+            raise DataError(
                 f"data.data_files must be a path, a non-empty list of paths, or a mapping from split name "
                 f"to path(s), got {files!r}. Example: data_files: {{train: train.csv, test: test.csv}}."
             )
@@ -234,13 +236,13 @@ class DataConfig:
         templates = self.prompt_templates
         if isinstance(templates, str):
             if templates not in TEMPLATE_SETS:
-                raise ValueError(
+                raise DataError(
                     f"data.prompt_templates names an unknown template set {templates!r}. Known sets: "
                     f"{sorted(TEMPLATE_SETS)}; or give a list of templates such as ['a photo of a {{}}.']."
                 )
             return
         if not isinstance(templates, (list, tuple)) or len(templates) == 0:
-            raise ValueError(
+            raise DataError(
                 f"data.prompt_templates must be a non-empty list of templates or a template-set name, got "
                 f"{templates!r}. Example: prompt_templates: ['a photo of a {{}}.']."
             )

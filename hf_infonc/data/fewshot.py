@@ -11,6 +11,8 @@ import logging
 import numpy as np
 from datasets import ClassLabel, Dataset
 
+from hf_infonc.errors import DataError
+
 __all__ = ["class_counts", "holdout_split", "label_array", "sample_few_shot", "subsample"]
 
 logger = logging.getLogger(__name__)
@@ -66,14 +68,14 @@ def sample_few_shot(ds: Dataset, shots: int, seed: int = 0, label_column: str = 
     else:
         classes = np.unique(labels[labels >= 0])
     if len(classes) == 0:
-        raise ValueError("Few-shot sampling needs labelled examples, but the dataset has none.")
+        raise DataError("Few-shot sampling needs labelled examples, but the dataset has none.")
 
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
     for label in classes:
         members = np.flatnonzero(labels == label)
         if len(members) < shots:
-            raise ValueError(
+            raise DataError(
                 f"Few-shot sampling of {shots} examples per class is impossible: class "
                 f"{_class_name(ds, label_column, int(label))} has only {len(members)} example(s) in this split "
                 f"of {len(ds)}. Lower `shots` to at most {len(members)}, or use a larger training split."
@@ -145,7 +147,7 @@ def holdout_split(
     n = len(ds)
     n_out = int(np.ceil(float(fraction) * n))
     if n < 2 or n_out >= n:
-        raise ValueError(
+        raise DataError(
             f"Cannot hold out {fraction:.0%} of a split with {n} example(s) and keep some for training; "
             f"use a larger split or a smaller fraction."
         )

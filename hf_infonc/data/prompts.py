@@ -14,6 +14,8 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Sequence
 
+from hf_infonc.errors import DataError
+
 __all__ = [
     "AMAZON_REVIEWS_CLASSNAMES",
     "CIFAR10_CLASSNAMES",
@@ -130,18 +132,18 @@ def validate_template(template: object, where: str = "prompt template") -> str:
             if name is not None
         ]
     except ValueError as err:
-        raise ValueError(
+        raise DataError(
             f"{where}: template {template!r} has unbalanced braces ({err}). Write the class-name "
             f"placeholder as {{}} and literal braces as {{{{ and }}}}."
         ) from None
     if len(fields) != 1:
-        raise ValueError(
+        raise DataError(
             f"{where}: template {template!r} has {len(fields)} placeholders; it needs exactly one, "
             f"{{}} or {{c}}, where the class name goes. Example: 'a photo of a {{}}.'"
         )
     name, spec, conversion = fields[0]
     if name not in ("", "c") or spec or conversion:
-        raise ValueError(
+        raise DataError(
             f"{where}: template {template!r} uses the placeholder {{{name}{'!' + conversion if conversion else ''}"
             f"{':' + spec if spec else ''}}}; only {{}} or {{c}} is allowed. Example: 'a photo of a {{}}.'"
         )
@@ -161,13 +163,13 @@ def get_templates(templates: str | Sequence[str] | None = None) -> list[str]:
         # A single template string is accepted for convenience.
         if "{" in templates:
             return [validate_template(templates)]
-        raise ValueError(
+        raise DataError(
             f"Unknown prompt template set {templates!r}. Known sets: {sorted(TEMPLATE_SETS)}; "
             f"or pass a list of templates such as ['a photo of a {{}}.']."
         )
     templates = list(templates)
     if not templates:
-        raise ValueError("The list of prompt templates is empty; give at least one, e.g. ['a photo of a {}.'].")
+        raise DataError("The list of prompt templates is empty; give at least one, e.g. ['a photo of a {}.'].")
     return [validate_template(t) for t in templates]
 
 
@@ -183,6 +185,6 @@ def format_prompts(class_names: Sequence[str], templates: str | Sequence[str] | 
     [['a photo of a cat.', 'a cat toy.'], ['a photo of a dog.', 'a dog toy.']]
     """
     if isinstance(class_names, str) or not len(class_names):
-        raise ValueError(f"class_names must be a non-empty list of strings, got {class_names!r}.")
+        raise DataError(f"class_names must be a non-empty list of strings, got {class_names!r}.")
     resolved = get_templates(templates)
     return [[_fill(t, str(name)) for t in resolved] for name in class_names]

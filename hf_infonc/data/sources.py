@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image, Value
 
+from hf_infonc.errors import DataError, DataFileNotFoundError, UserError
+
 from .prompts import (
     AMAZON_REVIEWS_CLASSNAMES,
     CIFAR10_CLASSNAMES,
@@ -60,6 +62,8 @@ __all__ = [
     "HubDataset",
     "SourceInfo",
     "available_sources",
+    "check_image_files",
+    "check_local_files",
     "get_source",
     "hub_offline_reason",
     "load_hub_dataset",
@@ -81,7 +85,7 @@ _CAPTION_CANDIDATES = ("caption", "text", "sentence")
 _LABEL_CANDIDATES = ("label", "labels", "fine_label", "target", "class")
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(UserError):
     """A data source cannot be loaded here: it needs the Hub while offline, or its files are
     not installed. The message says what is missing and which local alternative to use."""
 
@@ -181,7 +185,7 @@ def _pick(columns: Sequence[str], explicit: str | None, candidates: Sequence[str
         if explicit not in columns:
             close = difflib.get_close_matches(explicit, columns, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
+            raise DataError(
                 f"Source '{source}' has no {what} column {explicit!r}; its columns are {list(columns)}.{hint} "
                 f"Set data.{what}_column to one of them."
             )
@@ -196,7 +200,7 @@ def _encode_string_labels(dd: DatasetDict, class_names: Sequence[str] | None, so
     if class_names is not None:
         missing = sorted(values - set(class_names))
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"Source '{source}': the label values {missing[:10]} are not in data.class_names "
                 f"{list(class_names)}. For string labels, class_names must list every label value (it fixes "
                 f"the label order); omit it to use the sorted label values."
@@ -224,7 +228,7 @@ def _standardize_labels(dd: DatasetDict, class_names: Sequence[str] | None, sour
         if class_names is None:
             return dd
         if len(class_names) != feature.num_classes:
-            raise ValueError(
+            raise DataError(
                 f"Source '{source}' has {feature.num_classes} classes {feature.names[:10]}"
                 f"{'...' if feature.num_classes > 10 else ''}, but {len(class_names)} class names were given. "
                 f"data.class_names must list exactly one name per class, in label order."
@@ -234,28 +238,80 @@ def _standardize_labels(dd: DatasetDict, class_names: Sequence[str] | None, sour
     dtype = getattr(feature, "dtype", None)
     if dtype in ("string", "large_string"):
         return _encode_string_labels(dd, class_names, source)
-    if dtype is None or not (dtype.startswith("int") or dtype.startswith("uint")):
-        raise ValueError(
+    if dtype is None or not dtype.startswith(("int", "uint", "float")):
+        raise DataError(
             f"Source '{source}': the label column has type {feature}; expected integer class indices, "
             f"strings or a ClassLabel. Convert the labels (e.g. to 0..C-1 integers) or choose another "
             f"column with data.label_column."
         )
-    maximum = max((int(max(ds.unique("label"))) for ds in dd.values() if len(ds)), default=-1)
-    minimum = min((int(min(ds.unique("label"))) for ds in dd.values() if len(ds)), default=0)
-    if minimum < -1:
-        raise ValueError(
-            f"Source '{source}': label values must be class indices 0..C-1 (or -1 for unlabelled), found {minimum}."
+    values: set[Any] = set()
+    for ds in dd.values():
+        values.update(v for v in ds.unique("label") if v is not None)
+    fractional = sorted(v for v in values if not float(v).is_integer())
+    if fractional:
+        raise DataError(
+            f"Source '{source}': the label column holds non-integer values {fractional[:5]}; labels must be class "
+            f"indices 0..C-1 (or class-name strings). For a regression target, this framework is the wrong tool; "
+            f"otherwise fix the label column or choose another with data.label_column."
         )
+    indices = sorted({int(v) for v in values})
+    negative = [v for v in indices if v < -1]
+    if negative:
+        raise DataError(
+            f"Source '{source}': label values must be class indices 0..C-1 (or -1 for unlabelled), found "
+            f"{negative[:5]}. Renumber the labels 0..C-1."
+        )
+    present = [v for v in indices if v >= 0]
+    maximum = max(present, default=-1)
     if class_names is not None:
         if len(class_names) <= maximum:
-            raise ValueError(
+            raise DataError(
                 f"Source '{source}' has labels up to {maximum} ({maximum + 1} classes), but only "
                 f"{len(class_names)} class names were given in data.class_names; give one name per class."
             )
         names = list(class_names)
     else:
+        gaps = sorted(set(range(maximum + 1)) - set(present))
+        if gaps:
+            # Refused rather than guessed: keeping the values as indices would invent classes without a single
+            # example (C, the CLIP head and the collapse references would all be wrong), and renumbering them
+            # would silently change what a label index means.
+            raise DataError(
+                f"Source '{source}': the integer labels are {present[:12]}{' ...' if len(present) > 12 else ''}, not "
+                f"0..C-1: class index(es) {gaps[:10]}{' ...' if len(gaps) > 10 else ''} have no example, so they would "
+                f"make {maximum + 1} classes. Renumber the labels 0..{len(present) - 1}, or list all {maximum + 1} classes "
+                f"in data.class_names (one name per index; classes without examples are then intended)."
+            )
         names = [str(i) for i in range(maximum + 1)]
-    return DatasetDict({k: ds.cast_column("label", ClassLabel(names=names)) for k, ds in dd.items()})
+    target = ClassLabel(names=names)
+    out = {}
+    for split, ds in dd.items():
+        if dtype.startswith("float") or ds.data.column("label").null_count:
+            features = ds.features.copy()
+            features["label"] = target
+            out[split] = ds.map(
+                lambda batch: {"label": [-1 if v is None else int(v) for v in batch["label"]]},
+                batched=True,
+                features=features,
+                desc=f"Reading labels of {split}",
+            )
+        else:
+            out[split] = ds.cast_column("label", target)
+    return DatasetDict(out)
+
+
+def _require_values(ds: Dataset, column: str, original: str, split: str, source: str) -> Dataset:
+    """Refuse rows without a value in ``column`` (naming them); give numbers in a text column as strings."""
+    missing = ds.data.column(column).null_count
+    if missing:
+        rows = [i for i, v in enumerate(ds[column]) if v is None]
+        raise DataError(
+            f"Source '{source}': split '{split}' has {missing} row(s) without a {column} (column {original!r}): rows "
+            f"{rows[:8]}{' ...' if len(rows) > 8 else ''} (0-based, in file order). Fill them in or remove those rows."
+        )
+    if ds.features[column] != Value("string") and ds.features[column] != Value("large_string"):
+        ds = ds.cast_column(column, Value("string"))
+    return ds
 
 
 def _resolve_image_paths(ds: Dataset, base_dir: Path) -> Dataset:
@@ -288,10 +344,13 @@ def standardize_columns(
     against ``base_dir``); labels become a ``ClassLabel``: integer labels keep their values
     (names ``"0"``, ``"1"``, ... unless ``class_names`` is given), string labels are encoded in
     the order of ``class_names`` or sorted, and ``class_names`` renames ``ClassLabel`` classes.
+    A missing label becomes -1 (unlabelled). Refused with a :class:`DataError`: a missing text or
+    caption (the rows are named), fractional or negative labels, and integer labels with gaps
+    (``{0, 1, 7}``) unless ``class_names`` lists every class.
     """
     dd = DatasetDict({"train": data}) if isinstance(data, Dataset) else data
     if not dd:
-        raise ValueError(f"Source '{source}' has no splits.")
+        raise DataError(f"Source '{source}' has no splits.")
     columns = next(iter(dd.values())).column_names
     features = next(iter(dd.values())).features
 
@@ -307,12 +366,12 @@ def standardize_columns(
     label = _pick(columns, label_column, _LABEL_CANDIDATES, "label", source)
 
     if image is None and text is None:
-        raise ValueError(
+        raise DataError(
             f"Source '{source}' has neither an image nor a text column (columns: {columns}). "
             f"Set data.image_column or data.text_column to the column holding the inputs."
         )
     if label is None and caption is None:
-        raise ValueError(
+        raise DataError(
             f"Source '{source}' has no label column (columns: {columns}). Set data.label_column to the column "
             f"holding the class labels (an image-caption dataset needs data.caption_column instead)."
         )
@@ -322,7 +381,7 @@ def standardize_columns(
     for split, ds in dd.items():
         absent = [c for c in mapping.values() if c not in ds.column_names]
         if absent:
-            raise ValueError(
+            raise DataError(
                 f"Split '{split}' of source '{source}' lacks the column(s) {absent} (columns: {ds.column_names})."
             )
         ds = ds.select_columns(list(mapping.values()))
@@ -333,6 +392,9 @@ def standardize_columns(
             if not isinstance(ds.features["image"], Image) and base_dir is not None:
                 ds = _resolve_image_paths(ds, Path(base_dir))
             ds = ds.cast_column("image", Image(mode="RGB"))
+        for column in ("text", "caption"):
+            if column in mapping:
+                ds = _require_values(ds, column, mapping[column], split, source)
         out[split] = ds
     dd = DatasetDict(out)
     if "label" in mapping:
@@ -443,7 +505,7 @@ def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
         data = handle.read()
     magic = struct.unpack(">I", data[:4])[0]
     if magic != expected_magic:
-        raise ValueError(f"{path} is not an IDX file of the expected kind (magic {magic}, expected {expected_magic}).")
+        raise DataError(f"{path} is not an IDX file of the expected kind (magic {magic}, expected {expected_magic}).")
     ndim = magic & 0xFF
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
@@ -464,7 +526,7 @@ def _fashion_mnist(directory: str) -> DatasetDict:
         images = _read_idx(root / f"{prefix}-images-idx3-ubyte.gz", 2051)
         labels = _read_idx(root / f"{prefix}-labels-idx1-ubyte.gz", 2049)
         if len(images) != len(labels):
-            raise ValueError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels in {root}.")
+            raise DataError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels in {root}.")
         splits[split] = _grayscale_dataset(images, labels, FASHION_MNIST_CLASSNAMES, info)
     return DatasetDict(splits)
 
@@ -816,38 +878,35 @@ def _load_generic_hub(cfg: DataConfig) -> DatasetDict:
 # Local files
 
 
-def _local_load(builder: str, **kwargs: Any) -> DatasetDict:
+def _local_load(builder: str, where: str, **kwargs: Any) -> DatasetDict:
+    """``datasets.load_dataset(builder, **kwargs)`` on the user's files; what it cannot read is a :class:`DataError`."""
     import datasets
 
-    loaded = datasets.load_dataset(builder, **kwargs)
+    try:
+        loaded = datasets.load_dataset(builder, **kwargs)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the reader's failures on user files are problems of those files
+        cause = error.__cause__ or error.__context__ or error
+        detail = str(cause if str(error).startswith("An error occurred while generating") else error).strip()
+        detail = detail.splitlines()[0] if detail else type(cause).__name__
+        if "corresponds to no data" in detail:
+            raise DataError(
+                f"{where}: no data rows (an empty file, or a header only). Add rows, or point the recipe at the "
+                f"right file."
+            ) from None
+        raise DataError(
+            f"{where}: the '{builder}' reader of datasets cannot read it ({type(cause).__name__}: {detail}). "
+            f"Check the file's format and encoding."
+        ) from error
     if isinstance(loaded, Dataset):
         loaded = DatasetDict({"train": loaded})
-    return loaded
-
-
-@register_source(
-    "imagefolder",
-    modality="image",
-    description="local images: data_dir/<split>/<class>/<file> or data_dir/<class>/<file>",
-)
-def load_imagefolder_source(cfg: DataConfig) -> DatasetDict:
-    """Images in class folders, read by ``datasets``' ``imagefolder`` builder. Class names are
-    the folder names; a ``metadata.jsonl``/``.csv`` may add a ``caption`` column."""
-    root = Path(cfg.data_dir or "").expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"data.data_dir {str(root)!r} is not a folder. For source 'imagefolder' it must hold one sub-folder "
-            f"per class (optionally inside train/ and test/ folders)."
+    empty = [split for split, ds in loaded.items() if len(ds) == 0]
+    if empty:
+        raise DataError(
+            f"{where}: split(s) {empty} have no rows (a header only?). Add rows, or point the recipe at the right file."
         )
-    raw = _local_load("imagefolder", data_dir=str(root))
-    return standardize_columns(
-        raw,
-        image_column=cfg.image_column,
-        label_column=cfg.label_column,
-        caption_column=cfg.caption_column,
-        class_names=cfg.class_names,
-        source=cfg.source,
-    )
+    return loaded
 
 
 def _data_file_paths(files: Any) -> list[str]:
@@ -858,27 +917,142 @@ def _data_file_paths(files: Any) -> list[str]:
     return [str(p) for p in files]
 
 
+def _readable_file_problem(path: Path) -> str | None:
+    if not path.exists():
+        return "does not exist"
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    if not os.access(path, os.R_OK):
+        return "is not readable (permissions)"
+    return None
+
+
+def check_local_files(cfg: DataConfig) -> None:
+    """Check, without reading them, that the files and folders a local source names exist and can be read.
+
+    ``csv``/``json``/``jsonl``: every path of ``data.data_files`` (glob patterns are left to the reader);
+    ``imagefolder``: ``data.data_dir`` is a readable folder. Raises :class:`DataFileNotFoundError` for a
+    missing path and :class:`DataError` for a folder, an empty or unreadable file. Other sources: nothing.
+    """
+    key = cfg.source.lower()
+    cwd = f"relative paths are relative to the working directory {os.getcwd()!r}"
+    if key == "imagefolder":
+        root = Path(cfg.data_dir or "").expanduser()
+        if not root.is_dir():
+            error = DataFileNotFoundError if not root.exists() else DataError
+            raise error(
+                f"data.data_dir {str(root)!r} is not a folder ({'it does not exist' if not root.exists() else 'it is a file'}; "
+                f"{cwd}). For source 'imagefolder' it must hold one sub-folder per class (optionally inside train/ and "
+                f"test/ folders)."
+            )
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise DataError(f"data.data_dir {str(root)!r} cannot be read (permissions).")
+        return
+    if LOCAL_TABLE_BUILDERS.get(key) is None or cfg.data_files is None:
+        return
+    problems = {
+        p: problem
+        for p in _data_file_paths(cfg.data_files)
+        if not any(ch in p for ch in "*?[") and (problem := _readable_file_problem(Path(p).expanduser())) is not None
+    }
+    if problems:
+        listed = "; ".join(f"{p!r} {problem}" for p, problem in problems.items())
+        error = DataFileNotFoundError if all(v == "does not exist" for v in problems.values()) else DataError
+        raise error(
+            f"data.data_files: {listed}. Give paths to existing, non-empty {LOCAL_TABLE_BUILDERS[key].upper()} files "
+            f"({cwd})."
+        )
+
+
+def check_image_files(data: DatasetDict, source: str, limit: int = 8) -> None:
+    """Open the header of every image stored as a file path (local sources), so that a missing, empty or
+    unreadable image is named now instead of failing in the middle of training.
+
+    Images stored as bytes (Hub datasets, the offline sources) are left alone. Opening reads the
+    header only (PIL's lazy ``Image.open``): a file cut off after a valid header still fails later.
+    """
+    from PIL import Image as PILImage, UnidentifiedImageError
+
+    problems: list[str] = []
+    count = 0
+    for split, ds in data.items():
+        if "image" not in ds.column_names or not isinstance(ds.features["image"], Image):
+            continue
+        for row, item in enumerate(ds.cast_column("image", Image(decode=False))["image"]):
+            path = None if item is None else item.get("path")
+            if item is None or (item.get("bytes") is None and not path):
+                problem = f"{split} row {row}: no image"
+            elif item.get("bytes") is not None:
+                continue
+            elif (reason := _readable_file_problem(Path(path))) is not None:
+                problem = f"{path} {reason}"
+            else:
+                try:
+                    with PILImage.open(path) as image:
+                        image.size  # noqa: B018 - the header has been parsed
+                    continue
+                except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+                    problem = f"{path} is not an image PIL can read ({type(error).__name__})"
+            count += 1
+            if len(problems) < limit:
+                problems.append(problem)
+    if problems:
+        more = f" (and {count - len(problems)} more)" if count > len(problems) else ""
+        raise DataError(
+            f"Source '{source}': {count} image(s) cannot be read: " + "; ".join(problems) + f"{more}. "
+            f"Replace or remove those files (and their rows)."
+        )
+
+
+@register_source(
+    "imagefolder",
+    modality="image",
+    description="local images: data_dir/<split>/<class>/<file> or data_dir/<class>/<file>",
+)
+def load_imagefolder_source(cfg: DataConfig) -> DatasetDict:
+    """Images in class folders, read by ``datasets``' ``imagefolder`` builder. Class names are
+    the folder names; a ``metadata.jsonl``/``.csv`` may add a ``caption`` column. Every image's
+    header is opened once (:func:`check_image_files`)."""
+    check_local_files(cfg)
+    root = Path(cfg.data_dir or "").expanduser()
+    raw = _local_load("imagefolder", f"data.data_dir {str(root)!r}", data_dir=str(root))
+    data = standardize_columns(
+        raw,
+        image_column=cfg.image_column,
+        label_column=cfg.label_column,
+        caption_column=cfg.caption_column,
+        class_names=cfg.class_names,
+        source=cfg.source,
+    )
+    check_image_files(data, f"{cfg.source} ({root})")
+    return data
+
+
+LOCAL_TABLE_BUILDERS = {"csv": "csv", "json": "json", "jsonl": "json"}
+"""Local table sources and the ``datasets`` builder that reads them."""
+
+
 def _load_table_source(cfg: DataConfig, builder: str) -> DatasetDict:
+    check_local_files(cfg)
     files = cfg.data_files
     paths = _data_file_paths(files)
-    missing = [p for p in paths if not any(ch in p for ch in "*?[") and not Path(p).expanduser().exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"data.data_files names file(s) that do not exist: {missing}. Give paths to existing "
-            f"{builder.upper()} files (relative paths are relative to the working directory {os.getcwd()!r})."
-        )
-    raw = _local_load(builder, data_files=files)
+    listed = ", ".join(f"{k}: {v}" for k, v in files.items()) if isinstance(files, dict) else ", ".join(paths)
+    raw = _local_load(builder, f"data.data_files ({listed})", data_files=files)
     base_dir = Path(paths[0]).expanduser().resolve().parent if paths else None
-    return standardize_columns(
+    data = standardize_columns(
         raw,
         image_column=cfg.image_column,
         text_column=cfg.text_column,
         label_column=cfg.label_column,
         caption_column=cfg.caption_column,
         class_names=cfg.class_names,
-        source=cfg.source,
+        source=f"{cfg.source} ({listed})",
         base_dir=base_dir,
     )
+    check_image_files(data, f"{cfg.source} ({listed})")
+    return data
 
 
 @register_source("csv", modality=None, description="local CSV file(s) given by data_files")
@@ -909,14 +1083,14 @@ def load_source(cfg: DataConfig) -> DatasetDict:
     info = get_source(cfg.source)
     dd = info.loader(cfg)
     if cfg.train_split not in dd:
-        raise ValueError(
+        raise DataError(
             f"Source '{cfg.source}' has no split '{cfg.train_split}'; its splits are {list(dd)}. "
             f"Set data.train_split to one of them."
         )
     eval_split = cfg.eval_split or info.eval_split
     if eval_split not in dd:
         if cfg.eval_split is not None:
-            raise ValueError(
+            raise DataError(
                 f"Source '{cfg.source}' has no split '{cfg.eval_split}'; its splits are {list(dd)}. Set "
                 f"data.eval_split to one of them, or omit it to hold out data.test_size of the training split."
             )

@@ -51,6 +51,8 @@ class CLIPHeadOutput(ModelOutput):
 class FrozenCLIPHeadConfig(PretrainedConfig):
     """Fields shared by the heads on frozen CLIP towers."""
 
+    #: ``Trainer`` leaves these outputs out of the predictions: they are the logits alone
+    keys_to_ignore_at_inference = ["image_embeds", "head_rows", "logit_scale"]
     class_names: list[str] | None = None
     base_model_name_or_path: str | None = None
     base_model_class: str | None = None

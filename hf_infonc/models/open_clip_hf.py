@@ -8,9 +8,22 @@ so ``transformers.Trainer`` checkpoints) work unchanged::
     from hf_infonc.models import OpenCLIPModel
 
     model = OpenCLIPModel.from_open_clip("ViT-B-32", pretrained="laion2b_s34b_b79k")  # tag, or a local file
-    model.save_pretrained("out")                      # config.json + model.safetensors
+    model.save_pretrained("out")                      # config.json + model.safetensors + open_clip's layout
     model = OpenCLIPModel.from_pretrained("out")      # causal text mask rebuilt (see below)
-    model.save_open_clip_checkpoint("export")         # plain open_clip checkpoint
+
+**One folder, two clients.** ``save_pretrained`` (and so every ``Trainer`` checkpoint,
+``Trainer.save_model`` and ``push_to_hub``) writes the wrapper's ``config.json`` and, beside it,
+open_clip's own layout: ``open_clip_config.json`` (``{"model_cfg", "preprocess_cfg"}``) and, for
+an HF text tower, its tokenizer files. The weights are stored **once**: ``model.safetensors`` holds
+open_clip's own state dict (keys without the wrapper's ``clip.`` prefix, which ``from_pretrained``
+and :meth:`OpenCLIPModel.load_state_dict` add back), and ``open_clip_model.safetensors`` (the name
+open_clip looks for on the Hub) is a hard link to the same file (a copy where the file system has
+no hard links; the Hub stores identical files once). So the output folder, or the pushed repo,
+loads in plain open_clip::
+
+    import open_clip
+    model, _, preprocess = open_clip.create_model_and_transforms("local-dir:out")  # or "hf-hub:org/name"
+    tokenizer = open_clip.get_tokenizer("local-dir:out")
 
 **The causal-mask trap.** open_clip keeps the text tower's causal attention mask in a
 non-persistent buffer (``attn_mask``). ``transformers`` 5 builds the model on the meta device in
@@ -18,11 +31,11 @@ non-persistent buffer (``attn_mask``). ``transformers`` 5 builds the model on th
 is then uninitialised memory (NaN/garbage) and every text embedding is wrong.
 ``OpenCLIPModel`` rebuilds every causal mask after loading (:meth:`rebuild_attention_masks`).
 
-**Back to plain open_clip.** :meth:`OpenCLIPModel.save_open_clip_checkpoint` writes
-``open_clip_model.safetensors`` and ``open_clip_config.json`` (``{"model_cfg": …,
-"preprocess_cfg": …}``, open_clip's own Hub layout) plus ``<name>.json`` (the bare model config,
-for ``open_clip.add_model_config``). open_clip 3.x reads ``.safetensors`` files in
-``open_clip.factory.load_state_dict`` (by the file suffix), so either of these loads it::
+**Only open_clip's files.** :meth:`OpenCLIPModel.save_open_clip_checkpoint` writes
+``open_clip_model.safetensors`` and ``open_clip_config.json`` without the wrapper's files, plus
+``<name>.json`` (the bare model config, for ``open_clip.add_model_config``). open_clip 3.x reads
+``.safetensors`` files in ``open_clip.factory.load_state_dict`` (by the file suffix), so either of
+these loads it::
 
     import open_clip
     model, _, preprocess = open_clip.create_model_and_transforms("local-dir:export")
@@ -34,6 +47,13 @@ for ``open_clip.add_model_config``). open_clip 3.x reads ``.safetensors`` files 
 Text towers from ``transformers`` (``text_cfg.hf_model_name``) are rebuilt from that model's
 config (``AutoConfig.from_pretrained(hf_model_name)``), so the name or local path must still
 resolve when loading; their weights come from the checkpoint.
+
+**Base-model references.** A model built by :meth:`OpenCLIPModel.from_open_clip` from weights that
+live on the Hub in open_clip's layout (``"hf-hub:org/repo"``, or a pretrained tag whose registry
+entry names such a repo) records ``"hf-hub:<repo>"`` as its ``name_or_path``, and
+:meth:`OpenCLIPModel.from_pretrained` accepts such names (and ``"local-dir:…"``). So a peft
+adapter trained on it (``adapter_config.json``'s ``base_model_name_or_path``) or a CoOp head
+finds its base model by that reference.
 """
 
 from __future__ import annotations
@@ -55,6 +75,7 @@ logger = logging.get_logger(__name__)
 MODEL_TYPE = "hf_infonc_open_clip"
 OPEN_CLIP_WEIGHTS_NAME = "open_clip_model.safetensors"
 OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
+OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:")
 _BUILD_FLAGS = ("hf_model_pretrained", "timm_model_pretrained")
 
 
@@ -326,11 +347,79 @@ class OpenCLIPModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any):
-        """``PreTrainedModel.from_pretrained`` followed by :meth:`rebuild_attention_masks`."""
+        """``PreTrainedModel.from_pretrained`` followed by :meth:`rebuild_attention_masks`.
+
+        An open_clip name with a schema (``"hf-hub:org/repo"``, ``"local-dir:/path"``: a repo or
+        folder in open_clip's own layout) is built with :meth:`from_open_clip` instead, so that the
+        base-model references this class records (see the module docstring) load back.
+        """
+        name = pretrained_model_name_or_path
+        if isinstance(name, str) and name.startswith(OPEN_CLIP_SCHEMAS):
+            return cls._from_open_clip_name(name, **kwargs)
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model.rebuild_attention_masks()
         return loaded
+
+    @classmethod
+    def _from_open_clip_name(cls, name: str, **kwargs: Any) -> OpenCLIPModel:
+        dtype = kwargs.pop("dtype", None)
+        dtype = kwargs.pop("torch_dtype", None) or dtype
+        cache_dir = kwargs.pop("cache_dir", None)
+        unsupported = sorted(key for key, value in kwargs.items() if value is not None)
+        if unsupported:
+            raise TypeError(
+                f"OpenCLIPModel.from_pretrained({name!r}): {unsupported} cannot be applied to an open_clip name; open_clip "
+                f"takes only cache_dir (and dtype is applied after loading). Load the model without them."
+            )
+        model = cls.from_open_clip(name, cache_dir=cache_dir)
+        if dtype is not None and dtype != "auto":
+            model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        return model.eval()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict`` that also takes open_clip's own state dict (keys without ``clip.``).
+
+        ``model.safetensors`` holds open_clip's keys (see the module docstring); ``Trainer`` loads
+        it with this method when it resumes from a checkpoint or loads the best model.
+        """
+        prefix = f"{self.base_model_prefix}."
+        if state_dict and not any(key.startswith(prefix) for key in state_dict):
+            state_dict = {prefix + key: value for key, value in state_dict.items()}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        is_main_process: bool = True,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        push_to_hub: bool = False,
+        *,
+        open_clip_layout: bool = True,
+        **kwargs: Any,
+    ):
+        """Write ``config.json`` and ``model.safetensors`` (open_clip's keys) and, with
+        ``open_clip_layout`` (the default), open_clip's own files beside them (module docstring).
+
+        ``Trainer`` checkpoints, ``Trainer.save_model`` and ``push_to_hub`` all come through here.
+        ``push_to_hub=True`` saves first, then uploads with :meth:`push_to_hub` (which saves the
+        same files into a temporary folder), so that open_clip's files are part of the upload.
+        """
+        out = Path(save_directory)
+        state = self.state_dict() if state_dict is None else state_dict
+        prefix = f"{self.base_model_prefix}."
+        state = {key[len(prefix) :] if key.startswith(prefix) else key: value for key, value in state.items()}
+        if is_main_process:  # a hard link to earlier weights must not follow model.safetensors being rewritten
+            (out / OPEN_CLIP_WEIGHTS_NAME).unlink(missing_ok=True)
+        hub_kwargs = {key: kwargs.pop(key) for key in _PUSH_KWARGS if key in kwargs}
+        result = super().save_pretrained(save_directory, is_main_process=is_main_process, state_dict=state, **kwargs)
+        if open_clip_layout and is_main_process:
+            single_file = out / "model.safetensors"
+            self._write_open_clip_layout(out, weights_from=single_file if single_file.is_file() else None)
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", None) or out.resolve().name
+            self.push_to_hub(repo_id, **hub_kwargs)
+        return result
 
     def activation_checkpointing_enable(
         self, activation_checkpointing_kwargs: dict | None = None, every_n_layers: int = 1, offload: bool = False
@@ -344,6 +433,12 @@ class OpenCLIPModel(PreTrainedModel):
     @property
     def is_activation_checkpointing(self) -> bool:
         return any(getattr(m, "grad_checkpointing", False) or getattr(m, "gradient_checkpointing", False) for m in self.clip.modules())
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The text tower's token embedding (what ``transformers`` and peft resize or adapt)."""
+        from hf_infonc.models.clip_towers import token_embedding
+
+        return token_embedding(self.clip)
 
     # ------------------------------------------------------------------ encoders
     @property
@@ -497,6 +592,8 @@ class OpenCLIPModel(PreTrainedModel):
         config = OpenCLIPConfig(
             model_name=name, model_cfg=cfg, precision=precision, preprocess_cfg=_json_safe(preprocess_cfg)
         )
+        if name is not None and not (overrides_vision or overrides_text):
+            config.name_or_path = open_clip_hub_reference(name, pretrained, cfg) or ""
         return cls(config, clip=clip)
 
     def open_clip_export_name(self) -> str:
@@ -518,25 +615,34 @@ class OpenCLIPModel(PreTrainedModel):
         tower, its tokenizer files (so ``open_clip.get_tokenizer("local-dir:<directory>")`` works).
         Returns the paths written.
         """
+        out = Path(directory)
+        name = name or self.open_clip_export_name()
+        paths = self._write_open_clip_layout(out)
+        paths["model_config"] = out / f"{name}.json"
+        paths["model_config"].write_text(json.dumps(self.config.model_cfg, indent=2))
+        return paths
+
+    def _write_open_clip_layout(self, out: Path, *, weights_from: Path | None = None) -> dict[str, Path]:
+        """``open_clip_model.safetensors`` + ``open_clip_config.json`` (+ the HF text tower's tokenizer files).
+
+        ``weights_from``: a safetensors file in ``out`` that already holds open_clip's state dict
+        (``save_pretrained``'s ``model.safetensors``); the weights file is then a hard link to it.
+        """
         from safetensors.torch import save_file
 
         if self.config.model_cfg is None:
             raise ValueError("This OpenCLIPModel has no model_cfg in its config; cannot write open_clip_config.json.")
-        out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        name = name or self.open_clip_export_name()
-        paths = {
-            "weights": out / OPEN_CLIP_WEIGHTS_NAME,
-            "config": out / OPEN_CLIP_CONFIG_NAME,
-            "model_config": out / f"{name}.json",
-        }
-        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.clip.state_dict().items()}
-        save_file(state, str(paths["weights"]), metadata={"format": "pt"})
+        paths = {"weights": out / OPEN_CLIP_WEIGHTS_NAME, "config": out / OPEN_CLIP_CONFIG_NAME}
+        if weights_from is not None:
+            _link_or_copy(weights_from, paths["weights"])
+        else:
+            state = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.clip.state_dict().items()}
+            save_file(state, str(paths["weights"]), metadata={"format": "pt"})
         preprocess_cfg = self.config.preprocess_cfg or {}
         paths["config"].write_text(
             json.dumps({"model_cfg": self.config.model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2)
         )
-        paths["model_config"].write_text(json.dumps(self.config.model_cfg, indent=2))
         hf_tokenizer = self.config.text_cfg.get("hf_tokenizer_name")
         if hf_tokenizer:
             from transformers import AutoTokenizer
@@ -545,6 +651,47 @@ class OpenCLIPModel(PreTrainedModel):
 
             AutoTokenizer.from_pretrained(resolve_local(hf_tokenizer)).save_pretrained(str(out))
         return paths
+
+
+_PUSH_KWARGS = ("repo_id", "commit_message", "commit_description", "private", "token", "revision", "create_pr", "tags")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (the same bytes stored once), or a copy where links are refused."""
+    import shutil
+
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def open_clip_hub_reference(name: str, pretrained: str | os.PathLike | None, model_cfg: Mapping[str, Any]) -> str | None:
+    """``"hf-hub:<repo>"`` when the weights of ``(name, pretrained)`` are a Hub repo in open_clip's layout.
+
+    ``name`` itself when it is an ``"hf-hub:…"`` name. For a built-in name with a pretrained tag,
+    the repo of open_clip's registry entry, provided that loading ``"hf-hub:<repo>"`` gives the
+    same model: the entry names the repo's default weights file and its QuickGELU setting matches
+    ``model_cfg``. Random weights, local files and ``"local-dir:…"`` have no Hub reference (``None``).
+    """
+    import open_clip
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    schema, identifier = open_clip.factory.parse_model_name(name)
+    if schema == "hf-hub":
+        return name
+    if schema is not None or pretrained is None or os.path.exists(str(pretrained)):
+        return None
+    tag = open_clip.get_pretrained_cfg(identifier.replace("/", "-"), str(pretrained)) or {}
+    hub = str(tag.get("hf_hub") or "").strip("/")
+    parts = hub.split("/")
+    repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    if len(parts) < 2 or filename not in ("", HF_WEIGHTS_NAME, HF_SAFE_WEIGHTS_NAME):
+        return None
+    if bool(tag.get("quick_gelu", False)) != bool(model_cfg.get("quick_gelu", False)):
+        return None
+    return f"hf-hub:{repo}"
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,0 +1,546 @@
+"""Drop-in: with every information weight 0, ``InfoNCTrainer`` behaves as ``transformers.Trainer``.
+
+Each test mirrors one of transformers' own Trainer tests (``tests/trainer/test_trainer.py``:
+predict/evaluate outputs, label smoothing, a custom loss function, ``num_items_in_batch``,
+checkpoint files, resume, evaluation accumulation, callback events) and runs it with both trainers
+on the same model and data, expecting the same result. The deviations that remain on purpose are
+asserted too: the arguments are saved as ``training_args.json`` (no pickle), the log history gains
+``loss/base`` and the batch ``mir``/``hdr``, and a head that takes ``**kwargs`` but ignores
+``num_items_in_batch`` is not trained with a loss inflated by the accumulation steps
+(transformers issue #47688).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
+
+from trainer_fixtures import (
+    RegressionConfig,
+    RegressionModel,
+    image_dataset,
+    regression_dataset,
+    summed_bert,
+    text_dataset,
+)
+from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments, add_information_metrics
+from hf_infonc.testing import tiny_bert_classifier, tiny_clip, tiny_vit_classifier
+
+REPO = Path(__file__).resolve().parents[1]
+#: What InfoNCTrainer adds to a training log entry (weights 0): the base component and the batch ratios.
+ADDED_TRAIN_KEYS = {"loss/base", "mir", "hdr"}
+
+
+def _args(cls, folder: Path, **overrides):
+    values = dict(
+        output_dir=str(folder), per_device_train_batch_size=8, per_device_eval_batch_size=8, max_steps=4,
+        learning_rate=1e-3, logging_steps=1, use_cpu=True, report_to=[], save_strategy="no", seed=0,
+        disable_tqdm=True, dataloader_drop_last=False,
+    )
+    values.update(overrides)
+    return cls(**values)
+
+
+def _pair(tmp_path: Path, make_model, train=None, eval_data=None, *, train_steps: bool = True, **overrides):
+    """The same model, data and arguments under Trainer and InfoNCTrainer (weights 0), trained if asked."""
+    trainers = {}
+    for name, cls, args_cls in (("trainer", Trainer, TrainingArguments), ("infonc", InfoNCTrainer, InfoNCTrainingArguments)):
+        extra = {key: overrides.pop(key) for key in ("compute_loss_func", "data_collator", "callbacks") if key in overrides}
+        trainer = cls(
+            model=make_model(), args=_args(args_cls, tmp_path / name, **overrides), train_dataset=train,
+            eval_dataset=eval_data, **{"data_collator": default_data_collator, **extra},
+        )
+        overrides.update(extra)
+        if train_steps and train is not None:
+            trainer.train()
+        trainers[name] = trainer
+    return trainers["trainer"], trainers["infonc"]
+
+
+def _assert_same_structure(a, b, atol: float = 1e-6) -> None:
+    """Same nesting, types, shapes and values (numpy arrays or tensors, in tuples/lists)."""
+    assert type(a) is type(b), (type(a), type(b))
+    if isinstance(a, dict):  # ModelOutputs inside the predictions (CLIP's tower outputs)
+        assert list(a) == list(b)
+        for key in a:
+            _assert_same_structure(a[key], b[key], atol)
+    elif isinstance(a, (tuple, list)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_same_structure(x, y, atol)
+    elif a is None:
+        assert b is None
+    else:
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, atol=atol, rtol=1e-6)
+
+
+def _train_logs(trainer) -> list[dict]:
+    return [h for h in trainer.state.log_history if "loss" in h]
+
+
+def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same_params(a: torch.nn.Module, b: torch.nn.Module, atol: float = 1e-6) -> None:
+    pa, pb = _params(a), _params(b)
+    assert pa.keys() == pb.keys()
+    for key in pa:
+        torch.testing.assert_close(pa[key], pb[key], atol=atol, rtol=0, msg=key)
+
+
+def _assert_same_training(plain, ours, *, atol: float = 1e-6) -> None:
+    """Same logged losses (and other Trainer keys), same parameters; ours adds only ADDED_TRAIN_KEYS."""
+    logs_plain, logs_ours = _train_logs(plain), _train_logs(ours)
+    assert len(logs_plain) == len(logs_ours) > 0
+    for a, b in zip(logs_plain, logs_ours):
+        assert set(b) - set(a) <= ADDED_TRAIN_KEYS and set(a) <= set(b)
+        for key in a:
+            assert b[key] == pytest.approx(a[key], abs=atol), key
+    _assert_same_params(plain.model, ours.model, atol=atol)
+
+
+MODELS = {
+    "regression (no adapter)": (lambda: RegressionModel(RegressionConfig(a=0.5, b=-0.5)), lambda: regression_dataset()),
+    "regression, two outputs": (
+        lambda: RegressionModel(RegressionConfig(a=0.5, b=-0.5, double_output=True)), lambda: regression_dataset()
+    ),
+    "bert": (lambda: tiny_bert_classifier(seed=3), lambda: text_dataset()),
+    "bert, hidden states": (lambda: _bert_with_hidden_states(), lambda: text_dataset()),
+    "vit": (lambda: tiny_vit_classifier(seed=3), lambda: image_dataset()),
+}
+
+
+def _bert_with_hidden_states():
+    model = tiny_bert_classifier(seed=3)
+    model.config.output_hidden_states = True
+    return model
+
+
+@pytest.mark.parametrize("case", list(MODELS))
+def test_train_predict_evaluate_identical(tmp_path, case, caplog):
+    """Training losses and parameters, predict() and evaluate(): structure, shapes and values as Trainer's
+    (several outputs stay a tuple; a model no adapter supports trains with one warning)."""
+    make_model, make_data = MODELS[case]
+    with caplog.at_level(logging.WARNING, logger="hf_infonc.trainer"):
+        plain, ours = _pair(tmp_path, make_model, make_data(), make_data())
+    unsupported = [r for r in caplog.records if "no hf_infonc adapter supports" in r.getMessage()]
+    assert len(unsupported) == (1 if "regression" in case else 0)
+    _assert_same_training(plain, ours)
+    data = make_data()
+    p, q = plain.predict(data), ours.predict(data)
+    _assert_same_structure(p.predictions, q.predictions)
+    _assert_same_structure(p.label_ids, q.label_ids)
+    assert set(p.metrics) <= set(q.metrics)
+    for key in ("test_loss",):
+        assert q.metrics[key] == pytest.approx(p.metrics[key], abs=1e-6)
+    m, n = plain.evaluate(), ours.evaluate()
+    assert n["eval_loss"] == pytest.approx(m["eval_loss"], abs=1e-6)
+    added = set(n) - set(m)
+    assert added <= {"eval_loss/base", "eval_mir", "eval_hdr"}
+    if "regression" in case:
+        assert not added  # nothing to measure without an adapter
+    if "two outputs" in case or "hidden states" in case:
+        assert isinstance(q.predictions, tuple) and len(q.predictions) >= 2
+
+
+def test_clip_pairs_identical(tmp_path):
+    """A CLIPModel on image–caption pairs (Trainer needs return_loss=True in the batch)."""
+    collate = lambda features: {**default_data_collator(features), "return_loss": True}  # noqa: E731
+    data = image_dataset(n=24, captions=True)
+    plain, ours = _pair(tmp_path, lambda: tiny_clip(seed=3), data, data, data_collator=collate, max_steps=3)
+    _assert_same_training(plain, ours, atol=1e-5)
+    p, q = plain.predict(data), ours.predict(data)
+    _assert_same_structure(p.predictions, q.predictions, atol=1e-5)
+    assert q.metrics["test_loss"] == pytest.approx(p.metrics["test_loss"], abs=1e-5)
+
+
+def test_predictions_ordinary_compute_metrics(tmp_path):
+    """The issue's example: compute_metrics doing np.argmax(p.predictions, -1) works unchanged."""
+    seen = {}
+
+    def compute_metrics(p):
+        seen[len(seen)] = p.predictions.shape
+        return {"acc": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
+
+    data = text_dataset()
+    plain, ours = _pair(tmp_path, lambda: tiny_bert_classifier(seed=1), data, data, train_steps=False)
+    plain.compute_metrics = ours.compute_metrics = compute_metrics
+    assert ours.evaluate()["eval_acc"] == plain.evaluate()["eval_acc"]
+    assert seen == {0: (40, 3), 1: (40, 3)}
+
+
+def test_label_smoothing_identical(tmp_path):
+    data = text_dataset(n=48)
+    plain, ours = _pair(tmp_path, lambda: tiny_bert_classifier(seed=2), data, data, label_smoothing_factor=0.2)
+    _assert_same_training(plain, ours)
+    assert ours.label_smoother is not None
+    assert ours.evaluate()["eval_loss"] == pytest.approx(plain.evaluate()["eval_loss"], abs=1e-6)
+    # and it is really applied: a smoothed loss differs from the plain cross-entropy
+    _, unsmoothed = _pair(tmp_path / "no", lambda: tiny_bert_classifier(seed=2), data, train_steps=False)
+    assert unsmoothed.evaluate(data)["eval_loss"] != pytest.approx(ours.evaluate()["eval_loss"], abs=1e-3)
+
+
+def test_compute_loss_func_identical(tmp_path):
+    """A user loss (class-weighted CE normalised by num_items_in_batch) is called as by Trainer."""
+    calls = {"trainer": [], "infonc": []}
+
+    def make_loss(name):
+        def loss(outputs, labels, num_items_in_batch=None):
+            calls[name].append(None if num_items_in_batch is None else int(num_items_in_batch))
+            weight = torch.tensor([1.0, 2.0, 0.5])
+            summed = torch.nn.functional.cross_entropy(outputs["logits"], labels, weight=weight, reduction="sum")
+            return summed / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+
+        return loss
+
+    data = text_dataset(n=36)
+    trainers = []
+    for name, cls, args_cls in (("trainer", Trainer, TrainingArguments), ("infonc", InfoNCTrainer, InfoNCTrainingArguments)):
+        trainer = cls(
+            model=tiny_bert_classifier(seed=4), args=_args(args_cls, tmp_path / name, gradient_accumulation_steps=2),
+            train_dataset=data, eval_dataset=data, data_collator=default_data_collator, compute_loss_func=make_loss(name),
+        )
+        trainer.train()
+        trainer.evaluate()
+        trainers.append(trainer)
+    assert calls["trainer"] == calls["infonc"] and len(calls["trainer"]) > 4
+    _assert_same_training(*trainers)
+
+
+def test_num_items_in_batch_model_identical(tmp_path):
+    """A model whose loss uses num_items_in_batch: same loss kwargs, same normalisation over an uneven
+    accumulation cycle (36 rows, batch 8, accumulation 2), same parameters."""
+    data = text_dataset(n=36)
+    plain, ours = _pair(
+        tmp_path, lambda: summed_bert(seed=6), data, gradient_accumulation_steps=2, max_steps=-1, num_train_epochs=1
+    )
+    assert plain.model_accepts_loss_kwargs and ours.model_accepts_loss_kwargs
+    _assert_same_training(plain, ours, atol=1e-5)
+
+
+def test_head_ignoring_num_items_keeps_the_accumulated_mean(tmp_path):
+    """BERT's classifier takes **kwargs but computes a plain mean: Trainer then skips the division by the
+    accumulation steps (transformers #47688). InfoNCTrainer detects it and keeps the loss a mean: the
+    same logged loss and parameters with accumulation 4 × batch 4 as with batch 16, and Trainer's
+    loss is either the same (once fixed upstream) or exactly 4 times as large."""
+    data = text_dataset(n=32)
+    common = dict(learning_rate=0.0, max_steps=2)
+    plain4, ours4 = _pair(
+        tmp_path / "ga4", lambda: tiny_bert_classifier(seed=5), data, per_device_train_batch_size=4,
+        gradient_accumulation_steps=4, **common,
+    )
+    _, ours1 = _pair(tmp_path / "ga1", lambda: tiny_bert_classifier(seed=5), data, per_device_train_batch_size=16, **common)
+    assert not ours4.model_accepts_loss_kwargs
+    for one, four, theirs in zip(_train_logs(ours1), _train_logs(ours4), _train_logs(plain4)):
+        assert four["loss"] == pytest.approx(one["loss"], abs=1e-5)
+        assert theirs["loss"] == pytest.approx(one["loss"], abs=1e-5) or theirs["loss"] == pytest.approx(4 * one["loss"], abs=1e-4)
+
+
+def _checkpoint_files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_checkpoints_identical(tmp_path):
+    """Same checkpoint folders and files (training_args.json instead of the pickle), same weights,
+    optimizer, scheduler and RNG states, same trainer state (log entries gain only ADDED_TRAIN_KEYS)."""
+    data = text_dataset(n=48)
+    plain, ours = _pair(
+        tmp_path, lambda: tiny_bert_classifier(seed=7), data, save_strategy="steps", save_steps=2, max_steps=4
+    )
+    root_plain, root_ours = Path(plain.args.output_dir), Path(ours.args.output_dir)
+    assert sorted(p.name for p in root_plain.glob("checkpoint-*")) == sorted(p.name for p in root_ours.glob("checkpoint-*"))
+    assert len(list(root_ours.glob("checkpoint-*"))) == 2
+    for checkpoint in root_plain.glob("checkpoint-*"):
+        mine = root_ours / checkpoint.name
+        files_plain, files_ours = _checkpoint_files(checkpoint), _checkpoint_files(mine)
+        assert files_plain - files_ours == {"training_args.bin"} and files_ours - files_plain == {"training_args.json"}
+        json.loads((mine / "training_args.json").read_text())
+        theirs, own = load_file(checkpoint / "model.safetensors"), load_file(mine / "model.safetensors")
+        assert theirs.keys() == own.keys()
+        for key in theirs:
+            torch.testing.assert_close(own[key], theirs[key], atol=1e-6, rtol=0)
+        for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            a = torch.load(checkpoint / name, weights_only=False)
+            b = torch.load(mine / name, weights_only=False)
+            _assert_nested_close(a, b)
+        state_plain = json.loads((checkpoint / "trainer_state.json").read_text())
+        state_ours = json.loads((mine / "trainer_state.json").read_text())
+        history_plain, history_ours = state_plain.pop("log_history"), state_ours.pop("log_history")
+        assert state_plain == state_ours
+        for a, b in zip(history_plain, history_ours):
+            assert set(b) - set(a) <= ADDED_TRAIN_KEYS
+            assert {k: b[k] for k in a} == pytest.approx(a, abs=1e-6)
+
+
+def _assert_nested_close(a, b) -> None:
+    if isinstance(a, torch.Tensor):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_nested_close(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_nested_close(x, y)
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert a == b
+
+
+def test_resume_identical(tmp_path):
+    """Resuming from checkpoint-2 gives the uninterrupted run's parameters, under both trainers."""
+    data = text_dataset(n=48)
+    settings = dict(save_strategy="steps", save_steps=2, max_steps=4)
+    plain, ours = _pair(tmp_path / "full", lambda: tiny_bert_classifier(seed=8), data, **settings)
+    resumed = []
+    for trainer in (plain, ours):
+        again = type(trainer)(
+            model=tiny_bert_classifier(seed=99), args=trainer.args, train_dataset=data, data_collator=default_data_collator
+        )
+        again.train(resume_from_checkpoint=str(Path(trainer.args.output_dir) / "checkpoint-2"))
+        _assert_same_params(again.model, trainer.model, atol=1e-6)
+        resumed.append(again)
+    _assert_same_params(*[t.model for t in resumed])
+
+
+def test_eval_accumulation_identical(tmp_path):
+    data = text_dataset(n=30)
+    plain, ours = _pair(tmp_path, lambda: tiny_bert_classifier(seed=9), None, data, eval_accumulation_steps=2,
+                        per_device_eval_batch_size=4)
+    p, q = plain.predict(data), ours.predict(data)
+    _assert_same_structure(p.predictions, q.predictions)
+    assert q.predictions.shape == (30, 3)
+
+
+class _Events(TrainerCallback):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def __getattribute__(self, name: str):
+        if name.startswith("on_"):
+            events = object.__getattribute__(self, "events")
+            return lambda *args, **kwargs: events.append(name)
+        return object.__getattribute__(self, name)
+
+
+def test_callback_events_identical(tmp_path):
+    data = text_dataset(n=32)
+    recorders = [_Events(), _Events()]
+    for recorder, (cls, args_cls, name) in zip(
+        recorders, ((Trainer, TrainingArguments, "trainer"), (InfoNCTrainer, InfoNCTrainingArguments, "infonc"))
+    ):
+        trainer = cls(
+            model=tiny_bert_classifier(seed=10), callbacks=[recorder], train_dataset=data, eval_dataset=data,
+            args=_args(args_cls, tmp_path / f"events-{name}", eval_strategy="steps", eval_steps=2, save_strategy="steps",
+                       save_steps=2),
+        )
+        trainer.train()
+        trainer.evaluate()
+        trainer.predict(data)
+    assert recorders[0].events == recorders[1].events and "on_evaluate" in recorders[0].events
+
+
+# ------------------------------------------------------------------ evaluation components are per-sample means
+def test_eval_components_are_per_sample_means(tmp_path):
+    """loss/base and the evaluation loss do not depend on the eval batch size or the last batch's size."""
+    data = text_dataset(n=30)
+    values = {}
+    for batch in (4, 7, 30):
+        trainer = InfoNCTrainer(
+            model=tiny_bert_classifier(seed=11), eval_dataset=data, data_collator=default_data_collator,
+            args=_args(InfoNCTrainingArguments, tmp_path / f"b{batch}", per_device_eval_batch_size=batch, mi_weight=0.1),
+        )
+        metrics = trainer.evaluate()
+        values[batch] = metrics
+    for batch in (4, 7):
+        assert values[batch]["eval_loss/base"] == pytest.approx(values[30]["eval_loss/base"], abs=1e-6)
+    # the batch Gram terms are batch quantities; weighted per row, the last small batch counts less
+    assert all(math.isfinite(v["eval_loss/mi"]) for v in values.values())
+
+
+@pytest.mark.distributed
+def test_two_processes_drop_in_and_eval_components(tmp_path):
+    """On 2 CPU processes: InfoNCTrainer (weights 0) trains as Trainer (average_tokens_across_devices,
+    num_items_in_batch) and the evaluation components of 2 × batch 4 equal those of 1 × batch 8."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    script = str(REPO / "tests" / "dist_scripts" / "dropin_worker.py")
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    subprocess.run([sys.executable, script, str(one)], check=True, env=env, cwd=tmp_path, timeout=600)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
+    subprocess.run([*torchrun, script, str(two)], check=True, env=env, cwd=tmp_path, timeout=600)
+    single, double = json.loads(one.read_text()), json.loads(two.read_text())
+    assert (single["world"], double["world"]) == (1, 2)
+    for result in (single, double):  # drop-in on each process count
+        assert result["infonc_losses"] == pytest.approx(result["trainer_losses"], abs=1e-6)
+        assert result["infonc_params"] == pytest.approx(result["trainer_params"], abs=1e-6)
+    for key, value in single["eval"].items():  # 1 × 8 = 2 × 4 for every component
+        assert double["eval"][key] == pytest.approx(value, abs=1e-5), key
+
+
+# ------------------------------------------------------------------ the card in every workflow
+def test_create_model_card_and_push_to_hub(tmp_path, monkeypatch):
+    """trainer.push_to_hub() writes hf_infonc's card (metadata, loss formula with weights, the last
+    evaluation's MIR/HDR/NC, citation) and uploads no pickle, also from checkpoint pushes."""
+    from huggingface_hub import HfApi, ModelCard, RepoUrl
+
+    uploads = []
+
+    def fake_upload(self, *, folder_path, ignore_patterns=None, **kwargs):
+        import fnmatch
+
+        files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+        ignored = list(ignore_patterns or [])
+        uploads.append([f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in ignored)])
+
+        class Done:
+            def done(self):
+                return True
+
+        return Done() if kwargs.get("run_as_future") else "https://hub.test/commit"
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: RepoUrl("https://huggingface.co/me/model"))
+    monkeypatch.setattr(HfApi, "upload_folder", fake_upload)
+    data = text_dataset(n=40)
+    trainer = InfoNCTrainer(
+        model=tiny_bert_classifier(seed=12), train_dataset=data, eval_dataset=data, data_collator=default_data_collator,
+        args=_args(InfoNCTrainingArguments, tmp_path / "out", mi_weight=0.2, entropy_gap_weight=0.1, eval_strategy="steps",
+                   eval_steps=2, save_strategy="steps", save_steps=2, push_to_hub=True, hub_model_id="me/model",
+                   hub_strategy="checkpoint", hub_token="hf_" + "x" * 34),
+    )
+    add_information_metrics(trainer, plots=True)
+    trainer.train()
+    trainer.push_to_hub()
+    card_path = Path(trainer.args.output_dir) / "README.md"
+    text = card_path.read_text()
+    card = ModelCard.load(card_path)
+    assert card.data.library_name == "transformers" and "hf_infonc" in card.data.tags
+    assert "arxiv:2406.03999" in card.data.tags and "mutual-information-loss" in card.data.tags
+    assert "L = L_base - 0.2·MI(K₁, K₂) + 0.1·|H(K₁) - H(K₂)|" in text
+    last_eval = [h for h in trainer.state.log_history if "eval_mir" in h][-1]
+    assert f"{last_eval['eval_mir']:.4f}" in text and f"{last_eval['eval_nc1']:.4f}"[:4] in text
+    assert "@article{song2024exploring" in text and "xxxxxxxx" not in text
+    assert uploads and all(not f.endswith((".bin", ".pt", ".pth")) for files in uploads for f in files)
+    assert any("README.md" in files for files in uploads)
+    assert not (Path(trainer.args.output_dir) / "training_args.bin").exists()
+
+
+def test_card_of_an_unsupported_model_is_transformers(tmp_path):
+    trainer = InfoNCTrainer(model=RegressionModel(RegressionConfig()), args=_args(InfoNCTrainingArguments, tmp_path / "out"))
+    trainer.create_model_card(model_name="reg")
+    assert "hf_infonc" not in (tmp_path / "out" / "README.md").read_text()
+
+
+# ------------------------------------------------------------------ measure without swapping the trainer
+@pytest.mark.parametrize(
+    "make_model, make_data",
+    [(lambda: tiny_bert_classifier(seed=13), lambda: text_dataset(n=48)), (lambda: tiny_vit_classifier(seed=13), lambda: image_dataset(n=48))],
+    ids=["sequence", "image"],
+)
+def test_plain_trainer_information_metrics_equal_infonc(tmp_path, make_model, make_data):
+    """One line (add_information_metrics) on a plain Trainer: eval_mir, eval_hdr, eval_nc1… logged and
+    returned, equal to InfoNCTrainer's, the user's compute_metrics kept, plots at the end; predictions
+    untouched."""
+    data = make_data()
+    runs = {}
+    for name, cls, args_cls in (("trainer", Trainer, TrainingArguments), ("infonc", InfoNCTrainer, InfoNCTrainingArguments)):
+        trainer = cls(
+            model=make_model(), train_dataset=data, eval_dataset=data, data_collator=default_data_collator,
+            args=_args(args_cls, tmp_path / name, eval_strategy="steps", eval_steps=2),
+            compute_metrics=lambda p: {"top1": float((np.argmax(p.predictions, -1) == p.label_ids).mean())},
+        )
+        add_information_metrics(trainer)
+        trainer.train()
+        runs[name] = (trainer, trainer.evaluate(), trainer.predict(data))
+    (plain, m_plain, p_plain), (ours, m_ours, p_ours) = runs["trainer"], runs["infonc"]
+    keys = ("accuracy", "mir", "hdr", "class_mir", "class_hdr", "feature_entropy", "nc1", "nc2", "nc3", "nc4")
+    for key in keys:
+        assert math.isfinite(m_plain[f"eval_{key}"]), key
+        assert m_ours[f"eval_{key}"] == pytest.approx(m_plain[f"eval_{key}"], abs=1e-6), key
+    assert m_plain["eval_top1"] == m_plain["eval_accuracy"] and m_ours["eval_top1"] == m_ours["eval_accuracy"]
+    logged = [h for h in plain.state.log_history if "eval_mir" in h]
+    assert len(logged) == 3 and logged[-1]["eval_mir"] == m_plain["eval_mir"]  # logged, not only returned
+    assert isinstance(p_plain.predictions, np.ndarray) and p_plain.predictions.shape == (48, 3)
+    _assert_same_structure(p_plain.predictions, p_ours.predictions)
+    for trainer in (plain, ours):
+        folder = Path(trainer.args.output_dir)
+        assert (folder / "info_dynamics.png").stat().st_size > 10_000 and (folder / "neural_collapse.png").is_file()
+        document = json.loads((folder / "info_dynamics.json").read_text())
+        assert [e["step"] for e in document["evaluations"] if e["split"] == "eval"][:2] == [2, 4]
+
+
+def test_information_metrics_need_a_supported_model(tmp_path):
+    trainer = Trainer(model=RegressionModel(RegressionConfig()), args=_args(TrainingArguments, tmp_path))
+    with pytest.raises(TypeError, match="No hf_infonc adapter supports RegressionModel"):
+        add_information_metrics(trainer)
+
+
+# ------------------------------------------------------------------ the documented adapter example
+def test_documented_adapter_example(tmp_path):
+    """docs/adapters.md's GPT-2 adapter: with it, InfoNCTrainer trains a GPT-2 classifier with the MI loss,
+    and with weights 0 exactly as Trainer does."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from hf_infonc.adapters import base
+
+    text = (REPO / "docs" / "adapters.md").read_text().split("## Adding an adapter for a new family")[1]
+    code = text.split("```python\n")[1].split("```")[0]
+    registry = list(base._REGISTRY)
+    namespace: dict = {}
+    try:
+        exec(compile(code, "docs/adapters.md", "exec"), namespace)
+
+        def make_model():
+            torch.manual_seed(14)
+            config = GPT2Config(vocab_size=3100, n_embd=32, n_layer=2, n_head=2, n_positions=32, num_labels=3,
+                                pad_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+            return GPT2ForSequenceClassification(config)
+
+        data = text_dataset(n=32)
+        plain, ours = _pair(tmp_path, make_model, data, max_steps=2)
+        assert type(ours.adapter).__name__ == "GPT2ClassifierAdapter"
+        _assert_same_training(plain, ours, atol=1e-5)
+        trainer = InfoNCTrainer(
+            model=make_model(), args=_args(InfoNCTrainingArguments, tmp_path / "mi", mi_weight=0.3, max_steps=2),
+            train_dataset=data, data_collator=default_data_collator,
+        )
+        trainer.train()
+        assert all(math.isfinite(h["loss/mi"]) for h in _train_logs(trainer))
+    finally:
+        base._REGISTRY[:] = registry
+
+
+@pytest.mark.parametrize("family", ["bert", "clip"])
+def test_predict_on_unlabelled_data_with_information_weights(tmp_path, family):
+    """predict() on data without labels returns the logits, also with information weights > 0 and for
+    CLIP, whose classification runs through the adapter (model(**inputs) runs it)."""
+    from hf_infonc.testing import minilm_tokenizer
+
+    if family == "bert":
+        model, data, extra = tiny_bert_classifier(seed=15), text_dataset(n=20).remove_columns("labels"), {}
+    else:
+        model, data = tiny_clip(seed=15), image_dataset(n=20).remove_columns("labels")
+        extra = dict(class_names=["cat", "dog", "car"], processing_class=minilm_tokenizer())
+    data.set_format("torch")
+    trainer = InfoNCTrainer(
+        model=model, args=_args(InfoNCTrainingArguments, tmp_path, mi_weight=0.1, cma_weight=0.2),
+        data_collator=default_data_collator, **extra,
+    )
+    output = trainer.predict(data)
+    assert isinstance(output.predictions, np.ndarray) and output.predictions.shape == (20, 3)
+    assert output.label_ids is None
