@@ -103,7 +103,8 @@ class InformationMetrics:
         self.sample_batch_size = sample_batch_size
         self.user_compute_metrics: Callable | None = trainer.compute_metrics
         self.user_preprocess: Callable | None = trainer.preprocess_logits_for_metrics
-        capture = getattr(trainer, "feature_capture", None)
+        capture = getattr(trainer, "feature_capture", None)  # InfoNCTrainer fills it from its adapter
+        self.hook = None
         if capture is None:  # a plain Trainer: hook the model's own forward
             capture = FeatureCapture()
             self.hook = self.adapter.capture_features(model, capture)
