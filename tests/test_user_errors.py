@@ -564,6 +564,8 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "hf_infonc.cli", "finetune", str(path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=offline_env(),
+        # a test run from a background job inherits SIGINT ignored (bash does that): restore the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
