@@ -61,6 +61,9 @@ def run(out_path: str) -> None:
         params = {k: v.detach().double().flatten()[:64].tolist() for k, v in trainer.model.named_parameters()}
         with open(out_path, "w") as handle:
             json.dump({"log_history": trainer.state.log_history, "params": params, "world": world}, handle)
+    # shut the process group down: two CPU processes can otherwise abort at exit (SIGABRT)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
