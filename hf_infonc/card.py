@@ -325,15 +325,10 @@ def _weight(value: Any) -> str:
     return f"{value:g}"
 
 
-def _versions(family: str, training_mode: str) -> list[tuple[str, str]]:
+def package_versions(packages: Iterable[str]) -> list[tuple[str, str]]:
+    """``("python", version)`` and ``(package, version)`` of each installed one of ``packages``."""
     import platform
 
-    packages = ["hf-infonc", "torch", "transformers"]
-    if training_mode == "lora":
-        packages.append("peft")
-    if family == "open-clip":
-        packages.append("open_clip_torch")
-    packages += ["accelerate", "datasets", "huggingface_hub"]
     found = [("python", platform.python_version())]
     for name in packages:
         try:
@@ -341,6 +336,15 @@ def _versions(family: str, training_mode: str) -> list[tuple[str, str]]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+def _versions(family: str, training_mode: str) -> list[tuple[str, str]]:
+    packages = ["hf-infonc", "torch", "transformers"]
+    if training_mode == "lora":
+        packages.append("peft")
+    if family == "open-clip":
+        packages.append("open_clip_torch")
+    return package_versions([*packages, "accelerate", "datasets", "huggingface_hub"])
 
 
 def _local_model_hub_ids() -> dict[str, str]:
@@ -474,7 +478,9 @@ def _config_class_names(model: Any) -> list[str]:
 
 def _strip_metrics(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """``{"eval_mir": …}`` → ``{"mir": …}``, without timings and bookkeeping."""
-    skip = {"runtime", "samples_per_second", "steps_per_second", "epoch", "step", "model_preparation_time"}
+    from hf_infonc.callbacks import SPEED_KEYS
+
+    skip = {*SPEED_KEYS, "epoch", "step"}
     out = {}
     for key, value in metrics.items():
         if key.startswith(prefix + "_") and key[len(prefix) + 1 :] not in skip:

@@ -155,9 +155,17 @@ def _redacted(text: str, args: argparse.Namespace) -> str:
 
 
 def _resume_command(args: argparse.Namespace) -> str:
-    """The command line that continues an interrupted ``finetune``."""
-    words = ["hf-infonc", "finetune", args.recipe, *[w for item in args.overrides for w in ("--set", item)], "--resume"]
-    return " ".join(shlex.quote(w) for w in words)
+    """The command line that continues an interrupted ``finetune``; secret overrides (a token) are left out
+    and named, to be given again (a redacted value would be taken literally)."""
+    from hf_infonc.card import is_secret_key
+
+    secret = [item for item in args.overrides if is_secret_key(item.split("=", 1)[0].split(".")[-1])]
+    kept = [w for item in args.overrides if item not in secret for w in ("--set", item)]
+    command = " ".join(shlex.quote(w) for w in ["hf-infonc", "finetune", args.recipe, *kept, "--resume"])
+    if secret:
+        keys = ", ".join(item.split("=", 1)[0] for item in secret)
+        command += f" (and --set {keys} again)"
+    return command
 
 
 def _report(line: str, error: BaseException, args: argparse.Namespace, debug: bool, status: int) -> int:

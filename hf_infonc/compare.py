@@ -506,23 +506,13 @@ def comparison_statistics(results: Sequence[RunResult], variants: Sequence[str])
 # ---------------------------------------------------------------------------- outputs
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {"python": sys.version.split()[0]}
-    for package in ("hf-infonc", "torch", "transformers", "accelerate", "datasets"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
-
-
 def build_document(
     recipe_path: str, command: str, seeds: Sequence[int], variants: Sequence[Variant], overrides: Sequence[str],
     results: Sequence[RunResult], out: Path,
 ) -> dict[str, Any]:
     """Everything ``comparison.json`` holds (nothing that changes when the same command is run again)."""
+    from hf_infonc.card import package_versions
+
     names = [v.name for v in variants]
     runs = []
     for result in results:
@@ -547,7 +537,7 @@ def build_document(
         "test": f"paired two-sided Student t-test, {CONFIDENCE:.0%} confidence interval, verdict at p < {ALPHA:g}",
         "runs": runs,
         "statistics": comparison_statistics(results, names),
-        "versions": _versions(),
+        "versions": dict(package_versions(("hf-infonc", "torch", "transformers", "accelerate", "datasets"))),
     })
 
 

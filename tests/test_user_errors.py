@@ -583,3 +583,17 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     line = stderr.strip().splitlines()[-1]
     assert line.startswith("interrupted at step") and "Continue with: hf-infonc finetune" in line and line.endswith("--resume")
     assert last_complete_checkpoint(out)[0] is not None
+
+
+def test_resume_command_leaves_secrets_out():
+    """The command printed after Ctrl-C never carries a token (nor a redacted placeholder that --set would take
+    literally): it names the secret key to give again."""
+    import argparse
+
+    from hf_infonc.cli import _resume_command
+
+    args = argparse.Namespace(recipe="r.yaml", overrides=[f"training.hub_token={TOKEN}", "training.max_steps=3"])
+    command = _resume_command(args)
+    assert TOKEN not in command and "<redacted>" not in command
+    assert command.startswith("hf-infonc finetune r.yaml --set training.max_steps=3 --resume")
+    assert command.endswith("(and --set training.hub_token again)")

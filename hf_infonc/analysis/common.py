@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_infonc.callbacks import SPEED_KEYS
 from hf_infonc.errors import UserError
 from hf_infonc.finetune import load_saved_model as load_model  # noqa: F401 - used by the analyses
 
@@ -38,8 +39,6 @@ class AnalysisError(UserError):
     """A problem with the analysis' input (checkpoints, recipe, options); the CLI prints it without a traceback."""
 
 
-#: Metric names that describe the run's speed, not the model (left out of the analyses' results).
-SPEED_KEYS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "jit_compilation_time")
 
 
 @dataclass
