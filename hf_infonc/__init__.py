@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "InfoNCTrainer": "hf_infonc.trainer",
-    "InfoNCTrainingArguments": "hf_infonc.trainer",
+    "InfoNCTrainingArguments": "hf_infonc.training_args",
     "InformationMetrics": "hf_infonc.evaluation",
     "add_information_metrics": "hf_infonc.evaluation",
     "CrossModalAlignmentLoss": "hf_infonc.losses",

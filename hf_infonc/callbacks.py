@@ -1,33 +1,14 @@
 """``InfoDynamicsCallback``: the information measures over training, kept as a series and plotted.
 
-The paper's first analysis (SPEC §5, "training dynamics"; arXiv 2406.03999 §5): on the test set,
-MIR between the features and the head rows of the labels rises with the test accuracy, and HDR
-falls (towards 0 on CIFAR-100), while the neural-collapse measures NC1–NC4 shrink.
-
-:func:`hf_infonc.evaluation.add_information_metrics` already *logs* those measures at every
-evaluation of any ``Trainer`` (``eval_accuracy``, ``eval_mir``, ``eval_hdr``, ``eval_nc1`` …);
-this callback *keeps* them, with the step, the epoch and the latest training-loss components of
-the log history (``loss``, ``loss/base``, ``loss/cma``, ``loss/mi``, ``loss/entropy_gap``, batch
-``mir``/``hdr``), and at the end of training writes, on the main process only:
-
-* ``info_dynamics.json``: ``{"num_classes", "collapse", "evaluations": [...], "train_log": [...]}``
-  (non-finite values are written as ``null``);
-* ``info_dynamics.png``: accuracy, MIR, HDR, the matrix entropies H, and the training losses over
-  the steps, with the values at neural collapse (SPEC §3) as dashed lines:
-  ``MIR = mir_at_collapse(C)``, ``HDR = 0``, ``H = log(C-1)``;
-* ``neural_collapse.png``: NC1–NC4 over the steps (0 at collapse, dashed).
-
-Use it through a recipe (``analysis: {info_dynamics: true}``) or directly::
-
-    trainer = Trainer(..., args=TrainingArguments(..., eval_strategy="steps", eval_steps=100))
-    add_information_metrics(trainer)       # the measures, and this callback (writes into args.output_dir)
-    trainer.train()
-
-Every evaluation is recorded, whatever its metric prefix: the periodic ``eval`` ones, and e.g.
-``before``/``after`` of ``hf-infonc finetune`` (``split`` in each record). An evaluation that
-comes after the end of training (``after``) rewrites the files. ``C`` (for the reference lines)
-comes from ``num_classes=``, else the ``ClassLabel`` names of the evaluation (or training) data,
-else the model's class names or head rows; without it the reference lines are left out.
+The paper's training-dynamics analysis (docs/theory.md §5; arXiv 2406.03999 §5): on the test set MIR
+rises with the accuracy, HDR falls and NC1–NC4 shrink. :func:`hf_infonc.evaluation.add_information_metrics`
+logs those measures at every evaluation (and adds this callback); the callback keeps them, with the
+latest training-loss components, and at the end of training writes on the main process
+``info_dynamics.json`` (``{"num_classes", "collapse", "evaluations", "train_log"}``, non-finite values
+as ``null``), ``info_dynamics.png`` and ``neural_collapse.png``, with the values at collapse
+(docs/theory.md §3) as dashed lines. Every evaluation prefix is recorded (``split``: ``eval``, or
+``before``/``after`` of ``hf-infonc finetune``); one after the end of training rewrites the files. ``C``
+comes from ``num_classes=``, else the data's ``ClassLabel`` names, else the model's class names or head rows.
 """
 
 from __future__ import annotations
@@ -39,9 +20,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from hf_infonc.files import json_text, write_atomic
+from hf_infonc.info.collapse import entropy_at_collapse, mir_at_collapse
 
 logger = logging.getLogger(__name__)
 
@@ -56,23 +39,20 @@ TRAIN_LOG_SKIP = ("step", "epoch", "learning_rate", "grad_norm", "total_flos")
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:  # numpy / torch scalars
-            value = float(value)
-        except (TypeError, ValueError):
-            return None
-    value = float(value)
+    """``float(value)`` for numbers (numpy / torch scalars included) and finite values, else ``None``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
     return value if math.isfinite(value) else None
 
 
 def metric_prefix(metrics: Mapping[str, Any]) -> str:
     """The ``metric_key_prefix`` of an evaluation's metrics (``eval``, ``before``, ``eval_name`` …)."""
-    for key in metrics:
-        if key.endswith("_runtime"):
-            return key[: -len("_runtime")]
-    for key in metrics:
-        if key.endswith("_loss"):
-            return key[: -len("_loss")]
+    for suffix in ("_runtime", "_loss"):
+        for key in metrics:
+            if key.endswith(suffix):
+                return key[: -len(suffix)]
     return "eval"
 
 
@@ -82,9 +62,7 @@ def evaluation_record(metrics: Mapping[str, Any], step: int, epoch: float | None
     record: dict[str, Any] = {"step": int(step), "epoch": None if epoch is None else float(epoch), "split": prefix}
     for key, value in metrics.items():
         name = key[len(prefix) + 1 :] if key.startswith(prefix + "_") else key
-        if name in SPEED_KEYS or name in ("epoch", "step"):
-            continue
-        if isinstance(value, bool):
+        if name in SPEED_KEYS or name in ("epoch", "step") or isinstance(value, bool):
             continue
         try:
             record[name] = float(value)  # NaN stays NaN here (null in the JSON)
@@ -97,34 +75,25 @@ def _train_logs(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     """The training-loss entries of ``state.log_history`` (those with ``loss``, not the final summary)."""
     entries = []
     for entry in log_history:
-        if "loss" not in entry or "train_runtime" in entry:
-            continue
-        row = {"step": int(entry.get("step", 0)), "epoch": entry.get("epoch")}
-        for key, value in entry.items():
-            if key in ("step", "epoch"):
-                continue
-            number = _number(value)
-            if number is not None:
-                row[key] = number
-        entries.append(row)
+        if "loss" in entry and "train_runtime" not in entry:
+            numbers = {key: _number(value) for key, value in entry.items() if key not in ("step", "epoch")}
+            row = {"step": int(entry.get("step", 0)), "epoch": entry.get("epoch")}
+            entries.append({**row, **{key: value for key, value in numbers.items() if value is not None}})
     return entries
 
 
 def _logged_evaluations(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Evaluation records rebuilt from the Trainer's log (entries with ``<prefix>_runtime``, not ``train_``)."""
-    records = []
-    for entry in log_history:
-        if any(k.endswith("_runtime") and not k.startswith("train") for k in entry):
-            records.append(evaluation_record(entry, int(entry.get("step", 0)), entry.get("epoch")))
-    return records
+    return [
+        evaluation_record(entry, int(entry.get("step", 0)), entry.get("epoch")) for entry in log_history
+        if any(k.endswith("_runtime") and not k.startswith("train") for k in entry)
+    ]
 
 
 def collapse_reference(num_classes: int | None) -> dict[str, float] | None:
-    """Values at neural collapse (SPEC §3) for C classes: MIR, HDR, H and NC1–NC4 (0); None if unknown."""
+    """Values at neural collapse (docs/theory.md §3) for C classes: MIR, HDR, H and NC1–NC4 (0); None if unknown."""
     if num_classes is None or num_classes < 2:
         return None
-    from hf_infonc.info.collapse import entropy_at_collapse, mir_at_collapse
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # C = 2: MIR is 0/0 (NaN) at collapse
         mir = float(mir_at_collapse(int(num_classes)))
@@ -133,10 +102,20 @@ def collapse_reference(num_classes: int | None) -> dict[str, float] | None:
     return {k: (v if math.isfinite(v) else None) for k, v in reference.items()}
 
 
+def infer_class_names(dataset: Any, label_column: str = "label") -> list[str] | None:
+    """Class names from a ``datasets.ClassLabel`` column (``label`` or ``labels``), else ``None``."""
+    features = getattr(dataset, "features", None)
+    if not features:
+        return None
+    for column in (label_column, "labels"):
+        names = getattr(features.get(column), "names", None) if column in features else None
+        if names:
+            return list(names)
+    return None
+
+
 def infer_num_classes(model: Any = None, *datasets: Any) -> int | None:
     """C from the ``ClassLabel`` names of ``datasets``, else the model's class names or head rows."""
-    from hf_infonc.trainer import infer_class_names
-
     for dataset in datasets:
         names = infer_class_names(dataset) if dataset is not None else None
         if names:
@@ -147,9 +126,7 @@ def infer_num_classes(model: Any = None, *datasets: Any) -> int | None:
     if isinstance(names, (list, tuple)) and names:
         return len(names)
     try:
-        import torch
-
-        from hf_infonc.adapters import adapter_for
+        from hf_infonc.adapters import adapter_for  # the model families, only when needed
 
         with torch.no_grad():
             head = adapter_for(model).head_rows(model)
@@ -161,14 +138,13 @@ def infer_num_classes(model: Any = None, *datasets: Any) -> int | None:
 
 
 class InfoDynamicsCallback(TrainerCallback):
-    """Record the information and neural-collapse measures at every evaluation; write JSON and plots.
+    """Record the information and neural-collapse measures at every evaluation (``self.history``); write
+    :meth:`payload` as JSON, and the plots.
 
     Args:
         output_dir: where ``info_dynamics.json`` and the PNG plots go (default: ``args.output_dir``).
         num_classes: C for the reference lines at collapse (default: inferred, see the module doc).
         plot: write the PNG plots (matplotlib, Agg) as well as the JSON.
-
-    The series is ``self.history`` (a list of evaluation records); :meth:`payload` is what is written.
     """
 
     def __init__(self, output_dir: str | Path | None = None, num_classes: int | None = None, plot: bool = True) -> None:
@@ -182,7 +158,6 @@ class InfoDynamicsCallback(TrainerCallback):
         self._train_ended = False
         self.written: list[Path] = []
 
-    # ------------------------------------------------------------------ events
     def on_train_begin(self, args, state, control, **kwargs):
         self._train_ended = False
 
@@ -207,16 +182,12 @@ class InfoDynamicsCallback(TrainerCallback):
         if state.is_world_process_zero:
             self.write(self._directory(args), state)
 
-    # ------------------------------------------------------------------ output
     def _directory(self, args) -> Path:
         return self.output_dir if self.output_dir is not None else Path(args.output_dir)
 
     def payload(self, state: Any = None) -> dict[str, Any]:
-        """The JSON document: class count, values at collapse, evaluation records, training-loss log.
-
-        With ``state``, evaluations found in ``state.log_history`` but not seen by this callback
-        (those before a ``resume_from_checkpoint``) are merged in, by step.
-        """
+        """The JSON document: class count, values at collapse, evaluation records, training-loss log. With
+        ``state``, the evaluations of its log history this callback did not see (before a resume) are merged in."""
         evaluations = self.history
         if state is not None:
             self.train_log = _train_logs(state.log_history)
@@ -244,9 +215,6 @@ class InfoDynamicsCallback(TrainerCallback):
         self.written = written
         logger.info("InfoDynamicsCallback: wrote %s", ", ".join(str(p) for p in written))
         return written
-
-
-# ---------------------------------------------------------------------------- plots
 
 
 def _series(records: Sequence[Mapping[str, Any]], key: str, x: str = "step") -> tuple[list[float], list[float]]:

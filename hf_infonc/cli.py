@@ -35,14 +35,8 @@ DEBUG_ENV = "HF_INFONC_DEBUG"
 
 def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="path of a YAML recipe (see recipes/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe value, e.g. --set training.learning_rate=3e-5 (repeatable)",
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. --set training.learning_rate=3e-5 (repeatable)")
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -58,7 +52,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hf_infonc.finetune import holds_run
+    from hf_infonc.runs import holds_run
     from hf_infonc.preflight import check_recipe
     from hf_infonc.recipe import load_recipe
 
@@ -83,7 +77,7 @@ def _cmd_collapse(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from hf_infonc.card import push_output_dir
+    from hf_infonc.hub import push_output_dir
 
     url = push_output_dir(args.output_dir, repo_id=args.repo_id, private=args.private, token=args.token)
     print(f"Pushed {args.output_dir} to {url}")
@@ -91,9 +85,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _add_debug(parser: argparse.ArgumentParser, default: object = False) -> None:
-    parser.add_argument(
-        "--debug", action="store_true", default=default, help=f"show the traceback of errors (or set {DEBUG_ENV}=1)"
-    )
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help=f"show the traceback of errors (or set {DEBUG_ENV}=1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,28 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_arguments(finetune)
     _add_debug(finetune, argparse.SUPPRESS)
     mode = finetune.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in the output directory")
-    mode.add_argument(
-        "--overwrite", action="store_true",
-        help="replace a run in the output directory (kept until the new run has trained a step; put back if it fails before)",
-    )
-    mode.add_argument(
-        "--eval-only", action="store_true",
-        help="evaluate without training: the model saved in the output directory (writes eval_metrics.json, changes "
-        "nothing else), or the recipe's model when the directory holds no run (writes metrics.json)",
-    )
+    mode.add_argument("--resume", action="store_true",
+                      help="continue from the last complete checkpoint in the output directory")
+    mode.add_argument("--overwrite", action="store_true", help="replace a run in the output directory (kept until "
+                      "the new run has trained a step; put back if it fails before)")
+    mode.add_argument("--eval-only", action="store_true", help="evaluate without training: the model saved in the "
+                      "output directory (writes eval_metrics.json, changes nothing else), or the recipe's model when "
+                      "the directory holds no run (writes metrics.json)")
     finetune.set_defaults(func=_cmd_finetune)
 
-    check = commands.add_parser(
-        "check", help="validate a recipe against this machine (numbers, precision, data files, output folder) and print it"
-    )
+    check = commands.add_parser("check", help="validate a recipe against this machine (numbers, precision, data "
+                                "files, output folder) and print it")
     _add_recipe_arguments(check)
     _add_debug(check, argparse.SUPPRESS)
     check.set_defaults(func=_cmd_check)
 
-    collapse = commands.add_parser("collapse", help="closed-form vs measured H, MI, MIR, HDR at neural collapse")
-    collapse.add_argument("--classes", type=int, nargs="+", default=[3, 4, 10, 100])
-    collapse.add_argument("--seed", type=int, default=0)
+    collapse = commands.add_parser("collapse", help="closed-form vs measured H, MI, MIR, HDR at neural collapse "
+                                   "(docs/theory.md §3)")
+    collapse.add_argument("--classes", type=int, nargs="+", default=[3, 4, 10, 100], help="numbers of classes C")
+    collapse.add_argument("--seed", type=int, default=0, help="seed of the sampled features")
     collapse.set_defaults(func=_cmd_collapse)
 
     push = commands.add_parser("push", help="upload a run's output directory to the Hugging Face Hub")
@@ -136,20 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token", default=None, help="a Hub token (default: HF_TOKEN or the saved login)")
     push.set_defaults(func=_cmd_push)
 
-    try:
-        from hf_infonc.analysis.cli import add_analyze_parser
-    except ImportError:  # pragma: no cover - the analysis package is optional at import time
-        pass
-    else:
-        add_analyze_parser(commands)
+    from hf_infonc.analysis.cli import add_analyze_parser
     from hf_infonc.compare import add_compare_parser
 
+    add_analyze_parser(commands)
     add_compare_parser(commands)
     return parser
 
 
 def _redacted(text: str, args: argparse.Namespace) -> str:
-    from hf_infonc.card import redact_text
+    from hf_infonc.secrets import redact_text
 
     return redact_text(text, [*getattr(args, "secrets", []), getattr(args, "token", None)])
 
@@ -157,7 +143,7 @@ def _redacted(text: str, args: argparse.Namespace) -> str:
 def _resume_command(args: argparse.Namespace) -> str:
     """The command line that continues an interrupted ``finetune``; secret overrides (a token) are left out
     and named, to be given again (a redacted value would be taken literally)."""
-    from hf_infonc.card import is_secret_key
+    from hf_infonc.secrets import is_secret_key
 
     secret = [item for item in args.overrides if is_secret_key(item.split("=", 1)[0].split(".")[-1])]
     kept = [w for item in args.overrides if item not in secret for w in ("--set", item)]
@@ -188,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(f"error: {error}", error, args, debug, 2)
     except KeyboardInterrupt as interrupt:
         line = interrupt.message if isinstance(interrupt, TrainingInterrupted) else "interrupted."
-        if isinstance(interrupt, TrainingInterrupted) and interrupt.resume_from is not None and args.command == "finetune":
+        resumable = isinstance(interrupt, TrainingInterrupted) and interrupt.resume_from is not None
+        if resumable and args.command == "finetune":
             line += f" Continue with: {_resume_command(args)}"
         return _report(line, interrupt, args, debug, 130)
     except OSError as error:

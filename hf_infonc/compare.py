@@ -1,37 +1,18 @@
 """``hf-infonc compare``: run a recipe as variants × seeds and say whether the differences are real.
 
-::
-
-    hf-infonc compare recipes/demo.yaml --seeds 0-4 --jobs 2 --out /tmp/ablation \\
-        --variant ce:training.cma_weight=0,training.mi_weight=0 \\
-        --variant cma:training.mi_weight=0
-
 Every variant × seed is one ``hf-infonc finetune`` of the recipe in its own process, written to
-``OUT/<variant>/seed-<s>/`` with its log beside it (``OUT/<variant>/seed-<s>.log``). The first
-variant is the baseline; every other variant is compared with it seed by seed (a paired
-t-test), so the noise shared by a seed (initialisation, data order) cancels.
+``OUT/<variant>/seed-<s>/`` (log: ``OUT/<variant>/seed-<s>.log``). The first variant is the baseline;
+every other one is compared with it seed by seed (a paired t-test), so the noise a seed brings
+(initialisation, data order) cancels. A seed sets the recipe's ``seed`` (and ``training.seed`` /
+``training.data_seed`` when the recipe sets them); ``data.seed`` (split, few-shot and labelled
+subsets, size caps) stays the recipe's, so a variant may not change it. Variants are
+``NAME:KEY=VALUE[,KEY=VALUE…]`` with ``--set``'s dotted keys and YAML values (commas inside brackets
+or quotes do not split; a repeated name adds to that variant); ``--set`` applies to every run.
 
-Pairing. A seed sets the recipe's top-level ``seed`` (and ``training.seed``/``training.data_seed``
-when the recipe sets them): model initialisation, data order, augmentation. The data side is drawn
-with ``data.seed``, which is not touched: the test hold-out (fixed seed 0), the few-shot subset,
-the size caps and the labelled subset of a semi-supervised recipe (``ssl``) are the same in every
-run. A variant may therefore not change ``data.seed`` (use ``--set`` to change it for all runs).
-
-Variant syntax. ``NAME:KEY=VALUE[,KEY=VALUE…]`` with the recipe's dotted keys and YAML values, as
-``--set``; ``NAME`` or ``NAME:`` alone runs the recipe as it is. Commas inside brackets or quotes
-do not split (``data.class_names=[a, b]``, ``training.optim_args="momentum=0.9,nesterov=True"``),
-and a repeated ``--variant NAME:…`` adds to that variant. ``--set`` applies to every run; a
-variant's own value wins over it.
-
-Resume. A run whose folder holds a complete ``metrics.json`` (with the ``after`` block) is kept
-and not rerun; an incomplete folder is rerun with ``--overwrite``. A folder holding a run of
-other settings (its ``recipe.yaml`` differs) is an error, not silently reused. Failed runs are
-listed in the table with their log and last error line, and the command exits 1.
-
-Outputs (written atomically): ``comparison.json`` (every per-seed value, the statistics, the
-command, the versions, the overrides of every variant), ``comparison.md`` (the tables) and
-``comparison.png`` (per-seed points and means, one panel per metric). Nothing in them depends on
-the invocation, so the same command run again gives the same files.
+A run whose folder holds a complete ``metrics.json`` is kept, an incomplete one rerun with
+``--overwrite``, and one of other settings (its ``recipe.yaml`` differs) is an error. Failed runs are
+listed with their log and last error line (exit 1). ``comparison.json``, ``comparison.md`` and
+``comparison.png`` are written atomically and do not depend on the invocation. Guide: docs/recipes.md.
 """
 
 from __future__ import annotations
@@ -113,12 +94,7 @@ class Variant:
 
 @dataclasses.dataclass
 class Run:
-    """One variant × seed: where it goes, the command that produces it and its resolved recipe.
-
-    ``recipe`` is the recipe as ``hf-infonc finetune`` records it in the run's ``recipe.yaml``
-    (:meth:`~hf_infonc.recipe.Recipe.to_yaml`, read back), to tell a finished run of these settings
-    from one of others.
-    """
+    """One variant × seed: its folder, log, command, and ``recipe`` as its ``recipe.yaml`` will hold it."""
 
     variant: str
     seed: int
@@ -141,11 +117,8 @@ class RunResult:
 
 
 class CompareError(UserError):
-    """A comparison that cannot run as asked (variant or seed syntax, a reserved key, a folder of other settings).
-
-    The CLI prints it as one line and exits 2; recipe errors of a variant come wrapped in it, prefixed
-    with the variant's name.
-    """
+    """A comparison that cannot run as asked (variant or seed syntax, a reserved key, a folder of other settings);
+    a variant's recipe errors come wrapped in it, prefixed with the variant's name."""
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -400,7 +373,8 @@ def execute_runs(
             return RunResult(run, "finished", {m.key: m.read(metrics) for m in METRICS}, returncode=0)
         slot = slots.get()
         try:
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                   "PYTHONUNBUFFERED": "1"}
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
             command = [*run.command, *(["--overwrite"] if run.folder.exists() else [])]
@@ -450,12 +424,10 @@ def paired_difference(
 ) -> dict[str, Any]:
     """Paired comparison ``variant − baseline`` over the seeds where both have a value.
 
-    Mean difference d̄ with sample sd s over n pairs; standard error s/√n; Student's t = d̄/(s/√n)
-    with n − 1 degrees of freedom; two-sided p = 2·P(T > |t|); confidence interval
-    d̄ ± t_{(1+confidence)/2, n−1}·s/√n. Same numbers as ``scipy.stats.ttest_rel(variant, baseline)``
-    and its ``confidence_interval()``, including the degenerate cases: all differences equal and
-    non-zero gives t = ±∞ (``None`` here), p = 0 and a zero-width interval; all zero gives
-    t = p = undefined (``None``). Fewer than 2 pairs: no interval and no test.
+    t = d̄/(s/√n) with n − 1 degrees of freedom, two-sided p = 2·P(T > |t|), interval
+    d̄ ± t_{(1+confidence)/2, n−1}·s/√n: the numbers of ``scipy.stats.ttest_rel(variant, baseline)``,
+    degenerate cases included (equal non-zero differences: t = ±∞ (``None``), p = 0, zero-width
+    interval; all zero: t = p = ``None``). Fewer than 2 pairs: no interval and no test.
     """
     from scipy.stats import t as student_t
 
@@ -571,7 +543,8 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         f"variant is paired with the baseline `{baseline}` seed by seed. {len(runs) - len(failed)} of {len(runs)} "
         f"runs finished; their wall times add up to {total:.0f} s.", "",
         "Δ = variant − baseline over the seeds where both finished; 95 % CI from Student's t with n − 1 degrees of "
-        f"freedom; p: two-sided paired t-test; a difference is called distinguishable from seed noise when p < {ALPHA:g}.",
+        "freedom; p: two-sided paired t-test; a difference is called distinguishable from seed noise when "
+        f"p < {ALPHA:g}.",
         "",
     ]
     if document["set"]:
@@ -586,7 +559,8 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         block = document["statistics"][metric["key"]]
         lines += [
             "", f"## {metric['label']}", "",
-            f"| variant | mean ± sd | per seed ({', '.join(map(str, seeds))}) | Δ vs {baseline} | 95 % CI | p | n | reading |",
+            f"| variant | mean ± sd | per seed ({', '.join(map(str, seeds))}) | Δ vs {baseline} | 95 % CI | p | n "
+            "| reading |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for variant in document["variants"]:
@@ -607,9 +581,11 @@ def render_markdown(document: Mapping[str, Any]) -> str:
                 f"{_p_value(diff['p_value'])} | {diff['n']} | {diff['verdict']} |"
             )
     if failed:
-        lines += ["", "## Failed runs", "", "| variant | seed | exit code | log | last error line |", "|---|---|---|---|---|"]
+        lines += ["", "## Failed runs", "", "| variant | seed | exit code | log | last error line |",
+                  "|---|---|---|---|---|"]
         for r in failed:
-            lines.append(f"| {r['variant']} | {r['seed']} | {r['returncode']} | `{r['log']}` | {_cell(r['error'] or '')} |")
+            error = _cell(r["error"] or "")
+            lines.append(f"| {r['variant']} | {r['seed']} | {r['returncode']} | `{r['log']}` | {error} |")
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in document["versions"].items()) + "."]
     return "\n".join(lines) + "\n"
 
@@ -684,9 +660,7 @@ def compare(
     if out.exists() and not out.is_dir():
         raise CompareError(f"--out {out}: exists and is not a folder.")
     runs = plan_runs(recipe, variants, seed_list, out, overrides=overrides, finetune_command=finetune_command)
-    command = command or shlex.join(["hf-infonc", "compare", recipe, *(x for v in variant_specs for x in ("--variant", v)),
-                                     "--seeds", ",".join(map(str, seed_list)), *(x for o in overrides for x in ("--set", o)),
-                                     "--out", str(out)])
+    command = command or command_line(recipe, variant_specs, [",".join(map(str, seed_list))], overrides, out)
     if dry_run:
         for run in runs:
             log(shlex.join(run.command))
@@ -696,7 +670,8 @@ def compare(
     jobs = jobs or (len(gpus) if len(gpus) > 1 else 1)
     out.mkdir(parents=True, exist_ok=True)
     log(f"{len(runs)} runs ({len(variants)} variants × {len(seed_list)} seeds), {jobs} at a time"
-        + (f" on GPUs {', '.join(gpus)}" if gpus else f", {max(1, available_cores() // jobs)} thread(s) each") + f" → {out}")
+        + (f" on GPUs {', '.join(gpus)}" if gpus else f", {max(1, available_cores() // jobs)} thread(s) each")
+        + f" → {out}")
     results = execute_runs(runs, jobs=jobs, gpus=gpus, log=log)
     document = build_document(recipe, command, seed_list, variants, overrides, results, out)
     write_atomic(out / "comparison.json", json_text(document))
@@ -706,15 +681,20 @@ def compare(
     return document
 
 
+def command_line(recipe: str, variants: Sequence[str], seeds: Sequence[str], overrides: Sequence[str],
+                 out: str | Path, jobs: int | None = None) -> str:
+    """The ``hf-infonc compare`` command line of these arguments (recorded in ``comparison.json``)."""
+    return shlex.join([
+        "hf-infonc", "compare", recipe, *(x for v in variants for x in ("--variant", v)), "--seeds", *seeds,
+        *(["--jobs", str(jobs)] if jobs is not None else []), *(x for o in overrides for x in ("--set", o)),
+        "--out", str(out),
+    ])
+
+
 def _run_compare(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    seeds = args.seeds
-    command = shlex.join([
-        "hf-infonc", "compare", args.recipe, *(x for v in args.variants for x in ("--variant", v)),
-        "--seeds", *seeds, *(["--jobs", str(args.jobs)] if args.jobs is not None else []),
-        *(x for o in args.overrides for x in ("--set", o)), "--out", args.out,
-    ])
-    document = compare(args.recipe, args.variants, seeds, args.out, overrides=args.overrides, jobs=args.jobs,
+    command = command_line(args.recipe, args.variants, args.seeds, args.overrides, args.out, args.jobs)
+    document = compare(args.recipe, args.variants, args.seeds, args.out, overrides=args.overrides, jobs=args.jobs,
                        command=command, dry_run=args.dry_run, plot=not args.no_plot)
     if args.dry_run:
         return 0
@@ -725,7 +705,8 @@ def _run_compare(args: argparse.Namespace) -> int:
           f"{out / 'comparison.md'}" + ("" if args.no_plot else f" and {out / 'comparison.png'}") + ".")
     failed = [r for r in document["runs"] if r["status"] != "finished"]
     if failed:
-        print(f"{len(failed)} run(s) failed; see 'Failed runs' in the table. The same command runs them again (finished runs are kept).", file=sys.stderr)
+        print(f"{len(failed)} run(s) failed; see 'Failed runs' in the table. The same command runs them again "
+              "(finished runs are kept).", file=sys.stderr)
         return 1
     return 0
 
@@ -755,7 +736,8 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="runs in parallel (default: one per GPU where there are several, else 1); each gets "
                              "cores // jobs CPU threads")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe value in every run, e.g. --set training.num_train_epochs=4 (repeatable)")
+                        help="override a recipe value in every run, e.g. --set training.num_train_epochs=4 "
+                             "(repeatable)")
     parser.add_argument("--out", required=True, help="folder for the runs and comparison.{json,md,png}")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the runs' commands; run nothing")
     parser.add_argument("--no-plot", action="store_true", help="skip comparison.png")

@@ -1,16 +1,9 @@
-"""Gathering features from every process, with gradients.
+"""Gathering rows from every process, with gradients, so that a batch-Gram loss sees the global batch.
 
-Any loss built from a batch Gram must see the *global* batch, otherwise its value depends on
-how many processes run. :func:`all_gather_with_grad` concatenates the rows of every process
-(batches may differ in size) and, in backward, sums the incoming gradients over processes
-before handing each process the slice of its own rows.
-
-Why the sum is right: every process computes the same Gram loss ``L(X_all)``; process r's
-autograd graph only reaches its own rows ``X_r``. Summing the P identical gradients gives
-``P·∂L/∂X_r`` on process r, and DDP's gradient *average* over processes then yields exactly
-``∂L/∂θ`` — the single-process gradient on the concatenated batch (the construction of
-``torch.distributed.nn.functional.all_gather`` and of open_clip's ClipLoss, written here without
-the deprecated helper).
+In backward the incoming gradients are summed over processes and each process keeps the slice of
+its own rows: every process computes the same ``L(X_all)``, so the sum is ``P·∂L/∂X_r`` and DDP's
+average over processes gives the single-process gradient on the concatenated batch (the construction
+of ``torch.distributed.nn.functional.all_gather`` and of open_clip's ClipLoss).
 """
 
 from __future__ import annotations
@@ -50,11 +43,8 @@ class _AllGatherRows(torch.autograd.Function):
 
 
 def all_gather_with_grad(local: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``local`` (rows = samples) from all processes along dim 0, keeping gradients.
-
-    Returns ``local`` itself when not running distributed. Batches of different sizes are
-    allowed (the last batch of an epoch).
-    """
+    """Concatenate ``local`` (rows = samples, any count per process) from all processes, keeping gradients;
+    ``local`` itself when not running distributed."""
     if not is_distributed():
         return local
     return _AllGatherRows.apply(local)

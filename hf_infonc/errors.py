@@ -16,7 +16,7 @@ class                                          raised for
                                                run, no usable checkpoint to resume from
 :class:`hf_infonc.factory.ModelUnavailableError`  a model that needs the Hub while offline
 :class:`hf_infonc.data.DatasetUnavailableError`   a data set that needs the Hub or a package
-:class:`hf_infonc.card.HubPushError`           a push to the Hub that cannot be done
+:class:`hf_infonc.hub.HubPushError`            a push to the Hub that cannot be done
 :class:`hf_infonc.analysis.common.AnalysisError`  the inputs of ``hf-infonc analyze``
 =============================================  ===============================================
 

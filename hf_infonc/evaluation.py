@@ -8,28 +8,20 @@ One line adds them to any ``transformers.Trainer`` (a plain one, or :class:`~hf_
     add_information_metrics(trainer)      # eval_mir, eval_hdr, eval_nc1, … + info_dynamics.png at the end
     trainer.train()
 
-Every evaluation then also reports, computed in float64 from the evaluation set's features
-(the vector fed to the classifier; for CLIP, the image embedding), labels and the current head
-rows (the classifier's weight rows; for CLIP, the class-prompt text head):
+Every evaluation then also reports, in float64, from the evaluation set's features (the classifier's
+input; CLIP's image embedding), labels and current head rows: ``accuracy`` (unless ``compute_metrics``
+gives its own); ``mir``/``hdr``, the paper's sample-level ``MIR/HDR(G(features), G(W[labels]))`` averaged
+over batches of 64 (docs/metrics.md); ``class_mir``/``class_hdr``, ``head_entropy``,
+``class_mean_entropy`` (class-mean Gram against head Gram); ``nc1`` … ``nc4`` (Papyan, Han & Donoho 2020),
+from one streaming pass (:func:`hf_infonc.info.stream.neural_collapse_measures`).
 
-* ``accuracy`` (unless ``compute_metrics`` gives its own);
-* ``mir``/``hdr``: the paper's sample-level measures, ``MIR/HDR(G(features), G(W[labels]))``
-  averaged over consecutive batches of 64 evaluation samples (docs/metrics.md);
-* ``class_mir``/``class_hdr``, ``head_entropy``, ``class_mean_entropy``: the class-mean Gram
-  against the head Gram;
-* ``nc1`` … ``nc4`` (Papyan, Han & Donoho 2020), from one streaming pass
-  (:func:`hf_infonc.info.stream.neural_collapse_measures`).
-
-The features never travel in the predictions (``predict()`` returns exactly what ``Trainer``
-returns): a hook (plain ``Trainer``: on the model's classification head, through the model's
-adapter) or ``InfoNCTrainer`` (from its adapter's output) hands each evaluation batch's features
-to ``preprocess_logits_for_metrics``, which gathers them across processes with the same
-``gather_for_metrics`` as the logits, so they line up with the labels.
+The features never travel in the predictions: a hook on the model (plain ``Trainer``, through its
+adapter) or ``InfoNCTrainer``'s adapter output hands them to ``preprocess_logits_for_metrics``, which
+gathers them with the same ``gather_for_metrics`` as the logits.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -38,30 +30,21 @@ import torch
 from transformers import EvalPrediction, TrainerCallback
 
 from hf_infonc.adapters.base import FeatureCapture, adapter_for
+from hf_infonc.callbacks import InfoDynamicsCallback
 from hf_infonc.info.stream import neural_collapse_measures
+
+Array = np.ndarray | torch.Tensor
 
 #: Keys copied from the neural-collapse measures into the evaluation metrics (renamed).
 REPORTED = {
-    "sample_mir": "mir",
-    "sample_hdr": "hdr",
-    "sample_feature_entropy": "feature_entropy",
-    "class_mir": "class_mir",
-    "class_hdr": "class_hdr",
-    "head_entropy": "head_entropy",
-    "class_mean_entropy": "class_mean_entropy",
-    "nc1": "nc1",
-    "nc2": "nc2",
-    "nc3": "nc3",
-    "nc4": "nc4",
+    **{f"sample_{name}": name for name in ("mir", "hdr", "feature_entropy")},
+    **{name: name for name in ("class_mir", "class_hdr", "head_entropy", "class_mean_entropy")},
+    **{f"nc{i}": f"nc{i}" for i in range(1, 5)},
 }
 
 
 def information_metrics(
-    logits: np.ndarray | torch.Tensor | None,
-    features: np.ndarray | torch.Tensor | None,
-    labels: np.ndarray | torch.Tensor,
-    head: torch.Tensor | None,
-    *,
+    logits: Array | None, features: Array | None, labels: Array, head: torch.Tensor | None, *,
     sample_batch_size: int = 64,
 ) -> dict[str, float]:
     """Accuracy and the information / neural-collapse measures of one evaluation set."""
@@ -79,21 +62,15 @@ def information_metrics(
     measures = neural_collapse_measures(
         features_t, labels_t, head=head_t, logits=logits_t, sample_batch_size=sample_batch_size
     )
-    for key, name in REPORTED.items():
-        value = measures.get(key)
-        if value is not None:
-            metrics[name] = float(value) if not (isinstance(value, float) and math.isnan(value)) else math.nan
+    metrics.update({name: float(measures[key]) for key, name in REPORTED.items() if measures.get(key) is not None})
     return metrics
 
 
 class InformationMetrics:
-    """``compute_metrics`` and ``preprocess_logits_for_metrics`` that add the information measures.
-
-    Built by :func:`add_information_metrics`; ``trainer.compute_metrics`` is this object. It wraps
-    the trainer's existing ``compute_metrics`` (whose metrics win on a name clash, e.g.
-    ``accuracy``) and ``preprocess_logits_for_metrics``, which see exactly what they saw before.
-    After an evaluation, ``features`` holds its gathered features (on the CPU; half precision as
-    float32). With ``batch_eval_metrics``, the batches are collected until the last one.
+    """``compute_metrics`` and ``preprocess_logits_for_metrics`` that add the information measures
+    (built by :func:`add_information_metrics`). The trainer's own ``compute_metrics`` (whose metrics win
+    on a name clash) and ``preprocess_logits_for_metrics`` are wrapped and see what they saw before.
+    After an evaluation, ``features`` holds its gathered features (CPU; half precision as float32).
     """
 
     def __init__(self, trainer: Any, *, sample_batch_size: int = 64) -> None:
@@ -168,11 +145,9 @@ def add_information_metrics(
 ) -> InformationMetrics:
     """Add accuracy, MIR/HDR, the class measures and NC1–NC4 to every evaluation of ``trainer``.
 
-    Works with a plain ``transformers.Trainer`` (sequence and image classifiers, CoOp and linear
-    probes: any model whose adapter can read features from the model's own forward) and with
-    :class:`~hf_infonc.InfoNCTrainer` (every supported family), and gives both the same numbers for
-    the same model and data. With ``plots``, an :class:`~hf_infonc.callbacks.InfoDynamicsCallback`
-    writes ``info_dynamics.json``/``.png`` and ``neural_collapse.png`` at the end of training
+    Works with a plain ``transformers.Trainer`` (any model whose adapter reads features from its own
+    forward) and with :class:`~hf_infonc.InfoNCTrainer`, with the same numbers. With ``plots``, an
+    :class:`~hf_infonc.callbacks.InfoDynamicsCallback` writes its JSON and plots at the end of training
     (into ``output_dir``, default ``args.output_dir``). Returns the :class:`InformationMetrics`
     (also ``trainer.compute_metrics``).
     """
@@ -183,7 +158,5 @@ def add_information_metrics(
     trainer.preprocess_logits_for_metrics = metrics.preprocess_logits_for_metrics
     trainer.add_callback(_DiscardUnusedFeatures(metrics))
     if plots:
-        from hf_infonc.callbacks import InfoDynamicsCallback
-
         trainer.add_callback(InfoDynamicsCallback(output_dir=output_dir))
     return metrics

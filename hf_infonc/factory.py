@@ -1,4 +1,5 @@
-"""Build the model, its tokenizer/processor and its image preprocessing from a recipe's ``model`` section.
+"""Build the model, its tokenizer/processor and its image preprocessing from a recipe's ``model`` section;
+the model of a run (training mode applied, parameters frozen); a saved run's model, reloaded.
 
 The real Hub loading code is used (``from_pretrained(name)``, open_clip's factory). Two
 offline conveniences:
@@ -14,24 +15,24 @@ offline conveniences:
 from __future__ import annotations
 
 import copy
-import os
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from hf_infonc.errors import UserError
+from hf_infonc.errors import OutputDirError, UserError
 from hf_infonc.local_models import resolve_local
-from hf_infonc.recipe import ModelRecipe
+from hf_infonc.modes import HEAD_ONLY_MODES, apply_training_mode
+from hf_infonc.offline import hub_offline
+from hf_infonc.recipe import CLIP_FAMILIES, ModelRecipe, Recipe, RecipeError
+
+logger = logging.getLogger(__name__)
 
 
 class ModelUnavailableError(UserError):
     """A model (or tokenizer) that needs the Hub while the Hub cannot be reached."""
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
 def _load(what: str, name: str, loader, *args: Any, **kwargs: Any):
@@ -77,14 +78,6 @@ def _named_by_hub_id(model: nn.Module, requested: str | None) -> nn.Module:
     return model
 
 
-def _label_maps(class_names: list[str]) -> dict[str, Any]:
-    return {
-        "num_labels": len(class_names),
-        "id2label": dict(enumerate(class_names)),
-        "label2id": {name: i for i, name in enumerate(class_names)},
-    }
-
-
 def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
     """Instantiate the model family named by ``spec.family``."""
     import transformers as tf
@@ -92,51 +85,180 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
     name = resolve_local(spec.name_or_path)
     tokenizer_name = resolve_local(spec.tokenizer) or name
     if spec.family == "hf-clip":
-        if spec.config is not None:
-            model = tf.CLIPModel(tf.CLIPConfig(**spec.config))
-            tokenizer = _load("tokenizer", tokenizer_name, tf.AutoTokenizer.from_pretrained)
-            vision = model.config.vision_config
-            size = vision.image_size
-            image_processor = tf.CLIPImageProcessor(
-                size={"shortest_edge": size}, crop_size={"height": size, "width": size}
-            )
-            # tokenizer + image processor saved together: pipeline("zero-shot-image-classification") needs both
-            processor = tf.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
-            return BuiltModel(model, processor, tokenizer, image_processor)
-        model = _named_by_hub_id(_load("model", name, tf.CLIPModel.from_pretrained), spec.name_or_path)
-        processor = _load("processor", tokenizer_name, tf.CLIPProcessor.from_pretrained)
-        return BuiltModel(model, processor, processor.tokenizer, processor.image_processor)
+        if spec.config is None:
+            model = _named_by_hub_id(_load("model", name, tf.CLIPModel.from_pretrained), spec.name_or_path)
+            processor = _load("processor", tokenizer_name, tf.CLIPProcessor.from_pretrained)
+            return BuiltModel(model, processor, processor.tokenizer, processor.image_processor)
+        model = tf.CLIPModel(tf.CLIPConfig(**spec.config))
+        tokenizer = _load("tokenizer", tokenizer_name, tf.AutoTokenizer.from_pretrained)
+        size = model.config.vision_config.image_size
+        image_processor = tf.CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        # tokenizer + image processor saved together: pipeline("zero-shot-image-classification") needs both
+        processor = tf.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        return BuiltModel(model, processor, tokenizer, image_processor)
     if spec.family == "open-clip":
-        from hf_infonc.models.open_clip_hf import OpenCLIPModel
+        from hf_infonc.models import OpenCLIPModel
 
         source = copy.deepcopy(spec.config) if spec.config is not None else spec.name_or_path
         model = OpenCLIPModel.from_open_clip(source, spec.pretrained)
         tokenizer = model.get_tokenizer()  # an OpenCLIPTokenizer: the Trainer saves it with the model
         return BuiltModel(model, tokenizer, tokenizer, dict(model.config.preprocess_cfg))
-    if spec.family == "sequence-classification":
-        labels = _label_maps(class_names)
-        if spec.config is not None:
-            config = tf.AutoConfig.for_model(**{**spec.config, **labels})
-            model = tf.AutoModelForSequenceClassification.from_config(config)
-        else:
-            model = _load("model", name, tf.AutoModelForSequenceClassification.from_pretrained, **labels)
-            model = _named_by_hub_id(model, spec.name_or_path)
-        tokenizer = _load("tokenizer", tokenizer_name, tf.AutoTokenizer.from_pretrained)
-        return BuiltModel(model, tokenizer, tokenizer, None)
     if spec.family == "image-classification":
         import hf_infonc.models.wide_resnet  # noqa: F401  (registers model_type "wide_resnet" with the Auto classes)
+    auto = {
+        "sequence-classification": tf.AutoModelForSequenceClassification,
+        "image-classification": tf.AutoModelForImageClassification,
+    }.get(spec.family)
+    if auto is None:
+        raise ValueError(f"Unknown model family {spec.family!r}.")
+    labels = {
+        "num_labels": len(class_names),
+        "id2label": dict(enumerate(class_names)),
+        "label2id": {label: i for i, label in enumerate(class_names)},
+    }
+    if spec.config is not None:
+        config = tf.AutoConfig.for_model(**{**spec.config, **labels})
+        model = auto.from_config(config)
+    else:
+        mismatched = {"ignore_mismatched_sizes": True} if spec.family == "image-classification" else {}
+        model = _named_by_hub_id(_load("model", name, auto.from_pretrained, **mismatched, **labels), spec.name_or_path)
+    if spec.family == "sequence-classification":
+        tokenizer = _load("tokenizer", tokenizer_name, tf.AutoTokenizer.from_pretrained)
+        return BuiltModel(model, tokenizer, tokenizer, None)
+    if spec.config is not None:
+        size = getattr(config, "image_size", 224)
+        processor = tf.ViTImageProcessor(size={"height": size, "width": size})
+    else:
+        processor = _load("image processor", tokenizer_name, tf.AutoImageProcessor.from_pretrained)
+    return BuiltModel(model, processor, None, processor)
 
-        labels = _label_maps(class_names)
-        if spec.config is not None:
-            config = tf.AutoConfig.for_model(**{**spec.config, **labels})
-            model = tf.AutoModelForImageClassification.from_config(config)
-            size = getattr(config, "image_size", 224)
-            processor = tf.ViTImageProcessor(size={"height": size, "width": size})
-        else:
-            model = _load(
-                "model", name, tf.AutoModelForImageClassification.from_pretrained, ignore_mismatched_sizes=True, **labels
+
+# ---------------------------------------------------------------------------- the model of a run
+
+
+def build_recipe_model(recipe: Recipe, class_names: list[str]) -> BuiltModel:
+    """The model of a run: :func:`build_model`, the recipe's training mode applied, ``model.freeze`` frozen."""
+    built = build_model(recipe.model, class_names)
+    built.model = apply_recipe_mode(recipe, built, class_names)
+    if recipe.model.freeze:
+        frozen = freeze_parameters(built.model, recipe.model.freeze)
+        logger.info("Froze %d parameters (%s)", frozen, ", ".join(recipe.model.freeze))
+    return built
+
+
+def apply_recipe_mode(recipe: Recipe, built, class_names: list[str]):
+    """The model to train: ``built.model`` with the recipe's training mode applied (LoRA, CoOp, linear probe;
+    a classifier trained in full is returned as it is)."""
+    spec = recipe.model
+    if spec.family not in CLIP_FAMILIES and spec.training_mode == "full":
+        return built.model
+    from hf_infonc.data.prompts import get_templates
+
+    return apply_training_mode(
+        built.model, spec.training_mode, lora=spec.lora, coop=spec.coop, class_names=class_names,
+        tokenizer=built.tokenizer, templates=get_templates(recipe.data.prompt_templates),
+    )
+
+
+def freeze_parameters(model, prefixes: list[str]) -> int:
+    """Set ``requires_grad=False`` on parameters whose name starts with one of ``prefixes``."""
+    parameters = dict(model.named_parameters())
+    frozen = 0
+    for prefix in prefixes:
+        matched = [parameter for name, parameter in parameters.items() if name.startswith(prefix)]
+        if not matched:
+            roots = sorted({n.split(".")[0] for n in parameters})
+            raise RecipeError(f"model.freeze: no parameter name starts with '{prefix}' (top-level modules: {roots}).")
+        for parameter in matched:
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
+
+
+def _peft_weights(folder: Path) -> Path | None:
+    found = [folder / name for name in ("adapter_model.safetensors", "adapter_model.bin") if (folder / name).is_file()]
+    return found[0] if found else None
+
+
+def _load_head(model, folder: Path) -> None:
+    """Load a frozen-CLIP wrapper's saved head (every entry outside ``clip.``) into ``model``."""
+    from safetensors.torch import load_file
+
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        raise OutputDirError(f"{folder}: no model.safetensors with the {type(model).__name__} head in it.")
+    state = load_file(str(path))
+    expected = model.head_state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise OutputDirError(
+            f"{path} does not hold the head of this {type(model).__name__} (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}); is the recipe the one the run was trained with?"
+        )
+    for key, value in state.items():
+        if expected[key].shape != value.shape:
+            raise OutputDirError(
+                f"{path}: {key} has shape {tuple(value.shape)}, the model expects {tuple(expected[key].shape)}."
             )
-            model = _named_by_hub_id(model, spec.name_or_path)
-            processor = _load("image processor", tokenizer_name, tf.AutoImageProcessor.from_pretrained)
-        return BuiltModel(model, processor, None, processor)
-    raise ValueError(f"Unknown model family {spec.family!r}.")
+    model.load_state_dict(state, strict=False)
+
+
+def _load_peft(model, weights: Path) -> None:
+    import torch
+    from peft import set_peft_model_state_dict
+
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    else:  # pragma: no cover - old peft format
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    result = set_peft_model_state_dict(model, state)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise OutputDirError(f"{weights}: entries that this LoRA model does not have: {unexpected[:5]}.")
+
+
+def load_saved_model(recipe: Recipe, folder: str | Path, class_names: list[str]):
+    """Rebuild the model of ``recipe`` as :func:`run_recipe` does and load the weights saved in ``folder``
+    (a run's output folder or one of its ``checkpoint-N`` folders).
+
+    =========================================  =====================================================
+    training mode (recipe)                     what is loaded from the folder
+    =========================================  =====================================================
+    ``full``, classifier ``linear_probe``      ``from_pretrained(folder)`` of the model's class
+                                               (``OpenCLIPModel.from_pretrained`` rebuilds the causal
+                                               text mask)
+    ``coop``, CLIP ``linear_probe``            the head (``model.safetensors``: context vectors or
+                                               probe weights) into the rebuilt frozen-CLIP wrapper
+    ``lora``                                   ``adapter_model.safetensors`` into the rebuilt
+                                               ``peft`` model (``set_peft_model_state_dict``)
+    =========================================  =====================================================
+
+    Returns ``(model for the trainer, BuiltModel)``; the model is in eval mode with no parameter
+    requiring gradients (so CLIP class-prompt heads are cached).
+    """
+    from transformers import set_seed
+
+    folder = Path(folder)
+    spec = recipe.model
+    set_seed(recipe.seed)  # the frozen parts of a head-only run are rebuilt exactly as in training
+    built = build_model(spec, class_names)
+    head_only = spec.family in CLIP_FAMILIES and spec.training_mode in HEAD_ONLY_MODES
+    peft_weights = _peft_weights(folder) if spec.training_mode == "lora" else None
+    if spec.training_mode == "lora" and peft_weights is None:
+        raise OutputDirError(f"{folder}: the recipe trains with LoRA but there is no adapter_model.safetensors here.")
+    if not head_only and peft_weights is None:
+        if not (folder / "config.json").is_file():
+            raise OutputDirError(
+                f"{folder}: no saved model (config.json and weights) in it; pass the output directory of "
+                f"`hf-infonc finetune` or one of its checkpoint-N folders."
+            )
+        built.model = type(built.model).from_pretrained(str(folder))
+    model = built.model = apply_recipe_mode(recipe, built, class_names)
+    if head_only:
+        _load_head(model, folder)
+    elif peft_weights is not None:
+        _load_peft(model, peft_weights)
+    model.eval().requires_grad_(False)
+    return model, built

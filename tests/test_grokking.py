@@ -1,4 +1,4 @@
-"""Grokking analysis (SPEC §5): dataset, model, tracked history, JSON and plot, on a small modulus."""
+"""Grokking analysis (docs/theory.md §5): dataset, model, tracked history, JSON and plot, on a small modulus."""
 
 from __future__ import annotations
 

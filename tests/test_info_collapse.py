@@ -1,4 +1,4 @@
-"""Values at neural collapse (SPEC §3, Theorem 4.2 of arXiv 2406.03999) and the simplex ETF."""
+"""Values at neural collapse (docs/theory.md §3, Theorem 4.2 of arXiv 2406.03999) and the simplex ETF."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ F64 = torch.float64
 pytestmark = pytest.mark.usefixtures("single_blas_thread")
 
 
-# SPEC §3 table: C -> (H at collapse, MIR at collapse)
+# docs/theory.md §3 table: C -> (H at collapse, MIR at collapse)
 SPEC_TABLE = {
     3: (0.693147, 0.500000),
     4: (1.098612, 0.753953),
@@ -151,7 +151,7 @@ def test_collapse_is_invariant_to_feature_scale_per_sample() -> None:
 
 
 def test_random_batches_at_collapse_and_at_random_initialisation() -> None:
-    # SPEC §3: an unbalanced random batch at perfect collapse (C=10, B=64) gives
+    # docs/theory.md §3: an unbalanced random batch at perfect collapse (C=10, B=64) gives
     # MIR ≈ 0.955 ± 0.002 and H ≈ 2.133 ± 0.03; random features against random head rows
     # (d=128, C=10, B=64) give MIR ≈ 0.90 and HDR ≈ 0.44. Means over 100 batches.
     g = torch.Generator().manual_seed(0)

@@ -1,6 +1,6 @@
-"""Matrix entropy (von Neumann and Rényi): SPEC §1/§3 values, routes, invariances, references.
+"""Matrix entropy (von Neumann and Rényi): docs/theory.md §1/§3 values, routes, invariances, references.
 
-Every expected number here comes from the spec (SPEC.md §3), from a closed form, or from an
+Every expected number here comes from docs/theory.md §3, from a closed form, or from an
 independent float64 reference built with numpy + ``scipy.linalg.eigvalsh`` (tests/info_reference.py); none is
 a recorded output of ``hf_infonc.info``.
 """
@@ -56,7 +56,7 @@ FEATURE_CASES = {
 
 
 # ---------------------------------------------------------------------------------------------
-# SPEC §3 test vectors
+# docs/theory.md §3 test vectors
 # ---------------------------------------------------------------------------------------------
 def etf3() -> torch.Tensor:
     return torch.full((3, 3), -0.5, dtype=F64).fill_diagonal_(1.0)

@@ -1,6 +1,6 @@
-"""Matrix mutual information, MIR and HDR: SPEC §3 values, routes (incl. Kronecker), references.
+"""Matrix mutual information, MIR and HDR: docs/theory.md §3 values, routes (incl. Kronecker), references.
 
-Expected numbers come from SPEC.md §3 or from an independent numpy / scipy float64 reference
+Expected numbers come from docs/theory.md §3 or from an independent numpy / scipy float64 reference
 (n x n Grams, Hadamard joint) written in this file.
 """
 
@@ -78,7 +78,7 @@ PAIR_CASES = {
 
 
 # ---------------------------------------------------------------------------------------------
-# SPEC §3 test vectors
+# docs/theory.md §3 test vectors
 # ---------------------------------------------------------------------------------------------
 def etf3() -> torch.Tensor:
     return torch.full((3, 3), -0.5, dtype=F64).fill_diagonal_(1.0)

@@ -351,7 +351,7 @@ def test_the_gradient_is_not_itself_differentiable() -> None:
 
 
 def test_known_values() -> None:
-    # SPEC §3: ETF C = 10, balanced batch: H = log 9, H(G ⊙ G) = 2.301921
+    # docs/theory.md §3: ETF C = 10, balanced batch: H = log 9, H(G ⊙ G) = 2.301921
     head = simplex_etf(10, 16)
     labels = torch.arange(10).repeat(3)
     terms = cosine_gram_entropy_terms(head[labels], head, b_index=labels)

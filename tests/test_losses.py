@@ -28,7 +28,7 @@ IDS = ["cma", "mi", "mir", "gap", "hdr"]
 
 
 def _cma_reference(features, labels, head):
-    """Loop over classes, one group at a time (SPEC §4)."""
+    """Loop over classes, one group at a time (docs/theory.md §4)."""
     values = []
     for c in labels.unique():
         group = torch.cat([features[labels == c], head[c : c + 1]])

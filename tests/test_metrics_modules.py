@@ -121,7 +121,7 @@ def test_mir_hdr_at_collapse():
     labels = [i % 8 for i in range(128)]
     out = load_by_path("mir_hdr").compute(features=(2.0 * w[labels]).tolist(), references=labels, head=w)
     c = 8
-    expected = 1 / (c - 1) + (c - 2) * math.log(c - 2) / ((c - 1) * math.log(c - 1))  # SPEC §3
+    expected = 1 / (c - 1) + (c - 2) * math.log(c - 2) / ((c - 1) * math.log(c - 1))  # docs/theory.md §3
     assert out["mir"] == pytest.approx(expected, abs=1e-9)
     assert out["hdr"] == pytest.approx(0.0, abs=1e-9)
 

@@ -35,7 +35,8 @@ import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard, constants
 
-from hf_infonc.card import InfoNCCardData, push_output_dir, write_model_card
+from hf_infonc.card import InfoNCCardData, write_model_card
+from hf_infonc.hub import push_output_dir
 from hf_infonc.factory import build_model
 from hf_infonc.modes import LoraSettings, apply_training_mode
 from hf_infonc.recipe import ModelRecipe, recipe_from_dict

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_infonc.ssl import (
+from hf_infonc.semi_supervised import (
     FixedThreshold,
     ModelEMA,
     SelfAdaptiveThreshold,
@@ -24,7 +24,7 @@ from hf_infonc.ssl import (
     fairness_loss,
 )
 from hf_infonc.testing import tiny_vit_classifier
-from hf_infonc.trainer import InfoNCTrainingArguments
+from hf_infonc.training_args import InfoNCTrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -489,7 +489,7 @@ def test_recipe_unlabeled_split_joins_the_pool(tmp_path):
     from hf_infonc.data import build_datasets, class_names
     from hf_infonc.factory import build_model
     from hf_infonc.recipe import recipe_from_dict
-    from hf_infonc.ssl import semi_supervised_training_data
+    from hf_infonc.semi_supervised import semi_supervised_training_data
     import dataclasses
 
     recipe = recipe_from_dict(_ssl_recipe(tmp_path, unlabeled_split="test"))

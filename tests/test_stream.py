@@ -275,7 +275,7 @@ def test_perfect_collapse(num_classes):
     assert out["class_mir"] == pytest.approx(expected_mir, abs=1e-9)
     assert out["class_hdr"] == pytest.approx(0.0, abs=1e-9)
     assert out["head_entropy"] == pytest.approx(float(entropy_at_collapse(num_classes)), abs=1e-9)
-    # sample level (SPEC §3: same values for balanced n x n Grams); without the offset, which
+    # sample level (docs/theory.md §3: same values for balanced n x n Grams); without the offset, which
     # would change the cosine Gram of the uncentred features
     acc = NeuralCollapseAccumulator(num_classes, d, head=w)
     acc.update(w[y] * 2.0, y)
@@ -439,7 +439,7 @@ def test_batched_mir_hdr_matches_accumulator_and_reference():
     for key in ("mir", "hdr", "mi", "feature_entropy", "head_entropy", "num_batches"):
         assert out[key] == pytest.approx(acc[f"sample_{key}"], abs=1e-12), key
         assert out[key] == pytest.approx(ref[f"sample_{key}"], abs=TOL), key
-    # features of the same inputs from a second "model" (SPEC §2 item 3): any d₂ works
+    # features of the same inputs from a second "model" (docs/theory.md §2 item 3): any d₂ works
     other = torch.tanh(x @ torch.randn(12, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     two = batched_mir_hdr(x, other, batch_size=100, drop_last=True)
     ha, hb, hj = ref_pair(x[:100].numpy(), other[:100].numpy())

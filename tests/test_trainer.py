@@ -282,7 +282,7 @@ def test_exact_accumulation_replays_dropout(tmp_path, monkeypatch):
     replaying the RNG state, pass 2 would draw new masks and the gradient would differ."""
     import copy
 
-    import hf_infonc.trainer as trainer_module
+    from hf_infonc import grad_cache
     from hf_infonc.adapters.base import AdapterOutput
 
     data = _text_dataset(n=16)
@@ -331,7 +331,7 @@ def test_exact_accumulation_replays_dropout(tmp_path, monkeypatch):
     assert logged == pytest.approx(total, abs=1e-5)
     assert gap(exact, direct) < 1e-5
     assert gap(exact, direct_gradients(12)[0]) > 1e-3  # dropout does change the gradient
-    monkeypatch.setattr(trainer_module._RngState, "restore", lambda self: None)
+    monkeypatch.setattr(grad_cache.RngState, "restore", lambda self: None)
     assert gap(two_pass_gradients(11)[0], direct) > 1e-3  # the replay is what makes it exact
 
 

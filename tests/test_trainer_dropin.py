@@ -544,3 +544,22 @@ def test_predict_on_unlabelled_data_with_information_weights(tmp_path, family):
     output = trainer.predict(data)
     assert isinstance(output.predictions, np.ndarray) and output.predictions.shape == (20, 3)
     assert output.label_ids is None
+
+
+def test_evaluation_prepare_workaround_still_needed():
+    """While ``_EVALUATION_PREPARE_STICKS`` holds, accelerate must still treat a model prepared with
+    ``evaluation_mode=True`` as prepared for training (under bf16 its forward is not re-wrapped; on several
+    processes DDP is skipped). When this fails, accelerate re-prepares it: drop the workaround."""
+    import hf_infonc.trainer as trainer_module
+
+    if not trainer_module._EVALUATION_PREPARE_STICKS:
+        pytest.skip("the installed accelerate is not known to need the workaround")
+    script = (
+        "import torch\nfrom accelerate import Accelerator\n"
+        "accelerator = Accelerator(cpu=True, mixed_precision='bf16')\nmodel = torch.nn.Linear(2, 2)\n"
+        "accelerator.prepare_model(model, evaluation_mode=True)\nforward = model.forward\n"
+        "accelerator.prepare_model(model)\nprint(model.forward is forward)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True"

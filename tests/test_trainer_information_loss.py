@@ -17,7 +17,7 @@ from hf_infonc.losses import (
     clip_contrastive_loss,
 )
 from hf_infonc.testing import tiny_bert_classifier
-from hf_infonc.trainer import check_information_settings
+from hf_infonc.training_args import check_information_settings
 
 WEIGHTS = dict(cma_weight=0.5, mi_weight=0.1, entropy_gap_weight=0.2)
 
@@ -42,7 +42,7 @@ def _leaves(seed: int, pairwise: bool):
 
 
 def _reference(features, rows, labels, base, scale, *, normalized=False, dtype=None):
-    """The loss of SPEC §4 from the public loss modules, each validating its inputs."""
+    """The loss of docs/theory.md §4 from the public loss modules, each validating its inputs."""
     if base is None:
         base = clip_contrastive_loss(features, rows, scale)
     cma = CrossModalAlignmentLoss(dtype=dtype)(features, labels, rows)
@@ -134,7 +134,7 @@ def test_fused_path_equals_the_general_path(tmp_path, monkeypatch, pairwise: boo
     for fused in (True, False):
         trainer = _trainer(tmp_path, **weights)
         if not fused:
-            monkeypatch.setattr(trainer, "_fused_loss_applies", lambda *args: False)
+            monkeypatch.setattr(trainer.information_loss_module, "fused_applies", lambda *args: False)
         total, components = trainer.information_loss(out)
         assert isinstance(components, InformationComponents) == fused
         leaves = [t for t in (features, rows, base) if t is not None]
@@ -170,3 +170,24 @@ def test_logged_components_are_the_mean_of_the_steps(tmp_path) -> None:
         assert logged[key] == pytest.approx(sum(values) / 3, abs=2e-6), key
     assert logged["loss/extra"] == pytest.approx(6.0)
     assert trainer._reduced_components("train") == {}  # cleared after the log
+
+
+def test_weights_set_after_init_take_effect(tmp_path) -> None:
+    """``hyperparameter_search`` sets each trial's weights on ``trainer.args`` after ``__init__``: the
+    information loss must follow them, as ``Trainer`` follows a changed learning rate."""
+    trainer = _trainer(tmp_path)
+    features, rows, labels, base, scale = _leaves(2, False)
+    out = AdapterOutput(loss=base, features=features, head_rows=rows, labels=labels, pairwise=False)
+    with_terms, components = trainer.information_loss(out)
+    assert "loss/cma" in components and float(with_terms) != pytest.approx(float(base))
+    for key in WEIGHTS:
+        setattr(trainer.args, key, 0.0)
+    without, components = trainer.information_loss(AdapterOutput(
+        loss=base, features=features, head_rows=rows, labels=labels, pairwise=False))
+    assert float(without) == float(base)
+    assert not {"loss/cma", "loss/mi", "loss/entropy_gap"} & set(components)  # MIR/HDR are still logged
+    trainer.args.mi_weight = 0.3
+    only_mi, _ = trainer.information_loss(AdapterOutput(
+        loss=base, features=features, head_rows=rows, labels=labels, pairwise=False))
+    mi = MutualInformationLoss()(features, labels, rows)
+    assert float(only_mi) == pytest.approx(float(base + 0.3 * mi), abs=2e-6)

@@ -31,7 +31,8 @@ from transformers import TrainerCallback
 
 from hf_infonc.cli import main
 from hf_infonc.errors import DataError, OutputDirError, TrainingInterrupted, UserError
-from hf_infonc.finetune import checkpoint_problems, last_complete_checkpoint, run_recipe, write_json
+from hf_infonc.finetune import run_recipe, write_json
+from hf_infonc.runs import checkpoint_problems, last_complete_checkpoint
 from hf_infonc.recipe import RecipeError, load_recipe
 
 from test_finetune import TINY

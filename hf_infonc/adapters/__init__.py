@@ -1,4 +1,8 @@
-"""Model adapters: per model family, how to get (features, head rows, logits) from a batch."""
+"""Model adapters: per model family, how to get (features, head rows, logits) from a batch.
+
+Importing this package registers every built-in adapter (each module registers its own classes); the
+adapters of heads on frozen CLIP towers (CoOp, linear probe) come first, ahead of the CLIP they wrap.
+"""
 
 from hf_infonc.adapters.base import (
     AdapterOutput,
@@ -9,31 +13,14 @@ from hf_infonc.adapters.base import (
     registered_adapters,
     unwrap_peft,
 )
-from hf_infonc.adapters.classifier import (
-    ImageClassificationAdapter,
-    LinearHeadAdapter,
-    SequenceClassificationAdapter,
-)
-from hf_infonc.adapters.hf_clip import HFCLIPAdapter
-from hf_infonc.adapters.open_clip import OpenCLIPAdapter
+from hf_infonc.adapters.classifier import ImageClassificationAdapter, LinearHeadAdapter, SequenceClassificationAdapter
+from hf_infonc.adapters.clip import HFCLIPAdapter, OpenCLIPAdapter
 from hf_infonc.adapters.coop import CLIPLinearProbeAdapter, CoOpAdapter
 from hf_infonc.adapters.prompts import ClassPrompts, build_prompts
 
 __all__ = [
-    "AdapterOutput",
-    "CLIPLinearProbeAdapter",
-    "CoOpAdapter",
-    "OpenCLIPAdapter",
-    "ClassPrompts",
-    "HFCLIPAdapter",
-    "ImageClassificationAdapter",
-    "LinearHeadAdapter",
-    "ModelAdapter",
-    "SequenceClassificationAdapter",
-    "adapter_for",
-    "build_prompts",
-    "call_through_wrapper",
-    "register_adapter",
-    "registered_adapters",
-    "unwrap_peft",
+    "AdapterOutput", "CLIPLinearProbeAdapter", "ClassPrompts", "CoOpAdapter", "HFCLIPAdapter",
+    "ImageClassificationAdapter", "LinearHeadAdapter", "ModelAdapter", "OpenCLIPAdapter",
+    "SequenceClassificationAdapter", "adapter_for", "build_prompts", "call_through_wrapper", "register_adapter",
+    "registered_adapters", "unwrap_peft",
 ]

@@ -1,25 +1,12 @@
 """The adapter contract: how the trainer gets (features, head rows, logits) from a batch.
 
-The trainer knows nothing of CLIP or BERT. For each batch it asks an adapter for an
-:class:`AdapterOutput`:
-
-* ``features`` ``n x d``: the representation fed to the classifier (for CLIP, the projected
-  image embedding);
-* ``head_rows`` ``C x d``: the classifier-head rows (for CLIP, the normalised text embeddings of
-  the class prompts; for a sequence classifier, the weight rows of its final linear layer) —
-  or, for image–caption pairs (``pairwise=True``), the ``n x d`` caption embeddings, row i
-  being sample i's own anchor;
-* ``logits``, ``labels`` and the base ``loss`` (``None`` when the trainer must compute it, e.g.
-  the contrastive loss over the gathered batch);
-* ``outputs``: what the model's own ``forward`` returns for the batch (what ``transformers.Trainer``
-  would see), so that predictions, ``compute_loss_func`` and label smoothing see exactly what they
-  see under ``Trainer``.
-
-The trainer runs the adapter *as the model's forward* (:func:`replaced_forward`): ``Trainer``'s own
-``compute_loss`` calls ``model(**inputs)`` through any DDP/FSDP/DeepSpeed wrapper, and that call
-runs :meth:`ModelAdapter.forward` and hands ``outputs`` back to ``Trainer``.
-
-A new model family is a new :class:`ModelAdapter` subclass registered with
+The trainer knows nothing of CLIP or BERT: for each batch an adapter returns an :class:`AdapterOutput`
+(``features`` ``n x d``, the representation fed to the classifier; ``head_rows`` ``C x d``, the
+classifier-head rows, or for image–caption pairs the ``n x d`` caption embeddings; ``logits``,
+``labels``, the base ``loss``; ``outputs``, what the model's own forward returns). The trainer runs
+the adapter *as the model's forward* (:func:`replaced_forward`), so ``Trainer.compute_loss`` calls
+``model(**inputs)`` through any DDP/FSDP/DeepSpeed wrapper and sees exactly what it sees under
+``Trainer``. A new model family is a new :class:`ModelAdapter` subclass registered with
 :func:`register_adapter`; the trainer needs no edit.
 """
 
@@ -111,7 +98,10 @@ class ModelAdapter:
     def supports(cls, model: nn.Module) -> bool:
         raise NotImplementedError
 
-    def setup(self, model: nn.Module, *, class_names: list[str] | None, templates: list[str] | None, processing_class: Any = None) -> None:
+    def setup(
+        self, model: nn.Module, *, class_names: list[str] | None, templates: list[str] | None,
+        processing_class: Any = None,
+    ) -> None:
         """Called once by the trainer before training (e.g. to tokenise class prompts)."""
 
     def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:

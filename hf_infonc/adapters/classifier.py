@@ -1,20 +1,12 @@
 """Adapters for models with a linear classification head (text and image classifiers).
 
-The representation is the vector fed to the final linear layer and the head rows are that
-layer's weight rows (SPEC §2.4). The input is captured with a forward hook on the head layer,
-so the model's own forward (and loss) runs unchanged.
-
-Covered architectures: any ``AutoModelForSequenceClassification`` or
-``AutoModelForImageClassification`` whose final layer is an ``nn.Linear`` applied to one vector
-per example and found at one of :data:`HEAD_PATHS`:
-
-* ``classifier``: BERT, ALBERT, DistilBERT, DeBERTa(-v2), MPNet, XLM, ViT, DeiT, BEiT, Swin,
-  ConvNeXt, …
-* ``classifier.out_proj``: RoBERTa, XLM-RoBERTa, ELECTRA, CamemBERT, Longformer, …
-* ``classifier.dense``: a fallback for heads that name their last layer ``dense``.
-
-Decoder models whose ``score`` layer runs on every token (GPT-2, Llama) are not covered: their
-head sees ``batch x tokens x hidden``. To add an architecture, subclass
+The features are the vector fed to the final linear layer (captured by a hook, so the model's own
+forward and loss run unchanged) and the head rows are that layer's weight rows (docs/theory.md §2.4).
+Covered: any ``AutoModelForSequenceClassification`` / ``AutoModelForImageClassification`` whose final
+layer is an ``nn.Linear`` on one vector per example, found at one of :data:`HEAD_PATHS`: ``classifier``
+(BERT, DistilBERT, DeBERTa, MPNet, ViT, DeiT, BEiT, Swin, ConvNeXt, …), ``classifier.out_proj``
+(RoBERTa, XLM-RoBERTa, ELECTRA, …) or ``classifier.dense`` (a fallback). Decoder models whose
+``score`` layer runs on every token (GPT-2, Llama) are not covered. To add an architecture, subclass
 :class:`LinearHeadAdapter` and override :meth:`find_head` (or add a path to ``HEAD_PATHS``).
 """
 
@@ -114,7 +106,8 @@ class LinearHeadAdapter(ModelAdapter):
         finally:
             handle.remove()
         if not captured:
-            raise RuntimeError(f"{type(unwrap_peft(model)).__name__}: the classification head was not called in forward.")
+            name = type(unwrap_peft(model)).__name__
+            raise RuntimeError(f"{name}: the classification head was not called in forward.")
         return AdapterOutput(
             loss=outputs.get("loss") if isinstance(outputs, dict) else None,
             logits=outputs.get("logits") if isinstance(outputs, dict) else outputs[0],

@@ -1,25 +1,22 @@
 """Adapters for heads trained on frozen CLIP towers: CoOp prompts and the zero-shot-initialised linear probe.
 
-Both models compute their own head (:class:`~hf_infonc.models.frozen_clip.FrozenCLIPHeadModel`),
-so the adapter only maps their output onto :class:`AdapterOutput`:
-
-* ``features``: the projected image embeddings (frozen image tower);
-* ``head_rows``: CoOp — the normalised text embeddings of the learned prompts, recomputed at
-  every step (the context vectors train); linear probe — the rows of its weight matrix;
-* ``logits = scale · img_n · headᵀ`` and the cross-entropy base loss.
-
-They are registered *first*: they take priority over the adapters of the CLIP model they wrap.
-Classification only: an image–caption batch (with ``input_ids``) is an error.
+Both models compute their own head (:class:`~hf_infonc.models.frozen_clip.FrozenCLIPHeadModel`), so
+the adapter maps their output onto :class:`AdapterOutput`: the projected image embeddings, the head
+rows (CoOp: the normalised prompt embeddings, recomputed at every step; linear probe: its weight
+rows), ``logits = scale · img_n · headᵀ`` and the cross-entropy loss. Registered *first*, ahead of the
+adapters of the CLIP they wrap. Classification only: an image–caption batch is an error.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from hf_infonc.adapters.base import AdapterOutput, FeatureCapture, ModelAdapter, register_adapter, unwrap_peft
+from hf_infonc.models.coop import CoOpCLIP
+from hf_infonc.models.frozen_clip import CLIPLinearProbe, FrozenCLIPHeadModel
 
 
 class FrozenCLIPHeadAdapter(ModelAdapter):
@@ -27,18 +24,11 @@ class FrozenCLIPHeadAdapter(ModelAdapter):
 
     family = "frozen-clip-head"
     description = "hf_infonc.models.FrozenCLIPHeadModel subclasses"
-    _model_class_name = "FrozenCLIPHeadModel"
-
-    @classmethod
-    def _model_class(cls) -> type:
-        import hf_infonc.models.coop as coop
-        import hf_infonc.models.frozen_clip as frozen_clip
-
-        return getattr(coop, cls._model_class_name, None) or getattr(frozen_clip, cls._model_class_name)
+    model_class: ClassVar[type[nn.Module]] = FrozenCLIPHeadModel
 
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
-        return isinstance(model, cls._model_class())
+        return isinstance(model, cls.model_class)
 
     def setup(self, model, *, class_names=None, templates=None, processing_class=None) -> None:
         core = unwrap_peft(model)
@@ -61,15 +51,8 @@ class FrozenCLIPHeadAdapter(ModelAdapter):
             )
         labels = inputs.get("labels")
         out = model(**inputs)  # the model's own forward (and loss), as Trainer calls it
-        return AdapterOutput(
-            loss=out.loss,
-            logits=out.logits,
-            features=out.image_embeds,
-            head_rows=out.head_rows,
-            labels=labels,
-            logit_scale=out.logit_scale,
-            outputs=out,
-        )
+        return AdapterOutput(loss=out.loss, logits=out.logits, features=out.image_embeds, head_rows=out.head_rows,
+                             labels=labels, logit_scale=out.logit_scale, outputs=out)
 
     def is_pairwise(self, inputs: dict[str, Any]) -> bool:
         return False
@@ -85,13 +68,13 @@ class FrozenCLIPHeadAdapter(ModelAdapter):
 class CoOpAdapter(FrozenCLIPHeadAdapter):
     family = "coop"
     description = "hf_infonc.models.CoOpCLIP (CoOp prompt learning on a frozen HF or open_clip CLIP)"
-    _model_class_name = "CoOpCLIP"
+    model_class = CoOpCLIP
 
 
 class CLIPLinearProbeAdapter(FrozenCLIPHeadAdapter):
     family = "clip-linear-probe"
     description = "hf_infonc.models.CLIPLinearProbe (linear head on frozen CLIP image embeddings)"
-    _model_class_name = "CLIPLinearProbe"
+    model_class = CLIPLinearProbe
 
 
 register_adapter(CLIPLinearProbeAdapter, first=True)

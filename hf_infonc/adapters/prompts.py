@@ -1,35 +1,23 @@
 """Class prompts for CLIP-style heads: tokenise once, embed every step or once (cached).
 
 The head of a CLIP classifier is the matrix of normalised text embeddings of the class prompts
-(SPEC §2.4): with T templates, each class's row is the re-normalised mean of its T normalised
-prompt embeddings (CLIP's prompt ensembling).
+(docs/theory.md §2.4): with T templates, each class's row is the re-normalised mean of its T normalised
+prompt embeddings (CLIP's prompt ensembling, :func:`~hf_infonc.models.clip_towers.ensemble_head`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from hf_infonc.data.prompts import format_prompts, get_templates
+from hf_infonc.data.prompts import get_templates
+from hf_infonc.models.clip_towers import build_prompts, ensemble_head, tokenize
 
-def build_prompts(class_names: list[str], templates: Iterable[str] | None) -> list[str]:
-    """Class-major flat list of prompts: ``[t₁(c₁), t₂(c₁), …, t₁(c₂), …]`` (templates validated)."""
-    return [prompt for per_class in format_prompts(class_names, templates) for prompt in per_class]
-
-
-def classification_logits(image: torch.Tensor, head: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``scale · normalize(image) · headᵀ`` with ``head`` rows already unit-norm."""
-    image_n = nn.functional.normalize(image, dim=-1)
-    return scale * image_n @ head.to(image_n.dtype).T
-
-
-def ensemble_head(text: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Average the normalised prompt embeddings of each class over templates, then re-normalise."""
-    per_class = nn.functional.normalize(text, dim=-1).reshape(num_classes, -1, text.shape[-1]).mean(dim=1)
-    return nn.functional.normalize(per_class, dim=-1)
+__all__ = ["ClassPrompts", "build_prompts"]
 
 
 @dataclass
@@ -43,16 +31,13 @@ class ClassPrompts:
     _cache: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_hf_tokenizer(cls, class_names: list[str], templates: Iterable[str] | None, tokenizer) -> ClassPrompts:
+    def tokenize(
+        cls, class_names: list[str], templates: Iterable[str] | None, tokenizer: Any, *, length: int | None = None
+    ) -> ClassPrompts:
+        """With a ``transformers`` or an open_clip tokenizer (see :func:`~hf_infonc.models.clip_towers.tokenize`)."""
         templates = get_templates(templates)
-        batch = tokenizer(build_prompts(class_names, templates), padding=True, truncation=True, return_tensors="pt")
-        return cls(list(class_names), templates, batch["input_ids"], batch.get("attention_mask"))
-
-    @classmethod
-    def from_token_ids(cls, class_names: list[str], templates: Iterable[str] | None, tokenize: Callable) -> ClassPrompts:
-        """For tokenizers that return a LongTensor of ids (open_clip)."""
-        templates = get_templates(templates)
-        return cls(list(class_names), templates, tokenize(build_prompts(class_names, templates)))
+        ids, mask = tokenize(tokenizer, build_prompts(class_names, templates), length=length)
+        return cls(list(class_names), templates, ids, mask)
 
     @property
     def num_classes(self) -> int:

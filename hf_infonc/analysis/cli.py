@@ -1,4 +1,4 @@
-"""``hf-infonc analyze …``: the paper's analyses, one command each (SPEC §5).
+"""``hf-infonc analyze …``: the paper's analyses, one command each (docs/theory.md §5).
 
 ::
 
@@ -30,19 +30,22 @@ def _common(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments that ``--recipe``, ``--set``, ``--out``, ``--no-plot``, ``--no-progress`` give."""
+    return dict(recipe=args.recipe, overrides=args.overrides, out=args.out, plot=not args.no_plot,
+                progress=not args.no_progress)
+
+
 def _run_lmc(args: argparse.Namespace) -> int:
     from hf_infonc.analysis.lmc import linear_mode_connectivity
 
-    document = linear_mode_connectivity(
-        args.checkpoint_a, args.checkpoint_b, points=args.points, recipe=args.recipe, overrides=args.overrides,
-        out=args.out, plot=not args.no_plot, progress=not args.no_progress,
-    )
-    out = args.out or f"{args.checkpoint_a}/analysis/lmc"
+    document = linear_mode_connectivity(args.checkpoint_a, args.checkpoint_b, points=args.points, **_options(args))
     print(f"{'ω':>6} {'accuracy':>9} {'MIR':>8} {'HDR':>8} {'loss':>8}")
     for r in document["results"]:
-        print(f"{r['omega']:>6.3f} {_fmt(r.get('accuracy'))} {_fmt(r.get('mir'))} {_fmt(r.get('hdr'))} {_fmt(r.get('loss'))}")
+        print(f"{r['omega']:>6.3f} " + " ".join(_fmt(r.get(key)) for key in ("accuracy", "mir", "hdr", "loss")))
     barrier = document["barrier"]
     print(f"barriers: accuracy {_fmt(barrier['accuracy'])}, MIR {_fmt(barrier['mir'])}, loss {_fmt(barrier['loss'])}")
+    out = args.out or f"{args.checkpoint_a}/analysis/lmc"
     print(f"wrote {out}/lmc.json" + ("" if args.no_plot else f" and {out}/lmc.png"))
     return 0
 
@@ -50,12 +53,9 @@ def _run_lmc(args: argparse.Namespace) -> int:
 def _run_prune(args: argparse.Namespace) -> int:
     from hf_infonc.analysis.prune import prune_analysis
 
-    document = prune_analysis(
-        args.checkpoint, args.sparsity, recipe=args.recipe, overrides=args.overrides, out=args.out,
-        batch_size=args.batch_size, plot=not args.no_plot, progress=not args.no_progress,
-    )
-    out = args.out or f"{args.checkpoint}/analysis/prune"
-    print(f"unpruned: accuracy {_fmt(document['baseline'].get('accuracy'))}, MIR(before, before) {_fmt(document['mir_self'])}")
+    document = prune_analysis(args.checkpoint, args.sparsity, batch_size=args.batch_size, **_options(args))
+    baseline = _fmt(document["baseline"].get("accuracy"))
+    print(f"unpruned: accuracy {baseline}, MIR(before, before) {_fmt(document['mir_self'])}")
     print(f"{'sparsity':>9} {'achieved':>9} {'accuracy':>9} {'MIR(b,a)':>9} {'relative':>9} {'MIR':>8} {'HDR':>8}")
     for r in document["results"]:
         print(
@@ -63,6 +63,7 @@ def _run_prune(args: argparse.Namespace) -> int:
             f"{_fmt(r.get('mir_before_after'), 9)} {_fmt(r.get('mir_before_after_relative'), 9)} "
             f"{_fmt(r.get('mir'))} {_fmt(r.get('hdr'))}"
         )
+    out = args.out or f"{args.checkpoint}/analysis/prune"
     print(f"wrote {out}/prune.json" + ("" if args.no_plot else f" and {out}/prune.png"))
     return 0
 
@@ -78,15 +79,13 @@ def _run_grokking(args: argparse.Namespace) -> int:
 
 
 def _fmt(value: Any, width: int = 8) -> str:
-    if isinstance(value, (int, float)) and value == value:
-        return f"{value:>{width}.4f}"
-    return f"{'—':>{width}}"
+    return f"{value:>{width}.4f}" if isinstance(value, (int, float)) and value == value else f"{'—':>{width}}"
 
 
 def add_analyze_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``analyze {lmc,prune,grokking}`` on the ``hf-infonc`` sub-command parsers."""
     analyze = subparsers.add_parser("analyze", help="the paper's analyses: lmc, prune, grokking",
-                                    description="The paper's analyses (SPEC §5), one command each.")
+                                    description="The paper's analyses (docs/theory.md §5), one command each.")
     analyses = analyze.add_subparsers(dest="analysis", required=True)
 
     lmc = analyses.add_parser("lmc", help="linear mode connectivity of two checkpoints: accuracy, MIR, HDR along "

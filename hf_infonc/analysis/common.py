@@ -6,21 +6,19 @@ is the parent's ``recipe.yaml``), and any folder does with ``--recipe``.
 
 :func:`load_run` rebuilds the model exactly as ``run_recipe`` built it (same recipe, seed, data,
 class names and training mode) and then loads the saved weights with
-:func:`hf_infonc.finetune.load_saved_model` (re-exported here as :func:`load_model`; the same
-function ``hf-infonc finetune --eval-only`` uses): ``from_pretrained`` for full models, the head
-for CoOp and CLIP linear probes, the adapter for LoRA.
+:func:`hf_infonc.factory.load_saved_model` (as ``hf-infonc finetune --eval-only`` does):
+``from_pretrained`` for full models, the head for CoOp and CLIP linear probes, the adapter for LoRA.
 
 :func:`evaluation_trainer` then wraps the model in an :class:`~hf_infonc.trainer.InfoNCTrainer`
 for evaluation only (the recipe's training arguments with ``output_dir`` replaced and saving,
 reporting and periodic evaluation switched off), so the numbers are those of
 ``hf-infonc finetune`` (``metrics.json``'s ``after``): accuracy, the paper's sample-level MIR/HDR
-(batches of 64, SPEC §2 item 2), the class-mean measures, NC1–NC4, and the loss with its
+(batches of 64, docs/theory.md §2 item 2), the class-mean measures, NC1–NC4, and the loss with its
 components. The analyses are single-process tools.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,15 +28,11 @@ from torch import nn
 
 from hf_infonc.callbacks import SPEED_KEYS
 from hf_infonc.errors import UserError
-from hf_infonc.finetune import load_saved_model as load_model  # noqa: F401 - used by the analyses
-
-logger = logging.getLogger(__name__)
+from hf_infonc.factory import load_saved_model
 
 
 class AnalysisError(UserError):
     """A problem with the analysis' input (checkpoints, recipe, options); the CLI prints it without a traceback."""
-
-
 
 
 @dataclass
@@ -93,7 +87,7 @@ def load_run(run_dir: str | Path, *, recipe: str | Path | None = None, overrides
     loaded_recipe = load_recipe(recipe_path, overrides)
     datasets = build_datasets(loaded_recipe.data)
     names = dataset_class_names(datasets["train"])
-    model, built = load_model(loaded_recipe, run_dir, names)
+    model, built = load_saved_model(loaded_recipe, run_dir, names)
     _, eval_collate = build_collators(loaded_recipe, built, datasets)
     return LoadedRun(run_dir, loaded_recipe, recipe_path, model, built, datasets, names, eval_collate)
 
@@ -103,21 +97,14 @@ def evaluation_trainer(run: LoadedRun, output_dir: str | Path, **overrides: Any)
     from hf_infonc.evaluation import add_information_metrics
     from hf_infonc.trainer import InfoNCTrainer
 
-    values = dict(
-        output_dir=str(output_dir), report_to=[], save_strategy="no", eval_strategy="no", load_best_model_at_end=False,
-        push_to_hub=False,
-    )
-    values.update(overrides)
-    args = run.recipe.training_arguments(**values)
+    args = run.recipe.training_arguments(**{
+        "output_dir": str(output_dir), "report_to": [], "save_strategy": "no", "eval_strategy": "no",
+        "load_best_model_at_end": False, "push_to_hub": False, **overrides,
+    })
     trainer = InfoNCTrainer(
-        model=run.model,
-        args=args,
-        eval_dataset=run.test_dataset,
-        data_collator=run.eval_collator,
-        eval_data_collator=run.eval_collator,
-        processing_class=run.built.processing_class,
-        class_names=run.class_names,
-        text_tokenizer=run.built.tokenizer,
+        model=run.model, args=args, eval_dataset=run.test_dataset, data_collator=run.eval_collator,
+        eval_data_collator=run.eval_collator, processing_class=run.built.processing_class,
+        class_names=run.class_names, text_tokenizer=run.built.tokenizer,
     )
     add_information_metrics(trainer, plots=False)
     return trainer
@@ -144,11 +131,8 @@ def evaluate(trainer: Any, dataset: Any = None) -> Evaluation:
             metrics[name] = float(value)
     logits = output.predictions[0] if isinstance(output.predictions, (tuple, list)) else output.predictions
     features = getattr(trainer.compute_metrics, "features", None)
-
-    def tensor(x: Any) -> torch.Tensor | None:
-        return None if x is None else torch.as_tensor(x)
-
-    return Evaluation(metrics, tensor(logits), tensor(features), tensor(output.label_ids))
+    tensors = [None if x is None else torch.as_tensor(x) for x in (logits, features, output.label_ids)]
+    return Evaluation(metrics, *tensors)
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:

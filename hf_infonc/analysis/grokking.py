@@ -1,32 +1,21 @@
-"""Grokking of modular addition, tracked with MIR and HDR (SPEC §5; arXiv 2406.03999).
+"""Grokking of modular addition, tracked with MIR and HDR (docs/theory.md §5; arXiv 2406.03999).
 
-The experiment (after Nanda et al. 2023, "Progress measures for grokking via mechanistic
-interpretability", whose setting arXiv 2406.03999 reuses):
+The setting of Nanda et al. 2023 ("Progress measures for grokking via mechanistic
+interpretability"), which arXiv 2406.03999 reuses: ``(a + b) mod p`` (p = 113) read at the last
+position of ``[a, b, =]``; all ``p²`` pairs, a seeded 30% for training; a one-layer ReLU transformer
+without layer norm (``d_model = 128``, 4 heads of 32, MLP 512, learned positions, unembedding
+``W_U``); full batch, AdamW (lr 1e-3, weight decay 1.0, betas (0.9, 0.98)), a 10-step linear
+warm-up, cross-entropy in float64 (model in float32).
 
-* task: ``(a + b) mod p`` with ``p = 113``; the input is the sequence ``[a, b, =]`` over a vocabulary
-  of ``p + 1`` tokens (``=`` is token ``p``); the answer is read at the last position;
-* data: all ``p²`` pairs, a seeded random 30% for training, the other 70% for testing;
-* model: a one-layer ReLU transformer without layer norm: token and learned positional
-  embeddings (``d_model = 128``), causal attention with 4 heads of 32 (no biases), an MLP of
-  width 512 (with biases), and an unembedding ``W_U`` (``d_model x p``, no bias);
-* training: full batch, AdamW (lr 1e-3, weight decay 1.0, betas (0.9, 0.98)), a 10-step linear
-  warm-up as in Nanda et al., cross-entropy computed in float64 (model in float32).
+Tracked every ``eval_every`` steps on both splits: loss, accuracy, ``H(K₁)``, ``H(K₂)``, MI, MIR and
+HDR for ``K₁ = G(final-position features)`` and ``K₂ = G(W_U.T[labels])`` (docs/theory.md §2.2).
+**[choice]** The measures use a fixed, seeded subset of ``info_subset`` samples per split (default
+1024); ``None`` uses every sample (3830 / 8939 for p = 113, much slower: the Kronecker dual
+``128·113`` is larger than ``n``).
 
-Tracked every ``eval_every`` steps, on the training set and on the test set: loss, accuracy and
-the matrix-information measures between ``K₁ = G(features)`` (the final-position residual
-stream, i.e. the input of the unembedding) and ``K₂ = G(W_U.T[labels])`` (the head row of each
-sample's label, SPEC §2 item 2): the matrix entropies ``H(K₁)``, ``H(K₂)``, the mutual
-information, MIR and HDR. **[choice]** The measures use a fixed, seeded subset of
-``info_subset`` samples per split (default 1024): an ``n x n`` eigen-decomposition per
-evaluation; ``info_subset=None`` uses every sample (3830 train / 8939 test samples for p = 113,
-much slower because the Kronecker dual ``128·113`` is larger than ``n``).
-
-Speed: the model is one layer and only the last position is read, so the forward pass computes
-only what reaches the last position: the MLP runs at the last position only and the attention
-keys/values of the positions ``a`` and ``b`` come from per-token tables. This is the same
-function of the same parameters as the full-sequence computation (checked against
-:meth:`ModularAdditionTransformer.forward_sequence` in the tests), hence the same gradients and
-training dynamics, at about half the cost of a step on the CPU.
+The forward pass computes only what reaches the last position (the MLP there, the keys/values of
+``a`` and ``b`` from per-token tables): the same function of the same parameters as
+:meth:`ModularAdditionTransformer.forward_sequence` (checked in the tests), at about half the cost.
 
 Usage::
 
@@ -49,55 +38,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hf_infonc.errors import UserError
 from hf_infonc.info import entropy_at_collapse, entropy_terms, mir_at_collapse
-from hf_infonc.info.mutual import safe_ratio
+from hf_infonc.info.mutual import mir_hdr
 
 logger = logging.getLogger(__name__)
 
 #: The keys of every history record, in order.
 HISTORY_KEYS: tuple[str, ...] = (
-    "step",
-    "elapsed_s",
-    "train_loss",
-    "test_loss",
-    "train_acc",
-    "test_acc",
-    "train_mir",
-    "train_hdr",
-    "train_mi",
-    "train_h_features",
-    "train_h_heads",
-    "test_mir",
-    "test_hdr",
-    "test_mi",
-    "test_h_features",
-    "test_h_heads",
+    "step", "elapsed_s", "train_loss", "test_loss", "train_acc", "test_acc",
+    *(f"{split}_{key}" for split in ("train", "test") for key in ("mir", "hdr", "mi", "h_features", "h_heads")),
     "weight_norm",
 )
 
 
 @dataclass
 class GrokkingConfig:
-    """Settings of the grokking run; the defaults are the paper's (SPEC §5).
+    """Settings of the grokking run; the defaults are the paper's (docs/theory.md §5).
 
     Attributes:
-        modulus: p, the task is ``(a + b) mod p`` (113 in the paper).
-        train_fraction: share of the ``p²`` pairs used for training (0.3).
-        d_model, n_heads, d_mlp: model sizes (128, 4 heads of ``d_model / n_heads``, 512).
-        lr, weight_decay, betas: AdamW settings (1e-3, 1.0, (0.9, 0.98)).
-        warmup_steps: linear learning-rate warm-up, as in Nanda et al. (10).
-        steps: number of full-batch optimiser steps.
-        eval_every: evaluate (loss, accuracy, MIR, HDR) every this many steps, and at step 0 and
-            at the last step.
-        seed: seeds the data split, the initialisation and the info subsets.
-        device: torch device for the model ("cpu" or "cuda").
-        info_subset: number of samples per split for the matrix-information measures (a fixed
-            seeded subset); ``None`` for all samples.
-        grokking_threshold: test accuracy that marks the generalisation jump (0.95).
-        log_evals: also evaluate at log-spaced steps below ``eval_every`` (1, 2, 3, 6, 10, 18,
-            32, 56 for ``eval_every=100``), so that the fast first phase shows on a log axis.
-        num_threads: CPU threads for torch during the run (None: torch's default). On a CPU
-            shared with other jobs, 1 thread can be several times faster than oversubscribing.
+        modulus: p, the task is ``(a + b) mod p``; train_fraction: share of the ``p²`` pairs for training.
+        d_model, n_heads, d_mlp: model sizes (heads of ``d_model / n_heads``).
+        lr, weight_decay, betas: AdamW settings; warmup_steps: linear warm-up, as in Nanda et al.
+        steps: full-batch optimiser steps; eval_every: evaluate (loss, accuracy, MIR, HDR) every this many
+            steps, and at step 0 and the last step.
+        seed: seeds the data split, the initialisation and the info subsets; device: "cpu" or "cuda".
+        info_subset: samples per split for the matrix-information measures (a fixed seeded subset);
+            ``None`` for all samples.
+        grokking_threshold: test accuracy that marks the generalisation jump.
+        log_evals: also evaluate at log-spaced steps below ``eval_every`` (1, 2, 3, 6, 10, 18, 32, 56 for
+            ``eval_every=100``), so that the fast first phase shows on a log axis.
+        num_threads: CPU threads for torch during the run (None: torch's default); on a shared CPU, 1
+            thread can be several times faster than oversubscribing.
     """
 
     modulus: int = 113
@@ -120,22 +92,22 @@ class GrokkingConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.modulus, int) or self.modulus < 3:
-            raise ValueError(f"modulus={self.modulus!r} must be an int ≥ 3 (MIR needs at least 3 classes).")
+            raise UserError(f"modulus={self.modulus!r} must be an int ≥ 3 (MIR needs at least 3 classes).")
         if not 0.0 < self.train_fraction < 1.0:
-            raise ValueError(f"train_fraction={self.train_fraction} must lie strictly between 0 and 1.")
+            raise UserError(f"train_fraction={self.train_fraction} must lie strictly between 0 and 1.")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}.")
+            raise UserError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}.")
         if self.steps < 1 or self.eval_every < 1:
-            raise ValueError(f"steps={self.steps} and eval_every={self.eval_every} must be ≥ 1.")
+            raise UserError(f"steps={self.steps} and eval_every={self.eval_every} must be ≥ 1.")
         if self.info_subset is not None and self.info_subset < 2:
-            raise ValueError(f"info_subset={self.info_subset} must be ≥ 2 samples, or None for all samples.")
+            raise UserError(f"info_subset={self.info_subset} must be ≥ 2 samples, or None for all samples.")
         if not 0.0 < self.grokking_threshold <= 1.0:
-            raise ValueError(f"grokking_threshold={self.grokking_threshold} must be in (0, 1].")
+            raise UserError(f"grokking_threshold={self.grokking_threshold} must be in (0, 1].")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         n_pairs = self.modulus**2
         n_train = int(self.train_fraction * n_pairs)
         if n_train < 1 or n_train >= n_pairs:
-            raise ValueError(
+            raise UserError(
                 f"train_fraction={self.train_fraction} leaves {n_train} of {n_pairs} pairs for training; "
                 f"both splits must be non-empty."
             )
@@ -275,8 +247,7 @@ def information_measures(features: torch.Tensor, head_rows: torch.Tensor) -> dic
     """
     terms = entropy_terms(features.detach(), head_rows.detach())
     mi = terms.mutual_information
-    mir_value = safe_ratio(mi, torch.minimum(terms.h_a, terms.h_b), "nan", "MIR")
-    hdr_value = safe_ratio((terms.h_a - terms.h_b).abs(), torch.maximum(terms.h_a, terms.h_b), "nan", "HDR")
+    mir_value, hdr_value = mir_hdr(terms.h_a, terms.h_b, mi, "nan")
     return {
         "mir": float(mir_value),
         "hdr": float(hdr_value),
@@ -286,12 +257,8 @@ def information_measures(features: torch.Tensor, head_rows: torch.Tensor) -> dic
     }
 
 
-def _split_metrics(
-    model: ModularAdditionTransformer,
-    tokens: torch.Tensor,
-    labels: torch.Tensor,
-    info_rows: torch.Tensor,
-) -> dict[str, float]:
+def _split_metrics(model: ModularAdditionTransformer, tokens: torch.Tensor, labels: torch.Tensor,
+                   info_rows: torch.Tensor) -> dict[str, float]:
     logits, features = model(tokens[:, 0], tokens[:, 1])
     out = {
         "loss": float(F.cross_entropy(logits.double(), labels)),
@@ -314,10 +281,7 @@ def eval_steps_below(limit: int, per_decade: int = 4) -> list[int]:
 
 def first_step_at_or_above(steps: list[int], values: list[float], threshold: float) -> int | None:
     """The first ``steps[i]`` with ``values[i] ≥ threshold`` (None if never)."""
-    for step, value in zip(steps, values):
-        if value >= threshold:
-            return int(step)
-    return None
+    return next((int(step) for step, value in zip(steps, values) if value >= threshold), None)
 
 
 @dataclass
@@ -381,7 +345,7 @@ def run_grokking(
     progress: bool = True,
     callback: Callable[[dict[str, float], ModularAdditionTransformer], bool | None] | None = None,
 ) -> GrokkingResult:
-    """Train the one-layer transformer on modular addition and track MIR / HDR (SPEC §5).
+    """Train the one-layer transformer on modular addition and track MIR / HDR (docs/theory.md §5).
 
     Args:
         cfg: the settings (default: the paper's, :class:`GrokkingConfig`).
@@ -396,21 +360,16 @@ def run_grokking(
         A :class:`GrokkingResult` (history, grokking step, wall time, seeds in the config).
     """
     cfg = cfg or GrokkingConfig()
-    if cfg.num_threads is None:
-        return _run(cfg, progress, callback)
     previous = torch.get_num_threads()
-    torch.set_num_threads(cfg.num_threads)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
     try:
         return _run(cfg, progress, callback)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run(
-    cfg: GrokkingConfig,
-    progress: bool,
-    callback: Callable[[dict[str, float], ModularAdditionTransformer], bool | None] | None,
-) -> GrokkingResult:
+def _run(cfg: GrokkingConfig, progress: bool, callback: Callable[..., bool | None] | None) -> GrokkingResult:
     from tqdm.auto import tqdm
 
     device = torch.device(cfg.device)
@@ -447,11 +406,9 @@ def _run(
             weight_norm = float(torch.sqrt(sum((p.double() ** 2).sum() for p in model.parameters())))
         model.train()
         info_time += time.perf_counter() - t0
-        record: dict[str, float] = {"step": step, "elapsed_s": time.perf_counter() - start}
-        for split, values in (("train", train), ("test", test)):
-            for key, value in values.items():
-                record[f"{split}_{key}"] = value
-        record["weight_norm"] = weight_norm
+        record: dict[str, float] = {"step": step, "elapsed_s": time.perf_counter() - start, "weight_norm": weight_norm}
+        record.update({f"{split}_{key}": value for split, values in (("train", train), ("test", test))
+                       for key, value in values.items()})
         for key in HISTORY_KEYS:
             history[key].append(record[key])
         return record
@@ -475,13 +432,9 @@ def _run(
             bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.steps or step in early:
                 record = evaluate(step)
-                bar.set_postfix(
-                    loss=f"{record['train_loss']:.2e}",
-                    train_acc=f"{record['train_acc']:.3f}",
-                    test_acc=f"{record['test_acc']:.3f}",
-                    test_mir=f"{record['test_mir']:.3f}",
-                    refresh=False,
-                )
+                bar.set_postfix(loss=f"{record['train_loss']:.2e}", train_acc=f"{record['train_acc']:.3f}",
+                                test_acc=f"{record['test_acc']:.3f}", test_mir=f"{record['test_mir']:.3f}",
+                                refresh=False)
                 if callback is not None:
                     stop = bool(callback(record, model))
     except KeyboardInterrupt:  # Ctrl-C: keep what was measured, evaluate where training stopped
@@ -535,59 +488,46 @@ def plot_grokking(result: GrokkingResult, path: str | Path, *, title: str | None
     the memorisation step a dotted one; ``mir_at_collapse(p)`` is a dashed reference line in the
     MIR/HDR panel. Step 0 cannot be shown on a log axis and is left out. Returns the path.
     """
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    hist = result.history
+    hist, cfg, p = result.history, result.config, result.config.modulus
     keep = [i for i, s in enumerate(hist["step"]) if s > 0]
     steps = [hist["step"][i] for i in keep]
-
-    def series(key: str) -> list[float]:
-        return [hist[key][i] for i in keep]
-
-    fig, axes = plt.subplots(3, 1, figsize=(7.5, 9), sharex=True, constrained_layout=True)
-    ax_acc, ax_info, ax_loss = axes
-    ax_acc.plot(steps, series("train_acc"), color="C0", label="train accuracy")
-    ax_acc.plot(steps, series("test_acc"), color="C1", label="test accuracy")
+    figure = Figure(figsize=(7.5, 9), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = ax_acc, ax_info, ax_loss = figure.subplots(3, 1, sharex=True)
+    for ax, key, style, label in ((ax_acc, "acc", "-", "{} accuracy"), (ax_info, "mir", "-", "MIR {}"),
+                                  (ax_info, "hdr", "-.", "HDR {}"), (ax_loss, "loss", "-", "{} loss")):
+        for color, split in (("C0", "train"), ("C1", "test")):
+            values = [hist[f"{split}_{key}"][i] for i in keep]
+            ax.plot(steps, values, color=color, ls=style, label=label.format(split))
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(-0.02, 1.02)
-
-    ax_info.plot(steps, series("train_mir"), color="C0", label="MIR train")
-    ax_info.plot(steps, series("test_mir"), color="C1", label="MIR test")
-    ax_info.plot(steps, series("train_hdr"), color="C0", ls="-.", label="HDR train")
-    ax_info.plot(steps, series("test_hdr"), color="C1", ls="-.", label="HDR test")
-    p = result.config.modulus
     ax_info.axhline(result.mir_at_collapse, color="k", ls="--", lw=1, label=f"MIR at collapse (C={p})")
     ax_info.set_ylabel("MIR / HDR")
     ax_info.set_ylim(-0.02, 1.02)
-
-    ax_loss.plot(steps, series("train_loss"), color="C0", label="train loss")
-    ax_loss.plot(steps, series("test_loss"), color="C1", label="test loss")
     ax_loss.set_yscale("log")
     ax_loss.set_ylabel("cross-entropy")
     ax_loss.set_xlabel("step (full batch)")
     ax_loss.set_xscale("log")
 
-    for ax in axes:
-        if result.memorization_step:
-            ax.axvline(result.memorization_step, color="0.5", ls=":", lw=1)
-        if result.grokking_step:
-            ax.axvline(result.grokking_step, color="C3", ls="-", lw=1, alpha=0.7)
-        ax.grid(True, which="major", alpha=0.3)
     handles, labels = ax_acc.get_legend_handles_labels()
-    if result.memorization_step:
-        handles.append(plt.Line2D([], [], color="0.5", ls=":"))
-        labels.append(f"train acc ≥ {result.config.grokking_threshold:g} (step {result.memorization_step})")
-    if result.grokking_step:
-        handles.append(plt.Line2D([], [], color="C3"))
-        labels.append(f"test acc ≥ {result.config.grokking_threshold:g} (step {result.grokking_step})")
+    marks = (("memorization_step", "train", dict(color="0.5", ls=":")), ("grokking_step", "test", dict(color="C3")))
+    for attribute, split, style in marks:
+        step = getattr(result, attribute)
+        if step:
+            for ax in axes:
+                ax.axvline(step, lw=1, alpha=0.7 if split == "test" else 1.0, **style)
+            handles.append(Line2D([], [], **style))
+            labels.append(f"{split} acc ≥ {cfg.grokking_threshold:g} (step {step})")
+    for ax in axes:
+        ax.grid(True, which="major", alpha=0.3)
     ax_acc.legend(handles, labels, loc="center left", fontsize=8)
     ax_info.legend(loc="center left", fontsize=8, ncol=2)
     ax_loss.legend(loc="lower left", fontsize=8)
-    cfg = result.config
-    fig.suptitle(
+    figure.suptitle(
         title
         or (
             f"Grokking (a+b) mod {p}: 1-layer transformer, AdamW lr {cfg.lr:g}, wd {cfg.weight_decay:g}, "
@@ -597,8 +537,7 @@ def plot_grokking(result: GrokkingResult, path: str | Path, *, title: str | None
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    figure.savefig(path, dpi=110)
     return path
 
 
@@ -639,17 +578,9 @@ def main(argv: list[str] | None = None) -> int:
         print(plot_grokking(GrokkingResult.from_json(args.plot_only), plot_path))
         return 0
     cfg = GrokkingConfig(
-        modulus=args.modulus,
-        train_fraction=args.train_fraction,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        steps=args.steps,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        device=args.device,
-        info_subset=args.info_subset or None,
-        grokking_threshold=args.threshold,
-        num_threads=args.threads,
+        modulus=args.modulus, train_fraction=args.train_fraction, lr=args.lr, weight_decay=args.weight_decay,
+        steps=args.steps, eval_every=args.eval_every, seed=args.seed, device=args.device,
+        info_subset=args.info_subset or None, grokking_threshold=args.threshold, num_threads=args.threads,
         log_evals=not args.no_log_evals,
     )
     grokked_at: list[int] = []

@@ -1,4 +1,4 @@
-"""Linear mode connectivity of two checkpoints, with accuracy, MIR and HDR along the path (SPEC §5).
+"""Linear mode connectivity of two checkpoints, with accuracy, MIR and HDR along the path (docs/theory.md §5).
 
 For two fine-tuned models ``θ_A``, ``θ_B`` of one architecture (the paper: two models trained from
 one initialisation, e.g. with different data orders), every point of the segment
@@ -6,7 +6,7 @@ one initialisation, e.g. with different data orders), every point of the segment
     θ(ω) = (1 - ω)·θ_A + ω·θ_B,   ω ∈ linspace(0, 1, points)
 
 is evaluated on the recipe's test split: accuracy, the sample-level MIR/HDR between the features
-and the head rows of the labels (batches of 64, SPEC §2 item 2), the class-mean measures, NC1–NC4
+and the head rows of the labels (batches of 64, docs/theory.md §2 item 2), the class-mean measures, NC1–NC4
 and the loss (arXiv 2406.03999 §5: MIR and HDR follow the accuracy along the path).
 
 * Every floating-point entry of the state dict is interpolated (parameters and float buffers);
@@ -33,18 +33,10 @@ from typing import Any
 
 import torch
 
-from hf_infonc.files import json_text, write_atomic
 from hf_infonc.analysis.common import (
-    AnalysisError,
-    default_out,
-    evaluate,
-    evaluation_trainer,
-    find_recipe,
-    load_model,
-    load_run,
-    model_state,
-    set_model_state,
+    AnalysisError, default_out, evaluate, evaluation_trainer, find_recipe, load_run, model_state, set_model_state,
 )
+from hf_infonc.analysis.report import finite, plot_panels, progress_bar, save_document
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +54,8 @@ def check_recipes(recipe_a: Any, recipe_b: Any, name_a: str, name_b: str) -> Non
                 f"{a!r} ({name_a}) vs {b!r} ({name_b})."
             )
         if a != b:
-            logger.warning("model.%s differs between %s and %s; the state dicts are compared next.", key, name_a, name_b)
+            logger.warning("model.%s differs between %s and %s; the state dicts are compared next.", key, name_a,
+                           name_b)
     if recipe_a.raw.get("data") != recipe_b.raw.get("data"):
         logger.warning("The data sections of the two recipes differ; evaluating on %s's.", name_a)
 
@@ -70,29 +63,22 @@ def check_recipes(recipe_a: Any, recipe_b: Any, name_a: str, name_b: str) -> Non
 def check_same_architecture(state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor], name_a: str = "A",
                             name_b: str = "B") -> None:
     """Same keys, shapes and kinds of dtype; otherwise a ``ValueError`` naming the first mismatching key."""
-    for key, a in state_a.items():
-        if key not in state_b:
-            raise AnalysisError(
-                f"The checkpoints have different architectures: first mismatching key {key!r} is in {name_a} but not "
-                f"in {name_b}."
-            )
-        b = state_b[key]
+    different = "The checkpoints have different architectures: first mismatching key"
+    for key in [*state_a, *(key for key in state_b if key not in state_a)]:
+        if key not in state_a or key not in state_b:
+            has, lacks = (name_a, name_b) if key in state_a else (name_b, name_a)
+            raise AnalysisError(f"{different} {key!r} is in {has} but not in {lacks}.")
+        a, b = state_a[key], state_b[key]
         if a.shape != b.shape:
             raise AnalysisError(
-                f"The checkpoints have different architectures: first mismatching key {key!r} has shape "
-                f"{tuple(a.shape)} in {name_a} and {tuple(b.shape)} in {name_b}."
+                f"{different} {key!r} has shape {tuple(a.shape)} in {name_a} and {tuple(b.shape)} in {name_b}."
             )
         if a.is_floating_point() != b.is_floating_point():
             raise AnalysisError(f"{key!r}: dtype {a.dtype} in {name_a} but {b.dtype} in {name_b}.")
-    for key in state_b:
-        if key not in state_a:
-            raise AnalysisError(
-                f"The checkpoints have different architectures: first mismatching key {key!r} is in {name_b} but not "
-                f"in {name_a}."
-            )
 
 
-def interpolate_states(state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor], omega: float) -> dict[str, torch.Tensor]:
+def interpolate_states(state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor],
+                       omega: float) -> dict[str, torch.Tensor]:
     """``(1-ω)·θ_A + ω·θ_B`` for floating-point entries (computed in float32 or wider), A's integer entries."""
     mixed = {}
     for key, a in state_a.items():
@@ -106,7 +92,7 @@ def interpolate_states(state_a: dict[str, torch.Tensor], state_b: dict[str, torc
 
 
 def _barrier(omegas: list[float], values: list[float], *, higher_is_better: bool) -> float | None:
-    if any(v is None or not math.isfinite(v) for v in values):
+    if not all(finite(v) for v in values):
         return None
     line = [(1 - w) * values[0] + w * values[-1] for w in omegas]
     gaps = [(ln - v) if higher_is_better else (v - ln) for ln, v in zip(line, values)]
@@ -130,6 +116,7 @@ def linear_mode_connectivity(
     checkpoints; by default each checkpoint's own ``recipe.yaml``, and A's for the evaluation).
     Returns the JSON document.
     """
+    from hf_infonc.factory import load_saved_model
     from hf_infonc.recipe import load_recipe
 
     if isinstance(points, bool) or not isinstance(points, int) or points < 2:
@@ -144,7 +131,7 @@ def linear_mode_connectivity(
     out = Path(out) if out is not None else default_out("lmc", checkpoint_a)
 
     run = load_run(checkpoint_a, recipe=recipe, overrides=overrides)
-    model_b, _ = load_model(recipe_b, checkpoint_b, run.class_names)
+    model_b, _ = load_saved_model(recipe_b, checkpoint_b, run.class_names)
     state_a, state_b = model_state(run.model), model_state(model_b)
     del model_b
     check_same_architecture(state_a, state_b, str(checkpoint_a), str(checkpoint_b))
@@ -152,12 +139,7 @@ def linear_mode_connectivity(
     trainer = evaluation_trainer(run, out)
     omegas = torch.linspace(0, 1, points, dtype=torch.float64).tolist()
     results = []
-    iterator = omegas
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(omegas, desc="LMC: ω")
-    for omega in iterator:
+    for omega in progress_bar(omegas, "LMC: ω", progress):
         set_model_state(trainer, interpolate_states(state_a, state_b, omega))
         metrics = evaluate(trainer).metrics
         results.append({"omega": omega, **metrics})
@@ -169,7 +151,6 @@ def linear_mode_connectivity(
 
     from hf_infonc.callbacks import collapse_reference
 
-    series = {key: [r.get(key) for r in results] for key in ("accuracy", "mir", "hdr", "loss")}
     document = {
         "checkpoint_a": str(checkpoint_a),
         "checkpoint_b": str(checkpoint_b),
@@ -179,49 +160,24 @@ def linear_mode_connectivity(
         "num_classes": len(run.class_names),
         "collapse": collapse_reference(len(run.class_names)),
         "barrier": {
-            "accuracy": _barrier(omegas, series["accuracy"], higher_is_better=True),
-            "mir": _barrier(omegas, series["mir"], higher_is_better=True),
-            "loss": _barrier(omegas, series["loss"], higher_is_better=False),
+            key: _barrier(omegas, [r.get(key) for r in results], higher_is_better=key != "loss")
+            for key in ("accuracy", "mir", "loss")
         },
         "results": results,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "lmc.json", json_text(document))
-    if plot:
-        plot_lmc(document, out / "lmc.png")
+    save_document(out, "lmc", document, plot_lmc if plot else None)
     return document
 
 
 def plot_lmc(document: dict[str, Any], path: str | Path) -> Path:
-    """Accuracy, MIR, HDR and loss against ω (dashed: MIR and HDR at neural collapse, SPEC §3)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    """Accuracy, MIR, HDR and loss against ω (dashed: MIR and HDR at neural collapse, docs/theory.md §3)."""
     results = document["results"]
     reference = document.get("collapse") or {}
-    omegas = [r["omega"] for r in results]
-    figure = Figure(figsize=(13, 3.6), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 4)
     panels = [
-        ("test accuracy", [("accuracy", "accuracy")], None),
-        ("MIR", [("mir", "sample MIR"), ("class_mir", "class-mean MIR")], reference.get("mir")),
-        ("HDR", [("hdr", "sample HDR"), ("class_hdr", "class-mean HDR")], reference.get("hdr")),
-        ("test loss", [("loss", "loss"), ("loss/base", "loss/base")], None),
+        ("test accuracy", [("accuracy", "accuracy")], []),
+        ("MIR", [("mir", "sample MIR"), ("class_mir", "class-mean MIR")], [(reference.get("mir"), "at collapse")]),
+        ("HDR", [("hdr", "sample HDR"), ("class_hdr", "class-mean HDR")], [(reference.get("hdr"), "at collapse")]),
+        ("test loss", [("loss", "loss"), ("loss/base", "loss/base")], []),
     ]
-    for ax, (title, keys, ref) in zip(axes, panels):
-        for key, label in keys:
-            pairs = [(w, r.get(key)) for w, r in zip(omegas, results)]
-            pairs = [(w, v) for w, v in pairs if isinstance(v, (int, float)) and v is not None and math.isfinite(v)]
-            if pairs:
-                ax.plot(*zip(*pairs), marker="o", markersize=3, label=label)
-        if ref is not None:
-            ax.axhline(ref, linestyle="--", color="gray", linewidth=1, label="at collapse")
-        ax.set_title(title)
-        ax.set_xlabel("ω  (θ = (1-ω)·θ_A + ω·θ_B)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    figure.suptitle(f"Linear mode connectivity: A = {document['checkpoint_a']}, B = {document['checkpoint_b']}", fontsize=9)
-    path = Path(path)
-    figure.savefig(path, dpi=110)
-    return path
+    title = f"Linear mode connectivity: A = {document['checkpoint_a']}, B = {document['checkpoint_b']}"
+    return plot_panels(path, title, "ω  (θ = (1-ω)·θ_A + ω·θ_B)", [r["omega"] for r in results], results, panels)

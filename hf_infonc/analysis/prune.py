@@ -1,4 +1,4 @@
-"""Global magnitude pruning, tracked with MIR between the features before and after (SPEC §5).
+"""Global magnitude pruning, tracked with MIR between the features before and after (docs/theory.md §5).
 
 For each requested sparsity ``s`` the fine-tuned model is pruned afresh (from the unpruned
 weights): the fraction ``s`` of smallest-magnitude entries over **all** prunable weight matrices
@@ -14,14 +14,12 @@ Measured on the recipe's test split, for each ``s``:
   (checked against the request; a warning if they differ by more than 1e-3, e.g. because of
   weights that were already zero);
 * ``accuracy``, and the usual sample-level ``mir``/``hdr`` between the features and the head rows
-  of the labels (SPEC §2 item 2), class-mean measures, NC1–NC4, loss;
+  of the labels (docs/theory.md §2 item 2), class-mean measures, NC1–NC4, loss;
 * ``mir_before_after``/``hdr_before_after``/``mi_before_after``: ``K₁ = G(features before
   pruning)``, ``K₂ = G(features after)`` of the same inputs, averaged over consecutive batches of
-  64 (SPEC §2 item 3; arXiv 2409.16767: MIR stays high up to 90% sparsity).
+  64 (docs/theory.md §2.3; arXiv 2409.16767: MIR stays high up to 90% sparsity).
 
-Note on the reference value: identical features do **not** give MIR = 1. For ``K₁ = K₂ = K``,
-``MI = 2·H(K) - H(K ⊙ K)`` and ``MIR = MI/H(K)``, which is below 1 unless ``H(K ⊙ K) = H(K)``
-(e.g. 0.5 for the simplex ETF with C = 3, SPEC §3). So the document also holds
+Identical features do **not** give MIR = 1 (docs/theory.md §2.3), so the document also holds
 ``mir_self = MIR(before, before)`` (the value at sparsity 0) and each result has
 ``mir_before_after_relative = mir_before_after / mir_self`` (1 at sparsity 0).
 
@@ -42,17 +40,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_infonc.files import json_text, write_atomic
 from hf_infonc.analysis.common import (
-    AnalysisError,
-    clear_head_caches,
-    default_out,
-    evaluate,
-    evaluation_trainer,
-    load_run,
-    model_state,
-    set_model_state,
+    AnalysisError, clear_head_caches, default_out, evaluate, evaluation_trainer, load_run, model_state, set_model_state,
 )
+from hf_infonc.analysis.report import plot_panels, progress_bar, save_document
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +57,9 @@ def parse_sparsities(text: str | Sequence[float]) -> list[float]:
         try:
             values = [float(part) for part in text.split(",") if part.strip()]
         except ValueError as error:
-            raise AnalysisError(f"--sparsity {text!r}: expected comma-separated numbers in [0, 1], e.g. 0.5,0.9.") from error
+            raise AnalysisError(
+                f"--sparsity {text!r}: expected comma-separated numbers in [0, 1], e.g. 0.5,0.9."
+            ) from error
     else:
         values = [float(v) for v in text]
     if not values:
@@ -86,7 +79,8 @@ def prunable_parameters(model: nn.Module) -> list[tuple[nn.Module, str]]:
         if isinstance(module, PRUNABLE_MODULES):
             names = ["weight"]
         elif isinstance(module, nn.MultiheadAttention):
-            names = ["in_proj_weight"] if module.in_proj_weight is not None else ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
+            separate = ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
+            names = ["in_proj_weight"] if module.in_proj_weight is not None else separate
         for name in names:
             parameter = module._parameters.get(name)
             if parameter is None or id(parameter) in seen:
@@ -166,12 +160,7 @@ def prune_analysis(
     initial_sparsity, total = measured_sparsity(targets)
 
     results = []
-    iterator = values
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(values, desc="pruning: sparsity")
-    for sparsity in iterator:
+    for sparsity in progress_bar(values, "pruning: sparsity", progress):
         set_model_state(trainer, original)
         global_magnitude_prune(targets, sparsity)
         clear_head_caches(trainer)  # pruning changed the weights after set_model_state cleared them
@@ -211,23 +200,13 @@ def prune_analysis(
         "baseline": baseline.metrics,
         "results": results,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "prune.json", json_text(document))
-    if plot:
-        plot_prune(document, out / "prune.png")
+    save_document(out, "prune", document, plot_prune if plot else None)
     return document
 
 
 def plot_prune(document: dict[str, Any], path: str | Path) -> Path:
     """Accuracy, MIR(before, after), MIR/HDR vs head, and HDR(before, after) against the sparsity."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     results = sorted(document["results"], key=lambda r: r["achieved_sparsity"])
-    xs = [r["achieved_sparsity"] for r in results]
-    figure = Figure(figsize=(13, 3.6), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 4)
     baseline = document.get("baseline", {})
     panels = [
         ("test accuracy", [("accuracy", "accuracy")], [(baseline.get("accuracy"), "unpruned")]),
@@ -237,20 +216,6 @@ def plot_prune(document: dict[str, Any], path: str | Path) -> Path:
          [(baseline.get("mir"), "unpruned MIR"), (baseline.get("hdr"), "unpruned HDR")]),
         ("HDR(features before, after)", [("hdr_before_after", "HDR(before, after)")], [(0.0, "0 (identical)")]),
     ]
-    for ax, (title, keys, references) in zip(axes, panels):
-        for key, label in keys:
-            pairs = [(x, r.get(key)) for x, r in zip(xs, results)]
-            pairs = [(x, v) for x, v in pairs if isinstance(v, (int, float)) and v is not None and math.isfinite(v)]
-            if pairs:
-                ax.plot(*zip(*pairs), marker="o", markersize=3, label=label)
-        for value, label in references:
-            if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
-                ax.axhline(value, linestyle="--", color="gray", linewidth=1, label=label)
-        ax.set_title(title)
-        ax.set_xlabel("sparsity (fraction of weights = 0)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    figure.suptitle(f"Global magnitude pruning of {document['checkpoint']}", fontsize=9)
-    path = Path(path)
-    figure.savefig(path, dpi=110)
-    return path
+    xs = [r["achieved_sparsity"] for r in results]
+    title = f"Global magnitude pruning of {document['checkpoint']}"
+    return plot_panels(path, title, "sparsity (fraction of weights = 0)", xs, results, panels)

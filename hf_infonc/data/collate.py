@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = [
-    "ImageCaptionCollator",
-    "ImageClassificationCollator",
-    "TextClassificationCollator",
-    "is_hf_tokenizer",
-    "tokenize_texts",
-]
+Rows = Sequence[Mapping[str, Any]]
+Transform = Callable[[Any], torch.Tensor]
 
 
 def is_hf_tokenizer(tokenizer: Any) -> bool:
@@ -44,14 +40,8 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int | None = No
     context length (``max_length`` is ignored: the model's positional embedding fixes it).
     """
     if is_hf_tokenizer(tokenizer):
-        encoded = tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        return {key: value for key, value in encoded.items()}
+        encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return dict(encoded.items())
     if not callable(tokenizer):
         raise TypeError(
             f"Expected a Hugging Face tokenizer or an open_clip tokenizer (a callable returning a LongTensor), "
@@ -68,109 +58,85 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int | None = No
     return {"input_ids": ids.long()}
 
 
-def _column(examples: Sequence[Mapping[str, Any]], column: str, collator: str) -> list[Any]:
+def _column(examples: Rows, column: str, collator: object) -> list[Any]:
     try:
         return [example[column] for example in examples]
     except KeyError:
         present = sorted(examples[0].keys()) if examples else []
         raise KeyError(
-            f"{collator}: a row has no {column!r} column (columns: {present}). The data layer's standard "
-            f"columns are image/text/caption/label; keep them when building the Trainer "
+            f"{type(collator).__name__}: a row has no {column!r} column (columns: {present}). The data layer's "
+            f"standard columns are image/text/caption/label; keep them when building the Trainer "
             f"(e.g. TrainingArguments(remove_unused_columns=False))."
         ) from None
 
 
-def _labels(examples: Sequence[Mapping[str, Any]], column: str) -> torch.Tensor:
-    return torch.tensor([int(example[column]) for example in examples], dtype=torch.long)
+def _labels(examples: Rows, column: str, collator: object) -> torch.Tensor:
+    return torch.tensor([int(label) for label in _column(examples, column, collator)], dtype=torch.long)
 
 
-def _pixel_values(images: list[Any], transform: Callable[[Any], torch.Tensor] | None, collator: str) -> torch.Tensor:
+def _pixel_values(images: list[Any], transform: Transform | None, collator: object) -> torch.Tensor:
     tensors = []
     for image in images:
         if isinstance(image, torch.Tensor):
             tensors.append(image)
         elif transform is None:
-            raise ValueError(f"{collator}: rows hold PIL images, so a transform to tensors is needed; pass transform=...")
+            raise ValueError(
+                f"{type(collator).__name__}: rows hold PIL images, so a transform to tensors is needed; "
+                f"pass transform=..."
+            )
         else:
             tensors.append(transform(image))
     return torch.stack(tensors).float()
 
 
+@dataclass(eq=False)
 class ImageClassificationCollator:
     """Rows with ``image`` and ``label`` → ``{"pixel_values": float B×3×H×W, "labels": long B}``."""
 
-    def __init__(
-        self,
-        transform: Callable[[Any], torch.Tensor] | None,
-        image_column: str = "image",
-        label_column: str = "label",
-    ) -> None:
-        self.transform = transform
-        self.image_column = image_column
-        self.label_column = label_column
+    transform: Transform | None
+    image_column: str = "image"
+    label_column: str = "label"
 
-    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        name = type(self).__name__
-        images = _column(examples, self.image_column, name)
-        _column(examples, self.label_column, name)
-        return {
-            "pixel_values": _pixel_values(images, self.transform, name),
-            "labels": _labels(examples, self.label_column),
-        }
+    def __call__(self, examples: Rows) -> dict[str, torch.Tensor]:
+        images = _column(examples, self.image_column, self)
+        labels = _labels(examples, self.label_column, self)
+        return {"pixel_values": _pixel_values(images, self.transform, self), "labels": labels}
 
 
+@dataclass(eq=False)
 class TextClassificationCollator:
     """Rows with ``text`` and ``label`` → tokenizer outputs (``input_ids``, ``attention_mask``,
     ...) + ``labels``. ``max_length`` applies to Hugging Face tokenizers."""
 
-    def __init__(
-        self,
-        tokenizer: Any,
-        max_length: int | None = 128,
-        text_column: str = "text",
-        label_column: str = "label",
-    ) -> None:
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.text_column = text_column
-        self.label_column = label_column
+    tokenizer: Any
+    max_length: int | None = 128
+    text_column: str = "text"
+    label_column: str = "label"
 
-    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        name = type(self).__name__
-        texts = [str(t) for t in _column(examples, self.text_column, name)]
-        _column(examples, self.label_column, name)
-        batch = tokenize_texts(self.tokenizer, texts, self.max_length)
-        batch["labels"] = _labels(examples, self.label_column)
-        return batch
+    def __call__(self, examples: Rows) -> dict[str, torch.Tensor]:
+        texts = [str(t) for t in _column(examples, self.text_column, self)]
+        labels = _labels(examples, self.label_column, self)
+        return {**tokenize_texts(self.tokenizer, texts, self.max_length), "labels": labels}
 
 
+@dataclass(eq=False)
 class ImageCaptionCollator:
     """Rows with ``image`` and ``caption`` (and optionally ``label``) → ``pixel_values``,
     ``input_ids`` (+ ``attention_mask`` for Hugging Face tokenizers) and ``labels`` when every
     row has a label."""
 
-    def __init__(
-        self,
-        transform: Callable[[Any], torch.Tensor] | None,
-        tokenizer: Any,
-        max_length: int | None = 77,
-        image_column: str = "image",
-        caption_column: str = "caption",
-        label_column: str = "label",
-    ) -> None:
-        self.transform = transform
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.image_column = image_column
-        self.caption_column = caption_column
-        self.label_column = label_column
+    transform: Transform | None
+    tokenizer: Any
+    max_length: int | None = 77
+    image_column: str = "image"
+    caption_column: str = "caption"
+    label_column: str = "label"
 
-    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        name = type(self).__name__
-        images = _column(examples, self.image_column, name)
-        captions = [str(c) for c in _column(examples, self.caption_column, name)]
-        batch = {"pixel_values": _pixel_values(images, self.transform, name)}
+    def __call__(self, examples: Rows) -> dict[str, torch.Tensor]:
+        images = _column(examples, self.image_column, self)
+        captions = [str(c) for c in _column(examples, self.caption_column, self)]
+        batch = {"pixel_values": _pixel_values(images, self.transform, self)}
         batch.update(tokenize_texts(self.tokenizer, captions, self.max_length))
         if examples and all(example.get(self.label_column) is not None for example in examples):
-            batch["labels"] = _labels(examples, self.label_column)
+            batch["labels"] = _labels(examples, self.label_column, self)
         return batch

@@ -1,16 +1,7 @@
 """The ``data:`` section of a recipe, as a typed dataclass.
 
-A recipe such as::
-
-    data:
-      source: digits
-      shots: 16
-      seed: 1
-      prompt_templates: ["a photo of the number: \\"{}\\"."]
-
-becomes ``DataConfig(source="digits", shots=16, seed=1, ...)``. The recipe loader validates
-the keys and the types from the dataclass fields; ``__post_init__`` here checks what types
-cannot express (ranges, mutually exclusive options, well-formed prompt templates).
+The recipe loader validates the keys and the types from the dataclass fields; ``__post_init__``
+checks what types cannot express (ranges, exclusive options, well-formed prompt templates).
 """
 
 from __future__ import annotations
@@ -20,33 +11,32 @@ from typing import Union
 
 from hf_infonc.errors import DataError
 
-from .prompts import TEMPLATE_SETS, validate_template
-
-__all__ = ["DataConfig", "LOCAL_SOURCES"]
+from .prompts import DEFAULT_TEMPLATES, TEMPLATE_SETS, validate_template
 
 #: Sources read from local files, with the option that must name the files.
 LOCAL_SOURCES: dict[str, str] = {
-    "imagefolder": "data_dir",
-    "csv": "data_files",
-    "json": "data_files",
-    "jsonl": "data_files",
-}
+    "imagefolder": "data_dir", "csv": "data_files", "json": "data_files", "jsonl": "data_files",
+}  # fmt: skip
 
 DataFiles = Union[str, list[str], dict[str, Union[str, list[str]]]]
 
 
-def _default_templates() -> list[str]:
-    return ["a photo of a {}."]
+def _whole(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _paths(value: object) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, (list, tuple)) and bool(value) and all(isinstance(f, str) for f in value)
+    )
 
 
 @dataclass
 class DataConfig:
     """Where the data comes from and how it is split, sub-sampled and presented.
 
-    The datasets built from it (:func:`hf_infonc.data.build_datasets`) have the splits
-    ``train`` and ``test`` (and ``validation`` when ``validation_size`` is set) and the
-    standard columns ``image`` (PIL, RGB) or ``text`` (str), optionally ``caption`` (str), and
-    ``label`` (a ``datasets.ClassLabel`` whose names are the human-readable class names).
+    :func:`hf_infonc.data.build_datasets` turns it into the splits ``train``, ``test`` (and ``validation`` when
+    ``validation_size`` is set) with the standard columns of :mod:`hf_infonc.data.columns`.
     """
 
     source: str
@@ -109,7 +99,7 @@ class DataConfig:
     seed: int = 0
     """Seed for the validation hold-out, few-shot sampling and sub-sampling."""
 
-    prompt_templates: list[str] | str = field(default_factory=_default_templates)
+    prompt_templates: list[str] | str = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
     """CLIP prompt templates, each with one ``{}`` (or ``{c}``) placeholder for the class
     name, or the name of a template set: ``default``, ``openai_imagenet`` (CLIP's 80
     ImageNet templates), ``simple_imagenet`` (its 7-template subset), ``mnist``."""
@@ -145,19 +135,24 @@ class DataConfig:
             )
         self.source = self.source.strip()
         key = self.source.lower()
-
         needed = LOCAL_SOURCES.get(key)
         if needed is not None and getattr(self, needed) is None:
-            example = "data_dir: path/to/images" if needed == "data_dir" else "data_files: path/to/file." + (
-                "jsonl" if key in ("json", "jsonl") else "csv"
-            )
+            suffix = "jsonl" if key in ("json", "jsonl") else "csv"
+            example = "data_dir: path/to/images" if needed == "data_dir" else f"data_files: path/to/file.{suffix}"
             raise DataError(
                 f"data.source '{self.source}' reads local files, so data.{needed} is required but "
                 f"was not set. Add it to the recipe, e.g. `{example}`."
             )
-        if self.data_files is not None:
-            self._check_data_files()
-
+        files = self.data_files
+        if files is not None and not (
+            bool(files) and all(isinstance(k, str) and _paths(v) for k, v in files.items())
+            if isinstance(files, dict)
+            else _paths(files)
+        ):
+            raise DataError(
+                f"data.data_files must be a path, a non-empty list of paths, or a mapping from split name "
+                f"to path(s), got {files!r}. Example: data_files: {{train: train.csv, test: test.csv}}."
+            )
         for name in ("test_size", "validation_size"):
             value = getattr(self, name)
             if value is None:
@@ -169,68 +164,47 @@ class DataConfig:
                     + (" (or omit it for no validation split)." if name == "validation_size" else ".")
                 )
             setattr(self, name, float(value))
-
         for name in ("shots", "max_train_samples", "max_eval_samples", "image_size"):
             value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if value is not None and not _whole(value, 1):
                 raise DataError(
                     f"data.{name} must be a positive integer or null, got {value!r}. "
                     f"Remove it from the recipe for no limit, or give a whole number >= 1."
                 )
-        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
+        if not _whole(self.max_length, 1):
             raise DataError(f"data.max_length must be a positive integer (tokens), got {self.max_length!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        if not _whole(self.seed, 0):
             raise DataError(f"data.seed must be a non-negative integer, got {self.seed!r}.")
-
         if self.eval_split is not None and self.eval_split == self.train_split:
             raise DataError(
                 f"data.eval_split and data.train_split are both '{self.train_split}': the model would be "
                 f"evaluated on its own training data. Pick another eval_split, or omit it to use the "
                 f"source's test split (or a held-out fraction, data.test_size)."
             )
-
         if self.image_column is not None and self.text_column is not None:
             raise DataError(
                 f"data.image_column ({self.image_column!r}) and data.text_column ({self.text_column!r}) are "
                 f"both set, but a dataset is either image or text classification. For image-caption "
                 f"pairs set image_column and caption_column instead."
             )
-
         if self.class_names is not None:
-            names = self.class_names
-            if isinstance(names, str) or not isinstance(names, (list, tuple)) or len(names) == 0:
-                raise DataError(
-                    f"data.class_names must be a non-empty list of strings, got {names!r}. "
-                    f"Example: class_names: [cat, dog]."
-                )
-            bad = [n for n in names if not isinstance(n, str) or not n.strip()]
-            if bad:
-                raise DataError(f"data.class_names must hold non-empty strings; these are not: {bad!r}.")
-            dupes = sorted({n for n in names if list(names).count(n) > 1})
-            if dupes:
-                raise DataError(f"data.class_names must be unique; repeated: {dupes!r}.")
-            self.class_names = list(names)
-
+            self._check_class_names()
         self._check_templates()
 
-    def _check_data_files(self) -> None:
-        files = self.data_files
-        ok = isinstance(files, str) or (
-            isinstance(files, (list, tuple)) and files and all(isinstance(f, str) for f in files)
-        )
-        if isinstance(files, dict):
-            ok = bool(files) and all(
-                isinstance(k, str)
-                and (isinstance(v, str) or (isinstance(v, (list, tuple)) and v and all(isinstance(f, str) for f in v)))
-                for k, v in files.items()
-            )
-        if not ok:
+    def _check_class_names(self) -> None:
+        names = self.class_names
+        if isinstance(names, str) or not isinstance(names, (list, tuple)) or len(names) == 0:
             raise DataError(
-                f"data.data_files must be a path, a non-empty list of paths, or a mapping from split name "
-                f"to path(s), got {files!r}. Example: data_files: {{train: train.csv, test: test.csv}}."
+                f"data.class_names must be a non-empty list of strings, got {names!r}. "
+                f"Example: class_names: [cat, dog]."
             )
+        bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+        if bad:
+            raise DataError(f"data.class_names must hold non-empty strings; these are not: {bad!r}.")
+        dupes = sorted({n for n in names if list(names).count(n) > 1})
+        if dupes:
+            raise DataError(f"data.class_names must be unique; repeated: {dupes!r}.")
+        self.class_names = list(names)
 
     def _check_templates(self) -> None:
         templates = self.prompt_templates

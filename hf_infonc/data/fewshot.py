@@ -6,16 +6,10 @@ result keeps the original order of the dataset (the Trainer shuffles at training
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from datasets import ClassLabel, Dataset
 
 from hf_infonc.errors import DataError
-
-__all__ = ["class_counts", "holdout_split", "label_array", "sample_few_shot", "subsample"]
-
-logger = logging.getLogger(__name__)
 
 
 def label_array(ds: Dataset, label_column: str = "label") -> np.ndarray:
@@ -81,29 +75,26 @@ def sample_few_shot(ds: Dataset, shots: int, seed: int = 0, label_column: str = 
                 f"of {len(ds)}. Lower `shots` to at most {len(members)}, or use a larger training split."
             )
         chosen.append(rng.permutation(members)[:shots])
-    indices = np.sort(np.concatenate(chosen))
-    return ds.select(indices)
+    return ds.select(np.sort(np.concatenate(chosen)))
 
 
-def _proportional_allocation(counts: np.ndarray, total: int) -> np.ndarray:
-    """Integer counts per class summing to ``total``, proportional to ``counts``
-    (largest-remainder rounding, ties broken by class index)."""
+def _stratified(labels: np.ndarray, total: int, rng: np.random.Generator, skip_empty: bool) -> np.ndarray:
+    """``total`` random indices, each class contributing a share proportional to its size (largest-remainder
+    rounding, ties broken by class index). ``skip_empty``: draw nothing for a class that gets no share."""
+    values, counts = np.unique(labels, return_counts=True)
     quotas = counts * (total / counts.sum())
     allocation = np.floor(quotas).astype(np.int64)
     remainder = total - int(allocation.sum())
     if remainder > 0:
         order = np.lexsort((np.arange(len(counts)), -(quotas - allocation)))
         allocation[order[:remainder]] += 1
-    return np.minimum(allocation, counts)
+    allocation = np.minimum(allocation, counts)
+    draws = zip(values, allocation)
+    return np.concatenate([rng.permutation(np.flatnonzero(labels == v))[:k] for v, k in draws if k or not skip_empty])
 
 
 def subsample(
-    ds: Dataset,
-    max_samples: int | None,
-    seed: int = 0,
-    *,
-    stratify: bool = True,
-    label_column: str = "label",
+    ds: Dataset, max_samples: int | None, seed: int = 0, *, stratify: bool = True, label_column: str = "label"
 ) -> Dataset:
     """Keep at most ``max_samples`` examples, drawn with ``seed``.
 
@@ -118,17 +109,9 @@ def subsample(
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}.")
     rng = np.random.default_rng(seed)
     if not stratify or label_column not in ds.column_names:
-        indices = np.sort(rng.choice(len(ds), size=max_samples, replace=False))
-        return ds.select(indices)
+        return ds.select(np.sort(rng.choice(len(ds), size=max_samples, replace=False)))
 
-    labels = label_array(ds, label_column)
-    values, counts = np.unique(labels, return_counts=True)
-    allocation = _proportional_allocation(counts, max_samples)
-    chosen = [
-        rng.permutation(np.flatnonzero(labels == value))[:k] for value, k in zip(values, allocation) if k > 0
-    ]
-    indices = np.sort(np.concatenate(chosen))
-    return ds.select(indices)
+    return ds.select(np.sort(_stratified(label_array(ds, label_column), max_samples, rng, skip_empty=True)))
 
 
 def holdout_split(
@@ -153,12 +136,7 @@ def holdout_split(
         )
     rng = np.random.default_rng(seed)
     if isinstance(ds.features.get(label_column), ClassLabel):
-        labels = label_array(ds, label_column)
-        values, counts = np.unique(labels, return_counts=True)
-        allocation = _proportional_allocation(counts, n_out)
-        held = np.concatenate(
-            [rng.permutation(np.flatnonzero(labels == value))[:k] for value, k in zip(values, allocation)]
-        )
+        held = _stratified(label_array(ds, label_column), n_out, rng, skip_empty=False)
     else:
         held = rng.permutation(n)[:n_out]
     mask = np.zeros(n, dtype=bool)

@@ -1,7 +1,7 @@
 """Class names and CLIP prompt templates.
 
 The "head" of a CLIP classifier is the matrix of normalised text embeddings of the class
-prompts (SPEC §2.4): for each class name and each template, ``template.format(name)`` is
+prompts (docs/theory.md §2.4): for each class name and each template, ``template.format(name)`` is
 encoded, and the per-class embeddings are averaged over templates (CLIP's prompt ensembling,
 Radford et al. 2021, §3.1.4).
 
@@ -15,22 +15,6 @@ import string
 from collections.abc import Callable, Sequence
 
 from hf_infonc.errors import DataError
-
-__all__ = [
-    "AMAZON_REVIEWS_CLASSNAMES",
-    "CIFAR10_CLASSNAMES",
-    "CIFAR100_CLASSNAMES",
-    "DEFAULT_TEMPLATES",
-    "DIGIT_CLASSNAMES",
-    "FASHION_MNIST_CLASSNAMES",
-    "MNIST_TEMPLATES",
-    "STL10_CLASSNAMES",
-    "TEMPLATE_SETS",
-    "format_prompts",
-    "get_templates",
-    "imagenet_classnames",
-    "validate_template",
-]
 
 DEFAULT_TEMPLATES: list[str] = ["a photo of a {}."]
 """The single template used by default (CLIP, CoOp's initialisation)."""
@@ -108,13 +92,11 @@ TEMPLATE_SETS: dict[str, Callable[[], list[str]]] = {
 
 
 def __getattr__(name: str):  # lazy module attributes (PEP 562)
-    if name == "IMAGENET_CLASSNAMES":
-        return imagenet_classnames()
-    if name == "OPENAI_IMAGENET_TEMPLATES":
-        return TEMPLATE_SETS["openai_imagenet"]()
-    if name == "SIMPLE_IMAGENET_TEMPLATES":
-        return TEMPLATE_SETS["simple_imagenet"]()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    lazy = {"IMAGENET_CLASSNAMES": imagenet_classnames, "OPENAI_IMAGENET_TEMPLATES": TEMPLATE_SETS["openai_imagenet"],
+            "SIMPLE_IMAGENET_TEMPLATES": TEMPLATE_SETS["simple_imagenet"]}
+    if name not in lazy:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy[name]()
 
 
 def validate_template(template: object, where: str = "prompt template") -> str:
@@ -126,11 +108,7 @@ def validate_template(template: object, where: str = "prompt template") -> str:
     if not isinstance(template, str):
         raise TypeError(f"{where}: a template must be a string, got {type(template).__name__} {template!r}.")
     try:
-        fields = [
-            (name, spec, conversion)
-            for _, name, spec, conversion in string.Formatter().parse(template)
-            if name is not None
-        ]
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
         raise DataError(
             f"{where}: template {template!r} has unbalanced braces ({err}). Write the class-name "
@@ -173,11 +151,6 @@ def get_templates(templates: str | Sequence[str] | None = None) -> list[str]:
     return [validate_template(t) for t in templates]
 
 
-def _fill(template: str, name: str) -> str:
-    # Exactly one of {} / {c} is present (validated), so passing both forms is safe.
-    return template.format(name, c=name)
-
-
 def format_prompts(class_names: Sequence[str], templates: str | Sequence[str] | None = None) -> list[list[str]]:
     """Prompts per class and per template: ``out[c][t] = templates[t].format(class_names[c])``.
 
@@ -187,4 +160,5 @@ def format_prompts(class_names: Sequence[str], templates: str | Sequence[str] | 
     if isinstance(class_names, str) or not len(class_names):
         raise DataError(f"class_names must be a non-empty list of strings, got {class_names!r}.")
     resolved = get_templates(templates)
-    return [[_fill(t, str(name)) for t in resolved] for name in class_names]
+    # Exactly one of {} / {c} is present (validated), so passing both forms is safe.
+    return [[t.format(str(name), c=str(name)) for t in resolved] for name in class_names]

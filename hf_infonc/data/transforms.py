@@ -14,21 +14,12 @@ object, so the transforms work with ``DataLoader(num_workers>0)``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torchvision is imported when a transform is built (it takes seconds)
     from torchvision import transforms as T
     from torchvision.transforms import InterpolationMode
-
-__all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
-    "ConvertRGB",
-    "image_transform",
-    "image_transform_from_hf",
-    "image_transform_from_open_clip",
-]
 
 # OpenAI CLIP's normalisation (also open_clip's OPENAI_DATASET_MEAN / _STD).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
@@ -39,14 +30,12 @@ _INTERPOLATION_NAMES = ("nearest", "nearest_exact", "bilinear", "bicubic", "box"
 _INTERPOLATION_BY_PIL = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
+@dataclass(eq=False)
 class ConvertRGB:
     """Convert a PIL image to RGB (grey-scale digits, RGBA PNGs, palette images)."""
 
     def __call__(self, image):
         return image if getattr(image, "mode", "RGB") == "RGB" else image.convert("RGB")
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
 
 
 def _interpolation(value: Any) -> InterpolationMode:
@@ -79,26 +68,10 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"mean and std need one value per RGB channel (3), got mean={mean}, std={std}.")
-    if any(s <= 0 for s in std):
-        raise ValueError(f"std values must be positive, got {std}.")
-    return mean, std
-
-
 def image_transform(
-    image_size: int | Sequence[int],
-    mean: Sequence[float] = CLIP_MEAN,
-    std: Sequence[float] = CLIP_STD,
-    *,
-    train: bool = False,
-    augment: bool = True,
-    hflip: bool = False,
-    resize_size: int | Sequence[int] | None = None,
-    interpolation: Any = "bicubic",
-    crop_scale: tuple[float, float] = (0.5, 1.0),
+    image_size: int | Sequence[int], mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD, *,
+    train: bool = False, augment: bool = True, hflip: bool = False, resize_size: int | Sequence[int] | None = None,
+    interpolation: Any = "bicubic", crop_scale: tuple[float, float] = (0.5, 1.0),
 ) -> T.Compose:
     """A torchvision pipeline from PIL image to a normalised ``float`` tensor ``3 × H × W``.
 
@@ -115,7 +88,11 @@ def image_transform(
     from torchvision import transforms as T
 
     size = _pair(image_size)
-    mean, std = _check_stats(mean, std)
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need one value per RGB channel (3), got mean={mean}, std={std}.")
+    if any(s <= 0 for s in std):
+        raise ValueError(f"std values must be positive, got {std}.")
     mode = _interpolation(interpolation)
     steps: list[Any] = [ConvertRGB()]
     if train and augment:
@@ -128,23 +105,18 @@ def image_transform(
         else:
             resize = resize_size if isinstance(resize_size, int) else _pair(resize_size)
         steps += [T.Resize(resize, interpolation=mode, antialias=True), T.CenterCrop(size)]
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(steps)
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
 
 
 def _get(obj: Any, key: str) -> Any:
     """Read ``key`` from a dict, a transformers ``SizeDict`` or any attribute holder."""
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
 
 
 def _hf_size(size: Any) -> int | tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, int):
+    if size is None or isinstance(size, int):
         return size
     if _get(size, "shortest_edge"):
         return int(_get(size, "shortest_edge"))
@@ -154,13 +126,8 @@ def _hf_size(size: Any) -> int | tuple[int, int] | None:
 
 
 def image_transform_from_hf(
-    image_processor: Any,
-    train: bool = False,
-    augment: bool = True,
-    *,
-    hflip: bool = False,
-    image_size: int | None = None,
-    crop_scale: tuple[float, float] = (0.5, 1.0),
+    image_processor: Any, train: bool = False, augment: bool = True, *, hflip: bool = False,
+    image_size: int | None = None, crop_scale: tuple[float, float] = (0.5, 1.0),
 ) -> T.Compose:
     """The transform matching a ``transformers`` image processor (e.g. ``CLIPImageProcessor``).
 
@@ -177,31 +144,22 @@ def image_transform_from_hf(
     elif do_crop and crop is not None:
         output = crop
     elif resize is not None:
+        # Without a centre crop the processor resizes the shortest edge; crop to a square so that
+        # images of any aspect ratio batch together.
         output = resize
     else:
         raise ValueError(
             f"Cannot read an image size from {type(image_processor).__name__}: it has neither `size` nor "
             f"`crop_size`. Pass image_size=<pixels>."
         )
-    if isinstance(output, int) and not do_crop and resize is not None and image_size is None:
-        # No centre crop: the processor resizes the shortest edge; crop to a square so
-        # images of any aspect ratio batch together.
-        output = resize
     if _get(image_processor, "do_normalize") is False:
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     else:
         mean = _get(image_processor, "image_mean") or CLIP_MEAN
         std = _get(image_processor, "image_std") or CLIP_STD
     return image_transform(
-        output,
-        mean,
-        std,
-        train=train,
-        augment=augment,
-        hflip=hflip,
-        resize_size=resize,
-        interpolation=_get(image_processor, "resample"),
-        crop_scale=crop_scale,
+        output, mean, std, train=train, augment=augment, hflip=hflip, resize_size=resize,
+        interpolation=_get(image_processor, "resample"), crop_scale=crop_scale,
     )
 
 
@@ -224,41 +182,24 @@ def _open_clip_cfg(source: Any) -> dict[str, Any]:
 
 
 def image_transform_from_open_clip(
-    source: Any,
-    train: bool = False,
-    augment: bool = True,
-    *,
-    hflip: bool = False,
-    image_size: int | None = None,
+    source: Any, train: bool = False, augment: bool = True, *, hflip: bool = False, image_size: int | None = None,
     crop_scale: tuple[float, float] = (0.5, 1.0),
 ) -> T.Compose:
     """The transform matching an open_clip model's preprocessing.
 
     ``source`` is an open_clip model (``model.visual.preprocess_cfg`` /
     ``open_clip.get_model_preprocess_cfg``), a preprocessing dict with ``size`` and optionally
-    ``mean``, ``std``, ``interpolation``, or an ``open_clip.transform.PreprocessCfg``. Missing
-    ``mean``/``std`` default to OpenAI CLIP's (as open_clip does).
+    ``mean``, ``std``, ``interpolation``, ``resize_mode``, or an ``open_clip.transform.PreprocessCfg``.
+    Missing ``mean``/``std`` default to OpenAI CLIP's (as open_clip does).
     """
     cfg = _open_clip_cfg(source)
     size = image_size if image_size is not None else cfg.get("size", cfg.get("image_size"))
     if size is None:
         raise ValueError(f"The open_clip preprocessing config {cfg} has no `size`; pass image_size=<pixels>.")
     size = size if isinstance(size, int) else _pair(size)
-    mean = cfg.get("mean") or CLIP_MEAN
-    std = cfg.get("std") or CLIP_STD
-    resize_mode = cfg.get("resize_mode", "shortest")
-    if resize_mode == "squash":
-        resize: int | tuple[int, int] | None = _pair(size)
-    else:
-        resize = None  # shortest edge to the output size, then centre crop
+    # resize_mode "squash": resize to exactly the output size; otherwise shortest edge, then centre crop.
+    resize = _pair(size) if cfg.get("resize_mode", "shortest") == "squash" else None
     return image_transform(
-        size,
-        mean,
-        std,
-        train=train,
-        augment=augment,
-        hflip=hflip,
-        resize_size=resize,
-        interpolation=cfg.get("interpolation", "bicubic"),
-        crop_scale=crop_scale,
+        size, cfg.get("mean") or CLIP_MEAN, cfg.get("std") or CLIP_STD, train=train, augment=augment, hflip=hflip,
+        resize_size=resize, interpolation=cfg.get("interpolation", "bicubic"), crop_scale=crop_scale,
     )

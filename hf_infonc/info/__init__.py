@@ -3,13 +3,10 @@
 >>> from hf_infonc.info import matrix_entropy, matrix_mutual_information, mir, hdr
 
 Everything here works on features ``(..., n, d)`` (samples as rows) or on Gram matrices
-(``is_gram=True``), returns tensors, is differentiable, and never modifies its inputs. The values
-do not depend on the scale of the inputs over the whole float range of their dtype (rows are
-normalised by :func:`unit_rows`), and reported measures are clamped to their ranges against
-round-off (:mod:`hf_infonc.info.ranges`).
-:mod:`hf_infonc.info.spectral` computes the same entropies for the losses, without validation,
-as ``autograd.Function``s with closed-form gradients (:func:`cosine_gram_entropy_terms`,
-:func:`group_entropies`, :func:`information_entropies`).
+(``is_gram=True``), returns tensors, is differentiable, never modifies its inputs, does not depend
+on the scale of the inputs, and clamps reported measures to their ranges (docs/theory.md §6).
+:mod:`~hf_infonc.info.spectral` and :mod:`~hf_infonc.info.fused` compute the same entropies for the
+losses, without validation, with closed-form gradients; all share :mod:`hf_infonc.info._kernels`.
 """
 
 from hf_infonc.info.collapse import (
@@ -32,26 +29,9 @@ from hf_infonc.info.stream import (
 )
 
 __all__ = [
-    "EIGENVALUE_FLOOR",
-    "NearestCenterAgreement",
-    "NeuralCollapseAccumulator",
-    "batched_mir_hdr",
-    "neural_collapse_measures",
-    "cosine_gram",
-    "cosine_gram_entropy_terms",
-    "entropy_at_collapse",
-    "entropy_terms",
-    "group_entropies",
-    "hdr",
-    "hdr_at_collapse",
-    "information_entropies",
-    "joint_entropy_at_collapse",
-    "matrix_entropy",
-    "matrix_mutual_information",
-    "mir",
-    "mir_at_collapse",
-    "mutual_information_at_collapse",
-    "normalize_rows",
-    "simplex_etf",
+    "EIGENVALUE_FLOOR", "NearestCenterAgreement", "NeuralCollapseAccumulator", "batched_mir_hdr", "cosine_gram",
+    "cosine_gram_entropy_terms", "entropy_at_collapse", "entropy_terms", "group_entropies", "hdr", "hdr_at_collapse",
+    "information_entropies", "joint_entropy_at_collapse", "matrix_entropy", "matrix_mutual_information", "mir",
+    "mir_at_collapse", "mutual_information_at_collapse", "neural_collapse_measures", "normalize_rows", "simplex_etf",
     "unit_rows",
 ]

@@ -30,10 +30,7 @@ def _check_num_classes(num_classes: int) -> int:
 
 
 def simplex_etf(
-    num_classes: int,
-    dim: int | None = None,
-    *,
-    generator: torch.Generator | None = None,
+    num_classes: int, dim: int | None = None, *, generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Rows of a simplex equiangular tight frame: C unit vectors with pairwise cosine ``-1/(C-1)``.
@@ -80,6 +77,13 @@ def joint_entropy_at_collapse(num_classes: int) -> torch.Tensor:
     return torch.tensor(-(c - 1) * _x_log_x(small) - _x_log_x(large), dtype=torch.float64)
 
 
+def _undefined_for_two_classes(what: str) -> torch.Tensor:
+    """NaN with a warning: for C = 2 both entropies are 0 at collapse, so the ratio is 0/0."""
+    warnings.warn(f"{what} at collapse is 0/0 for C = 2 (both entropies are 0); returning NaN.", RuntimeWarning,
+                  stacklevel=3)
+    return torch.tensor(float("nan"), dtype=torch.float64)
+
+
 def _x_log_x(p: float) -> float:
     """``p·log p`` with ``0·log 0 = 0``."""
     return p * math.log(p) if p > 0 else 0.0
@@ -93,20 +97,17 @@ def mutual_information_at_collapse(num_classes: int) -> torch.Tensor:
 def mir_at_collapse(num_classes: int) -> torch.Tensor:
     """``MIR = 1/(C-1) + (C-2)·log(C-2) / ((C-1)·log(C-1))`` (Theorem 4.2 of arXiv 2406.03999).
 
-    For C = 2 both entropies are 0 and MIR is 0/0: NaN with a warning (SPEC §1 [choice]).
+    For C = 2 both entropies are 0 and MIR is 0/0: NaN with a warning (docs/theory.md §1 [choice]).
     """
     c = _check_num_classes(num_classes)
     if c == 2:
-        warnings.warn("MIR at collapse is 0/0 for C = 2 (both entropies are 0); returning NaN.", RuntimeWarning, stacklevel=2)
-        return torch.tensor(float("nan"), dtype=torch.float64)
+        return _undefined_for_two_classes("MIR")
     tail = 0.0 if c == 3 else (c - 2) * math.log(c - 2) / ((c - 1) * math.log(c - 1))
     return torch.tensor(1.0 / (c - 1) + tail, dtype=torch.float64)
 
 
 def hdr_at_collapse(num_classes: int) -> torch.Tensor:
     """``HDR = 0`` at collapse (features and head rows have the same Gram); NaN for C = 2."""
-    c = _check_num_classes(num_classes)
-    if c == 2:
-        warnings.warn("HDR at collapse is 0/0 for C = 2 (both entropies are 0); returning NaN.", RuntimeWarning, stacklevel=2)
-        return torch.tensor(float("nan"), dtype=torch.float64)
+    if _check_num_classes(num_classes) == 2:
+        return _undefined_for_two_classes("HDR")
     return torch.tensor(0.0, dtype=torch.float64)

@@ -1,42 +1,16 @@
 """The trainer's information terms in one fused pass: CMA and ``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)``.
 
-:func:`hf_infonc.info.spectral.information_entropies` is general (any Rényi order, centring, the
-Kronecker route of the joint, arbitrary groups). Its generality costs some 180–230 dispatched
-operations and a millisecond of Python per training step, which is most of the loss's time on
-small models. This module computes the one case every training step of ``InfoNCTrainer`` needs:
-von Neumann entropies (α = 1), no centring, the joint on its ``n x n`` Hadamard product, for a
-labelled batch (features, class head rows, labels) or a batch of image–caption pairs. It gives
-the same values and gradients as the general path (``tests/test_info_fused.py`` checks both
-against each other and ``gradcheck``), with fewer than half of the operations:
-
-* **one normalisation** of the stacked rows ``X = [features; 0; head rows; 0]`` (two blocks of
-  equal height, normalised as one ``2 x block x d`` batch by :func:`~hf_infonc.info.gram.unit_rows`);
-* **one gather** of the unit rows that the matrices are built from (``[F̂; Â[y]]`` for the terms of a
-  labelled batch, then CMA's groups padded by the zero row), by an index laid out on the host
-  from the labels (:class:`_Plan`); on an accelerator the index and the per-step coefficients
-  travel in one asynchronous copy;
-* **every matrix from those rows**: the marginals on their ``d x d`` duals ``ẐᵀẐ`` when ``d < n``,
-  the joint ``K₁ ⊙ K₂``, CMA's groups as Grams (or duals when a group is wider than ``d``);
-* **one ``eigh`` per distinct matrix size**, and the entropies of all spectra in one set of
-  element-wise operations (spectra padded with zeros, which count as exact zeros), mapped to the
-  output values by one product with a coefficient matrix;
-* **pairs in closed form**: CMA's group of a pair is the ``2 x 2`` Gram ``[[q, c], [c, p]]``
-  (``c = â·f̂``; ``p, q ∈ {0, 1}`` for unit or zero rows) with eigenvalues ``(p + q ± r)/2``,
-  ``r = √((p − q)² + 4c²)``, so ``dH/dc = (w₊ − w₋)·2c/r``;
-* **one backward**: ``dH/dP = V diag(w) Vᵀ`` per bucket (``wᵢ = ∂H/∂λᵢ`` with ``t = Σλ``, the
-  formula of :mod:`hf_infonc.info.spectral`), mapped to the gathered rows by a few products,
-  scattered back by one ``index_add_``, then through the row normalisation once.
-
-Maths and conventions are those of :mod:`hf_infonc.info.spectral` (SPEC §1–2, §4; arXiv
-2406.03999 Def. 3.1–3.2; arXiv 2409.16767 §5): eigenvalues ``λ̂ ≤`` :data:`EIGENVALUE_FLOOR` are
-exact zeros, zero rows (norm ≤ ``1e-12 ×`` the largest row norm of their input) have value 0 and gradient 0,
-the rows are normalised by :func:`~hf_infonc.info.gram.unit_rows` (no overflow or underflow at
-any scale of the inputs), spectra are float64 by
-default (float32 on request, never half precision) and outside autocast. Nothing is validated
-here: :func:`hf_infonc.losses.information_terms` validates, then calls :func:`fused_information_terms`
-when :func:`fused_supported` says the case is covered, and the general path otherwise.
-
-This module is pure torch: it must never import transformers or datasets.
+The fast path of :func:`hf_infonc.losses.information_terms` for the case every default training
+step of ``InfoNCTrainer`` needs: von Neumann entropies (α = 1), no centring, the joint on its
+``n x n`` Hadamard product, for a labelled batch (features, class head rows, labels) or a batch of
+image–caption pairs. It is built on the kernels of the general path
+(:mod:`hf_infonc.info._kernels`: row normalisation, spectrum → entropy and its closed-form
+weights, CMA's groups and weights) and gives the same values and gradients
+(``tests/test_info_fused.py``) with fewer than half of the operations: one normalisation of the
+stacked rows, one gather laid out on the host (one asynchronous copy on an accelerator), one
+``eigh`` per distinct matrix size, the entropies of all spectra in one set of element-wise
+operations, the pairs' ``2 x 2`` groups in closed form, and one backward (docs/theory.md §6).
+Nothing is validated here; :func:`fused_supported` says which calls it covers. Pure torch.
 """
 
 from __future__ import annotations
@@ -48,24 +22,27 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
-from hf_infonc.info.entropy import EIGENVALUE_FLOOR
-from hf_infonc.info.gram import unit_rows, unit_rows_backward
+from hf_infonc.info._kernels import (
+    class_groups,
+    constant,
+    kronecker_joint,
+    no_autocast,
+    pair_group_weight,
+    spectrum_entropy,
+    split_outputs,
+    unit_rows,
+    unit_rows_backward,
+)
+from hf_infonc.info.gram import spectrum_dtype
 from hf_infonc.info.mutual import EntropyTerms
-from hf_infonc.info.spectral import _no_autocast, kronecker_rank_bound, spectrum_dtype
-
-_LOG2 = math.log(2.0)
 
 
 def fused_supported(
     n: int, d: int, num_anchors: int, labels_given: bool, *, cma_alpha: float | None, entropy_terms: bool,
     joint: bool, center: bool, alpha: float = 1.0,
 ) -> bool:
-    """Whether :func:`fused_information_terms` covers this call of :func:`~hf_infonc.losses.information_terms`.
-
-    It does for von Neumann entropies (CMA and the terms at α = 1), no centring, and a joint that
-    the general path would take on its ``n x n`` Hadamard product (not on the Kronecker dual,
-    which it takes when ``d < n`` and ``min(n, d)·min(n, d, C) < n``).
-    """
+    """Whether :func:`fused_information_terms` covers this call of :func:`~hf_infonc.losses.information_terms`:
+    von Neumann entropies, no centring, and the joint on its ``n x n`` Hadamard product."""
     if cma_alpha is None and not entropy_terms:
         return False
     if cma_alpha is not None and cma_alpha != 1.0:
@@ -74,29 +51,20 @@ def fused_supported(
         return True
     if center or alpha != 1.0:
         return False
-    rank_bound = num_anchors if labels_given else None
-    return not (joint and d < n and kronecker_rank_bound(n, d, d, rank_bound) < n)
+    return not (joint and kronecker_joint(n, d, d, num_anchors if labels_given else None, 1.0))
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """What one call computes, laid out on the host from the shapes and the labels.
+    """What one call computes, laid out on the host from the shapes and the labels (docs/theory.md §6).
 
-    ``gather`` picks the rows that the matrices are built from out of the stacked unit rows
-    ``X̂ = [F̂; 0; Â; 0]``: two blocks of ``block`` rows, the features then the head rows, each
-    padded with zero rows, so that both are normalised by one call of
-    :func:`~hf_infonc.info.gram.unit_rows` on a ``2 x block x d`` view (each block has its own
-    scale and zero-row threshold, as the two inputs of the general path have). One index:
-    ``[F̂; Â[y]]`` for the terms (classes), then CMA's groups, ``K x width`` (the class's head row
-    ``block + c``, its samples, then the zero row ``block + C`` as padding). Pairs need no
-    gather: ``X̂ = [F̂; Â]`` is already ``[F̂; B̂]``.
-
-    The matrices are solved with one ``eigh`` per distinct size (``buckets``: ``(size, ((role,
-    count), …))``, in pooled-row order), the pairs' CMA groups in closed form (pooled last).
-    ``coef[0]`` (``n_out x rows``) maps the entropy of each pooled row to the output values
-    ``[CMA?, H₁, H₂, H₁₂]`` (CMA's group weights ``1/(K·log(n_k + 1))``, pairs ``1/(n·log 2)``,
-    and 1 for H₁, H₂, H₁₂); ``coef[1]`` is the same with a factor 2 for the matrices of the form
-    ``ZZᵀ`` or ``ZᵀZ`` (``dZ = 2·G·Z``): ``∂loss/∂(row entropy) = coef[1]ᵀ·∂loss/∂values``.
+    The features and head rows are stacked as ``X̂ = [F̂; 0; Â; 0]`` (two blocks of ``block`` rows,
+    normalised as one ``2 x block x d`` batch, each block with its own scale); ``gather`` picks the
+    rows of the matrices from it: ``[F̂; Â[y]]`` for the terms, then CMA's ``K x width`` groups (head
+    row, samples, the zero row ``block + C`` as padding); pairs need none. ``buckets`` lists the
+    matrices of each distinct size (one ``eigh`` each); ``coef[0]`` maps the entropy of each pooled
+    spectrum to the outputs ``[CMA?, H₁, H₂, H₁₂]``, ``coef[1]`` the same with the factor 2 of
+    ``dZ = 2·G·Z`` for the backward.
     """
 
     cma: bool
@@ -115,39 +83,6 @@ class _Plan:
     loss_weights: tuple[float, float, float] | None = None  # (cma, mi, gap): output the weighted loss
 
 
-_CONSTANTS: dict[tuple, torch.Tensor] = {}
-
-
-def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A small constant tensor, cached (sending the same few numbers every step costs an operation)."""
-    key = (values, dtype, device)
-    tensor = _CONSTANTS.get(key)
-    if tensor is None:
-        if len(_CONSTANTS) > 256:
-            _CONSTANTS.clear()
-        tensor = _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
-    return tensor
-
-
-def _class_groups(host_labels: list[int], block: int, num_anchors: int) -> tuple[list[int], int, list[float]]:
-    """CMA's groups of a labelled batch, in O(n) on the host: the flat ``K x width`` row layout
-    (row 0 the class's head row ``block + c``, then its samples in batch order, padded with the
-    zero row ``block + C``), ``width``, and the weights ``1/(K·log(n_k + 1))`` that make the
-    weighted sum of the group entropies the CMA value."""
-    members: dict[int, list[int]] = {}
-    for i, c in enumerate(host_labels):
-        members.setdefault(c, []).append(i)
-    present = sorted(members)
-    width = max(len(v) for v in members.values()) + 1
-    pad = block + num_anchors
-    flat: list[int] = []
-    for c in present:
-        rows = members[c]
-        flat += [block + c, *rows] + [pad] * (width - 1 - len(rows))
-    k = len(present)
-    return flat, width, [1.0 / (k * math.log(len(members[c]) + 1)) for c in present]
-
-
 def _layout(n: int, d: int, *, cma: bool, terms: bool, joint: bool, pairs: bool,
             group_weights: list[float] | None, width: int) -> tuple[tuple, list[float], tuple[int, int, int]]:
     """The buckets of :class:`_Plan` and its coefficients (flat, and their shape ``(2, n_out, rows)``)."""
@@ -164,13 +99,15 @@ def _layout(n: int, d: int, *, cma: bool, terms: bool, joint: bool, pairs: bool,
         by_size.setdefault(size, []).append((role, outputs))
     pooled = [(out, w, 2.0 * w) for members in by_size.values() for _, outputs in members for out, w in outputs]
     if cma and pairs:  # the closed-form 2 x 2 spectra, last
-        pooled += [(0, 1.0 / (n * _LOG2), 1.0 / (n * _LOG2))] * n
+        pooled += [(0, pair_group_weight(n), pair_group_weight(n))] * n
     n_out, rows = first_term + (2 + joint if terms else 0), len(pooled)
     table = [0.0] * (2 * n_out * rows)
     for r, (out, w_fwd, w_bwd) in enumerate(pooled):
         table[out * rows + r] = w_fwd
         table[(n_out + out) * rows + r] = w_bwd
-    buckets = tuple((size, tuple((role, len(outputs)) for role, outputs in members)) for size, members in by_size.items())
+    buckets = tuple(
+        (size, tuple((role, len(outputs)) for role, outputs in members)) for size, members in by_size.items()
+    )
     return buckets, table, (2, n_out, rows)
 
 
@@ -189,7 +126,10 @@ def _plan(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | 
     block = max(n, m + 1) if (cma and not pairs) else max(n, m)  # CMA's groups need a zero row after Â
     if not pairs and cma:  # CMA's class groups are laid out on the host
         ys = labels.tolist() if host_labels is None else host_labels
-        flat, width, group_weights = _class_groups(ys, block, m)
+        present, members, width, group_weights = class_groups(ys)
+        flat: list[int] = []
+        for c, rows in zip(present, members):  # the class's head row, its samples, then the zero row after Â
+            flat += [block + c, *rows] + [block + m] * (width - 1 - len(rows))
         gather = [*range(n), *(block + y for y in ys), *flat] if terms else flat
         groups = (len(group_weights), width)
     elif not pairs:  # [F̂; Â[y]]: from the host labels when given, else on the device (no host read)
@@ -223,7 +163,9 @@ def _host_tensor(values: list, typecode: str) -> torch.Tensor:
     return torch.frombuffer(array(typecode, values), dtype=torch.int64 if typecode == "q" else torch.float64)
 
 
-def _to_device(index: list[int], values: list[float] | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _to_device(
+    index: list[int], values: list[float] | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A host-built index (int64) and float64 ``values`` on ``device``: on an accelerator in one
     asynchronous copy from pinned memory (the values travel as their int64 bits)."""
     if device.type == "cpu":
@@ -235,30 +177,9 @@ def _to_device(index: list[int], values: list[float] | None, device: torch.devic
     return packed[: len(index)], packed[len(index) :].view(torch.float64)
 
 
-def _entropies(lam: torch.Tensor, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Von Neumann entropies of trace-normalised spectra (rows of ``lam``) and ``∂H/∂λ`` (``t = Σλ``).
-
-    ``H = -Σ λ̂ log λ̂`` over ``λ̂ = λ/t > floor``; ``∂H/∂λᵢ = (Σⱼ uⱼλ̂ⱼ − uᵢ)/t`` with
-    ``uᵢ = log λ̂ᵢ + 1`` on the kept eigenvalues and 0 on the others (:mod:`hf_infonc.info.spectral`).
-    Zero-padded entries are zeros of the spectrum: they change neither.
-    """
-    t = lam.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(lam.dtype).tiny)
-    lhat = lam / t
-    keep = lhat > EIGENVALUE_FLOOR.get(lam.dtype, 1e-7)
-    safe = torch.where(keep, lhat, _constant(1.0, lam.dtype, lam.device))
-    h = torch.special.entr(safe).sum(dim=-1)
-    if not need_grad:
-        return h, None
-    du = safe.log() + keep
-    return h, ((du * lhat).sum(dim=-1, keepdim=True) - du) / t
-
-
 def _loss_coefficients(plan: _Plan, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``[linear weights; gap pattern; H₁ − H₂ selector]`` over the output values ``[CMA?, H₁, H₂, H₁₂]``.
-
-    The loss is ``values·(linear + sign(H₁ − H₂)·pattern)``: ``w_cma·CMA − w_mi·(H₁ + H₂ − H₁₂)`` plus
-    ``w_gap·|H₁ − H₂| = w_gap·sign(H₁ − H₂)·(H₁ − H₂)``; its derivative in the values is that same
-    vector (``sign`` is 0 at equality, the derivative ``torch.abs`` uses).
+    """``[linear weights; gap pattern; H₁ − H₂ selector]`` over the values ``[CMA?, H₁, H₂, H₁₂]``: the
+    loss is ``values·(linear + sign(H₁ − H₂)·pattern)``, and so is its derivative in the values.
     """
     w_cma, w_mi, w_gap = plan.loss_weights  # type: ignore[misc]
     linear = [w_cma] if plan.cma else []
@@ -268,7 +189,7 @@ def _loss_coefficients(plan: _Plan, dtype: torch.dtype, device: torch.device) ->
         linear += [-w_mi, -w_mi] + ([w_mi] if plan.joint else [])
         pattern += [w_gap, -w_gap] + ([0.0] if plan.joint else [])
         selector += [1.0, -1.0] + ([0.0] if plan.joint else [])
-    return _constant((tuple(linear), tuple(pattern), tuple(selector)), dtype, device)
+    return constant((tuple(linear), tuple(pattern), tuple(selector)), dtype, device)
 
 
 def _symmetric_times(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -282,7 +203,7 @@ class _FusedInformation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, anchors, plan: _Plan, cdtype, need):  # type: ignore[override]
         n, d, m, block = plan.n, plan.d, plan.m, plan.block
-        with _no_autocast(features.device.type):
+        with no_autocast(features.device.type):
             parts = [features]
             if block > n:
                 parts.append(features.new_zeros((block - n, d)))
@@ -311,10 +232,10 @@ class _FusedInformation(torch.autograd.Function):
                 mats["groups"] = (
                     torch.bmm(group_rows, group_rows.mT) if width <= d else torch.bmm(group_rows.mT, group_rows)
                 )
-            elif plan.cma:  # pairs: CMA's group of a pair is the 2 x 2 Gram [[q, c], [c, p]], c = â·f̂, p, q ∈ {0, 1}
+            elif plan.cma:  # pairs: the 2 x 2 Gram [[q, c], [c, p]], c = â·f̂, p, q ∈ {0, 1} (docs/theory.md §6)
                 fh, ah = xh[:n], xh[block:]
                 c = (fh * ah).sum(dim=-1)
-                nonzero = (unit.norms < math.inf).to(cdtype).view(2, block)  # 1 for unit rows, 0 for zero rows (norm inf)
+                nonzero = (unit.norms < math.inf).to(cdtype).view(2, block)  # 1 for unit rows, 0 for zero rows
                 p, q = nonzero[0], nonzero[1]
                 t, r = p + q, torch.hypot(p - q, 2.0 * c)
                 # eigenvalues (t ± r)/2, given doubled (entropies do not change with the scale); d(t ± r)/dc = ±4c/r
@@ -333,8 +254,13 @@ class _FusedInformation(torch.autograd.Function):
             if closed is not None:
                 spectra.append(closed)
             k_max = max(s.shape[-1] for s in spectra)
-            spectra = [s if s.shape[-1] == k_max else torch.nn.functional.pad(s, (0, k_max - s.shape[-1])) for s in spectra]
-            h, weights = _entropies(spectra[0] if len(spectra) == 1 else torch.cat(spectra), need)
+            spectra = [
+                s if s.shape[-1] == k_max else torch.nn.functional.pad(s, (0, k_max - s.shape[-1])) for s in spectra
+            ]
+            lam = spectra[0] if len(spectra) == 1 else torch.cat(spectra)
+            # zero-padded entries are zeros of the spectrum: they change neither H nor its weights
+            trace = lam.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(cdtype).tiny)
+            h, weights = spectrum_entropy(lam, trace, 1.0, need)
             values = torch.mv(plan.coef[0], h)
             effective = None
             if plan.loss_weights is not None:  # one loss and the detached values, instead of one output each
@@ -355,7 +281,7 @@ class _FusedInformation(torch.autograd.Function):
     def backward(ctx, *grads):  # type: ignore[override]
         plan, vectors, weights, st, dtype_f, dtype_a, effective, unit, xh = ctx.state
         n, d, m, block = plan.n, plan.d, plan.m, plan.block
-        with _no_autocast(xh.device.type):
+        with no_autocast(xh.device.type):
             # ∂loss/∂(each output value), then per pooled row (its weight in the value, times 2 for
             # Gram-type matrices), then per eigenvalue
             g_out = torch.stack(grads) if effective is None else effective * grads[0]
@@ -374,7 +300,7 @@ class _FusedInformation(torch.autograd.Function):
                 stacked, gm = st["stacked"], grad["marginals"]
                 # P = SᵀS: dS = 2·S·G (the 2 is in coef[1]); P = SSᵀ: dS = 2·G·S
                 d_stacked = torch.bmm(stacked, gm) if plan.dual else _symmetric_times(gm, stacked)
-                if plan.joint:  # J = K₁ ⊙ K₂: ∂/∂K₁ = G ⊙ K₂, ∂/∂K₂ = G ⊙ K₁, so dF̂ = (G ⊙ K₂)F̂, dB̂ = (G ⊙ K₁)B̂
+                if plan.joint:  # J = K₁ ⊙ K₂: dF̂ = (G ⊙ K₂)F̂, dB̂ = (G ⊙ K₁)B̂
                     d_joint = _symmetric_times(grad["joint"] * st["grams"], stacked.flip(0))  # [dB̂, dF̂]
                     d_stacked = d_stacked + d_joint.flip(0)
                 d_rows.append(d_stacked.reshape(2 * n, d))
@@ -383,7 +309,8 @@ class _FusedInformation(torch.autograd.Function):
                 d_groups = _symmetric_times(gg, group_rows) if plan.groups[1] <= d else torch.bmm(group_rows, gg)
                 d_rows.append(d_groups.reshape(-1, d))
             if plan.gather is not None:
-                dxh = xh.new_zeros(xh.shape).index_add_(0, plan.gather, d_rows[0] if len(d_rows) == 1 else torch.cat(d_rows))
+                gathered = d_rows[0] if len(d_rows) == 1 else torch.cat(d_rows)
+                dxh = xh.new_zeros(xh.shape).index_add_(0, plan.gather, gathered)
             else:
                 dxh = d_rows[0] if d_rows else torch.zeros_like(xh)
             if plan.cma and plan.pairs:  # dH/dc = (w₊ − w₋)·d(t ± r)/dc, and c = â·f̂
@@ -399,30 +326,19 @@ class _FusedInformation(torch.autograd.Function):
 
 
 def fused_information_loss(
-    features: torch.Tensor,
-    anchors: torch.Tensor,
-    labels: torch.Tensor | None,
-    *,
-    cma_weight: float,
-    mi_weight: float,
-    gap_weight: float,
-    entropy_terms: bool = True,
-    dtype: torch.dtype | None = None,
+    features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | None, *, cma_weight: float,
+    mi_weight: float, gap_weight: float, entropy_terms: bool = True, dtype: torch.dtype | None = None,
     host_labels: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``w_cma·CMA − w_mi·MI + w_gap·|H₁ − H₂|`` in one fused pass, and the values it came from.
 
-    What ``InfoNCTrainer`` adds to the base loss each step (arXiv 2409.16767 §5 and 2406.03999 §6,
-    unnormalised forms), with ``MI = H₁ + H₂ − H₁₂``: the gradient goes straight from the loss to
-    the rows, with no autograd graph for the weighted sum. CMA is computed when ``cma_weight > 0``;
-    H₁, H₂ and H₁₂ when ``entropy_terms`` (needed when ``mi_weight`` or ``gap_weight`` is non-zero).
-    Same inputs (``host_labels`` too) and conditions as :func:`fused_information_terms` (no
-    validation).
+    What ``InfoNCTrainer`` adds to the base loss (arXiv 2409.16767 §5, 2406.03999 §6; ``MI = H₁ + H₂ −
+    H₁₂``): the gradient goes straight from the loss to the rows. CMA when ``cma_weight > 0``; H₁, H₂,
+    H₁₂ when ``entropy_terms``. Inputs and conditions as :func:`fused_information_terms`.
 
     Returns:
-        ``(loss, values)``: the 0-d loss in the spectrum dtype, and the detached values
-        ``[CMA?, H₁, H₂, H₁₂]`` (CMA only when computed; the three terms only with
-        ``entropy_terms``), for logging.
+        ``(loss, values)``: the 0-d loss in the spectrum dtype and the detached values
+        ``[CMA?, H₁, H₂, H₁₂]``, for logging.
     """
     cma = cma_weight > 0
     if not (cma or entropy_terms):
@@ -438,28 +354,17 @@ def fused_information_loss(
 
 
 def fused_information_terms(
-    features: torch.Tensor,
-    anchors: torch.Tensor,
-    labels: torch.Tensor | None,
-    *,
-    cma: bool,
-    entropy_terms: bool,
-    joint: bool = True,
-    dtype: torch.dtype | None = None,
-    host_labels: list[int] | None = None,
+    features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | None, *, cma: bool, entropy_terms: bool,
+    joint: bool = True, dtype: torch.dtype | None = None, host_labels: list[int] | None = None,
 ) -> tuple[torch.Tensor | None, EntropyTerms | None]:
-    """CMA (α = 1) and ``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)`` of a batch, fused (module docstring).
+    """CMA (α = 1) and ``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)`` of a batch, fused.
 
-    ``features`` is ``n x d``, ``anchors`` ``C x d`` head rows picked by integer ``labels`` (length
-    n, values in ``[0, C)``), or with ``labels=None`` one anchor per sample (image–caption pairs,
-    ``C = n``). CMA is ``mean_c H(G(S_c))/log|S_c|`` over the classes present (pairs:
-    ``mean_i H(G([a_i, f_i]))/log 2``); ``K₁ = G(features)``, ``K₂ = G(anchors[labels])``.
-
-    **No validation** and only the cases :func:`fused_supported` accepts: callers go through
-    :func:`hf_infonc.losses.information_terms`. ``host_labels``: the labels as a Python list when
-    the caller has read them already (:func:`hf_infonc.losses.check_loss_inputs` returns them),
-    which saves CMA's layout a host read. Returns ``(CMA or None, EntropyTerms or None)`` in
-    the spectrum dtype (float64 unless ``dtype=torch.float32``), the values of the general path.
+    ``features`` ``n x d``; ``anchors`` ``C x d`` head rows picked by integer ``labels`` (values in
+    ``[0, C)``), or with ``labels=None`` one anchor per sample (pairs). CMA is ``mean_c
+    H(G(S_c))/log|S_c|`` over the classes present (pairs: ``mean_i H(G([a_i, f_i]))/log 2``).
+    **No validation**, and only the cases :func:`fused_supported` accepts. ``host_labels``: the
+    labels as a list when already read (saves a host read). Returns ``(CMA or None, EntropyTerms or
+    None)`` in the spectrum dtype, the values of the general path.
     """
     if not (cma or entropy_terms):
         return None, None
@@ -468,8 +373,4 @@ def fused_information_terms(
                  host_labels=host_labels)
     need = torch.is_grad_enabled() and (features.requires_grad or anchors.requires_grad)
     out = _FusedInformation.apply(features, anchors, plan, cdtype, need)
-    cma_value = out[0] if cma else None
-    if not entropy_terms:
-        return cma_value, None
-    rest = out[1:] if cma else out
-    return cma_value, EntropyTerms(rest[0], rest[1], rest[2] if joint else None)
+    return split_outputs(out, cma, entropy_terms, joint)

@@ -1,16 +1,11 @@
 """Matrix mutual information, MIR and HDR between two Gram matrices.
 
 * ``MI(K₁, K₂) = H(K₁) + H(K₂) - H(K₁ ⊙ K₂)`` with ⊙ the Hadamard product of the two ``n x n``
-  Grams (arXiv 2406.03999 Def. 3.2). ``K₁ ⊙ K₂`` is the Gram of the row-wise Kronecker product
-  of the normalised features, so it is never formed when a smaller dual matrix exists.
-  (A helper in the authors' code multiplies the *features* element-wise instead: that is a
-  different quantity and is not what is computed here.)
-* ``MIR = MI / min(H(K₁), H(K₂))`` (mutual information ratio, in [0, 1]).
-* ``HDR = |H(K₁) - H(K₂)| / max(H(K₁), H(K₂))`` (entropy difference ratio, in [0, 1]).
-
-Reported values lie in their ranges: the entropies of :func:`entropy_terms` in ``[0, log k]`` and
-the MI in ``[0, min(H(K₁), H(K₂))]``, clamped there against round-off
-(:mod:`hf_infonc.info.ranges`), so MIR and HDR lie in [0, 1] exactly.
+  Grams (arXiv 2406.03999 Def. 3.2), read from a smaller Kronecker dual when one exists. (A helper
+  in the authors' code multiplies the *features* element-wise instead: a different quantity.)
+* ``MIR = MI / min(H(K₁), H(K₂))`` and ``HDR = |H(K₁) - H(K₂)| / max(H(K₁), H(K₂))``, in [0, 1]
+  (arXiv 2409.16767 §3): the entropies are clamped to ``[0, log k]`` and the MI to
+  ``[0, min(H(K₁), H(K₂))]`` against round-off (:mod:`hf_infonc.info.ranges`).
 
 Both ratios are 0/0 when the denominator entropy is 0 (e.g. C = 2 at collapse, or one row).
 **[choice]** ``zero_entropy="nan"`` (default, for metrics) returns NaN there with a warning;
@@ -19,44 +14,24 @@ Both ratios are 0/0 when the denominator entropy is 0 (e.g. C = 2 at collapse, o
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from hf_infonc.info._kernels import ZERO_ENTROPY_TOL, EntropyTerms, mir_hdr, reduced_basis
 from hf_infonc.info.entropy import check_alpha, psd_entropy
 from hf_infonc.info.gram import (
-    check_gram,
-    check_tensor,
-    compute_dtype,
-    normalize_rows,
-    pick_route,
-    psd_from_rows,
-    reduce_rank,
-    row_kronecker,
-    scaled_gram,
+    check_gram, check_options, check_tensor, normalize_rows, pick_route, psd_from_rows, row_kronecker, scaled_gram,
+    spectrum_dtype,
 )
 from hf_infonc.info.ranges import clamp_entropy, clamp_mutual_information
 
+__all__ = [
+    "ZERO_ENTROPY_TOL", "EntropyTerms", "entropy_terms", "hdr", "information_measures", "matrix_mutual_information",
+    "mir", "mir_hdr",
+]
+
 ZeroEntropy = Literal["nan", "zero"]
-
-#: An entropy (nats) at or below this is treated as 0 in the denominators of MIR and HDR.
-ZERO_ENTROPY_TOL = 1e-9
-
-
-@dataclass
-class EntropyTerms:
-    """``H(K₁)``, ``H(K₂)`` and (when asked for) the joint ``H(K₁ ⊙ K₂)``, in the compute dtype."""
-
-    h_a: torch.Tensor
-    h_b: torch.Tensor
-    h_joint: torch.Tensor | None
-
-    @property
-    def mutual_information(self) -> torch.Tensor:
-        assert self.h_joint is not None
-        return self.h_a + self.h_b - self.h_joint
 
 
 def _check_pair(a: object, b: object, is_gram: bool) -> None:
@@ -65,7 +40,8 @@ def _check_pair(a: object, b: object, is_gram: bool) -> None:
     check(b, "b")
     if a.shape[-2] != b.shape[-2]:  # type: ignore[union-attr]
         raise ValueError(
-            f"`a` has {a.shape[-2]} rows but `b` has {b.shape[-2]}; both must describe the same n "  # type: ignore[union-attr]
+            f"`a` has {a.shape[-2]} rows but `b` has {b.shape[-2]}; "  # type: ignore[union-attr]
+            f"both must describe the same n "
             f"samples in the same order (rows = samples)."
         )
     if a.shape[:-2] != b.shape[:-2]:  # type: ignore[union-attr]
@@ -84,37 +60,24 @@ def _side(zn: torch.Tensor, route: str, alpha: float, want_factor: bool) -> tupl
     p = psd_from_rows(zn, chosen)
     if chosen == "dual" and want_factor and alpha != 2.0:
         eigenvalues, eigenvectors = torch.linalg.eigh(p)
-        return psd_entropy(p, alpha, eigenvalues), reduce_rank(zn, eigenvectors, eigenvalues)
+        return psd_entropy(p, alpha, eigenvalues), zn @ reduced_basis(eigenvalues, eigenvectors, zn.shape[-2])
     return psd_entropy(p, alpha), zn
 
 
 def entropy_terms(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    alpha: float = 1.0,
-    is_gram: bool = False,
-    center: bool = False,
-    route: str = "auto",
-    dtype: torch.dtype | None = None,
-    joint: bool = True,
+    a: torch.Tensor, b: torch.Tensor, *, alpha: float = 1.0, is_gram: bool = False, center: bool = False,
+    route: str = "auto", dtype: torch.dtype | None = None, joint: bool = True,
 ) -> EntropyTerms:
     """Validate ``a``, ``b`` and compute ``H(K₁)``, ``H(K₂)`` and optionally ``H(K₁ ⊙ K₂)``.
 
-    Routes: "gram" forms every ``n x n`` matrix; "dual" uses ``ẐᵀẐ`` for the marginals and the
-    row-wise Kronecker factor for the joint; "auto" picks the cheapest per term (the Kronecker
-    route when the product of the two ranks is below ``n``). Each entropy is clamped to
-    ``[0, log k]`` against round-off (straight-through); the unclamped values are
-    :func:`raw_entropy_terms`.
+    Routes (docs/theory.md §6): "gram" forms every ``n x n`` matrix, "dual" the ``ẐᵀẐ`` marginals and
+    the Kronecker joint, "auto" the cheapest per term. Each entropy is clamped to ``[0, log k]``
+    (straight-through); :func:`raw_entropy_terms` gives the unclamped values.
     """
     alpha = check_alpha(alpha)
     _check_pair(a, b, is_gram)
-    cdtype = compute_dtype(a, dtype)
-    if is_gram:
-        if center:
-            raise ValueError("center=True needs features, not Gram matrices: pass features with is_gram=False.")
-        if route not in ("auto", "gram"):
-            raise ValueError(f"route={route!r} needs features; with is_gram=True only route='gram' (or 'auto') applies.")
+    cdtype = spectrum_dtype(dtype)
+    check_options(is_gram, center, route, "Gram matrices")
     with torch.autocast(device_type=a.device.type, enabled=False):
         terms = raw_entropy_terms(
             a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=cdtype, joint=joint
@@ -130,15 +93,8 @@ def entropy_terms(
 
 
 def raw_entropy_terms(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    alpha: float = 1.0,
-    is_gram: bool = False,
-    center: bool = False,
-    route: str = "auto",
-    dtype: torch.dtype = torch.float64,
-    joint: bool = True,
+    a: torch.Tensor, b: torch.Tensor, *, alpha: float = 1.0, is_gram: bool = False, center: bool = False,
+    route: str = "auto", dtype: torch.dtype = torch.float64, joint: bool = True,
 ) -> EntropyTerms:
     """The entropies of :func:`entropy_terms` before their clamp to ``[0, log k]``, without
     validation (the inputs must be valid, ``dtype`` a spectrum dtype): what the round-off clamp of
@@ -172,43 +128,26 @@ def mutual_information_in_range(terms: EntropyTerms, n: int, dtype: torch.dtype)
     return clamp_mutual_information(terms.mutual_information, terms.h_a, terms.h_b, n, dtype)
 
 
-def safe_ratio(
-    numerator: torch.Tensor, denominator: torch.Tensor, zero_entropy: ZeroEntropy, what: str
-) -> torch.Tensor:
-    """``numerator / denominator`` where the denominator entropy is > 0; NaN (warned) or 0 elsewhere."""
-    if zero_entropy not in ("nan", "zero"):
-        raise ValueError(f"zero_entropy={zero_entropy!r} must be 'nan' (metrics) or 'zero' (losses).")
-    defined = denominator > ZERO_ENTROPY_TOL
-    safe = torch.where(defined, denominator, torch.ones_like(denominator))
-    ratio = numerator / safe
-    if bool(defined.all()):
-        return ratio
-    if zero_entropy == "zero":
-        return torch.where(defined, ratio, torch.zeros_like(ratio))
-    warnings.warn(
-        f"{what} is 0/0 because a matrix entropy is 0 (all rows parallel, a single row, or C = 2 at "
-        f"collapse); returning NaN. Use zero_entropy='zero' to get 0 instead.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-    return torch.where(defined, ratio, torch.full_like(ratio, float("nan")))
+def information_measures(
+    a: torch.Tensor, b: torch.Tensor, zero_entropy: str, label: str = ""
+) -> tuple[EntropyTerms, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The clamped float64 terms of ``G(a)`` and ``G(b)``, their MI (in ``[0, min H]``), MIR and HDR
+    (in [0, 1]; ``zero_entropy`` as in :func:`~hf_infonc.info._kernels.safe_ratio`)."""
+    terms = entropy_terms(a, b, dtype=torch.float64)
+    mi = mutual_information_in_range(terms, a.shape[-2], torch.float64)
+    mir_value, hdr_value = mir_hdr(terms.h_a, terms.h_b, mi, zero_entropy, label)  # type: ignore[arg-type]
+    return terms, mi, mir_value, hdr_value  # type: ignore[return-value]
 
 
 def matrix_mutual_information(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    alpha: float = 1.0,
-    is_gram: bool = False,
-    center: bool = False,
-    route: str = "auto",
-    dtype: torch.dtype | None = None,
+    a: torch.Tensor, b: torch.Tensor, *, alpha: float = 1.0, is_gram: bool = False, center: bool = False,
+    route: str = "auto", dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Matrix mutual information ``H(K₁) + H(K₂) - H(K₁ ⊙ K₂)`` in nats (arXiv 2406.03999 Def. 3.2).
 
-    ``a`` and ``b`` are features ``(..., n, d₁)`` and ``(..., n, d₂)`` of the same n samples
-    (or ``(..., n, n)`` Grams with ``is_gram=True``). See :func:`matrix_entropy` for the other
-    arguments. Returns a tensor of shape ``a.shape[:-2]`` in ``a``'s dtype.
+    ``a``, ``b``: features ``(..., n, d₁)``, ``(..., n, d₂)`` of the same n samples (or ``(..., n, n)``
+    Grams with ``is_gram=True``); other arguments as in :func:`~hf_infonc.info.matrix_entropy`.
+    Returns a tensor of shape ``a.shape[:-2]`` in ``a``'s dtype.
 
     Example:
         >>> import torch
@@ -222,15 +161,8 @@ def matrix_mutual_information(
 
 
 def mir(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    alpha: float = 1.0,
-    is_gram: bool = False,
-    center: bool = False,
-    route: str = "auto",
-    dtype: torch.dtype | None = None,
-    zero_entropy: ZeroEntropy = "nan",
+    a: torch.Tensor, b: torch.Tensor, *, alpha: float = 1.0, is_gram: bool = False, center: bool = False,
+    route: str = "auto", dtype: torch.dtype | None = None, zero_entropy: ZeroEntropy = "nan",
 ) -> torch.Tensor:
     """Matrix mutual information ratio ``MI(K₁, K₂) / min(H(K₁), H(K₂))``, in [0, 1].
 
@@ -240,21 +172,13 @@ def mir(
     "zero").
     """
     terms = entropy_terms(a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=dtype)
-    denominator = torch.minimum(terms.h_a, terms.h_b)
     mi = mutual_information_in_range(terms, a.shape[-2], terms.h_a.dtype)
-    return safe_ratio(mi, denominator, zero_entropy, "MIR").to(a.dtype)
+    return mir_hdr(terms.h_a, terms.h_b, mi, _zero_entropy(zero_entropy), hdr=False)[0].to(a.dtype)
 
 
 def hdr(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    alpha: float = 1.0,
-    is_gram: bool = False,
-    center: bool = False,
-    route: str = "auto",
-    dtype: torch.dtype | None = None,
-    zero_entropy: ZeroEntropy = "nan",
+    a: torch.Tensor, b: torch.Tensor, *, alpha: float = 1.0, is_gram: bool = False, center: bool = False,
+    route: str = "auto", dtype: torch.dtype | None = None, zero_entropy: ZeroEntropy = "nan",
 ) -> torch.Tensor:
     """Matrix entropy difference ratio ``|H(K₁) - H(K₂)| / max(H(K₁), H(K₂))``, in [0, 1].
 
@@ -263,6 +187,10 @@ def hdr(
     terms = entropy_terms(
         a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=dtype, joint=False
     )
-    numerator = (terms.h_a - terms.h_b).abs()
-    denominator = torch.maximum(terms.h_a, terms.h_b)
-    return safe_ratio(numerator, denominator, zero_entropy, "HDR").to(a.dtype)
+    return mir_hdr(terms.h_a, terms.h_b, None, _zero_entropy(zero_entropy))[1].to(a.dtype)
+
+
+def _zero_entropy(mode: str) -> str:
+    if mode not in ("nan", "zero"):
+        raise ValueError(f"zero_entropy={mode!r} must be 'nan' (metrics) or 'zero' (losses).")
+    return mode

@@ -1,36 +1,16 @@
 """Neural-collapse measures NC1 to NC4 (Papyan, Han & Donoho 2020), from class statistics.
 
-Notation (SPEC §5): ``C`` classes, features ``h ∈ R^d``; ``n_c`` samples and mean ``μ_c`` in class
-``c``; ``N = Σ_c n_c``; ``μ_G`` the global mean; ``M`` the ``C x d`` matrix of centred class means
-(row ``c`` is ``μ_c - μ_G``); ``W`` the ``C x d`` classifier head (row ``c`` scores class ``c``).
-
-* within-class covariance ``Σ_W = (1/N) Σ_c Σ_{i∈c} (h_i - μ_c)(h_i - μ_c)ᵀ``
-  ``= (Σ_i h_i h_iᵀ - Σ_c n_c μ_c μ_cᵀ) / N``   (the one-pass form used by :mod:`.stream`);
-* between-class covariance ``Σ_B = (1/C) Σ_c (μ_c - μ_G)(μ_c - μ_G)ᵀ = MᵀM / C``;
-* **NC1** ``= tr(Σ_W Σ_B⁺) / C`` with ``Σ_B⁺`` the pseudo-inverse of ``Σ_B`` truncated to its top
-  ``r = min(C-1, d)`` eigen-pairs (Papyan et al. use ``svds(Σ_B, k=C-1)``). It is computed from
-  the SVD of ``M = U S Vᵀ`` (``C x d``, cheaper than an eigen-decomposition of ``Σ_B``):
-  ``NC1 = Σ_{j≤r} (C / s_j²) v_jᵀ Σ_W v_j / C = Σ_{j≤r} v_jᵀ Σ_W v_j / s_j²``.
-  Directions whose singular value is numerically zero (``s_j ≤ s_1·max(C, d)·eps``) are dropped
-  (their inverse would be infinite); a warning says so.
-* **NC2** (distance from the simplex ETF, as in rhubarbwu/neural-collapse ``simplex_etf_error``)
-  ``= ‖ MMᵀ/‖MMᵀ‖_F − E/‖E‖_F ‖_F`` with ``E = I − 11ᵀ/C`` (the Gram of a simplex ETF up to
-  scale; ``‖E‖_F = √(C−1)``). It is 0 exactly when the centred means have equal norms and
-  pairwise cosines ``−1/(C−1)``; its range is ``[0, 2]``. The two classical parts are reported too:
-  ``nc2_equinorm = std_c(‖μ_c − μ_G‖) / mean_c(‖μ_c − μ_G‖)`` (population std) and
-  ``nc2_equiangular = mean_{c≠c'} |cos(μ_c − μ_G, μ_c' − μ_G) + 1/(C−1)|``.
-* **NC3** (self-duality) ``= ‖ W/‖W‖_F − M/‖M‖_F ‖_F``  (Papyan et al., Fig. 4), in ``[0, 2]``.
-* **NC4** ``= (1/N) #{ i : argmax_c (W h_i + b)_c ≠ argmin_c ‖h_i − μ_c‖ }``, the rate at which the
-  classifier disagrees with the nearest-class-centre rule. It needs the class means *before* the
-  samples are scored: see :class:`hf_infonc.info.stream.NearestCenterAgreement`.
-
-**[choice]** ``μ_G`` is the mean of the class means (``global_mean="class"``, default; the
-convention of rhubarbwu/neural-collapse): then a perfectly collapsed but class-imbalanced set has
-``M`` equal to a simplex ETF and scores NC1 = NC2 = NC3 = 0. ``global_mean="sample"`` uses the
-sample-weighted mean of all features (Papyan et al.'s written definition); both agree for
-balanced classes.
-
-Everything here is pure torch (no transformers), float64, and never modifies its inputs.
+Definitions in docs/theory.md §5: ``M`` is the ``C x d`` matrix of centred class means
+(``μ_c − μ_G``), ``W`` the ``C x d`` head. ``Σ_W`` comes from one-pass sums
+(``(Σ h hᵀ − Σ_c n_c μ_c μ_cᵀ) / N``, :mod:`.stream`); NC1 ``= tr(Σ_W Σ_B⁺)/C`` is computed from the
+SVD ``M = U S Vᵀ`` as ``Σ_{j≤r} v_jᵀ Σ_W v_j / s_j²`` with ``r = min(C−1, d)`` (Papyan et al.'s
+``svds(Σ_B, k=C−1)``), dropping directions with ``s_j ≤ s_1·max(C, d)·eps`` (with a warning); NC2
+is the distance from the simplex ETF as in rhubarbwu/neural-collapse ``simplex_etf_error``, with its
+equinorm and equiangular parts; NC3 the self-duality distance; NC4 needs the class means before the
+samples are scored (:class:`hf_infonc.info.stream.NearestCenterAgreement`). **[choice]** ``μ_G`` is
+the mean of the class means (``global_mean="class"``, default) or the sample-weighted mean
+(``"sample"``). Everything is float64, scale-invariant (docs/theory.md §6) and never modifies its
+inputs. Pure torch.
 """
 
 from __future__ import annotations
@@ -71,6 +51,15 @@ def ldexp(x: torch.Tensor, exponent: int) -> torch.Tensor:
         x = x * math.ldexp(1.0, step)
         exponent -= step
     return x
+
+
+def ldexp_float(value: float, exponent: int) -> float:
+    """``value · 2^exponent`` as a float: ``inf`` when the result exceeds float64 (e.g. the
+    within-class variance of features at 1e300), 0 when it underflows."""
+    try:
+        return math.ldexp(value, exponent)
+    except OverflowError:
+        return math.inf
 
 
 def _unit_frobenius(x: torch.Tensor) -> torch.Tensor | None:
@@ -155,7 +144,8 @@ def nc1(sigma_w: torch.Tensor, centred_means: torch.Tensor) -> float:
     rank = min(c - 1, d)
     s, vh = s[:rank], vh[:rank]
     if s.numel() == 0 or float(s[0]) == 0.0:
-        warnings.warn("NC1 is undefined: all class means coincide (Σ_B = 0); returning NaN.", RuntimeWarning, stacklevel=2)
+        warnings.warn("NC1 is undefined: all class means coincide (Σ_B = 0); returning NaN.", RuntimeWarning,
+                      stacklevel=2)
         return float("nan")
     tol = float(s[0]) * max(c, d) * torch.finfo(torch.float64).eps
     keep = s > tol
@@ -221,10 +211,13 @@ def nc3(head: torch.Tensor, centred_means: torch.Tensor) -> float:
     w = _as_float64(head, "head", 2)
     m = _as_float64(centred_means, "centred_means", 2)
     if w.shape != m.shape:
-        raise ValueError(f"head has shape {tuple(w.shape)} but the class means have {tuple(m.shape)}; NC3 needs (C, d) for both.")
+        raise ValueError(
+            f"head has shape {tuple(w.shape)} but the class means have {tuple(m.shape)}; NC3 needs (C, d) for both."
+        )
     unit_w, unit_m = _unit_frobenius(w), _unit_frobenius(m)
     if unit_w is None or unit_m is None:
-        warnings.warn("NC3 is undefined: the head or the centred means are all zero; returning NaN.", RuntimeWarning, stacklevel=2)
+        warnings.warn("NC3 is undefined: the head or the centred means are all zero; returning NaN.", RuntimeWarning,
+                      stacklevel=2)
         return float("nan")
     # the distance of two unit vectors: in [0, 2] (clamped against round-off)
     distance = float(torch.linalg.matrix_norm(unit_w - unit_m))
@@ -268,19 +261,7 @@ def nearest_center_predictions(features: torch.Tensor, centers: torch.Tensor) ->
 
 
 __all__ = [
-    "GLOBAL_MEANS",
-    "SAFE_EXPONENT",
-    "head_predictions",
-    "between_class_covariance",
-    "etf_gram",
-    "global_mean",
-    "nc1",
-    "nc2",
-    "nc2_equiangular",
-    "nc2_equinorm",
-    "nc3",
-    "ldexp",
-    "nearest_center_predictions",
-    "storage_exponent",
-    "within_class_covariance",
+    "GLOBAL_MEANS", "SAFE_EXPONENT", "between_class_covariance", "etf_gram", "global_mean", "head_predictions",
+    "ldexp", "nc1", "nc2", "nc2_equiangular", "nc2_equinorm", "nc3", "nearest_center_predictions",
+    "storage_exponent", "within_class_covariance",
 ]

@@ -1,32 +1,10 @@
 """The ranges of the measures, and the clamp that keeps their round-off inside them.
 
-A matrix entropy lies in ``[0, log k]`` (``k`` the size of its spectrum: ``min(n, d)`` for ``n``
-features of dimension ``d``, ``n`` for an ``n x n`` Gram), the matrix mutual information in
-``[0, min(H(K₁), H(K₂))]`` (arXiv 2406.03999 §3), MIR and HDR in ``[0, 1]``, NC2 and NC3 in
-``[0, 2]``. Computed values leave these ranges by round-off: an entropy of ``-2.2e-16`` for a
-rank-one Gram, an HDR of ``1.0000000000000002``.
-
-:func:`clamp_to_range` moves a value back onto the bound it crossed when it lies outside by at
-most :func:`roundoff_slack` (``ROUNDOFF_ULPS · k · eps · max(1, log k)`` of the dtype it was
-computed in: the size of the error of an eigen-decomposition of a ``k x k`` matrix carried into an
-entropy; ``k`` is the number of rows, which bounds the size of every matrix whose spectrum is
-read). A value further out is left as it is, so that a real error stays visible (the
-tests assert that none occurs). The clamp is straight-through: the gradient is that of the
-unclamped value, which is the true gradient (only round-off was removed), and a clamped value can
-still be differentiated.
-
-MIR and HDR need no clamp of their own: built from clamped terms (entropies ≥ 0, MI in
-``[0, min H]``) they lie in ``[0, 1]`` exactly, because IEEE rounding is monotone
-(``fl(a / b) ≤ fl(b / b) = 1`` when ``0 ≤ a ≤ b``).
-
-The losses (:mod:`hf_infonc.losses`, :mod:`hf_infonc.info.fused`) are not clamped: a loss is an
-objective, its value only has to be differentiable and continuous, and a clamp of the loss value
-(straight-through or not) would add operations to every training step for a change of a few ulps.
-The measures that are reported (the functions of :mod:`~hf_infonc.info.entropy` and
-:mod:`~hf_infonc.info.mutual`, the neural-collapse measures of :mod:`~hf_infonc.info.stream`)
-are clamped.
-
-This module is pure torch: it must never import transformers or datasets.
+An entropy lies in ``[0, log k]``, the matrix mutual information in ``[0, min(H(K₁), H(K₂))]``
+(arXiv 2406.03999 §3), MIR and HDR in ``[0, 1]``, NC2 and NC3 in ``[0, 2]``. A reported value that
+lies outside by at most :func:`roundoff_slack` is moved onto the bound, straight-through; a value
+further out is left visible. MIR and HDR built from clamped terms need no clamp; the losses are not
+clamped (docs/theory.md §6). Pure torch.
 """
 
 from __future__ import annotations

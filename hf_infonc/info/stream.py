@@ -1,371 +1,97 @@
 """Dataset-level neural-collapse and matrix-information measures in one streaming pass.
 
-:class:`NeuralCollapseAccumulator` sees the features of a data set batch by batch (any batch
-sizes, any number of :meth:`~NeuralCollapseAccumulator.update` calls, any number of processes)
-and keeps only float64 **sums**, so merging and ``all_reduce`` lose nothing (they agree with a
-single pass up to the round-off of the summation order) and the memory is ``O(d² + C·d)``
-whatever the number of samples:
+:class:`NeuralCollapseAccumulator` sees a data set batch by batch (any batch sizes, any number of
+processes) and keeps only float64 sums: per-class counts ``n_c`` and sums ``s_c``, the second
+moment ``S = Σ h hᵀ`` (so ``Σ_W = (S − Σ_c s_c s_cᵀ / n_c) / N`` needs no second pass), with a head
+``W`` the sums of the sample-level MIR/HDR over consecutive batches of ``sample_batch_size``
+(:mod:`~hf_infonc.info.sample_level`), and prediction counts. Merging and ``all_reduce`` are
+exact up to the summation order; the memory is ``O(d² + C·d)``. :meth:`~NeuralCollapseAccumulator.compute`
+returns (formulas in :mod:`~hf_infonc.info.neural_collapse`; docs/theory.md §2 and §5):
+``nc1``, ``nc2``, ``nc2_equinorm``, ``nc2_equiangular``, ``within_class_variance`` (``tr Σ_W``);
+with a head ``nc3``, ``head_entropy`` ``H(G(W))``, ``class_mean_entropy`` ``H(G(M))``,
+``class_mi`` / ``class_mir`` / ``class_hdr`` (``G(W)`` against ``G(M)``); with a head at
+construction ``sample_mir``, ``sample_hdr``, ``sample_mi``, ``sample_feature_entropy``,
+``sample_head_entropy``, ``sample_num_batches``, ``sample_mir_undefined_batches``,
+``sample_hdr_undefined_batches``; with predictions ``classifier_accuracy``, and ``nc4`` /
+``ncc_accuracy`` (see NC4); always ``num_samples``, ``num_classes``, ``num_present_classes``,
+``num_absent_classes``.
 
-* per-class counts ``n_c`` ``(C,)`` and sums ``s_c = Σ_{i∈c} h_i`` ``(C, d)``;
-* the total second moment ``S = Σ_i h_i h_iᵀ`` ``(d, d)``, from which the within-class covariance
-  follows without a second pass: ``Σ_W = (S − Σ_c s_c s_cᵀ / n_c) / N``;
-* with a head ``W`` (``C x d``) given at construction: running sums of the paper's sample-level
-  MIR/HDR (SPEC §2 item 2), computed on the fly over consecutive batches of
-  ``sample_batch_size`` samples, so only one partial batch (< ``sample_batch_size`` rows) is held;
-* with classifier predictions (``logits`` in ``update``, or the head): correct-prediction counts,
-  and NC4 disagreement counts against *given* class centres (see "NC4" below).
+Choices (**[choice]** of docs/theory.md):
 
-:meth:`~NeuralCollapseAccumulator.compute` then returns (formulas in
-:mod:`hf_infonc.info.neural_collapse`, after Papyan, Han & Donoho 2020; SPEC §5):
+* **NC4** needs the class means before any sample is scored. Exact, two passes:
+  :meth:`~NeuralCollapseAccumulator.nearest_center_pass` (after ``all_reduce``) returns a
+  :class:`NearestCenterAgreement` seeded with the final means, fed the same data again (what
+  :func:`neural_collapse_measures` does). One pass: ``centers=`` given at construction (e.g. the
+  previous evaluation's ``class_means()``) counts NC4 *with respect to those centres*. Running
+  means are never used (the result would depend on the order of the data).
+* **Absent classes** are left out of every measure (``C`` is then the number present, with a
+  warning); fewer than 2 present is a ``ValueError``; ``class_means()`` has NaN rows for them.
+* **C = 2**: ``H(G(M)) = 0``, so ``class_mir`` is NaN (warning); a sample batch with one class,
+  or with (anti-)parallel head rows, has a 0/0 ratio and follows ``zero_entropy``.
+* **zero_entropy** (sample level): ``"skip"`` (default) leaves 0/0 batches out of that average
+  (counted), ``"nan"`` makes it NaN, ``"zero"`` counts them as 0; ``compute`` may change it.
+* **Partial sample batch**: the leftover samples form a last, smaller batch unless ``drop_last``;
+  :meth:`~NeuralCollapseAccumulator.merge` and ``all_reduce`` close each side's first, as a
+  ``DistributedSampler`` shard would.
 
-==============================  =========================================================
-key                             meaning
-==============================  =========================================================
-``nc1``                         ``tr(Σ_W Σ_B⁺)/C``, pseudo-inverse at rank ``C−1``
-``nc2``                         ``‖MMᵀ/‖MMᵀ‖_F − E/‖E‖_F‖_F``, ``E = I − 11ᵀ/C``
-``nc2_equinorm``                std/mean of the centred class-mean norms
-``nc2_equiangular``             mean ``|cos + 1/(C−1)|`` over pairs of centred class means
-``within_class_variance``       ``tr Σ_W``
-``nc3``                         ``‖W/‖W‖_F − M/‖M‖_F‖_F`` (head needed)
-``head_entropy``                ``H(G(W))``, SPEC §2 item 1 (head needed)
-``class_mean_entropy``          ``H(G(M))``
-``class_mi``/``class_mir``/     MI, MIR, HDR of ``G(W)`` against ``G(M)`` (NaN + warning when
-``class_hdr``                   an entropy is 0, e.g. always for MIR with C = 2)
-``sample_mir``/``sample_hdr``   batch-averaged ``MIR/HDR(G(features), G(W[labels]))``,
-                                SPEC §2 item 2 (head given at construction)
-``sample_mi``,                  batch averages of ``MI``, ``H(K₁)``, ``H(K₂)``
-``sample_feature_entropy``,
-``sample_head_entropy``
-``sample_num_batches``,         number of sample batches, and how many had an undefined
-``sample_mir_undefined_batches``  (0/0) ratio
-``sample_hdr_undefined_batches``
-``classifier_accuracy``         accuracy of ``argmax`` of the logits (or of ``W h + b``)
-``nc4``, ``ncc_accuracy``       NC4 and the nearest-centre accuracy (``centers=`` given, or
-                                the second pass of :meth:`nearest_center_pass`; see "NC4")
-``num_samples``, ``num_classes``, ``num_present_classes``, ``num_absent_classes``
-==============================  =========================================================
-
-Choices (documented, SPEC's **[choice]** convention):
-
-* **NC4.** The nearest-class-centre rule needs the class means of the whole set before any sample
-  is scored, so one pass cannot give the exact NC4. Two honest ways are offered:
-
-  1. *exact, two passes*: after the first pass (and ``all_reduce``),
-     :meth:`NeuralCollapseAccumulator.nearest_center_pass` returns a small
-     :class:`NearestCenterAgreement` seeded with the final class means; a second pass over the
-     same data feeds it ``(features, labels, logits)``. Every other measure comes from the first
-     pass's sums; the second pass only does a ``(batch x C)`` distance per batch. This is
-     Papyan et al.'s NC4 exactly, and what :func:`neural_collapse_measures` does.
-  2. *one pass against given centres*: ``NeuralCollapseAccumulator(..., centers=prev)`` counts
-     disagreements on the fly against fixed centres, e.g. the class means of the previous
-     evaluation (``prev_acc.class_means()``). This is NC4 *with respect to those centres*; it
-     equals the exact NC4 only when the centres are this set's class means.
-
-  Running (partial) means are never used: the result would depend on the order of the data.
-* **Absent classes.** Classes with no samples are left out: every NC measure, the class means
-  ``M`` and the head rows ``W`` use the ``P`` present classes only (``C`` in the formulas is then
-  ``P``), and the result reports ``num_absent_classes`` (a warning is issued). Fewer than 2
-  present classes is a ``ValueError``. ``class_means()`` has NaN rows for absent classes and the
-  nearest-centre rule never picks them.
-* **C = 2.** Two centred class means are always anti-parallel, so ``H(G(M)) = 0``:
-  ``class_mir`` is NaN (with a warning) and ``class_hdr`` is 1 (NaN if the two head rows are
-  parallel or anti-parallel as well, e.g. at collapse). At sample level a batch's head Gram
-  ``G(W[y])`` has entropy 0 when the two head rows are (anti-)parallel — always at collapse —
-  or when the batch holds one class only; such batches follow ``zero_entropy``. NC1 to NC4 are
-  well defined for C = 2.
-* **zero_entropy (sample level).** A batch whose MIR (or HDR) is 0/0 — e.g. all its labels equal,
-  or a final partial batch of one sample — is, with ``"skip"`` (default) left out of that ratio's
-  average (counted in ``sample_*_undefined_batches``; NaN with a warning if no batch is defined);
-  with ``"nan"`` it makes the average NaN (warning); with ``"zero"`` it counts as 0. The running
-  state does not depend on the mode, so ``compute(zero_entropy=...)`` can change it afterwards.
-* **Partial sample batch.** The samples left over at the end (fewer than ``sample_batch_size``)
-  form a last, smaller batch (``drop_last=False``, like a test ``DataLoader``) or are dropped
-  (``drop_last=True``). :meth:`merge` and :meth:`all_reduce` close each side's pending partial
-  batch first, as a ``DistributedSampler`` shard would, so a merged result equals a single pass
-  exactly for all class-level measures, and for the sample-level ones when every part but the
-  last holds a multiple of ``sample_batch_size`` samples.
-* **Global mean**: ``global_mean="class"`` (mean of the class means, default) or ``"sample"``;
-  see :mod:`hf_infonc.info.neural_collapse`.
-
-Numerics: the sums hold the features divided by a power of two chosen from the data (exact; 1 for
-features of ordinary size, see :func:`~hf_infonc.info.neural_collapse.storage_exponent`), so
-``Σ x xᵀ`` neither overflows nor underflows, and every measure except ``within_class_variance``
-(scaled back: ``inf`` when it exceeds float64) is the same for features ``x`` and ``c·x``, from
-1e-300 to 1e300. Entropies, MI, MIR and HDR are clamped to their ranges against round-off
-(:mod:`hf_infonc.info.ranges`).
-
-The caller's tensors are never modified: they are copied to float64 on ``device`` in chunks of at
-most :data:`UPDATE_CHUNK` rows. This module is pure torch (no transformers/datasets/evaluate).
+Numerics (docs/theory.md §6): the sums hold the features divided by a power of two chosen from the
+data, so every measure but ``within_class_variance`` is scale-invariant from 1e-300 to 1e300;
+reported measures are clamped to their ranges. Inputs are never modified (copied to float64 on
+``device`` in chunks of :data:`UPDATE_CHUNK` rows). Pure torch.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Literal
 
 import torch
 
 from hf_infonc.info import neural_collapse as nc
-from hf_infonc.info.mutual import ZERO_ENTROPY_TOL, entropy_terms, mutual_information_in_range, safe_ratio
-from hf_infonc.info.ranges import clamp_float, roundoff_slack
-
-SampleZeroEntropy = Literal["skip", "nan", "zero"]
-SAMPLE_ZERO_ENTROPY: tuple[str, ...] = ("skip", "nan", "zero")
+from hf_infonc.info._reduce import all_reduce, check_same_everywhere, distributed_ready, same_optional, signature
+from hf_infonc.info.gram import check_class_labels, check_count, check_matrix
+from hf_infonc.info.mutual import information_measures
+from hf_infonc.info.sample_level import (  # noqa: F401  (batched_mir_hdr and the statistics: re-exported)
+    N_SAMPLE_STATS,
+    SAMPLE_ZERO_ENTROPY,
+    SampleZeroEntropy,
+    batch_stats,
+    batched_mir_hdr,
+    pair_batch_stats,
+    summarize_batch_stats,
+)
 
 #: ``update`` processes at most this many rows at a time (bounds the float64 temporaries).
 UPDATE_CHUNK = 8192
-
-#: The sample-level entropies are computed for at most this many rows (whole batches) per call,
-#: which bounds the batched Gram / normalisation temporaries.
-SAMPLE_GROUP_ROWS = 2048
-
-# Layout of the sample-level running sums.
-_S_BATCHES, _S_MIR, _S_MIR_DEF, _S_HDR, _S_HDR_DEF, _S_HA, _S_HB, _S_MI = range(8)
-_N_SAMPLE_STATS = 8
-
-
-# --------------------------------------------------------------------------------------------
-# input checks
-# --------------------------------------------------------------------------------------------
-
-
-def _check_count(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name}={value} must be ≥ {minimum}.")
-    return value
-
-
-def _check_matrix(x: object, name: str, shape: tuple[int | None, ...]) -> torch.Tensor:
-    """A finite floating tensor with the given shape (``None`` = any size)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}; use torch.as_tensor({name}).")
-    if not x.is_floating_point():
-        raise TypeError(f"`{name}` has dtype {x.dtype}; a floating-point tensor is expected.")
-    if x.dim() != len(shape) or any(s is not None and s != t for s, t in zip(shape, x.shape)):
-        want = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ")"
-        raise ValueError(f"`{name}` has shape {tuple(x.shape)}, expected {want}.")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"`{name}` contains NaN or inf values; the measures need finite inputs.")
-    return x
-
-
-def _check_matrix_allow_nan(x: object, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or tuple(x.shape) != shape:
-        raise ValueError(f"`{name}` must be a floating tensor of shape {shape}.")
-    return x
-
-
-def _check_labels(labels: object, n: int, num_classes: int) -> torch.Tensor:
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"`labels` must be a torch.Tensor of class indices, got {type(labels).__name__}.")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise TypeError(f"`labels` has dtype {labels.dtype}; an integer tensor of class indices 0..C-1 is expected.")
-    if labels.dim() != 1 or labels.shape[0] != n:
-        raise ValueError(f"`labels` has shape {tuple(labels.shape)}, expected ({n},): one class index per feature row.")
-    if n:
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"labels must be class indices in 0..{num_classes - 1} (num_classes={num_classes}), but values "
-                f"in [{lo}, {hi}] were found. Remap the labels, drop ignored samples (e.g. -100) before update(), "
-                f"or raise num_classes."
-            )
-    return labels
-
-
-def _comm_device(group: object) -> torch.device:
-    import torch.distributed as dist
-
-    backend = str(dist.get_backend(group))
-    if "nccl" in backend.lower():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _distributed_ready() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
-def _all_reduce_sum(vector: torch.Tensor, group: object) -> torch.Tensor:
-    import torch.distributed as dist
-
-    buf = vector.to(_comm_device(group))
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=group)
-    return buf.to(vector.device)
-
-
-def _all_reduce_max(vector: torch.Tensor, group: object) -> torch.Tensor:
-    import torch.distributed as dist
-
-    buf = vector.to(_comm_device(group))
-    dist.all_reduce(buf, op=dist.ReduceOp.MAX, group=group)
-    return buf.to(vector.device)
-
-
-def _ldexp_float(value: float, exponent: int) -> float:
-    """``value · 2^exponent`` as a float: ``inf`` when the result exceeds float64 (e.g. the
-    within-class variance of features at 1e300), 0 when it underflows."""
-    try:
-        return math.ldexp(value, exponent)
-    except OverflowError:
-        return math.inf
-
-
-def _check_same_everywhere(signature: torch.Tensor, what: str, group: object) -> None:
-    """Raise on every rank (no hang) when ranks disagree on a configuration signature."""
-    import torch.distributed as dist
-
-    dev = _comm_device(group)
-    hi, lo = signature.to(dev).clone(), signature.to(dev).clone()
-    dist.all_reduce(hi, op=dist.ReduceOp.MAX, group=group)
-    dist.all_reduce(lo, op=dist.ReduceOp.MIN, group=group)
-    if not torch.equal(hi, lo):
-        raise ValueError(
-            f"all_reduce: the processes disagree on the {what} (num_classes, dim, sample batch size, head, "
-            f"centres, ...). Build the accumulator with the same arguments on every rank."
-        )
-
-
-def _tensor_signature(x: torch.Tensor | None) -> list[float]:
-    if x is None:
-        return [0.0, 0.0, 0.0]
-    y = torch.nan_to_num(x.to(torch.float64), nan=0.0)
-    return [1.0, float(y.sum()), float(y.abs().sum())]
-
-
-def _same_optional(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return a.shape == b.shape and bool(torch.equal(torch.nan_to_num(a, nan=0.0), torch.nan_to_num(b.to(a.device), nan=0.0)))
-
-
-# --------------------------------------------------------------------------------------------
-# sample-level MIR / HDR over consecutive batches (SPEC §2 item 2)
-# --------------------------------------------------------------------------------------------
-
-
-def pair_batch_stats(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Summed statistics of ``k`` sample batches: ``a`` ``(k, n, d₁)``, ``b`` ``(k, n, d₂)`` (rows
-    paired by sample). Per batch, ``K₁ = G(a)``, ``K₂ = G(b)``, and the vector holds
-    ``[k, Σ MIR, #MIR defined, Σ HDR, #HDR defined, Σ H(K₁), Σ H(K₂), Σ MI]`` (float64), the
-    undefined (0/0) ratios contributing 0 to the sums.
-    """
-    terms = entropy_terms(a, b, dtype=torch.float64)  # entropies clamped to [0, log k] against round-off
-    h_a, h_b = terms.h_a, terms.h_b
-    mi = mutual_information_in_range(terms, a.shape[-2], torch.float64)  # so MIR, HDR lie in [0, 1]
-    lo, hi = torch.minimum(h_a, h_b), torch.maximum(h_a, h_b)
-    mir_def, hdr_def = lo > ZERO_ENTROPY_TOL, hi > ZERO_ENTROPY_TOL
-    mir_val = torch.where(mir_def, mi / torch.where(mir_def, lo, torch.ones_like(lo)), torch.zeros_like(lo))
-    hdr_val = torch.where(hdr_def, (h_a - h_b).abs() / torch.where(hdr_def, hi, torch.ones_like(hi)), torch.zeros_like(hi))
-    out = torch.zeros(_N_SAMPLE_STATS, dtype=torch.float64, device=a.device)
-    out[_S_BATCHES] = a.shape[0]
-    out[_S_MIR] = mir_val.sum()
-    out[_S_MIR_DEF] = mir_def.sum()
-    out[_S_HDR] = hdr_val.sum()
-    out[_S_HDR_DEF] = hdr_def.sum()
-    out[_S_HA] = h_a.sum()
-    out[_S_HB] = h_b.sum()
-    out[_S_MI] = mi.sum()
-    return out
-
-
-def summarize_batch_stats(stats: torch.Tensor, zero_entropy: str = "skip") -> dict[str, float]:
-    """Batch averages from :func:`pair_batch_stats` sums: keys ``mir``, ``hdr``, ``mi``,
-    ``feature_entropy`` (``H(K₁)``), ``head_entropy`` (``H(K₂)``), ``num_batches``,
-    ``mir_undefined_batches``, ``hdr_undefined_batches``. ``zero_entropy`` as in the module doc.
-    """
-    if zero_entropy not in SAMPLE_ZERO_ENTROPY:
-        raise ValueError(f"zero_entropy={zero_entropy!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
-    s = stats.tolist()
-    batches = s[_S_BATCHES]
-    out: dict[str, float] = {
-        "num_batches": int(batches),
-        "mir_undefined_batches": int(batches - s[_S_MIR_DEF]),
-        "hdr_undefined_batches": int(batches - s[_S_HDR_DEF]),
-    }
-    if batches == 0:
-        return out
-    out["feature_entropy"] = s[_S_HA] / batches
-    out["head_entropy"] = s[_S_HB] / batches
-    # each batch's MI is at most its smaller entropy, so the average is too, up to the summation's round-off
-    upper = min(out["feature_entropy"], out["head_entropy"])
-    out["mi"] = clamp_float(s[_S_MI] / batches, 0.0, upper, roundoff_slack(torch.float64, int(batches)))
-    for key, total, defined in (("mir", s[_S_MIR], s[_S_MIR_DEF]), ("hdr", s[_S_HDR], s[_S_HDR_DEF])):
-        undefined = batches - defined
-        if zero_entropy == "zero":
-            out[key] = total / batches
-        elif undefined and (zero_entropy == "nan" or defined == 0):
-            warnings.warn(
-                f"{key.upper()}: {int(undefined)} of {int(batches)} sample batches have a 0/0 ratio (a matrix entropy "
-                f"is 0: all rows parallel, a single row, or C = 2 at collapse); returning NaN "
-                f"(zero_entropy={zero_entropy!r}).",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            out[key] = math.nan
-        else:
-            out[key] = total / defined
-    return out
-
-
-def batched_mir_hdr(
-    features: torch.Tensor,
-    head_rows: torch.Tensor,
-    *,
-    batch_size: int = 64,
-    zero_entropy: SampleZeroEntropy = "skip",
-    drop_last: bool = False,
-) -> dict[str, float]:
-    """The paper's sample-level MIR/HDR (SPEC §2 item 2), averaged over consecutive batches.
-
-    For each batch of ``batch_size`` consecutive rows (the last one smaller unless ``drop_last``):
-    ``K₁ = G(features[batch])``, ``K₂ = G(head_rows[batch])``; ``head_rows`` is usually
-    ``W[labels]`` (each sample's head row), or the features of the same inputs from a second
-    model (SPEC §2 item 3). Returns the keys of :func:`summarize_batch_stats`; undefined (0/0)
-    batches follow ``zero_entropy`` ("skip" default, "nan", "zero"). The temporaries are those of
-    one group of whole batches (about :data:`SAMPLE_GROUP_ROWS` rows) at a time.
-    """
-    _check_matrix(features, "features", (None, None))
-    n = int(features.shape[0])
-    _check_matrix(head_rows, "head_rows", (n, None))
-    batch_size = _check_count(batch_size, "batch_size", 1)
-    if zero_entropy not in SAMPLE_ZERO_ENTROPY:
-        raise ValueError(f"zero_entropy={zero_entropy!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
-    stats = torch.zeros(_N_SAMPLE_STATS, dtype=torch.float64, device=features.device)
-    group = max(1, SAMPLE_GROUP_ROWS // batch_size) * batch_size
-    for start in range(0, n, group):
-        a = features[start : start + group].detach().to(torch.float64)
-        b = head_rows[start : start + group].detach().to(torch.float64)
-        full = (a.shape[0] // batch_size) * batch_size
-        if full:
-            stats += pair_batch_stats(
-                a[:full].reshape(-1, batch_size, a.shape[1]), b[:full].reshape(-1, batch_size, b.shape[1])
-            )
-        if full < a.shape[0] and not drop_last:
-            stats += pair_batch_stats(a[full:].unsqueeze(0), b[full:].unsqueeze(0))
-    return summarize_batch_stats(stats, zero_entropy)
-
 
 # --------------------------------------------------------------------------------------------
 # NC4: nearest-centre agreement against fixed centres
 # --------------------------------------------------------------------------------------------
 
 
+def _stored(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A float64 copy of ``x`` on ``device`` (the caller's tensor is never modified)."""
+    return x.detach().to(device, torch.float64).clone()
+
+
+def _head_and_bias(
+    head: torch.Tensor | None, bias: torch.Tensor | None, num_classes: int, dim: int, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The checked float64 copies of an optional ``(C, d)`` head and ``(C,)`` bias (a bias needs a head)."""
+    if head is not None:
+        head = _stored(check_matrix(head, "head", (num_classes, dim)), device)
+    if bias is not None and head is None:
+        raise ValueError("`bias` was given without `head`; pass both, or pass logits to update().")
+    return head, None if bias is None else _stored(check_matrix(bias, "bias", (num_classes,)), device)
+
+
 class NearestCenterAgreement:
     """NC4 counts: how often the classifier disagrees with the nearest-class-centre rule.
 
-    ``NC4 = (1/N) #{i : argmax_c logits_ic ≠ argmin_c ‖h_i − μ_c‖}`` for *fixed* centres ``μ``
-    (Papyan, Han & Donoho 2020). The classifier's prediction is ``argmax(logits)`` when ``logits``
-    are given to :meth:`update`, else ``argmax(h Wᵀ + b)`` from ``head``/``bias``.
-
-    For the exact NC4 the centres must be the class means of the same data: build this with
-    :meth:`NeuralCollapseAccumulator.nearest_center_pass` after a first pass, then feed it the
-    data again. Rows of ``centers`` that are NaN (absent classes) are never chosen.
+    ``NC4 = (1/N) #{i : argmax_c logits_ic ≠ argmin_c ‖h_i − μ_c‖}`` for *fixed* centres ``μ`` (Papyan,
+    Han & Donoho 2020); predictions from the ``logits`` given to :meth:`update`, else ``argmax(h Wᵀ + b)``.
+    For the exact NC4 the centres are the class means of the same data
+    (:meth:`NeuralCollapseAccumulator.nearest_center_pass`). NaN rows (absent classes) are never chosen.
 
     Args:
         centers: ``(C, d)`` class centres (float, NaN rows allowed).
@@ -374,11 +100,7 @@ class NearestCenterAgreement:
     """
 
     def __init__(
-        self,
-        centers: torch.Tensor,
-        *,
-        head: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
+        self, centers: torch.Tensor, *, head: torch.Tensor | None = None, bias: torch.Tensor | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
         if not isinstance(centers, torch.Tensor) or centers.dim() != 2:
@@ -389,11 +111,8 @@ class NearestCenterAgreement:
         self.num_classes, self.dim = int(centers.shape[0]), int(centers.shape[1])
         if not bool(torch.isfinite(centers).all(dim=1).any()):
             raise ValueError("`centers` has no finite row: at least one class centre is needed.")
-        self.centers = centers.detach().to(self.device, torch.float64).clone()
-        self.head = None if head is None else _check_matrix(head, "head", (self.num_classes, self.dim)).detach().to(self.device, torch.float64).clone()
-        self.bias = None if bias is None else _check_matrix(bias, "bias", (self.num_classes,)).detach().to(self.device, torch.float64).clone()
-        if self.bias is not None and self.head is None:
-            raise ValueError("`bias` was given without `head`; pass both, or pass logits to update().")
+        self.centers = _stored(centers, self.device)
+        self.head, self.bias = _head_and_bias(head, bias, self.num_classes, self.dim, self.device)
         self.reset()
 
     def reset(self) -> None:
@@ -402,23 +121,22 @@ class NearestCenterAgreement:
         self._synced = False
 
     def update(
-        self,
-        features: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        logits: torch.Tensor | None = None,
+        self, features: torch.Tensor, labels: torch.Tensor | None = None, logits: torch.Tensor | None = None,
     ) -> None:
         """Score one batch: ``features`` ``(n, d)``; optional ``labels`` ``(n,)`` (for ``ncc_accuracy``)
         and ``logits`` ``(n, C)`` (else the head gives the predictions)."""
         if self._synced:
             raise RuntimeError("update() after all_reduce(): the counts are already global; call reset() first.")
-        _check_matrix(features, "features", (None, self.dim))
+        check_matrix(features, "features", (None, self.dim))
         n = features.shape[0]
         if labels is not None:
-            _check_labels(labels, n, self.num_classes)
+            check_class_labels(labels, n, self.num_classes)
         if logits is not None:
-            _check_matrix(logits, "logits", (n, self.num_classes))
+            check_matrix(logits, "logits", (n, self.num_classes))
         elif self.head is None:
-            raise ValueError("NC4 needs the classifier's predictions: pass logits to update(), or give `head` at construction.")
+            raise ValueError(
+                "NC4 needs the classifier's predictions: pass logits to update(), or give `head` at construction."
+            )
         for start in range(0, n, UPDATE_CHUNK):
             stop = min(n, start + UPDATE_CHUNK)
             f = features[start:stop].detach().to(self.device, torch.float64)
@@ -438,25 +156,21 @@ class NearestCenterAgreement:
         """Add ``other``'s counts (same centres and head required); returns ``self``."""
         if not isinstance(other, NearestCenterAgreement):
             raise TypeError(f"can only merge a NearestCenterAgreement, got {type(other).__name__}.")
-        if not (_same_optional(self.centers, other.centers) and _same_optional(self.head, other.head) and _same_optional(self.bias, other.bias)):
+        pairs = ((self.centers, other.centers), (self.head, other.head), (self.bias, other.bias))
+        if not all(same_optional(mine, theirs) for mine, theirs in pairs):
             raise ValueError("cannot merge NC4 counts made against different centres or heads.")
         self.stats += other.stats.to(self.device)
         return self
 
-    def _signature(self) -> torch.Tensor:
-        return torch.tensor(
-            [self.num_classes, self.dim, *_tensor_signature(self.centers), *_tensor_signature(self.head), *_tensor_signature(self.bias)],
-            dtype=torch.float64,
-        )
-
     def all_reduce(self, group: object = None) -> "NearestCenterAgreement":
         """Sum the counts over all processes (no-op without an initialised process group)."""
-        if not _distributed_ready():
+        if not distributed_ready():
             return self
         if self._synced:
             raise RuntimeError("all_reduce() was already called; the counts are global.")
-        _check_same_everywhere(self._signature(), "NC4 centres", group)
-        self.stats = _all_reduce_sum(self.stats, group)
+        config = signature(self.num_classes, self.dim, self.centers, self.head, self.bias)
+        check_same_everywhere(config, "NC4 centres", group)
+        self.stats = all_reduce(self.stats, group)
         self._synced = True
         return self
 
@@ -514,22 +228,13 @@ class NeuralCollapseAccumulator:
     """
 
     def __init__(
-        self,
-        num_classes: int,
-        dim: int,
-        *,
-        head: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
-        centers: torch.Tensor | None = None,
-        sample_batch_size: int = 64,
-        zero_entropy: SampleZeroEntropy = "skip",
-        drop_last: bool = False,
-        global_mean: nc.GlobalMean = "class",
-        device: torch.device | str = "cpu",
+        self, num_classes: int, dim: int, *, head: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+        centers: torch.Tensor | None = None, sample_batch_size: int = 64, zero_entropy: SampleZeroEntropy = "skip",
+        drop_last: bool = False, global_mean: nc.GlobalMean = "class", device: torch.device | str = "cpu",
     ) -> None:
-        self.num_classes = _check_count(num_classes, "num_classes", 2)
-        self.dim = _check_count(dim, "dim", 1)
-        self.sample_batch_size = _check_count(sample_batch_size, "sample_batch_size", 1)
+        self.num_classes = check_count(num_classes, "num_classes", 2)
+        self.dim = check_count(dim, "dim", 1)
+        self.sample_batch_size = check_count(sample_batch_size, "sample_batch_size", 1)
         if zero_entropy not in SAMPLE_ZERO_ENTROPY:
             raise ValueError(f"zero_entropy={zero_entropy!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
         if global_mean not in nc.GLOBAL_MEANS:
@@ -538,23 +243,17 @@ class NeuralCollapseAccumulator:
         self.drop_last = bool(drop_last)
         self.global_mean = global_mean
         self.device = torch.device(device)
-        self.head = self._prepare_head(head)
-        if bias is not None and self.head is None:
-            raise ValueError("`bias` was given without `head`; pass both, or pass logits to update().")
-        self.bias = None if bias is None else _check_matrix(bias, "bias", (self.num_classes,)).detach().to(self.device, torch.float64).clone()
+        self.head, self.bias = _head_and_bias(head, bias, self.num_classes, self.dim, self.device)
         if centers is not None:
-            _check_matrix_allow_nan(centers, "centers", (self.num_classes, self.dim))
-            centers = centers.detach().to(self.device, torch.float64).clone()
+            shape = (self.num_classes, self.dim)
+            valid = isinstance(centers, torch.Tensor) and centers.is_floating_point()
+            if not valid or tuple(centers.shape) != shape:
+                raise ValueError(f"`centers` must be a floating tensor of shape {shape}.")  # NaN rows allowed
+            centers = _stored(centers, self.device)
         self._centers = centers
         self.reset()
 
     # ---------------------------------------------------------------- state
-
-    def _prepare_head(self, head: torch.Tensor | None) -> torch.Tensor | None:
-        if head is None:
-            return None
-        _check_matrix(head, "head", (self.num_classes, self.dim))
-        return head.detach().to(self.device, torch.float64).clone()
 
     def reset(self) -> None:
         """Forget all samples (keeps the configuration)."""
@@ -562,7 +261,7 @@ class NeuralCollapseAccumulator:
         self.counts = torch.zeros(c, dtype=torch.float64, device=dev)
         self.sums = torch.zeros(c, d, dtype=torch.float64, device=dev)
         self.second_moment = torch.zeros(d, d, dtype=torch.float64, device=dev)
-        self.sample_stats = torch.zeros(_N_SAMPLE_STATS, dtype=torch.float64, device=dev)
+        self.sample_stats = torch.zeros(N_SAMPLE_STATS, dtype=torch.float64, device=dev)
         self.prediction_stats = torch.zeros(2, dtype=torch.float64, device=dev)  # [predicted, correct]
         self._exponent: int | None = None  # sums and second_moment hold the values / 2^exponent (None: no data yet)
         self._buffer_features = torch.zeros(0, d, dtype=torch.float64, device=dev)
@@ -594,10 +293,7 @@ class NeuralCollapseAccumulator:
     # ---------------------------------------------------------------- update
 
     def update(
-        self,
-        features: torch.Tensor,
-        labels: torch.Tensor,
-        logits: torch.Tensor | None = None,
+        self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None,
     ) -> None:
         """Add a batch: ``features`` ``(n, d)``, integer ``labels`` ``(n,)`` in ``0..C-1``, optional
         ``logits`` ``(n, C)`` (classifier predictions for ``classifier_accuracy`` and NC4).
@@ -609,11 +305,11 @@ class NeuralCollapseAccumulator:
                 "update() after all_reduce(): the sums are already global (all processes). "
                 "Call reset() to start a new pass."
             )
-        _check_matrix(features, "features", (None, self.dim))
+        check_matrix(features, "features", (None, self.dim))
         n = int(features.shape[0])
-        _check_labels(labels, n, self.num_classes)
+        check_class_labels(labels, n, self.num_classes)
         if logits is not None:
-            _check_matrix(logits, "logits", (n, self.num_classes))
+            check_matrix(logits, "logits", (n, self.num_classes))
         elif self.ncc is not None and self.head is None:
             raise ValueError(
                 "NC4 against the given `centers` needs the classifier's predictions: pass logits to update(), "
@@ -670,27 +366,16 @@ class NeuralCollapseAccumulator:
     def _update_sample_level(self, f: torch.Tensor, y: torch.Tensor) -> None:
         feats = torch.cat([self._buffer_features, f])
         labs = torch.cat([self._buffer_labels, y])
-        b = self.sample_batch_size
-        full = (feats.shape[0] // b) * b
-        step = max(1, SAMPLE_GROUP_ROWS // b) * b
-        for start in range(0, full, step):
-            stop = min(full, start + step)
-            self.sample_stats += self._batch_stats(
-                feats[start:stop].reshape(-1, b, self.dim), labs[start:stop].reshape(-1, b)
-            )
+        full = (feats.shape[0] // self.sample_batch_size) * self.sample_batch_size
+        self.sample_stats += batch_stats(feats[:full], self.head[labs[:full]], self.sample_batch_size, tail=False)
         self._buffer_features = feats[full:].clone()
         self._buffer_labels = labs[full:].clone()
-
-    def _batch_stats(self, feats: torch.Tensor, labs: torch.Tensor) -> torch.Tensor:
-        """Summed per-batch statistics for ``feats`` ``(k, n, d)`` and labels ``(k, n)``."""
-        assert self.head is not None
-        return pair_batch_stats(feats, self.head[labs])
 
     def _tail_stats(self) -> torch.Tensor:
         """Statistics of the pending partial batch (zeros when none or ``drop_last``); no mutation."""
         if self.head is None or self.drop_last or self._buffer_features.shape[0] == 0:
-            return torch.zeros(_N_SAMPLE_STATS, dtype=torch.float64, device=self.device)
-        return self._batch_stats(self._buffer_features.unsqueeze(0), self._buffer_labels.unsqueeze(0))
+            return torch.zeros(N_SAMPLE_STATS, dtype=torch.float64, device=self.device)
+        return pair_batch_stats(self._buffer_features[None], self.head[self._buffer_labels][None])
 
     def _close_partial_batch(self) -> None:
         self.sample_stats += self._tail_stats()
@@ -699,23 +384,17 @@ class NeuralCollapseAccumulator:
 
     # ---------------------------------------------------------------- combine
 
+    def _config(self) -> tuple:
+        return (self.num_classes, self.dim, self.sample_batch_size, float(self.drop_last), self.head, self.bias,
+                self._centers)
+
     def _same_config(self, other: "NeuralCollapseAccumulator") -> bool:
-        return (
-            self.num_classes == other.num_classes
-            and self.dim == other.dim
-            and self.sample_batch_size == other.sample_batch_size
-            and self.drop_last == other.drop_last
-            and _same_optional(self.head, other.head)
-            and _same_optional(self.bias, other.bias)
-            and _same_optional(self._centers, other._centers)
-        )
+        mine, theirs = self._config(), other._config()
+        return mine[:4] == theirs[:4] and all(same_optional(a, b) for a, b in zip(mine[4:], theirs[4:]))
 
     def merge(self, other: "NeuralCollapseAccumulator") -> "NeuralCollapseAccumulator":
-        """Add ``other``'s sums into ``self`` (``other`` is not changed); returns ``self``.
-
-        Both must have the same configuration. Each side's pending partial sample batch is closed
-        first (see the module doc), so ``a.merge(b)`` equals one pass over a's data then b's when
-        a's sample count is a multiple of ``sample_batch_size``.
+        """Add ``other``'s sums into ``self`` (``other`` is not changed; same configuration required);
+        returns ``self``. Each side's pending partial sample batch is closed first (module doc).
         """
         if not isinstance(other, NeuralCollapseAccumulator):
             raise TypeError(f"can only merge a NeuralCollapseAccumulator, got {type(other).__name__}.")
@@ -738,42 +417,25 @@ class NeuralCollapseAccumulator:
             self.ncc.merge(other.ncc)
         return self
 
-    def _signature(self) -> torch.Tensor:
-        return torch.tensor(
-            [
-                self.num_classes,
-                self.dim,
-                self.sample_batch_size,
-                float(self.drop_last),
-                *_tensor_signature(self.head),
-                *_tensor_signature(self.bias),
-                *_tensor_signature(self._centers),
-            ],
-            dtype=torch.float64,
-        )
-
     def all_reduce(self, group: object = None) -> "NeuralCollapseAccumulator":
-        """Sum the state over all processes of ``group`` when ``torch.distributed`` is initialised.
-
-        Every rank must call it (once). Pending partial sample batches are closed first on each
-        rank; then one float64 all-reduce of the packed sums makes every rank hold the global
-        state (exact: only sums are reduced). Without an initialised process group it does nothing.
-        Returns ``self``.
+        """Sum the state over all processes of ``group`` (every rank calls it once; a no-op without an
+        initialised process group): pending partial sample batches are closed, then one float64
+        all-reduce of the packed sums. Returns ``self``.
         """
-        if not _distributed_ready():
+        if not distributed_ready():
             return self
         if self._synced:
             raise RuntimeError("all_reduce() was already called; the sums are already global.")
-        _check_same_everywhere(self._signature(), "accumulator configuration", group)
+        check_same_everywhere(signature(*self._config()), "accumulator configuration", group)
         self._close_partial_batch()
         # one storage scale on every rank (the largest), then the sums add up exactly as before
         exponent = torch.tensor([-math.inf if self._exponent is None else float(self._exponent)], dtype=torch.float64)
-        exponent = _all_reduce_max(exponent, group)
+        exponent = all_reduce(exponent, group, "MAX")
         self._rescale(None if math.isinf(float(exponent)) else int(exponent))
         parts = [self.counts, self.sums, self.second_moment, self.sample_stats, self.prediction_stats]
         if self.ncc is not None:
             parts.append(self.ncc.stats)
-        packed = _all_reduce_sum(torch.cat([p.reshape(-1) for p in parts]), group)
+        packed = all_reduce(torch.cat([p.reshape(-1) for p in parts]), group)
         offset = 0
         for p in parts:
             k = p.numel()
@@ -787,10 +449,7 @@ class NeuralCollapseAccumulator:
     # ---------------------------------------------------------------- compute
 
     def compute(
-        self,
-        head: torch.Tensor | None = None,
-        *,
-        zero_entropy: SampleZeroEntropy | None = None,
+        self, head: torch.Tensor | None = None, *, zero_entropy: SampleZeroEntropy | None = None,
     ) -> dict[str, float]:
         """All the measures (see the module doc for the keys). Does not change the state.
 
@@ -805,7 +464,7 @@ class NeuralCollapseAccumulator:
         mode = self.zero_entropy if zero_entropy is None else zero_entropy
         if mode not in SAMPLE_ZERO_ENTROPY:
             raise ValueError(f"zero_entropy={mode!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
-        w_full = self.head if head is None else self._prepare_head(head)
+        w_full = self.head if head is None else _head_and_bias(head, None, self.num_classes, self.dim, self.device)[0]
         present = self.counts > 0
         n_present = int(present.sum())
         if n_present < 2:
@@ -838,22 +497,16 @@ class NeuralCollapseAccumulator:
             "nc2": nc.nc2(m),
             "nc2_equinorm": nc.nc2_equinorm(m),
             "nc2_equiangular": nc.nc2_equiangular(m),
-            "within_class_variance": _ldexp_float(
+            "within_class_variance": nc.ldexp_float(
                 max(0.0, float(torch.diagonal(sigma_w).sum())), 2 * (self._exponent or 0)  # back to the features' scale
             ),
         }
         if w_full is not None:
             w = w_full[present]
             out["nc3"] = nc.nc3(w, m)
-            terms = entropy_terms(w, m, dtype=torch.float64)  # entropies clamped to [0, log k]
-            mi = mutual_information_in_range(terms, n_present, torch.float64)  # in [0, min H]: MIR, HDR in [0, 1]
-            out["head_entropy"] = float(terms.h_a)
-            out["class_mean_entropy"] = float(terms.h_b)
-            out["class_mi"] = float(mi)
-            out["class_mir"] = float(safe_ratio(mi, torch.minimum(terms.h_a, terms.h_b), "nan", "class-level MIR"))
-            out["class_hdr"] = float(
-                safe_ratio((terms.h_a - terms.h_b).abs(), torch.maximum(terms.h_a, terms.h_b), "nan", "class-level HDR")
-            )
+            terms, mi, class_mir, class_hdr = information_measures(w, m, "nan", "class-level ")
+            out["head_entropy"], out["class_mean_entropy"] = float(terms.h_a), float(terms.h_b)
+            out["class_mi"], out["class_mir"], out["class_hdr"] = float(mi), float(class_mir), float(class_hdr)
         if self.head is not None:
             out.update(self._sample_results(mode))
         predicted, correct = (float(v) for v in self.prediction_stats)
@@ -864,29 +517,22 @@ class NeuralCollapseAccumulator:
         return out
 
     def _sample_results(self, mode: str) -> dict[str, float]:
-        return {f"sample_{k}": v for k, v in summarize_batch_stats(self.sample_stats + self._tail_stats(), mode).items()}
+        summary = summarize_batch_stats(self.sample_stats + self._tail_stats(), mode)
+        return {f"sample_{k}": v for k, v in summary.items()}
 
 
 def neural_collapse_measures(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    num_classes: int | None = None,
-    head: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    logits: torch.Tensor | None = None,
-    chunk_size: int = UPDATE_CHUNK,
+    features: torch.Tensor, labels: torch.Tensor, *, num_classes: int | None = None, head: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None, logits: torch.Tensor | None = None, chunk_size: int = UPDATE_CHUNK,
     **accumulator_kwargs: object,
 ) -> dict[str, float]:
-    """All the measures of :class:`NeuralCollapseAccumulator` for in-memory ``features``/``labels``,
-    with the exact two-pass NC4 (second pass: nearest-centre agreement against the final means).
+    """All the measures of :class:`NeuralCollapseAccumulator` for in-memory ``features`` / ``labels``, with
+    the exact two-pass NC4 when predictions exist (``logits`` ``(n, C)``, or ``head`` / ``bias``).
 
-    NC4 is computed when predictions exist (``logits`` ``(n, C)``, or ``head``/``bias``).
-    ``num_classes`` defaults to ``head.shape[0]``, else ``labels.max() + 1``. Other keyword
-    arguments go to :class:`NeuralCollapseAccumulator`. Inputs are processed ``chunk_size`` rows at
-    a time, in order, and never modified.
+    ``num_classes`` defaults to ``head.shape[0]``, else ``labels.max() + 1``; other keyword arguments
+    go to :class:`NeuralCollapseAccumulator`. Inputs are read ``chunk_size`` rows at a time, in order.
     """
-    _check_matrix(features, "features", (None, None))
+    check_matrix(features, "features", (None, None))
     if num_classes is None:
         if head is not None:
             num_classes = int(head.shape[0])
@@ -894,29 +540,27 @@ def neural_collapse_measures(
             num_classes = max(int(labels.max()) + 1, 2)
         else:
             raise ValueError("num_classes is needed when there is neither a head nor any label.")
-    acc = NeuralCollapseAccumulator(num_classes, int(features.shape[1]), head=head, bias=bias, **accumulator_kwargs)  # type: ignore[arg-type]
+    acc = NeuralCollapseAccumulator(
+        num_classes, int(features.shape[1]), head=head, bias=bias, **accumulator_kwargs  # type: ignore[arg-type]
+    )
     n = int(features.shape[0])
-    _check_labels(labels, n, num_classes)
-    for start in range(0, n, chunk_size):
-        stop = min(n, start + chunk_size)
-        acc.update(features[start:stop], labels[start:stop], None if logits is None else logits[start:stop])
+    check_class_labels(labels, n, num_classes)
+
+    def feed(target: NeuralCollapseAccumulator | NearestCenterAgreement) -> None:
+        for start in range(0, n, chunk_size):
+            rows = slice(start, min(n, start + chunk_size))
+            target.update(features[rows], labels[rows], None if logits is None else logits[rows])
+
+    feed(acc)
     out = acc.compute()
     if logits is not None or head is not None:
         agreement = acc.nearest_center_pass()
-        for start in range(0, n, chunk_size):
-            stop = min(n, start + chunk_size)
-            agreement.update(features[start:stop], labels[start:stop], None if logits is None else logits[start:stop])
+        feed(agreement)
         out.update(agreement.compute())
     return out
 
 
 __all__ = [
-    "NearestCenterAgreement",
-    "batched_mir_hdr",
-    "pair_batch_stats",
-    "summarize_batch_stats",
-    "NeuralCollapseAccumulator",
-    "SAMPLE_ZERO_ENTROPY",
-    "UPDATE_CHUNK",
-    "neural_collapse_measures",
+    "NearestCenterAgreement", "NeuralCollapseAccumulator", "SAMPLE_ZERO_ENTROPY", "UPDATE_CHUNK", "batched_mir_hdr",
+    "neural_collapse_measures", "pair_batch_stats", "summarize_batch_stats",
 ]

@@ -7,21 +7,9 @@ live in this package (``hf_infonc/metrics/<name>/<name>.py``, installed as packa
 >>> nc = load_metric("neural_collapse")          # doctest: +SKIP
 >>> both = evaluate.combine([load_metric("accuracy"), load_metric("mir_hdr")])  # doctest: +SKIP
 
-works without a network. ``evaluate.load(metric_path(name))`` is the same thing.
-
-The modules are thin: the maths is in :mod:`hf_infonc.info`.
-
-==================  ===========================================  =================================
-name                inputs (``add_batch``)                       ``compute`` keyword arguments
-==================  ===========================================  =================================
-accuracy            predictions, references (ints)               normalize, sample_weight
-matrix_entropy      features (float vectors)                     alpha, center, batch_size
-mir_hdr             features, references                         head (required), batch_size,
-                                                                 zero_entropy, drop_last
-neural_collapse     features, references                         num_classes, head, bias, logits,
-                                                                 sample_batch_size, zero_entropy,
-                                                                 global_mean, drop_last
-==================  ===========================================  =================================
+works without a network. ``evaluate.load(metric_path(name))`` is the same thing. The modules are
+thin: the maths is in :mod:`hf_infonc.info` (docs/theory.md). :data:`INPUTS` lists each module's
+inputs (``add_batch``) and :data:`COMPUTE_KWARGS` its ``compute`` keyword arguments.
 
 ``evaluate.combine`` passes every ``compute`` keyword argument to every module, so each module
 ignores the keyword arguments that belong to its siblings (:data:`SHARED_COMPUTE_KWARGS`) and
@@ -38,28 +26,27 @@ import torch
 if TYPE_CHECKING:  # evaluate is imported lazily: importing hf_infonc.metrics stays cheap
     import evaluate
 
-METRIC_NAMES: tuple[str, ...] = ("accuracy", "matrix_entropy", "mir_hdr", "neural_collapse")
+#: Each module's inputs (``add_batch``: ``features`` are float vectors, the others ints) and its
+#: ``compute`` keyword arguments.
+INPUTS: dict[str, tuple[str, ...]] = {
+    "accuracy": ("predictions", "references"),
+    "matrix_entropy": ("features",),
+    "mir_hdr": ("features", "references"),
+    "neural_collapse": ("features", "references"),
+}
+COMPUTE_KWARGS: dict[str, frozenset[str]] = {
+    "accuracy": frozenset({"normalize", "sample_weight"}),
+    "matrix_entropy": frozenset({"alpha", "center", "batch_size"}),
+    "mir_hdr": frozenset({"head", "batch_size", "zero_entropy", "drop_last"}),
+    "neural_collapse": frozenset(
+        {"num_classes", "head", "bias", "logits", "sample_batch_size", "zero_entropy", "global_mean", "drop_last"}
+    ),
+}
+METRIC_NAMES: tuple[str, ...] = tuple(INPUTS)
 
-#: Every ``compute`` keyword argument understood by one of the modules above, and the input
-#: names (``features``) that ``evaluate.combine(...).compute(features=...)`` hands to all modules.
-SHARED_COMPUTE_KWARGS: frozenset[str] = frozenset(
-    {
-        "features",
-        "normalize",
-        "sample_weight",
-        "alpha",
-        "center",
-        "batch_size",
-        "head",
-        "bias",
-        "logits",
-        "num_classes",
-        "sample_batch_size",
-        "zero_entropy",
-        "global_mean",
-        "drop_last",
-    }
-)
+#: Every ``compute`` keyword argument understood by one of the modules, and the input name
+#: (``features``) that ``evaluate.combine(...).compute(features=...)`` hands to all modules.
+SHARED_COMPUTE_KWARGS: frozenset[str] = frozenset({"features"}).union(*COMPUTE_KWARGS.values())
 
 
 def metric_path(name: str) -> str:
@@ -83,12 +70,31 @@ def load_metric(name: str, **kwargs: Any) -> "evaluate.EvaluationModule":
     return evaluate.load(metric_path(name), **kwargs)
 
 
-def own_compute_kwargs(module: str, kwargs: dict[str, Any], accepted: set[str] | frozenset[str]) -> dict[str, Any]:
-    """The ``compute`` keyword arguments of ``module``: siblings' ones are dropped, unknown ones raise."""
-    unknown = sorted(k for k in kwargs if k not in accepted and k not in SHARED_COMPUTE_KWARGS)
+def metric_info(name: str, description: str, inputs_description: str, citation: str, urls: list[str]):
+    """The ``evaluate.MetricInfo`` of module ``name``: ``features`` are float vectors, other inputs ints."""
+    import datasets
+    import evaluate
+
+    features = {
+        key: datasets.List(datasets.Value("float64")) if key == "features" else datasets.Value("int64")
+        for key in INPUTS[name]
+    }
+    return evaluate.MetricInfo(
+        description=description,
+        citation=citation,
+        inputs_description=inputs_description,
+        features=datasets.Features(features),
+        reference_urls=urls,
+    )
+
+
+def own_compute_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The ``compute`` keyword arguments of module ``name``: siblings' ones are dropped, unknown ones raise."""
+    accepted = COMPUTE_KWARGS[name]
+    unknown = sorted(k for k in kwargs if k not in SHARED_COMPUTE_KWARGS)
     if unknown:
         raise TypeError(
-            f"{module}: unknown compute() argument(s) {unknown}; it accepts {sorted(accepted)} "
+            f"{name}: unknown compute() argument(s) {unknown}; it accepts {sorted(accepted)} "
             f"(arguments of the other hf_infonc metrics are ignored so that evaluate.combine works)."
         )
     return {k: v for k, v in kwargs.items() if k in accepted}
@@ -117,19 +123,20 @@ def as_matrix(values: Any, name: str, *, rows: int | None = None) -> torch.Tenso
     return out
 
 
-def as_labels(values: Any, name: str = "references") -> torch.Tensor:
-    """Stored integer labels as a 1-D int64 tensor."""
+def read_inputs(name: str, features: Any, references: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The stored ``features`` as a float64 ``(n, d)`` tensor (refused when empty) and the
+    ``references`` as int64 labels (None when not given)."""
+    x = as_matrix(features, "features")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} of an empty set is undefined: add features first.")
+    if references is None:
+        return x, None
     import numpy as np
 
-    return torch.as_tensor(np.asarray(values, dtype=np.int64)).reshape(-1)
+    return x, torch.as_tensor(np.asarray(references, dtype=np.int64)).reshape(-1)
 
 
 __all__ = [
-    "METRIC_NAMES",
-    "SHARED_COMPUTE_KWARGS",
-    "as_labels",
-    "as_matrix",
-    "load_metric",
-    "metric_path",
-    "own_compute_kwargs",
+    "COMPUTE_KWARGS", "INPUTS", "METRIC_NAMES", "SHARED_COMPUTE_KWARGS", "as_matrix", "load_metric", "metric_info",
+    "metric_path", "own_compute_kwargs", "read_inputs",
 ]

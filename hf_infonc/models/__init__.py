@@ -1,13 +1,14 @@
-"""Model wrappers: open_clip as a ``PreTrainedModel``, CoOp prompt learning, a zero-shot-initialised linear probe.
+"""Model wrappers: open_clip as a ``PreTrainedModel``, CoOp prompt learning, a zero-shot-initialised linear
+probe, and the Wide ResNet.
 
-Importing this package registers the matching adapters (``OpenCLIPAdapter``, ``CoOpAdapter``,
-``CLIPLinearProbeAdapter``) and ``OpenCLIPConfig``/``OpenCLIPModel`` with ``AutoConfig``/``AutoModel``,
-and the Wide ResNet (``model_type="wide_resnet"``) with ``AutoConfig``/``AutoModel``/``AutoModelForImageClassification``.
+Importing this package registers ``OpenCLIPConfig``/``OpenCLIPModel`` with ``AutoConfig``/``AutoModel``, and
+the Wide ResNet (``model_type="wide_resnet"``) with ``AutoConfig``/``AutoModel``/``AutoModelForImageClassification``.
+Their adapters live in :mod:`hf_infonc.adapters`.
 """
 
 from hf_infonc.models.coop import CoOpCLIP, CoOpConfig
 from hf_infonc.models.frozen_clip import CLIPHeadOutput, CLIPLinearProbe, CLIPLinearProbeConfig, FrozenCLIPHeadModel
-from hf_infonc.models.open_clip_hf import (
+from hf_infonc.models.open_clip import (
     OpenCLIPConfig,
     OpenCLIPModel,
     OpenCLIPOutput,
@@ -16,8 +17,6 @@ from hf_infonc.models.open_clip_hf import (
     is_causal_mask,
     rebuild_causal_masks,
     tiny_open_clip,
-    tiny_open_clip_cfg,
-    tiny_open_clip_minilm_cfg,
 )
 from hf_infonc.models.wide_resnet import (
     WideResNetConfig,
@@ -25,26 +24,12 @@ from hf_infonc.models.wide_resnet import (
     WideResNetModel,
     wide_resnet_num_parameters,
 )
+from hf_infonc.testing import tiny_open_clip_cfg, tiny_open_clip_minilm_cfg
 
 __all__ = [
-    "CLIPHeadOutput",
-    "CLIPLinearProbe",
-    "CLIPLinearProbeConfig",
-    "CoOpCLIP",
-    "CoOpConfig",
-    "FrozenCLIPHeadModel",
-    "OpenCLIPConfig",
-    "OpenCLIPModel",
-    "OpenCLIPOutput",
-    "OpenCLIPTokenizer",
-    "WideResNetConfig",
-    "WideResNetForImageClassification",
-    "WideResNetModel",
-    "build_open_clip",
-    "is_causal_mask",
-    "rebuild_causal_masks",
-    "tiny_open_clip",
-    "tiny_open_clip_cfg",
-    "tiny_open_clip_minilm_cfg",
+    "CLIPHeadOutput", "CLIPLinearProbe", "CLIPLinearProbeConfig", "CoOpCLIP", "CoOpConfig", "FrozenCLIPHeadModel",
+    "OpenCLIPConfig", "OpenCLIPModel", "OpenCLIPOutput", "OpenCLIPTokenizer", "WideResNetConfig",
+    "WideResNetForImageClassification", "WideResNetModel", "build_open_clip", "is_causal_mask",
+    "rebuild_causal_masks", "tiny_open_clip", "tiny_open_clip_cfg", "tiny_open_clip_minilm_cfg",
     "wide_resnet_num_parameters",
 ]

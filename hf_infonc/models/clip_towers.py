@@ -1,27 +1,23 @@
 """One interface over the CLIP families: ``transformers.CLIPModel``, open_clip models, our wrapper.
 
 Adapters, CoOp prompt learning and the linear probe all need the same few operations on a
-two-tower model; this module does the family dispatch in one place:
-
-* :func:`clip_family` — ``"hf-clip"``, ``"open_clip"`` or ``None`` (not a CLIP model);
-* :func:`encode_image` / :func:`encode_text` — *un-normalised* projected embeddings;
-* :func:`logit_scale` — the learned temperature parameter (``scale = logit_scale.exp()``);
-* :func:`token_embedding` — the ``nn.Embedding`` whose output the text tower consumes
-  (CoOp swaps the context-token rows of its output);
-* :func:`text_parameters` / :func:`vision_parameters` — the parameters of each side (the text
-  side is everything but the vision tower and the logit scale/bias).
-
-``OpenCLIPModel`` (the ``PreTrainedModel`` wrapper of :mod:`hf_infonc.models.open_clip_hf`) is
-handled as the open_clip model it holds.
+two-tower model; this module does the family dispatch in one place (:func:`clip_family`:
+``"hf-clip"``, ``"open-clip"`` or ``None``). Embeddings are projected, *not* normalised; the text
+side is everything but the vision tower and the logit scale/bias. ``OpenCLIPModel`` is handled as
+the open_clip model it holds. The zero-shot head of class prompts (docs/theory.md §2.4) is here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
+
+from hf_infonc.data.collate import is_hf_tokenizer, tokenize_texts
+from hf_infonc.data.prompts import format_prompts
+from hf_infonc.models.open_clip.model import OpenCLIPModel, open_clip_token_embedding
 
 
 def _pooled(output: Any) -> torch.Tensor:
@@ -29,34 +25,23 @@ def _pooled(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def _open_clip_classes() -> tuple[type, ...]:
-    try:
-        from open_clip.model import CLIP, CustomTextCLIP
-    except ImportError:  # pragma: no cover - open_clip is a dependency
-        return ()
-    return (CLIP, CustomTextCLIP)
-
-
 def inner_open_clip(model: nn.Module) -> nn.Module | None:
     """The open_clip ``CLIP``/``CustomTextCLIP`` of ``model`` (itself, or the one our wrapper holds)."""
-    classes = _open_clip_classes()
-    if classes and isinstance(model, classes):
-        return model
-    from hf_infonc.models.open_clip_hf import OpenCLIPModel
+    from open_clip.model import CLIP, CustomTextCLIP
 
-    if isinstance(model, OpenCLIPModel) and classes and isinstance(model.clip, classes):
-        return model.clip
-    return None
+    if isinstance(model, OpenCLIPModel):
+        model = model.clip
+    return model if isinstance(model, (CLIP, CustomTextCLIP)) else None
 
 
 def clip_family(model: nn.Module) -> str | None:
-    """``"hf-clip"`` for ``transformers.CLIPModel``, ``"open_clip"`` for open_clip models, else ``None``."""
+    """``"hf-clip"`` for ``transformers.CLIPModel``, ``"open-clip"`` for open_clip models, else ``None``."""
     from transformers import CLIPModel
 
     if isinstance(model, CLIPModel):
         return "hf-clip"
     if inner_open_clip(model) is not None:
-        return "open_clip"
+        return "open-clip"
     return None
 
 
@@ -71,18 +56,14 @@ def require_clip(model: nn.Module, what: str) -> str:
 
 
 def encode_image(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Projected (not normalised) image embeddings, ``n x d``."""
+    """Projected image embeddings, ``n x d``."""
     if clip_family(model) == "hf-clip":
         return _pooled(model.get_image_features(pixel_values=pixel_values))
     return inner_open_clip(model).encode_image(pixel_values)
 
 
 def encode_text(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Projected (not normalised) text embeddings, ``n x d``.
-
-    open_clip text towers derive padding from the ids themselves, so ``attention_mask`` is only
-    used by ``transformers.CLIPModel``.
-    """
+    """Projected text embeddings, ``n x d`` (open_clip derives padding from the ids: no ``attention_mask``)."""
     if clip_family(model) == "hf-clip":
         return _pooled(model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
     return inner_open_clip(model).encode_text(input_ids)
@@ -99,15 +80,7 @@ def token_embedding(model: nn.Module) -> nn.Embedding:
     """The token-embedding layer of the text tower (its output is what CoOp edits)."""
     if clip_family(model) == "hf-clip":
         return model.text_model.embeddings.token_embedding
-    clip = inner_open_clip(model)
-    if hasattr(clip, "token_embedding"):  # open_clip CLIP: text tower flattened into the model
-        return clip.token_embedding
-    text = clip.text
-    if hasattr(text, "token_embedding"):  # TextTransformer
-        return text.token_embedding
-    if hasattr(text, "transformer") and hasattr(text.transformer, "get_input_embeddings"):  # HFTextEncoder
-        return text.transformer.get_input_embeddings()
-    raise TypeError(f"Cannot find the token embedding of the open_clip text tower {type(text).__name__}.")
+    return open_clip_token_embedding(inner_open_clip(model))
 
 
 def context_length(model: nn.Module) -> int | None:
@@ -142,36 +115,39 @@ def text_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in clip.parameters() if id(p) not in excluded]
 
 
-def is_hf_tokenizer(tokenizer: Any) -> bool:
-    from transformers import PreTrainedTokenizerBase
-
-    return isinstance(tokenizer, PreTrainedTokenizerBase)
-
-
-def tokenize(tokenizer: Any, texts: list[str], *, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def tokenize(
+    tokenizer: Any, texts: list[str], *, length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Token ids (and the attention mask, when the tokenizer gives one) for a list of texts.
 
-    ``tokenizer`` is a ``transformers`` tokenizer (or a processor holding one in ``.tokenizer``),
-    or an open_clip tokenizer (a callable returning a LongTensor of ids, padded to its context
-    length). ``length``: pad/truncate a transformers tokenizer's output to exactly this many
-    tokens (open_clip text towers with a fixed context length need it).
+    ``tokenizer``: a ``transformers`` tokenizer (or a processor holding one in ``.tokenizer``), or an
+    open_clip tokenizer (a callable returning ids padded to its context length). ``length``: pad or
+    truncate a ``transformers`` tokenizer's output to exactly this many tokens (open_clip text
+    towers with a fixed context length need it).
     """
     from transformers import ProcessorMixin
 
     if isinstance(tokenizer, ProcessorMixin):  # CLIPProcessor & co: use the text tokenizer it holds
         tokenizer = tokenizer.tokenizer
-    if is_hf_tokenizer(tokenizer):
-        if length is None:
-            batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-        else:
-            batch = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-        return batch["input_ids"], batch.get("attention_mask")
-    if not callable(tokenizer):
-        raise TypeError(
-            f"Expected a transformers tokenizer or an open_clip tokenizer (a callable returning token ids), got "
-            f"{type(tokenizer).__name__}."
-        )
-    ids = tokenizer(texts)
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"The tokenizer {type(tokenizer).__name__} returned {type(ids).__name__}, expected a LongTensor of ids.")
-    return ids.long(), None
+    if length is not None and is_hf_tokenizer(tokenizer):
+        batch = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    else:
+        batch = tokenize_texts(tokenizer, texts)
+    return batch["input_ids"], batch.get("attention_mask")
+
+
+def build_prompts(class_names: list[str], templates: Iterable[str] | None) -> list[str]:
+    """Class-major flat list of prompts: ``[t₁(c₁), t₂(c₁), …, t₁(c₂), …]`` (templates validated)."""
+    return [prompt for per_class in format_prompts(class_names, templates) for prompt in per_class]
+
+
+def ensemble_head(text: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Average the normalised prompt embeddings of each class over templates, then re-normalise."""
+    per_class = nn.functional.normalize(text, dim=-1).reshape(num_classes, -1, text.shape[-1]).mean(dim=1)
+    return nn.functional.normalize(per_class, dim=-1)
+
+
+def classification_logits(image: torch.Tensor, head: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale · normalize(image) · headᵀ`` with ``head`` rows already unit-norm."""
+    image_n = nn.functional.normalize(image, dim=-1)
+    return scale * image_n @ head.to(image_n.dtype).T

@@ -1,42 +1,25 @@
 """CoOp: context optimisation, prompt learning for frozen CLIP (Zhou et al., IJCV 2022, arXiv 2109.01134).
 
-The class prompt ``"a photo of a {class}."`` is replaced by ``M`` learned context vectors in the
-token-embedding space of the text tower::
+The class prompt ``"a photo of a {class}."`` becomes ``M`` learned context vectors in the token-embedding
+space of the text tower, ``[SOS] [ctx_1] … [ctx_M] [tokens of class c] [.] [EOS]``
+(``class_token_position="end"``; also ``"middle"``, ``"front"``). Both encoders are frozen; only the
+``M x width`` context (shared by all classes) trains, and the head rows are the normalised prompt
+embeddings, recomputed at every step. This is the setting of the cross-modal alignment loss (CMA) in
+Song et al., arXiv 2409.16767 (16 context tokens, SGD lr 0.002 cosine, batch 32).
 
-    prompt_c = [SOS] [ctx_1] … [ctx_M] [tokens of class c] [.] [EOS]      (class_token_position="end")
-
-Both encoders are frozen; only the ``M x width`` context matrix (shared by all classes, CoOp's
-"unified context") trains. The head rows are the normalised text embeddings of the C prompts,
-recomputed at every step (the context trains), and ``logits = scale · img_n · headᵀ`` with CLIP's
-frozen temperature. This is the setting in which the cross-modal alignment loss (CMA) is reported
-(Song et al., arXiv 2409.16767: 16 context tokens, SGD lr 0.002 cosine, batch 32).
-
-How the context is injected: the prompts are tokenised once with ``M`` placeholder tokens
-(``"X X … X {class}."``); at each forward, a one-shot forward hook on the text tower's token
-embedding replaces the placeholder rows of its output with the context vectors, and the model's
-*own* text forward runs on that (for ``transformers.CLIPModel``: positions, causal mask, encoder,
-final LayerNorm, EOS pooling and projection; for open_clip: positional embedding, causal mask,
-``ln_final``, pooling, projection; for an HF text tower such as MiniLM: its embeddings, encoder
-and pooler). So the prompt encoder is the exact text encoder of each family, with no
-re-implementation to drift from it: with the context initialised from ``"a photo of a"``
-(``n_ctx=4``) the head equals the zero-shot head of ``"a photo of a {class}."`` to round-off.
-
-Context initialisation (``init``):
-
-* ``None``: ``N(0, 0.02²)`` for every vector (CoOp's random init);
-* a phrase of ``m`` tokens (default ``"a photo of a"``): ``n_ctx=None`` means ``n_ctx = m``; with
-  ``n_ctx > m`` the last ``m`` vectors are the phrase's token embeddings and the first
-  ``n_ctx - m`` are random **[choice]** (the prompt then still ends in "… a photo of a {class}.").
-
-``class_token_position``: ``"end"`` (default), ``"middle"`` or ``"front"``, as in CoOp.
-
-Saving: ``save_pretrained`` (and so ``Trainer.save_model``) writes only the context vectors and the
-tokenised prompts, with the class names, ``n_ctx`` and a reference to the base model in
-``config.json`` (a few KB). ``CoOpCLIP.from_pretrained(directory, clip_model)`` restores them.
+The prompts are tokenised once as ``"X … X {class}."``; at each forward a one-shot hook on the text
+tower's token embedding swaps the placeholder rows for the context, and the model's *own* text
+forward runs on them, so the prompt encoder is exactly each family's (with ``n_ctx=4`` initialised
+from ``"a photo of a"`` the head equals the zero-shot head to round-off). Context ``init``: ``None``
+for CoOp's ``N(0, 0.02²)``, or a phrase of ``m`` tokens for the last ``m`` vectors (the first
+``n_ctx - m`` random **[choice]**; ``n_ctx=None`` means ``m``). ``save_pretrained`` keeps only the
+context and the tokenised prompts (a few KB); ``CoOpCLIP.from_pretrained(directory, clip_model)``
+restores them. More in docs/adapters.md ("CoOp details").
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -47,6 +30,24 @@ from hf_infonc.models.frozen_clip import FrozenCLIPHeadConfig, FrozenCLIPHeadMod
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 PLACEHOLDER = "X"
+
+
+@dataclass
+class CoOpSettings:
+    """CoOp prompt learning (``training_mode: coop``; Zhou et al. 2022): ``n_ctx`` context vectors,
+    initialised from the phrase ``init`` or, when ``None``, as ``N(0, init_std²)``. The one definition
+    of these settings and their defaults: :meth:`CoOpCLIP.from_clip`, ``apply_training_mode`` and the
+    recipes' ``model.coop`` section all read it.
+
+    With ``n_ctx`` larger than the phrase, the phrase's token embeddings fill the last vectors
+    and the others are random; ``n_ctx=None`` takes the phrase length.
+    """
+
+    n_ctx: int | None = 16
+    init: str | None = "a photo of a"
+    class_token_position: str = "end"
+    init_std: float = 0.02
+    seed: int | None = None
 
 
 class CoOpConfig(FrozenCLIPHeadConfig):
@@ -106,28 +107,16 @@ class CoOpCLIP(FrozenCLIPHeadModel):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_clip(
-        cls,
-        clip_model: nn.Module,
-        tokenizer: Any,
-        class_names: list[str],
-        *,
-        n_ctx: int | None = 16,
-        init: str | None = "a photo of a",
-        class_token_position: str = "end",
-        init_std: float = 0.02,
-        seed: int | None = None,
-    ) -> CoOpCLIP:
+    def from_clip(cls, clip_model: nn.Module, tokenizer: Any, class_names: list[str], **settings: Any) -> CoOpCLIP:
         """CoOp prompts for ``clip_model`` (frozen here) and ``class_names``.
 
         Args:
             tokenizer: the text tokenizer of ``clip_model`` (a ``transformers`` tokenizer or
                 processor; an open_clip tokenizer for open_clip models).
-            n_ctx: number of context vectors (CoOp: 16, or 4 with the "a photo of a" init);
-                ``None`` with a phrase ``init``: as many as the phrase has tokens.
-            init: ``None`` (random) or a phrase whose token embeddings initialise the last vectors.
-            seed: seed of the random initialisation (``None``: the global RNG).
+            settings: the fields of :class:`CoOpSettings` (``n_ctx``, ``init``, ``class_token_position``,
+                ``init_std``, ``seed``), defaulting to its values.
         """
+        n_ctx, init, class_token_position, init_std, seed = asdict(CoOpSettings(**settings)).values()
         clip_towers.require_clip(clip_model, "CoOp prompt learning")
         if n_ctx is None:
             if not init:
@@ -164,8 +153,8 @@ class CoOpCLIP(FrozenCLIPHeadModel):
         context = ids[:, 1 : 1 + config.n_ctx]
         if context.shape[1] != config.n_ctx or not bool((context == context[0, 0]).all()):
             raise ValueError(
-                f"The tokenizer does not map the {config.n_ctx} placeholders {PLACEHOLDER!r} to one token each after the "
-                f"start token; CoOp cannot locate the context positions for this tokenizer."
+                f"The tokenizer does not map the {config.n_ctx} placeholders {PLACEHOLDER!r} to one token each "
+                f"after the start token; CoOp cannot locate the context positions for this tokenizer."
             )
         names_tokens = lengths - config.n_ctx - 3  # [SOS] ctx name [.] [EOS]
         if bool((names_tokens < 1).any()):
@@ -200,7 +189,8 @@ class CoOpCLIP(FrozenCLIPHeadModel):
         n_ctx = self.config.n_ctx
         position = self.config.class_token_position
         if position == "end":
-            return torch.cat([tokens[:, :1], ctx.unsqueeze(0).expand(tokens.shape[0], -1, -1), tokens[:, 1 + n_ctx :]], dim=1)
+            shared = ctx.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+            return torch.cat([tokens[:, :1], shared, tokens[:, 1 + n_ctx :]], dim=1)
         rows = []
         half = n_ctx // 2
         for c, name_length in enumerate(self.name_lengths.tolist()):
@@ -248,6 +238,3 @@ def _phrase_tokens(tokenizer: Any, phrase: str, clip_model: nn.Module) -> torch.
     ids, mask = clip_towers.tokenize(tokenizer, [phrase], length=clip_towers.context_length(clip_model))
     count = int((ids[0] != 0).sum() if mask is None else mask[0].sum())
     return ids[0, 1 : count - 1]
-
-
-import hf_infonc.adapters.coop  # noqa: E402,F401  (registers CoOpAdapter and the linear-probe adapter)

@@ -1,21 +1,11 @@
 """Frozen CLIP towers with a small trained head: the shared base of CoOp and the linear probe.
 
-:class:`FrozenCLIPHeadModel` holds a CLIP model (``transformers.CLIPModel``, an open_clip model,
-or :class:`~hf_infonc.models.OpenCLIPModel`) whose parameters are all frozen, plus a few trained
-tensors that make the classification head. It is a ``PreTrainedModel`` so that
-``transformers.Trainer`` saves it with ``save_pretrained``; **only the head is saved** (the
-state-dict entries outside ``clip.``), with the class names and a reference to the base model in
-``config.json``. ``from_pretrained(directory, clip_model)`` rebuilds it around a CLIP model you
-pass (or loads the referenced base model when none is given).
-
-Logits are ``scale · normalize(image) · headᵀ`` with CLIP's own (frozen) ``logit_scale``, as in
-zero-shot CLIP. The frozen towers stay in eval mode even when the model is put in training mode
-(no dropout noise in a frozen feature extractor).
-
-:class:`CLIPLinearProbe` is the simplest head: a bias-free linear layer on the normalised image
-embedding whose weight is initialised with the zero-shot text head (the normalised class-prompt
-embeddings), so training starts from zero-shot CLIP (as in LP-FT / WiSE-FT) **[choice]**. Its head
-rows are the weight rows (SPEC §2.4).
+:class:`FrozenCLIPHeadModel` holds a CLIP model (``transformers.CLIPModel``, an open_clip model, or
+:class:`~hf_infonc.models.OpenCLIPModel`) whose parameters are all frozen and stay in eval mode, plus
+the few trained tensors of the head. ``logits = scale · normalize(image) · headᵀ`` with CLIP's own
+frozen ``logit_scale``, as in zero-shot CLIP. ``save_pretrained`` (so ``Trainer`` checkpoints too)
+keeps **only the head**, with the class names and a reference to the base model in ``config.json``;
+``from_pretrained(directory, clip_model)`` rebuilds it around a CLIP model (by default the referenced one).
 """
 
 from __future__ import annotations
@@ -27,11 +17,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 
+from hf_infonc.data.prompts import get_templates
 from hf_infonc.models import clip_towers
-
-logger = logging.get_logger(__name__)
+from hf_infonc.models.open_clip import OpenCLIPModel
 
 HEAD_WEIGHTS_NAME = "model.safetensors"
 
@@ -58,25 +48,19 @@ class FrozenCLIPHeadConfig(PretrainedConfig):
     base_model_class: str | None = None
 
 
-def _base_reference(clip_model: nn.Module) -> tuple[str | None, str]:
-    name = getattr(clip_model, "name_or_path", None) or None
-    return (str(name) if name else None), type(clip_model).__name__
-
-
 def load_base_clip(name_or_path: str | None, class_name: str | None, **kwargs: Any) -> nn.Module:
     """Load the base CLIP model a saved head refers to (``CLIPModel`` or ``OpenCLIPModel``)."""
     if not name_or_path:
         raise ValueError(
             "This head was saved without a reference to its base CLIP model (it was built on a model that was not "
-            "loaded with from_pretrained). Pass the base model: from_pretrained(directory, clip_model=<the CLIP model>)."
+            "loaded with from_pretrained). Pass the base model: "
+            "from_pretrained(directory, clip_model=<the CLIP model>)."
         )
     if class_name == "CLIPModel":
         from transformers import CLIPModel
 
         return CLIPModel.from_pretrained(name_or_path, **kwargs)
     if class_name == "OpenCLIPModel":
-        from hf_infonc.models.open_clip_hf import OpenCLIPModel
-
         return OpenCLIPModel.from_pretrained(name_or_path, **kwargs)
     raise ValueError(
         f"Cannot load a base model of class {class_name!r} by reference ({name_or_path!r}); pass it with "
@@ -98,7 +82,9 @@ class FrozenCLIPHeadModel(PreTrainedModel):
         super().__init__(config)
         clip_towers.require_clip(clip_model, type(self).__name__)
         if config.base_model_class is None:
-            config.base_model_name_or_path, config.base_model_class = _base_reference(clip_model)
+            name = getattr(clip_model, "name_or_path", None)
+            config.base_model_name_or_path = str(name) if name else None
+            config.base_model_class = type(clip_model).__name__
         for parameter in clip_model.parameters():
             parameter.requires_grad_(False)
         self.clip = clip_model.eval()
@@ -138,8 +124,7 @@ class FrozenCLIPHeadModel(PreTrainedModel):
         image = self.encode_images(pixel_values)
         head = self.head_rows()
         scale = self.logit_scale.exp().detach()
-        image_n = nn.functional.normalize(image, dim=-1)
-        logits = scale * image_n @ head.to(image_n.dtype).T
+        logits = clip_towers.classification_logits(image, head, scale)
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
         return CLIPHeadOutput(loss=loss, logits=logits, image_embeds=image, head_rows=head, logit_scale=scale)
 
@@ -149,7 +134,9 @@ class FrozenCLIPHeadModel(PreTrainedModel):
         state = self.state_dict() if state_dict is None else state_dict
         return {k: v for k, v in state.items() if not k.startswith(self.frozen_prefix)}
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, state_dict: dict | None = None, **kwargs: Any):
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, *args: Any, state_dict: dict | None = None, **kwargs: Any
+    ):
         """Write ``config.json`` and ``model.safetensors`` holding the head only (no CLIP weights).
 
         ``transformers.Trainer.save_model`` calls this, so its checkpoints hold the head only too.
@@ -158,12 +145,8 @@ class FrozenCLIPHeadModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        clip_model: nn.Module | None = None,
-        *,
-        base_model_kwargs: dict | None = None,
-        **hub_kwargs: Any,
+        cls, pretrained_model_name_or_path: str | os.PathLike, clip_model: nn.Module | None = None, *,
+        base_model_kwargs: dict | None = None, **hub_kwargs: Any,
     ):
         """Rebuild the head around ``clip_model`` (by default the base model named in the config).
 
@@ -177,7 +160,7 @@ class FrozenCLIPHeadModel(PreTrainedModel):
             clip_model = load_base_clip(
                 config.base_model_name_or_path, config.base_model_class, **(base_model_kwargs or {})
             )
-        model = cls._from_saved_config(config, clip_model)
+        model = cls(config, clip_model)  # head tensors of the saved shapes; their values are loaded below
         weights = cached_file(pretrained_model_name_or_path, HEAD_WEIGHTS_NAME, **hub_kwargs)
         state = load_file(weights)
         expected = set(model.head_state_dict())
@@ -198,11 +181,6 @@ class FrozenCLIPHeadModel(PreTrainedModel):
         model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
         return model.eval()
 
-    @classmethod
-    def _from_saved_config(cls, config: FrozenCLIPHeadConfig, clip_model: nn.Module) -> FrozenCLIPHeadModel:
-        """An instance with head tensors of the saved shapes (values are loaded afterwards)."""
-        return cls(config, clip_model)
-
 
 class CLIPLinearProbeConfig(FrozenCLIPHeadConfig):
     model_type = "hf_infonc_clip_linear_probe"
@@ -214,9 +192,10 @@ class CLIPLinearProbeConfig(FrozenCLIPHeadConfig):
 class CLIPLinearProbe(FrozenCLIPHeadModel):
     """A linear classifier on frozen, normalised CLIP image embeddings, initialised from the zero-shot head.
 
-    ``logits = scale · normalize(image) · Wᵀ``, ``W`` (``C x d``, no bias) initialised with the
-    ensembled, normalised class-prompt embeddings; ``scale`` is CLIP's frozen temperature. Only
-    ``W`` trains. Build with :meth:`from_clip`.
+    ``logits = scale · normalize(image) · Wᵀ``; ``W`` (``C x d``, no bias, the only trained tensor, whose
+    rows are the head rows, docs/theory.md §2.4) starts as the ensembled, normalised class-prompt
+    embeddings, so training starts from zero-shot CLIP (as in LP-FT / WiSE-FT) **[choice]**. Build
+    with :meth:`from_clip`.
     """
 
     config_class = CLIPLinearProbeConfig
@@ -237,26 +216,18 @@ class CLIPLinearProbe(FrozenCLIPHeadModel):
 
     @classmethod
     def from_clip(
-        cls,
-        clip_model: nn.Module,
-        tokenizer: Any,
-        class_names: list[str],
-        *,
-        templates: list[str] | None = None,
+        cls, clip_model: nn.Module, tokenizer: Any, class_names: list[str], *, templates: list[str] | None = None
     ) -> CLIPLinearProbe:
         """Zero-shot-initialised probe: ``W`` = the normalised class-prompt embeddings (ensembled over templates)."""
-        from hf_infonc.adapters.prompts import build_prompts, ensemble_head
-        from hf_infonc.data.prompts import get_templates
-
         clip_towers.require_clip(clip_model, "CLIPLinearProbe")
         templates = get_templates(templates)
         ids, mask = clip_towers.tokenize(
-            tokenizer, build_prompts(class_names, templates), length=clip_towers.context_length(clip_model)
+            tokenizer, clip_towers.build_prompts(class_names, templates), length=clip_towers.context_length(clip_model)
         )
         device = next(clip_model.parameters()).device
         with torch.no_grad():
             text = clip_towers.encode_text(clip_model, ids.to(device), None if mask is None else mask.to(device))
-            head = ensemble_head(text, len(class_names))
+            head = clip_towers.ensemble_head(text, len(class_names))
         config = CLIPLinearProbeConfig(class_names=list(class_names), embed_dim=head.shape[-1], templates=templates)
         probe = cls(config, clip_model)
         with torch.no_grad():
@@ -265,6 +236,3 @@ class CLIPLinearProbe(FrozenCLIPHeadModel):
 
     def head_rows(self) -> torch.Tensor:
         return self.classifier.weight
-
-
-import hf_infonc.adapters.coop  # noqa: E402,F401  (registers the CoOp / linear-probe adapters)

@@ -1,50 +1,9 @@
 """Wide ResNet (WRN-d-k) as a ``transformers`` model: the backbone of FixMatch / FreeMatch / USB.
 
-Architecture (Zagoruyko & Komodakis 2016, "Wide Residual Networks", arXiv 1605.07146, with the
-tweaks of FixMatch, Sohn et al. 2020, arXiv 2001.07685, as in FixMatch-PyTorch and USB)::
-
-    conv3x3(C_in → 16)
-    → group 1: n BasicBlocks, width 16k, stride 1   (first block: activate_before_residual)
-    → group 2: n BasicBlocks, width 32k, stride 2
-    → group 3: n BasicBlocks, width 64k, stride 2
-    → BatchNorm → LeakyReLU(0.1) → global average pool → classifier = Linear(64k → num_labels)
-
-with ``n = (depth − 4) / 6`` blocks per group (depth = 6n + 4: two 3×3 convs per block, plus the
-stem conv and the classifier). A pre-activation ``BasicBlock`` computes::
-
-    a   = LeakyReLU(BN1(x))
-    out = conv3x3_s(a) → LeakyReLU(BN2(·)) → dropout(drop_rate) → conv3x3(·)
-    y   = shortcut + out,  shortcut = x                              (same width, stride 1)
-                           shortcut = conv1x1_s(a if activate_before_residual else x)   (otherwise)
-
-BatchNorm uses PyTorch momentum 0.001 (TensorFlow decay 0.999) and eps 0.001, convolutions have
-no bias, LeakyReLU has slope 0.1. Initialisation (FixMatch-PyTorch / USB): convs
-``kaiming_normal_(mode="fan_out", nonlinearity="leaky_relu")``, BN weight 1 and bias 0,
-classifier ``xavier_normal_`` with bias 0.
-
-Parameter count (bias-free convs; one BN = 2·channels parameters; k = widen_factor, w_g = 16k·2^(g−1),
-w_0 = 16)::
-
-    stem 9·C_in·16
-    + Σ_g [first block: 2·w_{g−1} + 9·w_{g−1}·w_g + 2·w_g + 9·w_g² + w_{g−1}·w_g (1×1 shortcut)]
-    + Σ_g (n − 1)·[4·w_g + 18·w_g²]
-    + final BN 2·64k + classifier 64k·C + C
-
-WRN-28-2 with 10 classes has 1,467,610 parameters, the number FixMatch-PyTorch reports.
-
-Which data flow, exactly: the three reference codes differ in the first block of each group
-when the width changes. TensorFlow FixMatch (google-research/fixmatch ``libml/models.py``) feeds
-the activation ``a`` to the first conv and the raw ``x`` to the 1×1 shortcut, except in the very
-first block (``activate_before_residual``) where both get ``a``; this module follows it.
-FixMatch-PyTorch (kekmodel) feeds the raw ``x`` to *both* paths in groups 2 and 3, so the BN1
-of those two blocks is computed and thrown away (dead parameters that need
-``find_unused_parameters`` under DDP). USB (microsoft/Semi-supervised-learning) feeds ``a`` to
-both paths in every width-changing block and adds biases to its convolutions (1,469,642
-parameters for WRN-28-2). All three have the same layers; only the wiring differs.
-
-The model pools globally, so any input size works (28×28 digits, 32×32 CIFAR, 96×96 STL-10);
-``config.image_size`` only sets the preprocessing size used by :mod:`hf_infonc.factory`.
-
+Zagoruyko & Komodakis 2016 (arXiv 1605.07146) with FixMatch's tweaks (Sohn et al. 2020, arXiv
+2001.07685): pre-activation blocks, BatchNorm momentum 0.001 and eps 0.001, LeakyReLU 0.1, bias-free
+convs, global average pooling (any input size). Architecture, parameter-count formula and the
+wiring of the reference codes (this module follows TensorFlow FixMatch): docs/wide_resnet.md.
 Importing this module registers ``"wide_resnet"`` with ``AutoConfig``, ``AutoModel`` and
 ``AutoModelForImageClassification``, so a recipe can build it with
 ``model: {family: image-classification, config: {model_type: wide_resnet, depth: 28, widen_factor: 2}}``.
@@ -57,13 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForImageClassification,
-    PretrainedConfig,
-    PreTrainedModel,
-)
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 from transformers.utils import logging
@@ -71,10 +24,7 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 __all__ = [
-    "WideResNetConfig",
-    "WideResNetForImageClassification",
-    "WideResNetModel",
-    "WideResNetPreTrainedModel",
+    "WideResNetConfig", "WideResNetForImageClassification", "WideResNetModel", "WideResNetPreTrainedModel",
     "wide_resnet_num_parameters",
 ]
 
@@ -128,11 +78,7 @@ class WideResNetConfig(PretrainedConfig):
     def _validate(self) -> None:
         depth = self.depth
         if not _is_int(depth) or depth < 10 or (depth - 4) % 6 != 0:
-            hint = (
-                f"nearest valid depths: {_nearest_valid_depths(depth)}"
-                if _is_int(depth)
-                else "e.g. 10, 16, 22, 28"
-            )
+            hint = f"nearest valid depths: {_nearest_valid_depths(depth)}" if _is_int(depth) else "e.g. 10, 16, 22, 28"
             raise ValueError(
                 f"WideResNetConfig.depth must be 6n + 4 with n ≥ 1 (two 3×3 convs per block, n blocks in each of "
                 f"3 groups, plus the stem conv and the classifier), got {depth!r}; {hint}."
@@ -178,7 +124,7 @@ class WideResNetConfig(PretrainedConfig):
 
 
 def wide_resnet_num_parameters(depth: int, widen_factor: int, num_labels: int, num_channels: int = 3) -> int:
-    """The closed-form parameter count of :class:`WideResNetForImageClassification` (see the module docstring)."""
+    """The closed-form parameter count of :class:`WideResNetForImageClassification` (docs/wide_resnet.md)."""
     config = WideResNetConfig(depth=depth, widen_factor=widen_factor, num_channels=num_channels, num_labels=num_labels)
     n = config.blocks_per_group
     widths = config.widths
@@ -195,11 +141,7 @@ class WideResNetBasicBlock(nn.Module):
     """Pre-activation block: BN → LeakyReLU → conv3x3(stride) → BN → LeakyReLU → dropout → conv3x3, + shortcut."""
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stride: int,
-        config: WideResNetConfig,
+        self, in_channels: int, out_channels: int, stride: int, config: WideResNetConfig,
         activate_before_residual: bool = False,
     ) -> None:
         super().__init__()
@@ -255,6 +197,12 @@ class WideResNetPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
 
+    def _output_flags(self, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool]:
+        """The arguments, or the config's defaults where they are ``None``."""
+        config = self.config
+        return (config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+                config.return_dict if return_dict is None else return_dict)
+
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         expected = self.config.num_channels
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
@@ -288,10 +236,7 @@ class WideResNetModel(WideResNetPreTrainedModel):
         for g, stride in enumerate((1, 2, 2)):
             blocks = [
                 WideResNetBasicBlock(
-                    widths[g] if i == 0 else widths[g + 1],
-                    widths[g + 1],
-                    stride if i == 0 else 1,
-                    config,
+                    widths[g] if i == 0 else widths[g + 1], widths[g + 1], stride if i == 0 else 1, config,
                     activate_before_residual=(g == 0 and i == 0),
                 )
                 for i in range(n)
@@ -303,18 +248,12 @@ class WideResNetModel(WideResNetPreTrainedModel):
         self.post_init()
 
     def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, return_dict: bool | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
         """``hidden_states`` (when asked): the stem output and the output of each group."""
         self._check_pixel_values(pixel_values)
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states, return_dict = self._output_flags(output_hidden_states, return_dict)
         hidden = self.stem(pixel_values)
         states = [hidden]
         for group in self.groups:
@@ -348,17 +287,10 @@ class WideResNetForImageClassification(WideResNetPreTrainedModel):
         self.post_init()
 
     def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, output_hidden_states: bool | None = None,
+        return_dict: bool | None = None, **kwargs: Any,
     ) -> ImageClassifierOutput | tuple:
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states, return_dict = self._output_flags(output_hidden_states, return_dict)
         body = self.wide_resnet(pixel_values, output_hidden_states=False, return_dict=True)
         pooled = body.pooler_output
         logits = self.classifier(pooled)

@@ -15,9 +15,9 @@ import torch
 
 
 def run(out_path: str) -> None:
-    from hf_infonc.ssl import SemiSupervisedCollator, SemiSupervisedConfig, SemiSupervisedDataset, SemiSupervisedTrainer
+    from hf_infonc.semi_supervised import SemiSupervisedCollator, SemiSupervisedConfig, SemiSupervisedDataset, SemiSupervisedTrainer
     from hf_infonc.testing import tiny_vit_classifier
-    from hf_infonc.trainer import InfoNCTrainingArguments
+    from hf_infonc.training_args import InfoNCTrainingArguments
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     generator = torch.Generator().manual_seed(0)

@@ -4,10 +4,9 @@ An offline stand-in for the Hub's ``evaluate.load("accuracy")`` (which needs the
 Load it with ``hf_infonc.metrics.load_metric("accuracy")`` or ``evaluate.load(<this folder>)``.
 """
 
-import datasets
 import evaluate
 import numpy
-from hf_infonc.metrics import own_compute_kwargs
+from hf_infonc.metrics import metric_info, own_compute_kwargs
 
 _DESCRIPTION = """
 Accuracy = (number of predictions equal to their reference) / (number of predictions).
@@ -30,26 +29,15 @@ Examples:
     {'accuracy': 0.75}
 """
 
-_CITATION = ""
-
-_ACCEPTED = {"normalize", "sample_weight"}
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Accuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-            reference_urls=["https://github.com/huggingface/evaluate/tree/main/metrics/accuracy"],
-        )
+        urls = ["https://github.com/huggingface/evaluate/tree/main/metrics/accuracy"]
+        return metric_info("accuracy", _DESCRIPTION, _KWARGS_DESCRIPTION, "", urls)
 
     def _compute(self, predictions, references, **kwargs):
-        options = own_compute_kwargs("accuracy", kwargs, _ACCEPTED)
+        options = own_compute_kwargs("accuracy", kwargs)
         predictions = numpy.asarray(predictions, dtype=numpy.int64)
         references = numpy.asarray(references, dtype=numpy.int64)
         if predictions.shape != references.shape:

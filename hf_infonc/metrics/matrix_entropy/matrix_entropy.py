@@ -1,17 +1,16 @@
 """Matrix entropy H(G(features)) of a set of feature vectors (von Neumann or Rényi), in nats.
 
-Thin wrapper of :func:`hf_infonc.info.matrix_entropy` (SPEC §1; arXiv 2406.03999 Def. 3.1).
+Thin wrapper of :func:`hf_infonc.info.matrix_entropy` (docs/theory.md §1; arXiv 2406.03999 Def. 3.1).
 Load it with ``hf_infonc.metrics.load_metric("matrix_entropy")`` or ``evaluate.load(<this folder>)``.
 """
 
 import math
 
-import datasets
 import evaluate
 import torch
+from hf_infonc.citation import UNVEILING
 from hf_infonc.info import matrix_entropy
-from hf_infonc.metrics import as_matrix
-from hf_infonc.metrics import own_compute_kwargs
+from hf_infonc.metrics import metric_info, own_compute_kwargs, read_inputs
 
 _DESCRIPTION = """
 Matrix entropy of the cosine Gram matrix G = Ẑ Ẑᵀ of the feature vectors (rows L2-normalised):
@@ -40,44 +39,25 @@ Examples:
     0.693147
 """
 
-_CITATION = """
-@inproceedings{song2024unveiling,
-  title={Unveiling the Dynamics of Information Interplay in Supervised Learning},
-  author={Song, Kun and Tan, Zhiquan and Zou, Bochao and Ma, Huimin and Huang, Weiran},
-  booktitle={ICML}, year={2024}, note={arXiv:2406.03999}
-}
-"""
-
-_ACCEPTED = {"alpha", "center", "batch_size"}
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MatrixEntropy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"features": datasets.List(datasets.Value("float64"))}),
-            reference_urls=["https://arxiv.org/abs/2406.03999", "https://arxiv.org/abs/2409.16767"],
-        )
+        urls = ["https://arxiv.org/abs/2406.03999", "https://arxiv.org/abs/2409.16767"]
+        return metric_info("matrix_entropy", _DESCRIPTION, _KWARGS_DESCRIPTION, UNVEILING, urls)
 
     def _compute(self, features, **kwargs):
-        options = own_compute_kwargs("matrix_entropy", kwargs, _ACCEPTED)
-        x = as_matrix(features, "features")
-        if x.shape[0] == 0:
-            raise ValueError("matrix_entropy of an empty set is undefined: add features first.")
-        alpha = options.get("alpha", 1.0)
-        center = options.get("center", False)
+        options = own_compute_kwargs("matrix_entropy", kwargs)
+        x, _ = read_inputs("matrix_entropy", features)
+        alpha, center = options.get("alpha", 1.0), options.get("center", False)
         batch_size = options.get("batch_size")
-        if batch_size is None:
-            values = [float(matrix_entropy(x, alpha=alpha, center=center))]
-        else:
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-            values = [
-                float(matrix_entropy(x[start : start + batch_size], alpha=alpha, center=center))
-                for start in range(0, x.shape[0], batch_size)
-            ]
+        positive_int = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1
+        if batch_size is not None and not positive_int:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        size = batch_size or x.shape[0]
+        values = [
+            float(matrix_entropy(x[start : start + size], alpha=alpha, center=center))
+            for start in range(0, x.shape[0], size)
+        ]
         value = float(torch.tensor(values, dtype=torch.float64).mean())
         return {"matrix_entropy": value, "effective_rank": math.exp(value), "num_batches": len(values)}

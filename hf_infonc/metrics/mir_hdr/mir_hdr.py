@@ -1,6 +1,6 @@
 """Sample-level MIR and HDR between the features and the head rows of their labels.
 
-The paper's measure (SPEC §2 item 2; arXiv 2409.16767 §3, 2406.03999 §4): for consecutive
+The paper's measure (docs/theory.md §2 item 2; arXiv 2409.16767 §3, 2406.03999 §4): for consecutive
 batches of ``batch_size`` samples (64 in the paper), ``K₁ = G(features)`` and
 ``K₂ = G(head[references])``; MIR = MI(K₁, K₂) / min(H(K₁), H(K₂)) and
 HDR = |H(K₁) - H(K₂)| / max(H(K₁), H(K₂)), averaged over the batches. Thin wrapper of
@@ -8,14 +8,10 @@ HDR = |H(K₁) - H(K₂)| / max(H(K₁), H(K₂)), averaged over the batches. Th
 Load it with ``hf_infonc.metrics.load_metric("mir_hdr")`` or ``evaluate.load(<this folder>)``.
 """
 
-import datasets
 import evaluate
-from hf_infonc.info import hdr
-from hf_infonc.info import mir
-from hf_infonc.info.stream import batched_mir_hdr
-from hf_infonc.metrics import as_labels
-from hf_infonc.metrics import as_matrix
-from hf_infonc.metrics import own_compute_kwargs
+from hf_infonc.citation import EXPLORING
+from hf_infonc.info import batched_mir_hdr, hdr, mir
+from hf_infonc.metrics import as_matrix, metric_info, own_compute_kwargs, read_inputs
 
 _DESCRIPTION = """
 Matrix mutual-information ratio (MIR) and entropy difference ratio (HDR) between the cosine Gram
@@ -52,39 +48,19 @@ Examples:
     (0.753953, 0.0)
 """
 
-_CITATION = """
-@article{song2024exploring,
-  title={Exploring Information-Theoretic Metrics Associated with Neural Collapse in Supervised Training},
-  author={Song, Kun and Tan, Zhiquan and Zou, Bochao and Chen, Jiaxin and Ma, Huimin and Huang, Weiran},
-  journal={arXiv:2409.16767}, year={2024}
-}
-"""
-
-_ACCEPTED = {"head", "batch_size", "zero_entropy", "drop_last"}
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MirHdr(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"features": datasets.List(datasets.Value("float64")), "references": datasets.Value("int64")}
-            ),
-            reference_urls=["https://arxiv.org/abs/2409.16767", "https://arxiv.org/abs/2406.03999"],
-        )
+        urls = ["https://arxiv.org/abs/2409.16767", "https://arxiv.org/abs/2406.03999"]
+        return metric_info("mir_hdr", _DESCRIPTION, _KWARGS_DESCRIPTION, EXPLORING, urls)
 
     def _compute(self, features, references, **kwargs):
-        options = own_compute_kwargs("mir_hdr", kwargs, _ACCEPTED)
+        options = own_compute_kwargs("mir_hdr", kwargs)
         if options.get("head") is None:
             raise ValueError("mir_hdr needs the classifier head: compute(..., head=<C x d array of head rows>).")
         head = as_matrix(options["head"], "head")
-        x = as_matrix(features, "features")
-        y = as_labels(references)
-        if x.shape[0] == 0:
-            raise ValueError("mir_hdr of an empty set is undefined: add features first.")
+        x, y = read_inputs("mir_hdr", features, references)
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= head.shape[0]):
             raise ValueError(
                 f"references must be class indices in 0..{head.shape[0] - 1} (head has {head.shape[0]} rows), "
@@ -95,9 +71,8 @@ class MirHdr(evaluate.Metric):
         zero_entropy = options.get("zero_entropy", "skip")
         if batch_size is None:
             mode = "zero" if zero_entropy == "zero" else "nan"
-            value_mir = mir(x, rows, zero_entropy=mode)
-            value_hdr = hdr(x, rows, zero_entropy=mode)
-            return {"mir": float(value_mir), "hdr": float(value_hdr), "num_batches": 1}
+            return {"mir": float(mir(x, rows, zero_entropy=mode)), "hdr": float(hdr(x, rows, zero_entropy=mode)),
+                    "num_batches": 1}
         return batched_mir_hdr(
             x, rows, batch_size=batch_size, zero_entropy=zero_entropy, drop_last=options.get("drop_last", False)
         )

@@ -2,17 +2,15 @@
 
 Thin wrapper of :func:`hf_infonc.info.stream.neural_collapse_measures` (one-pass sums for
 everything, an exact second pass for NC4; formulas in :mod:`hf_infonc.info.neural_collapse`,
-after Papyan, Han & Donoho 2020; SPEC §5). Load it with
+after Papyan, Han & Donoho 2020; docs/theory.md §5). Load it with
 ``hf_infonc.metrics.load_metric("neural_collapse")`` or ``evaluate.load(<this folder>)``.
 """
 
-import datasets
 import evaluate
 import torch
-from hf_infonc.info.stream import neural_collapse_measures
-from hf_infonc.metrics import as_labels
-from hf_infonc.metrics import as_matrix
-from hf_infonc.metrics import own_compute_kwargs
+from hf_infonc.citation import NEURAL_COLLAPSE
+from hf_infonc.info import neural_collapse_measures
+from hf_infonc.metrics import as_matrix, metric_info, own_compute_kwargs, read_inputs
 
 _DESCRIPTION = """
 Neural-collapse measures of a labelled feature set: NC1 = tr(Σ_W Σ_B⁺)/C (pseudo-inverse at rank
@@ -55,45 +53,16 @@ Examples:
     (0.0, 0.0, 0.0)
 """
 
-_CITATION = """
-@article{papyan2020prevalence,
-  title={Prevalence of neural collapse during the terminal phase of deep learning training},
-  author={Papyan, Vardan and Han, X. Y. and Donoho, David L.},
-  journal={PNAS}, volume={117}, number={40}, pages={24652--24663}, year={2020}
-}
-"""
-
-_ACCEPTED = {
-    "num_classes",
-    "head",
-    "bias",
-    "logits",
-    "sample_batch_size",
-    "zero_entropy",
-    "global_mean",
-    "drop_last",
-}
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class NeuralCollapse(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"features": datasets.List(datasets.Value("float64")), "references": datasets.Value("int64")}
-            ),
-            reference_urls=["https://doi.org/10.1073/pnas.2015509117", "https://arxiv.org/abs/2409.16767"],
-        )
+        urls = ["https://doi.org/10.1073/pnas.2015509117", "https://arxiv.org/abs/2409.16767"]
+        return metric_info("neural_collapse", _DESCRIPTION, _KWARGS_DESCRIPTION, NEURAL_COLLAPSE, urls)
 
     def _compute(self, features, references, **kwargs):
-        options = own_compute_kwargs("neural_collapse", kwargs, _ACCEPTED)
-        x = as_matrix(features, "features")
-        y = as_labels(references)
-        if x.shape[0] == 0:
-            raise ValueError("neural_collapse of an empty set is undefined: add features first.")
+        options = own_compute_kwargs("neural_collapse", kwargs)
+        x, y = read_inputs("neural_collapse", features, references)
         for key in ("head", "logits"):
             if options.get(key) is not None:
                 options[key] = as_matrix(options[key], key, rows=x.shape[0] if key == "logits" else None)

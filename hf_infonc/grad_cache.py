@@ -1,0 +1,387 @@
+"""Exact gradient accumulation for batch-level (Gram) losses: a two-pass GradCache step.
+
+GradCache (Gao et al. 2021, arXiv 2101.06983, "Scaling Deep Contrastive Learning Batch Size under
+Memory Limited Setup"), for ``gradient_accumulation_steps = m > 1`` and ``info_exact_accumulation``:
+
+* **Pass 1** (first micro-batch of the step): for every micro-batch i (n_i rows, N = Σ n_i), a
+  no-grad adapter forward, its RNG state recorded first (dropout masks are replayed in pass 2) and
+  module buffers restored after (only pass 2 updates BatchNorm statistics). From detached leaves:
+  the features ``F = [F_1; …; F_m]`` (and per-sample caption anchors ``A`` of image–caption pairs),
+  the shared head rows ``H`` and logit scale ``s`` (every micro-batch recomputes them from the same
+  parameters; their mean if a stochastic layer made them differ), and ``b = Σ c_i·b_i`` the base loss,
+  ``c_i = n_i/N`` for a per-batch mean and ``c_i = 1`` for a loss normalised by ``num_items_in_batch``
+  (pairs without ``compute_loss_func``: the contrastive base is computed on the leaves).
+  ``L = information_loss(F, A|H, s, b)`` is the loss of one step on the concatenated batch; it is
+  logged once and ``torch.autograd.grad`` gives ``∂L/∂F, ∂L/∂A, ∂L/∂H, ∂L/∂s, ∂L/∂b``. Across
+  processes ``information_loss`` gathers the leaves itself (:mod:`hf_infonc.distributed`).
+* **Pass 2** (each micro-batch, same RNG state, so the same values): the surrogate
+
+      g_i = m·⟨F_i, ∂L/∂F_i⟩ + m·⟨A_i, ∂L/∂A_i⟩ + ⟨H_i, ∂L/∂H⟩ + ⟨s_i, ∂L/∂s⟩ + m·c_i·(∂L/∂b)·b_i
+
+  satisfies ``(1/m)·Σ_i ∇θ g_i = ∇θ L`` by the chain rule, and ``g_i - g_i.detach() + L`` has the
+  value L, so ``Trainer``'s logged loss ``(1/m)·Σ_i L`` is that of the whole batch.
+
+Without a Gram loss (no information weight, labelled batches) only the logged batch MIR/HDR are
+computed on the whole accumulated batch, from the kept micro-batch outputs (no extra forward).
+The base loss follows ``Trainer``'s accumulation rule, corrected for models whose loss ignores
+``num_items_in_batch`` (:meth:`GradCacheMixin._probe_loss_kwargs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.utils import logging
+
+from hf_infonc.adapters.base import AdapterOutput
+
+logger = logging.get_logger(__name__)
+
+
+def _accelerator_rng_module(device: torch.device) -> Any:
+    """The ``torch.cuda``-like module whose generator an op on ``device`` draws from, or ``None`` (CPU)."""
+    module = None if device.type == "cpu" else getattr(torch, device.type, None)
+    if module is None or not hasattr(module, "get_rng_state") or not hasattr(module, "set_rng_state"):
+        return None
+    return None if device.type == "cuda" and not torch.cuda.is_initialized() else module
+
+
+@dataclass
+class RngState:
+    """The CPU and accelerator random states before a forward, to replay its dropout masks (GradCache's
+    ``RandContext``): otherwise the cached gradient belongs to other features than pass 2 differentiates."""
+
+    cpu: torch.Tensor
+    device: torch.device
+    accelerator: torch.Tensor | None = None
+
+    @classmethod
+    def capture(cls, device: torch.device) -> RngState:
+        module = _accelerator_rng_module(device)
+        state = None
+        if module is not None:
+            try:
+                state = module.get_rng_state(device)
+            except TypeError:  # torch.mps.get_rng_state() takes no device
+                state = module.get_rng_state()
+        return cls(torch.get_rng_state(), device, state)
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        module = _accelerator_rng_module(self.device)
+        if module is not None and self.accelerator is not None:
+            try:
+                module.set_rng_state(self.accelerator, self.device)
+            except TypeError:
+                module.set_rng_state(self.accelerator)
+
+
+@dataclass
+class _AccumulatedStep:
+    """The micro-batches of one optimizer step and what pass 1 cached for pass 2."""
+
+    batches: list[Any]
+    current: int | None = None  # index of the micro-batch inside training_step, else None
+    engaged: bool | None = None  # decided by the first micro-batch of the step
+    ratios_only: bool = False  # no Gram loss: only the logged MIR/HDR are computed on the whole batch
+    stash: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    rng: list[RngState] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    value: torch.Tensor | None = None  # the loss of the whole accumulated batch (detached)
+    base_weights: list[float] = field(default_factory=list)  # c_i of b = Σ c_i·b_i
+    rows_per_sample: bool = False  # head rows are per-sample anchors (pairs) rather than a shared head
+    grad_features: tuple[torch.Tensor, ...] = ()
+    grad_rows: tuple[torch.Tensor, ...] | torch.Tensor | None = None
+    grad_scale: torch.Tensor | None = None
+    grad_base: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def kept_buffers(module: nn.Module) -> Iterator[None]:
+    """Restore ``module``'s buffers (BatchNorm running statistics) on exit: extra forwards leave no trace."""
+    saved = {name: buffer.detach().clone() for name, buffer in module.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, buffer in module.named_buffers():
+                if name in saved:
+                    buffer.copy_(saved[name])
+
+
+def _shared_value(values: list[torch.Tensor]) -> torch.Tensor:
+    """A tensor every micro-batch recomputes from the same parameters (head rows, logit scale): the first
+    copy, or the mean of the copies when a stochastic layer (text-tower dropout) made them differ."""
+    first = values[0].detach()
+    if all(torch.equal(first, v.detach()) for v in values[1:]):
+        return first.clone()
+    return torch.stack([v.detach() for v in values]).mean(dim=0)
+
+
+class GradCacheMixin:
+    """Gradient accumulation for :class:`~hf_infonc.trainer.InfoNCTrainer`: the exact two-pass step (see the
+    module doc) and the scaling of the base loss. Uses the trainer's ``information_loss``,
+    ``_forward_with_base``, ``_ratios_due`` and ``record_components``.
+    """
+
+    _accumulated_step: _AccumulatedStep | None = None
+    _pairwise_batches: bool | None = None  # whether the batches are image–caption pairs (learnt once)
+    _warned_deepspeed_accumulation: bool = False
+    _loss_kwargs_probed: bool = False
+
+    def _base_scaled_for_ga(self, num_items_in_batch: Any) -> bool:
+        """Whether ``Trainer`` takes the base loss as already scaled for gradient accumulation (normalised by
+        ``num_items_in_batch``, by the model or ``compute_loss_func``) and so does not divide it by the
+        number of accumulation steps; ``Trainer.training_step``'s rule."""
+        if self.loss_is_scaled_for_ga is not None:
+            return bool(self.loss_is_scaled_for_ga)
+        return bool(self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+
+    def _probe_loss_kwargs(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any) -> None:
+        """Whether the model's own loss really uses ``num_items_in_batch`` (once, at the first training batch).
+
+        ``Trainer`` does not divide the loss of a model whose ``forward`` takes ``**kwargs`` by the
+        accumulation steps, but heads that take ``**kwargs`` and compute a plain mean (BERT's, ViT's;
+        transformers issue #47688) then train ``m`` times too fast. Two no-grad forwards with
+        ``num_items_in_batch`` n and 2n (same RNG, buffers restored) tell them apart; for those,
+        ``model_accepts_loss_kwargs`` is set to ``False``.
+        """
+        self._loss_kwargs_probed = True
+        if not (
+            self.model_accepts_loss_kwargs and num_items_in_batch is not None and "labels" in inputs
+            and self.compute_loss_func is None and self.label_smoother is None and self.loss_is_scaled_for_ga is None
+        ):
+            return
+        core = self.accelerator.unwrap_model(model)
+        rng = RngState.capture(self.args.device)
+        losses = []
+        try:
+            with kept_buffers(core), torch.no_grad(), self.compute_loss_context_manager():
+                for items in (num_items_in_batch, num_items_in_batch * 2):
+                    rng.restore()
+                    outputs = model(**inputs, num_items_in_batch=items)
+                    losses.append(outputs["loss"] if isinstance(outputs, dict) else outputs[0])
+        finally:
+            rng.restore()
+        if torch.equal(losses[0], losses[1]):
+            self.model_accepts_loss_kwargs = False
+            logger.info(
+                "%s takes **kwargs but its loss ignores num_items_in_batch: the loss is divided by the gradient "
+                "accumulation steps (transformers.Trainer would not divide it; transformers issue #47688).",
+                type(core).__name__,
+            )
+
+    def _exact_accumulation_wanted(self, num_batches: int) -> bool:
+        """Whether the next optimizer step is followed micro-batch by micro-batch.
+
+        With ``info_exact_accumulation`` and more than one micro-batch, unless nothing Gram-based is
+        computed or logged in this step. Not with DeepSpeed, whose engine accumulates by itself.
+        """
+        args = self.args
+        if not (args.info_exact_accumulation and args.gradient_accumulation_steps > 1 and num_batches > 1):
+            return False
+        if not args.info_losses_active and self._pairwise_batches is False and not self._ratios_due():
+            return False
+        if self.is_deepspeed_enabled:
+            if not self._warned_deepspeed_accumulation and (args.info_losses_active or self._pairwise_batches):
+                logger.warning(
+                    "info_exact_accumulation is not supported with DeepSpeed (its engine accumulates the gradients): "
+                    "the Gram-based terms are computed per micro-batch. For exact terms, raise the per-device batch "
+                    "size instead of gradient_accumulation_steps, or set info_exact_accumulation=False to silence this."
+                )
+                self._warned_deepspeed_accumulation = True
+            return False
+        return True
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        """``Trainer.get_batch_samples``, remembering the micro-batches of the step."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self._pairwise_batches is None and self.adapter is not None and batch_samples:
+            self._pairwise_batches = self.adapter.is_pairwise(batch_samples[0])  # None: learnt from the forward
+        wanted = self.adapter is not None and self._exact_accumulation_wanted(len(batch_samples))
+        self._accumulated_step = _AccumulatedStep(batches=list(batch_samples)) if wanted else None
+        return batch_samples, num_items_in_batch
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        """``Trainer.training_step``; tells ``compute_loss`` which micro-batch of the step it receives."""
+        step = self._accumulated_step
+        if step is not None:
+            step.current = next((i for i, batch in enumerate(step.batches) if batch is inputs), None)
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            if step is not None:
+                step.current = None
+
+    def train(self, *args: Any, **kwargs: Any):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self._accumulated_step = None  # release the last step's micro-batches
+
+    def _micro_batch_step(self, model: nn.Module) -> _AccumulatedStep | None:
+        step = self._accumulated_step
+        return step if model.training and step is not None and step.current is not None else None
+
+    def _cached_step_loss(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any
+    ) -> tuple[torch.Tensor, Any] | None:
+        """``(loss, outputs)`` of pass 2 for this micro-batch (running pass 1 at the first one), or ``None``
+        when the micro-batch takes the plain path."""
+        step = self._micro_batch_step(model)
+        if step is None:
+            return None
+        if step.engaged is None:
+            self._exact_accumulation_first_pass(model, step, num_items_in_batch)
+        if not step.engaged:
+            return None
+        step.rng[step.current].restore()  # same dropout masks as pass 1
+        _, outputs, out = self._forward_with_base(model, inputs, num_items_in_batch)
+        return self._exact_accumulation_loss(out, step, self._base_scaled_for_ga(num_items_in_batch)), outputs
+
+    def _exact_accumulation_first_pass(self, model: nn.Module, step: _AccumulatedStep, num_items_in_batch: Any) -> None:
+        """Pass 1: the no-grad forwards of every micro-batch, then :meth:`_cache_accumulated_gradients`.
+
+        If the first forward shows neither an information loss nor image–caption pairs, the RNG is
+        restored and the step falls back to the plain path (the batch kind is remembered).
+        """
+        step.engaged = False
+        if not self.args.info_losses_active and self._pairwise_batches is False:
+            step.ratios_only = self._ratios_due()
+            return
+        outputs: list[AdapterOutput] = []
+        with kept_buffers(self.accelerator.unwrap_model(model)), torch.no_grad():
+            for index, batch in enumerate(step.batches):
+                step.rng.append(RngState.capture(self.args.device))
+                # a copy: Trainer.compute_loss pops the labels for label smoothing / compute_loss_func
+                _, _, out = self._forward_with_base(model, dict(self._prepare_inputs(batch)), num_items_in_batch)
+                if out.pairwise and self.compute_loss_func is None:
+                    out.loss = None  # the contrastive base is computed on the whole accumulated batch
+                if index == 0:
+                    self._pairwise_batches = bool(out.pairwise)
+                    if not (self.args.info_losses_active or self._pairwise_batches):
+                        step.rng[0].restore()
+                        step.ratios_only = self._ratios_due()
+                        return
+                if bool(out.pairwise) != self._pairwise_batches:
+                    raise ValueError(
+                        "The micro-batches of one optimizer step mix image–caption pairs and labelled images; "
+                        "the exact accumulation needs one kind per step. Use one kind of batch per dataset, or "
+                        "set info_exact_accumulation=False."
+                    )
+                outputs.append(out)
+        self._cache_accumulated_gradients(step, outputs, self._base_scaled_for_ga(num_items_in_batch))
+        step.engaged = True
+
+    def _cache_accumulated_gradients(self, step: _AccumulatedStep, outputs: list[AdapterOutput], scaled: bool) -> None:
+        """The loss of the whole batch, its logged components and ``∂L/∂(leaves)`` for pass 2."""
+        pairwise = bool(self._pairwise_batches)
+        step.sizes = [int(out.features.shape[0]) for out in outputs]
+        step.rows_per_sample = pairwise
+        total_rows = sum(step.sizes)
+        step.base_weights = [1.0 if scaled else size / total_rows for size in step.sizes]
+        has_loss = [out.loss is not None for out in outputs]
+        if any(has_loss) and not all(has_loss):
+            raise ValueError(
+                f"The adapter returned a base loss for {sum(has_loss)} of {len(outputs)} micro-batches of one step; "
+                "the exact accumulation needs it for all or none. Check the batches' labels, or set "
+                "info_exact_accumulation=False."
+            )
+        with torch.enable_grad():
+            leaves = {"features": torch.cat([out.features.detach() for out in outputs]).requires_grad_(True)}
+            if outputs[0].head_rows is not None:
+                rows = [out.head_rows for out in outputs]
+                rows = torch.cat(rows).detach() if pairwise else _shared_value(rows)
+                leaves["head_rows"] = rows.requires_grad_(True)
+            if outputs[0].logit_scale is not None:
+                leaves["logit_scale"] = _shared_value([out.logit_scale for out in outputs]).requires_grad_(True)
+            if all(has_loss):
+                losses = torch.stack([out.loss.detach().double().reshape(()) for out in outputs])
+                weights = torch.tensor(step.base_weights, dtype=torch.float64, device=losses.device)
+                leaves["base"] = (weights * losses).sum().to(outputs[0].loss.dtype).requires_grad_(True)
+            labels = torch.cat([out.labels for out in outputs]) if all(o.labels is not None for o in outputs) else None
+            merged = AdapterOutput(
+                loss=leaves.get("base"), features=leaves["features"], head_rows=leaves.get("head_rows"), labels=labels,
+                logit_scale=leaves.get("logit_scale"), pairwise=pairwise,
+            )
+            total, components = self.information_loss(merged)
+            names = list(leaves)
+            grads = (None,) * len(names)
+            if total.requires_grad:
+                grads = torch.autograd.grad(total, [leaves[k] for k in names], allow_unused=True)
+        grad = dict(zip(names, grads))
+        step.value = total.detach()
+        step.grad_features = () if grad["features"] is None else grad["features"].split(step.sizes)
+        rows_grad = grad.get("head_rows")
+        step.grad_rows = rows_grad.split(step.sizes) if (pairwise and rows_grad is not None) else rows_grad
+        step.grad_scale = grad.get("logit_scale")
+        step.grad_base = grad.get("base")
+        self.record_components(components, "train")
+
+    def _exact_accumulation_loss(self, out: AdapterOutput, step: _AccumulatedStep, scaled: bool) -> torch.Tensor:
+        """Pass 2 for micro-batch ``step.current``: ``g_i - g_i.detach() + L`` (see the module doc).
+
+        ``Trainer`` divides each micro-batch loss by m unless the base loss is ``scaled`` for
+        accumulation; then the division is done here.
+        """
+        index = step.current
+        size = int(out.features.shape[0])
+        if index >= len(step.sizes) or size != step.sizes[index]:
+            raise RuntimeError(
+                f"Exact gradient accumulation: micro-batch {index} has {size} rows in pass 2 but "
+                f"{step.sizes[index] if index < len(step.sizes) else 'no'} rows in pass 1. compute_loss must be "
+                "called once per micro-batch with the batch the Trainer passed to training_step; if a subclass "
+                "changes that, set info_exact_accumulation=False."
+            )
+        m = len(step.batches)
+        value = step.value
+        dtype = torch.promote_types(value.dtype, torch.float32)
+        terms: list[torch.Tensor] = []
+
+        def add(tensor: torch.Tensor | None, grad: torch.Tensor | None, weight: float) -> None:
+            if tensor is not None and grad is not None and tensor.requires_grad:
+                terms.append(weight * (tensor * grad.to(tensor.dtype)).sum().to(dtype))
+
+        add(out.features, step.grad_features[index] if step.grad_features else None, m)
+        if step.rows_per_sample:
+            add(out.head_rows, step.grad_rows[index] if step.grad_rows is not None else None, m)
+        else:
+            add(out.head_rows, step.grad_rows, 1.0)
+        add(out.logit_scale, step.grad_scale, 1.0)
+        add(out.loss, step.grad_base, m * step.base_weights[index])
+        if not terms:  # nothing trainable reaches the loss: same error as the plain path at backward
+            loss = value.to(dtype).clone()
+        else:
+            surrogate = torch.stack(terms).sum()
+            loss = surrogate - surrogate.detach() + value.to(dtype)
+        return loss / m if scaled else loss
+
+    def _accumulated_ratios(
+        self, model: nn.Module, out: AdapterOutput, components: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Without a Gram loss, the logged batch MIR/HDR of the whole accumulated batch: the micro-batch
+        values are dropped and, at the last micro-batch, computed once on the kept outputs (no gradient)."""
+        step = self._micro_batch_step(model)
+        if step is None or not step.ratios_only:
+            return components
+        components = {key: value for key, value in components.items() if key not in ("mir", "hdr")}
+        if out.labels is None or out.head_rows is None or out.features is None:
+            return components
+        step.stash.append((out.features.detach(), out.labels.detach(), out.head_rows.detach()))
+        if step.current != len(step.batches) - 1 or len(step.stash) != len(step.batches):
+            return components
+        features, labels, rows = zip(*step.stash)
+        step.stash = []
+        merged = AdapterOutput(  # with a base loss given, information_loss adds no contrastive term
+            loss=features[0].new_zeros(()), features=torch.cat(features), head_rows=_shared_value(list(rows)),
+            labels=torch.cat(labels),
+        )
+        with torch.no_grad():
+            _, whole = self.information_loss(merged)
+        components.update({key: whole[key] for key in ("mir", "hdr") if key in whole})
+        return components

@@ -1,0 +1,131 @@
+"""The paper's sample-level MIR / HDR, averaged over consecutive batches (docs/theory.md §2 item 2).
+
+Each batch of ``batch_size`` consecutive samples gives ``K₁ = G(features[batch])`` and
+``K₂ = G(head_rows[batch])`` (usually ``W[labels]``); the batches are summed as float64 statistics
+(:func:`pair_batch_stats`), so partial sums add up and merge exactly, and averaged by
+:func:`summarize_batch_stats`. A batch whose MIR (or HDR) is 0/0 is, with ``zero_entropy="skip"``
+(default), left out of that ratio's average and counted; with ``"nan"`` it makes the average NaN
+(warning); with ``"zero"`` it counts as 0. Pure torch.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Literal
+
+import torch
+
+from hf_infonc.info.gram import check_count, check_matrix
+from hf_infonc.info.mutual import information_measures
+from hf_infonc.info.ranges import clamp_float, roundoff_slack
+
+SampleZeroEntropy = Literal["skip", "nan", "zero"]
+SAMPLE_ZERO_ENTROPY: tuple[str, ...] = ("skip", "nan", "zero")
+
+#: The sample-level entropies are computed for at most this many rows (whole batches) per call,
+#: which bounds the batched Gram / normalisation temporaries.
+SAMPLE_GROUP_ROWS = 2048
+
+# Layout of the sample-level running sums.
+_S_BATCHES, _S_MIR, _S_MIR_DEF, _S_HDR, _S_HDR_DEF, _S_HA, _S_HB, _S_MI = range(8)
+N_SAMPLE_STATS = 8
+
+
+def pair_batch_stats(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Summed statistics of ``k`` sample batches: ``a`` ``(k, n, d₁)``, ``b`` ``(k, n, d₂)`` (rows
+    paired by sample). Per batch, ``K₁ = G(a)``, ``K₂ = G(b)``, and the vector holds
+    ``[k, Σ MIR, #MIR defined, Σ HDR, #HDR defined, Σ H(K₁), Σ H(K₂), Σ MI]`` (float64), the
+    undefined (0/0) ratios contributing 0 to the sums.
+    """
+    terms, mi, mir_value, hdr_value = information_measures(a, b, "masked")  # ratios NaN where 0/0
+    out = torch.zeros(N_SAMPLE_STATS, dtype=torch.float64, device=a.device)
+    out[_S_BATCHES] = a.shape[0]
+    out[_S_MIR] = mir_value.nansum()
+    out[_S_MIR_DEF] = (~mir_value.isnan()).sum()
+    out[_S_HDR] = hdr_value.nansum()
+    out[_S_HDR_DEF] = (~hdr_value.isnan()).sum()
+    out[_S_HA] = terms.h_a.sum()
+    out[_S_HB] = terms.h_b.sum()
+    out[_S_MI] = mi.sum()
+    return out
+
+
+def summarize_batch_stats(stats: torch.Tensor, zero_entropy: str = "skip") -> dict[str, float]:
+    """Batch averages from :func:`pair_batch_stats` sums: keys ``mir``, ``hdr``, ``mi``,
+    ``feature_entropy`` (``H(K₁)``), ``head_entropy`` (``H(K₂)``), ``num_batches``,
+    ``mir_undefined_batches``, ``hdr_undefined_batches``. ``zero_entropy`` as in the module doc.
+    """
+    if zero_entropy not in SAMPLE_ZERO_ENTROPY:
+        raise ValueError(f"zero_entropy={zero_entropy!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
+    s = stats.tolist()
+    batches = s[_S_BATCHES]
+    out: dict[str, float] = {
+        "num_batches": int(batches),
+        "mir_undefined_batches": int(batches - s[_S_MIR_DEF]),
+        "hdr_undefined_batches": int(batches - s[_S_HDR_DEF]),
+    }
+    if batches == 0:
+        return out
+    out["feature_entropy"] = s[_S_HA] / batches
+    out["head_entropy"] = s[_S_HB] / batches
+    # each batch's MI is at most its smaller entropy, so the average is too, up to the summation's round-off
+    upper = min(out["feature_entropy"], out["head_entropy"])
+    out["mi"] = clamp_float(s[_S_MI] / batches, 0.0, upper, roundoff_slack(torch.float64, int(batches)))
+    for key, total, defined in (("mir", s[_S_MIR], s[_S_MIR_DEF]), ("hdr", s[_S_HDR], s[_S_HDR_DEF])):
+        undefined = batches - defined
+        if zero_entropy == "zero":
+            out[key] = total / batches
+        elif undefined and (zero_entropy == "nan" or defined == 0):
+            warnings.warn(
+                f"{key.upper()}: {int(undefined)} of {int(batches)} sample batches have a 0/0 ratio (a matrix entropy "
+                f"is 0: all rows parallel, a single row, or C = 2 at collapse); returning NaN "
+                f"(zero_entropy={zero_entropy!r}).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            out[key] = math.nan
+        else:
+            out[key] = total / defined
+    return out
+
+
+def batched_mir_hdr(
+    features: torch.Tensor, head_rows: torch.Tensor, *, batch_size: int = 64,
+    zero_entropy: SampleZeroEntropy = "skip", drop_last: bool = False,
+) -> dict[str, float]:
+    """The paper's sample-level MIR/HDR (docs/theory.md §2 item 2), averaged over consecutive batches.
+
+    For each batch of ``batch_size`` consecutive rows (the last one smaller unless ``drop_last``):
+    ``K₁ = G(features[batch])``, ``K₂ = G(head_rows[batch])``; ``head_rows`` is usually
+    ``W[labels]`` (each sample's head row), or the features of the same inputs from a second
+    model (docs/theory.md §2 item 3). Returns the keys of :func:`summarize_batch_stats`; undefined (0/0)
+    batches follow ``zero_entropy`` ("skip" default, "nan", "zero"). The temporaries are those of
+    one group of whole batches (about :data:`SAMPLE_GROUP_ROWS` rows) at a time.
+    """
+    check_matrix(features, "features", (None, None))
+    n = int(features.shape[0])
+    check_matrix(head_rows, "head_rows", (n, None))
+    batch_size = check_count(batch_size, "batch_size", 1)
+    if zero_entropy not in SAMPLE_ZERO_ENTROPY:
+        raise ValueError(f"zero_entropy={zero_entropy!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
+    return summarize_batch_stats(batch_stats(features, head_rows, batch_size, tail=not drop_last), zero_entropy)
+
+
+def batch_stats(a: torch.Tensor, b: torch.Tensor, batch_size: int, *, tail: bool) -> torch.Tensor:
+    """:func:`pair_batch_stats` summed over the consecutive batches of ``batch_size`` rows of ``a``
+    and ``b`` (``n x d₁``, ``n x d₂``, rows paired), the leftover rows a last batch when ``tail``;
+    one group of whole batches (about :data:`SAMPLE_GROUP_ROWS` rows) in float64 at a time."""
+    stats = torch.zeros(N_SAMPLE_STATS, dtype=torch.float64, device=a.device)
+    n = a.shape[0]
+    full = (n // batch_size) * batch_size
+    step = max(1, SAMPLE_GROUP_ROWS // batch_size) * batch_size
+    for start in range(0, full, step):
+        rows = slice(start, min(full, start + step))
+        stats += pair_batch_stats(
+            a[rows].detach().to(torch.float64).reshape(-1, batch_size, a.shape[1]),
+            b[rows].detach().to(torch.float64).reshape(-1, batch_size, b.shape[1]),
+        )
+    if tail and full < n:
+        stats += pair_batch_stats(a[full:].detach().to(torch.float64)[None], b[full:].detach().to(torch.float64)[None])
+    return stats

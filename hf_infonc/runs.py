@@ -1,0 +1,261 @@
+"""A run's output folder: what it holds, what a new run may do with it, and how ``--overwrite``,
+``--resume`` and ``--eval-only`` treat an earlier run (the contract: docs/recipes.md).
+
+A checkpoint is *complete* when ``trainer_state.json`` (which the Trainer writes last) parses, a
+weights file is present and opens, and no temporary file is left over; ``--resume`` continues from
+the newest complete one and sets newer, incomplete ones aside as ``incomplete-checkpoint-N``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from hf_infonc.errors import OutputDirError, TrainingInterrupted
+
+logger = logging.getLogger(__name__)
+
+RUN_MARKERS = ("metrics.json", "model.safetensors", "adapter_model.safetensors", "trainer_state.json")
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin",
+    "pytorch_model.bin.index.json", "adapter_model.bin",
+)  # fmt: skip
+"""Files that hold a saved model's weights (one of them is enough)."""
+TRAINER_STATE = "trainer_state.json"
+"""Written last by ``Trainer._save_checkpoint`` (file by file, with no temporary folder), so a checkpoint
+without it was cut off while saving."""
+EVAL_METRICS = "eval_metrics.json"
+"""What ``--eval-only`` writes into a folder that already holds a run (``metrics.json`` is left alone)."""
+
+
+def holds_run(path: Path) -> bool:
+    """True when ``path`` contains the outputs of an earlier run."""
+    if not path.is_dir():
+        return False
+    return any((path / m).exists() for m in RUN_MARKERS) or any(path.glob("checkpoint-*"))
+
+
+def _is_temporary(name: str) -> bool:
+    suffixes = ("~", ".part", ".partial", ".incomplete")
+    return ".tmp" in name or name.startswith(("tmp", ".tmp")) or name.endswith(suffixes)
+
+
+def checkpoint_problems(folder: Path) -> list[str]:
+    """Why ``folder`` (a ``checkpoint-N``) cannot be resumed from; empty when it is complete (module docstring)."""
+    problems = []
+    leftovers = sorted(p.name for p in folder.iterdir() if _is_temporary(p.name))
+    if leftovers:
+        problems.append(f"leftover temporary file(s) {leftovers[:3]}")
+    state = folder / TRAINER_STATE
+    if not state.is_file():
+        problems.append(f"no {TRAINER_STATE} (the Trainer writes it last)")
+    else:
+        try:
+            json.loads(state.read_text())
+        except (ValueError, OSError):
+            problems.append(f"{TRAINER_STATE} is cut off")
+    weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not weights:
+        problems.append("no model weights")
+    for path in weights:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(path), framework="pt"):
+                    pass
+            except Exception:  # noqa: BLE001 - any failure to open means the file is cut off or damaged
+                problems.append(f"{path.name} is cut off or damaged")
+    return problems
+
+
+def checkpoints(path: Path) -> list[Path]:
+    """The ``checkpoint-N`` folders of ``path``, newest (largest N) first."""
+    if not path.is_dir():
+        return []
+    found = [p for p in path.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True)
+
+
+def last_complete_checkpoint(path: Path) -> tuple[Path | None, dict[Path, list[str]]]:
+    """The newest complete checkpoint of ``path`` and the incomplete ones newer than it (with their problems)."""
+    skipped: dict[Path, list[str]] = {}
+    for folder in checkpoints(path):
+        problems = checkpoint_problems(folder)
+        if not problems:
+            return folder, skipped
+        skipped[folder] = problems
+    return None, skipped
+
+
+def saved_model_folder(path: Path) -> Path | None:
+    """Where the model of the run in ``path`` is: ``path`` itself (final model), else its last complete checkpoint."""
+    if any((path / name).is_file() for name in WEIGHT_FILES):
+        return path
+    return last_complete_checkpoint(path)[0]
+
+
+def _describe(problems: dict[Path, list[str]]) -> str:
+    return "; ".join(f"{folder.name} ({', '.join(reasons)})" for folder, reasons in problems.items())
+
+
+@dataclasses.dataclass
+class OutputPlan:
+    """What a run does with its output folder (decided before anything is built)."""
+
+    path: Path
+    mode: str
+    """``new`` (no run there), ``replace`` (--overwrite of a run), ``resume`` or ``evaluate`` (--eval-only of a run)."""
+    checkpoint: Path | None = None
+    """``resume``: the checkpoint to continue from."""
+    incomplete: list[Path] = dataclasses.field(default_factory=list)
+    """``resume``: incomplete checkpoints newer than ``checkpoint``, set aside before training."""
+    evaluated: Path | None = None
+    """``evaluate``: the folder of the saved model (``None``: it holds none; the recipe's model is evaluated)."""
+    created: bool = False
+    """The folder did not exist: a failure before training removes it again."""
+
+
+def plan_output_dir(path: Path, where: str, *, resume: bool, overwrite: bool, eval_only: bool) -> OutputPlan:
+    """Decide, without changing anything, what the run does with its output folder ``path``; refuse what cannot
+    work (``where`` starts the messages: ``<recipe file>: training.output_dir``)."""
+    for leftover in sorted(path.parent.glob(f"{path.name}.previous-*")) if path.parent.is_dir() else []:
+        logger.warning(
+            "%s holds a run that an interrupted --overwrite moved aside (the process was killed before it could put it "
+            "back). Move it back to %s, or delete it.", leftover, path,
+        )
+    created = not path.exists()
+    if eval_only:
+        if not holds_run(path):
+            return OutputPlan(path, "new", created=created)
+        return OutputPlan(path, "evaluate", evaluated=saved_model_folder(path))
+    if resume:
+        checkpoint, skipped = last_complete_checkpoint(path)
+        if checkpoint is None and not skipped:
+            raise OutputDirError(
+                f"{where}: --resume was given but {path} has no checkpoint-* folder to resume from (checkpoints "
+                f"are saved by save_strategy 'steps' or 'epoch'). Start the run without --resume (with --overwrite if "
+                f"the folder holds a run)."
+            )
+        if checkpoint is None:
+            raise OutputDirError(
+                f"{where}: --resume found no complete checkpoint in {path}: {_describe(skipped)}. They were cut "
+                f"off while saving; start again with --overwrite."
+            )
+        if skipped:
+            logger.warning("Resuming from %s; skipped the incomplete %s.", checkpoint, _describe(skipped))
+        return OutputPlan(path, "resume", checkpoint=checkpoint, incomplete=list(skipped))
+    if not holds_run(path):
+        return OutputPlan(path, "new", created=created)
+    if not overwrite:
+        found = [m for m in RUN_MARKERS if (path / m).exists()] + [p.name for p in checkpoints(path)][:3]
+        raise OutputDirError(
+            f"{where}: {path} already holds a run ({', '.join(found)}). Pass --resume to continue it, --overwrite "
+            f"to replace it (the old run is kept until the new one has trained a step), --eval-only to evaluate its "
+            f"model, or choose another folder with --set training.output_dir=PATH."
+        )
+    absolute, cwd = path.resolve(), Path.cwd().resolve()
+    if absolute == cwd or absolute in cwd.parents:
+        raise OutputDirError(
+            f"{where}: {path} is the working directory or contains it, so --overwrite cannot move it aside. "
+            f"Choose a sub-folder with --set training.output_dir=PATH."
+        )
+    if not os.access(absolute.parent, os.W_OK | os.X_OK):
+        raise OutputDirError(
+            f"{where}: --overwrite moves the old run aside inside {absolute.parent}, which is not writable. "
+            f"Choose another folder with --set training.output_dir=PATH."
+        )
+    return OutputPlan(path, "replace")
+
+
+def set_aside(folder: Path) -> Path:
+    """Rename an incomplete ``checkpoint-N`` to ``incomplete-checkpoint-N`` (``-2``, ``-3``, … if taken)."""
+    target = folder.with_name(f"incomplete-{folder.name}")
+    number = 2
+    while target.exists():
+        target, number = folder.with_name(f"incomplete-{folder.name}-{number}"), number + 1
+    folder.rename(target)
+    logger.warning("Renamed the incomplete %s to %s (it cannot be resumed from).", folder, target.name)
+    return target
+
+
+class PreviousRun:
+    """The run that ``--overwrite`` replaces: moved aside when training starts, deleted after its first step,
+    put back if the new run fails before. Folders are moved by the main process only."""
+
+    def __init__(self, folder: Path, is_main: bool) -> None:
+        self.folder = folder.resolve()
+        self.is_main = is_main
+        self.aside: Path | None = None
+        self.done = False
+
+    def move_aside(self) -> None:
+        if self.is_main:
+            holder = Path(tempfile.mkdtemp(prefix=f"{self.folder.name}.previous-", dir=self.folder.parent))
+            self.aside = holder / self.folder.name
+            self.folder.rename(self.aside)
+            self.folder.mkdir()
+            logger.info(
+                "Moved the previous run aside to %s; it is deleted once the new run has trained a step.", self.aside
+            )
+
+    def restore(self) -> None:
+        """Put the previous run back in place (the new run failed or was interrupted before its first step)."""
+        if self.done or self.aside is None:
+            return
+        self.done = True
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.aside.rename(self.folder)
+        self.aside.parent.rmdir()
+        logger.warning("The new run stopped before its first training step: the previous run is back in %s.",
+                       self.folder)
+
+    def discard(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.aside is not None:
+            shutil.rmtree(self.aside.parent, ignore_errors=True)
+            logger.info("Deleted the previous run (the new run has trained a step).")
+
+    def discard_after_first_step(self):
+        """A ``TrainerCallback`` that calls :meth:`discard` once the new run has completed an optimizer step."""
+        from transformers import TrainerCallback
+
+        previous = self
+
+        class DiscardPreviousRun(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step >= 1:
+                    previous.discard()
+
+        return DiscardPreviousRun()
+
+
+def interruption(plan: OutputPlan, previous: PreviousRun | None, trainer, training: bool) -> TrainingInterrupted:
+    """The :class:`TrainingInterrupted` for Ctrl-C at this point of the run: what is left, and whether
+    ``--resume`` can continue."""
+    if plan.mode == "evaluate":
+        return TrainingInterrupted(f"the evaluation of {plan.path} was interrupted; nothing in the folder changed.")
+    if not training:
+        if previous is not None and previous.aside is not None:
+            return TrainingInterrupted(
+                f"interrupted before the first training step; the previous run is back in {plan.path}."
+            )
+        kept = "nothing was written" if plan.mode in ("new", "replace") else "the folder is as it was"
+        return TrainingInterrupted(f"interrupted before training started ({plan.path}: {kept}).")
+    step = getattr(getattr(trainer, "state", None), "global_step", None)
+    checkpoint = last_complete_checkpoint(plan.path)[0]
+    at = f" at step {step}" if step is not None else ""
+    if checkpoint is None:
+        return TrainingInterrupted(
+            f"interrupted{at}, before any checkpoint of {plan.path} was complete, so there is nothing to resume "
+            f"from; run again with --overwrite (save_strategy/save_steps set how often checkpoints are saved)."
+        )
+    message = f"interrupted{at}; {checkpoint} is the last complete checkpoint."
+    return TrainingInterrupted(message, resume_from=checkpoint)

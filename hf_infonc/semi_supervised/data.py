@@ -1,0 +1,114 @@
+"""The semi-supervised data stream: units of 1 labelled + μ unlabelled examples, and their collator."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+#: Keys of a semi-supervised batch that are not model inputs.
+SSL_KEYS = ("labels", "ssl_num_labeled", "ssl_unlabeled_labels")
+
+
+class SemiSupervisedDataset(torch.utils.data.Dataset):
+    """Pairs a labelled and an unlabelled dataset into units of 1 labelled + μ unlabelled examples.
+
+    A batch of ``B`` units therefore holds ``B`` labelled and ``μ·B`` unlabelled examples. One pass
+    over the units visits every unlabelled example once (grouped by a seeded permutation) and
+    cycles through the labelled set, so a small labelled set is repeated as in FixMatch. Items are
+    the raw rows (``image``/``text``, ``label``); the collator makes the views. ``μ = 0`` gives the
+    labelled stream alone (the supervised baseline).
+    """
+
+    def __init__(
+        self, labeled: Sequence[Any], unlabeled: Sequence[Any] | None, unlabeled_ratio: int, seed: int = 0
+    ) -> None:
+        if len(labeled) == 0:
+            raise ValueError(
+                "The labelled dataset is empty: semi-supervised training needs at least one labelled example."
+            )
+        if unlabeled_ratio > 0 and (unlabeled is None or len(unlabeled) == 0):
+            raise ValueError(f"unlabeled_ratio={unlabeled_ratio} but the unlabelled dataset is empty or missing.")
+        self.labeled = labeled
+        self.unlabeled = unlabeled
+        self.unlabeled_ratio = unlabeled_ratio
+        generator = torch.Generator().manual_seed(seed)
+        self._labeled_order = torch.randperm(len(labeled), generator=generator).tolist()
+        self._unlabeled_order = (
+            torch.randperm(len(unlabeled), generator=generator).tolist() if unlabeled_ratio > 0 else []
+        )
+
+    def __len__(self) -> int:
+        if self.unlabeled_ratio == 0:
+            return len(self.labeled)
+        return max(math.ceil(len(self.unlabeled) / self.unlabeled_ratio), len(self.labeled))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        labeled = self.labeled[self._labeled_order[index % len(self.labeled)]]
+        mu = self.unlabeled_ratio
+        order = self._unlabeled_order
+        unlabeled = [self.unlabeled[order[(index * mu + j) % len(order)]] for j in range(mu)]
+        return {"labeled": labeled, "unlabeled": unlabeled}
+
+
+@dataclass(kw_only=True, eq=False)
+class SemiSupervisedCollator:
+    """Units → one model batch ``[labelled; weak views; strong views]`` plus the SSL bookkeeping.
+
+    Output keys: the model inputs for all ``B + 2·μB`` rows (``pixel_values``, or the tokenizer's
+    ``input_ids``/``attention_mask``/…, padded together), ``labels`` (the ``B`` labelled classes),
+    ``ssl_num_labeled`` and ``ssl_unlabeled_labels`` (the true classes of the unlabelled rows when
+    the data has them, else -1: used only to log the pseudo-label accuracy).
+
+    Images: ``labeled_transform`` (FixMatch uses the weak augmentation), ``weak_transform`` and
+    ``strong_transform`` are callables from a PIL image to a tensor. Text: ``tokenizer`` and
+    ``text_views`` (an object with ``weak(text, rng)`` and ``strong(text, rng)``, see
+    :class:`hf_infonc.data.augment.TextViews`); the labelled text is used as is.
+    """
+
+    labeled_transform: Callable[[Any], torch.Tensor] | None = None
+    weak_transform: Callable[[Any], torch.Tensor] | None = None
+    strong_transform: Callable[[Any], torch.Tensor] | None = None
+    tokenizer: Any = None
+    text_views: Any = None
+    max_length: int | None = 128
+    image_column: str = "image"
+    text_column: str = "text"
+    label_column: str = "label"
+
+    def __post_init__(self) -> None:
+        if self.tokenizer is None and self.labeled_transform is None:
+            raise ValueError("SemiSupervisedCollator needs image transforms (images) or a tokenizer (text).")
+        if self.tokenizer is not None and self.text_views is None:
+            raise ValueError("SemiSupervisedCollator: text data needs text_views (hf_infonc.data.augment.TextViews).")
+
+    def _true_label(self, row: dict[str, Any]) -> int:
+        value = row.get(self.label_column, -1)
+        return -1 if value is None else int(value)
+
+    def __call__(self, units: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        labeled = [unit["labeled"] for unit in units]
+        unlabeled = [row for unit in units for row in unit["unlabeled"]]
+        labels = torch.tensor([int(row[self.label_column]) for row in labeled], dtype=torch.long)
+        if self.tokenizer is not None:
+            from hf_infonc.data.collate import tokenize_texts
+
+            rng = random.Random(int(torch.randint(0, 2**62, (1,))))
+            texts = [str(row[self.text_column]) for row in labeled]
+            texts += [self.text_views.weak(str(row[self.text_column]), rng) for row in unlabeled]
+            texts += [self.text_views.strong(str(row[self.text_column]), rng) for row in unlabeled]
+            batch = tokenize_texts(self.tokenizer, texts, self.max_length)
+        else:
+            images = [self.labeled_transform(row[self.image_column]) for row in labeled]
+            if unlabeled:
+                images += [self.weak_transform(row[self.image_column]) for row in unlabeled]
+                images += [self.strong_transform(row[self.image_column]) for row in unlabeled]
+            batch = {"pixel_values": torch.stack(images).float()}
+        batch["labels"] = labels
+        batch["ssl_num_labeled"] = torch.tensor(len(labeled))
+        batch["ssl_unlabeled_labels"] = torch.tensor([self._true_label(row) for row in unlabeled], dtype=torch.long)
+        return batch

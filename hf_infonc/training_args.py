@@ -1,0 +1,113 @@
+"""``InfoNCTrainingArguments``: ``TrainingArguments`` plus the settings of the information losses."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from transformers import TrainingArguments
+
+
+def check_information_settings(
+    *,
+    cma_weight: float = 0.0,
+    mi_weight: float = 0.0,
+    entropy_gap_weight: float = 0.0,
+    info_alpha: float = 1.0,
+    info_dtype: str = "float64",
+) -> None:
+    """Validate the information-loss settings (also used by recipes, without building the arguments)."""
+    if not (math.isfinite(cma_weight) and 0.0 <= cma_weight <= 1.0):
+        raise ValueError(f"cma_weight={cma_weight} must lie in [0, 1]: it is w of (1-w)·base + w·CMA.")
+    for name, value in (("mi_weight", mi_weight), ("entropy_gap_weight", entropy_gap_weight)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}={value} must be a finite number ≥ 0 (0 disables the loss).")
+    if not (math.isfinite(info_alpha) and info_alpha >= 0):
+        raise ValueError(f"info_alpha={info_alpha} must be a finite Rényi order ≥ 0.")
+    if info_dtype not in ("float64", "float32"):
+        raise ValueError(
+            f"info_dtype={info_dtype!r} is not supported: use 'float64' (default) or 'float32' for the spectra of the "
+            f"information losses (eigen-solvers never run in half precision; metrics are always float64)."
+        )
+
+
+def _option(default: Any, help: str) -> Any:
+    """A field with its help text, which also documents it in the class docstring (:func:`_parameters_doc`)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class InfoNCTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the weights and options of the information losses (docs/theory.md §4):
+    the loss of a batch is ``(1 - cma_weight)·base + cma_weight·CMA - mi_weight·MI + entropy_gap_weight·|ΔH|``.
+
+    Parameters:
+    """
+
+    cma_weight: float = _option(
+        0.0, "w of the convex combination (1-w)·base + w·CMA (arXiv 2409.16767); 0 disables CMA."
+    )
+    mi_weight: float = _option(0.0, "λ of -λ·MI(features, head rows) (arXiv 2406.03999 §6).")
+    entropy_gap_weight: float = _option(0.0, "λ of +λ·|H(features) - H(head rows)| (arXiv 2406.03999 §6).")
+    info_normalized: bool = _option(False, "Use the normalised forms -λ·MIR and +λ·HDR instead of MI and |ΔH|.")
+    info_center: bool = _option(False, "Centre sample features before the cosine Gram.")
+    info_alpha: float = _option(1.0, "Rényi order of the matrix entropies (1 = von Neumann).")
+    info_dtype: str = _option(
+        "float64",
+        "dtype of the spectra of the information losses: 'float64' (default) or 'float32' (faster, |Δ loss| ~1e-6). "
+        "Logged MIR/HDR use the same spectra; evaluation metrics are always float64.",
+    )
+    class_prompt_templates: list[str] = _option(
+        ["a photo of a {}."], "Prompt templates for CLIP class heads; '{}' is replaced by the class name."
+    )
+    info_exact_accumulation: bool = _option(
+        True,
+        "With gradient_accumulation_steps > 1, compute the Gram-based terms (CMA, MI, entropy gap, and the contrastive "
+        "loss of image-caption pairs) on the whole accumulated batch with a two-pass GradCache step (Gao et al. 2021, "
+        "'Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup'; hf_infonc.grad_cache): one extra "
+        "no-grad forward per micro-batch. False = per-micro-batch terms, as sentence-transformers' non-cached losses.",
+    )
+
+    def __post_init__(self) -> None:
+        check_information_settings(
+            cma_weight=self.cma_weight,
+            mi_weight=self.mi_weight,
+            entropy_gap_weight=self.entropy_gap_weight,
+            info_alpha=self.info_alpha,
+            info_dtype=self.info_dtype,
+        )
+        super().__post_init__()
+
+    @property
+    def info_losses_active(self) -> bool:
+        return self.cma_weight > 0 or self.mi_weight > 0 or self.entropy_gap_weight > 0
+
+    @classmethod
+    def from_args(cls, args: TrainingArguments | None) -> InfoNCTrainingArguments:
+        """``args`` itself, the same values as ``InfoNCTrainingArguments`` (plain ``TrainingArguments``), or the
+        defaults (``None``, as ``Trainer``)."""
+        if args is None:
+            return cls(output_dir="trainer_output")
+        if isinstance(args, cls):
+            return args
+        if isinstance(args, TrainingArguments):
+            return cls(**{f.name: getattr(args, f.name) for f in fields(args) if f.init and hasattr(args, f.name)})
+        raise TypeError(f"args must be InfoNCTrainingArguments (or TrainingArguments), got {type(args).__name__}.")
+
+
+def _parameters_doc(cls: type) -> str:
+    """TRL's ``name (`type`, *optional*, defaults to `value`):`` entries, from the fields' types, defaults and help."""
+    entries = []
+    for f in fields(cls):
+        if f.name in cls.__annotations__:  # this class's own fields
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            entries.append(f"        {f.name} (`{f.type}`, *optional*, defaults to `{default!r}`):\n"
+                           f"            {f.metadata['help']}\n")
+    return "".join(entries)
+
+
+InfoNCTrainingArguments.__doc__ = InfoNCTrainingArguments.__doc__.rstrip() + "\n"
+InfoNCTrainingArguments.__doc__ += _parameters_doc(InfoNCTrainingArguments)
