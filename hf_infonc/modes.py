@@ -18,22 +18,15 @@ import dataclasses
 import difflib
 import json
 import types
-import typing
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from hf_infonc.local_models import hub_id
-from hf_infonc.models.coop import CoOpSettings
-
-TrainingMode = Literal["full", "lora", "linear_probe", "coop"]
-TRAINING_MODES: tuple[str, ...] = typing.get_args(TrainingMode)
-HEAD_ONLY_MODES: tuple[str, ...] = ("coop", "linear_probe")
-"""Modes that train only a head on a frozen CLIP model (CLIP only; the saved file holds only the head)."""
+from hf_infonc.mode_settings import HEAD_ONLY_MODES, TRAINING_MODES, CoOpSettings, LoraSettings, TrainingMode
 
 HF_CLIP_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
 OPEN_CLIP_LORA_TARGETS: tuple[str, ...] = ("c_fc", "c_proj")
@@ -47,23 +40,6 @@ CLASSIFIER_LORA_TARGET_PAIRS: tuple[tuple[str, str], ...] = (
 )
 
 
-@dataclass
-class LoraSettings:
-    """LoRA through peft (``training_mode: lora``; ``peft.LoraConfig``): rank ``r``, ``alpha`` (scaling
-    ``alpha/r``), dropout; ``target_modules=None`` takes a default per family (:func:`default_lora_targets`)."""
-
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] | str | None = None
-    bias: str = "none"
-    modules_to_save: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"LoraSettings.r={self.r}: the LoRA rank must be ≥ 1.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoraSettings.dropout={self.dropout} must lie in [0, 1).")
 
 
 def _classifier_head(model: nn.Module):

@@ -25,7 +25,7 @@ import yaml
 
 from hf_infonc.data.config import DataConfig
 from hf_infonc.errors import UserError
-from hf_infonc.modes import HEAD_ONLY_MODES, CoOpSettings, LoraSettings, TrainingMode
+from hf_infonc.mode_settings import HEAD_ONLY_MODES, CoOpSettings, LoraSettings, TrainingMode
 from hf_infonc.secrets import is_secret_key, redact, redact_text
 
 Family = Literal["hf-clip", "open-clip", "sequence-classification", "image-classification"]

@@ -17,7 +17,7 @@ README = PACKAGE.parent / "README.md"
 #: Layer of each module, by longest dotted prefix: a module imports only from its own layer or lower ones.
 LAYERS: dict[str, int] = {
     # 0: leaf utilities, no hf_infonc imports of their own
-    "errors": 0, "files": 0, "citation": 0, "offline": 0, "secrets": 0, "distributed": 0,
+    "errors": 0, "files": 0, "mode_settings": 0, "citation": 0, "offline": 0, "secrets": 0, "distributed": 0,
     "local_models": 0, "testing": 0,
     # 1: the maths (pure torch) and the data
     "info": 1, "data": 1,

@@ -19,35 +19,18 @@ restores them. More in docs/adapters.md ("CoOp details").
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import nn
 
+from hf_infonc.mode_settings import CoOpSettings
 from hf_infonc.models import clip_towers
 from hf_infonc.models.frozen_clip import FrozenCLIPHeadConfig, FrozenCLIPHeadModel
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 PLACEHOLDER = "X"
-
-
-@dataclass
-class CoOpSettings:
-    """CoOp prompt learning (``training_mode: coop``; Zhou et al. 2022): ``n_ctx`` context vectors,
-    initialised from the phrase ``init`` or, when ``None``, as ``N(0, init_std²)``. The one definition
-    of these settings and their defaults: :meth:`CoOpCLIP.from_clip`, ``apply_training_mode`` and the
-    recipes' ``model.coop`` section all read it.
-
-    With ``n_ctx`` larger than the phrase, the phrase's token embeddings fill the last vectors
-    and the others are random; ``n_ctx=None`` takes the phrase length.
-    """
-
-    n_ctx: int | None = 16
-    init: str | None = "a photo of a"
-    class_token_position: str = "end"
-    init_std: float = 0.02
-    seed: int | None = None
 
 
 class CoOpConfig(FrozenCLIPHeadConfig):
