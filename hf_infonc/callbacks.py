@@ -1,14 +1,7 @@
 """``InfoDynamicsCallback``: the information measures over training, kept as a series and plotted.
 
-The paper's training-dynamics analysis (docs/theory.md §5; arXiv 2406.03999 §5): on the test set MIR
-rises with the accuracy, HDR falls and NC1–NC4 shrink. :func:`hf_infonc.evaluation.add_information_metrics`
-logs those measures at every evaluation (and adds this callback); the callback keeps them, with the
-latest training-loss components, and at the end of training writes on the main process
-``info_dynamics.json`` (``{"num_classes", "collapse", "evaluations", "train_log"}``, non-finite values
-as ``null``), ``info_dynamics.png`` and ``neural_collapse.png``, with the values at collapse
-(docs/theory.md §3) as dashed lines. Every evaluation prefix is recorded (``split``: ``eval``, or
-``before``/``after`` of ``hf-infonc finetune``); one after the end of training rewrites the files. ``C``
-comes from ``num_classes=``, else the data's ``ClassLabel`` names, else the model's class names or head rows.
+The paper's training-dynamics analysis (docs/theory.md §5; arXiv 2406.03999 §5). The files written, the values at
+collapse drawn as dashed lines and how ``C`` is found: docs/analysis.md, "Training dynamics".
 """
 
 from __future__ import annotations
@@ -143,7 +136,7 @@ class InfoDynamicsCallback(TrainerCallback):
 
     Args:
         output_dir: where ``info_dynamics.json`` and the PNG plots go (default: ``args.output_dir``).
-        num_classes: C for the reference lines at collapse (default: inferred, see the module doc).
+        num_classes: C for the reference lines at collapse (default: inferred, docs/analysis.md).
         plot: write the PNG plots (matplotlib, Agg) as well as the JSON.
     """
 
@@ -195,12 +188,9 @@ class InfoDynamicsCallback(TrainerCallback):
             earlier = [r for r in _logged_evaluations(state.log_history) if (r["step"], r["split"]) not in seen]
             if earlier:
                 evaluations = sorted(earlier + self.history, key=lambda r: r["step"])  # stable: own order kept
-        return {
-            "num_classes": self.num_classes,
-            "collapse": collapse_reference(self.num_classes),
-            "evaluations": evaluations,
-            "train_log": self.train_log,
-        }
+        collapse = collapse_reference(self.num_classes)
+        return {"num_classes": self.num_classes, "collapse": collapse, "evaluations": evaluations,
+                "train_log": self.train_log}
 
     def write(self, directory: str | Path, state: Any = None) -> list[Path]:
         """Write ``info_dynamics.json`` (and the plots) into ``directory``; return the paths written."""
@@ -225,12 +215,6 @@ def _series(records: Sequence[Mapping[str, Any]], key: str, x: str = "step") -> 
             xs.append(record[x])
             ys.append(float(value))
     return xs, ys
-
-
-def _records(history: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    if isinstance(history, Mapping):
-        return list(history.get("evaluations", [])), list(history.get("train_log", []))
-    return list(history), []
 
 
 def _draw(ax, records_by_split: dict[str, list], keys: Sequence[tuple[str, str]], reference: float | None, ref_label: str):
@@ -266,13 +250,12 @@ def _draw(ax, records_by_split: dict[str, list], keys: Sequence[tuple[str, str]]
 
 
 def plot_info_dynamics(history: Any, path: str | Path, num_classes: int | None = None) -> list[Path]:
-    """Plot a series of evaluation records (a callback's :meth:`~InfoDynamicsCallback.payload`, the
-    loaded ``info_dynamics.json``, or a list of records with ``step`` and measures).
+    """Plot evaluation records (a :meth:`~InfoDynamicsCallback.payload`, a loaded ``info_dynamics.json``, or a list
+    of records with ``step`` and measures); return the paths written (matplotlib's Agg canvas, no pyplot state).
 
-    ``path``: a directory (writes ``info_dynamics.png`` and ``neural_collapse.png`` in it) or a
-    ``.png`` file for the information figure (the NC figure goes beside it as ``<stem>_nc.png``).
-    ``num_classes``: C for the dashed values at collapse (default: the document's ``num_classes``).
-    Returns the paths written. Uses matplotlib's Agg canvas; no global pyplot state is touched.
+    ``path``: a directory (``info_dynamics.png`` and ``neural_collapse.png`` in it) or a ``.png`` file for the
+    information figure (the NC figure beside it as ``<stem>_nc.png``). ``num_classes``: C for the values at
+    collapse (default: the document's ``num_classes``).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -286,7 +269,9 @@ def plot_info_dynamics(history: Any, path: str | Path, num_classes: int | None =
     if num_classes is None and isinstance(history, Mapping):
         num_classes = history.get("num_classes")
     reference = collapse_reference(num_classes) or {}
-    records, train_log = _records(history)
+    records, train_log = list(history), []
+    if isinstance(history, Mapping):
+        records, train_log = list(history.get("evaluations", [])), list(history.get("train_log", []))
     by_split: dict[str, list] = {}
     for record in records:
         by_split.setdefault(str(record.get("split", "eval")), []).append(record)
@@ -337,13 +322,3 @@ def plot_info_dynamics(history: Any, path: str | Path, num_classes: int | None =
     figure.suptitle(f"Neural collapse measures on the evaluation set{c_text}")
     figure.savefig(nc_path, dpi=110)
     return [info_path, nc_path]
-
-
-__all__ = [
-    "InfoDynamicsCallback",
-    "collapse_reference",
-    "evaluation_record",
-    "infer_num_classes",
-    "metric_prefix",
-    "plot_info_dynamics",
-]

@@ -1,14 +1,6 @@
-"""Model cards of fine-tuned models: the card's facts (:class:`InfoNCCardData`) and their rendering.
-
-At the end of every run, :func:`write_model_card` renders ``hf_infonc/model_cards/model_card.md.j2``
-(package data, so pip-installed copies render cards too) into ``README.md`` in the output directory;
-``InfoNCTrainer.create_model_card`` does the same for any workflow. The card has valid Hub metadata
-(a :class:`huggingface_hub.ModelCardData`: license, base_model, datasets, tags, library_name,
-pipeline_tag and a ``model-index`` with the final metrics), the base model and the data, the recipe
-(secrets redacted), the losses, the metrics before and after training, the dynamics plots, how to
-load the model with the standard API of its family, intended use and limitations, and the BibTeX of
-:mod:`hf_infonc.citation`. The facts live in :class:`InfoNCCardData` (as sentence-transformers'
-``SentenceTransformerModelCardData`` does). Uploads are :mod:`hf_infonc.hub`'s.
+"""Model cards of fine-tuned models: the card's facts (:class:`InfoNCCardData`) and their rendering through
+``hf_infonc/model_cards/model_card.md.j2`` (package data) into a run's ``README.md`` (guide: docs/hub.md).
+Uploads are :mod:`hf_infonc.hub`'s.
 """
 
 from __future__ import annotations
@@ -28,6 +20,7 @@ from typing import Any
 import yaml
 
 from hf_infonc import citation
+from hf_infonc.mode_settings import DEFAULT_TRAINING_MODE
 from hf_infonc.secrets import clean_output_dir, known_secrets, redact, redact_text
 
 logger = logging.getLogger(__name__)
@@ -37,11 +30,15 @@ TEMPLATE_NAME = "model_card.md.j2"
 TEMPLATE_ENV = "HF_INFONC_MODEL_CARD_TEMPLATE"
 """Environment variable naming another template file (else the packaged ``hf_infonc/model_cards/model_card.md.j2``)."""
 
-FAMILY_LABELS = {
-    "hf-clip": "CLIP (transformers `CLIPModel`)",
-    "open-clip": "CLIP (open_clip)",
-    "sequence-classification": "text classifier (transformers)",
-    "image-classification": "image classifier (transformers)",
+_CLIP_USE = "image classification (zero-shot style, with class prompts) and image/text embeddings"
+#: Per family: its label, the intended use, and the card's tags.
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "hf-clip": ("CLIP (transformers `CLIPModel`)", _CLIP_USE, ("clip", "transformers")),
+    "open-clip": ("CLIP (open_clip)", _CLIP_USE, ("clip", "open_clip")),
+    "sequence-classification": ("text classifier (transformers)", "text classification",
+                                ("text-classification", "transformers")),
+    "image-classification": ("image classifier (transformers)", "image classification",
+                             ("image-classification", "transformers")),
 }
 MODE_DESCRIPTIONS = {
     "full": "every parameter was trained",
@@ -49,12 +46,6 @@ MODE_DESCRIPTIONS = {
     "linear_probe": "only a linear head on frozen features was trained",
     "coop": "only the CoOp context vectors of the class prompts were trained (Zhou et al. 2022); both "
     "encoders stayed frozen",
-}
-TASK_USES = {
-    "hf-clip": "image classification (zero-shot style, with class prompts) and image/text embeddings",
-    "open-clip": "image classification (zero-shot style, with class prompts) and image/text embeddings",
-    "sequence-classification": "text classification",
-    "image-classification": "image classification",
 }
 
 #: Metric keys of the evaluation dictionaries, in table order, with their labels.
@@ -157,34 +148,24 @@ def package_versions(packages: Iterable[str]) -> list[tuple[str, str]]:
     return found
 
 
-def _versions(family: str, training_mode: str) -> list[tuple[str, str]]:
-    packages = ["hf-infonc", "torch", "transformers", *(["peft"] if training_mode == "lora" else [])]
-    packages += ["open_clip_torch"] if family == "open-clip" else []
-    return package_versions([*packages, "accelerate", "datasets", "huggingface_hub"])
-
-
-def _local_model_hub_ids() -> dict[str, str]:
-    """Local folders of known Hub models (the factory's offline copies) -> their Hub ids."""
-    from hf_infonc.local_models import LOCAL_MODELS
-
-    found = {}
-    for hub_id, finder in LOCAL_MODELS.items():
-        try:
-            local = finder() if "/" in hub_id else None
-        except Exception:  # noqa: BLE001
-            local = None
-        if local:
-            found[str(Path(local).resolve())] = hub_id
-    return found
-
-
 def hub_model_id(name_or_path: str | None) -> str | None:
-    """The Hub id of a model reference, or ``None`` for a local folder the Hub does not know."""
+    """The Hub id of a model reference, or ``None`` for a local folder the Hub does not know (the factory's
+    offline copies of known Hub models name their Hub ids)."""
     if not name_or_path:
         return None
     name = str(name_or_path).removeprefix("hf-hub:")
     if Path(name).exists():
-        return _local_model_hub_ids().get(str(Path(name).resolve()))
+        from hf_infonc.local_models import LOCAL_MODELS
+
+        found = None
+        for hub_id, finder in LOCAL_MODELS.items():
+            try:
+                local = finder() if "/" in hub_id else None
+            except Exception:  # noqa: BLE001
+                local = None
+            if local and Path(local).resolve() == Path(name).resolve():
+                found = hub_id
+        return found
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
@@ -277,28 +258,6 @@ def _semi_supervised(config: Any, results: Mapping[str, Any]) -> dict[str, Any] 
     }
 
 
-def _config_class_names(model: Any) -> list[str]:
-    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
-    return [id2label[i] for i in sorted(id2label)] if id2label else list(getattr(model, "class_names", None) or [])
-
-
-def _strip_metrics(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """``{"eval_mir": …}`` → ``{"mir": …}``, without timings and bookkeeping."""
-    from hf_infonc.callbacks import SPEED_KEYS
-
-    skip = {*SPEED_KEYS, "epoch", "step"}
-    start = len(prefix) + 1
-    return {k[start:]: v for k, v in metrics.items() if k.startswith(prefix + "_") and k[start:] not in skip}
-
-
-def _run_files(folder: Path) -> list[str]:
-    """The files of a run's folder (relative, sorted), checkpoints left out."""
-    if not folder.is_dir():
-        return []
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    return [f for f in files if not f.startswith("checkpoint-")]
-
-
 def _yaml_number(value: Any) -> Any:
     """A number that YAML 1.1 read as a string (``1e-4``), as the recipe converts it."""
     if isinstance(value, str):
@@ -309,11 +268,21 @@ def _yaml_number(value: Any) -> Any:
     return value
 
 
+class _SavedSection(SimpleNamespace):
+    """A section of a saved ``recipe.yaml``: a setting it leaves out reads as ``None``."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return None
+
+
 def saved_recipe(raw: Mapping[str, Any], folder: str | os.PathLike) -> SimpleNamespace:
     """A run's saved ``recipe.yaml`` (plain data) with the attributes of a Recipe that the card reads.
 
-    Settings the recipe leaves out take the defaults of the data and ssl sections, ``full`` training,
-    and for LoRA / CoOp the values saved with the model (``adapter_config.json``, ``config.json``).
+    A model or hub setting the recipe leaves out reads as ``None``, LoRA / CoOp settings as the values
+    saved with the model (``adapter_config.json``, ``config.json``); the data and ssl sections take their
+    defaults.
     """
     from hf_infonc.data.config import DataConfig
 
@@ -321,13 +290,12 @@ def saved_recipe(raw: Mapping[str, Any], folder: str | os.PathLike) -> SimpleNam
         path = Path(folder) / name
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    model = {"name_or_path": None, "config": None, "pretrained": None, "training_mode": "full", "freeze": []}
-    model.update(raw.get("model") or {})
+    model = dict(raw.get("model") or {})
     adapter, config = saved("adapter_config.json"), saved("config.json")
     lora = {"r": adapter.get("r"), "alpha": adapter.get("lora_alpha"), "dropout": adapter.get("lora_dropout")}
-    model["lora"] = SimpleNamespace(**{**lora, "target_modules": None, **(model.get("lora") or {})})
-    coop = {"n_ctx": config.get("n_ctx"), "init": config.get("ctx_init"), **(model.get("coop") or {})}
-    model["coop"] = SimpleNamespace(**coop)
+    model["lora"] = _SavedSection(**{**lora, **(model.get("lora") or {})})
+    model["coop"] = _SavedSection(**{"n_ctx": config.get("n_ctx"), "init": config.get("ctx_init"),
+                                     **(model.get("coop") or {})})
     ssl = None
     if raw.get("ssl") is not None:
         from hf_infonc.semi_supervised import SemiSupervisedConfig
@@ -336,35 +304,9 @@ def saved_recipe(raw: Mapping[str, Any], folder: str | os.PathLike) -> SimpleNam
     training = dict(raw.get("training") or {})
     training.update({key: _yaml_number(training[key]) for key in HYPERPARAMETER_KEYS if key in training})
     return SimpleNamespace(
-        model=SimpleNamespace(**model), data=DataConfig(**raw["data"]), training=training, ssl=ssl,
-        hub=SimpleNamespace(**(raw.get("hub") or {})), seed=raw.get("seed"), raw=dict(raw),
+        model=_SavedSection(**model), data=DataConfig(**raw["data"]), training=training, ssl=ssl,
+        hub=_SavedSection(**(raw.get("hub") or {})), seed=raw.get("seed"), raw=dict(raw),
     )
-
-
-def trainer_model_family(model: Any, adapter: Any) -> tuple[str, str, Any]:
-    """``(family, training_mode, base model)`` of a trainer's model, in the recipes' vocabulary."""
-    from hf_infonc.adapters.base import unwrap_peft
-
-    base = unwrap_peft(model)
-    mode = "lora" if base is not model else "full"
-    family = adapter.family
-    if family in ("coop", "clip-linear-probe"):
-        from hf_infonc.models.clip_towers import clip_family
-
-        mode = "coop" if family == "coop" else "linear_probe"
-        family = clip_family(base.clip)
-    if family not in FAMILY_LABELS:
-        raise ValueError(
-            f"No model card template for the adapter family {adapter.family!r}: InfoNCTrainer.create_model_card "
-            f"falls back to transformers' card."
-        )
-    return family, mode, base
-
-
-def _info_options(get: Any) -> dict[str, Any]:
-    """The options of the information terms, from ``get(key, default)``."""
-    kinds = {"info_normalized": (bool, False), "info_alpha": (float, 1.0), "info_center": (bool, False)}
-    return {key: kind(get(key, default)) for key, (kind, default) in kinds.items()}
 
 
 @dataclass
@@ -420,14 +362,26 @@ class InfoNCCardData:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def _in_folder(cls, folder: Path, ref: str, repo_id: str | None, model_name: str | None, **facts: Any):
-        """The card data of a run in ``folder``: its names, files, plots and package versions, and ``facts``."""
-        files = _run_files(folder)
+    def _in_folder(
+        cls, folder: Path, ref: str, repo_id: str | None, model_name: str | None, settings: Mapping[str, Any],
+        **facts: Any,
+    ):
+        """The card data of a run in ``folder``: its names, files (checkpoints left out), plots and package
+        versions, the loss weights, information options and hyper-parameters among the training ``settings``,
+        and ``facts``."""
+        options = {"info_normalized": (bool, False), "info_alpha": (float, 1.0), "info_center": (bool, False)}
+        found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        files = [f for f in found if not f.startswith("checkpoint-")] if folder.is_dir() else []
+        packages = ["hf-infonc", "torch", "transformers", *(["peft"] if facts["training_mode"] == "lora" else [])]
+        packages += ["open_clip_torch"] if facts["family"] == "open-clip" else []
         return cls(
             model_name=model_name or (repo_id.split("/")[-1] if repo_id else folder.resolve().name or "model"),
             model_ref=repo_id or ref, repo_id=repo_id, files=files,
             plots=[f for f in files if f.lower().endswith(".png")],
-            versions=_versions(facts["family"], facts["training_mode"]), **facts,
+            versions=package_versions([*packages, "accelerate", "datasets", "huggingface_hub"]),
+            loss_weights={k: float(settings.get(k, 0.0) or 0.0) for k in LOSS_WEIGHTS},
+            info_options={key: kind(settings.get(key, default)) for key, (kind, default) in options.items()},
+            hyperparameters={k: settings[k] for k in HYPERPARAMETER_KEYS if k in settings}, **facts,
         )
 
     @classmethod
@@ -449,6 +403,7 @@ class InfoNCCardData:
         results = dict(results or {})
         secrets = known_secrets(secrets)
         spec, data, hub = recipe.model, recipe.data, getattr(recipe, "hub", None)
+        training_mode = spec.training_mode or DEFAULT_TRAINING_MODE
         training = redact(dict(recipe.training or {}), secrets)
         towers: dict[str, str] = {}
         if spec.config is not None:
@@ -472,25 +427,22 @@ class InfoNCCardData:
                 templates = ["a photo of a {}."]
         data_keys = ("shots", "max_train_samples", "max_eval_samples", "seed", "test_size", "validation_size")
         lora = coop = None
-        if spec.training_mode == "lora":
+        if training_mode == "lora":
             lora = {"r": spec.lora.r, "alpha": spec.lora.alpha, "dropout": spec.lora.dropout,
                     "target_modules": spec.lora.target_modules or "the family's default"}
-        if spec.training_mode == "coop":
+        if training_mode == "coop":
             coop = {"n_ctx": spec.coop.n_ctx, "init": spec.coop.init}
         return cls._in_folder(
-            folder, str(output_dir), repo_id or getattr(hub, "repo_id", None), None,
-            family=spec.family, training_mode=spec.training_mode, base_model_name=spec.name_or_path, base_model=base_id,
+            folder, str(output_dir), repo_id or getattr(hub, "repo_id", None), None, training,
+            family=spec.family, training_mode=training_mode, base_model_name=spec.name_or_path, base_model=base_id,
             base_model_config=redact(spec.config, secrets) if spec.config is not None else None,
-            pretrained=spec.pretrained, pretrained_towers=towers, frozen=list(getattr(spec, "freeze", None) or []),
+            pretrained=spec.pretrained, pretrained_towers=towers, frozen=list(spec.freeze or []),
             license=getattr(hub, "license", None) or "apache-2.0",
             dataset=dataset_info(data),
             data_settings={k: getattr(data, k) for k in data_keys if getattr(data, k, None) is not None},
             class_names=[str(c) for c in (results.get("class_names") or getattr(data, "class_names", None) or [])],
             prompt_templates=list(templates or []),
             recipe=redact(getattr(recipe, "raw", None) or {"model": {"family": spec.family}}, secrets),
-            loss_weights={k: float(training.get(k, 0.0) or 0.0) for k in LOSS_WEIGHTS},
-            info_options=_info_options(training.get),
-            hyperparameters={k: training[k] for k in HYPERPARAMETER_KEYS if k in training},
             lora=lora, coop=coop,
             metrics_before=dict(results.get("before") or {}), metrics_after=dict(results.get("after") or {}),
             train_metrics=dict(results.get("train") or {}),
@@ -514,16 +466,37 @@ class InfoNCCardData:
         ``trainer.create_model_card()`` and ``trainer.push_to_hub()`` call this): the model and its
         family, the non-default training arguments (secrets redacted), the loss weights, the last
         evaluation's metrics and the training summary of ``trainer.state.log_history``."""
+        from hf_infonc.adapters.base import unwrap_peft
+        from hf_infonc.callbacks import SPEED_KEYS
+
         args = trainer.args
         secrets = known_secrets([*secrets, getattr(args, "hub_token", None)])
         core = trainer.accelerator.unwrap_model(trainer.model)
-        family, training_mode, base = trainer_model_family(core, trainer.adapter)
+        base = unwrap_peft(core)
+        training_mode = "lora" if base is not core else "full"  # family and mode in the recipes' vocabulary
+        family = trainer.adapter.family
+        if family in ("coop", "clip-linear-probe"):
+            from hf_infonc.models.clip_towers import clip_family
+
+            training_mode = "coop" if family == "coop" else "linear_probe"
+            family = clip_family(base.clip)
+        if family not in FAMILIES:
+            raise ValueError(
+                f"No model card template for the adapter family {trainer.adapter.family!r}: "
+                f"InfoNCTrainer.create_model_card falls back to transformers' card."
+            )
         config = getattr(base, "config", None)
         name_or_path = getattr(base, "name_or_path", None) or getattr(config, "_name_or_path", None)
         values, defaults = args.to_dict(), type(args)(output_dir=args.output_dir, use_cpu=args.use_cpu).to_dict()
         training = {k: v for k, v in values.items() if k != "output_dir" and v != defaults.get(k)}
         history = list(getattr(trainer.state, "log_history", []) or [])
         evaluation = next((e for e in reversed(history) if "eval_runtime" in e or "eval_loss" in e), {})
+        skip = {*SPEED_KEYS, "epoch", "step"}  # timings and bookkeeping
+        metrics_after = {k[5:]: v for k, v in evaluation.items() if k.startswith("eval_") and k[5:] not in skip}
+        id2label = getattr(config, "id2label", None) or {}
+        class_names = trainer.class_names or (
+            [id2label[i] for i in sorted(id2label)] if id2label else list(getattr(base, "class_names", None) or [])
+        )
         train_summary = next((e for e in reversed(history) if "train_runtime" in e), {})
         lora = coop = None
         if training_mode == "lora":
@@ -536,7 +509,7 @@ class InfoNCCardData:
         dataset_name = dataset or getattr(getattr(trainer.train_dataset, "info", None), "dataset_name", None)
         folder = Path(args.output_dir)
         return cls._in_folder(
-            folder, str(folder), getattr(trainer, "hub_model_id", None) or args.hub_model_id, model_name,
+            folder, str(folder), getattr(trainer, "hub_model_id", None) or args.hub_model_id, model_name, values,
             family=family, training_mode=training_mode, base_model_name=finetuned_from or name_or_path or None,
             base_model=hub_model_id(finetuned_from or name_or_path),
             base_model_config=None if name_or_path or config is None else redact(config.to_diff_dict(), secrets),
@@ -545,15 +518,12 @@ class InfoNCCardData:
                 source=dataset_name or "training data", name=dataset_name or "the training data",
                 hub_id=hub_model_id(dataset) if dataset else None, eval_split="evaluation set",
             ),
-            class_names=[str(c) for c in (trainer.class_names or _config_class_names(base))],
+            class_names=[str(c) for c in class_names],
             prompt_templates=list(args.class_prompt_templates or []),
             recipe={"training": redact(json.loads(json.dumps(training, default=str)), secrets)},
             source="trainer",
-            loss_weights={k: float(getattr(args, k)) for k in LOSS_WEIGHTS},
-            info_options=_info_options(lambda key, _: getattr(args, key)),
-            hyperparameters={k: values[k] for k in HYPERPARAMETER_KEYS if k in values},
             lora=lora, coop=coop,
-            metrics_after=_strip_metrics(evaluation, "eval"), train_metrics=dict(train_summary),
+            metrics_after=metrics_after, train_metrics=dict(train_summary),
             seed=args.seed, wall_time_s=train_summary.get("train_runtime"), num_processes=args.world_size,
         )
 
@@ -565,6 +535,10 @@ class InfoNCCardData:
     @property
     def final_metrics(self) -> dict[str, Any]:
         return self.metrics_after or self.metrics_before
+
+    @property
+    def family_label(self) -> str:
+        return FAMILIES[self.family][0] if self.family in FAMILIES else self.family
 
     @property
     def is_clip(self) -> bool:
@@ -630,12 +604,7 @@ class InfoNCCardData:
     @property
     def tags(self) -> list[str]:
         tags = ["hf_infonc", "neural-collapse", "matrix-entropy", "mutual-information"]
-        tags += {
-            "hf-clip": ["clip", "transformers"],
-            "open-clip": ["clip", "open_clip"],
-            "sequence-classification": ["text-classification", "transformers"],
-            "image-classification": ["image-classification", "transformers"],
-        }.get(self.family, [])
+        tags += FAMILIES[self.family][2] if self.family in FAMILIES else []
         modes = {"lora": ["lora", "peft"], "coop": ["coop", "prompt-learning"], "linear_probe": ["linear-probe"]}
         tags += modes.get(self.training_mode, [])
         loss_tags = ("cma-loss", "mutual-information-loss", "entropy-gap-loss")
@@ -741,7 +710,7 @@ class InfoNCCardData:
         if (self.base_model or self.base_model_name) and not self.built_from_config:
             subject = (evaluation or "A fine-tuned version of ") + base_md
         else:
-            label = FAMILY_LABELS.get(self.family, self.family)
+            label = self.family_label
             subject = evaluation + ("an" if label[:1].lower() in "aeiou" else "a") + f" {label}"
             weights = f"pretrained {towers_md}, the rest randomly initialised" if towers_md else "random initialisation"
             subject += f" built from a config ({weights})"
@@ -798,7 +767,7 @@ class InfoNCCardData:
         return {
             **{name: getattr(self, name) for name in PLAIN_TEMPLATE_VARS},
             "summary": self._summary(base_md, towers_md, dataset.name),
-            "family_label": FAMILY_LABELS.get(self.family, self.family),
+            "family_label": self.family_label,
             "mode_description": MODE_DESCRIPTIONS.get(self.training_mode, self.training_mode)
             + (", except the frozen parameters below" if self.frozen and self.training_mode == "full" else ""),
             "base_model_md": base_md,
@@ -853,7 +822,7 @@ class InfoNCCardData:
                       for p in self.plots],
             "needs_hf_infonc_models": (self.base_model_config or {}).get("model_type") == "wide_resnet",
             "open_clip_ref": f"hf-hub:{self.repo_id}" if self.repo_id else f"local-dir:{self.model_ref}",
-            "task_use": TASK_USES[self.family],
+            "task_use": FAMILIES[self.family][1],
             "citation": citation.CITATION,
             "extra_citations": extra_citations,
         }

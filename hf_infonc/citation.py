@@ -50,5 +50,13 @@ LORA = """@inproceedings{hu2022lora,
   year      = {2022}
 }"""
 
+#: Xiao, Rasul & Vollgraf 2017: the Fashion-MNIST data set (the ``fashion_mnist`` source).
+FASHION_MNIST = """@article{xiao2017fashion,
+  title   = {Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning Algorithms},
+  author  = {Xiao, Han and Rasul, Kashif and Vollgraf, Roland},
+  journal = {arXiv preprint arXiv:1708.07747},
+  year    = {2017}
+}"""
+
 #: What to cite for hf_infonc's measures and losses: the two papers of the method.
 CITATION = f"{EXPLORING}\n\n{UNVEILING}"

@@ -9,14 +9,9 @@ Subcommands::
     hf-infonc compare RECIPE --variant NAME:k=v,... --seeds 0-4 --out DIR   # variants × seeds, paired tests
     hf-infonc push OUTPUT_DIR --repo-id NAME [--private]
 
-``scripts/finetune.py RECIPE`` is the same as ``hf-infonc finetune RECIPE`` and works under
-``python``, ``accelerate launch`` and ``torchrun``. Heavy libraries are imported only by the
-subcommand that needs them.
-
-A user error (:class:`hf_infonc.errors.UserError`: a bad recipe value, data, output folder, an
-unavailable model or data set, a refused push) is printed as one line ``error: …`` with secrets
-redacted, and the exit status is 2; Ctrl-C prints one line saying whether ``--resume`` continues
-the run, and the exit status is 130. ``--debug`` (or ``HF_INFONC_DEBUG=1``) adds the traceback.
+``scripts/finetune.py RECIPE`` is ``hf-infonc finetune RECIPE`` (for ``accelerate launch`` and ``torchrun``).
+A :class:`hf_infonc.errors.UserError` prints one line ``error: …`` (secrets redacted) and exits 2; Ctrl-C exits
+130 (docs/recipes.md, "Errors"). ``--debug`` (or ``HF_INFONC_DEBUG=1``) adds the traceback.
 """
 
 from __future__ import annotations
@@ -37,6 +32,7 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="path of a YAML recipe (see recipes/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. --set training.learning_rate=3e-5 (repeatable)")
+    _add_debug(parser, argparse.SUPPRESS)
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -46,6 +42,11 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     args.secrets = recipe.secrets()
     run_recipe(recipe, resume=args.resume, overwrite=args.overwrite, eval_only=args.eval_only)
+    from accelerate import PartialState
+
+    # the command's process ends here: leave the process group cleanly (gloo processes can otherwise abort at
+    # exit, after a successful run, with "terminate called without an active exception")
+    PartialState().destroy_process_group()
     return 0
 
 
@@ -96,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     finetune = commands.add_parser("finetune", help="fine-tune a model from a YAML recipe")
     _add_recipe_arguments(finetune)
-    _add_debug(finetune, argparse.SUPPRESS)
     mode = finetune.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help="continue from the last complete checkpoint in the output directory")
@@ -110,7 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a recipe against this machine (numbers, precision, data "
                                 "files, output folder) and print it")
     _add_recipe_arguments(check)
-    _add_debug(check, argparse.SUPPRESS)
     check.set_defaults(func=_cmd_check)
 
     collapse = commands.add_parser("collapse", help="closed-form vs measured H, MI, MIR, HDR at neural collapse "

@@ -1,18 +1,6 @@
-"""``hf-infonc compare``: run a recipe as variants × seeds and say whether the differences are real.
-
-Every variant × seed is one ``hf-infonc finetune`` of the recipe in its own process, written to
-``OUT/<variant>/seed-<s>/`` (log: ``OUT/<variant>/seed-<s>.log``). The first variant is the baseline;
-every other one is compared with it seed by seed (a paired t-test), so the noise a seed brings
-(initialisation, data order) cancels. A seed sets the recipe's ``seed`` (and ``training.seed`` /
-``training.data_seed`` when the recipe sets them); ``data.seed`` (split, few-shot and labelled
-subsets, size caps) stays the recipe's, so a variant may not change it. Variants are
-``NAME:KEY=VALUE[,KEY=VALUE…]`` with ``--set``'s dotted keys and YAML values (commas inside brackets
-or quotes do not split; a repeated name adds to that variant); ``--set`` applies to every run.
-
-A run whose folder holds a complete ``metrics.json`` is kept, an incomplete one rerun with
-``--overwrite``, and one of other settings (its ``recipe.yaml`` differs) is an error. Failed runs are
-listed with their log and last error line (exit 1). ``comparison.json``, ``comparison.md`` and
-``comparison.png`` are written atomically and do not depend on the invocation. Guide: docs/recipes.md.
+"""``hf-infonc compare``: run a recipe as variants × seeds (each an ``hf-infonc finetune`` in its own process,
+in ``OUT/<variant>/seed-<s>/``) and compare every variant with the first, seed by seed, by a paired t-test.
+Guide: docs/recipes.md ("Comparing settings").
 """
 
 from __future__ import annotations
@@ -44,9 +32,7 @@ RESULT_FILES = ("comparison.json", "comparison.md", "comparison.png")
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 # keys that compare sets itself, and why a user may not
 RESERVED_KEYS = {
-    "seed": "the training seed comes from --seeds",
-    "training.seed": "the training seed comes from --seeds",
-    "training.data_seed": "the training seed comes from --seeds",
+    **dict.fromkeys(("seed", "training.seed", "training.data_seed"), "the training seed comes from --seeds"),
     "training.output_dir": "each run is written to OUT/<variant>/seed-<s>; choose OUT with --out",
     "hub.push_to_hub": "compare never uploads its runs; push a chosen run with `hf-infonc push`",
 }
@@ -100,7 +86,6 @@ class Run:
     seed: int
     folder: Path
     log: Path
-    overrides: list[str]
     command: list[str]
     recipe: dict[str, Any]
 
@@ -272,7 +257,7 @@ def plan_runs(
             except RecipeError as error:
                 raise CompareError(f"--variant {variant.name}: {error}") from None
             command = [*program, recipe_path, *(token for item in items for token in ("--set", item))]
-            runs.append(Run(variant.name, seed, folder, folder.with_suffix(".log"), list(variant.overrides), command,
+            runs.append(Run(variant.name, seed, folder, folder.with_suffix(".log"), command,
                             yaml.safe_load(resolved.to_yaml())))
     runs.sort(key=lambda r: (seeds.index(r.seed), [v.name for v in variants].index(r.variant)))
     return runs
@@ -524,10 +509,6 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _p_value(p: float | None) -> str:
-    return "—" if p is None else f"{p:.3g}"
-
-
 def render_markdown(document: Mapping[str, Any]) -> str:
     """``comparison.md``: the command, the variants, one table per metric, and the failed runs."""
     seeds = document["seeds"]
@@ -578,7 +559,7 @@ def render_markdown(document: Mapping[str, Any]) -> str:
                 f"[{_number(diff['ci_low'], fmt, True)}, {_number(diff['ci_high'], fmt, True)}]")
             lines.append(
                 f"| {name} | {mean} | {per_seed} | {_number(diff['mean_difference'], fmt, True)} | {interval} | "
-                f"{_p_value(diff['p_value'])} | {diff['n']} | {diff['verdict']} |"
+                f"{_number(diff['p_value'], '.3g')} | {diff['n']} | {diff['verdict']} |"
             )
     if failed:
         lines += ["", "## Failed runs", "", "| variant | seed | exit code | log | last error line |",

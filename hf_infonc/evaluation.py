@@ -1,23 +1,10 @@
 """The information measures as ``Trainer`` metrics: accuracy, MIR/HDR, class measures, NC1–NC4.
 
-One line adds them to any ``transformers.Trainer`` (a plain one, or :class:`~hf_infonc.InfoNCTrainer`)::
-
-    from hf_infonc import add_information_metrics
-
-    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=test, compute_metrics=my_metrics)
-    add_information_metrics(trainer)      # eval_mir, eval_hdr, eval_nc1, … + info_dynamics.png at the end
-    trainer.train()
-
-Every evaluation then also reports, in float64, from the evaluation set's features (the classifier's
-input; CLIP's image embedding), labels and current head rows: ``accuracy`` (unless ``compute_metrics``
-gives its own); ``mir``/``hdr``, the paper's sample-level ``MIR/HDR(G(features), G(W[labels]))`` averaged
-over batches of 64 (docs/metrics.md); ``class_mir``/``class_hdr``, ``head_entropy``,
-``class_mean_entropy`` (class-mean Gram against head Gram); ``nc1`` … ``nc4`` (Papyan, Han & Donoho 2020),
-from one streaming pass (:func:`hf_infonc.info.stream.neural_collapse_measures`).
-
-The features never travel in the predictions: a hook on the model (plain ``Trainer``, through its
-adapter) or ``InfoNCTrainer``'s adapter output hands them to ``preprocess_logits_for_metrics``, which
-gathers them with the same ``gather_for_metrics`` as the logits.
+``add_information_metrics(trainer)`` adds them to any ``transformers.Trainer`` (docs/metrics.md, "The measures in
+any ``Trainer``"): in float64, from the evaluation set's features, labels and current head rows, in one streaming
+pass (:func:`hf_infonc.info.stream.neural_collapse_measures`). The features reach
+``preprocess_logits_for_metrics`` through a hook on the model (plain ``Trainer``) or ``InfoNCTrainer``'s adapter
+output, and are gathered like the logits.
 """
 
 from __future__ import annotations
@@ -66,11 +53,12 @@ def information_metrics(
     return metrics
 
 
-class InformationMetrics:
+class InformationMetrics(TrainerCallback):
     """``compute_metrics`` and ``preprocess_logits_for_metrics`` that add the information measures
     (built by :func:`add_information_metrics`). The trainer's own ``compute_metrics`` (whose metrics win
     on a name clash) and ``preprocess_logits_for_metrics`` are wrapped and see what they saw before.
-    After an evaluation, ``features`` holds its gathered features (CPU; half precision as float32).
+    After an evaluation, ``features`` holds its gathered features (CPU; half precision as float32). As a callback,
+    it ends every evaluation and prediction with no features left over (e.g. ``prediction_loss_only``).
     """
 
     def __init__(self, trainer: Any, *, sample_batch_size: int = 64) -> None:
@@ -104,6 +92,12 @@ class InformationMetrics:
         self._pending.clear()
         self.capture.take()
 
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.discard()
+
+    def on_predict(self, args, state, control, **kwargs):
+        self.discard()
+
     def __call__(self, prediction: EvalPrediction, compute_result: bool = True) -> dict[str, float]:
         user: dict[str, float] = {}
         if self.user_compute_metrics is not None:
@@ -127,36 +121,19 @@ class InformationMetrics:
         return {**ours, **user}
 
 
-class _DiscardUnusedFeatures(TrainerCallback):
-    """Ends every evaluation and prediction with no features left over (e.g. ``prediction_loss_only``)."""
-
-    def __init__(self, metrics: InformationMetrics) -> None:
-        self.metrics = metrics
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        self.metrics.discard()
-
-    def on_predict(self, args, state, control, **kwargs):
-        self.metrics.discard()
-
-
 def add_information_metrics(
     trainer: Any, *, plots: bool = True, output_dir: str | None = None, sample_batch_size: int = 64
 ) -> InformationMetrics:
-    """Add accuracy, MIR/HDR, the class measures and NC1–NC4 to every evaluation of ``trainer``.
-
-    Works with a plain ``transformers.Trainer`` (any model whose adapter reads features from its own
-    forward) and with :class:`~hf_infonc.InfoNCTrainer`, with the same numbers. With ``plots``, an
-    :class:`~hf_infonc.callbacks.InfoDynamicsCallback` writes its JSON and plots at the end of training
-    (into ``output_dir``, default ``args.output_dir``). Returns the :class:`InformationMetrics`
-    (also ``trainer.compute_metrics``).
-    """
+    """Add accuracy, MIR/HDR, the class measures and NC1–NC4 to every evaluation of ``trainer`` (a plain ``Trainer``
+    or :class:`~hf_infonc.InfoNCTrainer`); with ``plots``, an :class:`~hf_infonc.callbacks.InfoDynamicsCallback`
+    writes its JSON and plots into ``output_dir`` (default ``args.output_dir``). Returns the
+    :class:`InformationMetrics` (also ``trainer.compute_metrics``)."""
     if isinstance(trainer.compute_metrics, InformationMetrics):
         return trainer.compute_metrics
     metrics = InformationMetrics(trainer, sample_batch_size=sample_batch_size)
     trainer.compute_metrics = metrics
     trainer.preprocess_logits_for_metrics = metrics.preprocess_logits_for_metrics
-    trainer.add_callback(_DiscardUnusedFeatures(metrics))
+    trainer.add_callback(metrics)
     if plots:
         trainer.add_callback(InfoDynamicsCallback(output_dir=output_dir))
     return metrics

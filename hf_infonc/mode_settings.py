@@ -12,6 +12,7 @@ from typing import Literal
 
 TrainingMode = Literal["full", "lora", "linear_probe", "coop"]
 TRAINING_MODES: tuple[str, ...] = typing.get_args(TrainingMode)
+DEFAULT_TRAINING_MODE: TrainingMode = "full"
 HEAD_ONLY_MODES: tuple[str, ...] = ("coop", "linear_probe")
 """Modes that train only a head on a frozen CLIP model (CLIP only; the saved file holds only the head)."""
 

@@ -1,15 +1,8 @@
 """Training modes: which parameters train, and how (full fine-tuning, LoRA, linear probe, CoOp).
 
-``apply_training_mode(model, mode, ...)`` returns the module to hand to ``InfoNCTrainer`` (the
-model itself, a ``peft.PeftModel``, a ``CLIPLinearProbe`` or a ``CoOpCLIP``); the adapter registry
-picks the adapter for whatever comes back. The modes per model kind, the default LoRA targets and
-why open_clip's attention is not one of them: docs/adapters.md, "Training modes".
-
-Where a LoRA adapter finds its base (``adapter_config.json``'s ``base_model_name_or_path``,
-:func:`base_model_reference`): a Hub id (a local offline copy counts as its Hub id),
-``"hf-hub:<repo>"`` or a local folder's absolute path; a base that nothing could load again is
-saved untrained beside the adapter (``config.json`` + :data:`LORA_BASE_WEIGHTS_NAME`, transformers'
-"model with an embedded adapter" layout; docs/hub.md, "LoRA").
+``apply_training_mode(model, mode, ...)`` returns the module to hand to ``InfoNCTrainer``; the modes per model kind
+and the default LoRA targets: docs/adapters.md, "Training modes". Where a LoRA adapter finds its base
+(:func:`base_model_reference`), and a base saved beside its adapter: docs/hub.md, "LoRA".
 """
 
 from __future__ import annotations
@@ -31,24 +24,13 @@ from hf_infonc.mode_settings import HEAD_ONLY_MODES, TRAINING_MODES, CoOpSetting
 HF_CLIP_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
 OPEN_CLIP_LORA_TARGETS: tuple[str, ...] = ("c_fc", "c_proj")
 LORA_BASE_WEIGHTS_NAME = "base_model.safetensors"
-"""Weights of a base model saved beside its LoRA adapter (see the module docstring)."""
+"""Weights of a base model saved beside its LoRA adapter."""
 CLASSIFIER_LORA_TARGET_PAIRS: tuple[tuple[str, str], ...] = (
     ("query", "value"),
     ("q_lin", "v_lin"),
     ("query_proj", "value_proj"),
     ("q_proj", "v_proj"),
 )
-
-
-
-
-def _classifier_head(model: nn.Module):
-    from hf_infonc.adapters.classifier import ImageClassificationAdapter, SequenceClassificationAdapter
-
-    for adapter in (SequenceClassificationAdapter, ImageClassificationAdapter):
-        if adapter.supports(model):
-            return adapter, adapter.find_head(model)
-    return None, None
 
 
 def _linear_names(model: nn.Module) -> set[str]:
@@ -76,29 +58,22 @@ def default_lora_targets(model: nn.Module) -> list[str]:
 
 
 def apply_training_mode(
-    model: nn.Module,
-    mode: str,
-    *,
-    lora: LoraSettings | None = None,
-    coop: CoOpSettings | None = None,
-    class_names: list[str] | None = None,
-    tokenizer: Any = None,
-    templates: list[str] | None = None,
+    model: nn.Module, mode: str, *, lora: LoraSettings | None = None, coop: CoOpSettings | None = None,
+    class_names: list[str] | None = None, tokenizer: Any = None, templates: list[str] | None = None,
 ) -> nn.Module:
     """Prepare ``model`` for ``mode`` and return the module to train.
 
     Args:
-        model: a CLIP model (``transformers.CLIPModel``, open_clip ``CLIP``/``CustomTextCLIP``,
-            :class:`~hf_infonc.models.OpenCLIPModel`) or a linear-head classifier.
+        model: a CLIP model (``transformers.CLIPModel``, open_clip, :class:`~hf_infonc.models.OpenCLIPModel`) or a
+            linear-head classifier.
         mode: ``"full"``, ``"lora"``, ``"linear_probe"`` or ``"coop"``.
         lora / coop: settings of those modes (defaults: :class:`LoraSettings`, :class:`CoOpSettings`).
-        class_names, tokenizer, templates: needed to build the class prompts of a CLIP linear
-            probe (zero-shot initialisation) and of CoOp. ``OpenCLIPModel`` supplies its own
-            tokenizer when none is given.
+        class_names, tokenizer, templates: the class prompts of a CLIP linear probe and of CoOp
+            (``OpenCLIPModel`` supplies its own tokenizer).
 
     Returns:
-        ``model`` itself (``full``, classifier ``linear_probe``), a ``peft.PeftModel`` (``lora``),
-        a :class:`~hf_infonc.models.CLIPLinearProbe` or a :class:`~hf_infonc.models.CoOpCLIP`.
+        ``model`` itself (``full``, classifier ``linear_probe``), a ``peft.PeftModel``, a
+        :class:`~hf_infonc.models.CLIPLinearProbe` or a :class:`~hf_infonc.models.CoOpCLIP`.
     """
     if not isinstance(mode, str):
         raise TypeError(f"mode must be a string, one of {TRAINING_MODES}; got {type(mode).__name__}.")
@@ -112,10 +87,12 @@ def apply_training_mode(
             f"The model is already a {type(model).__name__}; apply_training_mode takes the base model (a PEFT model "
             f"is its result for mode='lora')."
         )
+    from hf_infonc.adapters.classifier import ImageClassificationAdapter, SequenceClassificationAdapter
     from hf_infonc.models import clip_towers
 
     family = clip_towers.clip_family(model)
-    adapter, head = (None, None) if family else _classifier_head(model)
+    classifiers = () if family else (SequenceClassificationAdapter, ImageClassificationAdapter)
+    adapter = next((candidate for candidate in classifiers if candidate.supports(model)), None)
     if family is None and adapter is None:
         raise TypeError(
             f"apply_training_mode supports CLIP models (transformers.CLIPModel, open_clip, OpenCLIPModel) and "
@@ -156,7 +133,7 @@ def apply_training_mode(
     if mode == "linear_probe":
         if family is None:
             model.requires_grad_(False)
-            head[1].requires_grad_(True)
+            adapter.find_head(model)[1].requires_grad_(True)
             return model
         from hf_infonc.models.frozen_clip import CLIPLinearProbe
 
@@ -176,12 +153,9 @@ def apply_training_mode(
 
 
 def base_model_reference(model: nn.Module) -> str | None:
-    """How a LoRA adapter on ``model`` names its base (``adapter_config.json``'s ``base_model_name_or_path``).
-
-    A Hub id (a local offline copy counts as its Hub id), ``"hf-hub:<repo>"`` (open_clip weights on
-    the Hub), the absolute path of the local folder it was loaded from (peft's own choice), or
-    ``None`` when nothing can load it again (built from a config): then the base is saved with the adapter.
-    """
+    """How a LoRA adapter on ``model`` names its base (``base_model_name_or_path``): a Hub id (also for a local
+    offline copy), ``"hf-hub:<repo>"``, a local folder's absolute path, or ``None`` when nothing can load it again
+    (built from a config: the base is then saved with the adapter)."""
     name = getattr(model, "name_or_path", None)
     if not isinstance(name, str) or not name:
         return None
@@ -195,13 +169,9 @@ def base_model_reference(model: nn.Module) -> str | None:
 def base_model_state_dict(
     peft_model: nn.Module, state_dict: dict[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
-    """The base model's own state dict inside a peft model: the LoRA wrappers taken off.
-
-    Keys lose peft's ``base_model.model.`` prefix; a wrapped layer's ``base_layer`` (LoRA) or
-    ``original_module`` (``modules_to_save``) takes the wrapper's place and the adapter's tensors
-    are dropped, so the result loads into a fresh base model with ``strict=True``. ``state_dict``:
-    the peft model's full state dict when the caller has it (``Trainer`` under FSDP/DeepSpeed).
-    """
+    """The base model's own state dict inside a peft model, loadable into a fresh base with ``strict=True``: keys lose
+    ``base_model.model.``, a wrapper's ``base_layer`` / ``original_module`` takes its place, adapter tensors are
+    dropped. ``state_dict``: the peft model's full state dict when the caller has it (FSDP/DeepSpeed)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
     from peft.utils.other import AuxiliaryTrainingWrapper
 
@@ -235,12 +205,8 @@ def base_model_state_dict(
 def save_base_model(
     peft_model: nn.Module, directory: str | Path, *, state_dict: dict | None = None, is_main_process: bool = True
 ) -> Path:
-    """Write the (untrained) base model of ``peft_model`` into ``directory`` and point the adapter at it.
-
-    Writes ``config.json`` + :data:`LORA_BASE_WEIGHTS_NAME` (named by ``transformers_weights`` in
-    ``config.json``), and sets every adapter's ``base_model_name_or_path`` to the folder's absolute
-    path; the adapter files are written by ``peft_model.save_pretrained`` afterwards. Returns the folder.
-    """
+    """Write the (untrained) base of ``peft_model`` into ``directory`` (``config.json`` + the weights named by
+    ``transformers_weights``) and point every adapter's ``base_model_name_or_path`` at it; returns it."""
     from hf_infonc.models import OpenCLIPModel
 
     out = Path(directory)
@@ -282,15 +248,6 @@ def _prompt_inputs(model: nn.Module, class_names: list[str] | None, tokenizer: A
 
 
 __all__ = [
-    "CoOpSettings",
-    "HEAD_ONLY_MODES",
-    "LORA_BASE_WEIGHTS_NAME",
-    "LoraSettings",
-    "TRAINING_MODES",
-    "TrainingMode",
-    "apply_training_mode",
-    "base_model_reference",
-    "base_model_state_dict",
-    "default_lora_targets",
-    "save_base_model",
+    "CoOpSettings", "HEAD_ONLY_MODES", "LORA_BASE_WEIGHTS_NAME", "LoraSettings", "TRAINING_MODES", "TrainingMode",
+    "apply_training_mode", "base_model_reference", "base_model_state_dict", "default_lora_targets", "save_base_model",
 ]

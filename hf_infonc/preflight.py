@@ -1,12 +1,6 @@
-"""Checks that run before any download or model build (``hf-infonc check`` and the start of ``finetune``).
-
-Everything that can be checked from the recipe and the machine is checked here, so that a mistake
-costs seconds, not a download and a "before" evaluation (the list: docs/recipes.md, "Errors, and what
-happens to an existing run"): training numbers that ``TrainingArguments`` accepts but that would crash
-later or silently train nothing (``num_train_epochs: -1`` finishes after 0 steps), ``fp16``/``bf16``
-against the hardware, the training arguments themselves, ``report_to``, a push while offline, local
-model paths and data files, and the output folder. Every failure is a
-:class:`~hf_infonc.errors.UserError`; no message shows a secret.
+"""Checks that run before any download or model build (``hf-infonc check`` and the start of ``finetune``), so
+that a mistake costs seconds (the list: docs/recipes.md, "Errors, and what happens to an existing run"). Every
+failure is a :class:`~hf_infonc.errors.UserError`; no message shows a secret.
 """
 
 from __future__ import annotations
@@ -41,10 +35,6 @@ def _fraction(v: Any) -> bool:
     return _number(v) and 0.0 <= v < 1.0
 
 
-def _always(training: dict[str, Any]) -> bool:
-    return True
-
-
 def _steps(strategy: str) -> Callable[[dict[str, Any]], bool]:
     return lambda t: str(getattr(t.get(strategy), "value", t.get(strategy))) == "steps"
 
@@ -55,31 +45,31 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 _BATCH = "an integer ≥ 1 (examples per device and step)"
 _INTERVAL = "> 0 (steps, or a fraction < 1 of all steps)"
-# key, check, what it must be, when the key matters (given all the training values)
-_NUMBER_RULES: tuple[tuple[str, Callable[[Any], bool], str, Callable[[dict[str, Any]], bool]], ...] = (
-    ("per_device_train_batch_size", _finite_at_least(1), _BATCH, _always),
-    ("per_device_eval_batch_size", _finite_at_least(1), _BATCH, _always),
-    ("gradient_accumulation_steps", _finite_at_least(1), "an integer ≥ 1 (1 = no accumulation)", _always),
-    ("eval_accumulation_steps", _optional(_finite_at_least(1)), "null or an integer ≥ 1", _always),
+# key, check, what it must be, when the key matters (given all the training values; None: always)
+_NUMBER_RULES: tuple[tuple[str, Callable[[Any], bool], str, Callable[[dict[str, Any]], bool] | None], ...] = (
+    ("per_device_train_batch_size", _finite_at_least(1), _BATCH, None),
+    ("per_device_eval_batch_size", _finite_at_least(1), _BATCH, None),
+    ("gradient_accumulation_steps", _finite_at_least(1), "an integer ≥ 1 (1 = no accumulation)", None),
+    ("eval_accumulation_steps", _optional(_finite_at_least(1)), "null or an integer ≥ 1", None),
     ("max_steps", lambda v: v == -1 or _finite_at_least(1)(v),
-     "-1 (train for num_train_epochs) or a number of steps ≥ 1", _always),
+     "-1 (train for num_train_epochs) or a number of steps ≥ 1", None),
     ("num_train_epochs", _finite_at_least(0, strict=True), "a number > 0 (it may be fractional, e.g. 0.5)",
      lambda t: not (_number(t.get("max_steps")) and t["max_steps"] > 0)),
-    ("learning_rate", _finite_at_least(0), "a finite number ≥ 0", _always),
-    ("weight_decay", _finite_at_least(0), "a finite number ≥ 0", _always),
-    ("warmup_steps", _finite_at_least(0), "≥ 0 (a number of steps, or a fraction < 1 of all steps)", _always),
-    ("max_grad_norm", _optional(_finite_at_least(0)), "a finite number ≥ 0 (0 turns clipping off)", _always),
-    ("adam_beta1", _fraction, "in [0, 1)", _always),
-    ("adam_beta2", _fraction, "in [0, 1)", _always),
-    ("adam_epsilon", _finite_at_least(0), "a finite number ≥ 0", _always),
-    ("label_smoothing_factor", _fraction, "in [0, 1) (0 = no smoothing)", _always),
+    ("learning_rate", _finite_at_least(0), "a finite number ≥ 0", None),
+    ("weight_decay", _finite_at_least(0), "a finite number ≥ 0", None),
+    ("warmup_steps", _finite_at_least(0), "≥ 0 (a number of steps, or a fraction < 1 of all steps)", None),
+    ("max_grad_norm", _optional(_finite_at_least(0)), "a finite number ≥ 0 (0 turns clipping off)", None),
+    ("adam_beta1", _fraction, "in [0, 1)", None),
+    ("adam_beta2", _fraction, "in [0, 1)", None),
+    ("adam_epsilon", _finite_at_least(0), "a finite number ≥ 0", None),
+    ("label_smoothing_factor", _fraction, "in [0, 1) (0 = no smoothing)", None),
     ("logging_steps", _finite_at_least(0, strict=True), _INTERVAL, _steps("logging_strategy")),
     ("eval_steps", _optional(_finite_at_least(0, strict=True)), _INTERVAL, _steps("eval_strategy")),
     ("save_steps", _finite_at_least(0, strict=True), _INTERVAL, _steps("save_strategy")),
     ("save_total_limit", _optional(_finite_at_least(1)),
-     "null (keep every checkpoint) or ≥ 1; to save no checkpoint use save_strategy: \"no\"", _always),
-    ("eval_delay", _finite_at_least(0), "a number ≥ 0", _always),
-    ("dataloader_num_workers", _finite_at_least(0), "an integer ≥ 0 (0 = load in the main process)", _always),
+     "null (keep every checkpoint) or ≥ 1; to save no checkpoint use save_strategy: \"no\"", None),
+    ("eval_delay", _finite_at_least(0), "a number ≥ 0", None),
+    ("dataloader_num_workers", _finite_at_least(0), "an integer ≥ 0 (0 = load in the main process)", None),
 )  # fmt: skip
 
 
@@ -93,11 +83,11 @@ def training_values(recipe: Recipe) -> dict[str, Any]:
 
 
 def check_training_numbers(recipe: Recipe) -> None:
-    """Refuse the training numbers that would crash later or silently train nothing (see the module docstring)."""
+    """Refuse training numbers that would crash later or silently train nothing (``num_train_epochs: -1``)."""
     values = training_values(recipe)
     for key, valid, requirement, applies in _NUMBER_RULES:
         value = values.get(key)
-        if applies(values) and not valid(value):
+        if (applies is None or applies(values)) and not valid(value):
             default = "" if key in recipe.training else " (the default)"
             raise RecipeError(
                 f"{recipe.where('training.' + key)}: {value!r}{default} is not allowed; it must be {requirement}. "
@@ -188,25 +178,15 @@ def check_model_paths(recipe: Recipe) -> None:
             )
 
 
-def _nearest_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists() or candidate.is_symlink():
-            return candidate
-    return Path(path.anchor or ".")
-
-
 def check_output_folder(recipe: Recipe) -> None:
-    """``training.output_dir`` can hold a run: not a file, not under a file, writable, with free space.
-
-    The write test creates and removes one temporary file in the folder (or in its nearest existing
-    parent), which also catches read-only file systems that ``os.access`` does not see.
-    """
+    """``training.output_dir`` can hold a run: not a file, not under a file, writable (a temporary file, which also
+    catches read-only file systems), with free space."""
     path = Path(recipe.output_dir).expanduser()
     key = recipe.where("training.output_dir")
     fix = "choose another folder with --set training.output_dir=PATH"
     if path.exists() and not path.is_dir():
         raise OutputDirError(f"{key}: {str(path)!r} is a file, not a folder; {fix}.")
-    existing = _nearest_existing(path)
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path(path.anchor or "."))
     if not existing.is_dir():
         raise OutputDirError(f"{key}: {str(path)!r} is inside {str(existing)!r}, which is a file, not a folder; {fix}.")
     try:
@@ -231,8 +211,7 @@ def check_output_folder(recipe: Recipe) -> None:
 
 
 def check_recipe(recipe: Recipe, **overrides: Any) -> Any:
-    """Run every check that needs neither the data nor the model; return the training arguments, built once
-    (``recipe.training_arguments(**overrides)``)."""
+    """Run every check that needs neither the data nor the model; return ``recipe.training_arguments(**overrides)``."""
     check_training_numbers(recipe)
     check_precision(recipe)
     args = recipe.training_arguments(**overrides)

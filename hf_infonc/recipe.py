@@ -1,12 +1,8 @@
 """YAML recipes mapped onto typed, validated dataclasses (the format: docs/recipes.md).
 
-A recipe has the sections ``model`` (:class:`ModelRecipe`), ``data``
-(:class:`~hf_infonc.data.DataConfig`), ``training`` (any
-:class:`~hf_infonc.training_args.InfoNCTrainingArguments` field), ``hub``, ``analysis``, ``ssl``
-(:class:`~hf_infonc.semi_supervised.SemiSupervisedConfig`) and a top-level ``seed``. Every key is validated: an
-unknown key names the file, the key and the nearest valid key; values are converted to the field's
-type (``1e-4`` becomes a float) or rejected with the expected type; missing required keys and
-incompatible combinations are errors too. Overrides use dotted keys: ``--set training.learning_rate=3e-5``.
+Sections ``model``, ``data``, ``training`` (any :class:`~hf_infonc.training_args.InfoNCTrainingArguments` field),
+``hub``, ``analysis``, ``ssl`` and ``seed``. Unknown keys name the nearest valid key; values are converted to the
+field's type or rejected; overrides use dotted keys (``--set training.learning_rate=3e-5``).
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ import yaml
 
 from hf_infonc.data.config import DataConfig
 from hf_infonc.errors import UserError
-from hf_infonc.mode_settings import HEAD_ONLY_MODES, CoOpSettings, LoraSettings, TrainingMode
+from hf_infonc.mode_settings import DEFAULT_TRAINING_MODE, HEAD_ONLY_MODES, CoOpSettings, LoraSettings, TrainingMode
 from hf_infonc.secrets import is_secret_key, redact, redact_text
 
 Family = Literal["hf-clip", "open-clip", "sequence-classification", "image-classification"]
@@ -44,19 +40,17 @@ class ModelRecipe:
     name_or_path: str | None = None
     """Hub id or local directory (``from_pretrained``); for open-clip, an open_clip model name."""
     config: dict[str, Any] | None = None
-    """Build the model from this config (random initialisation) instead of pretrained weights:
-    the kwargs of ``CLIPConfig``/``AutoConfig`` or an open_clip model config."""
+    """Build from this config (``CLIPConfig``/``AutoConfig`` kwargs, an open_clip config), randomly initialised."""
     tokenizer: str | None = None
     """Tokenizer name or path when it differs from ``name_or_path`` (required with ``config``)."""
     pretrained: str | None = None
     """open-clip only: a pretrained tag (e.g. ``laion2b_s34b_b79k``) or a local checkpoint file."""
-    training_mode: TrainingMode = "full"
+    training_mode: TrainingMode = DEFAULT_TRAINING_MODE
     """``linear_probe`` and ``coop``: CLIP only (:mod:`hf_infonc.modes`)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     coop: CoOpSettings = field(default_factory=CoOpSettings)
     freeze: list[str] = field(default_factory=list)
-    """Parameter-name prefixes to freeze after the training mode is applied (e.g. ``clip.text.transformer``
-    to keep a pretrained text body fixed while its projection trains). Each must match a parameter."""
+    """Parameter-name prefixes frozen after the training mode is applied; each must match a parameter."""
 
 
 @dataclass
@@ -101,8 +95,7 @@ class Recipe:
         return _where(self.path, key)
 
     def training_arguments(self, **overrides: Any):
-        """Build :class:`InfoNCTrainingArguments` (seed and prompt templates filled in); their errors become a
-        :class:`RecipeError` that names the key."""
+        """Build :class:`InfoNCTrainingArguments` (seed, prompt templates); an error becomes a :class:`RecipeError`."""
         from hf_infonc.data.prompts import get_templates
         from hf_infonc.training_args import InfoNCTrainingArguments
 
@@ -129,14 +122,13 @@ class Recipe:
         return [token] if isinstance(token, str) and token else []
 
     def to_yaml(self, *, redact_secrets: bool = True) -> str:
-        """The recipe as given (overrides applied) in YAML; secrets (``hub_token``, any Hub token value)
-        are replaced by ``<redacted>`` unless ``redact_secrets=False``."""
+        """The recipe as given (overrides applied) in YAML, secrets ``<redacted>`` unless ``redact_secrets=False``."""
         return yaml.safe_dump(redact(self.raw, self.secrets()) if redact_secrets else self.raw, sort_keys=False)
 
 
 def _blamed_key(message: str, training: dict[str, Any]) -> str | None:
-    """The training key a ``TrainingArguments`` error is about: the one whose value the message starts with
-    (``nope is not a valid IntervalStrategy``), else one named in it, else the longest value it quotes."""
+    """The training key a ``TrainingArguments`` error is about: the one whose value starts the message, else one
+    named in it, else the longest value it quotes."""
     texts = {key: str(getattr(value, "value", value)) for key, value in training.items()}
     texts = {
         key: text for key, text in texts.items() if len(text) >= 2 and not isinstance(training[key], (bool, dict, list))
@@ -159,8 +151,7 @@ def _type_name(tp: Any) -> str:
 
 
 def _shown(value: Any, key: str) -> str:
-    """``repr(value)`` for a message, except for secrets: the value of a secret key (``hub_token``, …) is
-    never shown, and a token value anywhere else is redacted."""
+    """``repr(value)`` for a message; never the value of a secret key, and token values redacted."""
     if is_secret_key(key.rsplit(".", 1)[-1].split("[", 1)[0]):
         return "<redacted>"
     return redact_text(repr(value))
@@ -251,8 +242,7 @@ def _unknown_key(name: str, valid: list[str], section: str, file: str | None) ->
 
 
 def _converted(cls: type, mapping: Any, section: str, file: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The keys of ``mapping`` validated against the init fields of dataclass ``cls``, their values converted;
-    returns ``(values, fields)``."""
+    """``(values, fields)``: the keys of ``mapping`` validated against the init fields of ``cls``, values converted."""
     mapping = {} if mapping is None else mapping
     if not isinstance(mapping, dict):
         raise _expected("a mapping of keys to values", mapping, section, file)
@@ -284,16 +274,6 @@ def from_mapping(cls: type, mapping: Any, section: str, file: str | None) -> Any
         raise RecipeError(f"{_where(file, section)}: {error}") from error
 
 
-def _training_section(mapping: Any, file: str | None) -> dict[str, Any]:
-    """Validate the ``training`` keys against InfoNCTrainingArguments and convert their types."""
-    from hf_infonc.training_args import InfoNCTrainingArguments
-
-    values, _ = _converted(InfoNCTrainingArguments, mapping, "training", file)
-    if "output_dir" not in values:
-        raise RecipeError(f"{_where(file, 'training.output_dir')}: required key is missing (where the run is written).")
-    return values
-
-
 # ---------------------------------------------------------------------------- overrides
 
 
@@ -318,9 +298,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], file: str | None 
 
 
 def _override_value(text: str, key: str, file: str | None) -> Any:
-    """The value of ``--set key=text``, parsed as YAML. A bare ``no``/``yes``/``on``/``off`` stays that word
-    (YAML 1.1 would read a boolean): boolean fields still read it as one, and a choice such as
-    ``training.eval_strategy=no`` keeps its meaning."""
+    """The value of ``--set key=text``, parsed as YAML; a bare ``no``/``yes``/``on``/``off`` stays that word (boolean
+    fields still read it as one, and ``training.eval_strategy=no`` keeps its meaning)."""
     if not text.strip():
         return None
     try:
@@ -375,14 +354,6 @@ def check_compatibility(recipe: Recipe, file: str | None) -> None:
         raise RecipeError(f"{_where(file, 'hub.repo_id')}: push_to_hub is true but no repo_id is given.")
 
 
-def _ssl_section(mapping: Any, file: str | None) -> Any:
-    if mapping is None:
-        return None
-    from hf_infonc.semi_supervised import SemiSupervisedConfig
-
-    return from_mapping(SemiSupervisedConfig, mapping, "ssl", file)
-
-
 def recipe_from_dict(raw: dict[str, Any], file: str | None = None) -> Recipe:
     """Validate a raw mapping (already parsed YAML) into a :class:`Recipe`."""
     if not isinstance(raw, dict):
@@ -394,23 +365,24 @@ def recipe_from_dict(raw: dict[str, Any], file: str | None = None) -> Recipe:
     for name in ("model", "data", "training"):
         if name not in raw:
             raise RecipeError(f"{_where(file, name)}: required section is missing.")
+    from hf_infonc.semi_supervised import SemiSupervisedConfig
+    from hf_infonc.training_args import INFORMATION_SETTINGS, InfoNCTrainingArguments, check_information_settings
+
+    model = from_mapping(ModelRecipe, raw["model"], "model", file)
+    data = from_mapping(DataConfig, raw["data"], "data", file)
+    training, _ = _converted(InfoNCTrainingArguments, raw["training"], "training", file)
+    if "output_dir" not in training:
+        raise RecipeError(f"{_where(file, 'training.output_dir')}: required key is missing (where the run is written).")
     recipe = Recipe(
-        model=from_mapping(ModelRecipe, raw["model"], "model", file),
-        data=from_mapping(DataConfig, raw["data"], "data", file),
-        training=_training_section(raw["training"], file),
+        model=model, data=data, training=training, path=file, raw=copy.deepcopy(raw),
         hub=from_mapping(HubRecipe, raw.get("hub"), "hub", file),
         analysis=from_mapping(AnalysisRecipe, raw.get("analysis"), "analysis", file),
-        ssl=_ssl_section(raw.get("ssl"), file),
+        ssl=None if raw.get("ssl") is None else from_mapping(SemiSupervisedConfig, raw["ssl"], "ssl", file),
         seed=convert(raw.get("seed", 0), int, "seed", file),
-        path=file,
-        raw=copy.deepcopy(raw),
     )
     check_compatibility(recipe, file)
-    from hf_infonc.training_args import check_information_settings
-
-    keys = ("cma_weight", "mi_weight", "entropy_gap_weight", "info_alpha", "info_dtype")
     try:  # hardware-dependent checks (bf16, devices) are left to TrainingArguments at run time
-        check_information_settings(**{k: recipe.training[k] for k in keys if k in recipe.training})
+        check_information_settings(**{k: recipe.training[k] for k in INFORMATION_SETTINGS if k in recipe.training})
     except ValueError as error:
         raise RecipeError(f"{_where(file, 'training')}: {error}") from error
     return recipe

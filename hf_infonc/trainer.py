@@ -24,14 +24,12 @@ import contextlib
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import accelerate
 import torch
 import transformers
-import transformers.trainer as transformers_trainer
 from accelerate.utils import convert_to_fp32
 from packaging.version import Version
 from torch import nn
@@ -48,7 +46,7 @@ from hf_infonc.callbacks import infer_class_names
 from hf_infonc.card import CARD_NAME, InfoNCCardData, render_model_card
 from hf_infonc.distributed import all_gather_no_grad, all_gather_with_grad
 from hf_infonc.grad_cache import GradCacheMixin
-from hf_infonc.hub import PICKLE_SUFFIXES, hub_file_set
+from hf_infonc.hub import hub_uploads
 from hf_infonc.losses import InformationComponents, InformationLoss, check_loss_inputs, clip_contrastive_loss
 from hf_infonc.training_args import InfoNCTrainingArguments
 
@@ -61,43 +59,6 @@ _EVALUATION_PREPARE_STICKS = Version(accelerate.__version__).release[:2] <= (1, 
 #: transformers 5.24–5.25: ``Trainer`` loads a checkpoint saved under legacy weight names without renaming them
 #: (:meth:`InfoNCTrainer._reload_renamed_weights`); newer versions use ``Trainer``'s own loading.
 _TRAINER_SKIPS_RENAMING = Version(transformers.__version__).release[:2] <= (5, 25)
-
-
-@contextlib.contextmanager
-def _hub_uploads():
-    """Within the block, ``Trainer``'s uploads (``transformers.trainer.hf_api().upload_folder``) skip
-    pickled files, and a folder whose LoRA adapter names its own folder as base is uploaded as
-    :func:`hf_infonc.hub.hub_file_set` stages it (the adapter then names the repo); such a staged
-    upload runs to completion before it returns (a finished future when one was asked for)."""
-    make_api = transformers_trainer.hf_api
-    pickles = [f"*{suffix}" for suffix in PICKLE_SUFFIXES]  # files that torch.load / pickle would read
-
-    class HubApi:
-        def __init__(self) -> None:
-            self._api = make_api()
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._api, name)
-
-        def upload_folder(self, *, repo_id: str, folder_path: str, ignore_patterns: Any = None, **kwargs: Any) -> Any:
-            patterns = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
-            kwargs["ignore_patterns"] = [*patterns, *pickles]
-            with hub_file_set(folder_path, repo_id) as folder:
-                if Path(folder) == Path(folder_path):
-                    return self._api.upload_folder(repo_id=repo_id, folder_path=folder_path, **kwargs)
-                future = kwargs.pop("run_as_future", False)
-                result = self._api.upload_folder(repo_id=repo_id, folder_path=str(folder), **kwargs)
-            if not future:
-                return result
-            done: Future = Future()
-            done.set_result(result)
-            return done
-
-    transformers_trainer.hf_api = HubApi
-    try:
-        yield
-    finally:
-        transformers_trainer.hf_api = make_api
 
 
 def _with_base(components: Mapping[str, torch.Tensor], base: torch.Tensor) -> Mapping[str, torch.Tensor]:
@@ -415,13 +376,13 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
     def push_to_hub(self, *args: Any, **kwargs: Any) -> Any:
         """``Trainer.push_to_hub``: hf_infonc's card (:meth:`create_model_card`), no pickled file uploaded, and a
         LoRA adapter whose base is saved with the run names the repo as its base."""
-        with _hub_uploads():
+        with hub_uploads():
             return super().push_to_hub(*args, **kwargs)
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """``Trainer``'s checkpoint push (``hub_strategy``) without pickled files (``training_args.bin``,
         ``optimizer.pt``, ``rng_state.pth``…): a Hub checkpoint holds the weights, not the optimizer state."""
-        with _hub_uploads():
+        with hub_uploads():
             super()._push_from_checkpoint(checkpoint_folder)
         (Path(self.args.output_dir) / TRAINING_ARGS_NAME).unlink(missing_ok=True)
 

@@ -9,27 +9,37 @@ from typing import Any
 from transformers import TrainingArguments
 
 
-def check_information_settings(
-    *,
-    cma_weight: float = 0.0,
-    mi_weight: float = 0.0,
-    entropy_gap_weight: float = 0.0,
-    info_alpha: float = 1.0,
-    info_dtype: str = "float64",
-) -> None:
-    """Validate the information-loss settings (also used by recipes, without building the arguments)."""
-    if not (math.isfinite(cma_weight) and 0.0 <= cma_weight <= 1.0):
-        raise ValueError(f"cma_weight={cma_weight} must lie in [0, 1]: it is w of (1-w)·base + w·CMA.")
-    for name, value in (("mi_weight", mi_weight), ("entropy_gap_weight", entropy_gap_weight)):
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name}={value} must be a finite number ≥ 0 (0 disables the loss).")
-    if not (math.isfinite(info_alpha) and info_alpha >= 0):
-        raise ValueError(f"info_alpha={info_alpha} must be a finite Rényi order ≥ 0.")
-    if info_dtype not in ("float64", "float32"):
-        raise ValueError(
-            f"info_dtype={info_dtype!r} is not supported: use 'float64' (default) or 'float32' for the spectra of the "
-            f"information losses (eigen-solvers never run in half precision; metrics are always float64)."
-        )
+def _weight(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
+#: The settings :func:`check_information_settings` validates (fields of :class:`InfoNCTrainingArguments`, whose
+#: defaults they take): name -> (valid?, message).
+_RULES: dict[str, tuple[Any, str]] = {
+    "cma_weight": (
+        lambda v: _weight(v) and v <= 1.0, "cma_weight={v} must lie in [0, 1]: it is w of (1-w)·base + w·CMA."
+    ),
+    "mi_weight": (_weight, "mi_weight={v} must be a finite number ≥ 0 (0 disables the loss)."),
+    "entropy_gap_weight": (_weight, "entropy_gap_weight={v} must be a finite number ≥ 0 (0 disables the loss)."),
+    "info_alpha": (_weight, "info_alpha={v} must be a finite Rényi order ≥ 0."),
+    "info_dtype": (
+        lambda v: v in ("float64", "float32"),
+        "info_dtype={v!r} is not supported: use 'float64' (default) or 'float32' for the spectra of the information "
+        "losses (eigen-solvers never run in half precision; metrics are always float64).",
+    ),
+}
+INFORMATION_SETTINGS: tuple[str, ...] = tuple(_RULES)
+
+
+def check_information_settings(**settings: Any) -> None:
+    """Validate the information-loss settings given (any of :data:`INFORMATION_SETTINGS`): what
+    :class:`InfoNCTrainingArguments` checks, also used by recipes without building the arguments."""
+    for name, value in settings.items():
+        if name not in _RULES:
+            raise TypeError(f"check_information_settings got {name!r}; it validates {INFORMATION_SETTINGS}.")
+        valid, message = _RULES[name]
+        if not valid(value):
+            raise ValueError(message.format(v=value))
 
 
 def _option(default: Any, help: str) -> Any:
@@ -72,13 +82,7 @@ class InfoNCTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        check_information_settings(
-            cma_weight=self.cma_weight,
-            mi_weight=self.mi_weight,
-            entropy_gap_weight=self.entropy_gap_weight,
-            info_alpha=self.info_alpha,
-            info_dtype=self.info_dtype,
-        )
+        check_information_settings(**{name: getattr(self, name) for name in INFORMATION_SETTINGS})
         super().__post_init__()
 
     @property

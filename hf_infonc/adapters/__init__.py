@@ -1,8 +1,5 @@
-"""Model adapters: per model family, how to get (features, head rows, logits) from a batch.
-
-Importing this package registers every built-in adapter (each module registers its own classes); the
-adapters of heads on frozen CLIP towers (CoOp, linear probe) come first, ahead of the CLIP they wrap.
-"""
+"""Model adapters: per model family, how to get (features, head rows, logits) from a batch. Importing this
+package registers every built-in adapter (those of heads on frozen CLIP towers first)."""
 
 from hf_infonc.adapters.base import (
     AdapterOutput,

@@ -1,13 +1,8 @@
 """The adapter contract: how the trainer gets (features, head rows, logits) from a batch.
 
-The trainer knows nothing of CLIP or BERT: for each batch an adapter returns an :class:`AdapterOutput`
-(``features`` ``n x d``, the representation fed to the classifier; ``head_rows`` ``C x d``, the
-classifier-head rows, or for image–caption pairs the ``n x d`` caption embeddings; ``logits``,
-``labels``, the base ``loss``; ``outputs``, what the model's own forward returns). The trainer runs
-the adapter *as the model's forward* (:func:`replaced_forward`), so ``Trainer.compute_loss`` calls
-``model(**inputs)`` through any DDP/FSDP/DeepSpeed wrapper and sees exactly what it sees under
-``Trainer``. A new model family is a new :class:`ModelAdapter` subclass registered with
-:func:`register_adapter`; the trainer needs no edit.
+The trainer runs the adapter *as the model's forward* (:func:`replaced_forward`), through any
+DDP/FSDP/DeepSpeed wrapper. A new model family is a new :class:`ModelAdapter` registered with
+:func:`register_adapter` (docs/adapters.md, "Adding an adapter for a new family").
 """
 
 from __future__ import annotations
@@ -32,7 +27,8 @@ class ClassifierOutput(ModelOutput):
 
 @dataclass
 class AdapterOutput(ModelOutput):
-    """What an adapter returns for one batch (a ``ModelOutput``, so DDP/FSDP can traverse it)."""
+    """What an adapter returns for one batch (a ``ModelOutput``, so DDP/FSDP can traverse it): ``features``
+    (``n x d``, fed to the classifier), ``head_rows`` (``C x d``, or the ``n x d`` caption embeddings of pairs)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -53,11 +49,8 @@ class AdapterOutput(ModelOutput):
 
 
 class FeatureCapture:
-    """The features of the latest evaluation forward, for metrics that need them beside the logits.
-
-    :class:`~hf_infonc.trainer.InfoNCTrainer` fills it from the adapter's output; for a plain
-    ``transformers.Trainer``, :meth:`ModelAdapter.capture_features` fills it from a hook.
-    """
+    """The features of the latest evaluation forward, for metrics that need them beside the logits (filled
+    by ``InfoNCTrainer``, or by a hook from :meth:`ModelAdapter.capture_features` under ``Trainer``)."""
 
     def __init__(self) -> None:
         self.latest: torch.Tensor | None = None
@@ -71,10 +64,7 @@ class FeatureCapture:
 
 
 def unwrap_peft(model: nn.Module) -> nn.Module:
-    """The underlying transformers / open_clip model of a ``peft.PeftModel`` (or the model itself).
-
-    LoRA layers are injected in place, so calling the base model runs them.
-    """
+    """The underlying model of a ``peft.PeftModel`` (LoRA layers are injected in place), or the model itself."""
     get_base = getattr(model, "get_base_model", None)
     if callable(get_base) and type(model).__module__.startswith("peft"):
         return get_base()
@@ -82,12 +72,8 @@ def unwrap_peft(model: nn.Module) -> nn.Module:
 
 
 class ModelAdapter:
-    """Base class. Subclasses implement :meth:`supports` and :meth:`forward`.
-
-    ``forward`` receives the *unwrapped* model (no DDP/FSDP/DeepSpeed wrapper, PEFT allowed);
-    the trainer runs it through the wrapper's forward so that gradient synchronisation and
-    parameter gathering still happen.
-    """
+    """Base class. Subclasses implement :meth:`supports` and :meth:`forward`, which receives the *unwrapped*
+    model (no DDP/FSDP/DeepSpeed wrapper, PEFT allowed)."""
 
     #: Short family name shown in error messages and logs.
     family: ClassVar[str] = "base"
@@ -117,23 +103,18 @@ class ModelAdapter:
         return None
 
     def capture_features(self, model: nn.Module, capture: FeatureCapture) -> Any:
-        """Hooks that put the features of each evaluation forward of ``model``'s own forward into
-        ``capture``; returns a handle with ``remove()``. Used to measure a model trained by a plain
-        ``transformers.Trainer``. Families whose features are not computed by the model's forward
-        (CLIP classification with prompt heads) raise ``TypeError``."""
+        """A hook (handle with ``remove()``) that puts the features of each evaluation forward of ``model``
+        into ``capture``; ``TypeError`` where the model's own forward does not compute them."""
         raise TypeError(
             f"The {self.family} adapter cannot read features from {type(model).__name__}'s own forward: its "
             f"classification runs through the adapter. Train and evaluate it with hf_infonc.InfoNCTrainer."
         )
 
-    #: The batch keys that hold the labels, when the model's ``forward`` does not name them
-    #: (``Trainer`` finds label names from the forward's signature); ``None`` keeps ``Trainer``'s.
+    #: Batch keys holding the labels when the model's ``forward`` does not name them (``None``: ``Trainer``'s).
     label_names: list[str] | None = None
-    #: Batch keys the adapter reads that the model's ``forward`` does not name, kept by
-    #: ``remove_unused_columns`` (``Trainer`` keeps only the forward's arguments and the labels).
+    #: Batch keys the adapter reads beyond the forward's arguments (kept by ``remove_unused_columns``).
     input_names: list[str] = []
-    #: True when the adapter computes the classification loss itself (a per-batch mean that ignores
-    #: ``num_items_in_batch``) instead of returning the model's own loss.
+    #: True when the adapter computes the classification loss itself (a per-batch mean, no ``num_items_in_batch``).
     computes_loss: bool = False
 
 
@@ -188,15 +169,9 @@ _CLASS_FORWARD = object()  # "no instance attribute forward": the class's own fo
 
 @contextlib.contextmanager
 def replaced_forward(core: nn.Module, fn: Callable[..., Any]) -> Iterator[None]:
-    """Within the block, the next call of ``core``'s forward runs ``fn`` instead (once).
-
-    Distributed wrappers do work in their own ``forward`` (DDP prepares gradient
-    synchronisation, FSDP gathers parameter shards), so a call of the *wrapper* (or of ``core``
-    itself, with its module hooks) must reach ``fn`` through ``core``'s forward. The inner module's
-    ``forward`` is swapped for a one-shot function that puts the original forward back (accelerate
-    may have patched it for mixed precision) before running ``fn``, so ``fn`` may call
-    ``core(**inputs)`` itself. Nested blocks are safe: ``fn`` always sees the original forward.
-    """
+    """Within the block, the next call of ``core``'s forward runs ``fn`` instead (once), so a call of the
+    wrapper (DDP, FSDP) reaches ``fn`` after the wrapper's own work. The one-shot forward puts the original
+    (maybe patched by accelerate) back first, so ``fn`` may call ``core(**inputs)``; nesting is safe."""
     current = core.__dict__.get("forward", _CLASS_FORWARD)
     original = getattr(current, "_replaced_original", current)
 

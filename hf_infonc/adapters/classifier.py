@@ -1,13 +1,9 @@
 """Adapters for models with a linear classification head (text and image classifiers).
 
-The features are the vector fed to the final linear layer (captured by a hook, so the model's own
-forward and loss run unchanged) and the head rows are that layer's weight rows (docs/theory.md §2.4).
-Covered: any ``AutoModelForSequenceClassification`` / ``AutoModelForImageClassification`` whose final
-layer is an ``nn.Linear`` on one vector per example, found at one of :data:`HEAD_PATHS`: ``classifier``
-(BERT, DistilBERT, DeBERTa, MPNet, ViT, DeiT, BEiT, Swin, ConvNeXt, …), ``classifier.out_proj``
-(RoBERTa, XLM-RoBERTa, ELECTRA, …) or ``classifier.dense`` (a fallback). Decoder models whose
-``score`` layer runs on every token (GPT-2, Llama) are not covered. To add an architecture, subclass
-:class:`LinearHeadAdapter` and override :meth:`find_head` (or add a path to ``HEAD_PATHS``).
+Features: the vector fed to the final ``nn.Linear`` (captured by a hook; the model's own forward and
+loss run unchanged); head rows: that layer's weight rows (docs/theory.md §2.4). The layer is found at
+one of :data:`HEAD_PATHS` (override :meth:`LinearHeadAdapter.find_head` for other architectures);
+token-level heads (GPT-2's ``score``) are not covered.
 """
 
 from __future__ import annotations
@@ -67,11 +63,8 @@ class LinearHeadAdapter(ModelAdapter):
     def supports(cls, model: nn.Module) -> bool:
         from transformers import PreTrainedModel
 
-        if not isinstance(model, PreTrainedModel):
-            return False
-        if not any(type(model).__name__.endswith(suffix) for suffix in cls._model_classes):
-            return False
-        return cls.find_head(model) is not None
+        return (isinstance(model, PreTrainedModel) and type(model).__name__.endswith(cls._model_classes)
+                and cls.find_head(model) is not None)
 
     def head_rows(self, model: nn.Module) -> torch.Tensor:
         return self._head(model)[1].weight

@@ -1,24 +1,11 @@
-"""Adapters for CLIP models: ``transformers.CLIPModel`` (full fine-tuning, LoRA through peft, frozen towers)
-and open_clip (a raw ``open_clip.model.CLIP`` / ``CustomTextCLIP``, or ``OpenCLIPModel``).
+"""Adapters for CLIP models: ``transformers.CLIPModel`` and open_clip (raw ``CLIP`` / ``CustomTextCLIP``, or
+``OpenCLIPModel``). Two uses, chosen by the batch (docs/adapters.md, "Supported families"):
 
-Two uses, chosen by the batch:
-
-* **classification** (``pixel_values`` and ``labels``): the head is the ``C x d`` matrix of normalised
-  text embeddings of the class prompts, ensembled over the templates (:class:`ClassPrompts`,
-  docs/theory.md §2.4); ``logits = scale · img_n · headᵀ``, base loss = cross-entropy. The head is
-  cached while no text-side parameter trains (the text side is every parameter except the vision
-  tower and the logit scale/bias), recomputed with gradients otherwise.
-* **image–caption pairs** (``pixel_values`` and ``input_ids``): the caption embeddings are the anchors
-  (``pairwise=True``). A ``PreTrainedModel`` (``CLIPModel``, ``OpenCLIPModel``) runs its own forward
-  with ``return_loss=True`` (its loss and outputs, as under ``Trainer``; on several processes the
-  trainer replaces the loss with the contrastive loss of the gathered batch); for a raw open_clip
-  model the trainer computes that loss (``loss=None``).
-
-Tokenizer (``processing_class``): a ``transformers`` tokenizer or processor for ``CLIPModel``. For
-open_clip, its own tokenizer (a callable returning ids padded to the context length:
-``open_clip.get_tokenizer(name)``, ``open_clip.tokenizer.HFTokenizer`` for an HF text tower, or
-``OpenCLIPModel.get_tokenizer()``, used when none is given), or a ``transformers`` tokenizer, whose
-output is padded to the model's context length.
+* **classification** (``labels``): the head is the ensembled class-prompt embeddings (:class:`ClassPrompts`,
+  docs/theory.md §2.4), cached while no text-side parameter trains; base loss = cross-entropy.
+* **image–caption pairs** (``input_ids``): the captions are the anchors (``pairwise=True``); a
+  ``PreTrainedModel`` runs its own forward with ``return_loss=True``, a raw open_clip model gets its
+  contrastive loss from the trainer (``loss=None``).
 """
 
 from __future__ import annotations

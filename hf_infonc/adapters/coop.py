@@ -1,10 +1,6 @@
-"""Adapters for heads trained on frozen CLIP towers: CoOp prompts and the zero-shot-initialised linear probe.
-
-Both models compute their own head (:class:`~hf_infonc.models.frozen_clip.FrozenCLIPHeadModel`), so
-the adapter maps their output onto :class:`AdapterOutput`: the projected image embeddings, the head
-rows (CoOp: the normalised prompt embeddings, recomputed at every step; linear probe: its weight
-rows), ``logits = scale · img_n · headᵀ`` and the cross-entropy loss. Registered *first*, ahead of the
-adapters of the CLIP they wrap. Classification only: an image–caption batch is an error.
+"""Adapters for heads on frozen CLIP towers (CoOp, the linear probe): the model computes its own head, the
+adapter maps its output onto :class:`AdapterOutput`. Registered *first*, ahead of the CLIP adapters;
+classification only.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""Class prompts for CLIP-style heads: tokenise once, embed every step or once (cached).
-
-The head of a CLIP classifier is the matrix of normalised text embeddings of the class prompts
-(docs/theory.md §2.4): with T templates, each class's row is the re-normalised mean of its T normalised
-prompt embeddings (CLIP's prompt ensembling, :func:`~hf_infonc.models.clip_towers.ensemble_head`).
-"""
+"""Class prompts for CLIP-style heads (docs/theory.md §2.4): tokenise once, embed every step or once (cached)."""
 
 from __future__ import annotations
 
@@ -51,16 +46,15 @@ class ClassPrompts:
     ) -> torch.Tensor:
         """``C x d`` head rows. Recomputed (with gradients) when any text parameter trains, else cached."""
         trains = any(p.requires_grad for p in text_parameters)
-        ids = self.input_ids.to(device)
-        mask = None if self.attention_mask is None else self.attention_mask.to(device)
-        if trains and torch.is_grad_enabled():
-            self._cache.clear()
-            return ensemble_head(encode(ids, mask), self.num_classes)
         key = (str(device), torch.is_autocast_enabled())
-        if trains or key not in self._cache:
-            with torch.no_grad():
-                head = ensemble_head(encode(ids, mask), self.num_classes)
-            if trains:
-                return head
+        if not trains and key in self._cache:
+            return self._cache[key]
+        with_grad = trains and torch.is_grad_enabled()
+        if with_grad:
+            self._cache.clear()
+        mask = None if self.attention_mask is None else self.attention_mask.to(device)
+        with torch.set_grad_enabled(with_grad):
+            head = ensemble_head(encode(self.input_ids.to(device), mask), self.num_classes)
+        if not trains:
             self._cache[key] = head
-        return self._cache[key]
+        return head

@@ -1,22 +1,13 @@
-"""``hf-infonc analyze …``: the paper's analyses, one command each (docs/theory.md §5).
+"""``hf-infonc analyze {lmc,prune,grokking}``: the paper's analyses, one command each (docs/analysis.md).
 
-::
-
-    hf-infonc analyze lmc A B [--points 11] [--recipe R] [--set k=v ...] [--out DIR]
-    hf-infonc analyze prune CKPT [--sparsity 0.5,0.9] [--recipe R] [--set k=v ...] [--out DIR]
-    hf-infonc analyze grokking [--steps N --out DIR ...]   # all options of hf_infonc.analysis.grokking
-
-``A``, ``B`` and ``CKPT`` are output directories of ``hf-infonc finetune`` (or ``checkpoint-N``
-folders inside them). ``--set`` overrides the recipe read from the checkpoint (e.g.
-``--set data.max_eval_samples=1000``); ``--out`` defaults to ``<first checkpoint>/analysis/<name>``.
-The training-dynamics analysis is not a command: set ``analysis: {info_dynamics: true}`` in the
-recipe (see :mod:`hf_infonc.callbacks`).
+``A``, ``B`` and ``CKPT`` are output directories of ``hf-infonc finetune`` (or ``checkpoint-N`` folders inside
+them); every argument after ``grokking`` goes to :func:`hf_infonc.analysis.grokking.main`. The training-dynamics
+analysis is not a command: set ``analysis: {info_dynamics: true}`` in the recipe (:mod:`hf_infonc.callbacks`).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 
@@ -26,14 +17,13 @@ def _common(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. --set data.max_eval_samples=1000 (repeatable)")
     parser.add_argument("--out", default=None, help=f"output folder (default: <checkpoint>/analysis/{name})")
-    parser.add_argument("--no-plot", action="store_true", help="write the JSON only")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-plot", dest="plot", action="store_false", help="write the JSON only")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments that ``--recipe``, ``--set``, ``--out``, ``--no-plot``, ``--no-progress`` give."""
-    return dict(recipe=args.recipe, overrides=args.overrides, out=args.out, plot=not args.no_plot,
-                progress=not args.no_progress)
+    """The keyword arguments of the analysis that the options of :func:`_common` give."""
+    return {name: getattr(args, name) for name in ("recipe", "overrides", "out", "plot", "progress")}
 
 
 def _run_lmc(args: argparse.Namespace) -> int:
@@ -45,9 +35,7 @@ def _run_lmc(args: argparse.Namespace) -> int:
         print(f"{r['omega']:>6.3f} " + " ".join(_fmt(r.get(key)) for key in ("accuracy", "mir", "hdr", "loss")))
     barrier = document["barrier"]
     print(f"barriers: accuracy {_fmt(barrier['accuracy'])}, MIR {_fmt(barrier['mir'])}, loss {_fmt(barrier['loss'])}")
-    out = args.out or f"{args.checkpoint_a}/analysis/lmc"
-    print(f"wrote {out}/lmc.json" + ("" if args.no_plot else f" and {out}/lmc.png"))
-    return 0
+    return _wrote(args, args.checkpoint_a, "lmc")
 
 
 def _run_prune(args: argparse.Namespace) -> int:
@@ -63,19 +51,19 @@ def _run_prune(args: argparse.Namespace) -> int:
             f"{_fmt(r.get('mir_before_after'), 9)} {_fmt(r.get('mir_before_after_relative'), 9)} "
             f"{_fmt(r.get('mir'))} {_fmt(r.get('hdr'))}"
         )
-    out = args.out or f"{args.checkpoint}/analysis/prune"
-    print(f"wrote {out}/prune.json" + ("" if args.no_plot else f" and {out}/prune.png"))
+    return _wrote(args, args.checkpoint, "prune")
+
+
+def _wrote(args: argparse.Namespace, checkpoint: str, name: str) -> int:
+    out = args.out or f"{checkpoint}/analysis/{name}"
+    print(f"wrote {out}/{name}.json" + (f" and {out}/{name}.png" if args.plot else ""))
     return 0
 
 
 def _run_grokking(args: argparse.Namespace) -> int:
     from hf_infonc.analysis.grokking import main as grokking_main
 
-    program, sys.argv[0] = sys.argv[0], "hf-infonc analyze grokking"  # the name its --help shows
-    try:
-        return int(grokking_main(list(args.grokking_argv)) or 0)
-    finally:
-        sys.argv[0] = program
+    return int(grokking_main(list(args.grokking_argv), prog="hf-infonc analyze grokking") or 0)
 
 
 def _fmt(value: Any, width: int = 8) -> str:

@@ -1,24 +1,14 @@
-"""Shared pieces of the checkpoint analyses (``hf-infonc analyze lmc`` / ``prune``).
+"""Shared pieces of the checkpoint analyses ``hf-infonc analyze lmc`` / ``prune`` (docs/analysis.md, "Options shared").
 
-A *run directory* is what ``hf-infonc finetune`` writes (``recipe.yaml``, the saved model, its
-tokenizer/processor, ``metrics.json``); a ``checkpoint-N`` folder inside it works too (its recipe
-is the parent's ``recipe.yaml``), and any folder does with ``--recipe``.
-
-:func:`load_run` rebuilds the model exactly as ``run_recipe`` built it (same recipe, seed, data,
-class names and training mode) and then loads the saved weights with
-:func:`hf_infonc.factory.load_saved_model` (as ``hf-infonc finetune --eval-only`` does):
-``from_pretrained`` for full models, the head for CoOp and CLIP linear probes, the adapter for LoRA.
-
-:func:`evaluation_trainer` then wraps the model in an :class:`~hf_infonc.trainer.InfoNCTrainer`
-for evaluation only (the recipe's training arguments with ``output_dir`` replaced and saving,
-reporting and periodic evaluation switched off), so the numbers are those of
-``hf-infonc finetune`` (``metrics.json``'s ``after``): accuracy, the paper's sample-level MIR/HDR
-(batches of 64, docs/theory.md §2 item 2), the class-mean measures, NC1–NC4, and the loss with its
-components. The analyses are single-process tools.
+:func:`load_run` rebuilds a saved run as ``hf-infonc finetune`` built it and loads its weights;
+:func:`evaluation_trainer` wraps it in an evaluation-only :class:`~hf_infonc.trainer.InfoNCTrainer`, so the numbers
+are those of ``metrics.json``'s ``after``; after measuring, :func:`finish` writes the JSON and a row of plots.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +19,10 @@ from torch import nn
 from hf_infonc.callbacks import SPEED_KEYS
 from hf_infonc.errors import UserError
 from hf_infonc.factory import load_saved_model
+from hf_infonc.files import json_text, write_atomic
+
+#: A panel: its title, the series ``(key, label)`` of the results, and ``(value, label)`` reference lines.
+Panel = tuple[str, list[tuple[str, str]], list[tuple[Any, str]]]
 
 
 class AnalysisError(UserError):
@@ -37,23 +31,17 @@ class AnalysisError(UserError):
 
 @dataclass
 class LoadedRun:
-    """A saved run rebuilt for evaluation."""
+    """A saved run rebuilt for evaluation: its :class:`~hf_infonc.recipe.Recipe`, the module handed to the trainer
+    (after the training mode: a peft or frozen-CLIP wrapper, …) and the :class:`~hf_infonc.factory.BuiltModel`."""
 
     run_dir: Path
     recipe: Any
-    """The :class:`~hf_infonc.recipe.Recipe` the model and data were built from."""
     recipe_path: Path
     model: nn.Module
-    """The module handed to the trainer (after the training mode: a peft or frozen-CLIP wrapper, …)."""
     built: Any
-    """The :class:`~hf_infonc.factory.BuiltModel` (tokenizer, processing class, image preprocessing)."""
     datasets: Any
     class_names: list[str]
     eval_collator: Any
-
-    @property
-    def test_dataset(self) -> Any:
-        return self.datasets["test"]
 
 
 def find_recipe(run_dir: str | Path, recipe: str | Path | None = None) -> Path:
@@ -102,7 +90,7 @@ def evaluation_trainer(run: LoadedRun, output_dir: str | Path, **overrides: Any)
         "load_best_model_at_end": False, "push_to_hub": False, **overrides,
     })
     trainer = InfoNCTrainer(
-        model=run.model, args=args, eval_dataset=run.test_dataset, data_collator=run.eval_collator,
+        model=run.model, args=args, eval_dataset=run.datasets["test"], data_collator=run.eval_collator,
         eval_data_collator=run.eval_collator, processing_class=run.built.processing_class,
         class_names=run.class_names, text_tokenizer=run.built.tokenizer,
     )
@@ -119,16 +107,12 @@ class Evaluation:
     labels: torch.Tensor | None
 
 
-def evaluate(trainer: Any, dataset: Any = None) -> Evaluation:
-    """Predict on ``dataset`` (default: the trainer's test split) and return the metrics and features
-    (those the trainer's :class:`~hf_infonc.evaluation.InformationMetrics` gathered)."""
-    dataset = trainer.eval_dataset if dataset is None else dataset
-    output = trainer.predict(dataset, metric_key_prefix="test")
-    metrics = {}
-    for key, value in output.metrics.items():
-        name = key[len("test_") :] if key.startswith("test_") else key
-        if name not in SPEED_KEYS:
-            metrics[name] = float(value)
+def evaluate(trainer: Any) -> Evaluation:
+    """Predict on the trainer's test split; the metrics and the features that its
+    :class:`~hf_infonc.evaluation.InformationMetrics` gathered."""
+    output = trainer.predict(trainer.eval_dataset, metric_key_prefix="test")
+    names = {key: key.removeprefix("test_") for key in output.metrics}
+    metrics = {name: float(output.metrics[key]) for key, name in names.items() if name not in SPEED_KEYS}
     logits = output.predictions[0] if isinstance(output.predictions, (tuple, list)) else output.predictions
     features = getattr(trainer.compute_metrics, "features", None)
     tensors = [None if x is None else torch.as_tensor(x) for x in (logits, features, output.label_ids)]
@@ -156,6 +140,65 @@ def set_model_state(trainer: Any, state: dict[str, torch.Tensor]) -> None:
     clear_head_caches(trainer)
 
 
-def default_out(name: str, *paths: str | Path) -> Path:
-    """``<first checkpoint>/analysis/<name>`` as the default output folder."""
-    return Path(paths[0]) / "analysis" / name
+def output_folder(out: str | Path | None, name: str, checkpoint: str | Path) -> Path:
+    """``out``, by default ``<first checkpoint>/analysis/<name>``."""
+    return Path(out) if out is not None else Path(checkpoint) / "analysis" / name
+
+
+def finite(value: Any) -> bool:
+    """A real number that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def progress_bar(values: Iterable[Any], description: str, enabled: bool) -> Iterable[Any]:
+    """``values`` behind a tqdm progress bar when ``enabled``."""
+    if not enabled:
+        return values
+    from tqdm.auto import tqdm
+
+    return tqdm(values, desc=description)
+
+
+def finish(trainer: Any, state: dict[str, torch.Tensor], run: LoadedRun, overrides: list[str] | None,
+           document: dict[str, Any], out: Path, name: str, plot: Callable[[dict, Path], Path] | None) -> dict[str, Any]:
+    """Put ``state`` back, end the trainer, add the run's recipe, overrides, classes and values at collapse to
+    ``document`` (before its ``results``); write ``out/<name>.json`` and, with a ``plot`` function, ``<name>.png``."""
+    from hf_infonc.callbacks import collapse_reference
+
+    set_model_state(trainer, state)
+    if hasattr(trainer, "end"):
+        trainer.end()
+    num_classes = len(run.class_names)
+    results = document.pop("results")
+    document.update(recipe=str(run.recipe_path), overrides=list(overrides or []), num_classes=num_classes,
+                    collapse=collapse_reference(num_classes), results=results)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / f"{name}.json", json_text(document))
+    if plot is not None:
+        plot(document, out / f"{name}.png")
+    return document
+
+
+def plot_panels(path: str | Path, title: str, xlabel: str, xs: list[float], results: list[dict[str, Any]],
+                panels: list[Panel]) -> Path:
+    """One row of panels against ``xs``: the finite values of each series and dashed reference lines."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(13, 3.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    for ax, (panel_title, series, references) in zip(figure.subplots(1, len(panels)), panels):
+        for key, label in series:
+            pairs = [(x, r.get(key)) for x, r in zip(xs, results) if finite(r.get(key))]
+            if pairs:
+                ax.plot(*zip(*pairs), marker="o", markersize=3, label=label)
+        for value, label in references:
+            if finite(value):
+                ax.axhline(value, linestyle="--", color="gray", linewidth=1, label=label)
+        ax.set(title=panel_title, xlabel=xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    path = Path(path)
+    figure.savefig(path, dpi=110)
+    return path

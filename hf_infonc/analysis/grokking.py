@@ -1,25 +1,10 @@
 """Grokking of modular addition, tracked with MIR and HDR (docs/theory.md §5; arXiv 2406.03999).
 
-The setting of Nanda et al. 2023 ("Progress measures for grokking via mechanistic
-interpretability"), which arXiv 2406.03999 reuses: ``(a + b) mod p`` (p = 113) read at the last
-position of ``[a, b, =]``; all ``p²`` pairs, a seeded 30% for training; a one-layer ReLU transformer
-without layer norm (``d_model = 128``, 4 heads of 32, MLP 512, learned positions, unembedding
-``W_U``); full batch, AdamW (lr 1e-3, weight decay 1.0, betas (0.9, 0.98)), a 10-step linear
-warm-up, cross-entropy in float64 (model in float32).
-
-Tracked every ``eval_every`` steps on both splits: loss, accuracy, ``H(K₁)``, ``H(K₂)``, MI, MIR and
-HDR for ``K₁ = G(final-position features)`` and ``K₂ = G(W_U.T[labels])`` (docs/theory.md §2.2).
-**[choice]** The measures use a fixed, seeded subset of ``info_subset`` samples per split (default
-1024); ``None`` uses every sample (3830 / 8939 for p = 113, much slower: the Kronecker dual
-``128·113`` is larger than ``n``).
-
-The forward pass computes only what reaches the last position (the MLP there, the keys/values of
-``a`` and ``b`` from per-token tables): the same function of the same parameters as
-:meth:`ModularAdditionTransformer.forward_sequence` (checked in the tests), at about half the cost.
-
-Usage::
-
-    python -m hf_infonc.analysis.grokking --steps 10000 --out runs/grokking
+The setting of Nanda et al. 2023 that arXiv 2406.03999 reuses (docs/grokking.md, "Setting"): ``(a + b) mod p``
+read at the last position of ``[a, b, =]``, a one-layer ReLU transformer without layer norm, full-batch AdamW;
+MIR/HDR between ``G(final-position features)`` and ``G(W_U.T[labels])`` on a seeded subset of each split.
+``forward`` computes only what reaches the last position: the same function as ``forward_sequence`` (tested),
+at about half the cost. Usage: ``python -m hf_infonc.analysis.grokking --steps 10000 --out runs/grokking``.
 """
 
 from __future__ import annotations
@@ -54,22 +39,13 @@ HISTORY_KEYS: tuple[str, ...] = (
 
 @dataclass
 class GrokkingConfig:
-    """Settings of the grokking run; the defaults are the paper's (docs/theory.md §5).
+    """Settings of the grokking run; the defaults are the paper's (docs/grokking.md, "Setting").
 
-    Attributes:
-        modulus: p, the task is ``(a + b) mod p``; train_fraction: share of the ``p²`` pairs for training.
-        d_model, n_heads, d_mlp: model sizes (heads of ``d_model / n_heads``).
-        lr, weight_decay, betas: AdamW settings; warmup_steps: linear warm-up, as in Nanda et al.
-        steps: full-batch optimiser steps; eval_every: evaluate (loss, accuracy, MIR, HDR) every this many
-            steps, and at step 0 and the last step.
-        seed: seeds the data split, the initialisation and the info subsets; device: "cpu" or "cuda".
-        info_subset: samples per split for the matrix-information measures (a fixed seeded subset);
-            ``None`` for all samples.
-        grokking_threshold: test accuracy that marks the generalisation jump.
-        log_evals: also evaluate at log-spaced steps below ``eval_every`` (1, 2, 3, 6, 10, 18, 32, 56 for
-            ``eval_every=100``), so that the fast first phase shows on a log axis.
-        num_threads: CPU threads for torch during the run (None: torch's default); on a shared CPU, 1
-            thread can be several times faster than oversubscribing.
+    ``eval_every``: evaluate (loss, accuracy, MIR, HDR) every this many steps, at step 0 and at the last step, and
+    with ``log_evals`` also at log-spaced steps below it (1, 2, 3, 6, 10, 18, 32, 56 for 100). ``info_subset``:
+    samples per split for the matrix-information measures (a fixed seeded subset; None: all). ``seed`` seeds the
+    split, the initialisation and the subsets. ``grokking_threshold``: the test accuracy that marks the jump.
+    ``num_threads``: torch CPU threads during the run (None: torch's default; 1 is fastest on a shared CPU).
     """
 
     modulus: int = 113
@@ -113,15 +89,9 @@ class GrokkingConfig:
             )
 
 
-# ----------------------------------------------------------------------------------------- data
-
-
 @dataclass
 class ModularAdditionData:
-    """All ``p²`` pairs ``(a, b)``, their labels ``(a + b) mod p`` and a seeded train/test split.
-
-    ``tokens`` is ``(p², 3)``: ``[a, b, p]`` (the last token is ``=``).
-    """
+    """All ``p²`` pairs: ``tokens`` ``(p², 3)`` = ``[a, b, p]`` (``p`` is ``=``), labels ``(a+b) mod p``, a split."""
 
     modulus: int
     tokens: torch.Tensor
@@ -144,9 +114,6 @@ def make_modular_addition_data(modulus: int, train_fraction: float, seed: int) -
     return ModularAdditionData(p, tokens, labels, perm[:n_train].sort().values, perm[n_train:].sort().values)
 
 
-# ---------------------------------------------------------------------------------------- model
-
-
 class ModularAdditionTransformer(nn.Module):
     """One-layer ReLU transformer without layer norm (Nanda et al. 2023), parameters named as there.
 
@@ -161,23 +128,16 @@ class ModularAdditionTransformer(nn.Module):
         self.modulus, self.d_model, self.n_heads, self.d_head, self.d_mlp = p, d, h, d // h, d_mlp
         vocab = p + 1
         g = torch.Generator().manual_seed(seed)
-
-        def normal(*shape: int, scale: float) -> nn.Parameter:
-            return nn.Parameter(torch.randn(*shape, generator=g) * scale)
-
-        # Initialisation as in Nanda et al.: N(0, 1/d_model), the unembedding N(0, 1/d_vocab).
-        s = 1.0 / math.sqrt(d)
-        self.W_E = normal(vocab, d, scale=s)  # token embeddings (rows)
-        self.W_pos = normal(3, d, scale=s)  # learned positional embeddings
-        self.W_Q = normal(d, d, scale=s)  # columns grouped by head: head i is [:, i*d_head:(i+1)*d_head]
-        self.W_K = normal(d, d, scale=s)
-        self.W_V = normal(d, d, scale=s)
-        self.W_O = normal(d, d, scale=s)
-        self.W_in = normal(d, d_mlp, scale=s)
-        self.b_in = nn.Parameter(torch.zeros(d_mlp))
-        self.W_out = normal(d_mlp, d, scale=s)
-        self.b_out = nn.Parameter(torch.zeros(d))
-        self.W_U = normal(d, p, scale=1.0 / math.sqrt(vocab))
+        # Initialisation as in Nanda et al.: N(0, 1/d_model), the unembedding N(0, 1/d_vocab), biases 0. The columns
+        # of W_Q, W_K, W_V (rows of W_O) are grouped by head: head i is [:, i*d_head:(i+1)*d_head].
+        shapes = {"W_E": (vocab, d), "W_pos": (3, d), "W_Q": (d, d), "W_K": (d, d), "W_V": (d, d), "W_O": (d, d),
+                  "W_in": (d, d_mlp), "b_in": (d_mlp,), "W_out": (d_mlp, d), "b_out": (d,), "W_U": (d, p)}
+        for name, shape in shapes.items():
+            if name.startswith("b_"):
+                value = torch.zeros(shape)
+            else:
+                value = torch.randn(*shape, generator=g) * (1.0 / math.sqrt(vocab if name == "W_U" else d))
+            setattr(self, name, nn.Parameter(value))
 
     @property
     def head_rows(self) -> torch.Tensor:
@@ -188,12 +148,8 @@ class ModularAdditionTransformer(nn.Module):
         return x + F.relu(x @ self.W_in + self.b_in) @ self.W_out + self.b_out
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and features at the last position of ``[a, b, =]`` for integer tensors ``a``, ``b``.
-
-        Only what reaches the last position is computed (exact; see the module docstring): the
-        query is that of the constant ``=`` token, the keys/values of positions 0 and 1 come from
-        per-token tables gathered by ``a`` and ``b``.
-        """
+        """Logits and features at the last position of ``[a, b, =]`` for integer tensors ``a``, ``b``: the query
+        of the constant ``=`` token, the keys/values of positions 0 and 1 from per-token tables."""
         p, h, dh = self.modulus, self.n_heads, self.d_head
         n = a.shape[0]
         r_eq = self.W_E[p] + self.W_pos[2]  # residual stream of "=" at position 2 (same for all)
@@ -219,42 +175,21 @@ class ModularAdditionTransformer(nn.Module):
         """Reference computation over the whole sequence (causal attention, MLP at every
         position); returns the logits and features at the last position, like :meth:`forward`."""
         n, t = tokens.shape
-        h, dh = self.n_heads, self.d_head
         resid = self.W_E[tokens] + self.W_pos[:t]  # (n, t, d)
-
-        def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.view(n, t, h, dh).transpose(1, 2)  # (n, h, t, dh)
-
-        q, k, v = heads(resid @ self.W_Q), heads(resid @ self.W_K), heads(resid @ self.W_V)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
-        causal = torch.triu(torch.ones(t, t, dtype=torch.bool, device=tokens.device), diagonal=1)
-        pattern = scores.masked_fill(causal, float("-inf")).softmax(dim=-1)
-        z = (pattern @ v).transpose(1, 2).reshape(n, t, h * dh)
+        qkv = [(resid @ w).view(n, t, self.n_heads, -1).transpose(1, 2) for w in (self.W_Q, self.W_K, self.W_V)]
+        z = F.scaled_dot_product_attention(*qkv, is_causal=True).transpose(1, 2).reshape(n, t, self.d_model)
         resid = self._mlp(resid + z @ self.W_O)
         features = resid[:, -1]
         return features @ self.W_U, features
 
 
-# ---------------------------------------------------------------------------------- measurement
-
-
 def information_measures(features: torch.Tensor, head_rows: torch.Tensor) -> dict[str, float]:
-    """MIR, HDR, MI and the two matrix entropies between ``G(features)`` and ``G(head_rows)``.
-
-    One call of :func:`hf_infonc.info.entropy_terms` (float64) gives all of them:
-    ``MIR = MI / min(H₁, H₂)``, ``HDR = |H₁ - H₂| / max(H₁, H₂)`` (NaN, with a warning, if an
-    entropy is 0).
-    """
+    """MIR, HDR, MI and the two matrix entropies between ``G(features)`` and ``G(head_rows)``, from one call of
+    :func:`hf_infonc.info.entropy_terms` (float64); a ratio is NaN, with a warning, if an entropy is 0."""
     terms = entropy_terms(features.detach(), head_rows.detach())
     mi = terms.mutual_information
-    mir_value, hdr_value = mir_hdr(terms.h_a, terms.h_b, mi, "nan")
-    return {
-        "mir": float(mir_value),
-        "hdr": float(hdr_value),
-        "mi": float(mi),
-        "h_features": float(terms.h_a),
-        "h_heads": float(terms.h_b),
-    }
+    values = (*mir_hdr(terms.h_a, terms.h_b, mi, "nan"), mi, terms.h_a, terms.h_b)
+    return {key: float(value) for key, value in zip(("mir", "hdr", "mi", "h_features", "h_heads"), values)}
 
 
 def _split_metrics(model: ModularAdditionTransformer, tokens: torch.Tensor, labels: torch.Tensor,
@@ -270,13 +205,8 @@ def _split_metrics(model: ModularAdditionTransformer, tokens: torch.Tensor, labe
 
 def eval_steps_below(limit: int, per_decade: int = 4) -> list[int]:
     """Log-spaced steps ``round(10**(k / per_decade))`` below ``limit``, without repeats."""
-    steps: list[int] = []
-    k = 0
-    while (s := round(10 ** (k / per_decade))) < limit:
-        if s not in steps:
-            steps.append(s)
-        k += 1
-    return steps
+    candidates = (round(10 ** (k / per_decade)) for k in range(math.ceil(per_decade * math.log10(limit)) + 1))
+    return sorted({step for step in candidates if step < limit})
 
 
 def first_step_at_or_above(steps: list[int], values: list[float], threshold: float) -> int | None:
@@ -286,14 +216,9 @@ def first_step_at_or_above(steps: list[int], values: list[float], threshold: flo
 
 @dataclass
 class GrokkingResult:
-    """The outcome of :func:`run_grokking`.
-
-    ``history`` maps each key of :data:`HISTORY_KEYS` to a list (one entry per evaluation).
-    ``grokking_step`` is the first evaluated step with test accuracy ≥ the threshold (None if
-    it never got there); ``memorization_step`` the same for the training accuracy.
-    ``wall_time_s`` is the whole run; ``info_time_s`` the part spent in evaluations (loss,
-    accuracy and the matrix-information measures on both splits).
-    """
+    """The outcome of :func:`run_grokking`: ``history`` maps each of :data:`HISTORY_KEYS` to one value per
+    evaluation; ``grokking_step`` (``memorization_step``) is the first evaluated step with test (train) accuracy
+    ≥ the threshold, or None; ``info_time_s`` is the part of ``wall_time_s`` spent in evaluations."""
 
     config: GrokkingConfig
     history: dict[str, list[float]]
@@ -311,11 +236,6 @@ class GrokkingResult:
         if self.grokking_step is None:
             return None
         return self.history["elapsed_s"][self.history["step"].index(self.grokking_step)]
-
-    def record_at(self, step: int) -> dict[str, float]:
-        """The history record of the evaluation at ``step``."""
-        i = self.history["step"].index(step)
-        return {key: values[i] for key, values in self.history.items()}
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -339,12 +259,9 @@ class GrokkingResult:
         return cls(config=GrokkingConfig(**config), **data)
 
 
-def run_grokking(
-    cfg: GrokkingConfig | None = None,
-    *,
-    progress: bool = True,
-    callback: Callable[[dict[str, float], ModularAdditionTransformer], bool | None] | None = None,
-) -> GrokkingResult:
+def run_grokking(cfg: GrokkingConfig | None = None, *, progress: bool = True,
+                 callback: Callable[[dict[str, float], ModularAdditionTransformer], bool | None] | None = None,
+                 ) -> GrokkingResult:
     """Train the one-layer transformer on modular addition and track MIR / HDR (docs/theory.md §5).
 
     Args:
@@ -353,11 +270,9 @@ def run_grokking(
         callback: called after every evaluation with the new history record and the model;
             returning True stops training there.
 
-    A ``KeyboardInterrupt`` (Ctrl-C) during training stops it, evaluates the current step and
-    returns the history so far (``environment["interrupted"]`` is True).
-
     Returns:
-        A :class:`GrokkingResult` (history, grokking step, wall time, seeds in the config).
+        A :class:`GrokkingResult`. Ctrl-C stops training, evaluates the current step and returns the history so far
+        (``environment["interrupted"]`` is True).
     """
     cfg = cfg or GrokkingConfig()
     previous = torch.get_num_threads()
@@ -374,9 +289,8 @@ def _run(cfg: GrokkingConfig, progress: bool, callback: Callable[..., bool | Non
 
     device = torch.device(cfg.device)
     data = make_modular_addition_data(cfg.modulus, cfg.train_fraction, cfg.seed)
-    tokens, labels = data.tokens.to(device), data.labels.to(device)
-    x_train, y_train = tokens[data.train_idx.to(device)], labels[data.train_idx.to(device)]
-    x_test, y_test = tokens[data.test_idx.to(device)], labels[data.test_idx.to(device)]
+    x_train, y_train = data.tokens[data.train_idx].to(device), data.labels[data.train_idx].to(device)
+    x_test, y_test = data.tokens[data.test_idx].to(device), data.labels[data.test_idx].to(device)
 
     sub_gen = torch.Generator().manual_seed(cfg.seed + 1)
 
@@ -440,54 +354,33 @@ def _run(cfg: GrokkingConfig, progress: bool, callback: Callable[..., bool | Non
     except KeyboardInterrupt:  # Ctrl-C: keep what was measured, evaluate where training stopped
         interrupted = True
         logger.warning("grokking run interrupted at step %d; returning the history so far", step)
-        if len(history["step"]) != len(history[HISTORY_KEYS[-1]]):  # interrupted inside an evaluation
-            n = min(len(v) for v in history.values())
-            for values in history.values():
-                del values[n:]
+        n = min(len(v) for v in history.values())  # drop a record that an interrupted evaluation left half-written
+        for values in history.values():
+            del values[n:]
         if history["step"][-1] != step:
             evaluate(step)
     bar.close()
 
     wall = time.perf_counter() - start
     threshold = cfg.grokking_threshold
+    environment = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+                   "num_threads": torch.get_num_threads(), "n_train": len(y_train), "n_test": len(y_test),
+                   "n_info_train": len(info_train), "n_info_test": len(info_test), "interrupted": interrupted}
     result = GrokkingResult(
-        config=cfg,
-        history=history,
+        config=cfg, history=history,
         grokking_step=first_step_at_or_above(history["step"], history["test_acc"], threshold),
         memorization_step=first_step_at_or_above(history["step"], history["train_acc"], threshold),
-        wall_time_s=wall,
-        info_time_s=info_time,
-        mir_at_collapse=float(mir_at_collapse(cfg.modulus)),
-        entropy_at_collapse=float(entropy_at_collapse(cfg.modulus)),
-        environment={
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "device": str(device),
-            "num_threads": torch.get_num_threads(),
-            "n_train": len(y_train),
-            "n_test": len(y_test),
-            "n_info_train": len(info_train),
-            "n_info_test": len(info_test),
-            "interrupted": interrupted,
-        },
+        wall_time_s=wall, info_time_s=info_time, mir_at_collapse=float(mir_at_collapse(cfg.modulus)),
+        entropy_at_collapse=float(entropy_at_collapse(cfg.modulus)), environment=environment,
     )
-    logger.info(
-        "grokking: %s steps in %.0f s; memorisation step %s, grokking step %s",
-        step, wall, result.memorization_step, result.grokking_step,
-    )
+    logger.info("grokking: %s steps in %.0f s; memorisation step %s, grokking step %s", step, wall,
+                result.memorization_step, result.grokking_step)
     return result
 
 
-# ----------------------------------------------------------------------------------------- plot
-
-
 def plot_grokking(result: GrokkingResult, path: str | Path, *, title: str | None = None) -> Path:
-    """Three panels over training steps (log x axis): accuracy, MIR / HDR, loss.
-
-    The grokking step (first test accuracy ≥ threshold) is a vertical line in every panel,
-    the memorisation step a dotted one; ``mir_at_collapse(p)`` is a dashed reference line in the
-    MIR/HDR panel. Step 0 cannot be shown on a log axis and is left out. Returns the path.
-    """
+    """Accuracy, MIR / HDR and loss over the steps (log x axis, without step 0); vertical lines at the grokking
+    step (solid) and the memorisation step (dotted), ``mir_at_collapse(p)`` dashed. Returns the path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -503,15 +396,10 @@ def plot_grokking(result: GrokkingResult, path: str | Path, *, title: str | None
         for color, split in (("C0", "train"), ("C1", "test")):
             values = [hist[f"{split}_{key}"][i] for i in keep]
             ax.plot(steps, values, color=color, ls=style, label=label.format(split))
-    ax_acc.set_ylabel("accuracy")
-    ax_acc.set_ylim(-0.02, 1.02)
+    ax_acc.set(ylabel="accuracy", ylim=(-0.02, 1.02))
     ax_info.axhline(result.mir_at_collapse, color="k", ls="--", lw=1, label=f"MIR at collapse (C={p})")
-    ax_info.set_ylabel("MIR / HDR")
-    ax_info.set_ylim(-0.02, 1.02)
-    ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("cross-entropy")
-    ax_loss.set_xlabel("step (full batch)")
-    ax_loss.set_xscale("log")
+    ax_info.set(ylabel="MIR / HDR", ylim=(-0.02, 1.02))
+    ax_loss.set(yscale="log", ylabel="cross-entropy", xlabel="step (full batch)", xscale="log")
 
     handles, labels = ax_acc.get_legend_handles_labels()
     marks = (("memorization_step", "train", dict(color="0.5", ls=":")), ("grokking_step", "test", dict(color="C3")))
@@ -527,44 +415,43 @@ def plot_grokking(result: GrokkingResult, path: str | Path, *, title: str | None
     ax_acc.legend(handles, labels, loc="center left", fontsize=8)
     ax_info.legend(loc="center left", fontsize=8, ncol=2)
     ax_loss.legend(loc="lower left", fontsize=8)
-    figure.suptitle(
-        title
-        or (
-            f"Grokking (a+b) mod {p}: 1-layer transformer, AdamW lr {cfg.lr:g}, wd {cfg.weight_decay:g}, "
-            f"train {cfg.train_fraction:.0%}, seed {cfg.seed}"
-        ),
-        fontsize=9,
-    )
+    default_title = (f"Grokking (a+b) mod {p}: 1-layer transformer, AdamW lr {cfg.lr:g}, wd {cfg.weight_decay:g}, "
+                     f"train {cfg.train_fraction:.0%}, seed {cfg.seed}")
+    figure.suptitle(title or default_title, fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     return path
 
 
-# ------------------------------------------------------------------------------------------ CLI
+#: The command-line options that set a :class:`GrokkingConfig` field: (flag, field, type, help before the default).
+CONFIG_OPTIONS = (
+    ("--steps", "steps", int, "full-batch optimiser steps "),
+    ("--eval-every", "eval_every", int, ""),
+    ("--seed", "seed", int, "data split, initialisation, subsets "),
+    ("--modulus", "modulus", int, ""),
+    ("--train-fraction", "train_fraction", float, ""),
+    ("--lr", "lr", float, ""),
+    ("--weight-decay", "weight_decay", float, ""),
+    ("--info-subset", "info_subset", int, "samples per split for MIR/HDR, 0 = all "),
+    ("--threshold", "grokking_threshold", float, "test accuracy that marks the jump "),
+    ("--device", "device", str, ""),
+)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``python -m hf_infonc.analysis.grokking --steps N --out DIR``: run, save JSON and plot."""
     defaults = GrokkingConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--steps", type=int, default=defaults.steps, help="full-batch optimiser steps (default: %(default)s)")
     add("--out", type=Path, default=Path("runs/grokking"), help="output folder (default: %(default)s)")
     add("--json", type=Path, default=None, help="history JSON path (default: OUT/grokking_history.json)")
     add("--plot", type=Path, default=None, help="plot path (default: OUT/grokking.png)")
-    add("--eval-every", type=int, default=defaults.eval_every, help="(default: %(default)s)")
-    add("--seed", type=int, default=defaults.seed, help="data split, initialisation, subsets (default: %(default)s)")
-    add("--modulus", type=int, default=defaults.modulus, help="(default: %(default)s)")
-    add("--train-fraction", type=float, default=defaults.train_fraction, help="(default: %(default)s)")
-    add("--lr", type=float, default=defaults.lr, help="(default: %(default)s)")
-    add("--weight-decay", type=float, default=defaults.weight_decay, help="(default: %(default)s)")
-    add("--info-subset", type=int, default=defaults.info_subset,
-        help="samples per split for MIR/HDR, 0 = all (default: %(default)s)")
-    add("--threshold", type=float, default=defaults.grokking_threshold,
-        help="test accuracy that marks the jump (default: %(default)s)")
-    add("--device", default=defaults.device, help="(default: %(default)s)")
-    add("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    for flag, name, kind, text in CONFIG_OPTIONS:  # default: the config's
+        add(flag, dest=name, type=kind, default=getattr(defaults, name), metavar=flag[2:].upper().replace("-", "_"),
+            help=f"{text}(default: %(default)s)")
+    add("--threads", dest="num_threads", type=int, default=None, metavar="THREADS",
+        help="torch CPU threads (default: torch's own)")
     add("--stop-after-grokking", type=int, default=None, metavar="K",
         help="stop K steps after the grokking step (default: run all --steps)")
     add("--plot-only", type=Path, default=None, metavar="JSON", help="re-plot a saved history JSON and exit")
@@ -577,12 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot_only is not None:
         print(plot_grokking(GrokkingResult.from_json(args.plot_only), plot_path))
         return 0
-    cfg = GrokkingConfig(
-        modulus=args.modulus, train_fraction=args.train_fraction, lr=args.lr, weight_decay=args.weight_decay,
-        steps=args.steps, eval_every=args.eval_every, seed=args.seed, device=args.device,
-        info_subset=args.info_subset or None, grokking_threshold=args.threshold, num_threads=args.threads,
-        log_evals=not args.no_log_evals,
-    )
+    options = {name: getattr(args, name) for _, name, _, _ in CONFIG_OPTIONS}
+    cfg = GrokkingConfig(**{**options, "info_subset": args.info_subset or None}, num_threads=args.num_threads,
+                         log_evals=not args.no_log_evals)
     grokked_at: list[int] = []
 
     def stop_after_grokking(record: dict[str, float], model: nn.Module) -> bool:
@@ -594,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_grokking(cfg, progress=not args.no_progress, callback=callback)
     json_path = result.to_json(args.json or args.out / "grokking_history.json")
     plot_grokking(result, plot_path)
-    final = result.record_at(result.history["step"][-1])
+    final = {key: values[-1] for key, values in result.history.items()}
     grokked_s = result.grokking_wall_time_s
     print(f"history: {json_path}\nplot: {plot_path}")
     print(

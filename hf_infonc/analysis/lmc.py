@@ -1,27 +1,8 @@
 """Linear mode connectivity of two checkpoints, with accuracy, MIR and HDR along the path (docs/theory.md §5).
 
-For two fine-tuned models ``θ_A``, ``θ_B`` of one architecture (the paper: two models trained from
-one initialisation, e.g. with different data orders), every point of the segment
-
-    θ(ω) = (1 - ω)·θ_A + ω·θ_B,   ω ∈ linspace(0, 1, points)
-
-is evaluated on the recipe's test split: accuracy, the sample-level MIR/HDR between the features
-and the head rows of the labels (batches of 64, docs/theory.md §2 item 2), the class-mean measures, NC1–NC4
-and the loss (arXiv 2406.03999 §5: MIR and HDR follow the accuracy along the path).
-
-* Every floating-point entry of the state dict is interpolated (parameters and float buffers);
-  integer buffers (position ids, tokenised prompts) are taken from A. ``ω = 0`` and ``ω = 1`` are
-  A and B exactly (``1·a + 0·b``), so the end points repeat each run's ``metrics.json``.
-* The two checkpoints must share the model family and training mode of their recipes and have the
-  same state-dict keys and shapes; otherwise a ``ValueError`` names the first mismatching key.
-* Evaluation uses A's recipe (data, prompts, loss weights), or ``recipe=`` for both.
-* ``barrier``: ``max_ω [(1-ω)·v(0) + ω·v(1) - v(ω)]`` for accuracy, MIR (a dip below the straight
-  line) and ``max_ω [v(ω) - ((1-ω)·v(0) + ω·v(1))]`` for the loss (the usual loss barrier of
-  Frankle et al. 2020).
-
-Writes ``lmc.json`` and ``lmc.png``. Command line::
-
-    hf-infonc analyze lmc runs/a runs/b --points 11 --out runs/lmc
+Every point ``θ(ω) = (1 - ω)·θ_A + ω·θ_B``, ``ω ∈ linspace(0, 1, points)``, is evaluated on the test split of
+A's recipe (arXiv 2406.03999 §5: MIR and HDR follow the accuracy along the path); what is interpolated, what is
+checked and what ``lmc.json`` / ``lmc.png`` hold: docs/analysis.md, "Linear mode connectivity".
 """
 
 from __future__ import annotations
@@ -34,9 +15,9 @@ from typing import Any
 import torch
 
 from hf_infonc.analysis.common import (
-    AnalysisError, default_out, evaluate, evaluation_trainer, find_recipe, load_run, model_state, set_model_state,
+    AnalysisError, evaluate, evaluation_trainer, find_recipe, finish, finite, load_run, model_state, output_folder,
+    plot_panels, progress_bar, set_model_state,
 )
-from hf_infonc.analysis.report import finite, plot_panels, progress_bar, save_document
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +63,15 @@ def interpolate_states(state_a: dict[str, torch.Tensor], state_b: dict[str, torc
     """``(1-ω)·θ_A + ω·θ_B`` for floating-point entries (computed in float32 or wider), A's integer entries."""
     mixed = {}
     for key, a in state_a.items():
-        if not a.is_floating_point():
-            mixed[key] = a
-            continue
-        b = state_b[key]
-        dtype = torch.promote_types(a.dtype, torch.float32)
-        mixed[key] = ((1.0 - omega) * a.to(dtype) + omega * b.to(dtype)).to(a.dtype)
+        if a.is_floating_point():
+            dtype = torch.promote_types(a.dtype, torch.float32)
+            a = ((1.0 - omega) * a.to(dtype) + omega * state_b[key].to(dtype)).to(a.dtype)
+        mixed[key] = a
     return mixed
 
 
 def _barrier(omegas: list[float], values: list[float], *, higher_is_better: bool) -> float | None:
+    """The largest dip below the line between the end points (rise above it for a loss; Frankle et al. 2020)."""
     if not all(finite(v) for v in values):
         return None
     line = [(1 - w) * values[0] + w * values[-1] for w in omegas]
@@ -99,17 +79,9 @@ def _barrier(omegas: list[float], values: list[float], *, higher_is_better: bool
     return max(gaps)
 
 
-def linear_mode_connectivity(
-    checkpoint_a: str | Path,
-    checkpoint_b: str | Path,
-    *,
-    points: int = 11,
-    recipe: str | Path | None = None,
-    overrides: list[str] | None = None,
-    out: str | Path | None = None,
-    plot: bool = True,
-    progress: bool = True,
-) -> dict[str, Any]:
+def linear_mode_connectivity(checkpoint_a: str | Path, checkpoint_b: str | Path, *, points: int = 11,
+                             recipe: str | Path | None = None, overrides: list[str] | None = None,
+                             out: str | Path | None = None, plot: bool = True, progress: bool = True) -> dict[str, Any]:
     """Evaluate ``points`` models on the segment from A to B; write ``lmc.json`` (and ``lmc.png``) to ``out``.
 
     ``recipe``/``overrides``: as ``--recipe``/``--set`` on the command line (applied to both
@@ -128,7 +100,7 @@ def linear_mode_connectivity(
     recipe_b = load_recipe(find_recipe(checkpoint_b, recipe), overrides)
     recipe_a = load_recipe(find_recipe(checkpoint_a, recipe), overrides)
     check_recipes(recipe_a, recipe_b, str(checkpoint_a), str(checkpoint_b))
-    out = Path(out) if out is not None else default_out("lmc", checkpoint_a)
+    out = output_folder(out, "lmc", checkpoint_a)
 
     run = load_run(checkpoint_a, recipe=recipe, overrides=overrides)
     model_b, _ = load_saved_model(recipe_b, checkpoint_b, run.class_names)
@@ -145,28 +117,11 @@ def linear_mode_connectivity(
         results.append({"omega": omega, **metrics})
         logger.info("ω = %.3f: accuracy %.4f, MIR %.4f, HDR %.4f", omega, metrics.get("accuracy", math.nan),
                     metrics.get("mir", math.nan), metrics.get("hdr", math.nan))
-    set_model_state(trainer, state_a)
-    if hasattr(trainer, "end"):
-        trainer.end()
-
-    from hf_infonc.callbacks import collapse_reference
-
-    document = {
-        "checkpoint_a": str(checkpoint_a),
-        "checkpoint_b": str(checkpoint_b),
-        "recipe": str(run.recipe_path),
-        "overrides": list(overrides or []),
-        "points": points,
-        "num_classes": len(run.class_names),
-        "collapse": collapse_reference(len(run.class_names)),
-        "barrier": {
-            key: _barrier(omegas, [r.get(key) for r in results], higher_is_better=key != "loss")
-            for key in ("accuracy", "mir", "loss")
-        },
-        "results": results,
-    }
-    save_document(out, "lmc", document, plot_lmc if plot else None)
-    return document
+    barrier = {key: _barrier(omegas, [r.get(key) for r in results], higher_is_better=key != "loss")
+               for key in ("accuracy", "mir", "loss")}
+    document = {"checkpoint_a": str(checkpoint_a), "checkpoint_b": str(checkpoint_b), "points": points,
+                "barrier": barrier, "results": results}
+    return finish(trainer, state_a, run, overrides, document, out, "lmc", plot_lmc if plot else None)
 
 
 def plot_lmc(document: dict[str, Any], path: str | Path) -> Path:
@@ -180,4 +135,5 @@ def plot_lmc(document: dict[str, Any], path: str | Path) -> Path:
         ("test loss", [("loss", "loss"), ("loss/base", "loss/base")], []),
     ]
     title = f"Linear mode connectivity: A = {document['checkpoint_a']}, B = {document['checkpoint_b']}"
-    return plot_panels(path, title, "ω  (θ = (1-ω)·θ_A + ω·θ_B)", [r["omega"] for r in results], results, panels)
+    xs = [r["omega"] for r in results]
+    return plot_panels(path, title, "ω  (θ = (1-ω)·θ_A + ω·θ_B)", xs, results, panels)

@@ -1,31 +1,10 @@
 """Global magnitude pruning, tracked with MIR between the features before and after (docs/theory.md §5).
 
-For each requested sparsity ``s`` the fine-tuned model is pruned afresh (from the unpruned
-weights): the fraction ``s`` of smallest-magnitude entries over **all** prunable weight matrices
-together is set to zero (``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured``,
-made permanent with ``prune.remove``). Prunable: the ``weight`` of every ``nn.Linear`` and
-``nn.Conv1d/2d/3d`` (also inside peft LoRA layers), and the ``in_proj_weight`` of
-``nn.MultiheadAttention`` (open_clip's attention); embeddings, norms and biases are kept. A
-parameter shared by several modules is pruned once.
-
-Measured on the recipe's test split, for each ``s``:
-
-* ``achieved_sparsity``: the fraction of exact zeros among the prunable weights after pruning
-  (checked against the request; a warning if they differ by more than 1e-3, e.g. because of
-  weights that were already zero);
-* ``accuracy``, and the usual sample-level ``mir``/``hdr`` between the features and the head rows
-  of the labels (docs/theory.md §2 item 2), class-mean measures, NC1–NC4, loss;
-* ``mir_before_after``/``hdr_before_after``/``mi_before_after``: ``K₁ = G(features before
-  pruning)``, ``K₂ = G(features after)`` of the same inputs, averaged over consecutive batches of
-  64 (docs/theory.md §2.3; arXiv 2409.16767: MIR stays high up to 90% sparsity).
-
-Identical features do **not** give MIR = 1 (docs/theory.md §2.3), so the document also holds
-``mir_self = MIR(before, before)`` (the value at sparsity 0) and each result has
-``mir_before_after_relative = mir_before_after / mir_self`` (1 at sparsity 0).
-
-Writes ``prune.json`` and ``prune.png``. Command line::
-
-    hf-infonc analyze prune runs/a --sparsity 0.5,0.7,0.9 --out runs/prune
+For each sparsity ``s`` the unpruned model loses the fraction ``s`` of smallest ``|w|`` over all prunable weights
+together (``torch.nn.utils.prune.global_unstructured``, ``L1Unstructured``, made permanent); MIR/HDR between the
+features before and after pruning, averaged over batches of 64 (docs/theory.md §2.3; arXiv 2409.16767: MIR stays
+high up to 90% sparsity), and relative to ``mir_self = MIR(before, before)``, which is not 1 (docs/theory.md §2.3).
+What is prunable and what ``prune.json`` / ``prune.png`` hold: docs/analysis.md, "Magnitude pruning".
 """
 
 from __future__ import annotations
@@ -41,9 +20,9 @@ import torch
 from torch import nn
 
 from hf_infonc.analysis.common import (
-    AnalysisError, clear_head_caches, default_out, evaluate, evaluation_trainer, load_run, model_state, set_model_state,
+    AnalysisError, clear_head_caches, evaluate, evaluation_trainer, finish, load_run, model_state, output_folder,
+    plot_panels, progress_bar, set_model_state,
 )
-from hf_infonc.analysis.report import plot_panels, progress_bar, save_document
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +50,8 @@ def parse_sparsities(text: str | Sequence[float]) -> list[float]:
 
 
 def prunable_parameters(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """``(module, name)`` of every prunable weight (see the module doc), each parameter once."""
+    """``(module, name)`` of every prunable weight, each parameter once: the ``weight`` of Linear/Conv modules (also
+    inside peft LoRA layers), the input projection of ``nn.MultiheadAttention``; embeddings, norms, biases are kept."""
     seen: set[int] = set()
     found = []
     for module in model.modules():
@@ -118,25 +98,14 @@ def _before_after(before: torch.Tensor, after: torch.Tensor, batch_size: int) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a 0/0 batch is reported as NaN / skipped
         stats = batched_mir_hdr(before.double(), after.double(), batch_size=batch_size)
-    return {
-        "mir_before_after": stats.get("mir", math.nan),
-        "hdr_before_after": stats.get("hdr", math.nan),
-        "mi_before_after": stats.get("mi", math.nan),
-        "entropy_after": stats.get("head_entropy", math.nan),
-    }
+    names = {"mir": "mir_before_after", "hdr": "hdr_before_after", "mi": "mi_before_after",
+             "head_entropy": "entropy_after"}
+    return {name: stats.get(key, math.nan) for key, name in names.items()}
 
 
-def prune_analysis(
-    checkpoint: str | Path,
-    sparsities: Sequence[float] | str = (0.5, 0.9),
-    *,
-    recipe: str | Path | None = None,
-    overrides: list[str] | None = None,
-    out: str | Path | None = None,
-    batch_size: int = 64,
-    plot: bool = True,
-    progress: bool = True,
-) -> dict[str, Any]:
+def prune_analysis(checkpoint: str | Path, sparsities: Sequence[float] | str = (0.5, 0.9), *,
+                   recipe: str | Path | None = None, overrides: list[str] | None = None, out: str | Path | None = None,
+                   batch_size: int = 64, plot: bool = True, progress: bool = True) -> dict[str, Any]:
     """Prune ``checkpoint`` to each sparsity and measure; write ``prune.json`` (and ``prune.png``) to ``out``.
 
     Returns the JSON document: ``baseline`` (the unpruned model's metrics), ``mir_self``,
@@ -144,7 +113,7 @@ def prune_analysis(
     """
     values = parse_sparsities(sparsities)
     checkpoint = Path(checkpoint)
-    out = Path(out) if out is not None else default_out("prune", checkpoint)
+    out = output_folder(out, "prune", checkpoint)
     run = load_run(checkpoint, recipe=recipe, overrides=overrides)
     trainer = evaluation_trainer(run, out)
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -178,30 +147,14 @@ def prune_analysis(
         results.append(record)
         logger.info("sparsity %.3f (achieved %.4f): accuracy %.4f, MIR(before, after) %.4f", sparsity, achieved,
                     record.get("accuracy", math.nan), record["mir_before_after"])
-    set_model_state(trainer, original)
-    if hasattr(trainer, "end"):
-        trainer.end()
-
-    from hf_infonc.callbacks import collapse_reference
-
     document = {
         "checkpoint": str(checkpoint),
-        "recipe": str(run.recipe_path),
-        "overrides": list(overrides or []),
         "method": "global magnitude (L1Unstructured over all Linear/Conv/MultiheadAttention weights)",
-        "batch_size": batch_size,
-        "prunable_tensors": len(targets),
-        "prunable_parameters": total,
-        "initial_sparsity": initial_sparsity,
-        "num_classes": len(run.class_names),
-        "collapse": collapse_reference(len(run.class_names)),
-        "mir_self": reference["mir_before_after"],
-        "entropy_before": reference["entropy_after"],
-        "baseline": baseline.metrics,
-        "results": results,
+        "batch_size": batch_size, "prunable_tensors": len(targets), "prunable_parameters": total,
+        "initial_sparsity": initial_sparsity, "mir_self": reference["mir_before_after"],
+        "entropy_before": reference["entropy_after"], "baseline": baseline.metrics, "results": results,
     }
-    save_document(out, "prune", document, plot_prune if plot else None)
-    return document
+    return finish(trainer, original, run, overrides, document, out, "prune", plot_prune if plot else None)
 
 
 def plot_prune(document: dict[str, Any], path: str | Path) -> Path:

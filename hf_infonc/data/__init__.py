@@ -1,10 +1,5 @@
-"""Recipe-driven datasets: sources, splits, few-shot sampling, prompts, transforms, collators.
-
-A recipe's ``data:`` section becomes a :class:`DataConfig` (:mod:`.config`); :func:`build_datasets`
-(:mod:`.build`) loads its source (:mod:`.sources`) with the standard columns (:mod:`.columns`),
-then splits and samples it (:mod:`.fewshot`). :mod:`.prompts`, :mod:`.transforms`,
-:mod:`.augment` and :mod:`.collate` turn the rows into model inputs.
-"""
+"""Recipe-driven datasets: a :class:`DataConfig` → :func:`build_datasets` (sources, standard columns, splits,
+few-shot); prompts, transforms, augmentations and collators turn the rows into model inputs."""
 
 from .augment import TextViews, strong_image_transform, view_transforms_from, weak_image_transform
 from .build import build_datasets, build_image_transform, class_names, resolve_hflip

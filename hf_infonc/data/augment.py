@@ -1,27 +1,10 @@
-"""Weak and strong views for semi-supervised learning (FixMatch, FreeMatch).
+"""Weak and strong views for semi-supervised learning: FixMatch (Sohn et al. 2020, arXiv 2001.07685) and
+FreeMatch (Wang et al. 2023, arXiv 2205.07246) pseudo-label the weak view and train on the strong one.
 
-FixMatch (Sohn et al. 2020, arXiv 2001.07685) pseudo-labels the *weak* view of an unlabelled
-example and trains the model to predict that label on its *strong* view; FreeMatch (Wang et al.
-2023, arXiv 2205.07246) and the USB benchmark use the same two views.
-
-Images (``3 × H × W`` ``float32`` tensors normalised as the evaluation transform of
-:mod:`hf_infonc.data.transforms`; randomness from ``torch``'s global generator, so
-``torch.manual_seed`` makes the views reproducible; every step is picklable):
-
-* **weak**: RGB → the evaluation geometry (resize, centre crop) → optional random horizontal
-  flip → random translation by up to 12.5 % of each side (reflect padding: 4 pixels at 32×32)
-  → tensor → normalise.
-* **strong**: the weak geometry → :class:`RandomMagnitudeRandAugment` (two ops) → tensor →
-  normalise → :class:`Cutout`. torchvision's op set is FixMatch's (identity, auto-contrast,
-  equalise, rotate, solarise, colour, posterise, contrast, brightness, sharpness, shear x/y,
-  translate x/y), with slightly wider ranges (translation up to 45 % of the side instead of
-  30 %; brightness / colour / contrast / sharpness factors in [0.1, 1.9] instead of [0.05, 0.95]).
-
-Texts (no network, no word lists: no synonyms or back-translation). Words are the
-whitespace-separated tokens (punctuation stays attached); a view joins its kept words by single
-spaces, always keeps at least one word (a uniformly chosen one when all were deleted), and its
-word multiset is a sub-multiset of the text's. Randomness comes only from the ``random.Random``
-passed in. See :class:`TextViews`.
+Images (tensors normalised as the evaluation transform; randomness from ``torch``'s global generator; every
+step picklable): **weak** = evaluation geometry → [flip] → translation by up to 12.5 % (reflect padding) →
+tensor → normalise; **strong** = the weak geometry → :class:`RandomMagnitudeRandAugment` → tensor →
+normalise → :class:`Cutout`. Texts: :class:`TextViews`. docs/semi_supervised.md describes both.
 """
 
 from __future__ import annotations
@@ -51,12 +34,9 @@ def _uniform(low: int, high: int) -> int:
 
 @dataclass(eq=False)
 class Cutout:
-    """Set one random square of a ``C × H × W`` tensor to ``value`` (DeVries & Taylor 2017, as in FixMatch).
-
-    The side is uniform in ``{1, …, max(1, ⌊max_fraction · min(H, W)⌋)}``, the centre a uniform
-    pixel; the square is clipped at the border. Applied after normalisation, ``value=0`` is the
-    dataset mean colour. The input tensor is not modified.
-    """
+    """A copy of a ``C × H × W`` tensor with one random square set to ``value`` (DeVries & Taylor 2017, as in
+    FixMatch): side uniform in ``{1, …, max(1, ⌊max_fraction · min(H, W)⌋)}``, uniform centre, clipped at the
+    border. After normalisation, ``value=0`` is the dataset mean colour."""
 
     max_fraction: float = CUTOUT_FRACTION
     value: float = 0.0
@@ -83,11 +63,9 @@ class Cutout:
 class RandomMagnitudeRandAugment:
     """RandAugment (Cubuk et al. 2020) with a fresh magnitude per operation, FixMatch's variant.
 
-    Applies ``num_ops`` operations in turn; each is a uniformly chosen torchvision RandAugment op
-    at a magnitude drawn uniformly from ``{min_magnitude, …, max_magnitude}`` on a scale of
-    ``num_magnitude_bins − 1`` (default 0–10: magnitude m is m/10 of each op's maximum), with grey
-    fill 128 for geometric ops. Built from ``torchvision.transforms.RandAugment(num_ops=1,
-    magnitude=m)`` objects, one per magnitude.
+    ``num_ops`` times: a uniformly chosen torchvision RandAugment op (FixMatch's op set, slightly wider
+    ranges) at a magnitude uniform in ``{min_magnitude, …, max_magnitude}`` of ``num_magnitude_bins − 1``,
+    grey fill 128; one ``RandAugment(num_ops=1, magnitude=m)`` per magnitude.
     """
 
     def __init__(
@@ -136,8 +114,7 @@ def _view(
     plain = image_transform(image_size, mean, std, train=False, resize_size=resize_size, interpolation=interpolation)
     steps = list(plain.transforms)
     cut = next(i for i, step in enumerate(steps) if isinstance(step, T.ToTensor))
-    crop = next(step for step in steps if isinstance(step, T.CenterCrop))
-    size = tuple(int(s) for s in crop.size) if isinstance(crop.size, (tuple, list)) else (crop.size, crop.size)
+    size = next(step for step in steps if isinstance(step, T.CenterCrop)).size  # always (height, width)
     random_steps: list[Any] = [T.RandomHorizontalFlip()] if hflip else []
     pad_h, pad_w = int(translate * size[0]), int(translate * size[1])
     if pad_h or pad_w:
@@ -154,12 +131,9 @@ def weak_image_transform(
     """FixMatch's weak view: eval geometry → [random flip] → random translation → tensor → normalise.
 
     Args:
-        image_size: output side (int) or ``(height, width)``.
-        mean, std: per-channel normalisation (as in the evaluation transform).
+        image_size, mean, std, resize_size, interpolation: as in :func:`hf_infonc.data.transforms.image_transform`.
         hflip: random horizontal flips (``False`` for digits and text-like images).
         translate: largest shift as a fraction of each side, by reflect-padded ``RandomCrop`` (0.125).
-        resize_size, interpolation: the evaluation resize before the centre crop
-            (see :func:`hf_infonc.data.transforms.image_transform`).
     """
     return _view(image_size, mean, std, hflip, translate, resize_size, interpolation)
 
@@ -183,13 +157,8 @@ def strong_image_transform(
 def view_transforms_from(
     eval_transform: T.Compose, *, hflip: bool, translate: float = TRANSLATE_FRACTION
 ) -> tuple[T.Compose, T.Compose]:
-    """``(weak, strong)`` view transforms with the size, resize and normalisation of an evaluation transform.
-
-    ``eval_transform`` is an evaluation Compose from :func:`hf_infonc.data.transforms.image_transform`
-    (or ``image_transform_from_hf`` / ``image_transform_from_open_clip``, ``train=False``):
-    ``ConvertRGB → Resize → CenterCrop → ToTensor → Normalize``. The output size is the centre
-    crop's, the resize keeps its size and interpolation, ``mean``/``std`` come from ``Normalize``.
-    """
+    """``(weak, strong)`` view transforms with the crop size, resize and ``Normalize`` of an evaluation
+    transform (``train=False``) from :func:`hf_infonc.data.transforms.image_transform` or its siblings."""
     from torchvision import transforms as T
 
     steps = getattr(eval_transform, "transforms", None)
@@ -229,24 +198,24 @@ def view_transforms_from(
         value = tuple(int(s) for s in value) if isinstance(value, (tuple, list)) else value
         return value[0] if isinstance(value, tuple) and len(value) == 1 else value
 
-    interpolation = resize.interpolation if resize is not None else "bicubic"
-    common = dict(hflip=hflip, translate=translate, resize_size=unpack(resize.size) if resize else None)
-    mean, std = tuple(normalize.mean), tuple(normalize.std)
-    weak = weak_image_transform(unpack(size), mean, std, interpolation=interpolation, **common)
-    return weak, strong_image_transform(unpack(size), mean, std, interpolation=interpolation, **common)
+    common = dict(hflip=hflip, translate=translate, resize_size=unpack(resize.size) if resize else None,
+                  interpolation=resize.interpolation if resize is not None else "bicubic")
+    args = (unpack(size), tuple(normalize.mean), tuple(normalize.std))
+    return weak_image_transform(*args, **common), strong_image_transform(*args, **common)
 
 
 @dataclass(frozen=True)
 class TextViews:
-    """Weak and strong views of a text for FixMatch on text.
+    """Weak and strong views of a text for FixMatch on text (no network: no synonyms or back-translation).
 
     * **weak**: random word dropout, each word deleted with probability ``weak_drop`` (0.1);
     * **strong**: EDA (Wei & Zou 2019, arXiv 1901.11196) random deletion with probability
       ``strong_drop`` (0.3), then ``max(1, ⌊swap_fraction · number of words⌋)`` random swaps of two
       kept words (``swap_fraction`` = 0.1, the EDA α).
 
-    ``views.weak(text, rng)`` and ``views.strong(text, rng)`` take a ``random.Random``; a text
-    without words is returned unchanged.
+    Words are whitespace-separated; a view keeps at least one and joins them by single spaces; a text without
+    words is returned unchanged. ``weak(text, rng)`` / ``strong(text, rng)`` draw only from ``rng``
+    (a ``random.Random``).
     """
 
     weak_drop: float = 0.1

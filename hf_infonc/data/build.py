@@ -1,12 +1,4 @@
-"""From a :class:`DataConfig` to the datasets and the image transforms of a run.
-
-:func:`build_datasets` returns a ``datasets.DatasetDict`` with the splits ``train`` and ``test``
-(and ``validation`` when ``validation_size`` is set) and the standard columns of
-:mod:`hf_infonc.data.columns`. Order of operations: load the source (holding out ``test_size``
-of train, seed 0, when it has no test split) → class-name override → ``validation`` hold-out
-(``validation_size``, ``seed``) → few-shot on train (``shots``, ``seed``) → size caps
-(``max_train_samples``, ``max_eval_samples``, ``seed``).
-"""
+"""From a :class:`DataConfig` to the datasets and the image transforms of a run."""
 
 from __future__ import annotations
 
@@ -45,13 +37,8 @@ def resolve_hflip(cfg: DataConfig) -> bool:
 
 
 def build_image_transform(cfg: DataConfig, preprocessing: Any = None, *, train: bool):
-    """The image transform for ``cfg``, following a model's preprocessing.
-
-    ``preprocessing`` is a ``transformers`` image processor (or a processor holding one, such as
-    ``CLIPProcessor``), an open_clip model / preprocess dict / ``PreprocessCfg``, or ``None`` (then
-    ``cfg.image_size`` with CLIP's mean and std). ``cfg.image_size`` overrides the model's size;
-    ``cfg.augment`` and the resolved ``hflip`` control training augmentation.
-    """
+    """The image transform for ``cfg`` following ``preprocessing``: a ``transformers`` (image) processor, an
+    open_clip model / preprocess dict / ``PreprocessCfg``, or ``None`` (``cfg.image_size``, CLIP's mean and std)."""
     options = dict(train=train, augment=cfg.augment, hflip=resolve_hflip(cfg))
     if preprocessing is None:
         if cfg.image_size is None:
@@ -78,13 +65,12 @@ def _describe(split: str, ds: Dataset) -> str:
 
 
 def build_datasets(cfg: DataConfig) -> DatasetDict:
-    """Build the ``train`` / ``test`` (/ ``validation``) splits described by ``cfg``.
+    """The ``train`` / ``test`` (/ ``validation``) splits of ``cfg``, with the standard columns.
 
-    See the module docstring for the columns and the order of operations. Raises
-    :class:`~hf_infonc.data.sources.DatasetUnavailableError` when a Hub dataset is asked for
-    offline, :class:`~hf_infonc.errors.DataError` (a ``ValueError``) for data that cannot be used
-    (missing or empty files, unreadable images, missing texts, bad labels, a missing split, too few
-    examples for ``shots``, unlabelled evaluation data, a wrong number of class names, an empty split).
+    Order: load the source (holding out ``test_size`` of train, seed 0, when it has no test split) →
+    class names → ``validation`` hold-out → few-shot → size caps (all seeded by ``cfg.seed``). Raises
+    :class:`~hf_infonc.data.sources.DatasetUnavailableError` (a Hub dataset offline) or
+    :class:`~hf_infonc.errors.DataError` (data that cannot be used).
     """
     if not isinstance(cfg, DataConfig):
         raise TypeError(f"build_datasets expects a DataConfig, got {type(cfg).__name__}.")
@@ -106,17 +92,16 @@ def build_datasets(cfg: DataConfig) -> DatasetDict:
         if unlabelled:
             logger.warning("Split '%s' has %d unlabelled examples (label -1).", cfg.train_split, unlabelled)
 
-    splits: dict[str, Dataset] = {}
+    held: dict[str, Dataset] = {}
     if cfg.validation_size is not None:
-        train, validation = holdout_split(train, cfg.validation_size, seed=cfg.seed)
+        train, held["validation"] = holdout_split(train, cfg.validation_size, seed=cfg.seed)
     if cfg.shots is not None:
         if "label" not in train.column_names:
             raise DataError(f"data.shots needs labels, but source '{cfg.source}' has none (captions only).")
         train = sample_few_shot(train, cfg.shots, seed=cfg.seed)
-    splits["train"] = subsample(train, cfg.max_train_samples, seed=cfg.seed)
-    if cfg.validation_size is not None:
-        splits["validation"] = subsample(validation, cfg.max_eval_samples, seed=cfg.seed)
-    splits["test"] = subsample(test, cfg.max_eval_samples, seed=cfg.seed)
+    splits = {"train": subsample(train, cfg.max_train_samples, seed=cfg.seed)}
+    for split, ds in {**held, "test": test}.items():
+        splits[split] = subsample(ds, cfg.max_eval_samples, seed=cfg.seed)
 
     empty = [split for split, ds in splits.items() if len(ds) == 0]
     if empty:

@@ -1,14 +1,8 @@
-"""Collators: a list of dataset rows (standard columns) → a batch of tensors for the model.
+"""Collators: dataset rows (standard columns, never modified) → a batch with the Hugging Face names
+``pixel_values`` (``float32``), ``input_ids`` / ``attention_mask`` / ... and ``labels`` (``int64``).
 
-Rows are read, never modified. Batches use the Hugging Face names: ``pixel_values``
-(``float32``, ``B × 3 × H × W``), ``input_ids`` / ``attention_mask`` (and whatever else the
-tokenizer returns, e.g. ``token_type_ids``), and ``labels`` (``int64``).
-
-A tokenizer may be a Hugging Face tokenizer (``transformers.PreTrainedTokenizerBase``:
-padded to the longest text of the batch, truncated at ``max_length``) or an open_clip
-tokenizer (any callable mapping a list of strings to a ``LongTensor`` of ids, padded to the
-model's fixed context length): open_clip batches get ``input_ids`` only, since open_clip
-models build their own attention masks.
+Tokenizers: Hugging Face (padded to the longest text, truncated at ``max_length``) or open_clip (a callable
+returning a ``LongTensor`` at the model's context length; its batches get ``input_ids`` only).
 """
 
 from __future__ import annotations
@@ -33,12 +27,8 @@ def is_hf_tokenizer(tokenizer: Any) -> bool:
 
 
 def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
-    """Tokenize a batch of texts with a Hugging Face or an open_clip tokenizer.
-
-    Hugging Face: ``tokenizer(texts, padding=True, truncation=True, max_length=...)``, every
-    output as a tensor. open_clip: ``{"input_ids": tokenizer(texts)}`` at the tokenizer's own
-    context length (``max_length`` is ignored: the model's positional embedding fixes it).
-    """
+    """Tokenize texts: Hugging Face ``tokenizer(texts, padding=True, truncation=True, max_length=...)`` as
+    tensors, or open_clip ``{"input_ids": tokenizer(texts)}`` (``max_length`` ignored: the model fixes it)."""
     if is_hf_tokenizer(tokenizer):
         encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return dict(encoded.items())
@@ -75,18 +65,11 @@ def _labels(examples: Rows, column: str, collator: object) -> torch.Tensor:
 
 
 def _pixel_values(images: list[Any], transform: Transform | None, collator: object) -> torch.Tensor:
-    tensors = []
-    for image in images:
-        if isinstance(image, torch.Tensor):
-            tensors.append(image)
-        elif transform is None:
-            raise ValueError(
-                f"{type(collator).__name__}: rows hold PIL images, so a transform to tensors is needed; "
-                f"pass transform=..."
-            )
-        else:
-            tensors.append(transform(image))
-    return torch.stack(tensors).float()
+    if transform is None and not all(isinstance(image, torch.Tensor) for image in images):
+        raise ValueError(
+            f"{type(collator).__name__}: rows hold PIL images, so a transform to tensors is needed; pass transform=..."
+        )
+    return torch.stack([image if isinstance(image, torch.Tensor) else transform(image) for image in images]).float()
 
 
 @dataclass(eq=False)

@@ -1,12 +1,6 @@
-"""The standard columns that every data source returns.
-
-- ``image``: ``datasets.Image(mode="RGB")``, decoded to an RGB ``PIL.Image``; **or**
-- ``text``: ``str``;
-- ``caption`` (optional, image-caption pairs): ``str``;
-- ``label``: ``datasets.ClassLabel`` whose ``names`` are human-readable class names (used in
-  CLIP prompts). Optional only for image-caption data. ``-1`` marks an unlabelled example.
-
-Other columns are dropped.
+"""The standard columns that every data source returns (others are dropped): ``image``
+(``datasets.Image(mode="RGB")``) or ``text`` (``str``); ``caption`` (``str``, image-caption pairs only); ``label``
+(``ClassLabel`` with human-readable names, used in CLIP prompts; optional for image-caption data; -1: unlabelled).
 """
 
 from __future__ import annotations
@@ -127,9 +121,8 @@ def _standardize_labels(dd: DatasetDict, class_names: Sequence[str] | None, sour
             f"{len(class_names)} class names were given in data.class_names; give one name per class."
         )
     if class_names is None and gaps:
-        # Refused rather than guessed: keeping the values as indices would invent classes without a single
-        # example (C, the CLIP head and the collapse references would all be wrong), and renumbering them
-        # would silently change what a label index means.
+        # Refused rather than guessed: keeping the values would invent classes without examples (C, the CLIP head
+        # and the collapse references would be wrong); renumbering would silently change what an index means.
         raise DataError(
             f"Source '{source}': the integer labels are {_more(present, 12, ' ...')}, not 0..C-1: class index(es) "
             f"{_more(gaps, 10, ' ...')} have no example, so they would make {maximum + 1} classes. Renumber the "
@@ -173,17 +166,13 @@ def standardize_columns(
     label_column: str | None = None, caption_column: str | None = None, class_names: Sequence[str] | None = None,
     source: str = "dataset", base_dir: str | os.PathLike | None = None,
 ) -> DatasetDict:
-    """Rename, select and type the columns of ``data`` to the standard ones.
+    """Rename, select and type the columns of ``data`` to the standard ones (unnamed ones found among common
+    names; image paths relative to ``base_dir``).
 
-    Columns not named explicitly are found among common names (``image``/``img``;
-    ``text``/``sentence``/``review``; ``caption``; ``label``/``labels``/``fine_label``).
-    Images become ``Image(mode="RGB")`` (string columns are read as file paths, relative ones
-    against ``base_dir``); labels become a ``ClassLabel``: integer labels keep their values
-    (names ``"0"``, ``"1"``, ... unless ``class_names`` is given), string labels are encoded in
-    the order of ``class_names`` or sorted, and ``class_names`` renames ``ClassLabel`` classes.
-    A missing label becomes -1 (unlabelled). Refused with a :class:`DataError`: a missing text or
-    caption (the rows are named), fractional or negative labels, and integer labels with gaps
-    (``{0, 1, 7}``) unless ``class_names`` lists every class.
+    Labels become a ``ClassLabel``: integers keep their values (names ``"0"``, ``"1"``, ... unless
+    ``class_names``), strings are encoded in the order of ``class_names`` or sorted; a missing label is -1.
+    :class:`DataError` for a missing text or caption, fractional or negative labels, and integer labels
+    with gaps (``{0, 1, 7}``) unless ``class_names`` lists every class.
     """
     dd = DatasetDict({"train": data}) if isinstance(data, Dataset) else data
     if not dd:

@@ -1,8 +1,5 @@
-"""The ``data:`` section of a recipe, as a typed dataclass.
-
-The recipe loader validates the keys and the types from the dataclass fields; ``__post_init__``
-checks what types cannot express (ranges, exclusive options, well-formed prompt templates).
-"""
+"""The ``data:`` section of a recipe: the recipe loader checks keys and types from the fields, ``__post_init__``
+the rest (ranges, exclusive options, prompt templates)."""
 
 from __future__ import annotations
 
@@ -33,65 +30,55 @@ def _paths(value: object) -> bool:
 
 @dataclass
 class DataConfig:
-    """Where the data comes from and how it is split, sub-sampled and presented.
-
-    :func:`hf_infonc.data.build_datasets` turns it into the splits ``train``, ``test`` (and ``validation`` when
-    ``validation_size`` is set) with the standard columns of :mod:`hf_infonc.data.columns`.
-    """
+    """Where the data comes from and how it is split, sub-sampled and presented
+    (:func:`hf_infonc.data.build_datasets` turns it into splits)."""
 
     source: str
-    """Name of the data source: an offline source (``digits``, ``mnist5k``, ``fashion_mnist``,
-    ``amazon_reviews``), a known Hub dataset (``cifar10``, ``cifar100``, ``stl10``,
-    ``glue/sst2``, ``ag_news``, ``imdb``), a local builder (``imagefolder`` with ``data_dir``;
-    ``csv``, ``json`` or ``jsonl`` with ``data_files``), or any other Hub dataset id
-    (``owner/name``), read with the ``*_column`` options below."""
+    """Name of the data source: offline (``digits``, ``mnist5k``, ``fashion_mnist``, ``amazon_reviews``), a known
+    Hub dataset (``cifar10``, ``cifar100``, ``stl10``, ``glue/sst2``, ``ag_news``, ``imdb``), local files
+    (``imagefolder`` with ``data_dir``; ``csv``, ``json``, ``jsonl`` with ``data_files``), or any other Hub dataset
+    id (``owner/name``), read with the ``*_column`` options below."""
 
     config_name: str | None = None
-    """Configuration (subset) of a Hub dataset, passed as ``name=`` to ``load_dataset``
-    (e.g. ``sst2`` for ``nyu-mll/glue``). Known sources set it themselves."""
+    """Configuration (subset) of a Hub dataset, ``name=`` of ``load_dataset`` (e.g. ``sst2`` for ``nyu-mll/glue``).
+    Known sources set it themselves."""
 
     train_split: str = "train"
     """Split of the source used for training."""
 
     eval_split: str | None = None
-    """Split of the source used as the ``test`` split. ``None``: the source's default
-    (``test``; ``validation`` for GLUE, whose test labels are hidden). When the source has
-    no such split, a stratified ``test_size`` fraction of ``train_split`` is held out."""
+    """Split of the source used as the ``test`` split. ``None``: the source's default (``test``; ``validation`` for
+    GLUE, whose test labels are hidden); without one, a stratified ``test_size`` of ``train_split`` is held out."""
 
     test_size: float = 0.2
-    """Fraction of ``train_split`` held out as ``test`` when the source has no evaluation
-    split (digits, mnist5k, a single CSV file, ...). The hold-out is stratified and uses
-    a fixed seed (0), so the test set is the same for every ``seed``."""
+    """Fraction of ``train_split`` held out as ``test`` when the source has no evaluation split (digits, a CSV
+    file, ...): stratified, with the fixed seed 0, so the test set is the same for every ``seed``."""
 
     validation_size: float | None = None
-    """When set, a stratified fraction (0 < v < 1) of the training split is held out as a
-    ``validation`` split, drawn with ``seed`` before few-shot sampling."""
+    """A stratified fraction (0 < v < 1) of the training split held out as ``validation`` with ``seed``, before
+    few-shot sampling."""
 
     image_column: str | None = None
     """Column holding the images. ``None``: the source's default (``image`` or ``img``)."""
 
     text_column: str | None = None
-    """Column holding the texts of a text-classification source. ``None``: the source's
-    default (``text``, ``sentence``, ...)."""
+    """Column holding the texts. ``None``: the source's default (``text``, ``sentence``, ...)."""
 
     label_column: str | None = None
-    """Column holding the class labels (integers, ``ClassLabel`` or strings). ``None``: the
-    source's default (``label``)."""
+    """Column holding the class labels (integers, ``ClassLabel`` or strings). ``None``: the source's default."""
 
     caption_column: str | None = None
     """Column holding captions of image-caption pairs. ``None``: ``caption`` when present."""
 
     class_names: list[str] | None = None
-    """Human-readable class names in label-index order, replacing the source's names (used
-    in CLIP prompts). For string labels in local files, this list also fixes the index
-    order. Its length must equal the number of classes."""
+    """Human-readable class names in label-index order (one per class), replacing the source's names (used in CLIP
+    prompts). For string labels in local files, it also fixes the index order."""
 
     shots: int | None = None
     """Few-shot: keep exactly this many training examples per class (seeded, stratified)."""
 
     max_train_samples: int | None = None
-    """Cap on the number of training examples, applied after few-shot sampling
-    (stratified, seeded)."""
+    """Cap on the number of training examples, applied after few-shot sampling (stratified, seeded)."""
 
     max_eval_samples: int | None = None
     """Cap on the number of test (and validation) examples (stratified, seeded)."""
@@ -100,32 +87,26 @@ class DataConfig:
     """Seed for the validation hold-out, few-shot sampling and sub-sampling."""
 
     prompt_templates: list[str] | str = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
-    """CLIP prompt templates, each with one ``{}`` (or ``{c}``) placeholder for the class
-    name, or the name of a template set: ``default``, ``openai_imagenet`` (CLIP's 80
-    ImageNet templates), ``simple_imagenet`` (its 7-template subset), ``mnist``."""
+    """CLIP prompt templates, each with one ``{}`` (or ``{c}``) placeholder for the class name, or a template set:
+    ``default``, ``openai_imagenet`` (CLIP's 80), ``simple_imagenet`` (its 7-template subset), ``mnist``."""
 
     image_size: int | None = None
-    """Side of the square model input in pixels. ``None``: from the model's image processor
-    or open_clip preprocessing config."""
+    """Side of the square model input in pixels. ``None``: from the model's preprocessing."""
 
     augment: bool = True
     """Random resized crops (and flips, see ``hflip``) on training images."""
 
     hflip: bool | None = None
-    """Random horizontal flips when augmenting. ``None``: the source's default (off for
-    digits, whose mirror images are not digits; on for natural images)."""
+    """Random horizontal flips when augmenting. ``None``: the source's default (off for digits, on for photos)."""
 
     max_length: int = 128
-    """Maximum number of tokens of a text (Hugging Face tokenizers; open_clip tokenizers use
-    their model's fixed context length)."""
+    """Maximum number of tokens of a text (Hugging Face tokenizers; open_clip's use the model's context length)."""
 
     data_dir: str | None = None
-    """Folder of a local source (``imagefolder``: ``<data_dir>/<split>/<class>/<image>`` or
-    ``<data_dir>/<class>/<image>``). For ``fashion_mnist``: where the IDX ``.gz`` files are."""
+    """Folder of ``imagefolder`` (``<data_dir>/[<split>/]<class>/<image>``), or of the ``fashion_mnist`` IDX files."""
 
     data_files: DataFiles | None = None
-    """Files of a local ``csv``/``json``/``jsonl`` source: one path, a list of paths, or a
-    mapping from split name to path(s), e.g. ``{train: a.csv, test: b.csv}``."""
+    """Files of a ``csv``/``json``/``jsonl`` source: a path, a list, or split → path(s) (``{train: a.csv, ...}``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():

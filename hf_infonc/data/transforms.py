@@ -1,14 +1,8 @@
-"""Image transforms that reproduce a model's preprocessing, with optional augmentation.
+"""Image transforms that reproduce a model's preprocessing (a ``transformers`` image processor or an open_clip
+config), with optional augmentation; every step is picklable (``DataLoader(num_workers>0)``).
 
-Evaluation: RGB → resize (shortest edge) → centre crop → tensor → normalise, as CLIP does.
-Training with ``augment=True``: RGB → ``RandomResizedCrop(scale=(0.5, 1))`` → optional
-``RandomHorizontalFlip`` → tensor → normalise. Flips are off by default: a mirrored digit is
-not a digit; turn them on for natural images (``DataConfig.hflip`` / the source default).
-
-The size, mean and std come from a ``transformers`` image processor
-(:func:`image_transform_from_hf`) or from an open_clip model or preprocessing config
-(:func:`image_transform_from_open_clip`). Every callable in the pipeline is a picklable
-object, so the transforms work with ``DataLoader(num_workers>0)``.
+Evaluation: RGB → resize (shortest edge) → centre crop → tensor → normalise, as CLIP does. Training with
+``augment=True``: RGB → ``RandomResizedCrop(scale=(0.5, 1))`` → [``RandomHorizontalFlip``] → tensor → normalise.
 """
 
 from __future__ import annotations
@@ -25,7 +19,6 @@ if TYPE_CHECKING:  # torchvision is imported when a transform is built (it takes
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
-_INTERPOLATION_NAMES = ("nearest", "nearest_exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
 # PIL.Image.Resampling values (what transformers' image processors store as `resample`).
 _INTERPOLATION_BY_PIL = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
@@ -51,9 +44,9 @@ def _interpolation(value: Any) -> InterpolationMode:
         key = _INTERPOLATION_BY_PIL.get(int(value), "")
     else:
         key = str(getattr(value, "name", value)).lower()
-    if key not in _INTERPOLATION_NAMES:
+    if key.upper() not in InterpolationMode.__members__:
         raise ValueError(
-            f"Unknown interpolation {value!r}; expected one of {list(_INTERPOLATION_NAMES)} "
+            f"Unknown interpolation {value!r}; expected one of {[m.lower() for m in InterpolationMode.__members__]} "
             f"(or a PIL.Image.Resampling / torchvision InterpolationMode)."
         )
     return InterpolationMode[key.upper()]
@@ -187,10 +180,8 @@ def image_transform_from_open_clip(
 ) -> T.Compose:
     """The transform matching an open_clip model's preprocessing.
 
-    ``source`` is an open_clip model (``model.visual.preprocess_cfg`` /
-    ``open_clip.get_model_preprocess_cfg``), a preprocessing dict with ``size`` and optionally
-    ``mean``, ``std``, ``interpolation``, ``resize_mode``, or an ``open_clip.transform.PreprocessCfg``.
-    Missing ``mean``/``std`` default to OpenAI CLIP's (as open_clip does).
+    ``source`` is an open_clip model, an ``open_clip.transform.PreprocessCfg`` or a dict with ``size`` and
+    optionally ``mean``, ``std`` (default: OpenAI CLIP's, as in open_clip), ``interpolation``, ``resize_mode``.
     """
     cfg = _open_clip_cfg(source)
     size = image_size if image_size is not None else cfg.get("size", cfg.get("image_size"))

@@ -1,8 +1,7 @@
 """Sums over processes for the accumulators of :mod:`hf_infonc.info.stream` (``torch.distributed``).
 
-Only sums are reduced, so a reduced state equals one pass over all the data up to the round-off
-of the summation order. Every rank first checks that all ranks hold the same configuration, so a
-mismatch raises everywhere instead of hanging. Pure torch.
+Only sums are reduced (exact up to the summation order), after every rank has checked that all hold
+the same configuration, so a mismatch raises everywhere instead of hanging.
 """
 
 from __future__ import annotations
@@ -38,8 +37,8 @@ def check_same_everywhere(signature: torch.Tensor, what: str, group: object) -> 
 
 
 def signature(*parts: int | float | torch.Tensor | None) -> torch.Tensor:
-    """A float64 vector that summarises a configuration: numbers as they are, and each optional
-    tensor as ``[given, Σ x, Σ |x|]`` (NaN counted as 0)."""
+    """A float64 summary of a configuration: numbers as they are, optional tensors as ``[given, Σ x, Σ |x|]``
+    (NaN counted as 0)."""
     values: list[float] = []
     for part in parts:
         if part is None:

@@ -1,16 +1,8 @@
-"""The simplex equiangular tight frame and the closed-form values at neural collapse.
+"""The simplex equiangular tight frame and the closed-form values at neural collapse (docs/theory.md §3).
 
-At neural collapse (balanced classes, simplex ETF, self-duality; Papyan, Han & Donoho 2020) the
-Gram of the C classifier rows (and of the centred class means) is ``G = (C/(C-1)) (I - 11ᵀ/C)``.
-Theorem 4.2 of arXiv 2406.03999 gives:
-
-* ``H(G) = log(C-1)``  (C-1 equal eigenvalues ``1/(C-1)``);
-* ``HDR = 0``;
-* ``MIR = 1/(C-1) + (C-2)·log(C-2) / ((C-1)·log(C-1))``.
-
-The joint entropy follows from ``G ⊙ G = (1-a) I + a 11ᵀ`` with ``a = 1/(C-1)²``, whose
-trace-normalised eigenvalues are ``(1-a)/C`` (C-1 times) and ``(1-a+Ca)/C`` (once). The same
-values hold for balanced ``n x n`` sample-level Grams (each sample equal to its class's row).
+At collapse the Gram of the C head rows (and of the centred class means) is ``G = (C/(C-1)) (I - 11ᵀ/C)``;
+Theorem 4.2 of arXiv 2406.03999 gives ``H(G) = log(C-1)``, ``HDR = 0`` and the MIR below. The same
+values hold for balanced ``n x n`` sample-level Grams.
 """
 
 from __future__ import annotations
@@ -50,15 +42,12 @@ def simplex_etf(
     if d < c - 1:
         raise ValueError(f"a simplex ETF of {c} classes needs dim ≥ {c - 1}, got dim={d}.")
     centering = torch.eye(c, dtype=torch.float64) - 1.0 / c
-    eigenvalues, eigenvectors = torch.linalg.eigh(centering)
-    basis = eigenvectors[:, 1:]  # the eigenvalue-0 direction (all ones) comes first
+    basis = torch.linalg.eigh(centering).eigenvectors[:, 1:]  # the eigenvalue-0 direction (all ones) comes first
     frame = basis * math.sqrt(c / (c - 1))  # C x (C-1), rows of unit norm
     if generator is None:
         embedding = torch.eye(c - 1, d, dtype=torch.float64)
     else:
-        gaussian = torch.randn(d, c - 1, generator=generator, dtype=torch.float64)
-        q, _ = torch.linalg.qr(gaussian)
-        embedding = q.T
+        embedding = torch.linalg.qr(torch.randn(d, c - 1, generator=generator, dtype=torch.float64)).Q.T
     return (frame @ embedding).to(dtype)
 
 
@@ -69,12 +58,12 @@ def entropy_at_collapse(num_classes: int) -> torch.Tensor:
 
 
 def joint_entropy_at_collapse(num_classes: int) -> torch.Tensor:
-    """``H(G ⊙ G)`` for the simplex-ETF Gram G (2.301921 nats for C = 10; 0 for C = 2, where
-    ``G ⊙ G = 11ᵀ``)."""
+    """``H(G ⊙ G)`` for the simplex-ETF Gram G (2.301921 nats for C = 10): ``G ⊙ G = (1-a) I + a 11ᵀ`` with
+    ``a = 1/(C-1)²`` has the trace-normalised eigenvalues ``(1-a)/C`` (C-1 times; 0 for C = 2) and ``(1-a+Ca)/C``."""
     c = _check_num_classes(num_classes)
     a = 1.0 / (c - 1) ** 2
-    small, large = (1.0 - a) / c, (1.0 - a + c * a) / c
-    return torch.tensor(-(c - 1) * _x_log_x(small) - _x_log_x(large), dtype=torch.float64)
+    spectrum = ((c - 1, (1.0 - a) / c), (1, (1.0 - a + c * a) / c))  # (multiplicity, eigenvalue)
+    return torch.tensor(-sum(k * (p * math.log(p)) for k, p in spectrum if p > 0), dtype=torch.float64)
 
 
 def _undefined_for_two_classes(what: str) -> torch.Tensor:
@@ -82,11 +71,6 @@ def _undefined_for_two_classes(what: str) -> torch.Tensor:
     warnings.warn(f"{what} at collapse is 0/0 for C = 2 (both entropies are 0); returning NaN.", RuntimeWarning,
                   stacklevel=3)
     return torch.tensor(float("nan"), dtype=torch.float64)
-
-
-def _x_log_x(p: float) -> float:
-    """``p·log p`` with ``0·log 0 = 0``."""
-    return p * math.log(p) if p > 0 else 0.0
 
 
 def mutual_information_at_collapse(num_classes: int) -> torch.Tensor:

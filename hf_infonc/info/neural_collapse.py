@@ -1,16 +1,10 @@
-"""Neural-collapse measures NC1 to NC4 (Papyan, Han & Donoho 2020), from class statistics.
+"""Neural-collapse measures NC1 to NC4 (Papyan, Han & Donoho 2020) from class statistics (docs/theory.md §5).
 
-Definitions in docs/theory.md §5: ``M`` is the ``C x d`` matrix of centred class means
-(``μ_c − μ_G``), ``W`` the ``C x d`` head. ``Σ_W`` comes from one-pass sums
-(``(Σ h hᵀ − Σ_c n_c μ_c μ_cᵀ) / N``, :mod:`.stream`); NC1 ``= tr(Σ_W Σ_B⁺)/C`` is computed from the
-SVD ``M = U S Vᵀ`` as ``Σ_{j≤r} v_jᵀ Σ_W v_j / s_j²`` with ``r = min(C−1, d)`` (Papyan et al.'s
-``svds(Σ_B, k=C−1)``), dropping directions with ``s_j ≤ s_1·max(C, d)·eps`` (with a warning); NC2
-is the distance from the simplex ETF as in rhubarbwu/neural-collapse ``simplex_etf_error``, with its
-equinorm and equiangular parts; NC3 the self-duality distance; NC4 needs the class means before the
-samples are scored (:class:`hf_infonc.info.stream.NearestCenterAgreement`). **[choice]** ``μ_G`` is
-the mean of the class means (``global_mean="class"``, default) or the sample-weighted mean
-(``"sample"``). Everything is float64, scale-invariant (docs/theory.md §6) and never modifies its
-inputs. Pure torch.
+``M``: the ``C x d`` centred class means, ``W``: the ``C x d`` head. NC1 uses the SVD of ``M``
+truncated to rank ``min(C−1, d)`` (Papyan et al.'s ``svds(Σ_B, k=C−1)``); NC2 is rhubarbwu/neural-collapse's
+``simplex_etf_error``. **[choice]** ``μ_G`` is the mean of the class means (``global_mean="class"``,
+default) or the sample-weighted mean (``"sample"``). Float64, scale-invariant (docs/theory.md §6),
+inputs never modified.
 """
 
 from __future__ import annotations
@@ -27,16 +21,13 @@ from hf_infonc.info.ranges import clamp_float, roundoff_slack
 GlobalMean = Literal["class", "sample"]
 GLOBAL_MEANS: tuple[str, ...] = ("class", "sample")
 
-#: Values whose largest |entry| lies in ``[2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]`` are used as they
-#: are: their squares and sums of squares stay far inside float64's normal range. Others are
-#: scaled by a power of two first (exact), see :func:`storage_exponent`.
+#: Values of largest |entry| in ``[2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]`` are squared and summed as they are.
 SAFE_EXPONENT = 256
 
 
 def storage_exponent(biggest: float) -> int:
-    """The power of two ``e`` to divide values of largest magnitude ``biggest`` by before they are
-    squared or summed in float64: 0 inside the safe range (:data:`SAFE_EXPONENT`), else the
-    exponent of ``biggest`` (``biggest / 2^e`` in ``[0.5, 1)``). Scaling by ``2^-e`` is exact."""
+    """The power of two ``e`` to divide values of largest magnitude ``biggest`` by before squaring them
+    in float64: 0 inside the safe range (:data:`SAFE_EXPONENT`), else the exponent of ``biggest``."""
     if not biggest > 0 or not math.isfinite(biggest):
         return 0
     exponent = math.frexp(biggest)[1]
@@ -44,8 +35,7 @@ def storage_exponent(biggest: float) -> int:
 
 
 def ldexp(x: torch.Tensor, exponent: int) -> torch.Tensor:
-    """``x · 2^exponent``, exact unless the result itself over- or underflows (applied in factors
-    of at most ``2^±1000``, each representable)."""
+    """``x · 2^exponent``, exact unless the result over- or underflows (in factors of at most ``2^±1000``)."""
     while exponent:
         step = max(-1000, min(1000, exponent))
         x = x * math.ldexp(1.0, step)
@@ -53,18 +43,8 @@ def ldexp(x: torch.Tensor, exponent: int) -> torch.Tensor:
     return x
 
 
-def ldexp_float(value: float, exponent: int) -> float:
-    """``value · 2^exponent`` as a float: ``inf`` when the result exceeds float64 (e.g. the
-    within-class variance of features at 1e300), 0 when it underflows."""
-    try:
-        return math.ldexp(value, exponent)
-    except OverflowError:
-        return math.inf
-
-
 def _unit_frobenius(x: torch.Tensor) -> torch.Tensor | None:
-    """``x / ‖x‖_F`` computed as ``(x/s) / ‖x/s‖_F`` with ``s = max |x|`` (no overflow or underflow
-    of the squares at any scale); ``None`` when ``x`` is zero."""
+    """``x / ‖x‖_F`` via ``x / max |x|`` (no overflow or underflow at any scale); ``None`` when ``x`` is zero."""
     biggest = x.abs().amax()
     if float(biggest) == 0.0:
         return None
@@ -80,13 +60,8 @@ def _as_float64(x: torch.Tensor, name: str, ndim: int) -> torch.Tensor:
     return x.detach().to(torch.float64)
 
 
-def global_mean(
-    means: torch.Tensor, counts: torch.Tensor, how: GlobalMean = "class"
-) -> torch.Tensor:
-    """``μ_G`` from the class means ``(C, d)`` and counts ``(C,)`` of the classes in use.
-
-    ``how="class"``: unweighted mean of the class means; ``"sample"``: weighted by ``counts``.
-    """
+def global_mean(means: torch.Tensor, counts: torch.Tensor, how: GlobalMean = "class") -> torch.Tensor:
+    """``μ_G`` from the class means ``(C, d)`` and counts ``(C,)``: their plain mean (``"class"``) or weighted."""
     if how not in GLOBAL_MEANS:
         raise ValueError(f"global_mean={how!r} must be one of {GLOBAL_MEANS}.")
     means = _as_float64(means, "means", 2)
@@ -96,16 +71,9 @@ def global_mean(
     return (weights @ means) / weights.sum()
 
 
-def within_class_covariance(
-    counts: torch.Tensor, sums: torch.Tensor, second_moment: torch.Tensor
-) -> torch.Tensor:
-    """``Σ_W = (Σ_i h_i h_iᵀ − Σ_c n_c μ_c μ_cᵀ) / N`` from one-pass sums (float64, ``d x d``).
-
-    ``counts`` ``(C,)``, ``sums`` ``(C, d)`` (``Σ_{i∈c} h_i``), ``second_moment`` ``(d, d)``
-    (``Σ_i h_i h_iᵀ``). ``Σ_c n_c μ_c μ_cᵀ = Σ_c s_c s_cᵀ / n_c``; empty classes contribute 0.
-    The result is symmetrised. (In float64 the cancellation costs about
-    ``log10(‖μ‖² / tr Σ_W)`` of the ~16 significant digits.)
-    """
+def within_class_covariance(counts: torch.Tensor, sums: torch.Tensor, second_moment: torch.Tensor) -> torch.Tensor:
+    """Symmetric ``Σ_W = (Σ_i h_i h_iᵀ − Σ_c s_c s_cᵀ / n_c) / N`` from the counts ``(C,)``, class sums
+    ``s_c`` ``(C, d)`` and ``second_moment`` ``(d, d)`` (float64; empty classes contribute 0)."""
     counts = counts.to(torch.float64)
     sums = _as_float64(sums, "sums", 2)
     second_moment = _as_float64(second_moment, "second_moment", 2)
@@ -119,25 +87,16 @@ def within_class_covariance(
     return 0.5 * (sigma + sigma.T)
 
 
-def between_class_covariance(centred_means: torch.Tensor) -> torch.Tensor:
-    """``Σ_B = MᵀM / C`` for the ``C x d`` centred class means ``M``."""
-    m = _as_float64(centred_means, "centred_means", 2)
-    return m.T @ m / m.shape[0]
-
-
 def nc1(sigma_w: torch.Tensor, centred_means: torch.Tensor) -> float:
-    """NC1 ``= tr(Σ_W Σ_B⁺) / C`` with ``Σ_B = MᵀM/C`` and ``Σ_B⁺`` truncated to rank ``min(C−1, d)``.
-
-    Computed as ``Σ_{j≤r} v_jᵀ Σ_W v_j / s_j²`` from the SVD ``M = U S Vᵀ`` (see the module doc).
-    Returns NaN with a warning when ``M`` is numerically zero (all class means equal).
-    """
+    """NC1 ``= tr(Σ_W Σ_B⁺) / C = Σ_{j≤r} v_jᵀ Σ_W v_j / s_j²`` (SVD ``M = U S Vᵀ``, ``r = min(C−1, d)``,
+    directions with ``s_j ≤ s_1·max(C, d)·eps`` dropped with a warning); NaN with a warning when ``M = 0``."""
     sigma_w = _as_float64(sigma_w, "sigma_w", 2)
     m = _as_float64(centred_means, "centred_means", 2)
     c, d = m.shape
     if sigma_w.shape != (d, d):
         raise ValueError(f"sigma_w has shape {tuple(sigma_w.shape)}, expected ({d}, {d}) to match the means.")
-    # NC1 does not change when M is scaled by c and Σ_W by c²: both are divided by their largest
-    # |entry| first, so that s_j² neither overflows nor underflows, and the scales applied at the end
+    # NC1 is unchanged when M is scaled by c and Σ_W by c²: both are divided by their largest |entry| (no
+    # overflow or underflow of s_j²) and the scales applied at the end
     m_scale = float(m.abs().amax()) or 1.0  # M = 0 is caught below
     w_scale = float(sigma_w.abs().amax()) or 1.0  # Σ_W = 0: NC1 = 0
     _, s, vh = torch.linalg.svd(m / m_scale, full_matrices=False)
@@ -150,17 +109,19 @@ def nc1(sigma_w: torch.Tensor, centred_means: torch.Tensor) -> float:
     tol = float(s[0]) * max(c, d) * torch.finfo(torch.float64).eps
     keep = s > tol
     if not bool(keep.all()):
-        warnings.warn(
-            f"NC1: Σ_B has numerical rank {int(keep.sum())} < {rank} = min(C-1, d); the pseudo-inverse "
-            f"drops the {int((~keep).sum())} null direction(s).",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"NC1: Σ_B has numerical rank {int(keep.sum())} < {rank} = min(C-1, d); the pseudo-inverse "
+                      f"drops the {int((~keep).sum())} null direction(s).", RuntimeWarning, stacklevel=2)
         s, vh = s[keep], vh[keep]
     quad = torch.einsum("jd,de,je->j", vh, sigma_w / w_scale, vh)
     # Σ_W is PSD, so the value is ≥ 0; round-off in the one-pass Σ_W can leave ~ -1e-17 at collapse.
     value = max(0.0, float((quad / s.square()).sum()))
     return value * (w_scale / m_scale) / m_scale  # the scales, in an order that overflows only if NC1 does
+
+
+def between_class_covariance(centred_means: torch.Tensor) -> torch.Tensor:
+    """``Σ_B = MᵀM / C`` for the ``C x d`` centred class means ``M``."""
+    m = _as_float64(centred_means, "centred_means", 2)
+    return m.T @ m / m.shape[0]
 
 
 def etf_gram(num_classes: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -169,19 +130,16 @@ def etf_gram(num_classes: int, dtype: torch.dtype = torch.float64) -> torch.Tens
 
 
 def nc2(centred_means: torch.Tensor) -> float:
-    """NC2 ``= ‖ MMᵀ/‖MMᵀ‖_F − E/‖E‖_F ‖_F`` with ``E = I − 11ᵀ/C`` (0 at a simplex ETF).
-
-    NaN with a warning when ``M = 0``.
-    """
+    """NC2 ``= ‖ MMᵀ/‖MMᵀ‖_F − E/‖E‖_F ‖_F`` with ``E = I − 11ᵀ/C`` (0 at a simplex ETF); NaN with a warning
+    when ``M = 0``."""
     m = _as_float64(centred_means, "centred_means", 2)
-    unit = _unit_frobenius(m)  # MMᵀ/‖MMᵀ‖_F does not depend on the scale of M
-    gram = None if unit is None else unit @ unit.T
-    norm = None if gram is None else torch.linalg.matrix_norm(gram)
-    if norm is None or float(norm) == 0.0:
+    unit = _unit_frobenius(m)  # MMᵀ/‖MMᵀ‖_F does not depend on the scale of M (and ‖unit unitᵀ‖_F ≥ 1/√C)
+    if unit is None:
         warnings.warn("NC2 is undefined: all class means coincide; returning NaN.", RuntimeWarning, stacklevel=2)
         return float("nan")
+    gram = unit @ unit.T
     e = etf_gram(m.shape[0])
-    return float(torch.linalg.matrix_norm(gram / norm - e / torch.linalg.matrix_norm(e)))
+    return float(torch.linalg.matrix_norm(gram / torch.linalg.matrix_norm(gram) - e / torch.linalg.matrix_norm(e)))
 
 
 def nc2_equinorm(centred_means: torch.Tensor) -> float:
@@ -189,11 +147,8 @@ def nc2_equinorm(centred_means: torch.Tensor) -> float:
     unit = _unit_frobenius(_as_float64(centred_means, "centred_means", 2))  # the ratio does not depend on the scale
     if unit is None:
         return float("nan")
-    norms = torch.linalg.vector_norm(unit, dim=1)
-    mean = norms.mean()
-    if float(mean) == 0.0:
-        return float("nan")
-    return float(norms.std(correction=0) / mean)
+    norms = torch.linalg.vector_norm(unit, dim=1)  # not all 0: ‖unit‖_F = 1
+    return float(norms.std(correction=0) / norms.mean())
 
 
 def nc2_equiangular(centred_means: torch.Tensor) -> float:
@@ -225,13 +180,8 @@ def nc3(head: torch.Tensor, centred_means: torch.Tensor) -> float:
 
 
 def head_predictions(features: torch.Tensor, head: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``argmax_c (W h + b)_c`` for each row ``h`` of ``features`` (float64 ``W``: ``(C, d)``).
-
-    ``W h`` overflows when features and head are both large (and underflows to ties when both are
-    tiny), so features and head are each scaled by a power of two (:func:`storage_exponent`, exact)
-    and the bias by the product of the two: the scores are then a positive multiple of the true
-    ones, with the same argmax. For inputs of ordinary size nothing is scaled.
-    """
+    """``argmax_c (W h + b)_c`` for each row ``h`` of ``features`` (float64 ``W``: ``(C, d)``); features, head
+    and bias are scaled by powers of two (exact, same argmax) so that ``W h`` neither overflows nor underflows."""
     f = features.to(torch.float64)
     exp_f = storage_exponent(float(f.abs().amax()) if f.numel() else 0.0)
     exp_w = storage_exponent(float(head.abs().amax()))
@@ -242,17 +192,15 @@ def head_predictions(features: torch.Tensor, head: torch.Tensor, bias: torch.Ten
 
 
 def nearest_center_predictions(features: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """``argmin_c ‖h_i − μ_c‖`` for each row of ``features`` (rows of ``centers`` that are NaN,
-    i.e. absent classes, are never chosen). Computed as ``argmin_c (‖μ_c‖² − 2 h·μ_c)`` in float64.
-    """
+    """``argmin_c (‖μ_c‖² − 2 h·μ_c)`` in float64 for each row ``h`` of ``features`` (NaN rows of ``centers``,
+    i.e. absent classes, are never chosen)."""
     f = features.detach().to(torch.float64)
     mu = centers.detach().to(device=f.device, dtype=torch.float64)
     valid = torch.isfinite(mu).all(dim=1)
     if not bool(valid.any()):
         raise ValueError("nearest_center_predictions: no class centre is defined (all rows are NaN).")
     mu_safe = torch.where(valid.unsqueeze(1), mu, torch.zeros_like(mu))
-    # the argmin does not change when features and centres are scaled by the same power of two (exact):
-    # done when their squares would leave float64's range
+    # the same power of two for both (exact, same argmin) when their squares would leave float64's range
     exponent = storage_exponent(max(float(f.abs().amax()) if f.numel() else 0.0, float(mu_safe.abs().amax())))
     f, mu_safe = ldexp(f, -exponent), ldexp(mu_safe, -exponent)
     score = (mu_safe * mu_safe).sum(dim=1) - 2.0 * (f @ mu_safe.T)

@@ -18,24 +18,17 @@ ROUNDOFF_ULPS = 64
 
 
 def roundoff_slack(dtype: torch.dtype, size: int) -> float:
-    """How far outside its range a value computed in ``dtype`` from spectra of matrices of at most
-    ``size`` rows may lie by round-off alone: ``ROUNDOFF_ULPS · k · eps · max(1, log k)`` (an
-    eigenvalue error of ``k·eps`` relative, carried into ``-Σ λ log λ``, whose terms are at most
+    """How far outside its range a value computed in ``dtype`` from spectra of at most ``size`` rows may lie
+    by round-off alone: ``ROUNDOFF_ULPS · k · eps · max(1, log k)`` (relative eigenvalue error ``k·eps``, times
     ``log k``)."""
     k = max(int(size), 1)
     return ROUNDOFF_ULPS * k * torch.finfo(dtype).eps * max(1.0, math.log(k))
 
 
-def clamp_to_range(
-    value: torch.Tensor, low: float, high: torch.Tensor | float, slack: float
-) -> torch.Tensor:
-    """``value`` with the entries that lie outside ``[low, high]`` by at most ``slack`` moved onto
-    that bound; entries further out, NaN and ``inf`` unchanged.
-
-    Straight-through: the shift is computed on the detached value, so the gradient is that of
-    ``value``. ``high`` is a number or a tensor broadcastable to ``value`` (no gradient flows
-    into it); the result has ``value``'s shape and dtype.
-    """
+def clamp_to_range(value: torch.Tensor, low: float, high: torch.Tensor | float, slack: float) -> torch.Tensor:
+    """``value`` with the entries outside ``[low, high]`` by at most ``slack`` moved onto that bound; entries
+    further out, NaN and ``inf`` unchanged. Straight-through (the gradient is that of ``value``); ``high``
+    is a number or a tensor broadcastable to ``value`` (no gradient flows into it)."""
     v = value.detach() if value.requires_grad else value
     if isinstance(high, torch.Tensor):
         clamped = torch.minimum(v.clamp_min(low), high)

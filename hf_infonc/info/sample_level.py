@@ -1,11 +1,9 @@
 """The paper's sample-level MIR / HDR, averaged over consecutive batches (docs/theory.md §2 item 2).
 
-Each batch of ``batch_size`` consecutive samples gives ``K₁ = G(features[batch])`` and
-``K₂ = G(head_rows[batch])`` (usually ``W[labels]``); the batches are summed as float64 statistics
-(:func:`pair_batch_stats`), so partial sums add up and merge exactly, and averaged by
-:func:`summarize_batch_stats`. A batch whose MIR (or HDR) is 0/0 is, with ``zero_entropy="skip"``
-(default), left out of that ratio's average and counted; with ``"nan"`` it makes the average NaN
-(warning); with ``"zero"`` it counts as 0. Pure torch.
+Batches are summed as float64 statistics (:func:`pair_batch_stats`, so partial sums merge exactly)
+and averaged by :func:`summarize_batch_stats`. A batch whose MIR (or HDR) is 0/0 is, with
+``zero_entropy="skip"`` (default), left out of that ratio's average and counted; with ``"nan"`` it
+makes the average NaN (warning); with ``"zero"`` it counts as 0.
 """
 
 from __future__ import annotations
@@ -27,6 +25,15 @@ SAMPLE_ZERO_ENTROPY: tuple[str, ...] = ("skip", "nan", "zero")
 #: which bounds the batched Gram / normalisation temporaries.
 SAMPLE_GROUP_ROWS = 2048
 
+
+
+def check_zero_entropy(mode: str) -> str:
+    """``mode`` when it is one of :data:`SAMPLE_ZERO_ENTROPY`, else a ``ValueError``."""
+    if mode not in SAMPLE_ZERO_ENTROPY:
+        raise ValueError(f"zero_entropy={mode!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
+    return mode
+
+
 # Layout of the sample-level running sums.
 _S_BATCHES, _S_MIR, _S_MIR_DEF, _S_HDR, _S_HDR_DEF, _S_HA, _S_HB, _S_MI = range(8)
 N_SAMPLE_STATS = 8
@@ -39,16 +46,9 @@ def pair_batch_stats(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     undefined (0/0) ratios contributing 0 to the sums.
     """
     terms, mi, mir_value, hdr_value = information_measures(a, b, "masked")  # ratios NaN where 0/0
-    out = torch.zeros(N_SAMPLE_STATS, dtype=torch.float64, device=a.device)
-    out[_S_BATCHES] = a.shape[0]
-    out[_S_MIR] = mir_value.nansum()
-    out[_S_MIR_DEF] = (~mir_value.isnan()).sum()
-    out[_S_HDR] = hdr_value.nansum()
-    out[_S_HDR_DEF] = (~hdr_value.isnan()).sum()
-    out[_S_HA] = terms.h_a.sum()
-    out[_S_HB] = terms.h_b.sum()
-    out[_S_MI] = mi.sum()
-    return out
+    sums = [mir_value.nansum(), (~mir_value.isnan()).sum(), hdr_value.nansum(), (~hdr_value.isnan()).sum(),
+            terms.h_a.sum(), terms.h_b.sum(), mi.sum()]  # in the order of the _S_ layout after _S_BATCHES
+    return torch.stack([torch.full_like(sums[0], a.shape[0]), *sums]).to(torch.float64)
 
 
 def summarize_batch_stats(stats: torch.Tensor, zero_entropy: str = "skip") -> dict[str, float]:
@@ -56,8 +56,7 @@ def summarize_batch_stats(stats: torch.Tensor, zero_entropy: str = "skip") -> di
     ``feature_entropy`` (``H(K₁)``), ``head_entropy`` (``H(K₂)``), ``num_batches``,
     ``mir_undefined_batches``, ``hdr_undefined_batches``. ``zero_entropy`` as in the module doc.
     """
-    if zero_entropy not in SAMPLE_ZERO_ENTROPY:
-        raise ValueError(f"zero_entropy={zero_entropy!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
+    check_zero_entropy(zero_entropy)
     s = stats.tolist()
     batches = s[_S_BATCHES]
     out: dict[str, float] = {
@@ -94,28 +93,23 @@ def batched_mir_hdr(
     features: torch.Tensor, head_rows: torch.Tensor, *, batch_size: int = 64,
     zero_entropy: SampleZeroEntropy = "skip", drop_last: bool = False,
 ) -> dict[str, float]:
-    """The paper's sample-level MIR/HDR (docs/theory.md §2 item 2), averaged over consecutive batches.
+    """The paper's sample-level MIR/HDR (docs/theory.md §2 items 2 and 3), averaged over consecutive batches.
 
-    For each batch of ``batch_size`` consecutive rows (the last one smaller unless ``drop_last``):
-    ``K₁ = G(features[batch])``, ``K₂ = G(head_rows[batch])``; ``head_rows`` is usually
-    ``W[labels]`` (each sample's head row), or the features of the same inputs from a second
-    model (docs/theory.md §2 item 3). Returns the keys of :func:`summarize_batch_stats`; undefined (0/0)
-    batches follow ``zero_entropy`` ("skip" default, "nan", "zero"). The temporaries are those of
-    one group of whole batches (about :data:`SAMPLE_GROUP_ROWS` rows) at a time.
+    Each batch of ``batch_size`` consecutive rows (the last one smaller unless ``drop_last``) compares
+    ``G(features[batch])`` with ``G(head_rows[batch])`` (``W[labels]``, or a second model's features).
+    Returns the keys of :func:`summarize_batch_stats`; 0/0 batches follow ``zero_entropy`` (module doc).
     """
     check_matrix(features, "features", (None, None))
     n = int(features.shape[0])
     check_matrix(head_rows, "head_rows", (n, None))
     batch_size = check_count(batch_size, "batch_size", 1)
-    if zero_entropy not in SAMPLE_ZERO_ENTROPY:
-        raise ValueError(f"zero_entropy={zero_entropy!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
+    check_zero_entropy(zero_entropy)
     return summarize_batch_stats(batch_stats(features, head_rows, batch_size, tail=not drop_last), zero_entropy)
 
 
 def batch_stats(a: torch.Tensor, b: torch.Tensor, batch_size: int, *, tail: bool) -> torch.Tensor:
-    """:func:`pair_batch_stats` summed over the consecutive batches of ``batch_size`` rows of ``a``
-    and ``b`` (``n x d₁``, ``n x d₂``, rows paired), the leftover rows a last batch when ``tail``;
-    one group of whole batches (about :data:`SAMPLE_GROUP_ROWS` rows) in float64 at a time."""
+    """:func:`pair_batch_stats` summed over the batches of ``batch_size`` paired rows of ``a`` and ``b``
+    (the leftover rows a last batch when ``tail``), about :data:`SAMPLE_GROUP_ROWS` rows at a time."""
     stats = torch.zeros(N_SAMPLE_STATS, dtype=torch.float64, device=a.device)
     n = a.shape[0]
     full = (n // batch_size) * batch_size

@@ -1,43 +1,35 @@
 """Dataset-level neural-collapse and matrix-information measures in one streaming pass.
 
-:class:`NeuralCollapseAccumulator` sees a data set batch by batch (any batch sizes, any number of
-processes) and keeps only float64 sums: per-class counts ``n_c`` and sums ``s_c``, the second
-moment ``S = Σ h hᵀ`` (so ``Σ_W = (S − Σ_c s_c s_cᵀ / n_c) / N`` needs no second pass), with a head
-``W`` the sums of the sample-level MIR/HDR over consecutive batches of ``sample_batch_size``
-(:mod:`~hf_infonc.info.sample_level`), and prediction counts. Merging and ``all_reduce`` are
-exact up to the summation order; the memory is ``O(d² + C·d)``. :meth:`~NeuralCollapseAccumulator.compute`
-returns (formulas in :mod:`~hf_infonc.info.neural_collapse`; docs/theory.md §2 and §5):
-``nc1``, ``nc2``, ``nc2_equinorm``, ``nc2_equiangular``, ``within_class_variance`` (``tr Σ_W``);
-with a head ``nc3``, ``head_entropy`` ``H(G(W))``, ``class_mean_entropy`` ``H(G(M))``,
-``class_mi`` / ``class_mir`` / ``class_hdr`` (``G(W)`` against ``G(M)``); with a head at
+:class:`NeuralCollapseAccumulator` keeps only float64 sums (per-class counts ``n_c`` and sums
+``s_c``, ``S = Σ h hᵀ`` so that ``Σ_W = (S − Σ_c s_c s_cᵀ / n_c) / N``, with a head ``W`` the
+sample-level MIR/HDR statistics of consecutive batches, prediction counts): memory ``O(d² + C·d)``,
+any batch sizes, merge and ``all_reduce`` exact up to the summation order. :meth:`~NeuralCollapseAccumulator.compute`
+returns (docs/theory.md §2 and §5): ``nc1``, ``nc2``, ``nc2_equinorm``, ``nc2_equiangular``,
+``within_class_variance`` (``tr Σ_W``); with a head ``nc3``, ``head_entropy`` ``H(G(W))``,
+``class_mean_entropy`` ``H(G(M))``, ``class_mi`` / ``class_mir`` / ``class_hdr``; with a head at
 construction ``sample_mir``, ``sample_hdr``, ``sample_mi``, ``sample_feature_entropy``,
 ``sample_head_entropy``, ``sample_num_batches``, ``sample_mir_undefined_batches``,
-``sample_hdr_undefined_batches``; with predictions ``classifier_accuracy``, and ``nc4`` /
-``ncc_accuracy`` (see NC4); always ``num_samples``, ``num_classes``, ``num_present_classes``,
-``num_absent_classes``.
+``sample_hdr_undefined_batches``; with predictions ``classifier_accuracy``, ``nc4`` /
+``ncc_accuracy``; always ``num_samples``, ``num_classes``, ``num_present_classes``, ``num_absent_classes``.
 
 Choices (**[choice]** of docs/theory.md):
 
 * **NC4** needs the class means before any sample is scored. Exact, two passes:
-  :meth:`~NeuralCollapseAccumulator.nearest_center_pass` (after ``all_reduce``) returns a
-  :class:`NearestCenterAgreement` seeded with the final means, fed the same data again (what
-  :func:`neural_collapse_measures` does). One pass: ``centers=`` given at construction (e.g. the
-  previous evaluation's ``class_means()``) counts NC4 *with respect to those centres*. Running
-  means are never used (the result would depend on the order of the data).
-* **Absent classes** are left out of every measure (``C`` is then the number present, with a
-  warning); fewer than 2 present is a ``ValueError``; ``class_means()`` has NaN rows for them.
+  :meth:`~NeuralCollapseAccumulator.nearest_center_pass` (after ``all_reduce``) gives a
+  :class:`NearestCenterAgreement` to feed the same data again (:func:`neural_collapse_measures`).
+  One pass: ``centers=`` at construction (e.g. the previous ``class_means()``) counts NC4 against
+  those centres. Running means are never used (the result would depend on the data order).
+* **Absent classes** are left out of every measure (with a warning); fewer than 2 present is a
+  ``ValueError``; ``class_means()`` has NaN rows for them.
 * **C = 2**: ``H(G(M)) = 0``, so ``class_mir`` is NaN (warning); a sample batch with one class,
-  or with (anti-)parallel head rows, has a 0/0 ratio and follows ``zero_entropy``.
-* **zero_entropy** (sample level): ``"skip"`` (default) leaves 0/0 batches out of that average
-  (counted), ``"nan"`` makes it NaN, ``"zero"`` counts them as 0; ``compute`` may change it.
+  or with (anti-)parallel head rows, has a 0/0 ratio and follows ``zero_entropy`` ("skip"
+  (default): left out and counted, "nan", "zero"; ``compute`` may change it).
 * **Partial sample batch**: the leftover samples form a last, smaller batch unless ``drop_last``;
-  :meth:`~NeuralCollapseAccumulator.merge` and ``all_reduce`` close each side's first, as a
-  ``DistributedSampler`` shard would.
+  ``merge`` and ``all_reduce`` close each side's first, as a ``DistributedSampler`` shard would.
 
 Numerics (docs/theory.md §6): the sums hold the features divided by a power of two chosen from the
-data, so every measure but ``within_class_variance`` is scale-invariant from 1e-300 to 1e300;
-reported measures are clamped to their ranges. Inputs are never modified (copied to float64 on
-``device`` in chunks of :data:`UPDATE_CHUNK` rows). Pure torch.
+data, so every measure but ``within_class_variance`` is scale-invariant from 1e-300 to 1e300.
+Inputs are never modified (copied to float64 on ``device``, :data:`UPDATE_CHUNK` rows at a time).
 """
 
 from __future__ import annotations
@@ -52,21 +44,17 @@ from hf_infonc.info._reduce import all_reduce, check_same_everywhere, distribute
 from hf_infonc.info.gram import check_class_labels, check_count, check_matrix
 from hf_infonc.info.mutual import information_measures
 from hf_infonc.info.sample_level import (  # noqa: F401  (batched_mir_hdr and the statistics: re-exported)
-    N_SAMPLE_STATS,
-    SAMPLE_ZERO_ENTROPY,
-    SampleZeroEntropy,
-    batch_stats,
-    batched_mir_hdr,
-    pair_batch_stats,
-    summarize_batch_stats,
+    N_SAMPLE_STATS, SAMPLE_ZERO_ENTROPY, SampleZeroEntropy, batch_stats, batched_mir_hdr, check_zero_entropy,
+    pair_batch_stats, summarize_batch_stats,
 )
 
 #: ``update`` processes at most this many rows at a time (bounds the float64 temporaries).
 UPDATE_CHUNK = 8192
 
-# --------------------------------------------------------------------------------------------
-# NC4: nearest-centre agreement against fixed centres
-# --------------------------------------------------------------------------------------------
+
+def _chunks(n: int, size: int = UPDATE_CHUNK):
+    """Consecutive row slices of at most ``size`` rows covering ``0..n``."""
+    return (slice(start, min(n, start + size)) for start in range(0, n, size))
 
 
 def _stored(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -85,13 +73,19 @@ def _head_and_bias(
     return head, None if bias is None else _stored(check_matrix(bias, "bias", (num_classes,)), device)
 
 
-class NearestCenterAgreement:
-    """NC4 counts: how often the classifier disagrees with the nearest-class-centre rule.
+def _predictions(
+    f: torch.Tensor, logits: torch.Tensor | None, head: torch.Tensor | None, bias: torch.Tensor | None
+) -> torch.Tensor | None:
+    """The classifier's predictions for the float64 rows ``f``: from ``logits``, else from the head, else None."""
+    if logits is not None:
+        return logits.argmax(dim=1)
+    return None if head is None else nc.head_predictions(f, head, bias)
 
-    ``NC4 = (1/N) #{i : argmax_c logits_ic ≠ argmin_c ‖h_i − μ_c‖}`` for *fixed* centres ``μ`` (Papyan,
-    Han & Donoho 2020); predictions from the ``logits`` given to :meth:`update`, else ``argmax(h Wᵀ + b)``.
-    For the exact NC4 the centres are the class means of the same data
-    (:meth:`NeuralCollapseAccumulator.nearest_center_pass`). NaN rows (absent classes) are never chosen.
+
+class NearestCenterAgreement:
+    """NC4 ``= (1/N) #{i : argmax_c logits_ic ≠ argmin_c ‖h_i − μ_c‖}`` for *fixed* centres ``μ`` (NaN rows
+    never chosen); predictions from the ``logits`` given to :meth:`update`, else ``argmax(h Wᵀ + b)``. The
+    exact NC4 uses the class means of the same data (:meth:`NeuralCollapseAccumulator.nearest_center_pass`).
 
     Args:
         centers: ``(C, d)`` class centres (float, NaN rows allowed).
@@ -137,20 +131,19 @@ class NearestCenterAgreement:
             raise ValueError(
                 "NC4 needs the classifier's predictions: pass logits to update(), or give `head` at construction."
             )
-        for start in range(0, n, UPDATE_CHUNK):
-            stop = min(n, start + UPDATE_CHUNK)
-            f = features[start:stop].detach().to(self.device, torch.float64)
-            ncc = nc.nearest_center_predictions(f, self.centers)
-            if logits is not None:
-                pred = logits[start:stop].detach().to(self.device).argmax(dim=1)
-            else:
-                pred = nc.head_predictions(f, self.head, self.bias)  # type: ignore[arg-type]
-            self.stats[0] += stop - start
-            self.stats[1] += float((pred != ncc).sum())
-            if labels is not None:
-                y = labels[start:stop].to(self.device)
-                self.stats[2] += stop - start
-                self.stats[3] += float((ncc == y).sum())
+        for rows in _chunks(n):
+            f = features[rows].detach().to(self.device, torch.float64)
+            lg = None if logits is None else logits[rows].detach().to(self.device)
+            self._score(f, _predictions(f, lg, self.head, self.bias), None if labels is None else labels[rows])
+
+    def _score(self, f: torch.Tensor, pred: torch.Tensor, y: torch.Tensor | None) -> None:
+        """Count one chunk: float64 rows ``f``, the classifier's predictions, optional labels."""
+        ncc = nc.nearest_center_predictions(f, self.centers)
+        self.stats[0] += f.shape[0]
+        self.stats[1] += float((pred != ncc).sum())
+        if y is not None:
+            self.stats[2] += f.shape[0]
+            self.stats[3] += float((ncc == y.to(self.device)).sum())
 
     def merge(self, other: "NearestCenterAgreement") -> "NearestCenterAgreement":
         """Add ``other``'s counts (same centres and head required); returns ``self``."""
@@ -186,11 +179,6 @@ class NearestCenterAgreement:
         return out
 
 
-# --------------------------------------------------------------------------------------------
-# the one-pass accumulator
-# --------------------------------------------------------------------------------------------
-
-
 class NeuralCollapseAccumulator:
     """One-pass, mergeable, all-reducible float64 sums for NC1–NC4 and matrix-information measures.
 
@@ -200,31 +188,17 @@ class NeuralCollapseAccumulator:
     Args:
         num_classes: C ≥ 2.
         dim: feature dimension d.
-        head: optional ``(C, d)`` classifier rows ``W``. Needed at construction for the sample-level
-            MIR/HDR (computed during :meth:`update`) and for predictions without logits; the
-            class-level measures (NC3, class MIR/HDR) can also get it at :meth:`compute`.
+        head: optional ``(C, d)`` classifier rows ``W``: needed at construction for the sample-level MIR/HDR
+            and for predictions without logits; NC3 and the class-level MIR/HDR can also get it at :meth:`compute`.
         bias: optional ``(C,)`` classifier bias, used only to form predictions from the head.
-        centers: optional ``(C, d)`` fixed class centres: NC4 is then counted in this pass against
-            them (e.g. the previous evaluation's :meth:`class_means`).
-        sample_batch_size: size of the consecutive sample batches of the sample-level MIR/HDR
-            (64 in the paper).
-        zero_entropy: "skip" (default), "nan" or "zero": how batches whose ratio is 0/0 enter the
-            sample-level averages.
+        centers: optional ``(C, d)`` fixed centres to count NC4 against in this pass (e.g. earlier :meth:`class_means`).
+        sample_batch_size: rows per sample batch of the sample-level MIR/HDR (64 in the paper).
+        zero_entropy: "skip" (default), "nan" or "zero": how 0/0 batches enter the sample-level averages.
         drop_last: drop the final partial sample batch instead of using it.
         global_mean: "class" (mean of the class means, default) or "sample" (sample-weighted).
         device: where the sums live and the arithmetic runs (the inputs are copied there).
 
-    Example:
-        >>> import torch
-        >>> from hf_infonc.info.stream import NeuralCollapseAccumulator
-        >>> from hf_infonc.info import simplex_etf
-        >>> w = simplex_etf(4, 8)
-        >>> acc = NeuralCollapseAccumulator(4, 8, head=w)
-        >>> y = torch.arange(128) % 4
-        >>> acc.update(w[y], y)
-        >>> out = acc.compute()
-        >>> round(out["nc1"], 6), round(out["nc2"], 6), round(out["class_mir"], 6)
-        (0.0, 0.0, 0.753953)
+    Usage: docs/metrics.md.
     """
 
     def __init__(
@@ -235,11 +209,9 @@ class NeuralCollapseAccumulator:
         self.num_classes = check_count(num_classes, "num_classes", 2)
         self.dim = check_count(dim, "dim", 1)
         self.sample_batch_size = check_count(sample_batch_size, "sample_batch_size", 1)
-        if zero_entropy not in SAMPLE_ZERO_ENTROPY:
-            raise ValueError(f"zero_entropy={zero_entropy!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
+        self.zero_entropy = check_zero_entropy(zero_entropy)
         if global_mean not in nc.GLOBAL_MEANS:
             raise ValueError(f"global_mean={global_mean!r} must be one of {nc.GLOBAL_MEANS}.")
-        self.zero_entropy = zero_entropy
         self.drop_last = bool(drop_last)
         self.global_mean = global_mean
         self.device = torch.device(device)
@@ -253,8 +225,6 @@ class NeuralCollapseAccumulator:
         self._centers = centers
         self.reset()
 
-    # ---------------------------------------------------------------- state
-
     def reset(self) -> None:
         """Forget all samples (keeps the configuration)."""
         c, d, dev = self.num_classes, self.dim, self.device
@@ -266,11 +236,8 @@ class NeuralCollapseAccumulator:
         self._exponent: int | None = None  # sums and second_moment hold the values / 2^exponent (None: no data yet)
         self._buffer_features = torch.zeros(0, d, dtype=torch.float64, device=dev)
         self._buffer_labels = torch.zeros(0, dtype=torch.long, device=dev)
-        self.ncc = (
-            None
-            if self._centers is None
-            else NearestCenterAgreement(self._centers, head=self.head, bias=self.bias, device=dev)
-        )
+        centers, head, bias = self._centers, self.head, self.bias
+        self.ncc = None if centers is None else NearestCenterAgreement(centers, head=head, bias=bias, device=dev)
         self._synced = False
 
     @property
@@ -289,8 +256,6 @@ class NeuralCollapseAccumulator:
         if self.num_samples == 0:
             raise ValueError("nearest_center_pass() needs a first pass: no sample was added.")
         return NearestCenterAgreement(self.class_means(), head=self.head, bias=self.bias, device=self.device)
-
-    # ---------------------------------------------------------------- update
 
     def update(
         self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None,
@@ -315,37 +280,26 @@ class NeuralCollapseAccumulator:
                 "NC4 against the given `centers` needs the classifier's predictions: pass logits to update(), "
                 "or give `head` at construction."
             )
-        for start in range(0, n, UPDATE_CHUNK):
-            stop = min(n, start + UPDATE_CHUNK)
-            f = features[start:stop].detach().to(self.device, torch.float64)
-            y = labels[start:stop].detach().to(self.device, torch.long)
-            lg = None if logits is None else logits[start:stop].detach().to(self.device)
-            self._update_chunk(f, y, lg)
-
-    def _update_chunk(self, f: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None) -> None:
-        self.counts += torch.bincount(y, minlength=self.num_classes).to(torch.float64)
-        stored = self._to_storage(f)
-        self.sums.index_add_(0, y, stored)
-        self.second_moment += stored.T @ stored
-        pred = None
-        if logits is not None:
-            pred = logits.argmax(dim=1)
-        elif self.head is not None:
-            pred = nc.head_predictions(f, self.head, self.bias)
-        if pred is not None:
-            self.prediction_stats[0] += f.shape[0]
-            self.prediction_stats[1] += float((pred == y).sum())
-        if self.ncc is not None:
-            self.ncc.update(f, y, logits=logits)
-        if self.head is not None:
-            self._update_sample_level(f, y)
+        for rows in _chunks(n):
+            f = features[rows].detach().to(self.device, torch.float64)
+            y = labels[rows].detach().to(self.device, torch.long)
+            lg = None if logits is None else logits[rows].detach().to(self.device)
+            pred = _predictions(f, lg, self.head, self.bias)
+            self.counts += torch.bincount(y, minlength=self.num_classes).to(torch.float64)
+            stored = self._to_storage(f)
+            self.sums.index_add_(0, y, stored)
+            self.second_moment += stored.T @ stored
+            if pred is not None:
+                self.prediction_stats[0] += f.shape[0]
+                self.prediction_stats[1] += float((pred == y).sum())
+            if self.ncc is not None:
+                self.ncc._score(f, pred, y)  # type: ignore[arg-type]  (update() checked there are predictions)
+            if self.head is not None:
+                self._update_sample_level(f, y)
 
     def _to_storage(self, f: torch.Tensor) -> torch.Tensor:
-        """``f`` scaled for the float64 sums: the sums hold ``values / 2^exponent`` with the exponent
-        chosen so that ``Σ x xᵀ`` neither overflows nor underflows (0 for features of ordinary size,
-        :func:`~hf_infonc.info.neural_collapse.storage_exponent`); a batch that needs a larger one
-        rescales the sums first. Scaling by a power of two is exact, and every measure but
-        ``within_class_variance`` (scaled back) does not depend on the scale."""
+        """``f / 2^exponent`` for the sums (:func:`~.neural_collapse.storage_exponent`, exact); a batch that
+        needs a larger exponent rescales the sums first."""
         biggest = float(f.abs().amax()) if f.numel() else 0.0
         if biggest > 0:
             wanted = nc.storage_exponent(biggest)
@@ -382,23 +336,17 @@ class NeuralCollapseAccumulator:
         self._buffer_features = self._buffer_features[:0]
         self._buffer_labels = self._buffer_labels[:0]
 
-    # ---------------------------------------------------------------- combine
-
     def _config(self) -> tuple:
         return (self.num_classes, self.dim, self.sample_batch_size, float(self.drop_last), self.head, self.bias,
                 self._centers)
 
-    def _same_config(self, other: "NeuralCollapseAccumulator") -> bool:
-        mine, theirs = self._config(), other._config()
-        return mine[:4] == theirs[:4] and all(same_optional(a, b) for a, b in zip(mine[4:], theirs[4:]))
-
     def merge(self, other: "NeuralCollapseAccumulator") -> "NeuralCollapseAccumulator":
-        """Add ``other``'s sums into ``self`` (``other`` is not changed; same configuration required);
-        returns ``self``. Each side's pending partial sample batch is closed first (module doc).
-        """
+        """Add ``other``'s sums into ``self`` (``other`` unchanged; same configuration required); returns
+        ``self``. Each side's pending partial sample batch is closed first (module doc)."""
         if not isinstance(other, NeuralCollapseAccumulator):
             raise TypeError(f"can only merge a NeuralCollapseAccumulator, got {type(other).__name__}.")
-        if not self._same_config(other):
+        mine, theirs = self._config(), other._config()
+        if mine[:4] != theirs[:4] or not all(same_optional(a, b) for a, b in zip(mine[4:], theirs[4:])):
             raise ValueError(
                 "cannot merge accumulators with different configurations (num_classes, dim, head, bias, "
                 "centers, sample_batch_size, drop_last)."
@@ -418,10 +366,8 @@ class NeuralCollapseAccumulator:
         return self
 
     def all_reduce(self, group: object = None) -> "NeuralCollapseAccumulator":
-        """Sum the state over all processes of ``group`` (every rank calls it once; a no-op without an
-        initialised process group): pending partial sample batches are closed, then one float64
-        all-reduce of the packed sums. Returns ``self``.
-        """
+        """Sum the state over all processes of ``group`` (every rank calls it once; no-op without a process
+        group): pending partial sample batches are closed, then one float64 all-reduce. Returns ``self``."""
         if not distributed_ready():
             return self
         if self._synced:
@@ -436,34 +382,25 @@ class NeuralCollapseAccumulator:
         if self.ncc is not None:
             parts.append(self.ncc.stats)
         packed = all_reduce(torch.cat([p.reshape(-1) for p in parts]), group)
-        offset = 0
-        for p in parts:
-            k = p.numel()
-            p.copy_(packed[offset : offset + k].view_as(p))
-            offset += k
+        for p, values in zip(parts, packed.split([p.numel() for p in parts])):
+            p.copy_(values.view_as(p))
         self._synced = True
         if self.ncc is not None:
             self.ncc._synced = True
         return self
 
-    # ---------------------------------------------------------------- compute
-
     def compute(
         self, head: torch.Tensor | None = None, *, zero_entropy: SampleZeroEntropy | None = None,
     ) -> dict[str, float]:
-        """All the measures (see the module doc for the keys). Does not change the state.
+        """All the measures (keys in the module doc); the state is unchanged. ``ValueError`` when fewer than 2
+        classes have samples.
 
         Args:
-            head: ``(C, d)`` head rows for NC3 and the class-level MIR/HDR; defaults to the head
-                given at construction (the sample-level measures always use that one).
+            head: ``(C, d)`` head rows for NC3 and the class-level MIR/HDR (default: the one given at
+                construction, which the sample-level measures always use).
             zero_entropy: override the sample-level ``zero_entropy`` mode.
-
-        Raises:
-            ValueError: fewer than 2 classes have samples.
         """
-        mode = self.zero_entropy if zero_entropy is None else zero_entropy
-        if mode not in SAMPLE_ZERO_ENTROPY:
-            raise ValueError(f"zero_entropy={mode!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
+        mode = check_zero_entropy(self.zero_entropy if zero_entropy is None else zero_entropy)
         w_full = self.head if head is None else _head_and_bias(head, None, self.num_classes, self.dim, self.device)[0]
         present = self.counts > 0
         n_present = int(present.sum())
@@ -478,15 +415,17 @@ class NeuralCollapseAccumulator:
             shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
             warnings.warn(
                 f"{n_absent} of {self.num_classes} classes have no samples (classes {shown}); the NC measures "
-                f"and class-level MIR/HDR use the {n_present} present classes only.",
-                RuntimeWarning,
-                stacklevel=2,
+                f"and class-level MIR/HDR use the {n_present} present classes only.", RuntimeWarning, stacklevel=2,
             )
         counts_p = self.counts[present]
         means_p = self.sums[present] / counts_p.unsqueeze(1)
-        mu_g = nc.global_mean(means_p, counts_p, self.global_mean)
-        m = means_p - mu_g
+        m = means_p - nc.global_mean(means_p, counts_p, self.global_mean)
         sigma_w = nc.within_class_covariance(self.counts, self.sums, self.second_moment)
+        variance = max(0.0, float(torch.diagonal(sigma_w).sum()))
+        try:  # back to the features' scale (inf past float64's range)
+            variance = math.ldexp(variance, 2 * (self._exponent or 0))
+        except OverflowError:
+            variance = math.inf
 
         out: dict[str, float] = {
             "num_samples": self.num_samples,
@@ -497,9 +436,7 @@ class NeuralCollapseAccumulator:
             "nc2": nc.nc2(m),
             "nc2_equinorm": nc.nc2_equinorm(m),
             "nc2_equiangular": nc.nc2_equiangular(m),
-            "within_class_variance": nc.ldexp_float(
-                max(0.0, float(torch.diagonal(sigma_w).sum())), 2 * (self._exponent or 0)  # back to the features' scale
-            ),
+            "within_class_variance": variance,
         }
         if w_full is not None:
             w = w_full[present]
@@ -508,17 +445,14 @@ class NeuralCollapseAccumulator:
             out["head_entropy"], out["class_mean_entropy"] = float(terms.h_a), float(terms.h_b)
             out["class_mi"], out["class_mir"], out["class_hdr"] = float(mi), float(class_mir), float(class_hdr)
         if self.head is not None:
-            out.update(self._sample_results(mode))
+            summary = summarize_batch_stats(self.sample_stats + self._tail_stats(), mode)
+            out.update({f"sample_{k}": v for k, v in summary.items()})
         predicted, correct = (float(v) for v in self.prediction_stats)
         if predicted > 0:
             out["classifier_accuracy"] = correct / predicted
         if self.ncc is not None:
             out.update(self.ncc.compute())
         return out
-
-    def _sample_results(self, mode: str) -> dict[str, float]:
-        summary = summarize_batch_stats(self.sample_stats + self._tail_stats(), mode)
-        return {f"sample_{k}": v for k, v in summary.items()}
 
 
 def neural_collapse_measures(
@@ -547,8 +481,7 @@ def neural_collapse_measures(
     check_class_labels(labels, n, num_classes)
 
     def feed(target: NeuralCollapseAccumulator | NearestCenterAgreement) -> None:
-        for start in range(0, n, chunk_size):
-            rows = slice(start, min(n, start + chunk_size))
+        for rows in _chunks(n, chunk_size):
             target.update(features[rows], labels[rows], None if logits is None else logits[rows])
 
     feed(acc)

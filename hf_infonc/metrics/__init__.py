@@ -1,19 +1,8 @@
-"""``evaluate`` modules shipped with hf_infonc, loadable offline.
+"""``evaluate`` modules shipped with hf_infonc, loadable offline (docs/metrics.md, "``evaluate`` modules").
 
-``evaluate.load("accuracy")`` fetches its script from the Hub and fails offline. The modules here
-live in this package (``hf_infonc/metrics/<name>/<name>.py``, installed as package data), so
-
->>> from hf_infonc.metrics import load_metric
->>> nc = load_metric("neural_collapse")          # doctest: +SKIP
->>> both = evaluate.combine([load_metric("accuracy"), load_metric("mir_hdr")])  # doctest: +SKIP
-
-works without a network. ``evaluate.load(metric_path(name))`` is the same thing. The modules are
-thin: the maths is in :mod:`hf_infonc.info` (docs/theory.md). :data:`INPUTS` lists each module's
-inputs (``add_batch``) and :data:`COMPUTE_KWARGS` its ``compute`` keyword arguments.
-
-``evaluate.combine`` passes every ``compute`` keyword argument to every module, so each module
-ignores the keyword arguments that belong to its siblings (:data:`SHARED_COMPUTE_KWARGS`) and
-rejects any other unknown one with a ``TypeError`` (a typo is never silently ignored).
+``load_metric(name)`` is ``evaluate.load(metric_path(name))`` of ``hf_infonc/metrics/<name>/<name>.py``; the maths is
+in :mod:`hf_infonc.info`. ``evaluate.combine`` passes every ``compute`` keyword argument to every module, so each
+ignores its siblings' (:data:`SHARED_COMPUTE_KWARGS`) and rejects any other with a ``TypeError``.
 """
 
 from __future__ import annotations
@@ -60,11 +49,8 @@ def metric_path(name: str) -> str:
 
 
 def load_metric(name: str, **kwargs: Any) -> "evaluate.EvaluationModule":
-    """``evaluate.load`` of a packaged hf_infonc module by name (offline; no path needed).
-
-    Extra keyword arguments (``experiment_id``, ``num_process``, ``process_id``, ...) go to
-    ``evaluate.load``.
-    """
+    """``evaluate.load`` of a packaged hf_infonc module by name, offline; other keyword arguments
+    (``experiment_id``, ``num_process``, ``process_id``, ...) go to ``evaluate.load``."""
     import evaluate
 
     return evaluate.load(metric_path(name), **kwargs)

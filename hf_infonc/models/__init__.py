@@ -1,10 +1,5 @@
-"""Model wrappers: open_clip as a ``PreTrainedModel``, CoOp prompt learning, a zero-shot-initialised linear
-probe, and the Wide ResNet.
-
-Importing this package registers ``OpenCLIPConfig``/``OpenCLIPModel`` with ``AutoConfig``/``AutoModel``, and
-the Wide ResNet (``model_type="wide_resnet"``) with ``AutoConfig``/``AutoModel``/``AutoModelForImageClassification``.
-Their adapters live in :mod:`hf_infonc.adapters`.
-"""
+"""Model wrappers: open_clip as a ``PreTrainedModel``, CoOp, a zero-shot-initialised linear probe, the Wide
+ResNet (the open_clip and Wide ResNet classes register with the Auto classes on import)."""
 
 from hf_infonc.models.coop import CoOpCLIP, CoOpConfig
 from hf_infonc.models.frozen_clip import CLIPHeadOutput, CLIPLinearProbe, CLIPLinearProbeConfig, FrozenCLIPHeadModel

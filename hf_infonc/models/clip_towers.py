@@ -1,10 +1,6 @@
-"""One interface over the CLIP families: ``transformers.CLIPModel``, open_clip models, our wrapper.
-
-Adapters, CoOp prompt learning and the linear probe all need the same few operations on a
-two-tower model; this module does the family dispatch in one place (:func:`clip_family`:
-``"hf-clip"``, ``"open-clip"`` or ``None``). Embeddings are projected, *not* normalised; the text
-side is everything but the vision tower and the logit scale/bias. ``OpenCLIPModel`` is handled as
-the open_clip model it holds. The zero-shot head of class prompts (docs/theory.md §2.4) is here too.
+"""One interface over the CLIP families (``transformers.CLIPModel``, open_clip models, ``OpenCLIPModel``):
+the family dispatch of adapters, CoOp and the linear probe, and the zero-shot head (docs/theory.md §2.4).
+Embeddings are projected, *not* normalised.
 """
 
 from __future__ import annotations
@@ -120,10 +116,8 @@ def tokenize(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Token ids (and the attention mask, when the tokenizer gives one) for a list of texts.
 
-    ``tokenizer``: a ``transformers`` tokenizer (or a processor holding one in ``.tokenizer``), or an
-    open_clip tokenizer (a callable returning ids padded to its context length). ``length``: pad or
-    truncate a ``transformers`` tokenizer's output to exactly this many tokens (open_clip text
-    towers with a fixed context length need it).
+    ``tokenizer``: a ``transformers`` tokenizer or processor, or an open_clip tokenizer. ``length``: pad or
+    truncate a ``transformers`` tokenizer's output to exactly this many tokens (fixed-length open_clip towers).
     """
     from transformers import ProcessorMixin
 

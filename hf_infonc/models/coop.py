@@ -1,20 +1,9 @@
 """CoOp: context optimisation, prompt learning for frozen CLIP (Zhou et al., IJCV 2022, arXiv 2109.01134).
 
-The class prompt ``"a photo of a {class}."`` becomes ``M`` learned context vectors in the token-embedding
-space of the text tower, ``[SOS] [ctx_1] … [ctx_M] [tokens of class c] [.] [EOS]``
-(``class_token_position="end"``; also ``"middle"``, ``"front"``). Both encoders are frozen; only the
-``M x width`` context (shared by all classes) trains, and the head rows are the normalised prompt
-embeddings, recomputed at every step. This is the setting of the cross-modal alignment loss (CMA) in
-Song et al., arXiv 2409.16767 (16 context tokens, SGD lr 0.002 cosine, batch 32).
-
-The prompts are tokenised once as ``"X … X {class}."``; at each forward a one-shot hook on the text
-tower's token embedding swaps the placeholder rows for the context, and the model's *own* text
-forward runs on them, so the prompt encoder is exactly each family's (with ``n_ctx=4`` initialised
-from ``"a photo of a"`` the head equals the zero-shot head to round-off). Context ``init``: ``None``
-for CoOp's ``N(0, 0.02²)``, or a phrase of ``m`` tokens for the last ``m`` vectors (the first
-``n_ctx - m`` random **[choice]**; ``n_ctx=None`` means ``m``). ``save_pretrained`` keeps only the
-context and the tokenised prompts (a few KB); ``CoOpCLIP.from_pretrained(directory, clip_model)``
-restores them. More in docs/adapters.md ("CoOp details").
+Prompts ``[SOS] [ctx_1] … [ctx_M] [tokens of class c] [.] [EOS]`` with ``M`` learned context vectors
+(the only trained tensor), injected by a one-shot hook on the text tower's token embedding, so the
+model's own text forward encodes them; the setting of the CMA loss of Song et al., arXiv 2409.16767.
+Details (positions, ``init``, what is saved): docs/adapters.md ("CoOp details").
 """
 
 from __future__ import annotations
@@ -47,16 +36,9 @@ class CoOpConfig(FrozenCLIPHeadConfig):
 
 
 class CoOpCLIP(FrozenCLIPHeadModel):
-    """Frozen CLIP + ``n_ctx`` learned context vectors before the class-name tokens.
-
-    Build with :meth:`from_clip`. ``forward(pixel_values, labels=None)`` returns
-    :class:`~hf_infonc.models.frozen_clip.CLIPHeadOutput` (``logits``, ``image_embeds``,
-    ``head_rows``, ``loss``).
-
-    State: ``ctx`` (``n_ctx x width``, the only parameter that trains) and the buffers
-    ``prompt_ids`` (``C x L`` token ids of ``"X … X {class}."``), ``prompt_attention_mask`` and
-    ``name_lengths`` (tokens per class name).
-    """
+    """Frozen CLIP + ``n_ctx`` learned context vectors (``ctx``) before the class-name tokens; build with
+    :meth:`from_clip`. Buffers: ``prompt_ids`` (``C x L`` ids of ``"X … X {class}."``),
+    ``prompt_attention_mask``, ``name_lengths`` (tokens per class name)."""
 
     config_class = CoOpConfig
 
@@ -94,10 +76,8 @@ class CoOpCLIP(FrozenCLIPHeadModel):
         """CoOp prompts for ``clip_model`` (frozen here) and ``class_names``.
 
         Args:
-            tokenizer: the text tokenizer of ``clip_model`` (a ``transformers`` tokenizer or
-                processor; an open_clip tokenizer for open_clip models).
-            settings: the fields of :class:`CoOpSettings` (``n_ctx``, ``init``, ``class_token_position``,
-                ``init_std``, ``seed``), defaulting to its values.
+            tokenizer: the text tokenizer of ``clip_model`` (``transformers`` tokenizer or processor, or open_clip's).
+            settings: the fields of :class:`CoOpSettings`, defaulting to its values.
         """
         n_ctx, init, class_token_position, init_std, seed = asdict(CoOpSettings(**settings)).values()
         clip_towers.require_clip(clip_model, "CoOp prompt learning")
@@ -111,10 +91,9 @@ class CoOpCLIP(FrozenCLIPHeadModel):
             class_names=[str(c) for c in class_names], n_ctx=int(n_ctx), ctx_init=init or None,
             class_token_position=class_token_position, init_std=init_std,
         )
-        if seed is None:
-            return cls(config, clip_model, tokenizer=tokenizer)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
             return cls(config, clip_model, tokenizer=tokenizer)
 
     def _tokenize_prompts(self, tokenizer: Any) -> None:

@@ -1,11 +1,7 @@
-"""Frozen CLIP towers with a small trained head: the shared base of CoOp and the linear probe.
+"""Frozen CLIP towers (eval mode) with a small trained head: the shared base of CoOp and the linear probe.
 
-:class:`FrozenCLIPHeadModel` holds a CLIP model (``transformers.CLIPModel``, an open_clip model, or
-:class:`~hf_infonc.models.OpenCLIPModel`) whose parameters are all frozen and stay in eval mode, plus
-the few trained tensors of the head. ``logits = scale · normalize(image) · headᵀ`` with CLIP's own
-frozen ``logit_scale``, as in zero-shot CLIP. ``save_pretrained`` (so ``Trainer`` checkpoints too)
-keeps **only the head**, with the class names and a reference to the base model in ``config.json``;
-``from_pretrained(directory, clip_model)`` rebuilds it around a CLIP model (by default the referenced one).
+``logits = scale · normalize(image) · headᵀ`` with CLIP's frozen ``logit_scale``. ``save_pretrained`` (and
+so ``Trainer``) keeps only the head, the class names and a reference to the base model (docs/adapters.md).
 """
 
 from __future__ import annotations
@@ -28,8 +24,8 @@ HEAD_WEIGHTS_NAME = "model.safetensors"
 
 @dataclass
 class CLIPHeadOutput(ModelOutput):
-    """``loss`` (cross-entropy when labels are given), ``logits``, ``image_embeds`` (the features fed to
-    the head, not normalised), ``head_rows`` (``C x d``) and ``logit_scale`` (``exp`` applied)."""
+    """Cross-entropy ``loss``, ``logits``, ``image_embeds`` (not normalised), ``head_rows`` (``C x d``) and
+    ``logit_scale`` (``exp`` applied)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -137,10 +133,7 @@ class FrozenCLIPHeadModel(PreTrainedModel):
     def save_pretrained(
         self, save_directory: str | os.PathLike, *args: Any, state_dict: dict | None = None, **kwargs: Any
     ):
-        """Write ``config.json`` and ``model.safetensors`` holding the head only (no CLIP weights).
-
-        ``transformers.Trainer.save_model`` calls this, so its checkpoints hold the head only too.
-        """
+        """Write ``config.json`` and ``model.safetensors`` holding the head only (so do ``Trainer``'s checkpoints)."""
         return super().save_pretrained(save_directory, *args, state_dict=self.head_state_dict(state_dict), **kwargs)
 
     @classmethod
@@ -148,10 +141,7 @@ class FrozenCLIPHeadModel(PreTrainedModel):
         cls, pretrained_model_name_or_path: str | os.PathLike, clip_model: nn.Module | None = None, *,
         base_model_kwargs: dict | None = None, **hub_kwargs: Any,
     ):
-        """Rebuild the head around ``clip_model`` (by default the base model named in the config).
-
-        ``pretrained_model_name_or_path``: a folder written by :meth:`save_pretrained` or a Hub repo id.
-        """
+        """Rebuild a saved head (folder or Hub repo id) around ``clip_model`` (default: the base model it names)."""
         from safetensors.torch import load_file
         from transformers.utils import cached_file
 
@@ -190,12 +180,8 @@ class CLIPLinearProbeConfig(FrozenCLIPHeadConfig):
 
 
 class CLIPLinearProbe(FrozenCLIPHeadModel):
-    """A linear classifier on frozen, normalised CLIP image embeddings, initialised from the zero-shot head.
-
-    ``logits = scale · normalize(image) · Wᵀ``; ``W`` (``C x d``, no bias, the only trained tensor, whose
-    rows are the head rows, docs/theory.md §2.4) starts as the ensembled, normalised class-prompt
-    embeddings, so training starts from zero-shot CLIP (as in LP-FT / WiSE-FT) **[choice]**. Build
-    with :meth:`from_clip`.
+    """A linear classifier ``W`` (``C x d``, no bias, the head rows, docs/theory.md §2.4) on frozen CLIP image
+    embeddings, starting as the zero-shot head (as in LP-FT / WiSE-FT) **[choice]**. Build with :meth:`from_clip`.
     """
 
     config_class = CLIPLinearProbeConfig

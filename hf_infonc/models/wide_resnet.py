@@ -1,12 +1,8 @@
 """Wide ResNet (WRN-d-k) as a ``transformers`` model: the backbone of FixMatch / FreeMatch / USB.
 
 Zagoruyko & Komodakis 2016 (arXiv 1605.07146) with FixMatch's tweaks (Sohn et al. 2020, arXiv
-2001.07685): pre-activation blocks, BatchNorm momentum 0.001 and eps 0.001, LeakyReLU 0.1, bias-free
-convs, global average pooling (any input size). Architecture, parameter-count formula and the
-wiring of the reference codes (this module follows TensorFlow FixMatch): docs/wide_resnet.md.
-Importing this module registers ``"wide_resnet"`` with ``AutoConfig``, ``AutoModel`` and
-``AutoModelForImageClassification``, so a recipe can build it with
-``model: {family: image-classification, config: {model_type: wide_resnet, depth: 28, widen_factor: 2}}``.
+2001.07685); architecture and parameter count: docs/wide_resnet.md. Importing this module registers
+``"wide_resnet"`` with ``AutoConfig``, ``AutoModel`` and ``AutoModelForImageClassification``.
 """
 
 from __future__ import annotations
@@ -19,9 +15,6 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
-from transformers.utils import logging
-
-logger = logging.get_logger(__name__)
 
 __all__ = [
     "WideResNetConfig", "WideResNetForImageClassification", "WideResNetModel", "WideResNetPreTrainedModel",
@@ -35,6 +28,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_positive_int(value: Any) -> bool:
+    return _is_int(value) and value >= 1
+
+
 def _nearest_valid_depths(depth: int) -> list[int]:
     """The valid depths (6n + 4, n ≥ 1) just below and just above ``depth``."""
     below = 6 * ((depth - 4) // 6) + 4
@@ -46,17 +43,14 @@ class WideResNetConfig(PretrainedConfig):
     """Configuration of a Wide ResNet WRN-``depth``-``widen_factor``.
 
     Args:
-        depth: total depth ``6n + 4`` (n ≥ 1 blocks per group): 28 for the FixMatch / FreeMatch setting,
-            10, 16, 22, 28, 34, 40, … are valid.
-        widen_factor: width multiplier k; the groups have 16k, 32k and 64k channels. The paper
-            settings are WRN-28-2 for CIFAR-10 and WRN-28-8 for CIFAR-100.
+        depth: total depth ``6n + 4`` (n ≥ 1 blocks per group; 28 in FixMatch / FreeMatch).
+        widen_factor: width multiplier k (groups of 16k, 32k, 64k channels; WRN-28-2 for CIFAR-10, -8 for CIFAR-100).
         num_channels: channels of the input images (3 for RGB).
         drop_rate: dropout probability between the two convolutions of each block (0 in FixMatch).
         bn_momentum: PyTorch BatchNorm momentum (0.001, i.e. TensorFlow's decay 0.999).
         bn_eps: BatchNorm epsilon (0.001, TensorFlow's default, as in FixMatch and USB).
         leaky_relu_slope: negative slope of every LeakyReLU (0.1).
-        image_size: preprocessing size used by :func:`hf_infonc.factory.build_model`; informational
-            for the model itself, which pools globally and accepts any spatial size.
+        image_size: preprocessing size used by :func:`hf_infonc.factory.build_model` (the model takes any size).
         num_labels / id2label / label2id: the classes, as for any ``transformers`` classifier.
     """
 
@@ -83,28 +77,21 @@ class WideResNetConfig(PretrainedConfig):
                 f"WideResNetConfig.depth must be 6n + 4 with n ≥ 1 (two 3×3 convs per block, n blocks in each of "
                 f"3 groups, plus the stem conv and the classifier), got {depth!r}; {hint}."
             )
-        if not _is_int(self.widen_factor) or self.widen_factor < 1:
-            raise ValueError(
-                f"WideResNetConfig.widen_factor must be an integer ≥ 1 (channels 16k, 32k, 64k), got "
-                f"{self.widen_factor!r}; FixMatch uses 2 for CIFAR-10 and 8 for CIFAR-100."
-            )
-        if not _is_int(self.num_channels) or self.num_channels < 1:
-            raise ValueError(
-                f"WideResNetConfig.num_channels must be an integer ≥ 1 (3 for RGB images), got {self.num_channels!r}."
-            )
-        if not 0.0 <= float(self.drop_rate) < 1.0:
-            raise ValueError(f"WideResNetConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}.")
-        if not 0.0 < float(self.bn_momentum) <= 1.0:
-            raise ValueError(
-                f"WideResNetConfig.bn_momentum must be in (0, 1] (PyTorch convention: weight of the new batch), got "
-                f"{self.bn_momentum!r}; FixMatch uses 0.001."
-            )
-        if not float(self.bn_eps) > 0.0:
-            raise ValueError(f"WideResNetConfig.bn_eps must be positive, got {self.bn_eps!r}.")
-        if not float(self.leaky_relu_slope) >= 0.0:
-            raise ValueError(f"WideResNetConfig.leaky_relu_slope must be ≥ 0, got {self.leaky_relu_slope!r}.")
-        if not _is_int(self.image_size) or self.image_size < 1:
-            raise ValueError(f"WideResNetConfig.image_size must be a positive integer, got {self.image_size!r}.")
+        checks = (  # (field, valid, rule, hint): "WideResNetConfig.<field> <rule>, got <value><hint>."
+            ("widen_factor", _is_positive_int, "must be an integer ≥ 1 (channels 16k, 32k, 64k)",
+             "; FixMatch uses 2 for CIFAR-10 and 8 for CIFAR-100"),
+            ("num_channels", _is_positive_int, "must be an integer ≥ 1 (3 for RGB images)", ""),
+            ("drop_rate", lambda v: 0.0 <= float(v) < 1.0, "must be in [0, 1)", ""),
+            ("bn_momentum", lambda v: 0.0 < float(v) <= 1.0,
+             "must be in (0, 1] (PyTorch convention: weight of the new batch)", "; FixMatch uses 0.001"),
+            ("bn_eps", lambda v: float(v) > 0.0, "must be positive", ""),
+            ("leaky_relu_slope", lambda v: float(v) >= 0.0, "must be ≥ 0", ""),
+            ("image_size", _is_positive_int, "must be a positive integer", ""),
+        )
+        for name, valid, rule, hint in checks:
+            value = getattr(self, name)
+            if not valid(value):
+                raise ValueError(f"WideResNetConfig.{name} {rule}, got {value!r}{hint}.")
 
     @property
     def blocks_per_group(self) -> int:
@@ -221,11 +208,8 @@ class WideResNetPreTrainedModel(PreTrainedModel):
 
 
 class WideResNetModel(WideResNetPreTrainedModel):
-    """The Wide ResNet body: stem, three groups, final BN + LeakyReLU, global average pool.
-
-    ``pooler_output`` is the ``batch × 64k`` vector fed to the classifier; ``last_hidden_state``
-    the final feature map (after BN and LeakyReLU).
-    """
+    """The Wide ResNet body: stem, three groups, final BN + LeakyReLU (``last_hidden_state``), global average
+    pool (``pooler_output``, ``batch × 64k``)."""
 
     def __init__(self, config: WideResNetConfig) -> None:
         super().__init__(config)
@@ -272,11 +256,8 @@ class WideResNetModel(WideResNetPreTrainedModel):
 class WideResNetForImageClassification(WideResNetPreTrainedModel):
     """Wide ResNet with a linear classifier on the globally pooled features (FixMatch's WRN-28-k).
 
-    ``forward(pixel_values, labels=None)`` returns an :class:`~transformers.modeling_outputs.ImageClassifierOutput`:
-    ``logits = classifier(pool(body(pixel_values)))``, ``loss = cross_entropy(logits, labels)``
-    when labels are given (class ids, or class probabilities of shape ``batch × num_labels``),
-    and ``hidden_states = (pooled features,)`` (``batch × 64k``) with ``output_hidden_states=True``.
-    The features seen by :class:`hf_infonc.adapters.ImageClassificationAdapter` are the same pooled vectors.
+    ``loss = cross_entropy(logits, labels)`` (class ids, or class probabilities ``batch × num_labels``);
+    ``hidden_states = (pooled features,)`` (``batch × 64k``, also the adapter's features).
     """
 
     def __init__(self, config: WideResNetConfig) -> None:
@@ -294,9 +275,7 @@ class WideResNetForImageClassification(WideResNetPreTrainedModel):
         body = self.wide_resnet(pixel_values, output_hidden_states=False, return_dict=True)
         pooled = body.pooler_output
         logits = self.classifier(pooled)
-        loss = None
-        if labels is not None:
-            loss = self._loss(logits, labels)
+        loss = None if labels is None else self._loss(logits, labels)
         hidden_states = (pooled,) if output_hidden_states else None
         if not return_dict:
             return tuple(v for v in (loss, logits, hidden_states) if v is not None)
@@ -321,12 +300,9 @@ class WideResNetForImageClassification(WideResNetPreTrainedModel):
 
 def _register_auto_classes() -> None:
     """Register ``"wide_resnet"`` with the Auto classes; a second registration is a no-op."""
-    try:
-        AutoConfig.register(MODEL_TYPE, WideResNetConfig, exist_ok=True)
-        AutoModel.register(WideResNetConfig, WideResNetModel, exist_ok=True)
-        AutoModelForImageClassification.register(WideResNetConfig, WideResNetForImageClassification, exist_ok=True)
-    except Exception as error:  # pragma: no cover - registration API drift must not break imports
-        logger.warning(f"Could not register WideResNet with AutoConfig/AutoModel: {error}")
+    AutoConfig.register(MODEL_TYPE, WideResNetConfig, exist_ok=True)
+    AutoModel.register(WideResNetConfig, WideResNetModel, exist_ok=True)
+    AutoModelForImageClassification.register(WideResNetConfig, WideResNetForImageClassification, exist_ok=True)
 
 
 _register_auto_classes()

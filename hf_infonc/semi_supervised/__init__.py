@@ -1,9 +1,4 @@
-"""Semi-supervised training with the information losses: FixMatch and FreeMatch on ``InfoNCTrainer``.
-
-``config`` (:class:`SemiSupervisedConfig`, the ``ssl:`` section of a recipe), ``thresholds`` (FixMatch's
-fixed and FreeMatch's self-adaptive thresholds, the fairness loss), ``data`` (the stream of labelled +
-unlabelled units and its collator), ``teacher`` (the EMA teacher), ``trainer``
-(:class:`SemiSupervisedTrainer`) and ``recipe`` (the training data of a recipe). Guide: docs/semi_supervised.md.
+"""Semi-supervised training (FixMatch, FreeMatch) with the information losses; guide: docs/semi_supervised.md.
 
 Names are imported on first access, so reading a recipe's ``ssl:`` section does not import the trainer.
 """

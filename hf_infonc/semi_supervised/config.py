@@ -11,10 +11,7 @@ INFO_TARGETS = ("labeled", "pseudo", "both")
 
 @dataclass
 class SemiSupervisedConfig:
-    """Settings of semi-supervised training (the ``ssl:`` section of a recipe).
-
-    Defaults follow FreeMatch on CIFAR-10 (USB ``freematch_cifar10_40_0.yaml``).
-    """
+    """The ``ssl:`` section of a recipe; defaults follow FreeMatch on CIFAR-10 (USB ``freematch_cifar10_40_0.yaml``)."""
 
     algorithm: str = "freematch"
     """``freematch``, ``fixmatch``, or ``supervised`` (the labelled stream only: the baseline)."""

@@ -15,13 +15,10 @@ SSL_KEYS = ("labels", "ssl_num_labeled", "ssl_unlabeled_labels")
 
 
 class SemiSupervisedDataset(torch.utils.data.Dataset):
-    """Pairs a labelled and an unlabelled dataset into units of 1 labelled + μ unlabelled examples.
+    """Units of 1 labelled + μ unlabelled raw rows (the collator makes the views).
 
-    A batch of ``B`` units therefore holds ``B`` labelled and ``μ·B`` unlabelled examples. One pass
-    over the units visits every unlabelled example once (grouped by a seeded permutation) and
-    cycles through the labelled set, so a small labelled set is repeated as in FixMatch. Items are
-    the raw rows (``image``/``text``, ``label``); the collator makes the views. ``μ = 0`` gives the
-    labelled stream alone (the supervised baseline).
+    One pass visits every unlabelled example once (seeded permutation) and cycles through the
+    labelled set, as in FixMatch; ``μ = 0`` gives the labelled stream alone (the supervised baseline).
     """
 
     def __init__(
@@ -59,15 +56,10 @@ class SemiSupervisedDataset(torch.utils.data.Dataset):
 class SemiSupervisedCollator:
     """Units → one model batch ``[labelled; weak views; strong views]`` plus the SSL bookkeeping.
 
-    Output keys: the model inputs for all ``B + 2·μB`` rows (``pixel_values``, or the tokenizer's
-    ``input_ids``/``attention_mask``/…, padded together), ``labels`` (the ``B`` labelled classes),
-    ``ssl_num_labeled`` and ``ssl_unlabeled_labels`` (the true classes of the unlabelled rows when
-    the data has them, else -1: used only to log the pseudo-label accuracy).
-
-    Images: ``labeled_transform`` (FixMatch uses the weak augmentation), ``weak_transform`` and
-    ``strong_transform`` are callables from a PIL image to a tensor. Text: ``tokenizer`` and
-    ``text_views`` (an object with ``weak(text, rng)`` and ``strong(text, rng)``, see
-    :class:`hf_infonc.data.augment.TextViews`); the labelled text is used as is.
+    Keys: the model inputs of all ``B + 2·μB`` rows, ``labels`` (the ``B`` labelled classes),
+    ``ssl_num_labeled`` and ``ssl_unlabeled_labels`` (true classes of the unlabelled rows, else -1;
+    only logged). Images: the three transforms (PIL image → tensor). Text: ``tokenizer`` and
+    ``text_views`` (:class:`hf_infonc.data.augment.TextViews`); the labelled text is used as is.
     """
 
     labeled_transform: Callable[[Any], torch.Tensor] | None = None
@@ -85,10 +77,6 @@ class SemiSupervisedCollator:
             raise ValueError("SemiSupervisedCollator needs image transforms (images) or a tokenizer (text).")
         if self.tokenizer is not None and self.text_views is None:
             raise ValueError("SemiSupervisedCollator: text data needs text_views (hf_infonc.data.augment.TextViews).")
-
-    def _true_label(self, row: dict[str, Any]) -> int:
-        value = row.get(self.label_column, -1)
-        return -1 if value is None else int(value)
 
     def __call__(self, units: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         labeled = [unit["labeled"] for unit in units]
@@ -110,5 +98,6 @@ class SemiSupervisedCollator:
             batch = {"pixel_values": torch.stack(images).float()}
         batch["labels"] = labels
         batch["ssl_num_labeled"] = torch.tensor(len(labeled))
-        batch["ssl_unlabeled_labels"] = torch.tensor([self._true_label(row) for row in unlabeled], dtype=torch.long)
+        truth = [row.get(self.label_column, -1) for row in unlabeled]
+        batch["ssl_unlabeled_labels"] = torch.tensor([-1 if v is None else int(v) for v in truth], dtype=torch.long)
         return batch

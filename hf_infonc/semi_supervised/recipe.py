@@ -9,17 +9,12 @@ from hf_infonc.semi_supervised.data import SemiSupervisedCollator, SemiSupervise
 
 
 def split_labeled_unlabeled(train: Any, labels_per_class: int, *, seed: int, max_unlabeled: int | None = None):
-    """The labelled subset (``labels_per_class`` per class, drawn with ``seed``) and the unlabelled pool.
-
-    As in FixMatch and USB, the unlabelled pool is the whole training split (the labelled examples
-    included); its labels stay in the rows only to log the pseudo-label accuracy and are never
-    used by the losses. ``max_unlabeled`` caps the pool (stratified, same ``seed``).
-    """
+    """The labelled subset (``labels_per_class`` per class, drawn with ``seed``) and the unlabelled pool: the
+    whole split, as in FixMatch and USB (its labels only log the pseudo-label accuracy), capped at
+    ``max_unlabeled`` (stratified, same ``seed``)."""
     from hf_infonc.data import sample_few_shot, subsample
 
-    labeled = sample_few_shot(train, labels_per_class, seed=seed)
-    unlabeled = subsample(train, max_unlabeled, seed=seed)
-    return labeled, unlabeled
+    return sample_few_shot(train, labels_per_class, seed=seed), subsample(train, max_unlabeled, seed=seed)
 
 
 def _with_extra_split(unlabeled: Any, data_config: Any, split: str) -> Any:
@@ -41,13 +36,8 @@ def _with_extra_split(unlabeled: Any, data_config: Any, split: str) -> Any:
 def semi_supervised_training_data(
     recipe: Any, built: Any, datasets: Any
 ) -> tuple[SemiSupervisedDataset, SemiSupervisedCollator]:
-    """The training dataset and collator of a recipe with an ``ssl:`` section.
-
-    ``datasets["train"]`` must be the full training split (``run_recipe`` builds it without
-    ``data.shots``). Images: the labelled rows get the weak view; the unlabelled rows a weak and a
-    strong view (:mod:`hf_infonc.data.augment`), both ending like the evaluation transform. Text:
-    the labelled text as is, and :class:`~hf_infonc.data.augment.TextViews` for the two views.
-    """
+    """The training dataset and collator of a recipe with an ``ssl:`` section (``datasets["train"]``: the
+    full training split). Labelled images get the weak view, labelled text stays as is (docs/semi_supervised.md)."""
     from hf_infonc.data import build_image_transform, resolve_hflip
     from hf_infonc.data.augment import TextViews, view_transforms_from
 

@@ -1,12 +1,6 @@
-"""Confidence thresholds of FixMatch and FreeMatch, and FreeMatch's self-adaptive fairness loss.
-
-* **FixMatch** (Sohn et al., NeurIPS 2020, arXiv 2001.07685): ``mask_u = [max p_u ≥ τ]``, τ = 0.95.
-* **FreeMatch** (Wang et al., ICLR 2023, arXiv 2205.07246), all EMAs with momentum λ = 0.999 over the
-  weak-view probabilities of the (globally gathered) unlabelled batch: global
-  ``τ_t = λ τ_{t-1} + (1-λ) mean_u max p_u`` (τ_0 = 1/C), local ``p̃_t = λ p̃_{t-1} + (1-λ) mean_u p_u``
-  (p̃_0 = 1/C), class threshold ``τ_t(c) = τ_t · p̃_t(c) / max_c' p̃_t(c')``, and
-  ``mask_u = [max p_u ≥ τ_t(ŷ_u)]``; updated with the current batch before masking, as in USB.
-  Self-adaptive fairness: :func:`fairness_loss`, weight λ_f = 0.001.
+"""Confidence thresholds of FixMatch (Sohn et al., NeurIPS 2020, arXiv 2001.07685) and FreeMatch (Wang et
+al., ICLR 2023, arXiv 2205.07246), and FreeMatch's self-adaptive fairness loss. Formulas:
+docs/semi_supervised.md ("What a step does").
 """
 
 from __future__ import annotations
@@ -109,14 +103,9 @@ def _inverse(histogram: torch.Tensor) -> torch.Tensor:
 
 def fairness_loss(strong_logits: torch.Tensor, mask: torch.Tensor, class_probabilities: torch.Tensor,
                   label_histogram: torch.Tensor) -> torch.Tensor:
-    """FreeMatch's self-adaptive fairness loss (Wang et al., ICLR 2023, Eq. 8).
-
-    ``L_f = -H(SumNorm(p̃/h̃), SumNorm(p̄/h̄)) = Σ_c q_c log r_c`` with ``q = SumNorm(p̃/h̃)`` (the EMA
-    class probabilities over the EMA pseudo-label histogram) and ``r = SumNorm(p̄/h̄)``, where ``p̄``
-    is the mean strong-view probability of the masked rows and ``h̄`` their pseudo-label (strong
-    argmax) histogram. Classes absent from ``h̄`` get weight 0, as in USB. Returns 0 (with a zero
-    gradient) when no row is masked.
-    """
+    """FreeMatch's self-adaptive fairness loss (Wang et al., ICLR 2023, Eq. 8): ``Σ_c q_c log r_c`` with
+    ``q = SumNorm(p̃/h̃)``, ``r = SumNorm(p̄/h̄)`` over the masked strong views (classes absent from ``h̄``
+    weigh 0, as in USB). 0, with a zero gradient, when no row is masked."""
     keep = mask > 0
     if not bool(keep.any()):
         return strong_logits.sum() * 0.0

@@ -1,21 +1,11 @@
 """``SemiSupervisedTrainer``: FixMatch and FreeMatch on ``InfoNCTrainer``, with the information losses.
 
-Each optimizer step sees ``B`` labelled examples and ``μ·B`` unlabelled ones (``μ`` =
-``unlabeled_ratio``, 7 in both papers), every unlabelled example in a *weak* and a *strong* view.
-One forward runs on ``[labelled; weak; strong]`` (so BatchNorm sees the whole step, as in FixMatch)
-through the model's adapter, so every adapter works (image and text classifiers, a Wide ResNet, CLIP
-used as a classifier). The loss of a step::
+One forward per step on ``[labelled; weak; strong]`` through the model's adapter; the loss::
 
     L = CE(labelled) + λ_u · mean_u[ mask_u · CE(strong_u, ŷ_u) ] + λ_f · L_fair      (base)
         - λ_mi · MI(K₁, K₂) + λ_gap · |H(K₁) - H(K₂)|                                 (information)
 
-with ``ŷ_u = argmax softmax(weak_u)`` (from the EMA teacher when enabled), ``mask_u`` from
-:mod:`~hf_infonc.semi_supervised.thresholds`, and ``K₁ = G(features)``, ``K₂ = G(head rows of the
-labels)`` on the rows picked by ``info_target``: ``labeled`` (the labelled batch, the default,
-chosen by measurement: docs/semi_supervised.md), ``pseudo`` (the confident strong views with their
-pseudo-labels) or ``both``. On several processes the threshold statistics use the weak views of all
-processes and the fairness and information terms use rows gathered with gradients, so a run on two
-processes equals a run on one with the same global batch.
+on the rows picked by ``info_target``. Details, and the multi-process rules: docs/semi_supervised.md.
 """
 
 from __future__ import annotations
@@ -43,13 +33,9 @@ logger = logging.getLogger(__name__)
 class SemiSupervisedTrainer(InfoNCTrainer):
     """``InfoNCTrainer`` for FixMatch / FreeMatch (module docstring), with the information losses.
 
-    Use a :class:`SemiSupervisedDataset` as ``train_dataset`` and a :class:`SemiSupervisedCollator`
-    as ``data_collator`` (``per_device_train_batch_size`` counts labelled examples); evaluation uses
-    ordinary labelled batches (``eval_data_collator``). Logged beside the usual components:
-    ``loss/sup``, ``loss/unsup``, ``loss/fairness``, ``ssl/mask_rate``, ``ssl/threshold`` (FreeMatch's
-    global τ_t, or FixMatch's τ), ``ssl/class_threshold_min``/``max``, and, when the unlabelled
-    rows carry their true labels, ``ssl/pseudo_label_acc`` (over the masked rows) and
-    ``ssl/pseudo_label_acc_all``.
+    ``train_dataset``: a :class:`SemiSupervisedDataset`; ``data_collator``: a :class:`SemiSupervisedCollator`
+    (``per_device_train_batch_size`` counts labelled examples); evaluation uses ordinary labelled
+    batches. What is logged: docs/semi_supervised.md ("Logged").
     """
 
     # the loss of an SSL step is a per-batch mean: Trainer divides it by the accumulation steps
@@ -185,11 +171,8 @@ class SemiSupervisedTrainer(InfoNCTrainer):
 
     def _information_on(self, base: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
                         head_rows: torch.Tensor, out: AdapterOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The information terms on the chosen rows; skipped (base only) when no process has any.
-
-        Only ``info_target='pseudo'`` can leave a process without rows, so only then is the row
-        count gathered (one collective and one host sync per step).
-        """
+        """The information terms on the chosen rows; skipped (base only) when no process has any
+        (possible only with ``info_target='pseudo'``, so only then is the row count gathered)."""
         if self.ssl_config.info_target == "pseudo":
             count = all_gather_no_grad(torch.tensor([features.shape[0]], device=features.device))
             if int(count.sum()) == 0:

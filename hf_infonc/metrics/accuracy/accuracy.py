@@ -1,8 +1,4 @@
-"""Accuracy: the fraction (or count) of predictions equal to the references.
-
-An offline stand-in for the Hub's ``evaluate.load("accuracy")`` (which needs the network).
-Load it with ``hf_infonc.metrics.load_metric("accuracy")`` or ``evaluate.load(<this folder>)``.
-"""
+"""Accuracy, an offline stand-in for the Hub's ``evaluate.load("accuracy")``: ``load_metric("accuracy")``."""
 
 import evaluate
 import numpy
@@ -50,6 +46,4 @@ class Accuracy(evaluate.Metric):
         if weight.shape != correct.shape:
             raise ValueError(f"sample_weight has {weight.shape[0]} entries for {correct.shape[0]} samples.")
         total = float((correct * weight).sum())
-        if options.get("normalize", True):
-            return {"accuracy": total / float(weight.sum())}
-        return {"accuracy": total}
+        return {"accuracy": total / float(weight.sum()) if options.get("normalize", True) else total}

@@ -1,8 +1,5 @@
-"""Matrix entropy H(G(features)) of a set of feature vectors (von Neumann or Rényi), in nats.
-
-Thin wrapper of :func:`hf_infonc.info.matrix_entropy` (docs/theory.md §1; arXiv 2406.03999 Def. 3.1).
-Load it with ``hf_infonc.metrics.load_metric("matrix_entropy")`` or ``evaluate.load(<this folder>)``.
-"""
+"""Matrix entropy H(G(features)), in nats: :func:`hf_infonc.info.matrix_entropy` (docs/theory.md §1; arXiv
+2406.03999 Def. 3.1) as an ``evaluate`` module, ``load_metric("matrix_entropy")``."""
 
 import math
 

@@ -1,11 +1,6 @@
-"""Sample-level MIR and HDR between the features and the head rows of their labels.
-
-The paper's measure (docs/theory.md §2 item 2; arXiv 2409.16767 §3, 2406.03999 §4): for consecutive
-batches of ``batch_size`` samples (64 in the paper), ``K₁ = G(features)`` and
-``K₂ = G(head[references])``; MIR = MI(K₁, K₂) / min(H(K₁), H(K₂)) and
-HDR = |H(K₁) - H(K₂)| / max(H(K₁), H(K₂)), averaged over the batches. Thin wrapper of
-:func:`hf_infonc.info.stream.batched_mir_hdr`.
-Load it with ``hf_infonc.metrics.load_metric("mir_hdr")`` or ``evaluate.load(<this folder>)``.
+"""Sample-level MIR and HDR between the features and the head rows of their labels, averaged over batches
+(docs/theory.md §2 item 2; arXiv 2409.16767 §3, 2406.03999 §4): :func:`hf_infonc.info.stream.batched_mir_hdr` as
+an ``evaluate`` module, ``load_metric("mir_hdr")``.
 """
 
 import evaluate

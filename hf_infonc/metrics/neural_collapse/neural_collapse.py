@@ -1,9 +1,5 @@
-"""Neural-collapse measures NC1 to NC4 with the class- and sample-level MIR/HDR.
-
-Thin wrapper of :func:`hf_infonc.info.stream.neural_collapse_measures` (one-pass sums for
-everything, an exact second pass for NC4; formulas in :mod:`hf_infonc.info.neural_collapse`,
-after Papyan, Han & Donoho 2020; docs/theory.md §5). Load it with
-``hf_infonc.metrics.load_metric("neural_collapse")`` or ``evaluate.load(<this folder>)``.
+"""NC1 to NC4 with the class- and sample-level MIR/HDR (Papyan, Han & Donoho 2020; docs/theory.md §5):
+:func:`hf_infonc.info.stream.neural_collapse_measures` as an ``evaluate`` module, ``load_metric("neural_collapse")``.
 """
 
 import evaluate

@@ -16,14 +16,11 @@ class OpenCLIPConfig(PretrainedConfig):
     """Configuration of :class:`OpenCLIPModel`.
 
     Args:
-        model_name: open_clip architecture name (``"ViT-B-32"``, ``"hf-hub:org/repo"``,
-            ``"local-dir:/path"``); informational once ``model_cfg`` is known, and used to pick the
-            tokenizer. When ``model_cfg`` is not given it is resolved from this name.
-        model_cfg: the open_clip model config dict (``embed_dim``, ``vision_cfg``, ``text_cfg``
-            and optional ``quick_gelu``, ``init_logit_scale``, ``init_logit_bias``,
-            ``custom_text``, …), exactly as in open_clip's ``model_configs/*.json``.
-        precision: open_clip precision string; ``"fp16"``/``"bf16"`` select fp32 LayerNorms
-            (open_clip's ``cast_dtype``). Weight dtype is set as usual with ``from_pretrained(dtype=…)``.
+        model_name: open_clip architecture name (``"ViT-B-32"``, ``"hf-hub:org/repo"``, ``"local-dir:/path"``);
+            picks the tokenizer, and gives ``model_cfg`` when that is not given.
+        model_cfg: the open_clip model config dict, as in open_clip's ``model_configs/*.json``.
+        precision: open_clip precision string (``"fp16"``/``"bf16"``: fp32 LayerNorms, open_clip's
+            ``cast_dtype``); the weight dtype comes from ``from_pretrained(dtype=…)``.
         preprocess_cfg: open_clip image preprocessing (size, mean, std, interpolation, resize mode).
     """
 
@@ -44,10 +41,6 @@ class OpenCLIPConfig(PretrainedConfig):
     @property
     def text_cfg(self) -> dict:
         return dict((self.model_cfg or {}).get("text_cfg", {}))
-
-    @property
-    def has_hf_text_tower(self) -> bool:
-        return bool(self.text_cfg.get("hf_model_name"))
 
 
 def clean_model_cfg(model_cfg: Mapping[str, Any]) -> dict:

@@ -15,31 +15,23 @@ OPEN_CLIP_WEIGHTS_NAME = "open_clip_model.safetensors"
 OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
 
 
-def link_or_copy(source: Path, target: Path) -> None:
-    """``target`` as a hard link to ``source`` (the same bytes stored once), or a copy where links are refused."""
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
 def write_open_clip_layout(
     clip: nn.Module, config: Any, out: Path, *, weights_from: Path | None = None
 ) -> dict[str, Path]:
-    """``open_clip_model.safetensors`` + ``open_clip_config.json`` (+ the HF text tower's tokenizer files).
-
-    ``weights_from``: a safetensors file in ``out`` that already holds open_clip's state dict
-    (``save_pretrained``'s ``model.safetensors``); the weights file is then a hard link to it.
-    """
+    """``open_clip_model.safetensors`` + ``open_clip_config.json`` (+ the HF text tower's tokenizer files);
+    the weights are a hard link to ``weights_from`` (a file in ``out`` holding open_clip's state dict) if given."""
     from safetensors.torch import save_file
 
     if config.model_cfg is None:
         raise ValueError("This OpenCLIPModel has no model_cfg in its config; cannot write open_clip_config.json.")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"weights": out / OPEN_CLIP_WEIGHTS_NAME, "config": out / OPEN_CLIP_CONFIG_NAME}
-    if weights_from is not None:
-        link_or_copy(weights_from, paths["weights"])
+    if weights_from is not None:  # the same bytes stored once (a copy where links are refused)
+        paths["weights"].unlink(missing_ok=True)
+        try:
+            os.link(weights_from, paths["weights"])
+        except OSError:
+            shutil.copyfile(weights_from, paths["weights"])
     else:
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in clip.state_dict().items()}
         save_file(state, str(paths["weights"]), metadata={"format": "pt"})
@@ -58,13 +50,9 @@ def write_open_clip_layout(
 def open_clip_hub_reference(
     name: str, pretrained: str | os.PathLike | None, model_cfg: Mapping[str, Any]
 ) -> str | None:
-    """``"hf-hub:<repo>"`` when the weights of ``(name, pretrained)`` are a Hub repo in open_clip's layout.
-
-    ``name`` itself when it is an ``"hf-hub:…"`` name. For a built-in name with a pretrained tag,
-    the repo of open_clip's registry entry, provided that loading ``"hf-hub:<repo>"`` gives the
-    same model: the entry names the repo's default weights file and its QuickGELU setting matches
-    ``model_cfg``. Random weights, local files and ``"local-dir:…"`` have no Hub reference (``None``).
-    """
+    """``"hf-hub:<repo>"`` when the weights of ``(name, pretrained)`` are a Hub repo in open_clip's layout
+    (``name`` itself, or the registry entry of a pretrained tag when loading that repo gives the same
+    model: default weights file, same QuickGELU); else ``None``."""
     import open_clip
     from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
@@ -81,10 +69,6 @@ def open_clip_hub_reference(
     if bool(tag.get("quick_gelu", False)) != bool(model_cfg.get("quick_gelu", False)):
         return None
     return f"hf-hub:{repo}"
-
-
-def json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
 
 
 def resolve_checkpoint(pretrained: str | os.PathLike) -> str:

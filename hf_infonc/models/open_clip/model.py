@@ -1,10 +1,7 @@
 """``OpenCLIPModel``: an open_clip ``CLIP`` / ``CustomTextCLIP`` as a ``transformers.PreTrainedModel``.
 
-**The causal-mask trap.** open_clip keeps the text tower's causal attention mask in a
-non-persistent buffer (``attn_mask``). ``transformers`` 5 builds the model on the meta device in
-``from_pretrained`` and materialises non-persistent buffers with ``torch.empty_like``: the mask
-is then uninitialised memory and every text embedding is wrong. ``OpenCLIPModel`` rebuilds every
-causal mask after loading (:func:`rebuild_causal_masks`).
+open_clip's causal text mask is a non-persistent buffer, which ``transformers`` 5 ``from_pretrained``
+leaves uninitialised (meta device, ``torch.empty_like``); :func:`rebuild_causal_masks` restores it after loading.
 """
 
 from __future__ import annotations
@@ -21,10 +18,10 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+from hf_infonc.files import json_safe
 from hf_infonc.models.open_clip.config import OpenCLIPConfig, clean_model_cfg, resolve_model_cfg
 from hf_infonc.models.open_clip.interop import (
     OPEN_CLIP_WEIGHTS_NAME,
-    json_safe,
     open_clip_hub_reference,
     resolve_checkpoint,
     write_open_clip_layout,
@@ -39,12 +36,8 @@ def build_open_clip(
     model_cfg: Mapping[str, Any], *, precision: str = "fp32", pretrained_text: bool = False,
     pretrained_image: bool = False,
 ) -> nn.Module:
-    """Instantiate an open_clip ``CLIP`` / ``CustomTextCLIP`` from its config dict (as ``create_model`` does).
-
-    ``pretrained_text`` / ``pretrained_image`` load the tower weights named in the config
-    (``text_cfg.hf_model_name``, ``vision_cfg.timm_model_name``); off by default, because the
-    weights normally come from a checkpoint.
-    """
+    """Instantiate an open_clip ``CLIP`` / ``CustomTextCLIP`` from its config dict (as ``create_model`` does);
+    ``pretrained_text`` / ``pretrained_image`` load the HF / timm tower weights the config names."""
     from open_clip.model import CLIP, CustomTextCLIP, get_cast_dtype
 
     from hf_infonc.local_models import resolve_text_cfg
@@ -68,12 +61,8 @@ def _causal_mask(size: int, device: torch.device, dtype: torch.dtype) -> torch.T
 
 
 def rebuild_causal_masks(clip: nn.Module) -> int:
-    """Recompute every open_clip causal text mask (``attn_mask`` buffers) in place; returns how many.
-
-    The mask is ``-inf`` above the diagonal and 0 elsewhere, of size ``num_pos x num_pos`` (the
-    positional-embedding length), exactly as ``TextTransformer.build_causal_mask`` makes it.
-    Towers built with ``no_causal_mask=True`` (``attn_mask is None``) are left alone.
-    """
+    """Recompute every open_clip causal text mask (``attn_mask``, as ``TextTransformer.build_causal_mask``
+    makes it) in place; returns how many. Towers without one (``no_causal_mask=True``) are left alone."""
     from open_clip.model import CLIP
     from open_clip.transformer import TextTransformer
 
@@ -124,13 +113,8 @@ class OpenCLIPOutput(ModelOutput):
 class OpenCLIPModel(PreTrainedModel):
     """An open_clip model (``self.clip``) with the ``PreTrainedModel`` save/load machinery.
 
-    ``forward(pixel_values, input_ids)`` mirrors ``transformers.CLIPModel``: normalised embeddings,
-    ``logits_per_image = scale · img_n · txt_nᵀ`` and, with ``return_loss=True``, CLIP's contrastive loss.
-    ``save_pretrained`` (so every ``Trainer`` checkpoint and push) writes ``model.safetensors`` with
-    open_clip's own keys and, beside it, open_clip's layout (weights hard-linked, stored once), so the
-    folder loads in plain open_clip; a model built from Hub weights records ``"hf-hub:<repo>"`` as its
-    ``name_or_path``, which :meth:`from_pretrained` accepts. Details: docs/adapters.md ("open_clip").
-    An HF text tower is rebuilt from ``text_cfg.hf_model_name``, which must resolve when loading.
+    ``forward`` mirrors ``transformers.CLIPModel``; ``save_pretrained`` also writes open_clip's own
+    layout, so the folder loads in plain open_clip. Details: docs/adapters.md ("open_clip").
     """
 
     config_class = OpenCLIPConfig
@@ -152,8 +136,7 @@ class OpenCLIPModel(PreTrainedModel):
 
     # ------------------------------------------------------------------ weights
     def _init_weights(self, module: nn.Module) -> None:
-        """Only restore the causal masks: open_clip initialises its modules in their constructors, and
-        ``transformers`` calls this after ``from_pretrained`` too (an HF text tower keeps its own)."""
+        """Only restore the causal masks (open_clip initialises its modules in their constructors)."""
         from open_clip.model import CLIP
         from open_clip.transformer import TextTransformer
 
@@ -166,11 +149,8 @@ class OpenCLIPModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any):
-        """``PreTrainedModel.from_pretrained`` followed by :meth:`rebuild_attention_masks`.
-
-        An open_clip name with a schema (``"hf-hub:org/repo"``, ``"local-dir:/path"``: a repo or
-        folder in open_clip's own layout) is built with :meth:`from_open_clip` instead.
-        """
+        """``PreTrainedModel.from_pretrained`` followed by :meth:`rebuild_attention_masks`; an open_clip name
+        (``"hf-hub:org/repo"``, ``"local-dir:/path"``) is built with :meth:`from_open_clip` instead."""
         name = pretrained_model_name_or_path
         if isinstance(name, str) and name.startswith(OPEN_CLIP_SCHEMAS):
             return cls._from_open_clip_name(name, **kwargs)
@@ -310,14 +290,11 @@ class OpenCLIPModel(PreTrainedModel):
 
         Args:
             model_name_or_cfg: an open_clip model name (``"ViT-B-32"``, ``"hf-hub:org/repo"``,
-                ``"local-dir:/path"``, or a name added with ``open_clip.add_model_config``) or a
-                model config dict.
-            pretrained: a pretrained tag of that name (``"openai"``, ``"laion2b_s34b_b79k"``: downloaded
-                by open_clip), or a local checkpoint file (``.safetensors``, ``.bin``, ``.pt``) or a
-                folder holding one. ``None``: random weights, except the towers below.
-            pretrained_text: when no full checkpoint is given, load the pretrained HF text tower
-                named by ``text_cfg.hf_model_name`` (e.g. a local MiniLM).
-            pretrained_image: likewise for a timm vision tower (``vision_cfg.timm_model_name``).
+                ``"local-dir:/path"``, or one added with ``open_clip.add_model_config``) or a model config dict.
+            pretrained: a pretrained tag of that name (``"openai"``, downloaded by open_clip), or a local
+                checkpoint file or folder. ``None``: random weights, except the towers below.
+            pretrained_text / pretrained_image: without a full checkpoint, load the pretrained HF text tower
+                (``text_cfg.hf_model_name``) / timm vision tower (``vision_cfg.timm_model_name``).
         """
         from dataclasses import asdict
 
@@ -362,24 +339,16 @@ class OpenCLIPModel(PreTrainedModel):
             config.name_or_path = open_clip_hub_reference(name, pretrained, cfg) or ""
         return cls(config, clip=clip)
 
-    def open_clip_export_name(self) -> str:
-        """The name under which :meth:`save_open_clip_checkpoint` registers the config."""
-        name = self.config.model_name
-        if name:
+    def save_open_clip_checkpoint(self, directory: str | os.PathLike, *, name: str | None = None) -> dict[str, Path]:
+        """Export ``self.clip`` as a plain open_clip checkpoint: open_clip's layout (``"local-dir:<directory>"``)
+        and ``<name>.json`` (for ``open_clip.add_model_config(directory)``); returns the paths written."""
+        if name is None and self.config.model_name:
             import open_clip
 
-            _, identifier = open_clip.factory.parse_model_name(name)
+            _, identifier = open_clip.factory.parse_model_name(self.config.model_name)
             name = Path(identifier.rstrip("/")).name.replace("/", "-")
-        return name or "hf-infonc-open-clip"
-
-    def save_open_clip_checkpoint(self, directory: str | os.PathLike, *, name: str | None = None) -> dict[str, Path]:
-        """Export ``self.clip`` as a plain open_clip checkpoint (no hf_infonc needed to load it).
-
-        Writes open_clip's layout (read by ``"local-dir:<directory>"``) and ``<name>.json`` (the bare
-        model config, for ``open_clip.add_model_config(directory)``); returns the paths written.
-        """
         out = Path(directory)
         paths = write_open_clip_layout(self.clip, self.config, out)
-        paths["model_config"] = out / f"{name or self.open_clip_export_name()}.json"
+        paths["model_config"] = out / f"{name or 'hf-infonc-open-clip'}.json"
         paths["model_config"].write_text(json.dumps(self.config.model_cfg, indent=2))
         return paths

@@ -34,32 +34,22 @@ def build_tokenizer(spec: dict, directory: Path | None = None) -> Any:
 
 
 class OpenCLIPTokenizer:
-    """An open_clip tokenizer that ``transformers.Trainer`` can save.
-
-    open_clip tokenizers are callables returning a LongTensor of ids padded to the context length,
-    but ``SimpleTokenizer`` has no ``save_pretrained``, so ``Trainer.save_model`` fails when one is
-    the ``processing_class``. This wrapper calls the tokenizer unchanged and adds
-    ``save_pretrained`` / ``from_pretrained``: it writes ``open_clip_tokenizer.json`` (which
-    tokenizer, its context length and options) plus, for an HF text tower, the HF tokenizer files.
-
-    Wrap any open_clip tokenizer: ``OpenCLIPTokenizer(open_clip.get_tokenizer("ViT-B-32"))``;
-    ``OpenCLIPModel.get_tokenizer()`` returns one.
+    """Any open_clip tokenizer (called unchanged) plus ``save_pretrained`` / ``from_pretrained``, which write and
+    read ``open_clip_tokenizer.json`` (and an HF text tower's tokenizer files), so ``Trainer`` can save it.
+    E.g. ``OpenCLIPTokenizer(open_clip.get_tokenizer("ViT-B-32"))`` or ``OpenCLIPModel.get_tokenizer()``.
     """
 
     def __init__(self, tokenizer: Any, *, spec: dict | None = None) -> None:
         if not callable(tokenizer):
             raise TypeError(f"Expected an open_clip tokenizer (a callable), got {type(tokenizer).__name__}.")
         self.tokenizer = tokenizer
-        self.spec = dict(spec) if spec is not None else self._infer_spec(tokenizer)
-
-    @staticmethod
-    def _infer_spec(tokenizer: Any) -> dict:
         kind = type(tokenizer).__name__
-        spec: dict[str, Any] = {"tokenizer_class": kind, "context_length": getattr(tokenizer, "context_length", None)}
-        if kind == "HFTokenizer":
-            spec["hf_tokenizer_name"] = getattr(tokenizer.tokenizer, "name_or_path", None)
-            spec["tokenizer_mode"] = getattr(tokenizer, "tokenizer_mode", None) or None
-        return spec
+        if spec is None:
+            spec = {"tokenizer_class": kind, "context_length": getattr(tokenizer, "context_length", None)}
+            if kind == "HFTokenizer":
+                spec["hf_tokenizer_name"] = getattr(tokenizer.tokenizer, "name_or_path", None)
+                spec["tokenizer_mode"] = getattr(tokenizer, "tokenizer_mode", None) or None
+        self.spec = dict(spec)
 
     @classmethod
     def from_config(cls, config: OpenCLIPConfig, **kwargs: Any) -> OpenCLIPTokenizer:
