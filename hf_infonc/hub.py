@@ -201,13 +201,13 @@ def push_output_dir(
         ) from None
     secrets = known_secrets([token])
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    check_output_dir(folder)  # first: a folder that cannot be pushed is named as such, and left untouched
     if hub_offline():
         raise HubPushError(
             f"Cannot push {folder} to {repo_id}: HF_HUB_OFFLINE=1 is set, so the Hub cannot be reached. The output "
             f"directory is complete: on a machine with network access, run `HF_HUB_OFFLINE=0 hf-infonc push {folder} "
             f"--repo-id {repo_id}`."
         )
-    check_output_dir(folder)  # before re-rendering: a folder that cannot be pushed is left untouched
     if update_card:
         rerender_model_card(folder, repo_id, secrets)
     plan = check_output_dir(folder)

@@ -197,9 +197,9 @@ def convert(value: Any, tp: Any, key: str, file: str | None) -> Any:
             value = next((w for w in YAML_BOOL_WORDS[value] if w in choices), value)
         if value in choices:
             return tp(value) if is_enum else value
-        if origin is Literal and isinstance(value, str):  # family, training_mode, …: names the nearest choice
-            raise _unknown_key(value, choices, key, file)
-        raise RecipeError(f"{_where(file, key)}: {_shown(value, key)} is not one of {choices}.")
+        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6) if isinstance(value, str) else []
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise RecipeError(f"{_where(file, key)}: {_shown(value, key)} is not one of {choices}.{hint}")
     if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise _expected("a list", value, key, file)

@@ -436,6 +436,21 @@ def test_mutual_information_and_ratios_inside_their_ranges(scale: float) -> None
                         assert math.isnan(float(ratio)) or 0.0 <= float(ratio) <= 1.0, (name, route, float(ratio))
 
 
+def _check_clamp(raw: float, value: float, top: float, slack: float, crossed: dict, what: str, bound: str,
+                 where: tuple, *, exact: bool = True) -> None:
+    """``raw`` lies in ``[0, top]`` up to ``slack``; ``value`` is it moved onto the bound it crossed (counted in
+    ``crossed``), and ``raw`` itself inside the range when ``exact``."""
+    assert -slack <= raw <= top + slack, (*where, what, raw, top)
+    if raw < 0:
+        crossed[f"{what} < 0"] += 1
+        assert value == 0.0
+    elif raw > top:
+        crossed[f"{what} > {bound}"] += 1
+        assert value == top
+    elif exact:
+        assert value == raw
+
+
 def test_round_off_is_clamped_at_the_edges() -> None:
     """Constructed cases whose unclamped values leave the range by round-off: the reported value is
     then exactly on the bound, and the unclamped one was within the round-off slack."""
@@ -448,24 +463,9 @@ def test_round_off_is_clamped_at_the_edges() -> None:
             mi = float(matrix_mutual_information(x, y, route=route))
             slack = roundoff_slack(F64, n)
             for raw_h, h, rank in ((raw.h_a, terms.h_a, min(n, x.shape[1])), (raw.h_b, terms.h_b, min(n, y.shape[1]))):
-                raw_h, h, top = float(raw_h), float(h), math.log(rank)
-                assert -slack <= raw_h <= top + slack, (name, route, raw_h)
-                if raw_h < 0:
-                    crossed["H < 0"] += 1
-                    assert h == 0.0
-                elif raw_h > top:
-                    crossed["H > log k"] += 1
-                    assert h == top
-                else:
-                    assert h == raw_h
-            raw_mi, low = float(raw.mutual_information), min(float(terms.h_a), float(terms.h_b))
-            assert -slack <= raw_mi <= low + slack, (name, route, raw_mi, low)
-            if raw_mi < 0:
-                crossed["MI < 0"] += 1
-                assert mi == 0.0
-            elif raw_mi > low:
-                crossed["MI > min H"] += 1
-                assert mi == low
+                _check_clamp(float(raw_h), float(h), math.log(rank), slack, crossed, "H", "log k", (name, route))
+            low = min(float(terms.h_a), float(terms.h_b))
+            _check_clamp(float(raw.mutual_information), mi, low, slack, crossed, "MI", "min H", (name, route), exact=False)
     assert crossed["H < 0"] and crossed["MI > min H"], crossed  # the clamp has work to do in these cases
     a = randn(30, 6, seed=18)
     rank_one = a[:1].repeat(30, 1)

@@ -85,7 +85,7 @@ def test_incompatible_combinations(tmp_path):
         load_recipe(_write(tmp_path, _with("model", family="hf-clip")))
     with pytest.raises(RecipeError, match=r"cma_weight=1\.5 must lie in \[0, 1\]"):
         load_recipe(_write(tmp_path, _with("training", cma_weight=1.5)))
-    with pytest.raises(RecipeError, match=r"unknown key\. Did you mean 'hf-clip'"):
+    with pytest.raises(RecipeError, match=r"model\.family: 'hf-clp' is not one of \[.*\]\. Did you mean 'hf-clip'"):
         load_recipe(_write(tmp_path, _with("model", family="hf-clp")))
     with pytest.raises(RecipeError, match=r"push_to_hub is true but no repo_id"):
         load_recipe(_write(tmp_path, {**BASE, "hub": {"push_to_hub": True}}))
