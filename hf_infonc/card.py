@@ -22,7 +22,7 @@ import yaml
 
 from hf_infonc import citation
 from hf_infonc.local_models import hub_id
-from hf_infonc.mode_settings import DEFAULT_TRAINING_MODE
+from hf_infonc.mode_settings import DEFAULT_TRAINING_MODE, HEAD_ONLY_MODES
 from hf_infonc.secrets import clean_output_dir, known_secrets, redact, redact_text
 
 logger = logging.getLogger(__name__)
@@ -194,15 +194,16 @@ def dataset_info(data: Any) -> DatasetInfo:
     return DatasetInfo(source, name, dataset_id, config_name, split, info.description)
 
 
-def _collapse_note(num_classes: int) -> str | None:
-    """Closed-form MIR/HDR at neural collapse (Theorem 4.2 of arXiv 2406.03999; docs/theory.md §3)."""
-    if num_classes < 3:
+def _collapse_note(c: int) -> str | None:
+    """Closed-form MIR/HDR at neural collapse (:mod:`hf_infonc.info.collapse`; docs/theory.md §3)."""
+    if c < 3:
         return None
-    c = num_classes
-    mir = 1.0 / (c - 1) + (c - 2) * math.log(c - 2) / ((c - 1) * math.log(c - 1))
+    from hf_infonc.info.collapse import entropy_at_collapse, mir_at_collapse
+
     return (
-        f"For reference, at neural collapse with {c} balanced classes the theory gives MIR = {mir:.4f}, "
-        f"HDR = 0 and a head entropy of log(C-1) = {math.log(c - 1):.4f} nats (Theorem 4.2 of arXiv 2406.03999)."
+        f"For reference, at neural collapse with {c} balanced classes the theory gives MIR = "
+        f"{float(mir_at_collapse(c)):.4f}, HDR = 0 and a head entropy of log(C-1) = "
+        f"{float(entropy_at_collapse(c)):.4f} nats (Theorem 4.2 of arXiv 2406.03999)."
     )
 
 
@@ -227,16 +228,6 @@ def _semi_supervised(config: Any, results: Mapping[str, Any]) -> dict[str, Any] 
     }
 
 
-def _yaml_number(value: Any) -> Any:
-    """A number that YAML 1.1 read as a string (``1e-4``), as the recipe converts it."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
-
-
 class _SavedSection(SimpleNamespace):
     """A section of a saved ``recipe.yaml``: a setting it leaves out reads as ``None``."""
 
@@ -247,12 +238,9 @@ class _SavedSection(SimpleNamespace):
 
 
 def saved_recipe(raw: Mapping[str, Any], folder: str | os.PathLike) -> SimpleNamespace:
-    """A run's saved ``recipe.yaml`` (plain data) with the attributes of a Recipe that the card reads.
-
-    A model or hub setting the recipe leaves out reads as ``None``, LoRA / CoOp settings as the values
-    saved with the model (``adapter_config.json``, ``config.json``); the data and ssl sections take their
-    defaults.
-    """
+    """A run's saved ``recipe.yaml`` (plain data) with the attributes of a Recipe that the card reads: a model or
+    hub setting it leaves out reads as ``None``, LoRA / CoOp settings as saved with the model (``adapter_config.json``,
+    ``config.json``)."""
     from hf_infonc.data.config import DataConfig
     from hf_infonc.semi_supervised import SemiSupervisedConfig
 
@@ -267,7 +255,10 @@ def saved_recipe(raw: Mapping[str, Any], folder: str | os.PathLike) -> SimpleNam
     model["coop"] = _SavedSection(**{"n_ctx": config.get("n_ctx"), "init": config.get("ctx_init"),
                                      **(model.get("coop") or {})})
     training = dict(raw.get("training") or {})
-    training.update({key: _yaml_number(training[key]) for key in HYPERPARAMETER_KEYS if key in training})
+    for key in HYPERPARAMETER_KEYS:  # a number YAML 1.1 read as a string (1e-4), as the recipe converts it
+        if isinstance(training.get(key), str):
+            with contextlib.suppress(ValueError):
+                training[key] = float(training[key])
     return SimpleNamespace(
         model=_SavedSection(**model), data=DataConfig(**raw["data"]), training=training,
         ssl=None if raw.get("ssl") is None else SemiSupervisedConfig(**raw["ssl"]),
@@ -503,7 +494,7 @@ class InfoNCCardData:
 
     @property
     def load_kind(self) -> str:
-        return self.training_mode if self.training_mode in ("lora", "coop", "linear_probe") else self.family
+        return self.family if self.training_mode == DEFAULT_TRAINING_MODE else self.training_mode
 
     @property
     def task_type(self) -> str:
@@ -515,16 +506,14 @@ class InfoNCCardData:
         (CoOp, linear probe) and for an open_clip folder without open_clip's layout, else the family's."""
         if self.training_mode == "lora":
             return "peft"
-        if self.is_clip and self.training_mode in ("coop", "linear_probe"):
+        if self.training_mode in HEAD_ONLY_MODES or (self.family == "open-clip" and not self.has_open_clip_export):
             return "hf_infonc"
-        if self.family == "open-clip":
-            return "open_clip" if self.has_open_clip_export else "hf_infonc"
-        return "transformers"
+        return "open_clip" if self.family == "open-clip" else "transformers"
 
     @property
     def hf_infonc_wrapper(self) -> str | None:
         """The hf_infonc class needed to load the model, if transformers/open_clip/peft cannot alone."""
-        if self.is_clip and self.training_mode in ("coop", "linear_probe"):
+        if self.training_mode in HEAD_ONLY_MODES:
             return "CoOpCLIP" if self.training_mode == "coop" else "CLIPLinearProbe"
         if self.family == "open-clip" and (self.training_mode == "lora" or not self.has_open_clip_export):
             return "OpenCLIPModel"  # a LoRA adapter's base is an OpenCLIPModel
@@ -841,13 +830,9 @@ def rerender_model_card(output_dir: str | os.PathLike, repo_id: str, secrets: It
 
 
 def validate_model_card(card: Any) -> list[str]:
-    """Offline checks of a card's metadata; returns the problems found (empty: none).
-
-    The Hub's own validator (``ModelCard.validate``) needs the network; this checks what can be
-    checked here: the YAML parses into :class:`~huggingface_hub.ModelCardData` without errors
-    (``model-index`` included), the license is a Hub license id, ``base_model`` and ``datasets`` are
-    valid repo ids, evaluation values are finite numbers, and no known token appears in the text.
-    """
+    """Offline checks of a card (text, path or ``ModelCard``; ``ModelCard.validate`` needs the network); returns
+    the problems found (empty: none): the metadata parses (``model-index`` included), the license is a Hub license
+    id, ``base_model`` and ``datasets`` are valid repo ids, evaluation values are finite, and no token appears."""
     from huggingface_hub import ModelCard
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -887,15 +872,6 @@ def validate_model_card(card: Any) -> list[str]:
 
 
 __all__ = [
-    "CARD_NAME",
-    "InfoNCCardData",
-    "dataset_info",
-    "format_number",
-    "hub_model_id",
-    "render_model_card",
-    "rerender_model_card",
-    "saved_recipe",
-    "template_path",
-    "validate_model_card",
-    "write_model_card",
+    "CARD_NAME", "InfoNCCardData", "dataset_info", "format_number", "hub_model_id", "render_model_card",
+    "rerender_model_card", "saved_recipe", "template_path", "validate_model_card", "write_model_card",
 ]
