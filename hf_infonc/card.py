@@ -343,13 +343,8 @@ class InfoNCCardData:
 
     @classmethod
     def from_run(
-        cls,
-        output_dir: str | os.PathLike,
-        recipe: Any,
-        results: Mapping[str, Any] | None,
-        *,
-        repo_id: str | None = None,
-        secrets: Iterable[str | None] = (),
+        cls, output_dir: str | os.PathLike, recipe: Any, results: Mapping[str, Any] | None, *,
+        repo_id: str | None = None, secrets: Iterable[str | None] = (),
     ) -> InfoNCCardData:
         """Collect the card's facts from a :class:`~hf_infonc.recipe.Recipe` (or a saved ``recipe.yaml``
         mapping, see :func:`saved_recipe`), the ``results`` of :func:`~hf_infonc.finetune.run_recipe`
@@ -400,14 +395,8 @@ class InfoNCCardData:
 
     @classmethod
     def from_trainer(
-        cls,
-        trainer: Any,
-        *,
-        model_name: str | None = None,
-        dataset: str | None = None,
-        finetuned_from: str | None = None,
-        license: str | None = None,
-        secrets: Iterable[str | None] = (),
+        cls, trainer: Any, *, model_name: str | None = None, dataset: str | None = None,
+        finetuned_from: str | None = None, license: str | None = None, secrets: Iterable[str | None] = (),
     ) -> InfoNCCardData:
         """Collect the card's facts from an :class:`~hf_infonc.trainer.InfoNCTrainer` (``create_model_card()``
         and ``push_to_hub()`` call this): the model, the non-default training arguments (secrets redacted), the
@@ -497,10 +486,6 @@ class InfoNCCardData:
         return self.family if self.training_mode == DEFAULT_TRAINING_MODE else self.training_mode
 
     @property
-    def task_type(self) -> str:
-        return "text-classification" if self.family == "sequence-classification" else "image-classification"
-
-    @property
     def library_name(self) -> str:
         """The library that loads the files: peft for a LoRA adapter, hf_infonc for its own CLIP heads
         (CoOp, linear probe) and for an open_clip folder without open_clip's layout, else the family's."""
@@ -521,26 +506,23 @@ class InfoNCCardData:
             return "WideResNetForImageClassification"
         return None
 
-    def eval_results(self):
-        """The final metrics as :class:`huggingface_hub.EvalResult` entries (finite values only)."""
-        from huggingface_hub import EvalResult
+    def to_card_data(self):
+        """The Hub metadata (YAML front matter) of the card; its evaluation results are the final metrics (finite
+        values only)."""
+        from huggingface_hub import EvalResult, ModelCardData
 
-        labels, final = dict(METRIC_LABELS), self.metrics_after or self.metrics_before
+        task = "text-classification" if self.family == "sequence-classification" else "image-classification"
         dataset = self.dataset or DatasetInfo("unknown", "unknown")
-        return [
+        final, labels = self.metrics_after or self.metrics_before, dict(METRIC_LABELS)
+        results = [
             EvalResult(
-                task_type=self.task_type, task_name=self.task_type.replace("-", " ").capitalize(),
+                task_type=task, task_name=task.replace("-", " ").capitalize(),
                 dataset_type=dataset.hub_id or dataset.source, dataset_name=dataset.name,
                 dataset_config=dataset.config_name, dataset_split=dataset.eval_split,
                 metric_type=key, metric_value=round(float(final[key]), 6), metric_name=labels.get(key, key),
             )
             for key in EVAL_RESULT_KEYS if _finite(final.get(key))
         ]
-
-    def to_card_data(self):
-        """The Hub metadata (YAML front matter) of the card."""
-        from huggingface_hub import ModelCardData
-
         modes = {"lora": ["lora", "peft"], "coop": ["coop", "prompt-learning"], "linear_probe": ["linear-probe"]}
         loss_tags = ("cma-loss", "mutual-information-loss", "entropy-gap-loss")
         tags = [
@@ -550,14 +532,11 @@ class InfoNCCardData:
         ]
         zero_shot = self.is_clip and self.training_mode in ("full", "lora")
         relation = "adapter" if self.training_mode == "lora" else "finetune"
-        dataset = self.dataset
         return ModelCardData(
-            license=self.license, base_model=self.base_model,
-            datasets=[dataset.hub_id] if dataset is not None and dataset.hub_id else None,
-            library_name=self.library_name,
-            pipeline_tag="zero-shot-image-classification" if zero_shot else self.task_type,
+            license=self.license, base_model=self.base_model, datasets=[dataset.hub_id] if dataset.hub_id else None,
+            library_name=self.library_name, pipeline_tag="zero-shot-image-classification" if zero_shot else task,
             tags=list(dict.fromkeys([*tags, "arxiv:2409.16767", "arxiv:2406.03999"])), metrics=["accuracy"],
-            model_name=self.model_name, eval_results=self.eval_results() or None,
+            model_name=self.model_name, eval_results=results or None,
             base_model_relation=relation if self.base_model and not self.built_from_config else None,
         )
 
@@ -775,14 +754,8 @@ def render_model_card(card_data: InfoNCCardData, template: str | os.PathLike | N
 
 
 def write_model_card(
-    output_dir: str | os.PathLike,
-    recipe: Any,
-    results: Mapping[str, Any] | None,
-    *,
-    repo_id: str | None = None,
-    template: str | os.PathLike | None = None,
-    clean: bool = True,
-    secrets: Iterable[str | None] = (),
+    output_dir: str | os.PathLike, recipe: Any, results: Mapping[str, Any] | None, *, repo_id: str | None = None,
+    template: str | os.PathLike | None = None, clean: bool = True, secrets: Iterable[str | None] = (),
 ) -> Path:
     """Render the model card of a finished run into ``output_dir/README.md``; return its path.
 

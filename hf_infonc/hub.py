@@ -144,16 +144,9 @@ def _call_with_timeout(fn, timeout: float, what: str):
 
 
 def push_output_dir(
-    output_dir: str | os.PathLike,
-    *,
-    repo_id: str,
-    private: bool = False,
-    token: str | None = None,
-    commit_message: str = "Upload model fine-tuned with hf_infonc",
-    revision: str | None = None,
-    endpoint: str | None = None,
-    update_card: bool = True,
-    timeout: float | None = None,
+    output_dir: str | os.PathLike, *, repo_id: str, private: bool = False, token: str | None = None,
+    commit_message: str = "Upload model fine-tuned with hf_infonc", revision: str | None = None,
+    endpoint: str | None = None, update_card: bool = True, timeout: float | None = None,
 ) -> str:
     """Upload a run's output directory (:func:`plan_upload`'s files, through :func:`hub_file_set`) to the Hub
     model repo ``repo_id``; return the repo URL.
