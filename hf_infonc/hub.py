@@ -221,14 +221,10 @@ def push_output_dir(
 
 @contextlib.contextmanager
 def hub_file_set(output_dir: str | os.PathLike, repo_id: str, files: Sequence[str] | None = None) -> Iterator[Path]:
-    """The folder whose files make the Hub repo ``repo_id``: ``output_dir`` itself, or a staged copy.
-
-    A LoRA adapter whose base model is saved in the same folder (``base_model_name_or_path`` is
-    that folder's absolute path, see :mod:`hf_infonc.modes`) must name ``repo_id`` once pushed: the
-    staged copy holds hard links to ``files`` (default: :func:`plan_upload`'s) and an
-    ``adapter_config.json`` that says ``repo_id``; the output folder itself still loads offline.
-    Use it around any upload of a run's folder (``HfApi.upload_folder``).
-    """
+    """The folder whose files make the Hub repo ``repo_id`` (use it around any upload of a run's folder):
+    ``output_dir`` itself, or, for a LoRA adapter whose base model is saved in the same folder (see
+    :mod:`hf_infonc.modes`), a staged copy of hard links to ``files`` (default: :func:`plan_upload`'s) whose
+    ``adapter_config.json`` names ``repo_id`` as the base; the output folder itself still loads offline."""
     folder = Path(output_dir)
     config_file = folder / "adapter_config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
@@ -263,10 +259,9 @@ def hub_file_set(output_dir: str | os.PathLike, repo_id: str, files: Sequence[st
 
 @contextlib.contextmanager
 def hub_uploads() -> Iterator[None]:
-    """Within the block, ``Trainer``'s uploads (``transformers.trainer.hf_api().upload_folder``) skip
-    pickled files, and a folder whose LoRA adapter names its own folder as base is uploaded as
-    :func:`hub_file_set` stages it (the adapter then names the repo); such a staged upload runs to
-    completion before it returns (a finished future when one was asked for)."""
+    """Within the block, ``Trainer``'s uploads (``transformers.trainer.hf_api().upload_folder``) skip pickled
+    files and go through :func:`hub_file_set`; a staged upload runs to completion before it returns (a finished
+    future when one was asked for)."""
     import transformers.trainer as transformers_trainer
 
     make_api = transformers_trainer.hf_api

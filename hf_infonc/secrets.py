@@ -74,13 +74,9 @@ def redact(value: Any, secrets: Iterable[str | None] = ()) -> Any:
 
 
 def clean_output_dir(output_dir: str | os.PathLike, secrets: Iterable[str | None] = ()) -> list[str]:
-    """Make a run's output directory safe to share; returns what was done.
-
-    * removes ``training_args.bin``: transformers' ``Trainer._save`` pickles the whole
-      ``TrainingArguments`` there (``hub_token`` included); nothing needs it to load the model;
-    * redacts secrets from ``recipe.yaml`` and ``metrics.json`` (``training.hub_token``, tokens).
-
-    Checkpoint folders (``checkpoint-*``) are left alone: they are never uploaded.
+    """Make a run's output directory safe to share; returns what was done: removes ``training_args.bin`` (the whole
+    ``TrainingArguments`` pickled by ``Trainer._save``, ``hub_token`` included; nothing needs it to load the model),
+    redacts secrets from ``recipe.yaml`` and ``metrics.json``. ``checkpoint-*`` folders are never uploaded: left alone.
     """
     folder = Path(output_dir)
     done = []
