@@ -5,6 +5,7 @@ Uploads are :mod:`hf_infonc.hub`'s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -20,7 +21,8 @@ from typing import Any
 import yaml
 
 from hf_infonc import citation
-from hf_infonc.mode_settings import DEFAULT_TRAINING_MODE
+from hf_infonc.local_models import hub_id
+from hf_infonc.mode_settings import DEFAULT_TRAINING_MODE, HEAD_ONLY_MODES
 from hf_infonc.secrets import clean_output_dir, known_secrets, redact, redact_text
 
 logger = logging.getLogger(__name__)
@@ -85,17 +87,16 @@ HUB_LICENSES = frozenset(
     pddl lgpl-lr deepfloyd-if-license fair-noncommercial-research-license llama2 llama3 llama3.1 llama3.2
     llama3.3 llama4 gemma unknown other""".split()
 )
-PIPELINE_TAGS = frozenset(
-    {"image-classification", "zero-shot-image-classification", "text-classification", "feature-extraction"}
-)
+PIPELINE_TAGS = frozenset({"image-classification", "zero-shot-image-classification", "text-classification",
+                           "feature-extraction"})
 #: Template variables that are attributes of :class:`InfoNCCardData` as they are.
 PLAIN_TEMPLATE_VARS = (
     "model_name", "model_ref", "repo_id", "family", "training_mode", "base_model", "built_from_config",
     "pretrained_towers", "lora", "eval_only", "seed", "num_processes", "wall_time_s", "load_kind", "semi_supervised",
-    "has_processor", "has_open_clip_export", "has_saved_base", "is_clip", "hf_infonc_wrapper", "versions",
+    "has_open_clip_export", "is_clip", "hf_infonc_wrapper", "versions",
 )
-#: BibTeX cited beside the two papers of the method (:data:`hf_infonc.citation.CITATION`) when it applies.
-EXTRA_CITATIONS = {"coop": citation.COOP, "lora": citation.LORA, "neural_collapse": citation.NEURAL_COLLAPSE}
+#: BibTeX cited beside the papers of the method and of neural collapse when the training mode has a paper.
+MODE_CITATIONS = {"coop": citation.COOP, "lora": citation.LORA}
 
 ROUND_OFF = 1e-12
 """Values closer to 0 than this are float64 round-off of a zero (e.g. an entropy of ``-2.2e-16``) and show as 0."""
@@ -103,12 +104,8 @@ UNDEFINED = "—"
 """How a missing or undefined value (``None``, NaN, ±inf; ``null`` in ``metrics.json``) is shown."""
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _finite(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def format_number(value: Any) -> str:
@@ -131,8 +128,8 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _weight(value: Any) -> str:
-    return f"{value:g}" if _is_number(value) and value != 0 else "0 (off)"
+def _weight(value: float) -> str:
+    return f"{value:g}" if value else "0 (off)"
 
 
 def package_versions(packages: Iterable[str]) -> list[tuple[str, str]]:
@@ -141,38 +138,15 @@ def package_versions(packages: Iterable[str]) -> list[tuple[str, str]]:
 
     found = [("python", platform.python_version())]
     for name in packages:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found.append((name, metadata.version(name)))
-        except metadata.PackageNotFoundError:
-            continue
     return found
 
 
 def hub_model_id(name_or_path: str | None) -> str | None:
-    """The Hub id of a model reference, or ``None`` for a local folder the Hub does not know (the factory's
-    offline copies of known Hub models name their Hub ids)."""
-    if not name_or_path:
-        return None
-    name = str(name_or_path).removeprefix("hf-hub:")
-    if Path(name).exists():
-        from hf_infonc.local_models import LOCAL_MODELS
-
-        found = None
-        for hub_id, finder in LOCAL_MODELS.items():
-            try:
-                local = finder() if "/" in hub_id else None
-            except Exception:  # noqa: BLE001
-                local = None
-            if local and Path(local).resolve() == Path(name).resolve():
-                found = hub_id
-        return found
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return None
-    return name
+    """The Hub id of a model reference (``hf-hub:…`` allowed), or ``None`` for a local folder the Hub does not
+    know (:func:`hf_infonc.local_models.hub_id`)."""
+    return hub_id(str(name_or_path).removeprefix("hf-hub:")) if name_or_path else None
 
 
 def _open_clip_base_id(name: str | None, pretrained: str | None) -> str | None:
@@ -201,39 +175,35 @@ class DatasetInfo:
 
 
 def dataset_info(data: Any) -> DatasetInfo:
-    """Where a recipe's ``data`` comes from: a Hub dataset id when there is one."""
-    source = str(data.source)
-    split = getattr(data, "eval_split", None)
-    try:
-        from hf_infonc.data.sources import HUB_DATASETS, get_source
+    """Where a recipe's ``data`` (a :class:`~hf_infonc.data.DataConfig`) comes from: a Hub dataset id when there
+    is one."""
+    from hf_infonc.data.sources import HUB_DATASETS, get_source
 
-        info = get_source(source)
-    except Exception:  # noqa: BLE001 - the card must not fail because the data layer cannot import
-        info = None
-    description = getattr(info, "description", "") or ""
-    spec = HUB_DATASETS.get(info.name) if info is not None else None
-    hub_id = config_name = None
+    source = str(data.source)
+    info = get_source(source)  # a known Hub dataset is registered with its spec's eval_split
+    spec = HUB_DATASETS.get(info.name)
+    dataset_id = config_name = None
     if spec is not None:
-        hub_id, config_name = spec.path, getattr(data, "config_name", None) or spec.config_name
-        split = split or spec.eval_split
-    elif info is not None and info.needs_hub and "/" in source and source.lower() != "glue/sst2":
-        hub_id, config_name = source, getattr(data, "config_name", None)
-    split = split or getattr(info, "eval_split", None) or "test"
-    name = description.split(" (")[0].split(":")[0].strip() if description else source
+        dataset_id, config_name = spec.path, data.config_name or spec.config_name
+    elif info.needs_hub and "/" in source and source.lower() != "glue/sst2":
+        dataset_id, config_name = source, data.config_name
+    name = info.description.split(" (")[0].split(":")[0].strip() if info.description else source
     if not name or name.lower().startswith(("local", "hub dataset")):
         name = source
-    return DatasetInfo(source, name, hub_id, config_name, split, description)
+    split = data.eval_split or info.eval_split or "test"
+    return DatasetInfo(source, name, dataset_id, config_name, split, info.description)
 
 
-def _collapse_note(num_classes: int) -> str | None:
-    """Closed-form MIR/HDR at neural collapse (Theorem 4.2 of arXiv 2406.03999; docs/theory.md §3)."""
-    if num_classes < 3:
+def _collapse_note(c: int) -> str | None:
+    """Closed-form MIR/HDR at neural collapse (:mod:`hf_infonc.info.collapse`; docs/theory.md §3)."""
+    if c < 3:
         return None
-    c = num_classes
-    mir = 1.0 / (c - 1) + (c - 2) * math.log(c - 2) / ((c - 1) * math.log(c - 1))
+    from hf_infonc.info.collapse import entropy_at_collapse, mir_at_collapse
+
     return (
-        f"For reference, at neural collapse with {c} balanced classes the theory gives MIR = {mir:.4f}, "
-        f"HDR = 0 and a head entropy of log(C-1) = {math.log(c - 1):.4f} nats (Theorem 4.2 of arXiv 2406.03999)."
+        f"For reference, at neural collapse with {c} balanced classes the theory gives MIR = "
+        f"{float(mir_at_collapse(c)):.4f}, HDR = 0 and a head entropy of log(C-1) = "
+        f"{float(entropy_at_collapse(c)):.4f} nats (Theorem 4.2 of arXiv 2406.03999)."
     )
 
 
@@ -244,7 +214,7 @@ def _semi_supervised(config: Any, results: Mapping[str, Any]) -> dict[str, Any] 
     """The semi-supervised settings a card states (the recipe's ``ssl:`` section), or ``None``."""
     if config is None:
         return None
-    pools = dict(results.get("ssl") or {})
+    pools = results.get("ssl") or {}
     fixmatch = config.algorithm == "fixmatch"
     return {
         "algorithm": ALGORITHM_NAMES[config.algorithm],
@@ -258,16 +228,6 @@ def _semi_supervised(config: Any, results: Mapping[str, Any]) -> dict[str, Any] 
     }
 
 
-def _yaml_number(value: Any) -> Any:
-    """A number that YAML 1.1 read as a string (``1e-4``), as the recipe converts it."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
-
-
 class _SavedSection(SimpleNamespace):
     """A section of a saved ``recipe.yaml``: a setting it leaves out reads as ``None``."""
 
@@ -278,13 +238,11 @@ class _SavedSection(SimpleNamespace):
 
 
 def saved_recipe(raw: Mapping[str, Any], folder: str | os.PathLike) -> SimpleNamespace:
-    """A run's saved ``recipe.yaml`` (plain data) with the attributes of a Recipe that the card reads.
-
-    A model or hub setting the recipe leaves out reads as ``None``, LoRA / CoOp settings as the values
-    saved with the model (``adapter_config.json``, ``config.json``); the data and ssl sections take their
-    defaults.
-    """
+    """A run's saved ``recipe.yaml`` (plain data) with the attributes of a Recipe that the card reads: a model or
+    hub setting it leaves out reads as ``None``, LoRA / CoOp settings as saved with the model (``adapter_config.json``,
+    ``config.json``)."""
     from hf_infonc.data.config import DataConfig
+    from hf_infonc.semi_supervised import SemiSupervisedConfig
 
     def saved(name: str) -> dict[str, Any]:
         path = Path(folder) / name
@@ -296,15 +254,14 @@ def saved_recipe(raw: Mapping[str, Any], folder: str | os.PathLike) -> SimpleNam
     model["lora"] = _SavedSection(**{**lora, **(model.get("lora") or {})})
     model["coop"] = _SavedSection(**{"n_ctx": config.get("n_ctx"), "init": config.get("ctx_init"),
                                      **(model.get("coop") or {})})
-    ssl = None
-    if raw.get("ssl") is not None:
-        from hf_infonc.semi_supervised import SemiSupervisedConfig
-
-        ssl = SemiSupervisedConfig(**raw["ssl"])
     training = dict(raw.get("training") or {})
-    training.update({key: _yaml_number(training[key]) for key in HYPERPARAMETER_KEYS if key in training})
+    for key in HYPERPARAMETER_KEYS:  # a number YAML 1.1 read as a string (1e-4), as the recipe converts it
+        if isinstance(training.get(key), str):
+            with contextlib.suppress(ValueError):
+                training[key] = float(training[key])
     return SimpleNamespace(
-        model=_SavedSection(**model), data=DataConfig(**raw["data"]), training=training, ssl=ssl,
+        model=_SavedSection(**model), data=DataConfig(**raw["data"]), training=training,
+        ssl=None if raw.get("ssl") is None else SemiSupervisedConfig(**raw["ssl"]),
         hub=_SavedSection(**(raw.get("hub") or {})), seed=raw.get("seed"), raw=dict(raw),
     )
 
@@ -371,7 +328,7 @@ class InfoNCCardData:
         and ``facts``."""
         options = {"info_normalized": (bool, False), "info_alpha": (float, 1.0), "info_center": (bool, False)}
         found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        files = [f for f in found if not f.startswith("checkpoint-")] if folder.is_dir() else []
+        files = [f for f in found if not f.startswith("checkpoint-")]
         packages = ["hf-infonc", "torch", "transformers", *(["peft"] if facts["training_mode"] == "lora" else [])]
         packages += ["open_clip_torch"] if facts["family"] == "open-clip" else []
         return cls(
@@ -386,91 +343,69 @@ class InfoNCCardData:
 
     @classmethod
     def from_run(
-        cls,
-        output_dir: str | os.PathLike,
-        recipe: Any,
-        results: Mapping[str, Any] | None,
-        *,
-        repo_id: str | None = None,
-        secrets: Iterable[str | None] = (),
+        cls, output_dir: str | os.PathLike, recipe: Any, results: Mapping[str, Any] | None, *,
+        repo_id: str | None = None, secrets: Iterable[str | None] = (),
     ) -> InfoNCCardData:
         """Collect the card's facts from a :class:`~hf_infonc.recipe.Recipe` (or a saved ``recipe.yaml``
         mapping, see :func:`saved_recipe`), the ``results`` of :func:`~hf_infonc.finetune.run_recipe`
         and the files in ``output_dir``."""
+        from hf_infonc.data.prompts import get_templates
+
         folder = Path(output_dir)
         if isinstance(recipe, Mapping):
             recipe = saved_recipe(recipe, folder)
         results = dict(results or {})
         secrets = known_secrets(secrets)
-        spec, data, hub = recipe.model, recipe.data, getattr(recipe, "hub", None)
+        spec, data = recipe.model, recipe.data
         training_mode = spec.training_mode or DEFAULT_TRAINING_MODE
         training = redact(dict(recipe.training or {}), secrets)
         towers: dict[str, str] = {}
         if spec.config is not None:
-            base_id = None
             text_cfg = (spec.config.get("text_cfg") or {}) if spec.family == "open-clip" else {}
-            text_tower = text_cfg.get("hf_model_name")
-            if text_tower:  # loaded with its pretrained weights (OpenCLIPModel.from_open_clip)
-                towers["text"] = hub_model_id(text_tower) or str(text_tower)
-                base_id = hub_model_id(text_tower)
+            text_tower = text_cfg.get("hf_model_name")  # loaded with its pretrained weights
+            base_id = hub_model_id(text_tower)
+            towers = {"text": base_id or str(text_tower)} if text_tower else {}
         elif spec.family == "open-clip":
             base_id = _open_clip_base_id(spec.name_or_path, spec.pretrained)
         else:
             base_id = hub_model_id(spec.name_or_path)
-        templates = training.get("class_prompt_templates")
-        if not templates:
-            try:
-                from hf_infonc.data.prompts import get_templates
-
-                templates = get_templates(getattr(data, "prompt_templates", None))
-            except Exception:  # noqa: BLE001
-                templates = ["a photo of a {}."]
         data_keys = ("shots", "max_train_samples", "max_eval_samples", "seed", "test_size", "validation_size")
-        lora = coop = None
-        if training_mode == "lora":
-            lora = {"r": spec.lora.r, "alpha": spec.lora.alpha, "dropout": spec.lora.dropout,
-                    "target_modules": spec.lora.target_modules or "the family's default"}
-        if training_mode == "coop":
-            coop = {"n_ctx": spec.coop.n_ctx, "init": spec.coop.init}
+        lora = None if training_mode != "lora" else {
+            "r": spec.lora.r, "alpha": spec.lora.alpha, "dropout": spec.lora.dropout,
+            "target_modules": spec.lora.target_modules or "the family's default",
+        }
         return cls._in_folder(
-            folder, str(output_dir), repo_id or getattr(hub, "repo_id", None), None, training,
+            folder, str(output_dir), repo_id or recipe.hub.repo_id, None, training,
             family=spec.family, training_mode=training_mode, base_model_name=spec.name_or_path, base_model=base_id,
             base_model_config=redact(spec.config, secrets) if spec.config is not None else None,
             pretrained=spec.pretrained, pretrained_towers=towers, frozen=list(spec.freeze or []),
-            license=getattr(hub, "license", None) or "apache-2.0",
+            license=recipe.hub.license or "apache-2.0",
             dataset=dataset_info(data),
-            data_settings={k: getattr(data, k) for k in data_keys if getattr(data, k, None) is not None},
-            class_names=[str(c) for c in (results.get("class_names") or getattr(data, "class_names", None) or [])],
-            prompt_templates=list(templates or []),
-            recipe=redact(getattr(recipe, "raw", None) or {"model": {"family": spec.family}}, secrets),
-            lora=lora, coop=coop,
+            data_settings={k: getattr(data, k) for k in data_keys if getattr(data, k) is not None},
+            class_names=[str(c) for c in (results.get("class_names") or data.class_names or [])],
+            prompt_templates=list(training.get("class_prompt_templates") or get_templates(data.prompt_templates)),
+            recipe=redact(recipe.raw or {"model": {"family": spec.family}}, secrets),
+            lora=lora, coop={"n_ctx": spec.coop.n_ctx, "init": spec.coop.init} if training_mode == "coop" else None,
             metrics_before=dict(results.get("before") or {}), metrics_after=dict(results.get("after") or {}),
             train_metrics=dict(results.get("train") or {}),
-            seed=results.get("seed", getattr(recipe, "seed", None)),
+            seed=results.get("seed", recipe.seed),
             wall_time_s=results.get("wall_time_s"), num_processes=results.get("num_processes"),
-            semi_supervised=_semi_supervised(getattr(recipe, "ssl", None), results),
+            semi_supervised=_semi_supervised(recipe.ssl, results),
         )
 
     @classmethod
     def from_trainer(
-        cls,
-        trainer: Any,
-        *,
-        model_name: str | None = None,
-        dataset: str | None = None,
-        finetuned_from: str | None = None,
-        license: str | None = None,
-        secrets: Iterable[str | None] = (),
+        cls, trainer: Any, *, model_name: str | None = None, dataset: str | None = None,
+        finetuned_from: str | None = None, license: str | None = None, secrets: Iterable[str | None] = (),
     ) -> InfoNCCardData:
-        """Collect the card's facts from an :class:`~hf_infonc.trainer.InfoNCTrainer` (any workflow:
-        ``trainer.create_model_card()`` and ``trainer.push_to_hub()`` call this): the model and its
-        family, the non-default training arguments (secrets redacted), the loss weights, the last
-        evaluation's metrics and the training summary of ``trainer.state.log_history``."""
+        """Collect the card's facts from an :class:`~hf_infonc.trainer.InfoNCTrainer` (``create_model_card()``
+        and ``push_to_hub()`` call this): the model, the non-default training arguments (secrets redacted), the
+        last evaluation's metrics and the training summary of ``trainer.state.log_history``."""
         from hf_infonc.adapters.base import unwrap_peft
         from hf_infonc.callbacks import SPEED_KEYS
 
         args = trainer.args
-        secrets = known_secrets([*secrets, getattr(args, "hub_token", None)])
+        secrets = known_secrets([*secrets, args.hub_token])
         core = trainer.accelerator.unwrap_model(trainer.model)
         base = unwrap_peft(core)
         training_mode = "lora" if base is not core else "full"  # family and mode in the recipes' vocabulary
@@ -489,27 +424,27 @@ class InfoNCCardData:
         name_or_path = getattr(base, "name_or_path", None) or getattr(config, "_name_or_path", None)
         values, defaults = args.to_dict(), type(args)(output_dir=args.output_dir, use_cpu=args.use_cpu).to_dict()
         training = {k: v for k, v in values.items() if k != "output_dir" and v != defaults.get(k)}
-        history = list(getattr(trainer.state, "log_history", []) or [])
+        history = list(trainer.state.log_history or [])
         evaluation = next((e for e in reversed(history) if "eval_runtime" in e or "eval_loss" in e), {})
         skip = {*SPEED_KEYS, "epoch", "step"}  # timings and bookkeeping
-        metrics_after = {k[5:]: v for k, v in evaluation.items() if k.startswith("eval_") and k[5:] not in skip}
         id2label = getattr(config, "id2label", None) or {}
         class_names = trainer.class_names or (
             [id2label[i] for i in sorted(id2label)] if id2label else list(getattr(base, "class_names", None) or [])
         )
         train_summary = next((e for e in reversed(history) if "train_runtime" in e), {})
-        lora = coop = None
+        lora = None
         if training_mode == "lora":
             peft_config = next(iter(core.peft_config.values()))
             targets = peft_config.target_modules
             lora = {"r": peft_config.r, "alpha": peft_config.lora_alpha, "dropout": peft_config.lora_dropout,
                     "target_modules": sorted(targets) if isinstance(targets, (set, list, tuple)) else targets}
-        if training_mode == "coop":
-            coop = {"n_ctx": getattr(core.config, "n_ctx", None), "init": getattr(core.config, "ctx_init", None)}
+        coop = None if training_mode != "coop" else {
+            "n_ctx": getattr(core.config, "n_ctx", None), "init": getattr(core.config, "ctx_init", None)
+        }
         dataset_name = dataset or getattr(getattr(trainer.train_dataset, "info", None), "dataset_name", None)
-        folder = Path(args.output_dir)
         return cls._in_folder(
-            folder, str(folder), getattr(trainer, "hub_model_id", None) or args.hub_model_id, model_name, values,
+            Path(args.output_dir), str(args.output_dir), getattr(trainer, "hub_model_id", None) or args.hub_model_id,
+            model_name, values,
             family=family, training_mode=training_mode, base_model_name=finetuned_from or name_or_path or None,
             base_model=hub_model_id(finetuned_from or name_or_path),
             base_model_config=None if name_or_path or config is None else redact(config.to_diff_dict(), secrets),
@@ -523,7 +458,8 @@ class InfoNCCardData:
             recipe={"training": redact(json.loads(json.dumps(training, default=str)), secrets)},
             source="trainer",
             lora=lora, coop=coop,
-            metrics_after=metrics_after, train_metrics=dict(train_summary),
+            metrics_after={k[5:]: v for k, v in evaluation.items() if k.startswith("eval_") and k[5:] not in skip},
+            train_metrics=dict(train_summary),
             seed=args.seed, wall_time_s=train_summary.get("train_runtime"), num_processes=args.world_size,
         )
 
@@ -531,14 +467,6 @@ class InfoNCCardData:
     @property
     def eval_only(self) -> bool:
         return not self.metrics_after and not self.train_metrics
-
-    @property
-    def final_metrics(self) -> dict[str, Any]:
-        return self.metrics_after or self.metrics_before
-
-    @property
-    def family_label(self) -> str:
-        return FAMILIES[self.family][0] if self.family in FAMILIES else self.family
 
     @property
     def is_clip(self) -> bool:
@@ -554,29 +482,8 @@ class InfoNCCardData:
         return "open_clip_config.json" in self.files and "open_clip_model.safetensors" in self.files
 
     @property
-    def has_processor(self) -> bool:
-        """A saved processor or image processor (``processor_config.json`` holds a ``CLIPProcessor``'s)."""
-        return "preprocessor_config.json" in self.files or "processor_config.json" in self.files
-
-    @property
-    def has_saved_base(self) -> bool:
-        """A LoRA folder that holds its base model too (``config.json`` + ``base_model.safetensors``): a base
-        that nothing else could load, saved by :func:`hf_infonc.modes.save_base_model`."""
-        return self.training_mode == "lora" and "config.json" in self.files
-
-    @property
     def load_kind(self) -> str:
-        return self.training_mode if self.training_mode in ("lora", "coop", "linear_probe") else self.family
-
-    @property
-    def task_type(self) -> str:
-        return "text-classification" if self.family == "sequence-classification" else "image-classification"
-
-    @property
-    def pipeline_tag(self) -> str:
-        if self.is_clip and self.training_mode in ("full", "lora"):
-            return "zero-shot-image-classification"
-        return self.task_type
+        return self.family if self.training_mode == DEFAULT_TRAINING_MODE else self.training_mode
 
     @property
     def library_name(self) -> str:
@@ -584,16 +491,14 @@ class InfoNCCardData:
         (CoOp, linear probe) and for an open_clip folder without open_clip's layout, else the family's."""
         if self.training_mode == "lora":
             return "peft"
-        if self.is_clip and self.training_mode in ("coop", "linear_probe"):
+        if self.training_mode in HEAD_ONLY_MODES or (self.family == "open-clip" and not self.has_open_clip_export):
             return "hf_infonc"
-        if self.family == "open-clip":
-            return "open_clip" if self.has_open_clip_export else "hf_infonc"
-        return "transformers"
+        return "open_clip" if self.family == "open-clip" else "transformers"
 
     @property
     def hf_infonc_wrapper(self) -> str | None:
         """The hf_infonc class needed to load the model, if transformers/open_clip/peft cannot alone."""
-        if self.is_clip and self.training_mode in ("coop", "linear_probe"):
+        if self.training_mode in HEAD_ONLY_MODES:
             return "CoOpCLIP" if self.training_mode == "coop" else "CLIPLinearProbe"
         if self.family == "open-clip" and (self.training_mode == "lora" or not self.has_open_clip_export):
             return "OpenCLIPModel"  # a LoRA adapter's base is an OpenCLIPModel
@@ -601,54 +506,46 @@ class InfoNCCardData:
             return "WideResNetForImageClassification"
         return None
 
-    @property
-    def tags(self) -> list[str]:
-        tags = ["hf_infonc", "neural-collapse", "matrix-entropy", "mutual-information"]
-        tags += FAMILIES[self.family][2] if self.family in FAMILIES else []
-        modes = {"lora": ["lora", "peft"], "coop": ["coop", "prompt-learning"], "linear_probe": ["linear-probe"]}
-        tags += modes.get(self.training_mode, [])
-        loss_tags = ("cma-loss", "mutual-information-loss", "entropy-gap-loss")
-        tags += [tag for key, tag in zip(LOSS_WEIGHTS, loss_tags) if self.loss_weights.get(key)]
-        return list(dict.fromkeys([*tags, "arxiv:2409.16767", "arxiv:2406.03999"]))
+    def to_card_data(self):
+        """The Hub metadata (YAML front matter) of the card; its evaluation results are the final metrics (finite
+        values only)."""
+        from huggingface_hub import EvalResult, ModelCardData
 
-    def eval_results(self):
-        """The final metrics as :class:`huggingface_hub.EvalResult` entries (finite values only)."""
-        from huggingface_hub import EvalResult
-
-        labels = dict(METRIC_LABELS)
+        task = "text-classification" if self.family == "sequence-classification" else "image-classification"
         dataset = self.dataset or DatasetInfo("unknown", "unknown")
-        return [
+        final, labels = self.metrics_after or self.metrics_before, dict(METRIC_LABELS)
+        results = [
             EvalResult(
-                task_type=self.task_type, task_name=self.task_type.replace("-", " ").capitalize(),
+                task_type=task, task_name=task.replace("-", " ").capitalize(),
                 dataset_type=dataset.hub_id or dataset.source, dataset_name=dataset.name,
                 dataset_config=dataset.config_name, dataset_split=dataset.eval_split,
-                metric_type=key, metric_value=round(float(self.final_metrics[key]), 6),
-                metric_name=labels.get(key, key),
+                metric_type=key, metric_value=round(float(final[key]), 6), metric_name=labels.get(key, key),
             )
-            for key in EVAL_RESULT_KEYS if _finite(self.final_metrics.get(key))
+            for key in EVAL_RESULT_KEYS if _finite(final.get(key))
         ]
-
-    def to_card_data(self):
-        """The Hub metadata (YAML front matter) of the card."""
-        from huggingface_hub import ModelCardData
-
-        extra: dict[str, Any] = {}
-        if self.base_model and not self.built_from_config:
-            extra["base_model_relation"] = "adapter" if self.training_mode == "lora" else "finetune"
-        dataset = self.dataset
+        modes = {"lora": ["lora", "peft"], "coop": ["coop", "prompt-learning"], "linear_probe": ["linear-probe"]}
+        loss_tags = ("cma-loss", "mutual-information-loss", "entropy-gap-loss")
+        tags = [
+            "hf_infonc", "neural-collapse", "matrix-entropy", "mutual-information", *FAMILIES[self.family][2],
+            *modes.get(self.training_mode, []),
+            *(tag for key, tag in zip(LOSS_WEIGHTS, loss_tags) if self.loss_weights.get(key)),
+        ]
+        zero_shot = self.is_clip and self.training_mode in ("full", "lora")
+        relation = "adapter" if self.training_mode == "lora" else "finetune"
         return ModelCardData(
-            license=self.license, base_model=self.base_model,
-            datasets=[dataset.hub_id] if dataset is not None and dataset.hub_id else None,
-            library_name=self.library_name, pipeline_tag=self.pipeline_tag, tags=self.tags, metrics=["accuracy"],
-            model_name=self.model_name, eval_results=self.eval_results() or None, **extra,
+            license=self.license, base_model=self.base_model, datasets=[dataset.hub_id] if dataset.hub_id else None,
+            library_name=self.library_name, pipeline_tag="zero-shot-image-classification" if zero_shot else task,
+            tags=list(dict.fromkeys([*tags, "arxiv:2409.16767", "arxiv:2406.03999"])), metrics=["accuracy"],
+            model_name=self.model_name, eval_results=results or None,
+            base_model_relation=relation if self.base_model and not self.built_from_config else None,
         )
 
     # ------------------------------------------------------------------ template variables
     def _metric_table(self) -> tuple[list[str], list[dict[str, Any]]]:
+        sources = [m for m in (self.metrics_before, self.metrics_after) if m]
         columns = [c for c, m in (("Before", self.metrics_before), ("After", self.metrics_after)) if m]
         if self.eval_only and columns:
             columns = ["Value"]
-        sources = [m for m in (self.metrics_before, self.metrics_after) if m]
         extra = sorted({k for m in sources for k in m if k.startswith("loss/")})
         keys = [*METRIC_LABELS, *((k, f"Loss component `{k[5:]}`") for k in extra)]
         rows = [
@@ -710,11 +607,10 @@ class InfoNCCardData:
         if (self.base_model or self.base_model_name) and not self.built_from_config:
             subject = (evaluation or "A fine-tuned version of ") + base_md
         else:
-            label = self.family_label
-            subject = evaluation + ("an" if label[:1].lower() in "aeiou" else "a") + f" {label}"
+            label = FAMILIES[self.family][0]
             weights = f"pretrained {towers_md}, the rest randomly initialised" if towers_md else "random initialisation"
-            subject += f" built from a config ({weights})"
-            subject += "" if self.eval_only else " and trained"
+            subject = evaluation + ("an" if label[:1].lower() in "aeiou" else "a") + f" {label}"
+            subject += f" built from a config ({weights})" + ("" if self.eval_only else " and trained")
             subject = subject[:1].upper() + subject[1:]
         names = [n for n, k in zip(("CMA", "MI", "entropy-gap"), LOSS_WEIGHTS) if self.loss_weights.get(k)]
         losses = ""
@@ -750,32 +646,28 @@ class InfoNCCardData:
         names, templates = self.class_names, self.prompt_templates
         template = templates[0] if templates else "a photo of a {}."
         first = names[0] if names else "cat"
-        options = []
+        options, info = [], self.info_options
         if any(self.loss_weights.values()):
-            info = self.info_options
-            normalized = info["info_normalized"]
-            options.append("normalised forms (MIR/HDR)" if normalized else "un-normalised forms (MI, |ΔH|)")
             alpha = info["info_alpha"]
-            options.append("von Neumann entropy" if alpha == 1.0 else f"Rényi entropy of order {alpha:g}")
-            options += ["features centred before the Gram"] if info["info_center"] else []
+            options = [
+                "normalised forms (MIR/HDR)" if info["info_normalized"] else "un-normalised forms (MI, |ΔH|)",
+                "von Neumann entropy" if alpha == 1.0 else f"Rényi entropy of order {alpha:g}",
+                *(["features centred before the Gram"] if info["info_center"] else []),
+            ]
         formula, losses = self._losses()
         columns, rows = self._metric_table()
-        extra_citations = [EXTRA_CITATIONS["neural_collapse"]]
-        extra_citations += [EXTRA_CITATIONS[self.training_mode]] if self.training_mode in ("coop", "lora") else []
         train_texts = (("train_loss", "mean training loss {:.4f}"), ("epoch", "{:.3g} epochs"),
                        ("train_runtime", "{:.1f} s of training"))
         return {
             **{name: getattr(self, name) for name in PLAIN_TEMPLATE_VARS},
             "summary": self._summary(base_md, towers_md, dataset.name),
-            "family_label": self.family_label,
+            "family_label": FAMILIES[self.family][0],
             "mode_description": MODE_DESCRIPTIONS.get(self.training_mode, self.training_mode)
             + (", except the frozen parameters below" if self.frozen and self.training_mode == "full" else ""),
             "base_model_md": base_md,
-            "base_ref": self.base_model or self.base_model_name or "<base model>",
-            "base_ref_py": "model_cfg  # the open_clip config in the recipe (model.config)"
-            if self.family == "open-clip" and self.base_model_config is not None
-            else json.dumps(self.base_model_name or "ViT-B-32"),
-            "pretrained": self.pretrained if self.pretrained and not Path(self.pretrained).exists() else None,
+            "has_processor": "preprocessor_config.json" in self.files or "processor_config.json" in self.files,
+            # a LoRA folder that holds its base too (config.json + base_model.safetensors, modes.save_base_model)
+            "has_saved_base": self.training_mode == "lora" and "config.json" in self.files,
             "frozen_md": ", ".join(f"`{p}`" for p in self.frozen),
             "coop": None if not self.coop else {
                 **self.coop, "init": f"from `{self.coop['init']}`" if self.coop["init"] else "randomly (N(0, 0.02²))"
@@ -817,14 +709,16 @@ class InfoNCCardData:
             "has_nc": any(f"nc{i}" in m for m in (self.metrics_before, self.metrics_after) for i in range(1, 5)),
             "metric_rows": rows,
             "has_undefined": any(cell == UNDEFINED for row in rows for cell in row["cells"]),
-            "collapse_note": _collapse_note(len(names)) if {"mir", "class_mir"} & set(self.final_metrics) else None,
+            "collapse_note": _collapse_note(len(names))
+            if {"mir", "class_mir"} & set(self.metrics_after or self.metrics_before) else None,
             "plots": [{"file": p, "title": Path(p).stem.replace("_", " ").replace("-", " ").strip().capitalize()}
                       for p in self.plots],
             "needs_hf_infonc_models": (self.base_model_config or {}).get("model_type") == "wide_resnet",
             "open_clip_ref": f"hf-hub:{self.repo_id}" if self.repo_id else f"local-dir:{self.model_ref}",
             "task_use": FAMILIES[self.family][1],
             "citation": citation.CITATION,
-            "extra_citations": extra_citations,
+            "extra_citations": [citation.NEURAL_COLLAPSE]
+            + ([MODE_CITATIONS[self.training_mode]] if self.training_mode in MODE_CITATIONS else []),
         }
 
 
@@ -860,14 +754,8 @@ def render_model_card(card_data: InfoNCCardData, template: str | os.PathLike | N
 
 
 def write_model_card(
-    output_dir: str | os.PathLike,
-    recipe: Any,
-    results: Mapping[str, Any] | None,
-    *,
-    repo_id: str | None = None,
-    template: str | os.PathLike | None = None,
-    clean: bool = True,
-    secrets: Iterable[str | None] = (),
+    output_dir: str | os.PathLike, recipe: Any, results: Mapping[str, Any] | None, *, repo_id: str | None = None,
+    template: str | os.PathLike | None = None, clean: bool = True, secrets: Iterable[str | None] = (),
 ) -> Path:
     """Render the model card of a finished run into ``output_dir/README.md``; return its path.
 
@@ -915,13 +803,9 @@ def rerender_model_card(output_dir: str | os.PathLike, repo_id: str, secrets: It
 
 
 def validate_model_card(card: Any) -> list[str]:
-    """Offline checks of a card's metadata; returns the problems found (empty: none).
-
-    The Hub's own validator (``ModelCard.validate``) needs the network; this checks what can be
-    checked here: the YAML parses into :class:`~huggingface_hub.ModelCardData` without errors
-    (``model-index`` included), the license is a Hub license id, ``base_model`` and ``datasets`` are
-    valid repo ids, evaluation values are finite numbers, and no known token appears in the text.
-    """
+    """Offline checks of a card (text, path or ``ModelCard``; ``ModelCard.validate`` needs the network); returns
+    the problems found (empty: none): the metadata parses (``model-index`` included), the license is a Hub license
+    id, ``base_model`` and ``datasets`` are valid repo ids, evaluation values are finite, and no token appears."""
     from huggingface_hub import ModelCard
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -961,15 +845,6 @@ def validate_model_card(card: Any) -> list[str]:
 
 
 __all__ = [
-    "CARD_NAME",
-    "InfoNCCardData",
-    "dataset_info",
-    "format_number",
-    "hub_model_id",
-    "render_model_card",
-    "rerender_model_card",
-    "saved_recipe",
-    "template_path",
-    "validate_model_card",
-    "write_model_card",
+    "CARD_NAME", "InfoNCCardData", "dataset_info", "format_number", "hub_model_id", "render_model_card",
+    "rerender_model_card", "saved_recipe", "template_path", "validate_model_card", "write_model_card",
 ]

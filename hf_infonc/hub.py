@@ -31,17 +31,11 @@ logger = logging.getLogger(__name__)
 HUB_TIMEOUT_ENV = "HF_INFONC_HUB_TIMEOUT"
 """Seconds to wait for the Hub to answer ``create_repo`` before giving up (default 30)."""
 
-#: Files uploaded by :func:`push_output_dir` (``fnmatch`` patterns on the path inside the folder).
-UPLOAD_ALLOW_PATTERNS: tuple[str, ...] = (
-    "*.safetensors",
-    "*.json",  # config.json, adapter_config.json, tokenizer*.json, vocab.json, metrics.json, …
-    "*.md",
-    "*.png",
-    "*.txt",  # vocab.txt, merges.txt
-    "*.yaml",
-    "*.model",  # sentencepiece (spiece.model): protobuf, not pickle
-    "*.tiktoken",
-)
+#: Files uploaded by :func:`push_output_dir` (``fnmatch`` patterns on the path inside the folder): weights, configs
+#: and tokenizer files (``*.json``, ``vocab.txt``, ``merges.txt``, sentencepiece's ``*.model``: protobuf, not
+#: pickle), the card, plots and the recipe.
+UPLOAD_ALLOW_PATTERNS: tuple[str, ...] = ("*.safetensors", "*.json", "*.md", "*.png", "*.txt", "*.yaml", "*.model",
+                                          "*.tiktoken")
 #: Suffixes of files that ``torch.load``/``pickle`` would read: never uploaded, never needed to load.
 PICKLE_SUFFIXES: tuple[str, ...] = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 #: Files never uploaded, even when an allow pattern matches.
@@ -67,8 +61,6 @@ class UploadPlan:
 
     files: list[str]
     skipped: list[str]
-    allow_patterns: list[str]
-    ignore_patterns: list[str]
 
 
 def plan_upload(output_dir: str | os.PathLike) -> UploadPlan:
@@ -78,10 +70,9 @@ def plan_upload(output_dir: str | os.PathLike) -> UploadPlan:
 
     folder = Path(output_dir)
     everything = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    allow, ignore = list(UPLOAD_ALLOW_PATTERNS), list(UPLOAD_IGNORE_PATTERNS)
-    every_ignore = [*ignore, *DEFAULT_IGNORE_PATTERNS]
-    files = list(filter_repo_objects(everything, allow_patterns=allow, ignore_patterns=every_ignore))
-    return UploadPlan(files, [f for f in everything if f not in set(files)], allow, ignore)
+    ignore = [*UPLOAD_IGNORE_PATTERNS, *DEFAULT_IGNORE_PATTERNS]
+    files = list(filter_repo_objects(everything, allow_patterns=list(UPLOAD_ALLOW_PATTERNS), ignore_patterns=ignore))
+    return UploadPlan(files, [f for f in everything if f not in set(files)])
 
 
 def check_output_dir(output_dir: str | os.PathLike) -> UploadPlan:
@@ -114,13 +105,8 @@ def check_output_dir(output_dir: str | os.PathLike) -> UploadPlan:
 
 
 def _explain(error: BaseException, *, repo_id: str, endpoint: str, secrets: Sequence[str]) -> str:
+    """The message of a failed push (offline mode is refused before any call: :func:`push_output_dir`)."""
     detail = redact_text(f"{type(error).__name__}: {error}", secrets)
-    if "OfflineModeIsEnabled" in {c.__name__ for c in type(error).__mro__}:
-        return (
-            f"Cannot push to {repo_id}: huggingface_hub is in offline mode ({detail}). Start a new process with "
-            f"HF_HUB_OFFLINE unset (or 0) on a machine that can reach {endpoint}, then run "
-            f"`hf-infonc push <output_dir> --repo-id {repo_id}`."
-        )
     if is_network_error(error):
         return (
             f"Cannot push to {repo_id}: the Hugging Face Hub at {endpoint} cannot be reached ({detail}). Check the "
@@ -158,16 +144,9 @@ def _call_with_timeout(fn, timeout: float, what: str):
 
 
 def push_output_dir(
-    output_dir: str | os.PathLike,
-    *,
-    repo_id: str,
-    private: bool = False,
-    token: str | None = None,
-    commit_message: str = "Upload model fine-tuned with hf_infonc",
-    revision: str | None = None,
-    endpoint: str | None = None,
-    update_card: bool = True,
-    timeout: float | None = None,
+    output_dir: str | os.PathLike, *, repo_id: str, private: bool = False, token: str | None = None,
+    commit_message: str = "Upload model fine-tuned with hf_infonc", revision: str | None = None,
+    endpoint: str | None = None, update_card: bool = True, timeout: float | None = None,
 ) -> str:
     """Upload a run's output directory (:func:`plan_upload`'s files, through :func:`hub_file_set`) to the Hub
     model repo ``repo_id``; return the repo URL.
@@ -201,16 +180,15 @@ def push_output_dir(
         ) from None
     secrets = known_secrets([token])
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-    check_output_dir(folder)  # first: a folder that cannot be pushed is named as such, and left untouched
+    plan = check_output_dir(folder)  # first: a folder that cannot be pushed is named as such, and left untouched
     if hub_offline():
         raise HubPushError(
             f"Cannot push {folder} to {repo_id}: HF_HUB_OFFLINE=1 is set, so the Hub cannot be reached. The output "
             f"directory is complete: on a machine with network access, run `HF_HUB_OFFLINE=0 hf-infonc push {folder} "
             f"--repo-id {repo_id}`."
         )
-    if update_card:
+    if update_card:  # the same files: README.md is rewritten in place
         rerender_model_card(folder, repo_id, secrets)
-    plan = check_output_dir(folder)
     token = token or hub_token()
     if not token:
         raise HubPushError(
@@ -231,7 +209,8 @@ def push_output_dir(
         with hub_file_set(folder, repo_id, plan.files) as upload_folder:
             api.upload_folder(
                 repo_id=repo_id, folder_path=str(upload_folder), repo_type="model", commit_message=commit_message,
-                revision=revision, allow_patterns=list(plan.allow_patterns), ignore_patterns=list(plan.ignore_patterns),
+                revision=revision, allow_patterns=list(UPLOAD_ALLOW_PATTERNS),
+                ignore_patterns=list(UPLOAD_IGNORE_PATTERNS),
             )
     except Exception as error:  # noqa: BLE001 - every failure becomes one clear, token-free message
         raise HubPushError(_explain(error, repo_id=repo_id, endpoint=endpoint, secrets=secrets)) from None
@@ -240,37 +219,23 @@ def push_output_dir(
     return url
 
 
-def _adapter_config_naming(folder: Path) -> dict[str, Any] | None:
-    """``adapter_config.json`` of ``folder`` when its base model is the one saved in ``folder``, else ``None``."""
-    config_file = folder / "adapter_config.json"
-    if not config_file.is_file():
-        return None
-    config = json.loads(config_file.read_text())
-    base = config.get("base_model_name_or_path")
-    if not base or not Path(base).is_dir():
-        return None
-    if Path(base).resolve() != folder.resolve():
-        logger.warning(
-            "%s: adapter_config.json names the local folder %s as its base model, which is not uploaded; loading the "
-            "pushed adapter will need that folder.", folder, base,
-        )
-        return None
-    return config
-
-
 @contextlib.contextmanager
 def hub_file_set(output_dir: str | os.PathLike, repo_id: str, files: Sequence[str] | None = None) -> Iterator[Path]:
-    """The folder whose files make the Hub repo ``repo_id``: ``output_dir`` itself, or a staged copy.
-
-    A LoRA adapter whose base model is saved in the same folder (``base_model_name_or_path`` is
-    that folder's absolute path, see :mod:`hf_infonc.modes`) must name ``repo_id`` once pushed: the
-    staged copy holds hard links to ``files`` (default: :func:`plan_upload`'s) and an
-    ``adapter_config.json`` that says ``repo_id``; the output folder itself still loads offline.
-    Use it around any upload of a run's folder (``HfApi.upload_folder``).
-    """
+    """The folder whose files make the Hub repo ``repo_id`` (use it around any upload of a run's folder):
+    ``output_dir`` itself, or, for a LoRA adapter whose base model is saved in the same folder (see
+    :mod:`hf_infonc.modes`), a staged copy of hard links to ``files`` (default: :func:`plan_upload`'s) whose
+    ``adapter_config.json`` names ``repo_id`` as the base; the output folder itself still loads offline."""
     folder = Path(output_dir)
-    config = _adapter_config_naming(folder)
-    if config is None:
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    base = config.get("base_model_name_or_path")
+    local_base = Path(base) if base and Path(base).is_dir() else None
+    if local_base is None or local_base.resolve() != folder.resolve():
+        if local_base is not None:
+            logger.warning(
+                "%s: adapter_config.json names the local folder %s as its base model, which is not uploaded; loading "
+                "the pushed adapter will need that folder.", folder, base,
+            )
         yield folder
         return
     files = list(plan_upload(folder).files if files is None else files)
@@ -294,10 +259,9 @@ def hub_file_set(output_dir: str | os.PathLike, repo_id: str, files: Sequence[st
 
 @contextlib.contextmanager
 def hub_uploads() -> Iterator[None]:
-    """Within the block, ``Trainer``'s uploads (``transformers.trainer.hf_api().upload_folder``) skip
-    pickled files, and a folder whose LoRA adapter names its own folder as base is uploaded as
-    :func:`hub_file_set` stages it (the adapter then names the repo); such a staged upload runs to
-    completion before it returns (a finished future when one was asked for)."""
+    """Within the block, ``Trainer``'s uploads (``transformers.trainer.hf_api().upload_folder``) skip pickled
+    files and go through :func:`hub_file_set`; a staged upload runs to completion before it returns (a finished
+    future when one was asked for)."""
     import transformers.trainer as transformers_trainer
 
     make_api = transformers_trainer.hf_api

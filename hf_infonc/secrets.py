@@ -7,6 +7,7 @@ else of the package, so every layer can use it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -73,13 +74,9 @@ def redact(value: Any, secrets: Iterable[str | None] = ()) -> Any:
 
 
 def clean_output_dir(output_dir: str | os.PathLike, secrets: Iterable[str | None] = ()) -> list[str]:
-    """Make a run's output directory safe to share; returns what was done.
-
-    * removes ``training_args.bin``: transformers' ``Trainer._save`` pickles the whole
-      ``TrainingArguments`` there (``hub_token`` included); nothing needs it to load the model;
-    * redacts secrets from ``recipe.yaml`` and ``metrics.json`` (``training.hub_token``, tokens).
-
-    Checkpoint folders (``checkpoint-*``) are left alone: they are never uploaded.
+    """Make a run's output directory safe to share; returns what was done: removes ``training_args.bin`` (the whole
+    ``TrainingArguments`` pickled by ``Trainer._save``, ``hub_token`` included; nothing needs it to load the model),
+    redacts secrets from ``recipe.yaml`` and ``metrics.json``. ``checkpoint-*`` folders are never uploaded: left alone.
     """
     folder = Path(output_dir)
     done = []
@@ -92,14 +89,11 @@ def clean_output_dir(output_dir: str | os.PathLike, secrets: Iterable[str | None
             continue
         text = path.read_text()
         cleaned = redact_text(text, secrets)
-        if name == "recipe.yaml":
-            try:
+        if name == "recipe.yaml":  # secret keys too, when it parses
+            with contextlib.suppress(yaml.YAMLError):
                 raw = yaml.safe_load(text)
-            except yaml.YAMLError:
-                raw = None
-            redacted = redact(raw, secrets) if isinstance(raw, dict) else raw
-            if redacted != raw:
-                cleaned = yaml.safe_dump(redacted, sort_keys=False)
+                redacted = redact(raw, secrets) if isinstance(raw, dict) else raw
+                cleaned = yaml.safe_dump(redacted, sort_keys=False) if redacted != raw else cleaned
         if cleaned != text:
             path.write_text(cleaned)
             done.append(f"redacted secrets in {name}")
