@@ -98,14 +98,9 @@ def check_training_numbers(recipe: Recipe) -> None:
 
 
 def _accelerator_available() -> bool:
-    import torch
+    from transformers.utils import is_torch_cuda_available, is_torch_mps_available, is_torch_xpu_available
 
-    xpu = getattr(torch, "xpu", None)
-    return bool(
-        torch.cuda.is_available()
-        or (xpu is not None and xpu.is_available())
-        or (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available())
-    )
+    return is_torch_cuda_available() or is_torch_xpu_available() or is_torch_mps_available()
 
 
 def check_precision(recipe: Recipe) -> None:
