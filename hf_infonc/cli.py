@@ -167,14 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--dry-run", action="store_true", help="validate and print the runs' commands; run nothing")
     compare.add_argument("--no-plot", action="store_true", help="skip comparison.png")
     compare.set_defaults(func=_cmd_compare)
-
     return parser
-
-
-def _redacted(text: str, args: argparse.Namespace) -> str:
-    from hf_infonc.secrets import redact_text
-
-    return redact_text(text, [*getattr(args, "secrets", []), getattr(args, "token", None)])
 
 
 def _resume_command(args: argparse.Namespace) -> str:
@@ -184,7 +177,7 @@ def _resume_command(args: argparse.Namespace) -> str:
 
     secret = [item for item in args.overrides if is_secret_key(item.split("=", 1)[0].split(".")[-1])]
     kept = [w for item in args.overrides if item not in secret for w in ("--set", item)]
-    command = " ".join(shlex.quote(w) for w in ["hf-infonc", "finetune", args.recipe, *kept, "--resume"])
+    command = shlex.join(["hf-infonc", "finetune", args.recipe, *kept, "--resume"])
     if secret:
         keys = ", ".join(item.split("=", 1)[0] for item in secret)
         command += f" (and --set {keys} again)"
@@ -193,9 +186,11 @@ def _resume_command(args: argparse.Namespace) -> str:
 
 def _report(line: str, error: BaseException, args: argparse.Namespace, debug: bool, status: int) -> int:
     """Print ``line`` (secrets redacted) on stderr, after the traceback when debugging; return ``status``."""
+    from hf_infonc.secrets import redact_text
+
     if debug:
         traceback.print_exception(error)
-    print(_redacted(line, args), file=sys.stderr)
+    print(redact_text(line, [*getattr(args, "secrets", []), getattr(args, "token", None)]), file=sys.stderr)
     return status
 
 

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -317,15 +317,9 @@ def execute_runs(
     threads = str(max(1, available_cores() // jobs))
     slots = itertools.count()
     worker = threading.local()  # each worker thread holds one slot (its GPU) for all its runs
-    lock = threading.Lock()
-    done = [0]
 
-    def report(message: str) -> None:
-        with lock:
-            done[0] += 1
-            log(f"[{done[0]}/{len(runs)}] {message}")
-
-    def one(run: Run) -> dict[str, Any]:
+    def one(run: Run) -> tuple[dict[str, Any], str]:
+        """The run's entry, and the line that reports it."""
         entry = {
             "variant": run.variant, "seed": run.seed, "status": "finished", "values": None,
             "folder": os.path.relpath(run.folder, out), "log": os.path.relpath(run.log, out),
@@ -333,8 +327,8 @@ def execute_runs(
         }
         metrics = read_metrics(run.folder)
         if metrics is not None:
-            report(f"{run.variant} seed {run.seed}: finished earlier, kept ({run.folder})")
-            return {**entry, "values": {m.key: m.read(metrics) for m in METRICS}}
+            values = {m.key: m.read(metrics) for m in METRICS}
+            return {**entry, "values": values}, f"{run.variant} seed {run.seed}: finished earlier, kept ({run.folder})"
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[worker.slot % len(gpus)]
@@ -352,17 +346,20 @@ def execute_runs(
             error = last_error_line(run.log) if returncode != 0 else "exit code 0 but no complete metrics.json"
             if returncode < 0:
                 error = f"killed by signal {-returncode}; {error}"
-            report(f"{run.variant} seed {run.seed}: FAILED (exit code {returncode}) after {elapsed:.0f} s: {error} "
-                   f"(log: {run.log})")
             values = dict.fromkeys(m.key for m in METRICS)
-            return {**entry, "status": "failed", "values": values, "returncode": returncode, "error": error}
+            return {**entry, "status": "failed", "values": values, "returncode": returncode, "error": error}, (
+                f"{run.variant} seed {run.seed}: FAILED (exit code {returncode}) after {elapsed:.0f} s: {error} "
+                f"(log: {run.log})")
         values = {m.key: m.read(metrics) for m in METRICS}
-        report(f"{run.variant} seed {run.seed}: done in {elapsed:.0f} s, accuracy {_number(values['accuracy'], '.4f')}")
-        return {**entry, "values": values}
+        return {**entry, "values": values}, (
+            f"{run.variant} seed {run.seed}: done in {elapsed:.0f} s, accuracy {_number(values['accuracy'], '.4f')}")
 
     pool = ThreadPoolExecutor(max_workers=jobs, initializer=lambda: setattr(worker, "slot", next(slots)))
     try:
-        return list(pool.map(one, runs))
+        futures = [pool.submit(one, run) for run in runs]
+        for done, future in enumerate(as_completed(futures), 1):
+            log(f"[{done}/{len(runs)}] {future.result()[1]}")
+        return [future.result()[0] for future in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
