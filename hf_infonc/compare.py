@@ -268,9 +268,12 @@ def check_same_settings(run: Run) -> None:
 
 
 def last_error_line(log: Path) -> str:
-    """The last line of a log that reads like an error (``error: …``, ``…Error: …``), else its last line."""
+    """The last line of a log's last 64 KiB that reads like an error (``error: …``, ``…Error: …``), else its last
+    line (a carriage return starts a line, as a progress bar redraws it)."""
     try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 65536))
+            lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
     except OSError:
         return "(no log)"
     for line in reversed(lines):
@@ -285,12 +288,9 @@ def available_cores() -> int:
 
 def visible_gpus() -> list[str]:
     """CUDA device ids a job can be pinned to (respects an existing ``CUDA_VISIBLE_DEVICES``)."""
-    try:
-        import torch
+    import torch
 
-        count = torch.cuda.device_count()
-    except Exception:  # pragma: no cover - torch without CUDA support
-        count = 0
+    count = torch.cuda.device_count()  # 0 without CUDA
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(count)]
     return ids[:count]
