@@ -449,7 +449,9 @@ def build_document(
         "baseline": names[0],
         "set": list(overrides),
         "variants": [{"name": v.name, "overrides": v.overrides} for v in variants],
-        "pairing": {"varies_with_seed": "seed (model initialisation, data order, augmentation)", "data_seed": data_seed},
+        "pairing": {
+            "varies_with_seed": "seed (model initialisation, data order, augmentation)", "data_seed": data_seed,
+        },
         "metrics": [{"key": m.key, "label": m.label, "source": ".".join(m.path)} for m in METRICS],
         "test": f"paired two-sided Student t-test, {CONFIDENCE:.0%} confidence interval, verdict at p < {ALPHA:g}",
         "runs": list(entries),
