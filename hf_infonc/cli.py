@@ -1,13 +1,4 @@
-"""The ``hf-infonc`` command line.
-
-Subcommands::
-
-    hf-infonc finetune RECIPE [--set k=v ...] [--resume | --overwrite] [--eval-only]
-    hf-infonc check RECIPE [--set k=v ...]        # validate a recipe, print it resolved
-    hf-infonc collapse [--classes 3 4 10 100]       # closed-form vs measured values at collapse
-    hf-infonc analyze {grokking,lmc,prune} ...      # the paper's analyses
-    hf-infonc compare RECIPE --variant NAME:k=v,... --seeds 0-4 --out DIR   # variants × seeds, paired tests
-    hf-infonc push OUTPUT_DIR --repo-id NAME [--private]
+"""The ``hf-infonc`` command line: ``finetune``, ``check``, ``collapse``, ``analyze``, ``compare`` and ``push``.
 
 ``scripts/finetune.py RECIPE`` is ``hf-infonc finetune RECIPE`` (for ``accelerate launch`` and ``torchrun``).
 A :class:`hf_infonc.errors.UserError` prints one line ``error: …`` (secrets redacted) and exits 2; Ctrl-C exits
@@ -21,17 +12,20 @@ import errno
 import os
 import shlex
 import sys
+import time
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 DEBUG_ENV = "HF_INFONC_DEBUG"
 """Set to 1 to show the traceback of user errors and interruptions (as ``--debug`` does)."""
 
 
-def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_recipe_arguments(parser: argparse.ArgumentParser, example: str = "training.learning_rate=3e-5",
+                          every_run: str = "") -> None:
     parser.add_argument("recipe", help="path of a YAML recipe (see recipes/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe value, e.g. --set training.learning_rate=3e-5 (repeatable)")
+                        help=f"override a recipe value{every_run}, e.g. --set {example} (repeatable)")
     _add_debug(parser, argparse.SUPPRESS)
 
 
@@ -51,8 +45,6 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from hf_infonc.runs import holds_run
     from hf_infonc.preflight import check_recipe
     from hf_infonc.recipe import load_recipe
@@ -82,6 +74,27 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
     url = push_output_dir(args.output_dir, repo_id=args.repo_id, private=args.private, token=args.token)
     print(f"Pushed {args.output_dir} to {url}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from hf_infonc.compare import compare, render_markdown
+
+    started = time.perf_counter()
+    document = compare(args.recipe, args.variants, args.seeds, args.out, overrides=args.overrides, jobs=args.jobs,
+                       dry_run=args.dry_run, plot=not args.no_plot)
+    if args.dry_run:
+        return 0
+    out = Path(args.out)
+    print()
+    print(render_markdown(document))
+    print(f"Total wall time: {(time.perf_counter() - started) / 60:.1f} min. Wrote {out / 'comparison.json'}, "
+          f"{out / 'comparison.md'}" + ("" if args.no_plot else f" and {out / 'comparison.png'}") + ".")
+    failed = [r for r in document["runs"] if r["status"] != "finished"]
+    if failed:
+        print(f"{len(failed)} run(s) failed; see 'Failed runs' in the table. The same command runs them again "
+              "(finished runs are kept).", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -126,17 +139,35 @@ def build_parser() -> argparse.ArgumentParser:
     push.set_defaults(func=_cmd_push)
 
     from hf_infonc.analysis.cli import add_analyze_parser
-    from hf_infonc.compare import add_compare_parser
 
     add_analyze_parser(commands)
-    add_compare_parser(commands)
+    compare = commands.add_parser(
+        "compare",
+        help="run a recipe as variants × seeds; paired differences with CIs and p-values",
+        description="Run a recipe under several settings (variants) × seeds, each as `hf-infonc finetune` in its "
+                    "own process, and compare every variant with the first (the baseline), seed by seed: mean ± sd, "
+                    "paired mean difference, 95% CI, p-value of a paired t-test, and whether the difference is "
+                    "distinguishable from seed noise. See docs/ablations.md.",
+        epilog="example:\n  hf-infonc compare recipes/demo.yaml --seeds 0-4 --jobs 2 --out /tmp/ablation \\\n"
+               "      --variant ce:training.cma_weight=0,training.mi_weight=0 --variant cma:training.mi_weight=0\n\n"
+               "A value holding a comma must be quoted or bracketed as YAML (data.class_names=[a, b]), or given in a\n"
+               "second --variant with the same name. Finished runs are kept when the command is run again.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_recipe_arguments(compare, "training.num_train_epochs=4", " in every run")
+    compare.add_argument("--variant", dest="variants", action="append", required=True, metavar="NAME[:KEY=VALUE,...]",
+                         help="a named set of recipe overrides (dotted keys, YAML values, as --set); the first is the "
+                              "baseline; NAME alone runs the recipe as it is (repeatable)")
+    compare.add_argument("--seeds", nargs="+", default=["0-4"], metavar="SEEDS",
+                         help="training seeds: 0-4, 0,1,2 or 0 1 2 (default: 0-4)")
+    compare.add_argument("--jobs", type=int, default=None,
+                         help="runs in parallel (default: one per GPU where there are several, else 1); each gets "
+                              "cores // jobs CPU threads")
+    compare.add_argument("--out", required=True, help="folder for the runs and comparison.{json,md,png}")
+    compare.add_argument("--dry-run", action="store_true", help="validate and print the runs' commands; run nothing")
+    compare.add_argument("--no-plot", action="store_true", help="skip comparison.png")
+    compare.set_defaults(func=_cmd_compare)
     return parser
-
-
-def _redacted(text: str, args: argparse.Namespace) -> str:
-    from hf_infonc.secrets import redact_text
-
-    return redact_text(text, [*getattr(args, "secrets", []), getattr(args, "token", None)])
 
 
 def _resume_command(args: argparse.Namespace) -> str:
@@ -146,7 +177,7 @@ def _resume_command(args: argparse.Namespace) -> str:
 
     secret = [item for item in args.overrides if is_secret_key(item.split("=", 1)[0].split(".")[-1])]
     kept = [w for item in args.overrides if item not in secret for w in ("--set", item)]
-    command = " ".join(shlex.quote(w) for w in ["hf-infonc", "finetune", args.recipe, *kept, "--resume"])
+    command = shlex.join(["hf-infonc", "finetune", args.recipe, *kept, "--resume"])
     if secret:
         keys = ", ".join(item.split("=", 1)[0] for item in secret)
         command += f" (and --set {keys} again)"
@@ -155,9 +186,11 @@ def _resume_command(args: argparse.Namespace) -> str:
 
 def _report(line: str, error: BaseException, args: argparse.Namespace, debug: bool, status: int) -> int:
     """Print ``line`` (secrets redacted) on stderr, after the traceback when debugging; return ``status``."""
+    from hf_infonc.secrets import redact_text
+
     if debug:
         traceback.print_exception(error)
-    print(_redacted(line, args), file=sys.stderr)
+    print(redact_text(line, [*getattr(args, "secrets", []), getattr(args, "token", None)]), file=sys.stderr)
     return status
 
 

@@ -5,12 +5,11 @@ Guide: docs/recipes.md ("Comparing settings").
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
-import queue
 import re
 import shlex
 import subprocess
@@ -18,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +87,6 @@ class Run:
     log: Path
     command: list[str]
     recipe: dict[str, Any]
-
-
-@dataclasses.dataclass
-class RunResult:
-    """What became of a run: its metric values (``None`` where missing), or its exit code and last error line."""
-
-    run: Run
-    status: str  # "finished" or "failed"
-    values: dict[str, float | None]
-    returncode: int | None = None
-    error: str | None = None
 
 
 class CompareError(UserError):
@@ -196,29 +184,6 @@ def _check_reserved(items: Iterable[str], where: str, *, variant: bool) -> None:
 # ---------------------------------------------------------------------------- the run matrix
 
 
-def _seed_overrides(raw: Mapping[str, Any], seed: int) -> list[str]:
-    """``seed=s``, plus the TrainingArguments seeds the recipe pins (they would otherwise win over it)."""
-    training = raw.get("training") or {}
-    return [f"seed={seed}", *(f"training.{key}={seed}" for key in ("seed", "data_seed") if key in training)]
-
-
-def _without_output_dir(raw: Mapping[str, Any]) -> dict[str, Any]:
-    raw = json.loads(json.dumps(raw, default=str))
-    raw.get("training", {}).pop("output_dir", None)
-    return raw
-
-
-def _first_difference(a: Any, b: Any, key: str = "") -> str | None:
-    """The first dotted key where two recipe mappings differ, with both values."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for name in [*a, *(k for k in b if k not in a)]:
-            found = _first_difference(a.get(name), b.get(name), f"{key}.{name}" if key else str(name))
-            if found:
-                return found
-        return None
-    return None if a == b else f"{key or '<recipe>'}: {a!r} there, {b!r} now"
-
-
 def plan_runs(
     recipe_path: str,
     variants: Sequence[Variant],
@@ -237,29 +202,28 @@ def plan_runs(
 
     from hf_infonc.recipe import RecipeError, apply_overrides, load_recipe, recipe_from_dict
 
-    if not seeds:
-        raise CompareError("--seeds: no seeds given. Use e.g. --seeds 0-4.")
     _check_reserved(overrides, "--set", variant=False)
     base = load_recipe(recipe_path, list(overrides))  # the recipe's own errors (file, YAML, --set keys) first
-    raw = yaml.safe_load(Path(recipe_path).read_text())
-    program = list(finetune_command or [sys.executable, "-m", "hf_infonc.cli", "finetune"])
-    runs = []
     for variant in variants:
         _check_reserved(variant.overrides, f"--variant {variant.name}", variant=True)
-        for seed in seeds:
+    pinned = [key for key in ("seed", "data_seed") if key in (base.raw.get("training") or {})]
+    program = list(finetune_command or [sys.executable, "-m", "hf_infonc.cli", "finetune"])
+    runs = []
+    for seed in seeds:
+        for variant in variants:
             folder = out / variant.name / f"seed-{seed}"
+            # the seed, and the TrainingArguments seeds the recipe pins (they would otherwise win over it)
             items = [
-                *overrides, *variant.overrides, *_seed_overrides(base.raw, seed),
+                *overrides, *variant.overrides, f"seed={seed}", *(f"training.{key}={seed}" for key in pinned),
                 f"training.output_dir={folder}", "hub.push_to_hub=false",
             ]
             try:
-                resolved = recipe_from_dict(apply_overrides(raw, items, recipe_path), recipe_path)
+                resolved = recipe_from_dict(apply_overrides(base.raw, items, recipe_path), recipe_path)
             except RecipeError as error:
                 raise CompareError(f"--variant {variant.name}: {error}") from None
             command = [*program, recipe_path, *(token for item in items for token in ("--set", item))]
             runs.append(Run(variant.name, seed, folder, folder.with_suffix(".log"), command,
                             yaml.safe_load(resolved.to_yaml())))
-    runs.sort(key=lambda r: (seeds.index(r.seed), [v.name for v in variants].index(r.variant)))
     return runs
 
 
@@ -272,6 +236,19 @@ def read_metrics(folder: Path) -> dict[str, Any] | None:
     return metrics if isinstance(metrics, dict) and isinstance(metrics.get("after"), dict) else None
 
 
+def _first_difference(a: Any, b: Any, key: str = "") -> str | None:
+    """The first dotted key (``training.output_dir`` aside) where two recipe mappings differ, with both values."""
+    if key == "training.output_dir":
+        return None
+    if isinstance(a, dict) and isinstance(b, dict):
+        for name in [*a, *(k for k in b if k not in a)]:
+            found = _first_difference(a.get(name), b.get(name), f"{key}.{name}" if key else str(name))
+            if found:
+                return found
+        return None
+    return None if a == b else f"{key or '<recipe>'}: {a!r} there, {b!r} now"
+
+
 def check_same_settings(run: Run) -> None:
     """Refuse to reuse a finished run whose ``recipe.yaml`` differs from this run's recipe (output folder aside)."""
     recorded = run.folder / "recipe.yaml"
@@ -280,8 +257,7 @@ def check_same_settings(run: Run) -> None:
     import yaml
 
     try:
-        difference = _first_difference(_without_output_dir(yaml.safe_load(recorded.read_text()) or {}),
-                                       _without_output_dir(run.recipe))
+        difference = _first_difference(yaml.safe_load(recorded.read_text()) or {}, run.recipe)
     except yaml.YAMLError:
         difference = "its recipe.yaml is unreadable"
     if difference:
@@ -292,15 +268,14 @@ def check_same_settings(run: Run) -> None:
 
 
 def last_error_line(log: Path) -> str:
-    """The last line of a log that reads like an error (``error: …``, ``…Error: …``), else its last line."""
+    """The last line of a log's last 64 KiB that reads like an error (``error: …``, ``…Error: …``), else its last
+    line (a carriage return starts a line, as a progress bar redraws it)."""
     try:
         with open(log, "rb") as handle:
             handle.seek(max(0, log.stat().st_size - 65536))
-            text = handle.read().decode("utf-8", "replace")
+            lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
     except OSError:
         return "(no log)"
-    lines = [line.rsplit("\r", 1)[-1].strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
     for line in reversed(lines):
         if re.match(r"(error:|[\w.]*(Error|Exception|Interrupt)\b)", line):
             return line
@@ -313,12 +288,9 @@ def available_cores() -> int:
 
 def visible_gpus() -> list[str]:
     """CUDA device ids a job can be pinned to (respects an existing ``CUDA_VISIBLE_DEVICES``)."""
-    try:
-        import torch
+    import torch
 
-        count = torch.cuda.device_count()
-    except Exception:  # pragma: no cover - torch without CUDA support
-        count = 0
+    count = torch.cuda.device_count()  # 0 without CUDA
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(count)]
     return ids[:count]
@@ -326,12 +298,15 @@ def visible_gpus() -> list[str]:
 
 def execute_runs(
     runs: Sequence[Run],
+    out: Path,
     *,
     jobs: int,
     gpus: Sequence[str] = (),
     log: Callable[[str], None] = print,
-) -> list[RunResult]:
+) -> list[dict[str, Any]]:
     """Run (or reuse) every run, ``jobs`` at a time; each job gets cores // jobs threads and, with GPUs, one GPU.
+    Returns the runs' entries of ``comparison.json``: status, metric values (``None`` where missing), exit code
+    and last error line.
 
     A run whose folder holds a complete ``metrics.json`` is kept; all of them are checked for
     other settings (:func:`check_same_settings`) before anything starts.
@@ -339,58 +314,54 @@ def execute_runs(
     for run in runs:
         if read_metrics(run.folder) is not None:
             check_same_settings(run)
-    threads = max(1, available_cores() // jobs)
-    slots: queue.Queue[int] = queue.Queue()
-    for slot in range(jobs):
-        slots.put(slot)
-    lock = threading.Lock()
-    done = [0]
+    threads = str(max(1, available_cores() // jobs))
+    slots = itertools.count()
+    worker = threading.local()  # each worker thread holds one slot (its GPU) for all its runs
 
-    def report(message: str) -> None:
-        with lock:
-            done[0] += 1
-            log(f"[{done[0]}/{len(runs)}] {message}")
-
-    def one(run: Run) -> RunResult:
+    def one(run: Run) -> tuple[dict[str, Any], str]:
+        """The run's entry, and the line that reports it."""
+        entry = {
+            "variant": run.variant, "seed": run.seed, "status": "finished", "values": None,
+            "folder": os.path.relpath(run.folder, out), "log": os.path.relpath(run.log, out),
+            "returncode": 0, "error": None, "command": shlex.join(run.command),
+        }
         metrics = read_metrics(run.folder)
         if metrics is not None:
-            report(f"{run.variant} seed {run.seed}: finished earlier, kept ({run.folder})")
-            return RunResult(run, "finished", {m.key: m.read(metrics) for m in METRICS}, returncode=0)
-        slot = slots.get()
-        try:
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                   "PYTHONUNBUFFERED": "1"}
-            if gpus:
-                env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-            command = [*run.command, *(["--overwrite"] if run.folder.exists() else [])]
-            run.log.parent.mkdir(parents=True, exist_ok=True)
-            started = time.perf_counter()
-            with open(run.log, "w") as handle:
-                handle.write(f"$ {shlex.join(command)}\n")
-                handle.flush()
-                returncode = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=env).returncode
-            elapsed = time.perf_counter() - started
-        finally:
-            slots.put(slot)
+            values = {m.key: m.read(metrics) for m in METRICS}
+            return {**entry, "values": values}, f"{run.variant} seed {run.seed}: finished earlier, kept ({run.folder})"
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[worker.slot % len(gpus)]
+        command = [*run.command, *(["--overwrite"] if run.folder.exists() else [])]
+        run.log.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        with open(run.log, "w") as handle:
+            handle.write(f"$ {shlex.join(command)}\n")
+            handle.flush()
+            returncode = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env).returncode
+        elapsed = time.perf_counter() - started
         metrics = read_metrics(run.folder) if returncode == 0 else None
         if metrics is None:
             error = last_error_line(run.log) if returncode != 0 else "exit code 0 but no complete metrics.json"
-            if returncode is not None and returncode < 0:
+            if returncode < 0:
                 error = f"killed by signal {-returncode}; {error}"
-            report(f"{run.variant} seed {run.seed}: FAILED (exit code {returncode}) after {elapsed:.0f} s: {error} "
-                   f"(log: {run.log})")
-            return RunResult(run, "failed", {m.key: None for m in METRICS}, returncode=returncode, error=error)
+            values = dict.fromkeys(m.key for m in METRICS)
+            return {**entry, "status": "failed", "values": values, "returncode": returncode, "error": error}, (
+                f"{run.variant} seed {run.seed}: FAILED (exit code {returncode}) after {elapsed:.0f} s: {error} "
+                f"(log: {run.log})")
         values = {m.key: m.read(metrics) for m in METRICS}
-        report(f"{run.variant} seed {run.seed}: done in {elapsed:.0f} s, accuracy {_number(values['accuracy'], '.4f')}")
-        return RunResult(run, "finished", values, returncode=0)
+        return {**entry, "values": values}, (
+            f"{run.variant} seed {run.seed}: done in {elapsed:.0f} s, accuracy {_number(values['accuracy'], '.4f')}")
 
-    pool = ThreadPoolExecutor(max_workers=jobs)
+    pool = ThreadPoolExecutor(max_workers=jobs, initializer=lambda: setattr(worker, "slot", next(slots)))
     try:
-        results = list(pool.map(one, runs))
+        futures = [pool.submit(one, run) for run in runs]
+        for done, future in enumerate(as_completed(futures), 1):
+            log(f"[{done}/{len(runs)}] {future.result()[1]}")
+        return [future.result()[0] for future in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return results
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -446,11 +417,11 @@ def paired_difference(
     return result
 
 
-def comparison_statistics(results: Sequence[RunResult], variants: Sequence[str]) -> dict[str, Any]:
+def comparison_statistics(entries: Sequence[Mapping[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
     """Per metric: per-variant summaries and, for every non-baseline variant, the paired difference."""
     statistics: dict[str, Any] = {}
     for metric in METRICS:
-        per_seed = {v: {r.run.seed: r.values[metric.key] for r in results if r.run.variant == v} for v in variants}
+        per_seed = {v: {r["seed"]: r["values"][metric.key] for r in entries if r["variant"] == v} for v in variants}
         summaries = {}
         for v in variants:
             present = [x for x in per_seed[v].values() if x is not None]
@@ -465,20 +436,12 @@ def comparison_statistics(results: Sequence[RunResult], variants: Sequence[str])
 
 def build_document(
     recipe_path: str, command: str, seeds: Sequence[int], variants: Sequence[Variant], overrides: Sequence[str],
-    results: Sequence[RunResult], out: Path,
+    entries: Sequence[Mapping[str, Any]], data_seed: Any,
 ) -> dict[str, Any]:
     """Everything ``comparison.json`` holds (nothing that changes when the same command is run again)."""
     from hf_infonc.card import package_versions
 
     names = [v.name for v in variants]
-    runs = []
-    for result in results:
-        run = result.run
-        runs.append({
-            "variant": run.variant, "seed": run.seed, "status": result.status, "values": result.values,
-            "folder": os.path.relpath(run.folder, out), "log": os.path.relpath(run.log, out),
-            "returncode": result.returncode, "error": result.error, "command": shlex.join(run.command),
-        })
     return json_safe({
         "command": command,
         "recipe": recipe_path,
@@ -487,26 +450,24 @@ def build_document(
         "set": list(overrides),
         "variants": [{"name": v.name, "overrides": v.overrides} for v in variants],
         "pairing": {
-            "varies_with_seed": "seed (model initialisation, data order, augmentation)",
-            "data_seed": (results[0].run.recipe.get("data") or {}).get("seed", 0) if results else None,
+            "varies_with_seed": "seed (model initialisation, data order, augmentation)", "data_seed": data_seed,
         },
         "metrics": [{"key": m.key, "label": m.label, "source": ".".join(m.path)} for m in METRICS],
         "test": f"paired two-sided Student t-test, {CONFIDENCE:.0%} confidence interval, verdict at p < {ALPHA:g}",
-        "runs": runs,
-        "statistics": comparison_statistics(results, names),
+        "runs": list(entries),
+        "statistics": comparison_statistics(entries, names),
         "versions": dict(package_versions(("hf-infonc", "torch", "transformers", "accelerate", "datasets"))),
     })
 
 
 def _number(value: float | None, fmt: str, sign: bool = False) -> str:
-    if value is None:
-        return "—"
-    return format(value, ("+" if sign else "") + fmt)
+    return "—" if value is None else format(value, ("+" if sign else "") + fmt)
 
 
-def _cell(text: str) -> str:
-    """Text for a markdown table cell (a ``|`` would end the cell)."""
-    return text.replace("|", "\\|")
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """The lines of a markdown table (a ``|`` in a cell is escaped: it would end the cell)."""
+    cells = ([str(cell).replace("|", "\\|") for cell in row] for row in rows)
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in cells)]
 
 
 def render_markdown(document: Mapping[str, Any]) -> str:
@@ -530,82 +491,69 @@ def render_markdown(document: Mapping[str, Any]) -> str:
     ]
     if document["set"]:
         lines += ["Every run: " + ", ".join(f"`--set {o}`" for o in document["set"]) + ".", ""]
-    lines += ["| variant | overrides |", "|---|---|"]
-    for variant in document["variants"]:
-        label = f"{variant['name']} (baseline)" if variant["name"] == baseline else variant["name"]
-        overrides = ", ".join(f"`{_cell(o)}`" for o in variant["overrides"]) or "the recipe as it is"
-        lines.append(f"| {label} | {overrides} |")
-    for metric in document["metrics"]:
-        fmt = next(m.fmt for m in METRICS if m.key == metric["key"])
-        block = document["statistics"][metric["key"]]
-        lines += [
-            "", f"## {metric['label']}", "",
-            f"| variant | mean ± sd | per seed ({', '.join(map(str, seeds))}) | Δ vs {baseline} | 95 % CI | p | n "
-            "| reading |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
+    lines += _table(["variant", "overrides"], (
+        [f"{v['name']} (baseline)" if v["name"] == baseline else v["name"],
+         ", ".join(f"`{o}`" for o in v["overrides"]) or "the recipe as it is"] for v in document["variants"]))
+    header = ["variant", "mean ± sd", f"per seed ({', '.join(map(str, seeds))})", f"Δ vs {baseline}", "95 % CI", "p",
+              "n", "reading"]
+    for metric in METRICS:
+        block = document["statistics"][metric.key]
+        rows = []
         for variant in document["variants"]:
             name = variant["name"]
             summary = block["variants"][name]
-            spread = f" ± {_number(summary['sd'], fmt)}" if summary["sd"] is not None else (
+            spread = f" ± {_number(summary['sd'], metric.fmt)}" if summary["sd"] is not None else (
                 f" (n = {summary['n']})" if summary["n"] else "")
-            mean = f"{_number(summary['mean'], fmt)}{spread}"
-            per_seed = ", ".join(_number(summary["per_seed"].get(str(s)), fmt) for s in seeds)
-            if name == baseline:
-                lines.append(f"| {name} | {mean} | {per_seed} | — | — | — | {summary['n']} | baseline |")
+            row = [name, f"{_number(summary['mean'], metric.fmt)}{spread}",
+                   ", ".join(_number(summary["per_seed"].get(str(s)), metric.fmt) for s in seeds)]
+            diff = block["differences_from_baseline"].get(name)
+            if diff is None:  # the baseline
+                rows.append([*row, "—", "—", "—", summary["n"], "baseline"])
                 continue
-            diff = block["differences_from_baseline"][name]
             interval = "—" if diff["ci_low"] is None else (
-                f"[{_number(diff['ci_low'], fmt, True)}, {_number(diff['ci_high'], fmt, True)}]")
-            lines.append(
-                f"| {name} | {mean} | {per_seed} | {_number(diff['mean_difference'], fmt, True)} | {interval} | "
-                f"{_number(diff['p_value'], '.3g')} | {diff['n']} | {diff['verdict']} |"
-            )
+                f"[{_number(diff['ci_low'], metric.fmt, True)}, {_number(diff['ci_high'], metric.fmt, True)}]")
+            rows.append([*row, _number(diff["mean_difference"], metric.fmt, True), interval,
+                         _number(diff["p_value"], ".3g"), diff["n"], diff["verdict"]])
+        lines += ["", f"## {metric.label}", "", *_table(header, rows)]
     if failed:
-        lines += ["", "## Failed runs", "", "| variant | seed | exit code | log | last error line |",
-                  "|---|---|---|---|---|"]
-        for r in failed:
-            error = _cell(r["error"] or "")
-            lines.append(f"| {r['variant']} | {r['seed']} | {r['returncode']} | `{r['log']}` | {error} |")
+        lines += ["", "## Failed runs", "", *_table(
+            ["variant", "seed", "exit code", "log", "last error line"],
+            ([r["variant"], r["seed"], r["returncode"], f"`{r['log']}`", r["error"] or ""] for r in failed))]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in document["versions"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 
 def plot_comparison(document: Mapping[str, Any], path: Path) -> None:
     """One panel per metric: every seed's value per variant (a thin line joins a seed's runs) and the mean (bar)."""
+    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     names = [v["name"] for v in document["variants"]]
     seeds = document["seeds"]
-    metrics = document["metrics"]
-    columns = min(3, len(metrics))
-    rows = math.ceil(len(metrics) / columns)
+    columns = min(3, len(METRICS))
+    rows = math.ceil(len(METRICS) / columns)
     figure = Figure(figsize=(max(3.6, 0.7 * len(names) + 1.8) * columns, 3.4 * rows + 0.4), layout="constrained")
     FigureCanvasAgg(figure)
     grid = figure.subplots(rows, columns, squeeze=False).ravel()
-    for unused in grid[len(metrics):]:
+    for unused in grid[len(METRICS):]:
         unused.set_axis_off()
-    axes = grid[: len(metrics)]
-    colours = [f"C{i % 10}" for i in range(len(seeds))]
-    for ax, metric in zip(axes, metrics):
-        block = document["statistics"][metric["key"]]["variants"]
+    step = min(0.08, 0.5 / len(seeds))  # seeds side by side around each variant
+    for ax, metric in zip(grid, METRICS):
+        block = document["statistics"][metric.key]["variants"]
         for index, seed in enumerate(seeds):
-            offset = (index - (len(seeds) - 1) / 2) * min(0.08, 0.5 / max(len(seeds), 1))
-            xs = [i + offset for i, _ in enumerate(names)]
-            ys = [block[name]["per_seed"].get(str(seed)) for name in names]
-            ys = [float("nan") if y is None else y for y in ys]
-            ax.plot(xs, ys, color=colours[index], linewidth=0.6, alpha=0.4)
-            ax.scatter(xs, ys, color=colours[index], s=16, zorder=3, label=f"seed {seed}")
+            xs = np.arange(len(names)) + (index - (len(seeds) - 1) / 2) * step
+            ys = np.array([block[name]["per_seed"].get(str(seed)) for name in names], dtype=float)  # None: NaN
+            ax.plot(xs, ys, color=f"C{index % 10}", linewidth=0.6, alpha=0.4)
+            ax.scatter(xs, ys, color=f"C{index % 10}", s=16, zorder=3, label=f"seed {seed}")
         for i, name in enumerate(names):
-            mean = block[name]["mean"]
-            if mean is not None:
-                ax.hlines(mean, i - 0.3, i + 0.3, color="black", linewidth=2, zorder=4)
+            if block[name]["mean"] is not None:
+                ax.hlines(block[name]["mean"], i - 0.3, i + 0.3, color="black", linewidth=2, zorder=4)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_xlim(-0.6, len(names) - 0.4)
-        ax.set_title(metric["label"])
+        ax.set_title(metric.label)
         ax.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=7)
+    grid[0].legend(fontsize=7)
     figure.suptitle(f"{document['recipe']}: per-seed values (points) and means (bars); baseline {document['baseline']}")
     write_atomic(path, lambda temporary: figure.savefig(temporary, dpi=110, format="png"))
 
@@ -621,7 +569,6 @@ def compare(
     *,
     overrides: Sequence[str] = (),
     jobs: int | None = None,
-    command: str | None = None,
     dry_run: bool = False,
     plot: bool = True,
     finetune_command: Sequence[str] | None = None,
@@ -633,15 +580,20 @@ def compare(
     ``dry_run``). ``finetune_command`` replaces ``python -m hf_infonc.cli finetune`` (tests use a
     stand-in). A failed run is in the document with status ``failed``; the caller decides the exit code.
     """
-    seed_list = parse_seeds(seeds if isinstance(seeds, str) else [str(s) for s in seeds])
+    given = [seeds] if isinstance(seeds, str) else [str(s) for s in seeds]
+    seed_list = parse_seeds(given)
     variants = parse_variants(variant_specs)
     if jobs is not None and jobs < 1:
         raise CompareError(f"--jobs {jobs}: give at least 1.")
+    command = shlex.join([  # this call as an `hf-infonc compare` command line, recorded in comparison.json
+        "hf-infonc", "compare", recipe, *(x for v in variant_specs for x in ("--variant", v)), "--seeds", *given,
+        *(["--jobs", str(jobs)] if jobs is not None else []), *(x for o in overrides for x in ("--set", o)),
+        "--out", str(out),
+    ])
     out = Path(out).absolute()
     if out.exists() and not out.is_dir():
         raise CompareError(f"--out {out}: exists and is not a folder.")
     runs = plan_runs(recipe, variants, seed_list, out, overrides=overrides, finetune_command=finetune_command)
-    command = command or command_line(recipe, variant_specs, [",".join(map(str, seed_list))], overrides, out)
     if dry_run:
         for run in runs:
             log(shlex.join(run.command))
@@ -653,76 +605,11 @@ def compare(
     log(f"{len(runs)} runs ({len(variants)} variants × {len(seed_list)} seeds), {jobs} at a time"
         + (f" on GPUs {', '.join(gpus)}" if gpus else f", {max(1, available_cores() // jobs)} thread(s) each")
         + f" → {out}")
-    results = execute_runs(runs, jobs=jobs, gpus=gpus, log=log)
-    document = build_document(recipe, command, seed_list, variants, overrides, results, out)
+    entries = execute_runs(runs, out, jobs=jobs, gpus=gpus, log=log)
+    data_seed = (runs[0].recipe.get("data") or {}).get("seed", 0)
+    document = build_document(recipe, command, seed_list, variants, overrides, entries, data_seed)
     write_atomic(out / "comparison.json", json_text(document))
     write_atomic(out / "comparison.md", render_markdown(document))
     if plot:
         plot_comparison(document, out / "comparison.png")
     return document
-
-
-def command_line(recipe: str, variants: Sequence[str], seeds: Sequence[str], overrides: Sequence[str],
-                 out: str | Path, jobs: int | None = None) -> str:
-    """The ``hf-infonc compare`` command line of these arguments (recorded in ``comparison.json``)."""
-    return shlex.join([
-        "hf-infonc", "compare", recipe, *(x for v in variants for x in ("--variant", v)), "--seeds", *seeds,
-        *(["--jobs", str(jobs)] if jobs is not None else []), *(x for o in overrides for x in ("--set", o)),
-        "--out", str(out),
-    ])
-
-
-def _run_compare(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    command = command_line(args.recipe, args.variants, args.seeds, args.overrides, args.out, args.jobs)
-    document = compare(args.recipe, args.variants, args.seeds, args.out, overrides=args.overrides, jobs=args.jobs,
-                       command=command, dry_run=args.dry_run, plot=not args.no_plot)
-    if args.dry_run:
-        return 0
-    out = Path(args.out)
-    print()
-    print(render_markdown(document))
-    print(f"Total wall time: {(time.perf_counter() - started) / 60:.1f} min. Wrote {out / 'comparison.json'}, "
-          f"{out / 'comparison.md'}" + ("" if args.no_plot else f" and {out / 'comparison.png'}") + ".")
-    failed = [r for r in document["runs"] if r["status"] != "finished"]
-    if failed:
-        print(f"{len(failed)} run(s) failed; see 'Failed runs' in the table. The same command runs them again "
-              "(finished runs are kept).", file=sys.stderr)
-        return 1
-    return 0
-
-
-def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``compare`` on the ``hf-infonc`` sub-command parsers."""
-    parser = subparsers.add_parser(
-        "compare",
-        help="run a recipe as variants × seeds; paired differences with CIs and p-values",
-        description="Run a recipe under several settings (variants) × seeds, each as `hf-infonc finetune` in its "
-                    "own process, and compare every variant with the first (the baseline), seed by seed: mean ± sd, "
-                    "paired mean difference, 95% CI, p-value of a paired t-test, and whether the difference is "
-                    "distinguishable from seed noise. See docs/ablations.md.",
-        epilog="example:\n  hf-infonc compare recipes/demo.yaml --seeds 0-4 --jobs 2 --out /tmp/ablation \\\n"
-               "      --variant ce:training.cma_weight=0,training.mi_weight=0 --variant cma:training.mi_weight=0\n\n"
-               "A value holding a comma must be quoted or bracketed as YAML (data.class_names=[a, b]), or given in a\n"
-               "second --variant with the same name. Finished runs are kept when the command is run again.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("recipe", help="path of a YAML recipe (see recipes/)")
-    parser.add_argument("--variant", dest="variants", action="append", required=True, metavar="NAME[:KEY=VALUE,...]",
-                        help="a named set of recipe overrides (dotted keys, YAML values, as --set); the first is the "
-                             "baseline; NAME alone runs the recipe as it is (repeatable)")
-    parser.add_argument("--seeds", nargs="+", default=["0-4"], metavar="SEEDS",
-                        help="training seeds: 0-4, 0,1,2 or 0 1 2 (default: 0-4)")
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="runs in parallel (default: one per GPU where there are several, else 1); each gets "
-                             "cores // jobs CPU threads")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe value in every run, e.g. --set training.num_train_epochs=4 "
-                             "(repeatable)")
-    parser.add_argument("--out", required=True, help="folder for the runs and comparison.{json,md,png}")
-    parser.add_argument("--dry-run", action="store_true", help="validate and print the runs' commands; run nothing")
-    parser.add_argument("--no-plot", action="store_true", help="skip comparison.png")
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the traceback of errors (or set HF_INFONC_DEBUG=1)")
-    parser.set_defaults(func=_run_compare)
-    return parser

@@ -1,27 +1,14 @@
 """User errors: one base class, caught by type by the command line.
 
-A :class:`UserError` describes a problem with what the user gave (the recipe, the data, the
-output folder, the environment), not a bug: its message says what is wrong, names the offending
-key, file or value, and says how to fix it. ``hf-infonc`` prints it as one line ``error: …``
-(secrets redacted) and exits with status 2; ``--debug`` (or ``HF_INFONC_DEBUG=1``) shows the
-traceback as well. The subclasses say where the problem lies:
-
-=============================================  ===============================================
-class                                          raised for
-=============================================  ===============================================
-:class:`hf_infonc.recipe.RecipeError`          recipe keys, values, combinations, training
-                                               numbers, precision against the hardware
-:class:`DataError`                             data files, columns, labels, texts, images
-:class:`OutputDirError`                        the output folder: a file, not writable, holds a
-                                               run, no usable checkpoint to resume from
-:class:`hf_infonc.factory.ModelUnavailableError`  a model that needs the Hub while offline
-:class:`hf_infonc.data.DatasetUnavailableError`   a data set that needs the Hub or a package
-:class:`hf_infonc.hub.HubPushError`            a push to the Hub that cannot be done
-:class:`hf_infonc.analysis.common.AnalysisError`  the inputs of ``hf-infonc analyze``
-=============================================  ===============================================
-
-:class:`TrainingInterrupted` is a ``KeyboardInterrupt`` that says whether ``--resume`` can continue
-the run (the CLI prints one line and exits with status 130).
+A :class:`UserError` is a problem with what the user gave (the recipe, the data, the output folder, the
+environment), not a bug: its message says what is wrong, names the offending key, file or value, and says how to
+fix it. ``hf-infonc`` prints it as one line ``error: …`` (secrets redacted) and exits with status 2; ``--debug``
+(or ``HF_INFONC_DEBUG=1``) shows the traceback as well. Besides the classes below, the subclasses are
+:class:`hf_infonc.recipe.RecipeError` (recipe keys, values, combinations, training numbers, precision against the
+hardware), :class:`hf_infonc.factory.ModelUnavailableError` (a model that needs the Hub while offline),
+:class:`hf_infonc.data.DatasetUnavailableError` (a data set that needs the Hub or a package),
+:class:`hf_infonc.hub.HubPushError` (a push that cannot be done) and
+:class:`hf_infonc.analysis.common.AnalysisError` (the inputs of ``hf-infonc analyze``).
 
 This module imports nothing else of the package, so every layer can use it.
 """

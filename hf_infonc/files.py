@@ -1,11 +1,5 @@
 """Strict JSON and atomic writes, for every file hf_infonc writes (metrics, comparisons, dynamics).
 
-* :func:`json_safe`: data as strict JSON values: NaN and ±inf become ``None`` (``null``; bare
-  ``NaN`` is not JSON and most parsers reject it), numpy/torch scalars Python numbers, paths strings.
-* :func:`json_text`: the indented strict-JSON text of such data.
-* :func:`write_atomic`: a file written through a temporary file in the same folder and
-  ``os.replace``, so that a reader (or a run killed in the middle) never sees half of it.
-
 Standard library only: every layer may use it.
 """
 
@@ -21,15 +15,14 @@ from typing import Any
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` as strict JSON data; containers are converted recursively."""
+    """``value`` as strict JSON data, containers recursively: NaN and ±inf become ``None`` (``null``; bare ``NaN`` is
+    not JSON and most parsers reject it), numpy/torch scalars Python numbers, paths strings."""
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     if isinstance(value, Path):
         return str(value)
-    if value is None or isinstance(value, (bool, str)):
-        return value
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
         value = value.item()  # numpy / torch scalars
     if isinstance(value, float):
@@ -43,10 +36,9 @@ def json_text(value: Any) -> str:
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace``: never half-written.
-
-    ``data`` is the text, the bytes, or a function that writes the temporary path (a plot).
-    """
+    """Write ``path`` through a temporary file in the same folder and ``os.replace``, so that a reader (or a run
+    killed in the middle) never sees half of it. ``data`` is the text, the bytes, or a function that writes the
+    temporary path (a plot)."""
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -7,6 +7,7 @@ read at each call (not at import), so a test or a script may set ``HF_HUB_OFFLIN
 from __future__ import annotations
 
 import os
+import sys
 
 #: The values of an ``HF_*_OFFLINE`` variable that switch offline mode on (huggingface_hub's own list).
 TRUE_VALUES = frozenset({"1", "true", "yes", "on", "y", "t"})
@@ -26,16 +27,11 @@ def offline_reason(*, datasets_too: bool = True) -> str | None:
     for variable in variables:
         if os.environ.get(variable, "").strip().lower() in TRUE_VALUES:
             return f"offline mode is on ({variable}={os.environ[variable]})"
-    try:
-        from huggingface_hub import constants
+    from huggingface_hub import constants
 
-        if constants.HF_HUB_OFFLINE:
-            return "offline mode is on (huggingface_hub.constants.HF_HUB_OFFLINE)"
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        pass
+    if constants.HF_HUB_OFFLINE:
+        return "offline mode is on (huggingface_hub.constants.HF_HUB_OFFLINE)"
     if datasets_too:
-        import sys
-
         datasets = sys.modules.get("datasets")  # only when already imported: its config is read at import
         if datasets is not None and getattr(datasets.config, "HF_HUB_OFFLINE", False):
             return "offline mode is on (datasets.config.HF_HUB_OFFLINE)"
@@ -49,13 +45,7 @@ def hub_offline() -> bool:
 
 def is_network_error(error: BaseException) -> bool:
     """Whether ``error`` means the Hub could not be reached (or offline mode refused the call)."""
-    if isinstance(error, (ConnectionError, TimeoutError)):
-        return True
-    try:
-        from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
-        if isinstance(error, LocalEntryNotFoundError):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return any(cls.__name__ in NETWORK_ERROR_NAMES for cls in type(error).__mro__)
+    known = isinstance(error, (ConnectionError, TimeoutError, LocalEntryNotFoundError))
+    return known or any(cls.__name__ in NETWORK_ERROR_NAMES for cls in type(error).__mro__)

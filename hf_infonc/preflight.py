@@ -23,16 +23,13 @@ MIN_FREE_BYTES = 64 * 2**20
 """Below this much free space in the output folder's file system a run is refused (checkpoints fail mid-run)."""
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
+# the recipe has converted every value to its field's type (a number, or None where the field allows it)
 def _finite_at_least(low: float, *, strict: bool = False) -> Callable[[Any], bool]:
-    return lambda v: _number(v) and math.isfinite(v) and (v > low if strict else v >= low)
+    return lambda v: math.isfinite(v) and (v > low if strict else v >= low)
 
 
 def _fraction(v: Any) -> bool:
-    return _number(v) and 0.0 <= v < 1.0
+    return 0.0 <= v < 1.0
 
 
 def _steps(strategy: str) -> Callable[[dict[str, Any]], bool]:
@@ -54,7 +51,7 @@ _NUMBER_RULES: tuple[tuple[str, Callable[[Any], bool], str, Callable[[dict[str, 
     ("max_steps", lambda v: v == -1 or _finite_at_least(1)(v),
      "-1 (train for num_train_epochs) or a number of steps ≥ 1", None),
     ("num_train_epochs", _finite_at_least(0, strict=True), "a number > 0 (it may be fractional, e.g. 0.5)",
-     lambda t: not (_number(t.get("max_steps")) and t["max_steps"] > 0)),
+     lambda t: t["max_steps"] <= 0),
     ("learning_rate", _finite_at_least(0), "a finite number ≥ 0", None),
     ("weight_decay", _finite_at_least(0), "a finite number ≥ 0", None),
     ("warmup_steps", _finite_at_least(0), "≥ 0 (a number of steps, or a fraction < 1 of all steps)", None),
@@ -93,19 +90,14 @@ def check_training_numbers(recipe: Recipe) -> None:
                 f"{recipe.where('training.' + key)}: {value!r}{default} is not allowed; it must be {requirement}. "
                 f"Set it in the recipe or with --set training.{key}=<value>."
             )
-    if not (isinstance(recipe.seed, int) and 0 <= recipe.seed < 2**32):
+    if not 0 <= recipe.seed < 2**32:
         raise RecipeError(f"{recipe.where('seed')}: {recipe.seed!r} must be an integer in [0, 2**32).")
 
 
 def _accelerator_available() -> bool:
-    import torch
+    from transformers.utils import is_torch_cuda_available, is_torch_mps_available, is_torch_xpu_available
 
-    xpu = getattr(torch, "xpu", None)
-    return bool(
-        torch.cuda.is_available()
-        or (xpu is not None and xpu.is_available())
-        or (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available())
-    )
+    return is_torch_cuda_available() or is_torch_xpu_available() or is_torch_mps_available()
 
 
 def check_precision(recipe: Recipe) -> None:

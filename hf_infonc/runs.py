@@ -34,9 +34,7 @@ EVAL_METRICS = "eval_metrics.json"
 
 def holds_run(path: Path) -> bool:
     """True when ``path`` contains the outputs of an earlier run."""
-    if not path.is_dir():
-        return False
-    return any((path / m).exists() for m in RUN_MARKERS) or any(path.glob("checkpoint-*"))
+    return path.is_dir() and (any((path / m).exists() for m in RUN_MARKERS) or any(path.glob("checkpoint-*")))
 
 
 def _is_temporary(name: str) -> bool:
@@ -50,14 +48,12 @@ def checkpoint_problems(folder: Path) -> list[str]:
     leftovers = sorted(p.name for p in folder.iterdir() if _is_temporary(p.name))
     if leftovers:
         problems.append(f"leftover temporary file(s) {leftovers[:3]}")
-    state = folder / TRAINER_STATE
-    if not state.is_file():
+    try:
+        json.loads((folder / TRAINER_STATE).read_text())
+    except FileNotFoundError:
         problems.append(f"no {TRAINER_STATE} (the Trainer writes it last)")
-    else:
-        try:
-            json.loads(state.read_text())
-        except (ValueError, OSError):
-            problems.append(f"{TRAINER_STATE} is cut off")
+    except (ValueError, OSError):
+        problems.append(f"{TRAINER_STATE} is cut off")
     weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
     if not weights:
         problems.append("no model weights")
@@ -75,8 +71,6 @@ def checkpoint_problems(folder: Path) -> list[str]:
 
 def checkpoints(path: Path) -> list[Path]:
     """The ``checkpoint-N`` folders of ``path``, newest (largest N) first."""
-    if not path.is_dir():
-        return []
     found = [p for p in path.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True)
 
@@ -90,13 +84,6 @@ def last_complete_checkpoint(path: Path) -> tuple[Path | None, dict[Path, list[s
             return folder, skipped
         skipped[folder] = problems
     return None, skipped
-
-
-def saved_model_folder(path: Path) -> Path | None:
-    """Where the model of the run in ``path`` is: ``path`` itself (final model), else its last complete checkpoint."""
-    if any((path / name).is_file() for name in WEIGHT_FILES):
-        return path
-    return last_complete_checkpoint(path)[0]
 
 
 def _describe(problems: dict[Path, list[str]]) -> str:
@@ -123,16 +110,14 @@ class OutputPlan:
 def plan_output_dir(path: Path, where: str, *, resume: bool, overwrite: bool, eval_only: bool) -> OutputPlan:
     """Decide, changing nothing, what the run does with its output folder; refuse what cannot work (``where`` starts
     the messages)."""
-    for leftover in sorted(path.parent.glob(f"{path.name}.previous-*")) if path.parent.is_dir() else []:
+    for leftover in sorted(path.parent.glob(f"{path.name}.previous-*")):
         logger.warning(
             "%s holds a run that an interrupted --overwrite moved aside (the process was killed before it could put it "
             "back). Move it back to %s, or delete it.", leftover, path,
         )
-    created = not path.exists()
-    if eval_only:
-        if not holds_run(path):
-            return OutputPlan(path, "new", created=created)
-        return OutputPlan(path, "evaluate", evaluated=saved_model_folder(path))
+    if eval_only and holds_run(path):
+        final = any((path / name).is_file() for name in WEIGHT_FILES)  # else the model of its last checkpoint
+        return OutputPlan(path, "evaluate", evaluated=path if final else last_complete_checkpoint(path)[0])
     if resume:
         checkpoint, skipped = last_complete_checkpoint(path)
         if checkpoint is None and not skipped:
@@ -150,7 +135,7 @@ def plan_output_dir(path: Path, where: str, *, resume: bool, overwrite: bool, ev
             logger.warning("Resuming from %s; skipped the incomplete %s.", checkpoint, _describe(skipped))
         return OutputPlan(path, "resume", checkpoint=checkpoint, incomplete=list(skipped))
     if not holds_run(path):
-        return OutputPlan(path, "new", created=created)
+        return OutputPlan(path, "new", created=not path.exists())
     if not overwrite:
         found = [m for m in RUN_MARKERS if (path / m).exists()] + [p.name for p in checkpoints(path)][:3]
         raise OutputDirError(
