@@ -34,29 +34,24 @@ class DataConfig:
     (:func:`hf_infonc.data.build_datasets` turns it into splits)."""
 
     source: str
-    """Name of the data source: offline (``digits``, ``mnist5k``, ``fashion_mnist``, ``amazon_reviews``), a known
-    Hub dataset (``cifar10``, ``cifar100``, ``stl10``, ``glue/sst2``, ``ag_news``, ``imdb``), local files
-    (``imagefolder`` with ``data_dir``; ``csv``, ``json``, ``jsonl`` with ``data_files``), or any other Hub dataset
-    id (``owner/name``), read with the ``*_column`` options below."""
+    """Name of the data source: offline (``digits``, ``mnist5k``, ``fashion_mnist``, ``amazon_reviews``), a known Hub
+    dataset (``cifar10``, ``cifar100``, ``stl10``, ``glue/sst2``, ``ag_news``, ``imdb``), local files (``imagefolder``,
+    ``csv``, ``json``, ``jsonl``), or any other Hub dataset id (``owner/name``), read with the ``*_column`` options."""
 
     config_name: str | None = None
-    """Configuration (subset) of a Hub dataset, ``name=`` of ``load_dataset`` (e.g. ``sst2`` for ``nyu-mll/glue``).
-    Known sources set it themselves."""
+    """Configuration (subset) of a Hub dataset, ``name=`` of ``load_dataset``; known sources set their own."""
 
     train_split: str = "train"
     """Split of the source used for training."""
 
     eval_split: str | None = None
-    """Split of the source used as the ``test`` split. ``None``: the source's default (``test``; ``validation`` for
-    GLUE, whose test labels are hidden); without one, a stratified ``test_size`` of ``train_split`` is held out."""
+    """Split used as ``test``. ``None``: the source's (``validation`` for GLUE), else a held-out ``test_size``."""
 
     test_size: float = 0.2
-    """Fraction of ``train_split`` held out as ``test`` when the source has no evaluation split (digits, a CSV
-    file, ...): stratified, with the fixed seed 0, so the test set is the same for every ``seed``."""
+    """Fraction of ``train_split`` held out as ``test`` when the source has no evaluation split (stratified, seed 0)."""
 
     validation_size: float | None = None
-    """A stratified fraction (0 < v < 1) of the training split held out as ``validation`` with ``seed``, before
-    few-shot sampling."""
+    """Fraction (0 < v < 1) of the training split held out as ``validation`` (stratified, ``seed``), before few-shot."""
 
     image_column: str | None = None
     """Column holding the images. ``None``: the source's default (``image`` or ``img``)."""
@@ -71,8 +66,7 @@ class DataConfig:
     """Column holding captions of image-caption pairs. ``None``: ``caption`` when present."""
 
     class_names: list[str] | None = None
-    """Human-readable class names in label-index order (one per class), replacing the source's names (used in CLIP
-    prompts). For string labels in local files, it also fixes the index order."""
+    """Class names in label-index order, replacing the source's (in CLIP prompts); fixes the order of string labels."""
 
     shots: int | None = None
     """Few-shot: keep exactly this many training examples per class (seeded, stratified)."""
