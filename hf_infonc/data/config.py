@@ -37,68 +37,47 @@ class DataConfig:
     """Name of the data source: offline (``digits``, ``mnist5k``, ``fashion_mnist``, ``amazon_reviews``), a known Hub
     dataset (``cifar10``, ``cifar100``, ``stl10``, ``glue/sst2``, ``ag_news``, ``imdb``), local files (``imagefolder``,
     ``csv``, ``json``, ``jsonl``), or any other Hub dataset id (``owner/name``), read with the ``*_column`` options."""
-
     config_name: str | None = None
     """Configuration (subset) of a Hub dataset, ``name=`` of ``load_dataset``; known sources set their own."""
-
     train_split: str = "train"
     """Split of the source used for training."""
-
     eval_split: str | None = None
     """Split used as ``test``. ``None``: the source's (``validation`` for GLUE), else a held-out ``test_size``."""
-
     test_size: float = 0.2
     """Fraction of ``train_split`` held out as ``test`` when the source has no evaluation split (stratified, seed 0)."""
-
     validation_size: float | None = None
     """Fraction (0 < v < 1) of the training split held out as ``validation`` (stratified, ``seed``), before few-shot."""
-
     image_column: str | None = None
     """Column holding the images. ``None``: the source's default (``image`` or ``img``)."""
-
     text_column: str | None = None
     """Column holding the texts. ``None``: the source's default (``text``, ``sentence``, ...)."""
-
     label_column: str | None = None
     """Column holding the class labels (integers, ``ClassLabel`` or strings). ``None``: the source's default."""
-
     caption_column: str | None = None
     """Column holding captions of image-caption pairs. ``None``: ``caption`` when present."""
-
     class_names: list[str] | None = None
     """Class names in label-index order, replacing the source's (in CLIP prompts); fixes the order of string labels."""
-
     shots: int | None = None
     """Few-shot: keep exactly this many training examples per class (seeded, stratified)."""
-
     max_train_samples: int | None = None
     """Cap on the number of training examples, applied after few-shot sampling (stratified, seeded)."""
-
     max_eval_samples: int | None = None
     """Cap on the number of test (and validation) examples (stratified, seeded)."""
-
     seed: int = 0
     """Seed for the validation hold-out, few-shot sampling and sub-sampling."""
-
     prompt_templates: list[str] | str = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
     """CLIP prompt templates, each with one ``{}`` (or ``{c}``) placeholder for the class name, or a template set:
     ``default``, ``openai_imagenet`` (CLIP's 80), ``simple_imagenet`` (its 7-template subset), ``mnist``."""
-
     image_size: int | None = None
     """Side of the square model input in pixels. ``None``: from the model's preprocessing."""
-
     augment: bool = True
     """Random resized crops (and flips, see ``hflip``) on training images."""
-
     hflip: bool | None = None
     """Random horizontal flips when augmenting. ``None``: the source's default (off for digits, on for photos)."""
-
     max_length: int = 128
     """Maximum number of tokens of a text (Hugging Face tokenizers; open_clip's use the model's context length)."""
-
     data_dir: str | None = None
     """Folder of ``imagefolder`` (``<data_dir>/[<split>/]<class>/<image>``), or of the ``fashion_mnist`` IDX files."""
-
     data_files: DataFiles | None = None
     """Files of a ``csv``/``json``/``jsonl`` source: a path, a list, or split → path(s) (``{train: a.csv, ...}``)."""
 

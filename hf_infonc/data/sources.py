@@ -97,12 +97,6 @@ def get_source(name: str) -> SourceInfo:
     return SourceInfo(name, _load_hub, None, description=description, needs_hub=True)
 
 
-def source_modality(name: str) -> Modality | None:
-    """What the source ``name`` holds: ``"image"`` or ``"text"``, or ``None`` when that depends on the
-    data (local files, any other Hub id: then ``data.image_column`` / ``data.text_column`` decide)."""
-    return get_source(name).modality
-
-
 # --------------------------------------------------------------------------------------------
 # Offline sources (real data from installable packages)
 
@@ -268,27 +262,15 @@ def _fashion_mnist(directory: str) -> DatasetDict:
 # Hugging Face Hub datasets
 
 
-def _hub_unreachable_reason() -> str | None:
-    """Probe the Hub once (``$HF_INFONC_HUB_PROBE_TIMEOUT``, 5 s) through huggingface_hub's session (proxies,
-    certificates); any HTTP answer counts as reachable."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
-
-    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-    try:
-        get_session().head(endpoint, timeout=float(os.environ.get("HF_INFONC_HUB_PROBE_TIMEOUT", "5")))
-    except Exception as err:  # noqa: BLE001 - any failure to connect means "unreachable"
-        return f"the Hub at {endpoint} cannot be reached ({type(err).__name__}: {err})"
-    return None
-
-
 def load_hub_dataset(
     path: str, config_name: str | None = None, *, source: str | None = None, modality: Modality | None = None, **kwargs
 ) -> DatasetDict:
     """``datasets.load_dataset(path, config_name, **kwargs)`` that fails fast with a
-    :class:`DatasetUnavailableError`: offline, only a cached copy is read; online, the Hub is probed first.
-    The message names the local alternatives for ``modality`` and a registered source close to ``source``."""
+    :class:`DatasetUnavailableError`: offline, only a cached copy is read; online, the Hub is probed first
+    (``$HF_INFONC_HUB_PROBE_TIMEOUT``, 5 s). The message names the local alternatives for ``modality``."""
     import datasets
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
 
     def unavailable(reason: str, cache_hint: bool = True) -> DatasetUnavailableError:
         name = source or path
@@ -315,9 +297,12 @@ def load_hub_dataset(
     if reason is not None and not getattr(datasets.config, "HF_HUB_OFFLINE", False):
         # The flag was set after `datasets` was imported: load_dataset would still go online and retry for long.
         raise unavailable(reason)
-    unreachable = _hub_unreachable_reason() if reason is None else None
-    if unreachable is not None:
-        raise unavailable(unreachable)
+    if reason is None:  # one probe through huggingface_hub's session (proxies, certificates); any answer will do
+        endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+        try:
+            get_session().head(endpoint, timeout=float(os.environ.get("HF_INFONC_HUB_PROBE_TIMEOUT", "5")))
+        except Exception as err:  # noqa: BLE001 - any failure to connect means "unreachable"
+            raise unavailable(f"the Hub at {endpoint} cannot be reached ({type(err).__name__}: {err})") from err
     try:
         loaded = datasets.load_dataset(path, config_name, **kwargs)
     except Exception as err:
