@@ -1,10 +1,9 @@
 """Weak and strong views for semi-supervised learning: FixMatch (Sohn et al. 2020, arXiv 2001.07685) and
 FreeMatch (Wang et al. 2023, arXiv 2205.07246) pseudo-label the weak view and train on the strong one.
 
-Images (tensors normalised as the evaluation transform; randomness from ``torch``'s global generator; every
-step picklable): **weak** = evaluation geometry → [flip] → translation by up to 12.5 % (reflect padding) →
-tensor → normalise; **strong** = the weak geometry → :class:`RandomMagnitudeRandAugment` → tensor →
-normalise → :class:`Cutout`. Texts: :class:`TextViews`. docs/semi_supervised.md describes both.
+Images: :func:`weak_image_transform`, :func:`strong_image_transform` (tensors normalised as the evaluation
+transform; randomness from ``torch``'s global generator; every step picklable). Texts: :class:`TextViews`.
+docs/semi_supervised.md describes both.
 """
 
 from __future__ import annotations

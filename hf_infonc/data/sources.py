@@ -541,16 +541,14 @@ def _load_local(cfg: DataConfig, builder: str) -> DatasetDict:
     return data
 
 
-register_source(
-    "imagefolder", modality="image",
-    description="local images: data_dir/<split>/<class>/<file> or data_dir/<class>/<file>",
-)(functools.partial(_load_local, builder="imagefolder"))
-register_source("csv", modality=None, description="local CSV file(s) given by data_files")(
-    functools.partial(_load_local, builder="csv")
-)
-register_source(
-    "json", modality=None, description="local JSON / JSON Lines file(s) given by data_files", aliases=("jsonl",)
-)(functools.partial(_load_local, builder="json"))
+for _builder, _modality, _aliases, _description in (
+    ("imagefolder", "image", (), "local images: data_dir/<split>/<class>/<file> or data_dir/<class>/<file>"),
+    ("csv", None, (), "local CSV file(s) given by data_files"),
+    ("json", None, ("jsonl",), "local JSON / JSON Lines file(s) given by data_files"),
+):
+    register_source(_builder, modality=_modality, aliases=_aliases, description=_description)(
+        functools.partial(_load_local, builder=_builder)
+    )
 
 
 # --------------------------------------------------------------------------------------------
