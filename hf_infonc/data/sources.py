@@ -424,9 +424,7 @@ def _local_load(builder: str, where: str, **kwargs: Any) -> DatasetDict:
             f"{where}: the '{builder}' reader of datasets cannot read it ({type(cause).__name__}: {detail}). "
             f"Check the file's format and encoding."
         ) from error
-    if isinstance(loaded, Dataset):
-        loaded = DatasetDict({"train": loaded})
-    empty = [split for split, ds in loaded.items() if len(ds) == 0]
+    empty = [split for split, ds in loaded.items() if len(ds) == 0]  # load_dataset without split= gives a DatasetDict
     if empty:
         raise DataError(
             f"{where}: split(s) {empty} have no rows (a header only?). Add rows, or point the recipe at the right file."
