@@ -112,15 +112,13 @@ def weak_image_transform(
 
     if not 0.0 <= translate < 1.0:
         raise ValueError(f"translate must be in [0, 1) (a fraction of the side), got {translate!r}; FixMatch: 0.125.")
-    plain = image_transform(image_size, mean, std, train=False, resize_size=resize_size, interpolation=interpolation)
-    steps = list(plain.transforms)
+    steps = image_transform(image_size, mean, std, resize_size=resize_size, interpolation=interpolation).transforms
     size = next(step for step in steps if isinstance(step, T.CenterCrop)).size  # always (height, width)
-    random_steps: list[Any] = [T.RandomHorizontalFlip()] if hflip else []
     pad_h, pad_w = int(translate * size[0]), int(translate * size[1])
-    if pad_h or pad_w:
-        random_steps.append(T.RandomCrop(size, padding=[pad_w, pad_h], padding_mode="reflect"))
+    flip = [T.RandomHorizontalFlip()] if hflip else []
+    shift = [T.RandomCrop(size, padding=[pad_w, pad_h], padding_mode="reflect")] if pad_h or pad_w else []
     # The evaluation transform ends with ToTensor and Normalize; the random steps act on the image before them.
-    return T.Compose([*steps[:-2], *random_steps, *steps[-2:]])
+    return T.Compose([*steps[:-2], *flip, *shift, *steps[-2:]])
 
 
 def strong_image_transform(

@@ -90,11 +90,8 @@ def available_sources() -> dict[str, str]:
 
 def get_source(name: str) -> SourceInfo:
     """The registered source ``name``, or a generic Hub source for any other dataset id."""
-    info = _REGISTRY.get(name.lower())
-    if info is not None:
-        return info
     description = f"Hub dataset {name!r} (generic: columns from the config)"
-    return SourceInfo(name, _load_hub, None, description=description, needs_hub=True)
+    return _REGISTRY.get(name.lower()) or SourceInfo(name, _load_hub, None, description=description, needs_hub=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,14 +280,12 @@ def load_hub_dataset(
         text = ("source: csv or jsonl with data_files: <file with text and label columns>, or an offline text source "
                 f"({offline['text']})")
         alternatives = {"image": image, "text": text}.get(modality or "", f"{image}; or for text, {text}")
-        hint = (
-            " If the dataset is already in your Hugging Face cache, set HF_DATASETS_OFFLINE=1 before starting Python "
-            "to read it from there."
-        )
+        hint = (" If the dataset is already in your Hugging Face cache, set HF_DATASETS_OFFLINE=1 before starting "
+                "Python to read it from there.") if cache_hint else ""
         target = f"'{path}'" + (f" (config '{config_name}')" if config_name else "")
         return DatasetUnavailableError(
             f"Data source '{name}' is the Hugging Face Hub dataset {target}, which must be downloaded from the Hub, "
-            f"but {reason}.{did_you_mean} Use local data instead: {alternatives}.{hint if cache_hint else ''}"
+            f"but {reason}.{did_you_mean} Use local data instead: {alternatives}.{hint}"
         )
 
     reason = offline_reason()
