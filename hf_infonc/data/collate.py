@@ -1,9 +1,6 @@
 """Collators: dataset rows (standard columns, never modified) → a batch with the Hugging Face names
-``pixel_values`` (``float32``), ``input_ids`` / ``attention_mask`` / ... and ``labels`` (``int64``).
-
-Tokenizers: Hugging Face (padded to the longest text, truncated at ``max_length``) or open_clip (a callable
-returning a ``LongTensor`` at the model's context length; its batches get ``input_ids`` only).
-"""
+``pixel_values`` (``float32``), ``input_ids`` / ``attention_mask`` / ... and ``labels`` (``int64``); texts go
+through :func:`tokenize_texts` (a Hugging Face or an open_clip tokenizer)."""
 
 from __future__ import annotations
 

@@ -141,26 +141,20 @@ class DataConfig:
                 f"both set, but a dataset is either image or text classification. For image-caption "
                 f"pairs set image_column and caption_column instead."
             )
-        if self.class_names is not None:
-            self._check_class_names()
-        self._check_templates()
-
-    def _check_class_names(self) -> None:
         names = self.class_names
-        if isinstance(names, str) or not isinstance(names, (list, tuple)) or len(names) == 0:
-            raise DataError(
-                f"data.class_names must be a non-empty list of strings, got {names!r}. "
-                f"Example: class_names: [cat, dog]."
-            )
-        bad = [n for n in names if not isinstance(n, str) or not n.strip()]
-        if bad:
-            raise DataError(f"data.class_names must hold non-empty strings; these are not: {bad!r}.")
-        dupes = sorted({n for n in names if list(names).count(n) > 1})
-        if dupes:
-            raise DataError(f"data.class_names must be unique; repeated: {dupes!r}.")
-        self.class_names = list(names)
-
-    def _check_templates(self) -> None:
+        if names is not None:
+            if not isinstance(names, (list, tuple)) or len(names) == 0:
+                raise DataError(
+                    f"data.class_names must be a non-empty list of strings, got {names!r}. "
+                    f"Example: class_names: [cat, dog]."
+                )
+            bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+            if bad:
+                raise DataError(f"data.class_names must hold non-empty strings; these are not: {bad!r}.")
+            dupes = sorted({n for n in names if list(names).count(n) > 1})
+            if dupes:
+                raise DataError(f"data.class_names must be unique; repeated: {dupes!r}.")
+            self.class_names = list(names)
         templates = self.prompt_templates
         if isinstance(templates, str):
             if templates not in TEMPLATE_SETS:
@@ -168,12 +162,12 @@ class DataConfig:
                     f"data.prompt_templates names an unknown template set {templates!r}. Known sets: "
                     f"{sorted(TEMPLATE_SETS)}; or give a list of templates such as ['a photo of a {{}}.']."
                 )
-            return
-        if not isinstance(templates, (list, tuple)) or len(templates) == 0:
+        elif not isinstance(templates, (list, tuple)) or len(templates) == 0:
             raise DataError(
                 f"data.prompt_templates must be a non-empty list of templates or a template-set name, got "
                 f"{templates!r}. Example: prompt_templates: ['a photo of a {{}}.']."
             )
-        for template in templates:
-            validate_template(template, where="data.prompt_templates")
-        self.prompt_templates = list(templates)
+        else:
+            for template in templates:
+                validate_template(template, where="data.prompt_templates")
+            self.prompt_templates = list(templates)
