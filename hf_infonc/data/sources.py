@@ -112,11 +112,6 @@ def _grayscale_dataset(images: np.ndarray, labels: np.ndarray, names: Sequence[s
     return _dataset({"image": pgm, "label": np.asarray(labels, dtype=np.int64)}, features, **info)
 
 
-def _copy(dd: DatasetDict) -> DatasetDict:
-    # Cached datasets are shared; hand out new objects so in-place format changes stay local.
-    return DatasetDict({split: ds.with_format(None) for split, ds in dd.items()})
-
-
 def _offline_source(
     name: str, key: Callable[[DataConfig], tuple] = lambda cfg: (), **info: Any
 ) -> Callable[[Callable[..., DatasetDict]], Callable[..., DatasetDict]]:
@@ -124,7 +119,11 @@ def _offline_source(
 
     def decorate(build: Callable[..., DatasetDict]) -> Callable[..., DatasetDict]:
         cached = functools.lru_cache(maxsize=4)(build)
-        register_source(name, offline=True, **info)(lambda cfg: _copy(cached(*key(cfg))))
+
+        def load(cfg: DataConfig) -> DatasetDict:  # new objects, so that in-place format changes stay local
+            return DatasetDict({split: ds.with_format(None) for split, ds in cached(*key(cfg)).items()})
+
+        register_source(name, offline=True, **info)(load)
         return cached
 
     return decorate
