@@ -15,7 +15,7 @@ from .prompts import (
 )
 from .sources import (
     DatasetUnavailableError, SourceInfo, available_sources, check_image_files, check_local_files, get_source,
-    load_hub_dataset, load_source, register_source, source_modality,
+    load_hub_dataset, load_source, register_source,
 )
 from .transforms import image_transform, image_transform_from_hf, image_transform_from_open_clip
 
@@ -27,6 +27,6 @@ __all__ = [
     "class_counts", "class_names", "format_prompts", "get_source", "get_templates", "holdout_split",
     "image_transform", "image_transform_from_hf", "image_transform_from_open_clip", "imagenet_classnames",
     "is_hf_tokenizer", "label_array", "load_hub_dataset", "load_source", "register_source", "resolve_hflip",
-    "sample_few_shot", "source_modality", "standardize_columns", "strong_image_transform", "subsample",
+    "sample_few_shot", "standardize_columns", "strong_image_transform", "subsample",
     "tokenize_texts", "validate_template", "view_transforms_from", "weak_image_transform",
 ]

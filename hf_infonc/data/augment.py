@@ -1,10 +1,9 @@
 """Weak and strong views for semi-supervised learning: FixMatch (Sohn et al. 2020, arXiv 2001.07685) and
 FreeMatch (Wang et al. 2023, arXiv 2205.07246) pseudo-label the weak view and train on the strong one.
 
-Images (tensors normalised as the evaluation transform; randomness from ``torch``'s global generator; every
-step picklable): **weak** = evaluation geometry → [flip] → translation by up to 12.5 % (reflect padding) →
-tensor → normalise; **strong** = the weak geometry → :class:`RandomMagnitudeRandAugment` → tensor →
-normalise → :class:`Cutout`. Texts: :class:`TextViews`. docs/semi_supervised.md describes both.
+Images: :func:`weak_image_transform`, :func:`strong_image_transform` (tensors normalised as the evaluation
+transform; randomness from ``torch``'s global generator; every step picklable). Texts: :class:`TextViews`.
+docs/semi_supervised.md describes both.
 """
 
 from __future__ import annotations
@@ -60,6 +59,7 @@ class Cutout:
         return out
 
 
+@dataclass(eq=False)
 class RandomMagnitudeRandAugment:
     """RandAugment (Cubuk et al. 2020) with a fresh magnitude per operation, FixMatch's variant.
 
@@ -68,22 +68,23 @@ class RandomMagnitudeRandAugment:
     grey fill 128; one ``RandAugment(num_ops=1, magnitude=m)`` per magnitude.
     """
 
-    def __init__(
-        self, num_ops: int = 2, min_magnitude: int = 1, max_magnitude: int = 10, num_magnitude_bins: int = 11,
-        fill: Sequence[int] | int | None = (128, 128, 128),
-    ) -> None:
+    num_ops: int = 2
+    min_magnitude: int = 1
+    max_magnitude: int = 10
+    num_magnitude_bins: int = 11
+    fill: Sequence[int] | int | None = (128, 128, 128)
+
+    def __post_init__(self) -> None:
         from torchvision import transforms as T
 
-        if num_ops < 1:
-            raise ValueError(f"num_ops must be ≥ 1, got {num_ops}.")
-        if not 0 <= min_magnitude <= max_magnitude < num_magnitude_bins:
+        if self.num_ops < 1:
+            raise ValueError(f"num_ops must be ≥ 1, got {self.num_ops}.")
+        if not 0 <= self.min_magnitude <= self.max_magnitude < self.num_magnitude_bins:
             raise ValueError(
-                f"Need 0 ≤ min_magnitude ≤ max_magnitude < num_magnitude_bins, got {min_magnitude}, {max_magnitude}, "
-                f"{num_magnitude_bins} (FixMatch: 1, 10, 11)."
+                f"Need 0 ≤ min_magnitude ≤ max_magnitude < num_magnitude_bins, got {self.min_magnitude}, "
+                f"{self.max_magnitude}, {self.num_magnitude_bins} (FixMatch: 1, 10, 11)."
             )
-        self.num_ops, self.num_magnitude_bins = int(num_ops), int(num_magnitude_bins)
-        self.min_magnitude, self.max_magnitude = int(min_magnitude), int(max_magnitude)
-        self.fill = list(fill) if isinstance(fill, Sequence) else fill
+        self.fill = list(self.fill) if isinstance(self.fill, Sequence) else self.fill
         self._ops = [
             T.RandAugment(num_ops=1, magnitude=m, num_magnitude_bins=self.num_magnitude_bins, fill=self.fill)
             for m in range(self.min_magnitude, self.max_magnitude + 1)
@@ -93,34 +94,6 @@ class RandomMagnitudeRandAugment:
         for _ in range(self.num_ops):
             image = self._ops[_uniform(0, len(self._ops))](image)
         return image
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(num_ops={self.num_ops}, magnitude=U{{{self.min_magnitude}..{self.max_magnitude}}}"
-            f" of {self.num_magnitude_bins - 1}, fill={self.fill})"
-        )
-
-
-def _view(
-    image_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float], hflip: bool, translate: float,
-    resize_size: int | Sequence[int] | None, interpolation: Any, strong: list[Any] | None = None, cutout: float = 0.0,
-) -> T.Compose:
-    """The evaluation geometry of :func:`image_transform` → [flip] → translation → ``strong`` → tensor →
-    normalise → [Cutout]."""
-    from torchvision import transforms as T
-
-    if not 0.0 <= translate < 1.0:
-        raise ValueError(f"translate must be in [0, 1) (a fraction of the side), got {translate!r}; FixMatch: 0.125.")
-    plain = image_transform(image_size, mean, std, train=False, resize_size=resize_size, interpolation=interpolation)
-    steps = list(plain.transforms)
-    cut = next(i for i, step in enumerate(steps) if isinstance(step, T.ToTensor))
-    size = next(step for step in steps if isinstance(step, T.CenterCrop)).size  # always (height, width)
-    random_steps: list[Any] = [T.RandomHorizontalFlip()] if hflip else []
-    pad_h, pad_w = int(translate * size[0]), int(translate * size[1])
-    if pad_h or pad_w:
-        random_steps.append(T.RandomCrop(size, padding=[pad_w, pad_h], padding_mode="reflect"))
-    tail = [Cutout(cutout, value=0.0)] if cutout else []
-    return T.Compose([*steps[:cut], *random_steps, *(strong or []), *steps[cut:], *tail])
 
 
 def weak_image_transform(
@@ -135,7 +108,17 @@ def weak_image_transform(
         hflip: random horizontal flips (``False`` for digits and text-like images).
         translate: largest shift as a fraction of each side, by reflect-padded ``RandomCrop`` (0.125).
     """
-    return _view(image_size, mean, std, hflip, translate, resize_size, interpolation)
+    from torchvision import transforms as T
+
+    if not 0.0 <= translate < 1.0:
+        raise ValueError(f"translate must be in [0, 1) (a fraction of the side), got {translate!r}; FixMatch: 0.125.")
+    steps = image_transform(image_size, mean, std, resize_size=resize_size, interpolation=interpolation).transforms
+    size = next(step for step in steps if isinstance(step, T.CenterCrop)).size  # always (height, width)
+    pad_h, pad_w = int(translate * size[0]), int(translate * size[1])
+    flip = [T.RandomHorizontalFlip()] if hflip else []
+    shift = [T.RandomCrop(size, padding=[pad_w, pad_h], padding_mode="reflect")] if pad_h or pad_w else []
+    # The evaluation transform ends with ToTensor and Normalize; the random steps act on the image before them.
+    return T.Compose([*steps[:-2], *flip, *shift, *steps[-2:]])
 
 
 def strong_image_transform(
@@ -150,8 +133,13 @@ def strong_image_transform(
         num_ops: RandAugment operations per image (2).
         cutout: largest Cutout side as a fraction of the shorter image side (0.5); 0 disables Cutout.
     """
-    augment = [RandomMagnitudeRandAugment(num_ops=num_ops)]
-    return _view(image_size, mean, std, hflip, translate, resize_size, interpolation, augment, cutout)
+    from torchvision import transforms as T
+
+    weak = weak_image_transform(
+        image_size, mean, std, hflip=hflip, translate=translate, resize_size=resize_size, interpolation=interpolation
+    ).transforms
+    tail = [Cutout(cutout)] if cutout else []
+    return T.Compose([*weak[:-2], RandomMagnitudeRandAugment(num_ops=num_ops), *weak[-2:], *tail])
 
 
 def view_transforms_from(
@@ -168,39 +156,32 @@ def view_transforms_from(
             f"hf_infonc.data.transforms.image_transform*), got {type(eval_transform).__name__}."
         )
 
-    def first(kind: type | tuple[type, ...]) -> Any:
-        return next((step for step in steps if isinstance(step, kind)), None)
-
     random_steps = [s for s in steps if isinstance(s, (T.RandomResizedCrop, T.RandomHorizontalFlip, T.RandomCrop))]
     if random_steps:
         raise ValueError(
             f"view_transforms_from needs the *evaluation* transform, but this one is random ({random_steps}). Build it "
             f"with train=False (e.g. hf_infonc.data.build_image_transform(cfg, preprocessing, train=False))."
         )
-    normalize, crop, resize = first(T.Normalize), first(T.CenterCrop), first(T.Resize)
+    normalize, crop, resize = (next((s for s in steps if isinstance(s, kind)), None) for kind in (
+        T.Normalize, T.CenterCrop, T.Resize))
     if normalize is None:
         raise ValueError(
             f"The evaluation transform has no Normalize step, so the views' mean and std are unknown: "
             f"{eval_transform}. Use a transform from hf_infonc.data.transforms.image_transform*, or call "
             f"weak_image_transform / strong_image_transform with image_size, mean and std."
         )
-    if crop is not None:
-        size = crop.size
-    elif resize is not None and isinstance(resize.size, (tuple, list)) and len(resize.size) == 2:
-        size = resize.size
-    else:
+    size = crop.size if crop is not None else getattr(resize, "size", None)
+    if not (isinstance(size, (tuple, list)) and len(size) == 2):
         raise ValueError(
             f"Cannot read a fixed output size from the evaluation transform (it needs a CenterCrop, or a Resize to "
             f"(height, width)): {eval_transform}. Call weak_image_transform / strong_image_transform with image_size."
         )
-
-    def unpack(value: Any) -> Any:  # torchvision stores an int size as a 1-tuple
-        value = tuple(int(s) for s in value) if isinstance(value, (tuple, list)) else value
-        return value[0] if isinstance(value, tuple) and len(value) == 1 else value
-
-    common = dict(hflip=hflip, translate=translate, resize_size=unpack(resize.size) if resize else None,
+    resize_size = getattr(resize, "size", None)
+    if isinstance(resize_size, (tuple, list)):  # torchvision keeps a size given as [n] as a list
+        resize_size = int(resize_size[0]) if len(resize_size) == 1 else tuple(int(s) for s in resize_size)
+    common = dict(hflip=hflip, translate=translate, resize_size=resize_size,
                   interpolation=resize.interpolation if resize is not None else "bicubic")
-    args = (unpack(size), tuple(normalize.mean), tuple(normalize.std))
+    args = (tuple(int(s) for s in size), tuple(normalize.mean), tuple(normalize.std))
     return weak_image_transform(*args, **common), strong_image_transform(*args, **common)
 
 

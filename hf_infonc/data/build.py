@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from hf_infonc.errors import DataError
@@ -58,9 +57,8 @@ def _describe(split: str, ds: Dataset) -> str:
     if "label" not in ds.column_names:
         return f"{split}: {len(ds)} examples (no labels)"
     counts = class_counts(ds)
-    values = np.array(list(counts.values()))
     shown = ", ".join(f"{k}={v}" for k, v in list(counts.items())[:12]) + (", ..." if len(counts) > 12 else "")
-    low, high = (values.min(), values.max()) if len(values) else (0, 0)
+    low, high = min(counts.values(), default=0), max(counts.values(), default=0)
     return f"{split}: {len(ds)} examples, {len(counts)} classes (per class min {low}, max {high}; {shown})"
 
 
@@ -87,10 +85,8 @@ def build_datasets(cfg: DataConfig) -> DatasetDict:
             f"instance, are hidden). Label or remove them, or set data.eval_split to a labelled split such as "
             f"'validation'."
         )
-    if "label" in train.column_names:
-        unlabelled = int((label_array(train) < 0).sum())
-        if unlabelled:
-            logger.warning("Split '%s' has %d unlabelled examples (label -1).", cfg.train_split, unlabelled)
+    if "label" in train.column_names and (unlabelled := int((label_array(train) < 0).sum())):
+        logger.warning("Split '%s' has %d unlabelled examples (label -1).", cfg.train_split, unlabelled)
 
     held: dict[str, Dataset] = {}
     if cfg.validation_size is not None:

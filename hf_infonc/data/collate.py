@@ -1,9 +1,6 @@
 """Collators: dataset rows (standard columns, never modified) → a batch with the Hugging Face names
-``pixel_values`` (``float32``), ``input_ids`` / ``attention_mask`` / ... and ``labels`` (``int64``).
-
-Tokenizers: Hugging Face (padded to the longest text, truncated at ``max_length``) or open_clip (a callable
-returning a ``LongTensor`` at the model's context length; its batches get ``input_ids`` only).
-"""
+``pixel_values`` (``float32``), ``input_ids`` / ``attention_mask`` / ... and ``labels`` (``int64``); texts go
+through :func:`tokenize_texts` (a Hugging Face or an open_clip tokenizer)."""
 
 from __future__ import annotations
 
@@ -20,18 +17,15 @@ Transform = Callable[[Any], torch.Tensor]
 
 def is_hf_tokenizer(tokenizer: Any) -> bool:
     """Whether ``tokenizer`` is a ``transformers`` tokenizer (as opposed to an open_clip one)."""
-    transformers = sys.modules.get("transformers")
-    if transformers is None:  # nothing from transformers was built if it was never imported
-        return False
-    return isinstance(tokenizer, transformers.PreTrainedTokenizerBase)
+    transformers = sys.modules.get("transformers")  # nothing from transformers was built if it was never imported
+    return transformers is not None and isinstance(tokenizer, transformers.PreTrainedTokenizerBase)
 
 
 def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
     """Tokenize texts: Hugging Face ``tokenizer(texts, padding=True, truncation=True, max_length=...)`` as
     tensors, or open_clip ``{"input_ids": tokenizer(texts)}`` (``max_length`` ignored: the model fixes it)."""
     if is_hf_tokenizer(tokenizer):
-        encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return dict(encoded.items())
+        return dict(tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt").items())
     if not callable(tokenizer):
         raise TypeError(
             f"Expected a Hugging Face tokenizer or an open_clip tokenizer (a callable returning a LongTensor), "

@@ -34,77 +34,50 @@ class DataConfig:
     (:func:`hf_infonc.data.build_datasets` turns it into splits)."""
 
     source: str
-    """Name of the data source: offline (``digits``, ``mnist5k``, ``fashion_mnist``, ``amazon_reviews``), a known
-    Hub dataset (``cifar10``, ``cifar100``, ``stl10``, ``glue/sst2``, ``ag_news``, ``imdb``), local files
-    (``imagefolder`` with ``data_dir``; ``csv``, ``json``, ``jsonl`` with ``data_files``), or any other Hub dataset
-    id (``owner/name``), read with the ``*_column`` options below."""
-
+    """Name of the data source: offline (``digits``, ``mnist5k``, ``fashion_mnist``, ``amazon_reviews``), a known Hub
+    dataset (``cifar10``, ``cifar100``, ``stl10``, ``glue/sst2``, ``ag_news``, ``imdb``), local files (``imagefolder``,
+    ``csv``, ``json``, ``jsonl``), or any other Hub dataset id (``owner/name``), read with the ``*_column`` options."""
     config_name: str | None = None
-    """Configuration (subset) of a Hub dataset, ``name=`` of ``load_dataset`` (e.g. ``sst2`` for ``nyu-mll/glue``).
-    Known sources set it themselves."""
-
+    """Configuration (subset) of a Hub dataset, ``name=`` of ``load_dataset``; known sources set their own."""
     train_split: str = "train"
     """Split of the source used for training."""
-
     eval_split: str | None = None
-    """Split of the source used as the ``test`` split. ``None``: the source's default (``test``; ``validation`` for
-    GLUE, whose test labels are hidden); without one, a stratified ``test_size`` of ``train_split`` is held out."""
-
+    """Split used as ``test``. ``None``: the source's (``validation`` for GLUE), else a held-out ``test_size``."""
     test_size: float = 0.2
-    """Fraction of ``train_split`` held out as ``test`` when the source has no evaluation split (digits, a CSV
-    file, ...): stratified, with the fixed seed 0, so the test set is the same for every ``seed``."""
-
+    """Fraction of ``train_split`` held out as ``test`` when the source has no evaluation split (stratified, seed 0)."""
     validation_size: float | None = None
-    """A stratified fraction (0 < v < 1) of the training split held out as ``validation`` with ``seed``, before
-    few-shot sampling."""
-
+    """Fraction (0 < v < 1) of the training split held out as ``validation`` (stratified, ``seed``), before few-shot."""
     image_column: str | None = None
     """Column holding the images. ``None``: the source's default (``image`` or ``img``)."""
-
     text_column: str | None = None
     """Column holding the texts. ``None``: the source's default (``text``, ``sentence``, ...)."""
-
     label_column: str | None = None
     """Column holding the class labels (integers, ``ClassLabel`` or strings). ``None``: the source's default."""
-
     caption_column: str | None = None
     """Column holding captions of image-caption pairs. ``None``: ``caption`` when present."""
-
     class_names: list[str] | None = None
-    """Human-readable class names in label-index order (one per class), replacing the source's names (used in CLIP
-    prompts). For string labels in local files, it also fixes the index order."""
-
+    """Class names in label-index order, replacing the source's (in CLIP prompts); fixes the order of string labels."""
     shots: int | None = None
     """Few-shot: keep exactly this many training examples per class (seeded, stratified)."""
-
     max_train_samples: int | None = None
     """Cap on the number of training examples, applied after few-shot sampling (stratified, seeded)."""
-
     max_eval_samples: int | None = None
     """Cap on the number of test (and validation) examples (stratified, seeded)."""
-
     seed: int = 0
     """Seed for the validation hold-out, few-shot sampling and sub-sampling."""
-
     prompt_templates: list[str] | str = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
     """CLIP prompt templates, each with one ``{}`` (or ``{c}``) placeholder for the class name, or a template set:
     ``default``, ``openai_imagenet`` (CLIP's 80), ``simple_imagenet`` (its 7-template subset), ``mnist``."""
-
     image_size: int | None = None
     """Side of the square model input in pixels. ``None``: from the model's preprocessing."""
-
     augment: bool = True
     """Random resized crops (and flips, see ``hflip``) on training images."""
-
     hflip: bool | None = None
     """Random horizontal flips when augmenting. ``None``: the source's default (off for digits, on for photos)."""
-
     max_length: int = 128
     """Maximum number of tokens of a text (Hugging Face tokenizers; open_clip's use the model's context length)."""
-
     data_dir: str | None = None
     """Folder of ``imagefolder`` (``<data_dir>/[<split>/]<class>/<image>``), or of the ``fashion_mnist`` IDX files."""
-
     data_files: DataFiles | None = None
     """Files of a ``csv``/``json``/``jsonl`` source: a path, a list, or split → path(s) (``{train: a.csv, ...}``)."""
 
@@ -168,26 +141,20 @@ class DataConfig:
                 f"both set, but a dataset is either image or text classification. For image-caption "
                 f"pairs set image_column and caption_column instead."
             )
-        if self.class_names is not None:
-            self._check_class_names()
-        self._check_templates()
-
-    def _check_class_names(self) -> None:
         names = self.class_names
-        if isinstance(names, str) or not isinstance(names, (list, tuple)) or len(names) == 0:
-            raise DataError(
-                f"data.class_names must be a non-empty list of strings, got {names!r}. "
-                f"Example: class_names: [cat, dog]."
-            )
-        bad = [n for n in names if not isinstance(n, str) or not n.strip()]
-        if bad:
-            raise DataError(f"data.class_names must hold non-empty strings; these are not: {bad!r}.")
-        dupes = sorted({n for n in names if list(names).count(n) > 1})
-        if dupes:
-            raise DataError(f"data.class_names must be unique; repeated: {dupes!r}.")
-        self.class_names = list(names)
-
-    def _check_templates(self) -> None:
+        if names is not None:
+            if not isinstance(names, (list, tuple)) or len(names) == 0:
+                raise DataError(
+                    f"data.class_names must be a non-empty list of strings, got {names!r}. "
+                    f"Example: class_names: [cat, dog]."
+                )
+            bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+            if bad:
+                raise DataError(f"data.class_names must hold non-empty strings; these are not: {bad!r}.")
+            dupes = sorted({n for n in names if list(names).count(n) > 1})
+            if dupes:
+                raise DataError(f"data.class_names must be unique; repeated: {dupes!r}.")
+            self.class_names = list(names)
         templates = self.prompt_templates
         if isinstance(templates, str):
             if templates not in TEMPLATE_SETS:
@@ -195,12 +162,12 @@ class DataConfig:
                     f"data.prompt_templates names an unknown template set {templates!r}. Known sets: "
                     f"{sorted(TEMPLATE_SETS)}; or give a list of templates such as ['a photo of a {{}}.']."
                 )
-            return
-        if not isinstance(templates, (list, tuple)) or len(templates) == 0:
+        elif not isinstance(templates, (list, tuple)) or len(templates) == 0:
             raise DataError(
                 f"data.prompt_templates must be a non-empty list of templates or a template-set name, got "
                 f"{templates!r}. Example: prompt_templates: ['a photo of a {{}}.']."
             )
-        for template in templates:
-            validate_template(template, where="data.prompt_templates")
-        self.prompt_templates = list(templates)
+        else:
+            for template in templates:
+                validate_template(template, where="data.prompt_templates")
+            self.prompt_templates = list(templates)

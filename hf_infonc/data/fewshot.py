@@ -66,10 +66,8 @@ def _stratified(labels: np.ndarray, total: int, rng: np.random.Generator, skip_e
     values, counts = np.unique(labels, return_counts=True)
     quotas = counts * (total / counts.sum())
     allocation = np.floor(quotas).astype(np.int64)
-    remainder = total - int(allocation.sum())
-    if remainder > 0:
-        order = np.lexsort((np.arange(len(counts)), -(quotas - allocation)))
-        allocation[order[:remainder]] += 1
+    order = np.lexsort((np.arange(len(counts)), -(quotas - allocation)))
+    allocation[order[: total - int(allocation.sum())]] += 1
     allocation = np.minimum(allocation, counts)
     draws = zip(values, allocation)
     return np.concatenate([rng.permutation(np.flatnonzero(labels == v))[:k] for v, k in draws if k or not skip_empty])
@@ -110,6 +108,4 @@ def holdout_split(
         held = _stratified(label_array(ds, label_column), n_out, rng, skip_empty=False)
     else:
         held = rng.permutation(n)[:n_out]
-    mask = np.zeros(n, dtype=bool)
-    mask[held] = True
-    return ds.select(np.flatnonzero(~mask)), ds.select(np.flatnonzero(mask))
+    return ds.select(np.setdiff1d(np.arange(n), held)), ds.select(np.sort(held))

