@@ -12,13 +12,14 @@ import warnings
 
 import torch
 
+from hf_infonc.info.gram import check_count
+
+#: The end of the message for fewer than 2 classes.
+AT_LEAST_TWO = " (neural collapse needs at least 2 classes)"
+
 
 def _check_num_classes(num_classes: int) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"num_classes must be an int, got {num_classes!r}.")
-    if num_classes < 2:
-        raise ValueError(f"num_classes={num_classes}: neural collapse needs at least 2 classes.")
-    return num_classes
+    return check_count(num_classes, "num_classes", 2, AT_LEAST_TWO)
 
 
 def simplex_etf(

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from hf_infonc.info._kernels import EntropyTerms
+
 #: Round-off allowance per unit of spectrum size, in ulps of the compute dtype.
 ROUNDOFF_ULPS = 64
 
@@ -51,8 +53,8 @@ def clamp_entropy(h: torch.Tensor, rank: int, size: int, dtype: torch.dtype) -> 
     return clamp_to_range(h, 0.0, math.log(max(rank, 1)), roundoff_slack(dtype, size))
 
 
-def clamp_mutual_information(
-    mi: torch.Tensor, h_a: torch.Tensor, h_b: torch.Tensor, size: int, dtype: torch.dtype
-) -> torch.Tensor:
-    """A matrix mutual information of ``size`` samples, clamped to ``[0, min(H(K₁), H(K₂))]``."""
-    return clamp_to_range(mi, 0.0, torch.minimum(h_a, h_b).detach(), roundoff_slack(dtype, size))
+def clamp_mutual_information(terms: EntropyTerms, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """``H(K₁) + H(K₂) − H(K₁ ⊙ K₂)`` of ``size`` samples, computed in ``dtype``, clamped to
+    ``[0, min(H(K₁), H(K₂))]``."""
+    high = torch.minimum(terms.h_a, terms.h_b).detach()
+    return clamp_to_range(terms.mutual_information, 0.0, high, roundoff_slack(dtype, size))
