@@ -15,7 +15,7 @@ import torch
 from hf_infonc.info._kernels import pick_route, unit_rows, wider
 
 __all__ = [
-    "check_choice", "check_class_labels", "check_count", "check_gram", "check_label_tensor", "check_options",
+    "check_choice", "check_count", "check_gram", "check_label_tensor", "check_options",
     "check_tensor", "cosine_gram", "normalize_rows", "pick_route", "psd_from_rows", "row_kronecker", "scaled_gram",
     "spectrum_dtype", "unit_rows",
 ]
@@ -98,20 +98,16 @@ def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     return value  # type: ignore[return-value]
 
 
-def check_label_tensor(labels: object, n: int) -> None:
-    """Type, dtype and shape of class labels: an integer tensor ``(n,)`` (no host sync)."""
+def check_label_tensor(labels: object, n: int, num_classes: int | None = None) -> torch.Tensor:
+    """Class labels: an integer tensor ``(n,)`` (no host sync), in ``0..num_classes-1`` when ``num_classes``
+    is given (one host read of their range)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"`labels` must be a torch.Tensor of class indices, got {type(labels).__name__}.")
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
         raise TypeError(f"`labels` has dtype {labels.dtype}; integer class indices 0..C-1 are expected: labels.long().")
     if labels.dim() != 1 or labels.shape[0] != n:
         raise ValueError(f"`labels` has shape {tuple(labels.shape)}, expected ({n},): one class index per feature row.")
-
-
-def check_class_labels(labels: object, n: int, num_classes: int) -> torch.Tensor:
-    """Integer class indices ``(n,)`` in ``0..num_classes-1`` (one host read of their range)."""
-    check_label_tensor(labels, n)
-    if n:
+    if num_classes is not None and n:
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(

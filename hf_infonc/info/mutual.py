@@ -1,14 +1,10 @@
 """Matrix mutual information, MIR and HDR between two Gram matrices (docs/theory.md §1).
 
-* ``MI(K₁, K₂) = H(K₁) + H(K₂) - H(K₁ ⊙ K₂)`` with ⊙ the Hadamard product of the two ``n x n``
-  Grams (arXiv 2406.03999 Def. 3.2), read from a smaller Kronecker dual when one exists. (A helper
-  in the authors' code multiplies the *features* element-wise instead: a different quantity.)
-* ``MIR = MI / min(H(K₁), H(K₂))`` and ``HDR = |H(K₁) - H(K₂)| / max(H(K₁), H(K₂))``, in [0, 1]
-  (arXiv 2409.16767 §3), from terms clamped against round-off (:mod:`hf_infonc.info.ranges`).
-
-Both ratios are 0/0 when the denominator entropy is 0 (e.g. C = 2 at collapse, or one row).
-**[choice]** ``zero_entropy="nan"`` (default, for metrics) returns NaN there with a warning;
-``zero_entropy="zero"`` returns 0 with a zero gradient (what the losses use: never NaN).
+``MI(K₁, K₂) = H(K₁) + H(K₂) - H(K₁ ⊙ K₂)``, ⊙ the Hadamard product of the ``n x n`` Grams (arXiv
+2406.03999 Def. 3.2; not the element-wise product of the *features* of a helper in the authors' code).
+``MIR = MI / min(H(K₁), H(K₂))`` and ``HDR = |H(K₁) - H(K₂)| / max(H(K₁), H(K₂))`` (arXiv 2409.16767 §3)
+are 0/0 when the denominator entropy is 0 (e.g. C = 2 at collapse): **[choice]** ``zero_entropy="nan"``
+(default, metrics) returns NaN with a warning, ``"zero"`` returns 0 with a zero gradient (the losses).
 """
 
 from __future__ import annotations
@@ -63,12 +59,9 @@ def entropy_terms(
     a: torch.Tensor, b: torch.Tensor, *, alpha: float = 1.0, is_gram: bool = False, center: bool = False,
     route: str = "auto", dtype: torch.dtype | None = None, joint: bool = True,
 ) -> EntropyTerms:
-    """Validate ``a``, ``b`` and compute ``H(K₁)``, ``H(K₂)`` and optionally ``H(K₁ ⊙ K₂)``.
-
-    Routes (docs/theory.md §6): "gram" forms every ``n x n`` matrix, "dual" the ``ẐᵀẐ`` marginals and
-    the Kronecker joint, "auto" the cheapest per term. Each entropy is clamped to ``[0, log k]``
-    (straight-through); :func:`raw_entropy_terms` gives the unclamped values.
-    """
+    """Validate ``a``, ``b`` and compute ``H(K₁)``, ``H(K₂)`` and optionally ``H(K₁ ⊙ K₂)``, each clamped to
+    ``[0, log k]`` (straight-through); ``route`` (docs/theory.md §6): "gram" (every ``n x n`` matrix), "dual"
+    (the ``ẐᵀẐ`` marginals and the Kronecker joint) or "auto" (the cheapest per term)."""
     alpha = check_alpha(alpha)
     _check_pair(a, b, is_gram)
     cdtype = spectrum_dtype(dtype)
@@ -77,7 +70,6 @@ def entropy_terms(
         terms = raw_entropy_terms(
             a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=cdtype, joint=joint
         )
-    # k: the size of each spectrum at most
     n, d_a, d_b = a.shape[-2], a.shape[-1], b.shape[-1]
     ranks = (n, n, n) if is_gram else (min(n, d_a), min(n, d_b), min(n, d_a * d_b))
     return EntropyTerms(
@@ -151,9 +143,8 @@ def mir(
 ) -> torch.Tensor:
     """Matrix mutual information ratio ``MI(K₁, K₂) / min(H(K₁), H(K₂))``, in [0, 1] (arXiv 2409.16767 §3).
 
-    :func:`~hf_infonc.info.mir_at_collapse` at neural collapse. Arguments as in
-    :func:`matrix_mutual_information`; ``zero_entropy``: what to return when the smaller entropy is 0
-    ("nan" with a warning, or "zero").
+    Arguments as in :func:`matrix_mutual_information`; ``zero_entropy``: the value when the smaller entropy
+    is 0, "nan" (with a warning) or "zero". At neural collapse: :func:`~hf_infonc.info.mir_at_collapse`.
     """
     check_choice(zero_entropy, "zero_entropy", ("nan", "zero"))
     terms = entropy_terms(a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=dtype)

@@ -1,10 +1,8 @@
 """Neural-collapse measures NC1 to NC4 (Papyan, Han & Donoho 2020) from class statistics (docs/theory.md §5).
 
-``M``: the ``C x d`` centred class means, ``W``: the ``C x d`` head. NC1 uses the SVD of ``M``
-truncated to rank ``min(C−1, d)`` (Papyan et al.'s ``svds(Σ_B, k=C−1)``); NC2 is rhubarbwu/neural-collapse's
-``simplex_etf_error``. **[choice]** ``μ_G`` is the mean of the class means (``global_mean="class"``,
-default) or the sample-weighted mean (``"sample"``). Float64, scale-invariant (docs/theory.md §6),
-inputs never modified.
+``M``: the ``C x d`` centred class means, ``W``: the ``C x d`` head. NC1 truncates ``Σ_B⁺`` to rank
+``min(C−1, d)`` (Papyan et al.'s ``svds(Σ_B, k=C−1)``); NC2 is rhubarbwu/neural-collapse's ``simplex_etf_error``.
+Float64, scale-invariant (docs/theory.md §6), inputs never modified.
 """
 
 from __future__ import annotations
@@ -58,7 +56,8 @@ def _as_float64(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def global_mean(means: torch.Tensor, counts: torch.Tensor, how: GlobalMean = "class") -> torch.Tensor:
-    """``μ_G`` from the class means ``(C, d)`` and counts ``(C,)``: their plain mean (``"class"``) or weighted."""
+    """``μ_G`` from the class means ``(C, d)`` and counts ``(C,)``: **[choice]** their plain mean (``"class"``,
+    the default) or the sample-weighted mean (``"sample"``)."""
     check_choice(how, "global_mean", GLOBAL_MEANS)
     means = _as_float64(means, "means")
     if how == "class":
@@ -194,7 +193,6 @@ def nearest_center_predictions(features: torch.Tensor, centers: torch.Tensor) ->
 
 
 __all__ = [
-    "GLOBAL_MEANS", "SAFE_EXPONENT", "global_mean", "head_predictions",
-    "ldexp", "nc1", "nc2", "nc2_equiangular", "nc2_equinorm", "nc3", "nearest_center_predictions",
-    "storage_exponent", "within_class_covariance",
+    "GLOBAL_MEANS", "SAFE_EXPONENT", "global_mean", "head_predictions", "ldexp", "nc1", "nc2", "nc2_equiangular",
+    "nc2_equinorm", "nc3", "nearest_center_predictions", "storage_exponent", "within_class_covariance",
 ]

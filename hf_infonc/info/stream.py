@@ -1,32 +1,30 @@
 """Dataset-level neural-collapse and matrix-information measures in one streaming pass (docs/theory.md §2, §5).
 
-:class:`NeuralCollapseAccumulator` keeps only float64 sums (class counts ``n_c`` and sums ``s_c``, ``S = Σ h hᵀ``,
+:class:`NeuralCollapseAccumulator` keeps float64 sums only (class counts ``n_c`` and sums ``s_c``, ``S = Σ h hᵀ``,
 so ``Σ_W = (S − Σ_c s_c s_cᵀ / n_c) / N``; with a head the sample-level MIR/HDR statistics; prediction counts):
 memory ``O(d² + C·d)``, any batch sizes, ``merge`` and ``all_reduce`` exact up to the summation order.
-:meth:`~NeuralCollapseAccumulator.compute` returns ``nc1``, ``nc2``, ``nc2_equinorm``, ``nc2_equiangular``,
-``within_class_variance`` (``tr Σ_W``); with a head ``nc3``, ``head_entropy`` ``H(G(W))``, ``class_mean_entropy``
-``H(G(M))``, ``class_mi`` / ``class_mir`` / ``class_hdr``; with a head at construction the keys of
+``compute()`` returns ``nc1``, ``nc2``, ``nc2_equinorm``, ``nc2_equiangular``, ``within_class_variance``
+(``tr Σ_W``); with a head ``nc3``, ``head_entropy`` ``H(G(W))``, ``class_mean_entropy`` ``H(G(M))``,
+``class_mi`` / ``class_mir`` / ``class_hdr``; with a head at construction the keys of
 :func:`summarize_batch_stats` prefixed ``sample_``; with predictions ``classifier_accuracy``, ``nc4`` /
 ``ncc_accuracy``; always ``num_samples``, ``num_classes``, ``num_present_classes``, ``num_absent_classes``.
 
 Choices (**[choice]** of docs/theory.md):
 
-* **NC4** needs the class means before any sample is scored. Exact, two passes:
-  :meth:`~NeuralCollapseAccumulator.nearest_center_pass` (after ``all_reduce``) gives a
-  :class:`NearestCenterAgreement` to feed the same data again (:func:`neural_collapse_measures`).
-  One pass: ``centers=`` at construction (e.g. the previous ``class_means()``) counts NC4 against
-  those centres. Running means are never used (the result would depend on the data order).
+* **NC4** needs the class means before any sample is scored. Exact, two passes: ``nearest_center_pass()``
+  (after ``all_reduce``) gives a :class:`NearestCenterAgreement` to feed the same data again
+  (:func:`neural_collapse_measures`). One pass: ``centers=`` at construction (e.g. the previous
+  ``class_means()``). Running means are never used (the result would depend on the data order).
 * **Absent classes** are left out of every measure (with a warning); fewer than 2 present is a
   ``ValueError``; ``class_means()`` has NaN rows for them.
-* **C = 2**: ``H(G(M)) = 0``, so ``class_mir`` is NaN (warning); a sample batch with one class,
-  or with (anti-)parallel head rows, has a 0/0 ratio and follows ``zero_entropy`` ("skip"
-  (default): left out and counted, "nan", "zero"; ``compute`` may change it).
+* **C = 2**: ``H(G(M)) = 0``, so ``class_mir`` is NaN (warning); a sample batch with one class, or with
+  (anti-)parallel head rows, has a 0/0 ratio and follows ``zero_entropy`` ("skip" (default): left out
+  and counted, "nan", "zero"; ``compute`` may change it).
 * **Partial sample batch**: the leftover samples form a last, smaller batch unless ``drop_last``;
   ``merge`` and ``all_reduce`` close each side's first, as a ``DistributedSampler`` shard would.
 
-Numerics (docs/theory.md §6): the sums hold the features divided by a power of two chosen from the
-data, so every measure but ``within_class_variance`` is scale-invariant from 1e-300 to 1e300.
-Inputs are never modified (copied to float64 on ``device``, :data:`UPDATE_CHUNK` rows at a time).
+Numerics (docs/theory.md §6): the sums hold the features divided by a power of two chosen from the data,
+so every measure but ``within_class_variance`` is scale-invariant. Inputs are never modified.
 """
 
 from __future__ import annotations
@@ -34,12 +32,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 
 from hf_infonc.info import neural_collapse as nc
 from hf_infonc.info.collapse import AT_LEAST_TWO
-from hf_infonc.info.gram import check_choice, check_class_labels, check_count, check_tensor
+from hf_infonc.info.gram import check_choice, check_count, check_label_tensor, check_tensor
 from hf_infonc.info.mutual import information_measures
 from hf_infonc.info.sample_level import (
     N_SAMPLE_STATS, SAMPLE_ZERO_ENTROPY, SampleZeroEntropy, batch_stats, batched_mir_hdr, pair_batch_stats,
@@ -48,6 +47,7 @@ from hf_infonc.info.sample_level import (
 
 #: ``update`` processes at most this many rows at a time (bounds the float64 temporaries).
 UPDATE_CHUNK = 8192
+_A = TypeVar("_A", bound="_Accumulator")
 
 
 def _chunks(n: int, size: int = UPDATE_CHUNK) -> Iterator[slice]:
@@ -88,10 +88,9 @@ def _signature(config: tuple) -> torch.Tensor:
 
 def _same(a: object, b: object) -> bool:
     """Whether two configuration entries are equal: numbers, ``None`` or tensors (NaN equal to NaN)."""
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
-        return not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor) and a == b
-    nan_free = torch.nan_to_num
-    return a.shape == b.shape and bool(torch.equal(nan_free(a, nan=0.0), nan_free(b.to(a.device), nan=0.0)))
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and bool(torch.equal(a.nan_to_num(0.0), b.to(a.device).nan_to_num(0.0)))
+    return type(a) is type(b) and a == b
 
 
 class _Accumulator:
@@ -101,6 +100,10 @@ class _Accumulator:
     tensors, named by ``_fields``), so a mismatch raises everywhere instead of hanging."""
 
     _fields = ""
+
+    def _aligned(self, other: _A) -> list[torch.Tensor]:
+        """``other``'s parts, ready to add to this state's (as they are by default)."""
+        return other._parts()
 
     def _before_all_reduce(self, group: object) -> None:
         """Bring the state into the form that sums over processes (nothing to do by default)."""
@@ -127,7 +130,7 @@ class _Accumulator:
         check_tensor(features, "features", shape=(None, self.dim))
         n = int(features.shape[0])
         if labels is not None or need_labels:
-            check_class_labels(labels, n, self.num_classes)
+            check_label_tensor(labels, n, self.num_classes)
         if logits is not None:
             check_tensor(logits, "logits", shape=(n, self.num_classes))
         elif need_predictions and self.head is None:
@@ -142,15 +145,21 @@ class _Accumulator:
             else:
                 yield f, y, None if self.head is None else nc.head_predictions(f, self.head, self.bias)
 
-    def _check_merge(self, other: object) -> None:
+    def merge(self: _A, other: _A) -> _A:
+        """Add ``other``'s state into ``self`` (``other`` unchanged; same configuration required; each side's
+        pending partial sample batch is closed first, module doc); returns ``self``."""
         if not isinstance(other, type(self)):
             raise TypeError(f"can only merge a {type(self).__name__}, got {type(other).__name__}.")
         if not all(map(_same, self._config(), other._config())):
             raise ValueError(f"cannot merge a {type(self).__name__} with different configurations ({self._fields}).")
         if self._synced or other._synced:
             raise RuntimeError("cannot merge after all_reduce(): the sums are already global.")
+        theirs = self._aligned(other)
+        for mine, part in zip(self._parts(), theirs):
+            mine += part.to(self.device)
+        return self
 
-    def all_reduce(self, group: object = None):  # noqa: ANN201  (returns self)
+    def all_reduce(self: _A, group: object = None) -> _A:
         """Sum the state over all processes of ``group`` in one float64 all-reduce (every rank calls it once;
         a no-op without an initialised process group). Returns ``self``."""
         import torch.distributed as dist
@@ -175,14 +184,10 @@ class _Accumulator:
 
 
 class NearestCenterAgreement(_Accumulator):
-    """NC4 ``= (1/N) #{i : argmax_c logits_ic ≠ argmin_c ‖h_i − μ_c‖}`` for *fixed* centres ``μ`` (NaN rows
-    never chosen); predictions from the ``logits`` given to :meth:`update`, else ``argmax(h Wᵀ + b)``. The
-    exact NC4 uses the class means of the same data (:meth:`NeuralCollapseAccumulator.nearest_center_pass`).
-
-    Args:
-        centers: ``(C, d)`` class centres (float, NaN rows allowed).
-        head: optional ``(C, d)`` classifier rows; bias: optional ``(C,)``.
-        device: where the counts live and the distances are computed.
+    """NC4 ``= (1/N) #{i : argmax_c logits_ic ≠ argmin_c ‖h_i − μ_c‖}`` for *fixed* centres ``μ``
+    (``(C, d)``, NaN rows never chosen); predictions from the ``logits`` given to :meth:`update`, else
+    ``argmax(h Wᵀ + b)`` from the optional ``head`` ``(C, d)`` and ``bias`` ``(C,)``. ``device``: where
+    the counts live. The exact NC4 uses the class means of the same data (``nearest_center_pass()``).
     """
 
     _fields = "num_classes, dim, centres, head, bias"
@@ -227,12 +232,6 @@ class NearestCenterAgreement(_Accumulator):
             self.stats[2] += f.shape[0]
             self.stats[3] += float((ncc == y).sum())
 
-    def merge(self, other: NearestCenterAgreement) -> NearestCenterAgreement:
-        """Add ``other``'s counts (same centres and head required); returns ``self``."""
-        self._check_merge(other)
-        self.stats += other.stats.to(self.device)
-        return self
-
     def compute(self) -> dict[str, float]:
         """``{"nc4", "nc4_num_samples"}`` plus ``"ncc_accuracy"`` when labels were given."""
         out: dict[str, float] = {}
@@ -246,10 +245,8 @@ class NearestCenterAgreement(_Accumulator):
 
 
 class NeuralCollapseAccumulator(_Accumulator):
-    """One-pass, mergeable, all-reducible float64 sums for NC1–NC4 and matrix-information measures.
-
-    See the module documentation for the returned keys, the formulas and the choices (NC4, absent
-    classes, C = 2, ``zero_entropy``).
+    """One-pass, mergeable, all-reducible float64 sums for NC1–NC4 and matrix-information measures (keys,
+    formulas and choices: module doc; usage: docs/metrics.md).
 
     Args:
         num_classes: C ≥ 2.
@@ -263,8 +260,6 @@ class NeuralCollapseAccumulator(_Accumulator):
         drop_last: drop the final partial sample batch instead of using it.
         global_mean: "class" (mean of the class means, default) or "sample" (sample-weighted).
         device: where the sums live and the arithmetic runs (the inputs are copied there).
-
-    Usage: docs/metrics.md.
     """
 
     _fields = "num_classes, dim, sample_batch_size, drop_last, head, bias, centers"
@@ -387,21 +382,14 @@ class NeuralCollapseAccumulator(_Accumulator):
         self._buffer_features = self._buffer_features[:0]
         self._buffer_labels = self._buffer_labels[:0]
 
-    def merge(self, other: NeuralCollapseAccumulator) -> NeuralCollapseAccumulator:
-        """Add ``other``'s sums into ``self`` (``other`` unchanged; same configuration required); returns
-        ``self``. Each side's pending partial sample batch is closed first (module doc)."""
-        self._check_merge(other)
+    def _aligned(self, other: NeuralCollapseAccumulator) -> list[torch.Tensor]:
+        """``other``'s parts in the storage scale both now share, its pending partial batch included."""
         self._close_partial_batch()
         self._rescale(max((e for e in (self._exponent, other._exponent) if e is not None), default=None))
         shift = 0 if other._exponent is None else other._exponent - (self._exponent or 0)
-        self.counts += other.counts.to(self.device)
-        self.sums += nc.ldexp(other.sums.to(self.device), shift)
-        self.second_moment += nc.ldexp(other.second_moment.to(self.device), 2 * shift)
-        self.sample_stats += other.sample_stats.to(self.device) + other._tail_stats().to(self.device)
-        self.prediction_stats += other.prediction_stats.to(self.device)
-        if self.ncc is not None and other.ncc is not None:
-            self.ncc.merge(other.ncc)
-        return self
+        counts, sums, second_moment, sample_stats, *rest = other._parts()
+        sample_stats = sample_stats + other._tail_stats()
+        return [counts, nc.ldexp(sums, shift), nc.ldexp(second_moment, 2 * shift), sample_stats, *rest]
 
     def _before_all_reduce(self, group: object) -> None:
         """Close the pending partial sample batch, and give every rank one storage scale (the largest)."""
@@ -415,14 +403,10 @@ class NeuralCollapseAccumulator(_Accumulator):
     def compute(
         self, head: torch.Tensor | None = None, *, zero_entropy: SampleZeroEntropy | None = None,
     ) -> dict[str, float]:
-        """All the measures (keys in the module doc); the state is unchanged. ``ValueError`` when fewer than 2
-        classes have samples.
-
-        Args:
-            head: ``(C, d)`` head rows for NC3 and the class-level MIR/HDR (default: the one given at
-                construction, which the sample-level measures always use).
-            zero_entropy: override the sample-level ``zero_entropy`` mode.
-        """
+        """All the measures (keys in the module doc), the state unchanged; ``ValueError`` when fewer than 2
+        classes have samples. ``head``: ``(C, d)`` rows for NC3 and the class-level MIR/HDR (default: the one
+        given at construction, which the sample-level measures always use); ``zero_entropy``: overrides the
+        sample-level mode."""
         mode = check_choice(self.zero_entropy if zero_entropy is None else zero_entropy, "zero_entropy",
                             SAMPLE_ZERO_ENTROPY)
         w_full = self.head if head is None else _stored(head, "head", (self.num_classes, self.dim), self.device)
@@ -502,7 +486,7 @@ def neural_collapse_measures(
         num_classes, int(features.shape[1]), head=head, bias=bias, **accumulator_kwargs  # type: ignore[arg-type]
     )
     n = int(features.shape[0])
-    check_class_labels(labels, n, num_classes)
+    check_label_tensor(labels, n, num_classes)
 
     def feed(target: NeuralCollapseAccumulator | NearestCenterAgreement) -> None:
         for rows in _chunks(n, chunk_size):
