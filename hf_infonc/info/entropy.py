@@ -55,12 +55,6 @@ def matrix_entropy(
     Returns:
         A tensor of shape ``x.shape[:-2]`` in ``x``'s dtype, in ``[0, log(min(n, d))]`` (clamped there
         against round-off, with the gradient of the unclamped value).
-
-    Example:
-        >>> import torch
-        >>> from hf_infonc.info import matrix_entropy
-        >>> round(float(matrix_entropy(torch.eye(4, dtype=torch.float64))), 6)  # log 4
-        1.386294
     """
     alpha = check_alpha(alpha)
     (check_gram if is_gram else check_tensor)(x, "x")

@@ -1,9 +1,5 @@
-"""Input checks, cosine Gram matrices and the matrices whose spectrum is read (docs/theory.md §1, §6).
-
-``G(Z) = Ẑ Ẑᵀ`` with ``Ẑ`` the rows of ``Z`` (``n x d``) L2-normalised. The non-zero spectrum of ``G`` is
-read from the ``n x n`` Gram (route "gram") or the ``d x d`` dual ``ẐᵀẐ`` ("dual"), that of
-``G(A) ⊙ G(B)`` from the row-wise Kronecker product ``â_i ⊗ b̂_i``. Row normalisation and the route
-choice live in :mod:`hf_infonc.info._kernels`. Pure torch.
+"""Input checks, cosine Gram matrices ``G(Z) = Ẑ Ẑᵀ`` and the matrices whose spectrum is read: the Gram,
+its dual ``ẐᵀẐ`` or a row-wise Kronecker product (the routes of docs/theory.md §6). Pure torch.
 """
 
 from __future__ import annotations
@@ -24,11 +20,9 @@ __all__ = [
 def check_tensor(
     x: object, name: str, *, min_dim: int = 2, shape: tuple[int | None, ...] | None = None, finite: bool = True
 ) -> torch.Tensor:
-    """Validate an input of the info functions and return it unchanged: ``TypeError`` for a non-tensor or a
-    non-floating dtype, ``ValueError`` for a wrong shape or (``finite``) NaN / inf values. Without ``shape``:
-    at least ``min_dim`` dimensions, not empty; with ``shape``: exactly that shape (``None``: any size, shown
-    as n for the rows and d for the columns; empty allowed).
-    """
+    """Validate an input and return it unchanged: ``TypeError`` for a non-tensor or a non-floating dtype,
+    ``ValueError`` for a wrong shape or (``finite``) NaN / inf values. The shape: ``shape`` exactly (``None``
+    any size, empty allowed), else at least ``min_dim`` dimensions and not empty."""
     sizes = [str(s) if s is not None else ("n" if i == 0 else "d") for i, s in enumerate(shape or ())]
     want = "(..., n, d)" if shape is None else f"({', '.join(sizes)})"
     if not isinstance(x, torch.Tensor):
@@ -130,7 +124,7 @@ def check_options(is_gram: bool, center: bool, route: str, what: str) -> None:
 
 
 def spectrum_dtype(dtype: torch.dtype | None) -> torch.dtype:
-    """The dtype the spectra are computed in: float64 (``None``) or float32, never half precision."""
+    """The dtype of the spectra: float64 (``None``) or float32, never half precision."""
     if dtype is None:
         return torch.float64
     if dtype not in (torch.float32, torch.float64):
@@ -157,15 +151,9 @@ def scaled_gram(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def cosine_gram(z: torch.Tensor, *, center: bool = False) -> torch.Tensor:
-    """Cosine Gram matrix ``G(Z) = Ẑ Ẑᵀ`` of the rows of ``z`` (docs/theory.md §1).
-
-    Args:
-        z: features ``(..., n, d)``, samples as rows.
-        center: subtract the mean row before normalising (off by default, as in the paper).
-
-    Returns:
-        ``(..., n, n)`` in the dtype of ``z``, unit diagonal (zero for zero rows).
-    """
+    """Cosine Gram matrix ``G(Z) = Ẑ Ẑᵀ`` of the rows of ``z`` ``(..., n, d)`` (docs/theory.md §1): ``(..., n, n)``
+    in ``z``'s dtype, unit diagonal (zero for zero rows). ``center``: subtract the mean row before normalising
+    (off by default, as in the paper)."""
     check_tensor(z, "z")
     zn = normalize_rows(z, center=center)
     return zn @ zn.transpose(-1, -2)

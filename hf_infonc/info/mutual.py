@@ -124,14 +124,8 @@ def matrix_mutual_information(
 
     ``a``, ``b``: features ``(..., n, d₁)``, ``(..., n, d₂)`` of the same n samples (or ``(..., n, n)``
     Grams with ``is_gram=True``); other arguments as in :func:`~hf_infonc.info.matrix_entropy`.
-    Returns a tensor of shape ``a.shape[:-2]`` in ``a``'s dtype.
-
-    Example:
-        >>> import torch
-        >>> from hf_infonc.info import matrix_mutual_information, simplex_etf
-        >>> w = simplex_etf(10, 16)  # classifier rows at neural collapse
-        >>> round(float(matrix_mutual_information(w, w)), 6)
-        2.092529
+    Returns a tensor of shape ``a.shape[:-2]`` in ``a``'s dtype (at collapse:
+    :func:`~hf_infonc.info.mutual_information_at_collapse`).
     """
     terms = entropy_terms(a, b, alpha=alpha, is_gram=is_gram, center=center, route=route, dtype=dtype)
     return clamp_mutual_information(terms, a.shape[-2], terms.h_a.dtype).to(a.dtype)

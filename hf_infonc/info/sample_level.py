@@ -1,9 +1,8 @@
 """The paper's sample-level MIR / HDR, averaged over consecutive batches (docs/theory.md §2 item 2).
 
-Batches are summed as float64 statistics (:func:`pair_batch_stats`, so partial sums merge exactly)
-and averaged by :func:`summarize_batch_stats`. A batch whose MIR (or HDR) is 0/0 is, with
-``zero_entropy="skip"`` (default), left out of that ratio's average and counted; with ``"nan"`` it
-makes the average NaN (warning); with ``"zero"`` it counts as 0.
+Batches are summed as float64 statistics (so partial sums merge exactly), then averaged. A batch whose
+MIR (or HDR) is 0/0 is, with ``zero_entropy="skip"`` (default), left out of that ratio's average and
+counted; with ``"nan"`` it makes the average NaN (warning); with ``"zero"`` it counts as 0.
 """
 
 from __future__ import annotations
@@ -21,8 +20,7 @@ from hf_infonc.info.ranges import clamp_float, roundoff_slack
 SampleZeroEntropy = Literal["skip", "nan", "zero"]
 SAMPLE_ZERO_ENTROPY: tuple[str, ...] = ("skip", "nan", "zero")
 
-#: The sample-level entropies are computed for at most this many rows (whole batches) per call,
-#: which bounds the batched Gram / normalisation temporaries.
+#: The sample-level entropies are computed for at most this many rows (whole batches) at a time.
 SAMPLE_GROUP_ROWS = 2048
 
 #: Length of the statistics vector of :func:`pair_batch_stats`.

@@ -37,7 +37,7 @@ from typing import TypeVar
 import torch
 
 from hf_infonc.info import neural_collapse as nc
-from hf_infonc.info.collapse import AT_LEAST_TWO
+from hf_infonc.info.collapse import check_num_classes
 from hf_infonc.info.gram import check_choice, check_count, check_label_tensor, check_tensor
 from hf_infonc.info.mutual import information_measures
 from hf_infonc.info.sample_level import (
@@ -48,11 +48,6 @@ from hf_infonc.info.sample_level import (
 #: ``update`` processes at most this many rows at a time (bounds the float64 temporaries).
 UPDATE_CHUNK = 8192
 _A = TypeVar("_A", bound="_Accumulator")
-
-
-def _chunks(n: int, size: int = UPDATE_CHUNK) -> Iterator[slice]:
-    """Consecutive row slices of at most ``size`` rows covering ``0..n``."""
-    return (slice(start, min(n, start + size)) for start in range(0, n, size))
 
 
 def _stored(x: object, name: str, shape: tuple[int, ...], device: torch.device, finite: bool = True) -> torch.Tensor:
@@ -76,11 +71,9 @@ def _signature(config: tuple) -> torch.Tensor:
     (NaN counted as 0)."""
     values: list[float] = []
     for part in config:
-        if part is None:
-            values += [0.0, 0.0, 0.0]
-        elif isinstance(part, torch.Tensor):
-            y = torch.nan_to_num(part.to(torch.float64), nan=0.0)
-            values += [1.0, float(y.sum()), float(y.abs().sum())]
+        if part is None or isinstance(part, torch.Tensor):
+            y = torch.zeros(0) if part is None else part.to(torch.float64).nan_to_num(0.0)
+            values += [float(part is not None), float(y.sum()), float(y.abs().sum())]
         else:
             values.append(float(part))
     return torch.tensor(values, dtype=torch.float64)
@@ -137,7 +130,8 @@ class _Accumulator:
             raise ValueError(
                 "NC4 needs the classifier's predictions: pass logits to update(), or give `head` at construction."
             )
-        for rows in _chunks(n):
+        for start in range(0, n, UPDATE_CHUNK):
+            rows = slice(start, start + UPDATE_CHUNK)
             f = features[rows].detach().to(self.device, torch.float64)
             y = None if labels is None else labels[rows].detach().to(self.device, torch.long)
             if logits is not None:
@@ -269,7 +263,7 @@ class NeuralCollapseAccumulator(_Accumulator):
         centers: torch.Tensor | None = None, sample_batch_size: int = 64, zero_entropy: SampleZeroEntropy = "skip",
         drop_last: bool = False, global_mean: nc.GlobalMean = "class", device: torch.device | str = "cpu",
     ) -> None:
-        self.num_classes = check_count(num_classes, "num_classes", 2, AT_LEAST_TWO)
+        self.num_classes = check_num_classes(num_classes)
         self.dim = check_count(dim, "dim", 1)
         self.sample_batch_size = check_count(sample_batch_size, "sample_batch_size", 1)
         self.zero_entropy = check_choice(zero_entropy, "zero_entropy", SAMPLE_ZERO_ENTROPY)
@@ -489,7 +483,8 @@ def neural_collapse_measures(
     check_label_tensor(labels, n, num_classes)
 
     def feed(target: NeuralCollapseAccumulator | NearestCenterAgreement) -> None:
-        for rows in _chunks(n, chunk_size):
+        for start in range(0, n, chunk_size):
+            rows = slice(start, start + chunk_size)
             target.update(features[rows], labels[rows], None if logits is None else logits[rows])
 
     feed(acc)
