@@ -1,7 +1,5 @@
 """Matrix-information core: pure torch, no transformers.
 
->>> from hf_infonc.info import matrix_entropy, matrix_mutual_information, mir, hdr
-
 Everything here works on features ``(..., n, d)`` (samples as rows) or on Gram matrices
 (``is_gram=True``), returns tensors, is differentiable, never modifies its inputs, does not depend
 on the scale of the inputs, and clamps reported measures to their ranges (docs/theory.md §6).

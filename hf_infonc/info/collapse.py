@@ -12,13 +12,12 @@ import warnings
 
 import torch
 
+from hf_infonc.info.gram import check_count
 
-def _check_num_classes(num_classes: int) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"num_classes must be an int, got {num_classes!r}.")
-    if num_classes < 2:
-        raise ValueError(f"num_classes={num_classes}: neural collapse needs at least 2 classes.")
-    return num_classes
+
+def check_num_classes(num_classes: int) -> int:
+    """``num_classes`` when it is an int ≥ 2 (neural collapse needs at least 2 classes)."""
+    return check_count(num_classes, "num_classes", 2, " (neural collapse needs at least 2 classes)")
 
 
 def simplex_etf(
@@ -32,12 +31,11 @@ def simplex_etf(
         dim: ambient dimension d ≥ C-1 (default C-1, the smallest).
         generator: when given, the frame is rotated by a random orthonormal map into ``R^d``;
             otherwise it occupies the first C-1 coordinates.
-        dtype: dtype of the result.
 
     Returns:
         ``C x d`` tensor ``W`` with ``W Wᵀ = (C/(C-1)) (I - 11ᵀ/C)``.
     """
-    c = _check_num_classes(num_classes)
+    c = check_num_classes(num_classes)
     d = c - 1 if dim is None else dim
     if d < c - 1:
         raise ValueError(f"a simplex ETF of {c} classes needs dim ≥ {c - 1}, got dim={d}.")
@@ -53,14 +51,14 @@ def simplex_etf(
 
 def entropy_at_collapse(num_classes: int) -> torch.Tensor:
     """``H = log(C-1)`` (nats), the matrix entropy of the simplex-ETF Gram (0 for C = 2)."""
-    c = _check_num_classes(num_classes)
+    c = check_num_classes(num_classes)
     return torch.tensor(math.log(c - 1), dtype=torch.float64)
 
 
 def joint_entropy_at_collapse(num_classes: int) -> torch.Tensor:
     """``H(G ⊙ G)`` for the simplex-ETF Gram G (2.301921 nats for C = 10): ``G ⊙ G = (1-a) I + a 11ᵀ`` with
     ``a = 1/(C-1)²`` has the trace-normalised eigenvalues ``(1-a)/C`` (C-1 times; 0 for C = 2) and ``(1-a+Ca)/C``."""
-    c = _check_num_classes(num_classes)
+    c = check_num_classes(num_classes)
     a = 1.0 / (c - 1) ** 2
     spectrum = ((c - 1, (1.0 - a) / c), (1, (1.0 - a + c * a) / c))  # (multiplicity, eigenvalue)
     return torch.tensor(-sum(k * (p * math.log(p)) for k, p in spectrum if p > 0), dtype=torch.float64)
@@ -83,7 +81,7 @@ def mir_at_collapse(num_classes: int) -> torch.Tensor:
 
     For C = 2 both entropies are 0 and MIR is 0/0: NaN with a warning (docs/theory.md §1 [choice]).
     """
-    c = _check_num_classes(num_classes)
+    c = check_num_classes(num_classes)
     if c == 2:
         return _undefined_for_two_classes("MIR")
     tail = 0.0 if c == 3 else (c - 2) * math.log(c - 2) / ((c - 1) * math.log(c - 1))
@@ -92,6 +90,6 @@ def mir_at_collapse(num_classes: int) -> torch.Tensor:
 
 def hdr_at_collapse(num_classes: int) -> torch.Tensor:
     """``HDR = 0`` at collapse (features and head rows have the same Gram); NaN for C = 2."""
-    if _check_num_classes(num_classes) == 2:
+    if check_num_classes(num_classes) == 2:
         return _undefined_for_two_classes("HDR")
     return torch.tensor(0.0, dtype=torch.float64)

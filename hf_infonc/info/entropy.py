@@ -32,8 +32,7 @@ def check_alpha(alpha: float) -> float:
 
 
 def psd_entropy(p: torch.Tensor, alpha: float = 1.0, eigenvalues: torch.Tensor | None = None) -> torch.Tensor:
-    """Matrix entropy of a PSD matrix ``p`` (``(..., k, k)``), normalised by its trace (0 for a zero
-    matrix), differentiable by autograd; ``eigenvalues`` of ``p`` may be passed when known."""
+    """Entropy of the trace-normalised PSD ``p`` ``(..., k, k)`` (0 for a zero matrix), by autograd."""
     return spectral_entropy(p, alpha, need_grad=False, eigenvalues=eigenvalues).h
 
 
@@ -45,8 +44,7 @@ def matrix_entropy(
 
     Args:
         x: features ``(..., n, d)`` with samples as rows, or a Gram matrix ``(..., n, n)`` when
-            ``is_gram=True``. Zero rows (norm ≤ 1e-12 × the largest row norm) add nothing; the value
-            depends neither on the scale of ``x`` nor on that of each row.
+            ``is_gram=True``. Zero rows (norm ≤ 1e-12 × the largest row norm) add nothing.
         alpha: Rényi order; 1.0 is von Neumann, 2.0 uses the Frobenius shortcut.
         is_gram: ``x`` is already a (symmetric, PSD) Gram matrix.
         center: subtract the mean row before normalising (features only; off by default).
@@ -57,16 +55,10 @@ def matrix_entropy(
     Returns:
         A tensor of shape ``x.shape[:-2]`` in ``x``'s dtype, in ``[0, log(min(n, d))]`` (clamped there
         against round-off, with the gradient of the unclamped value).
-
-    Example:
-        >>> import torch
-        >>> from hf_infonc.info import matrix_entropy
-        >>> round(float(matrix_entropy(torch.eye(4, dtype=torch.float64))), 6)  # log 4
-        1.386294
     """
     alpha = check_alpha(alpha)
-    cdtype = spectrum_dtype(dtype) if isinstance(x, torch.Tensor) else None
     (check_gram if is_gram else check_tensor)(x, "x")
+    cdtype = spectrum_dtype(dtype)
     check_options(is_gram, center, route, "a Gram matrix")
     n, d = x.shape[-2], x.shape[-1]
     with torch.autocast(device_type=x.device.type, enabled=False):

@@ -1,11 +1,5 @@
-"""Input checks, cosine Gram matrices and the matrices whose spectrum is read.
-
-Notation (docs/theory.md §1): ``Z`` holds n vectors as rows (``n x d``); ``G(Z) = Ẑ Ẑᵀ`` with ``Ẑ``
-the rows L2-normalised, so ``diag(G) = 1``. The non-zero spectrum of ``G`` can be read from the
-``n x n`` Gram (route "gram"), from the ``d x d`` dual ``ẐᵀẐ`` ("dual"), and that of ``G(A) ⊙ G(B)``
-from the row-wise Kronecker product ``â_i ⊗ b̂_i`` (docs/theory.md §6). Row normalisation
-(:func:`unit_rows`) and the route choice live in :mod:`hf_infonc.info._kernels` and are re-exported
-here. Pure torch.
+"""Input checks, cosine Gram matrices ``G(Z) = Ẑ Ẑᵀ`` and the matrices whose spectrum is read: the Gram,
+its dual ``ẐᵀẐ`` or a row-wise Kronecker product (the routes of docs/theory.md §6). Pure torch.
 """
 
 from __future__ import annotations
@@ -14,32 +8,39 @@ import math
 
 import torch
 
-from hf_infonc.info._kernels import (
-    ROUTES, ZERO_ROW_TOL, Route, UnitRows, pick_route, unit_rows, unit_rows_backward, wider,
-)
+from hf_infonc.info._kernels import pick_route, unit_rows, wider
 
 __all__ = [
-    "ROUTES", "ZERO_ROW_TOL", "Route", "UnitRows", "check_class_labels", "check_count", "check_gram",
-    "check_label_tensor", "check_matrix", "check_options", "check_tensor", "cosine_gram", "normalize_rows",
-    "pick_route", "psd_from_rows", "row_kronecker", "scaled_gram", "spectrum_dtype", "unit_rows", "unit_rows_backward",
+    "check_choice", "check_count", "check_gram", "check_label_tensor", "check_options",
+    "check_tensor", "cosine_gram", "normalize_rows", "pick_route", "psd_from_rows", "row_kronecker", "scaled_gram",
+    "spectrum_dtype", "unit_rows",
 ]
 
 
-def check_tensor(x: object, name: str, *, min_dim: int = 2) -> torch.Tensor:
-    """Validate an input of the info functions and return it unchanged: ``TypeError`` for a non-tensor
-    or a non-floating dtype, ``ValueError`` for too few dimensions, an empty tensor or NaN / inf values;
-    every message names the argument, what was expected and how to fix it.
-    """
+def check_tensor(
+    x: object, name: str, *, min_dim: int = 2, shape: tuple[int | None, ...] | None = None, finite: bool = True
+) -> torch.Tensor:
+    """Validate an input and return it unchanged: ``TypeError`` for a non-tensor or a non-floating dtype,
+    ``ValueError`` for a wrong shape or (``finite``) NaN / inf values. The shape: ``shape`` exactly (``None``
+    any size, empty allowed), else at least ``min_dim`` dimensions and not empty."""
+    sizes = [str(s) if s is not None else ("n" if i == 0 else "d") for i, s in enumerate(shape or ())]
+    want = "(..., n, d)" if shape is None else f"({', '.join(sizes)})"
     if not isinstance(x, torch.Tensor):
         raise TypeError(
-            f"`{name}` must be a torch.Tensor of shape (..., n, d), got {type(x).__name__}. "
+            f"`{name}` must be a torch.Tensor of shape {want}, got {type(x).__name__}. "
             f"Convert it first, e.g. torch.as_tensor({name}, dtype=torch.float64)."
         )
-    if not (x.is_floating_point()):
+    if not x.is_floating_point():
         raise TypeError(
             f"`{name}` has dtype {x.dtype}, but a floating-point tensor is expected "
             f"(float16, bfloat16, float32 or float64). Use {name}.double() or {name}.float()."
         )
+    if shape is not None:
+        if x.dim() != len(shape) or any(s is not None and s != t for s, t in zip(shape, x.shape)):
+            raise ValueError(f"`{name}` has shape {tuple(x.shape)}, expected {want}.")
+        if finite and x.numel() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"`{name}` contains NaN or inf values; the measures need finite inputs.")
+        return x
     if x.dim() < min_dim:
         raise ValueError(
             f"`{name}` has shape {tuple(x.shape)}, but at least {min_dim} dimensions are expected: "
@@ -47,14 +48,11 @@ def check_tensor(x: object, name: str, *, min_dim: int = 2) -> torch.Tensor:
             f"For a single vector use {name}.unsqueeze(0)."
         )
     if x.numel() == 0:
-        raise ValueError(
-            f"`{name}` is empty (shape {tuple(x.shape)}); at least one row and one column are needed."
-        )
+        raise ValueError(f"`{name}` is empty (shape {tuple(x.shape)}); at least one row and one column are needed.")
     if not math.isfinite(float(x.detach().abs().amax())):  # max propagates NaN: one pass, one host read
-        n_bad = int((~torch.isfinite(x)).sum())
         raise ValueError(
-            f"`{name}` contains {n_bad} NaN or inf value(s); matrix entropies need finite inputs. "
-            f"Check the model outputs (e.g. an fp16 overflow) before computing the measure."
+            f"`{name}` contains {int((~torch.isfinite(x)).sum())} NaN or inf value(s); matrix entropies need "
+            f"finite inputs. Check the model outputs (e.g. an fp16 overflow) before computing the measure."
         )
     return x
 
@@ -78,43 +76,32 @@ def check_gram(k: torch.Tensor, name: str) -> torch.Tensor:
     return k
 
 
-def check_count(value: object, name: str, minimum: int) -> int:
-    """An ``int`` (not a ``bool``) ≥ ``minimum``."""
+def check_count(value: object, name: str, minimum: int, reason: str = "") -> int:
+    """An ``int`` (not a ``bool``) ≥ ``minimum``; ``reason`` ends the message."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}.")
     if value < minimum:
-        raise ValueError(f"{name}={value} must be ≥ {minimum}.")
+        raise ValueError(f"{name}={value} must be ≥ {minimum}{reason}.")
     return value
 
 
-def check_matrix(x: object, name: str, shape: tuple[int | None, ...]) -> torch.Tensor:
-    """A finite floating tensor with the given shape (``None`` = any size)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}; use torch.as_tensor({name}).")
-    if not x.is_floating_point():
-        raise TypeError(f"`{name}` has dtype {x.dtype}; a floating-point tensor is expected.")
-    if x.dim() != len(shape) or any(s is not None and s != t for s, t in zip(shape, x.shape)):
-        want = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ")"
-        raise ValueError(f"`{name}` has shape {tuple(x.shape)}, expected {want}.")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"`{name}` contains NaN or inf values; the measures need finite inputs.")
-    return x
+def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``choices``, else a ``ValueError`` that lists them."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} must be one of {choices}.")
+    return value  # type: ignore[return-value]
 
 
-def check_label_tensor(labels: object, n: int) -> None:
-    """Type, dtype and shape of class labels: an integer tensor ``(n,)`` (no host sync)."""
+def check_label_tensor(labels: object, n: int, num_classes: int | None = None) -> torch.Tensor:
+    """Class labels: an integer tensor ``(n,)`` (no host sync), in ``0..num_classes-1`` when ``num_classes``
+    is given (one host read of their range)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"`labels` must be a torch.Tensor of class indices, got {type(labels).__name__}.")
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
         raise TypeError(f"`labels` has dtype {labels.dtype}; integer class indices 0..C-1 are expected: labels.long().")
     if labels.dim() != 1 or labels.shape[0] != n:
         raise ValueError(f"`labels` has shape {tuple(labels.shape)}, expected ({n},): one class index per feature row.")
-
-
-def check_class_labels(labels: object, n: int, num_classes: int) -> torch.Tensor:
-    """Integer class indices ``(n,)`` in ``0..num_classes-1`` (one host read of their range)."""
-    check_label_tensor(labels, n)
-    if n:
+    if num_classes is not None and n:
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(
@@ -137,8 +124,7 @@ def check_options(is_gram: bool, center: bool, route: str, what: str) -> None:
 
 
 def spectrum_dtype(dtype: torch.dtype | None) -> torch.dtype:
-    """The dtype the spectra are computed in: float64 (``None``) or float32; eigen-solvers never
-    run in half precision (docs/theory.md §1), so anything else is refused."""
+    """The dtype of the spectra: float64 (``None``) or float32, never half precision."""
     if dtype is None:
         return torch.float64
     if dtype not in (torch.float32, torch.float64):
@@ -151,15 +137,13 @@ def spectrum_dtype(dtype: torch.dtype | None) -> torch.dtype:
 
 def normalize_rows(z: torch.Tensor, *, center: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The rows of :func:`unit_rows`: L2-normalised, out of place, in ``dtype`` (default ``z``'s), zero rows
-    as exact zeros with a zero gradient; ``center=True`` subtracts the mean row first.
-    """
+    as exact zeros with a zero gradient; ``center=True`` subtracts the mean row first."""
     return unit_rows(z, center=center, dtype=dtype).rows
 
 
 def scaled_gram(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A (batched) Gram matrix symmetrised, divided by its largest |entry| (detached, per matrix) and cast
-    to ``dtype``: the trace-normalised entropies do not change, and Grams at 1e300 stay finite.
-    """
+    to ``dtype``: the trace-normalised entropies do not change, and Grams at 1e300 stay finite."""
     x = k.to(wider(k.dtype, dtype))
     biggest = torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=(-2, -1), keepdim=True)
     x = x / biggest.masked_fill(biggest == 0, 1.0)
@@ -167,27 +151,17 @@ def scaled_gram(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def cosine_gram(z: torch.Tensor, *, center: bool = False) -> torch.Tensor:
-    """Cosine Gram matrix ``G(Z) = Ẑ Ẑᵀ`` of the rows of ``z`` (docs/theory.md §1).
-
-    Args:
-        z: features ``(..., n, d)``, samples as rows.
-        center: subtract the mean row before normalising (off by default, as in the paper).
-
-    Returns:
-        ``(..., n, n)`` in the dtype of ``z``, unit diagonal (zero for zero rows).
-    """
+    """Cosine Gram matrix ``G(Z) = Ẑ Ẑᵀ`` of the rows of ``z`` ``(..., n, d)`` (docs/theory.md §1): ``(..., n, n)``
+    in ``z``'s dtype, unit diagonal (zero for zero rows). ``center``: subtract the mean row before normalising
+    (off by default, as in the paper)."""
     check_tensor(z, "z")
     zn = normalize_rows(z, center=center)
     return zn @ zn.transpose(-1, -2)
 
 
 def psd_from_rows(zn: torch.Tensor, route: str) -> torch.Tensor:
-    """The PSD matrix whose spectrum is read: ``Ẑ Ẑᵀ`` (route "gram") or ``Ẑᵀ Ẑ`` ("dual")."""
-    if route == "gram":
-        return zn @ zn.transpose(-1, -2)
-    if route == "dual":
-        return zn.transpose(-1, -2) @ zn
-    raise ValueError(f"route={route!r} must be resolved to 'gram' or 'dual' first.")
+    """The PSD matrix whose spectrum is read: ``Ẑ Ẑᵀ`` (route "gram") or ``Ẑᵀ Ẑ`` ("dual", a resolved route)."""
+    return zn @ zn.transpose(-1, -2) if route == "gram" else zn.transpose(-1, -2) @ zn
 
 
 def row_kronecker(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,8 @@
 """Neural-collapse measures NC1 to NC4 (Papyan, Han & Donoho 2020) from class statistics (docs/theory.md §5).
 
-``M``: the ``C x d`` centred class means, ``W``: the ``C x d`` head. NC1 uses the SVD of ``M``
-truncated to rank ``min(C−1, d)`` (Papyan et al.'s ``svds(Σ_B, k=C−1)``); NC2 is rhubarbwu/neural-collapse's
-``simplex_etf_error``. **[choice]** ``μ_G`` is the mean of the class means (``global_mean="class"``,
-default) or the sample-weighted mean (``"sample"``). Float64, scale-invariant (docs/theory.md §6),
-inputs never modified.
+``M``: the ``C x d`` centred class means, ``W``: the ``C x d`` head. NC1 truncates ``Σ_B⁺`` to rank
+``min(C−1, d)`` (Papyan et al.'s ``svds(Σ_B, k=C−1)``); NC2 is rhubarbwu/neural-collapse's ``simplex_etf_error``.
+Float64, scale-invariant (docs/theory.md §6), inputs never modified.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from hf_infonc.info.gram import normalize_rows
+from hf_infonc.info.gram import check_choice, check_tensor, normalize_rows
 from hf_infonc.info.ranges import clamp_float, roundoff_slack
 
 GlobalMean = Literal["class", "sample"]
@@ -52,19 +50,16 @@ def _unit_frobenius(x: torch.Tensor) -> torch.Tensor | None:
     return scaled / torch.linalg.matrix_norm(scaled)
 
 
-def _as_float64(x: torch.Tensor, name: str, ndim: int) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}.")
-    if x.dim() != ndim:
-        raise ValueError(f"`{name}` has shape {tuple(x.shape)}, expected {ndim} dimensions.")
-    return x.detach().to(torch.float64)
+def _as_float64(x: torch.Tensor, name: str) -> torch.Tensor:
+    """A float64 copy of the checked matrix ``x``."""
+    return check_tensor(x, name, shape=(None, None)).detach().to(torch.float64)
 
 
 def global_mean(means: torch.Tensor, counts: torch.Tensor, how: GlobalMean = "class") -> torch.Tensor:
-    """``μ_G`` from the class means ``(C, d)`` and counts ``(C,)``: their plain mean (``"class"``) or weighted."""
-    if how not in GLOBAL_MEANS:
-        raise ValueError(f"global_mean={how!r} must be one of {GLOBAL_MEANS}.")
-    means = _as_float64(means, "means", 2)
+    """``μ_G`` from the class means ``(C, d)`` and counts ``(C,)``: **[choice]** their plain mean (``"class"``,
+    the default) or the sample-weighted mean (``"sample"``)."""
+    check_choice(how, "global_mean", GLOBAL_MEANS)
+    means = _as_float64(means, "means")
     if how == "class":
         return means.mean(dim=0)
     weights = counts.to(torch.float64)
@@ -75,8 +70,8 @@ def within_class_covariance(counts: torch.Tensor, sums: torch.Tensor, second_mom
     """Symmetric ``Σ_W = (Σ_i h_i h_iᵀ − Σ_c s_c s_cᵀ / n_c) / N`` from the counts ``(C,)``, class sums
     ``s_c`` ``(C, d)`` and ``second_moment`` ``(d, d)`` (float64; empty classes contribute 0)."""
     counts = counts.to(torch.float64)
-    sums = _as_float64(sums, "sums", 2)
-    second_moment = _as_float64(second_moment, "second_moment", 2)
+    sums = _as_float64(sums, "sums")
+    second_moment = _as_float64(second_moment, "second_moment")
     total = counts.sum()
     if total <= 0:
         raise ValueError("within_class_covariance needs at least one sample (all counts are 0).")
@@ -90,8 +85,8 @@ def within_class_covariance(counts: torch.Tensor, sums: torch.Tensor, second_mom
 def nc1(sigma_w: torch.Tensor, centred_means: torch.Tensor) -> float:
     """NC1 ``= tr(Σ_W Σ_B⁺) / C = Σ_{j≤r} v_jᵀ Σ_W v_j / s_j²`` (SVD ``M = U S Vᵀ``, ``r = min(C−1, d)``,
     directions with ``s_j ≤ s_1·max(C, d)·eps`` dropped with a warning); NaN with a warning when ``M = 0``."""
-    sigma_w = _as_float64(sigma_w, "sigma_w", 2)
-    m = _as_float64(centred_means, "centred_means", 2)
+    sigma_w = _as_float64(sigma_w, "sigma_w")
+    m = _as_float64(centred_means, "centred_means")
     c, d = m.shape
     if sigma_w.shape != (d, d):
         raise ValueError(f"sigma_w has shape {tuple(sigma_w.shape)}, expected ({d}, {d}) to match the means.")
@@ -118,33 +113,22 @@ def nc1(sigma_w: torch.Tensor, centred_means: torch.Tensor) -> float:
     return value * (w_scale / m_scale) / m_scale  # the scales, in an order that overflows only if NC1 does
 
 
-def between_class_covariance(centred_means: torch.Tensor) -> torch.Tensor:
-    """``Σ_B = MᵀM / C`` for the ``C x d`` centred class means ``M``."""
-    m = _as_float64(centred_means, "centred_means", 2)
-    return m.T @ m / m.shape[0]
-
-
-def etf_gram(num_classes: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """``E = I − 11ᵀ/C``: the Gram of a simplex ETF up to the scale ``C/(C−1)``."""
-    return torch.eye(num_classes, dtype=dtype) - 1.0 / num_classes
-
-
 def nc2(centred_means: torch.Tensor) -> float:
     """NC2 ``= ‖ MMᵀ/‖MMᵀ‖_F − E/‖E‖_F ‖_F`` with ``E = I − 11ᵀ/C`` (0 at a simplex ETF); NaN with a warning
     when ``M = 0``."""
-    m = _as_float64(centred_means, "centred_means", 2)
+    m = _as_float64(centred_means, "centred_means")
     unit = _unit_frobenius(m)  # MMᵀ/‖MMᵀ‖_F does not depend on the scale of M (and ‖unit unitᵀ‖_F ≥ 1/√C)
     if unit is None:
         warnings.warn("NC2 is undefined: all class means coincide; returning NaN.", RuntimeWarning, stacklevel=2)
         return float("nan")
     gram = unit @ unit.T
-    e = etf_gram(m.shape[0])
+    e = torch.eye(m.shape[0], dtype=torch.float64) - 1.0 / m.shape[0]  # a simplex ETF's Gram, up to scale
     return float(torch.linalg.matrix_norm(gram / torch.linalg.matrix_norm(gram) - e / torch.linalg.matrix_norm(e)))
 
 
 def nc2_equinorm(centred_means: torch.Tensor) -> float:
     """``std_c ‖μ_c − μ_G‖ / mean_c ‖μ_c − μ_G‖`` (population std; 0 when the norms are equal)."""
-    unit = _unit_frobenius(_as_float64(centred_means, "centred_means", 2))  # the ratio does not depend on the scale
+    unit = _unit_frobenius(_as_float64(centred_means, "centred_means"))  # the ratio does not depend on the scale
     if unit is None:
         return float("nan")
     norms = torch.linalg.vector_norm(unit, dim=1)  # not all 0: ‖unit‖_F = 1
@@ -153,7 +137,7 @@ def nc2_equinorm(centred_means: torch.Tensor) -> float:
 
 def nc2_equiangular(centred_means: torch.Tensor) -> float:
     """``mean_{c≠c'} |cos(μ_c − μ_G, μ_c' − μ_G) + 1/(C−1)|`` (0 at a simplex ETF)."""
-    m = _as_float64(centred_means, "centred_means", 2)
+    m = _as_float64(centred_means, "centred_means")
     c = m.shape[0]
     unit = normalize_rows(m)  # a zero row (a class mean at the global mean) has cosine 0 with the others
     cos = unit @ unit.T
@@ -163,8 +147,8 @@ def nc2_equiangular(centred_means: torch.Tensor) -> float:
 
 def nc3(head: torch.Tensor, centred_means: torch.Tensor) -> float:
     """NC3 ``= ‖ W/‖W‖_F − M/‖M‖_F ‖_F`` (self-duality of the head rows and centred means)."""
-    w = _as_float64(head, "head", 2)
-    m = _as_float64(centred_means, "centred_means", 2)
+    w = _as_float64(head, "head")
+    m = _as_float64(centred_means, "centred_means")
     if w.shape != m.shape:
         raise ValueError(
             f"head has shape {tuple(w.shape)} but the class means have {tuple(m.shape)}; NC3 needs (C, d) for both."
@@ -209,7 +193,6 @@ def nearest_center_predictions(features: torch.Tensor, centers: torch.Tensor) ->
 
 
 __all__ = [
-    "GLOBAL_MEANS", "SAFE_EXPONENT", "between_class_covariance", "etf_gram", "global_mean", "head_predictions",
-    "ldexp", "nc1", "nc2", "nc2_equiangular", "nc2_equinorm", "nc3", "nearest_center_predictions",
-    "storage_exponent", "within_class_covariance",
+    "GLOBAL_MEANS", "SAFE_EXPONENT", "global_mean", "head_predictions", "ldexp", "nc1", "nc2", "nc2_equiangular",
+    "nc2_equinorm", "nc3", "nearest_center_predictions", "storage_exponent", "within_class_covariance",
 ]

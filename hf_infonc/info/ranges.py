@@ -1,10 +1,7 @@
-"""The ranges of the measures, and the clamp that keeps their round-off inside them.
+"""The ranges of the measures, and the clamp that keeps their round-off inside them (docs/theory.md §6, Clamps).
 
-An entropy lies in ``[0, log k]``, the matrix mutual information in ``[0, min(H(K₁), H(K₂))]``
-(arXiv 2406.03999 §3), MIR and HDR in ``[0, 1]``, NC2 and NC3 in ``[0, 2]``. A reported value that
-lies outside by at most :func:`roundoff_slack` is moved onto the bound, straight-through; a value
-further out is left visible. MIR and HDR built from clamped terms need no clamp; the losses are not
-clamped (docs/theory.md §6). Pure torch.
+A reported value outside its range by at most :func:`roundoff_slack` is moved onto the bound,
+straight-through; a value further out is left visible. The losses are not clamped. Pure torch.
 """
 
 from __future__ import annotations
@@ -13,14 +10,15 @@ import math
 
 import torch
 
+from hf_infonc.info._kernels import EntropyTerms
+
 #: Round-off allowance per unit of spectrum size, in ulps of the compute dtype.
 ROUNDOFF_ULPS = 64
 
 
 def roundoff_slack(dtype: torch.dtype, size: int) -> float:
     """How far outside its range a value computed in ``dtype`` from spectra of at most ``size`` rows may lie
-    by round-off alone: ``ROUNDOFF_ULPS · k · eps · max(1, log k)`` (relative eigenvalue error ``k·eps``, times
-    ``log k``)."""
+    by round-off alone: ``ROUNDOFF_ULPS · k · eps · max(1, log k)``."""
     k = max(int(size), 1)
     return ROUNDOFF_ULPS * k * torch.finfo(dtype).eps * max(1.0, math.log(k))
 
@@ -51,8 +49,8 @@ def clamp_entropy(h: torch.Tensor, rank: int, size: int, dtype: torch.dtype) -> 
     return clamp_to_range(h, 0.0, math.log(max(rank, 1)), roundoff_slack(dtype, size))
 
 
-def clamp_mutual_information(
-    mi: torch.Tensor, h_a: torch.Tensor, h_b: torch.Tensor, size: int, dtype: torch.dtype
-) -> torch.Tensor:
-    """A matrix mutual information of ``size`` samples, clamped to ``[0, min(H(K₁), H(K₂))]``."""
-    return clamp_to_range(mi, 0.0, torch.minimum(h_a, h_b).detach(), roundoff_slack(dtype, size))
+def clamp_mutual_information(terms: EntropyTerms, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """``H(K₁) + H(K₂) − H(K₁ ⊙ K₂)`` of ``size`` samples, computed in ``dtype``, clamped to
+    ``[0, min(H(K₁), H(K₂))]``."""
+    high = torch.minimum(terms.h_a, terms.h_b).detach()
+    return clamp_to_range(terms.mutual_information, 0.0, high, roundoff_slack(dtype, size))

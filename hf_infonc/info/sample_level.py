@@ -1,9 +1,8 @@
 """The paper's sample-level MIR / HDR, averaged over consecutive batches (docs/theory.md §2 item 2).
 
-Batches are summed as float64 statistics (:func:`pair_batch_stats`, so partial sums merge exactly)
-and averaged by :func:`summarize_batch_stats`. A batch whose MIR (or HDR) is 0/0 is, with
-``zero_entropy="skip"`` (default), left out of that ratio's average and counted; with ``"nan"`` it
-makes the average NaN (warning); with ``"zero"`` it counts as 0.
+Batches are summed as float64 statistics (so partial sums merge exactly), then averaged. A batch whose
+MIR (or HDR) is 0/0 is, with ``zero_entropy="skip"`` (default), left out of that ratio's average and
+counted; with ``"nan"`` it makes the average NaN (warning); with ``"zero"`` it counts as 0.
 """
 
 from __future__ import annotations
@@ -14,28 +13,17 @@ from typing import Literal
 
 import torch
 
-from hf_infonc.info.gram import check_count, check_matrix
+from hf_infonc.info.gram import check_choice, check_count, check_tensor
 from hf_infonc.info.mutual import information_measures
 from hf_infonc.info.ranges import clamp_float, roundoff_slack
 
 SampleZeroEntropy = Literal["skip", "nan", "zero"]
 SAMPLE_ZERO_ENTROPY: tuple[str, ...] = ("skip", "nan", "zero")
 
-#: The sample-level entropies are computed for at most this many rows (whole batches) per call,
-#: which bounds the batched Gram / normalisation temporaries.
+#: The sample-level entropies are computed for at most this many rows (whole batches) at a time.
 SAMPLE_GROUP_ROWS = 2048
 
-
-
-def check_zero_entropy(mode: str) -> str:
-    """``mode`` when it is one of :data:`SAMPLE_ZERO_ENTROPY`, else a ``ValueError``."""
-    if mode not in SAMPLE_ZERO_ENTROPY:
-        raise ValueError(f"zero_entropy={mode!r} must be one of {SAMPLE_ZERO_ENTROPY}.")
-    return mode
-
-
-# Layout of the sample-level running sums.
-_S_BATCHES, _S_MIR, _S_MIR_DEF, _S_HDR, _S_HDR_DEF, _S_HA, _S_HB, _S_MI = range(8)
+#: Length of the statistics vector of :func:`pair_batch_stats`.
 N_SAMPLE_STATS = 8
 
 
@@ -47,7 +35,7 @@ def pair_batch_stats(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     terms, mi, mir_value, hdr_value = information_measures(a, b, "masked")  # ratios NaN where 0/0
     sums = [mir_value.nansum(), (~mir_value.isnan()).sum(), hdr_value.nansum(), (~hdr_value.isnan()).sum(),
-            terms.h_a.sum(), terms.h_b.sum(), mi.sum()]  # in the order of the _S_ layout after _S_BATCHES
+            terms.h_a.sum(), terms.h_b.sum(), mi.sum()]
     return torch.stack([torch.full_like(sums[0], a.shape[0]), *sums]).to(torch.float64)
 
 
@@ -56,22 +44,21 @@ def summarize_batch_stats(stats: torch.Tensor, zero_entropy: str = "skip") -> di
     ``feature_entropy`` (``H(K₁)``), ``head_entropy`` (``H(K₂)``), ``num_batches``,
     ``mir_undefined_batches``, ``hdr_undefined_batches``. ``zero_entropy`` as in the module doc.
     """
-    check_zero_entropy(zero_entropy)
-    s = stats.tolist()
-    batches = s[_S_BATCHES]
+    check_choice(zero_entropy, "zero_entropy", SAMPLE_ZERO_ENTROPY)
+    batches, mir_sum, mir_defined, hdr_sum, hdr_defined, h_a, h_b, mi = stats.tolist()
     out: dict[str, float] = {
         "num_batches": int(batches),
-        "mir_undefined_batches": int(batches - s[_S_MIR_DEF]),
-        "hdr_undefined_batches": int(batches - s[_S_HDR_DEF]),
+        "mir_undefined_batches": int(batches - mir_defined),
+        "hdr_undefined_batches": int(batches - hdr_defined),
     }
     if batches == 0:
         return out
-    out["feature_entropy"] = s[_S_HA] / batches
-    out["head_entropy"] = s[_S_HB] / batches
+    out["feature_entropy"] = h_a / batches
+    out["head_entropy"] = h_b / batches
     # each batch's MI is at most its smaller entropy, so the average is too, up to the summation's round-off
     upper = min(out["feature_entropy"], out["head_entropy"])
-    out["mi"] = clamp_float(s[_S_MI] / batches, 0.0, upper, roundoff_slack(torch.float64, int(batches)))
-    for key, total, defined in (("mir", s[_S_MIR], s[_S_MIR_DEF]), ("hdr", s[_S_HDR], s[_S_HDR_DEF])):
+    out["mi"] = clamp_float(mi / batches, 0.0, upper, roundoff_slack(torch.float64, int(batches)))
+    for key, total, defined in (("mir", mir_sum, mir_defined), ("hdr", hdr_sum, hdr_defined)):
         undefined = batches - defined
         if zero_entropy == "zero":
             out[key] = total / batches
@@ -99,27 +86,24 @@ def batched_mir_hdr(
     ``G(features[batch])`` with ``G(head_rows[batch])`` (``W[labels]``, or a second model's features).
     Returns the keys of :func:`summarize_batch_stats`; 0/0 batches follow ``zero_entropy`` (module doc).
     """
-    check_matrix(features, "features", (None, None))
-    n = int(features.shape[0])
-    check_matrix(head_rows, "head_rows", (n, None))
+    check_tensor(features, "features", shape=(None, None))
+    check_tensor(head_rows, "head_rows", shape=(features.shape[0], None))
     batch_size = check_count(batch_size, "batch_size", 1)
-    check_zero_entropy(zero_entropy)
+    check_choice(zero_entropy, "zero_entropy", SAMPLE_ZERO_ENTROPY)
     return summarize_batch_stats(batch_stats(features, head_rows, batch_size, tail=not drop_last), zero_entropy)
 
 
 def batch_stats(a: torch.Tensor, b: torch.Tensor, batch_size: int, *, tail: bool) -> torch.Tensor:
     """:func:`pair_batch_stats` summed over the batches of ``batch_size`` paired rows of ``a`` and ``b``
     (the leftover rows a last batch when ``tail``), about :data:`SAMPLE_GROUP_ROWS` rows at a time."""
+    def group(x: torch.Tensor, rows: slice) -> torch.Tensor:
+        return x[rows].detach().to(torch.float64).reshape(-1, min(batch_size, rows.stop - rows.start), x.shape[1])
+
     stats = torch.zeros(N_SAMPLE_STATS, dtype=torch.float64, device=a.device)
     n = a.shape[0]
     full = (n // batch_size) * batch_size
     step = max(1, SAMPLE_GROUP_ROWS // batch_size) * batch_size
-    for start in range(0, full, step):
-        rows = slice(start, min(full, start + step))
-        stats += pair_batch_stats(
-            a[rows].detach().to(torch.float64).reshape(-1, batch_size, a.shape[1]),
-            b[rows].detach().to(torch.float64).reshape(-1, batch_size, b.shape[1]),
-        )
-    if tail and full < n:
-        stats += pair_batch_stats(a[full:].detach().to(torch.float64)[None], b[full:].detach().to(torch.float64)[None])
+    groups = [slice(start, min(full, start + step)) for start in range(0, full, step)]
+    for rows in groups + ([slice(full, n)] if tail and full < n else []):
+        stats += pair_batch_stats(group(a, rows), group(b, rows))
     return stats

@@ -1,112 +1,201 @@
-"""Dataset-level neural-collapse and matrix-information measures in one streaming pass.
+"""Dataset-level neural-collapse and matrix-information measures in one streaming pass (docs/theory.md §2, §5).
 
-:class:`NeuralCollapseAccumulator` keeps only float64 sums (per-class counts ``n_c`` and sums
-``s_c``, ``S = Σ h hᵀ`` so that ``Σ_W = (S − Σ_c s_c s_cᵀ / n_c) / N``, with a head ``W`` the
-sample-level MIR/HDR statistics of consecutive batches, prediction counts): memory ``O(d² + C·d)``,
-any batch sizes, merge and ``all_reduce`` exact up to the summation order. :meth:`~NeuralCollapseAccumulator.compute`
-returns (docs/theory.md §2 and §5): ``nc1``, ``nc2``, ``nc2_equinorm``, ``nc2_equiangular``,
-``within_class_variance`` (``tr Σ_W``); with a head ``nc3``, ``head_entropy`` ``H(G(W))``,
-``class_mean_entropy`` ``H(G(M))``, ``class_mi`` / ``class_mir`` / ``class_hdr``; with a head at
-construction ``sample_mir``, ``sample_hdr``, ``sample_mi``, ``sample_feature_entropy``,
-``sample_head_entropy``, ``sample_num_batches``, ``sample_mir_undefined_batches``,
-``sample_hdr_undefined_batches``; with predictions ``classifier_accuracy``, ``nc4`` /
+:class:`NeuralCollapseAccumulator` keeps float64 sums only (class counts ``n_c`` and sums ``s_c``, ``S = Σ h hᵀ``,
+so ``Σ_W = (S − Σ_c s_c s_cᵀ / n_c) / N``; with a head the sample-level MIR/HDR statistics; prediction counts):
+memory ``O(d² + C·d)``, any batch sizes, ``merge`` and ``all_reduce`` exact up to the summation order.
+``compute()`` returns ``nc1``, ``nc2``, ``nc2_equinorm``, ``nc2_equiangular``, ``within_class_variance``
+(``tr Σ_W``); with a head ``nc3``, ``head_entropy`` ``H(G(W))``, ``class_mean_entropy`` ``H(G(M))``,
+``class_mi`` / ``class_mir`` / ``class_hdr``; with a head at construction the keys of
+:func:`summarize_batch_stats` prefixed ``sample_``; with predictions ``classifier_accuracy``, ``nc4`` /
 ``ncc_accuracy``; always ``num_samples``, ``num_classes``, ``num_present_classes``, ``num_absent_classes``.
 
 Choices (**[choice]** of docs/theory.md):
 
-* **NC4** needs the class means before any sample is scored. Exact, two passes:
-  :meth:`~NeuralCollapseAccumulator.nearest_center_pass` (after ``all_reduce``) gives a
-  :class:`NearestCenterAgreement` to feed the same data again (:func:`neural_collapse_measures`).
-  One pass: ``centers=`` at construction (e.g. the previous ``class_means()``) counts NC4 against
-  those centres. Running means are never used (the result would depend on the data order).
+* **NC4** needs the class means before any sample is scored. Exact, two passes: ``nearest_center_pass()``
+  (after ``all_reduce``) gives a :class:`NearestCenterAgreement` to feed the same data again
+  (:func:`neural_collapse_measures`). One pass: ``centers=`` at construction (e.g. the previous
+  ``class_means()``). Running means are never used (the result would depend on the data order).
 * **Absent classes** are left out of every measure (with a warning); fewer than 2 present is a
   ``ValueError``; ``class_means()`` has NaN rows for them.
-* **C = 2**: ``H(G(M)) = 0``, so ``class_mir`` is NaN (warning); a sample batch with one class,
-  or with (anti-)parallel head rows, has a 0/0 ratio and follows ``zero_entropy`` ("skip"
-  (default): left out and counted, "nan", "zero"; ``compute`` may change it).
+* **C = 2**: ``H(G(M)) = 0``, so ``class_mir`` is NaN (warning); a sample batch with one class, or with
+  (anti-)parallel head rows, has a 0/0 ratio and follows ``zero_entropy`` ("skip" (default): left out
+  and counted, "nan", "zero"; ``compute`` may change it).
 * **Partial sample batch**: the leftover samples form a last, smaller batch unless ``drop_last``;
   ``merge`` and ``all_reduce`` close each side's first, as a ``DistributedSampler`` shard would.
 
-Numerics (docs/theory.md §6): the sums hold the features divided by a power of two chosen from the
-data, so every measure but ``within_class_variance`` is scale-invariant from 1e-300 to 1e300.
-Inputs are never modified (copied to float64 on ``device``, :data:`UPDATE_CHUNK` rows at a time).
+Numerics (docs/theory.md §6): the sums hold the features divided by a power of two chosen from the data,
+so every measure but ``within_class_variance`` is scale-invariant. Inputs are never modified.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 
 from hf_infonc.info import neural_collapse as nc
-from hf_infonc.info._reduce import all_reduce, check_same_everywhere, distributed_ready, same_optional, signature
-from hf_infonc.info.gram import check_class_labels, check_count, check_matrix
+from hf_infonc.info.collapse import check_num_classes
+from hf_infonc.info.gram import check_choice, check_count, check_label_tensor, check_tensor
 from hf_infonc.info.mutual import information_measures
-from hf_infonc.info.sample_level import (  # noqa: F401  (batched_mir_hdr and the statistics: re-exported)
-    N_SAMPLE_STATS, SAMPLE_ZERO_ENTROPY, SampleZeroEntropy, batch_stats, batched_mir_hdr, check_zero_entropy,
-    pair_batch_stats, summarize_batch_stats,
+from hf_infonc.info.sample_level import (
+    N_SAMPLE_STATS, SAMPLE_ZERO_ENTROPY, SampleZeroEntropy, batch_stats, batched_mir_hdr, pair_batch_stats,
+    summarize_batch_stats,
 )
 
 #: ``update`` processes at most this many rows at a time (bounds the float64 temporaries).
 UPDATE_CHUNK = 8192
+_A = TypeVar("_A", bound="_Accumulator")
 
 
-def _chunks(n: int, size: int = UPDATE_CHUNK):
-    """Consecutive row slices of at most ``size`` rows covering ``0..n``."""
-    return (slice(start, min(n, start + size)) for start in range(0, n, size))
+def _stored(x: object, name: str, shape: tuple[int, ...], device: torch.device, finite: bool = True) -> torch.Tensor:
+    """A float64 copy on ``device`` of the checked input ``x`` (the caller's tensor is never modified)."""
+    return check_tensor(x, name, shape=shape, finite=finite).detach().to(device, torch.float64).clone()
 
 
-def _stored(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A float64 copy of ``x`` on ``device`` (the caller's tensor is never modified)."""
-    return x.detach().to(device, torch.float64).clone()
+def _reduced(vector: torch.Tensor, group: object, op: str = "SUM") -> torch.Tensor:
+    """``vector`` reduced over ``group`` (``op``: "SUM", "MAX" or "MIN"), on ``vector``'s device; the
+    reduction runs on the group's device (CUDA for NCCL, else the CPU)."""
+    import torch.distributed as dist
+
+    nccl = "nccl" in str(dist.get_backend(group)).lower()
+    buf = vector.to(torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"), copy=True)
+    dist.all_reduce(buf, op=getattr(dist.ReduceOp, op), group=group)
+    return buf.to(vector.device)
 
 
-def _head_and_bias(
-    head: torch.Tensor | None, bias: torch.Tensor | None, num_classes: int, dim: int, device: torch.device
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The checked float64 copies of an optional ``(C, d)`` head and ``(C,)`` bias (a bias needs a head)."""
-    if head is not None:
-        head = _stored(check_matrix(head, "head", (num_classes, dim)), device)
-    if bias is not None and head is None:
-        raise ValueError("`bias` was given without `head`; pass both, or pass logits to update().")
-    return head, None if bias is None else _stored(check_matrix(bias, "bias", (num_classes,)), device)
+def _signature(config: tuple) -> torch.Tensor:
+    """A float64 summary of a configuration: numbers as they are, optional tensors as ``[given, Σ x, Σ |x|]``
+    (NaN counted as 0)."""
+    values: list[float] = []
+    for part in config:
+        if part is None or isinstance(part, torch.Tensor):
+            y = torch.zeros(0) if part is None else part.to(torch.float64).nan_to_num(0.0)
+            values += [float(part is not None), float(y.sum()), float(y.abs().sum())]
+        else:
+            values.append(float(part))
+    return torch.tensor(values, dtype=torch.float64)
 
 
-def _predictions(
-    f: torch.Tensor, logits: torch.Tensor | None, head: torch.Tensor | None, bias: torch.Tensor | None
-) -> torch.Tensor | None:
-    """The classifier's predictions for the float64 rows ``f``: from ``logits``, else from the head, else None."""
-    if logits is not None:
-        return logits.argmax(dim=1)
-    return None if head is None else nc.head_predictions(f, head, bias)
+def _same(a: object, b: object) -> bool:
+    """Whether two configuration entries are equal: numbers, ``None`` or tensors (NaN equal to NaN)."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and bool(torch.equal(a.nan_to_num(0.0), b.to(a.device).nan_to_num(0.0)))
+    return type(a) is type(b) and a == b
 
 
-class NearestCenterAgreement:
-    """NC4 ``= (1/N) #{i : argmax_c logits_ic ≠ argmin_c ‖h_i − μ_c‖}`` for *fixed* centres ``μ`` (NaN rows
-    never chosen); predictions from the ``logits`` given to :meth:`update`, else ``argmax(h Wᵀ + b)``. The
-    exact NC4 uses the class means of the same data (:meth:`NeuralCollapseAccumulator.nearest_center_pass`).
+class _Accumulator:
+    """What both accumulators share: C, d, an optional head and bias, the checked reading of a batch in
+    chunks, and the float64 tensors of ``_parts()`` that ``merge`` adds and ``all_reduce`` sums over
+    processes, after every rank has checked that all hold the same ``_config()`` (numbers and optional
+    tensors, named by ``_fields``), so a mismatch raises everywhere instead of hanging."""
 
-    Args:
-        centers: ``(C, d)`` class centres (float, NaN rows allowed).
-        head: optional ``(C, d)`` classifier rows; bias: optional ``(C,)``.
-        device: where the counts live and the distances are computed.
+    _fields = ""
+
+    def _aligned(self, other: _A) -> list[torch.Tensor]:
+        """``other``'s parts, ready to add to this state's (as they are by default)."""
+        return other._parts()
+
+    def _before_all_reduce(self, group: object) -> None:
+        """Bring the state into the form that sums over processes (nothing to do by default)."""
+
+    def _set_classifier(self, head: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+        """The checked float64 copies of an optional ``(C, d)`` head and ``(C,)`` bias (a bias needs a head)."""
+        if bias is not None and head is None:
+            raise ValueError("`bias` was given without `head`; pass both, or pass logits to update().")
+        shape = (self.num_classes, self.dim)
+        self.head = None if head is None else _stored(head, "head", shape, self.device)
+        self.bias = None if bias is None else _stored(bias, "bias", shape[:1], self.device)
+
+    def _batches(
+        self, features: torch.Tensor, labels: torch.Tensor | None, logits: torch.Tensor | None, *,
+        need_labels: bool, need_predictions: bool,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+        """Check a batch, then yield ``(float64 rows, labels or None, predictions or None)`` on the device,
+        :data:`UPDATE_CHUNK` rows at a time; predictions from ``logits``, else from the head."""
+        if self._synced:
+            raise RuntimeError(
+                "update() after all_reduce(): the sums are already global (all processes). "
+                "Call reset() to start a new pass."
+            )
+        check_tensor(features, "features", shape=(None, self.dim))
+        n = int(features.shape[0])
+        if labels is not None or need_labels:
+            check_label_tensor(labels, n, self.num_classes)
+        if logits is not None:
+            check_tensor(logits, "logits", shape=(n, self.num_classes))
+        elif need_predictions and self.head is None:
+            raise ValueError(
+                "NC4 needs the classifier's predictions: pass logits to update(), or give `head` at construction."
+            )
+        for start in range(0, n, UPDATE_CHUNK):
+            rows = slice(start, start + UPDATE_CHUNK)
+            f = features[rows].detach().to(self.device, torch.float64)
+            y = None if labels is None else labels[rows].detach().to(self.device, torch.long)
+            if logits is not None:
+                yield f, y, logits[rows].detach().to(self.device).argmax(dim=1)
+            else:
+                yield f, y, None if self.head is None else nc.head_predictions(f, self.head, self.bias)
+
+    def merge(self: _A, other: _A) -> _A:
+        """Add ``other``'s state into ``self`` (``other`` unchanged; same configuration required; each side's
+        pending partial sample batch is closed first, module doc); returns ``self``."""
+        if not isinstance(other, type(self)):
+            raise TypeError(f"can only merge a {type(self).__name__}, got {type(other).__name__}.")
+        if not all(map(_same, self._config(), other._config())):
+            raise ValueError(f"cannot merge a {type(self).__name__} with different configurations ({self._fields}).")
+        if self._synced or other._synced:
+            raise RuntimeError("cannot merge after all_reduce(): the sums are already global.")
+        theirs = self._aligned(other)
+        for mine, part in zip(self._parts(), theirs):
+            mine += part.to(self.device)
+        return self
+
+    def all_reduce(self: _A, group: object = None) -> _A:
+        """Sum the state over all processes of ``group`` in one float64 all-reduce (every rank calls it once;
+        a no-op without an initialised process group). Returns ``self``."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        if self._synced:
+            raise RuntimeError("all_reduce() was already called; the sums are already global.")
+        config = _signature(self._config())
+        if not torch.equal(_reduced(config, group, "MAX"), _reduced(config, group, "MIN")):
+            raise ValueError(
+                f"all_reduce: the processes disagree on the configuration ({self._fields}). "
+                f"Build the {type(self).__name__} with the same arguments on every rank."
+            )
+        self._before_all_reduce(group)
+        parts = self._parts()
+        packed = _reduced(torch.cat([p.reshape(-1) for p in parts]), group)
+        for p, values in zip(parts, packed.split([p.numel() for p in parts])):
+            p.copy_(values.view_as(p))
+        self._synced = True
+        return self
+
+
+class NearestCenterAgreement(_Accumulator):
+    """NC4 ``= (1/N) #{i : argmax_c logits_ic ≠ argmin_c ‖h_i − μ_c‖}`` for *fixed* centres ``μ``
+    (``(C, d)``, NaN rows never chosen); predictions from the ``logits`` given to :meth:`update`, else
+    ``argmax(h Wᵀ + b)`` from the optional ``head`` ``(C, d)`` and ``bias`` ``(C,)``. ``device``: where
+    the counts live. The exact NC4 uses the class means of the same data (``nearest_center_pass()``).
     """
+
+    _fields = "num_classes, dim, centres, head, bias"
 
     def __init__(
         self, centers: torch.Tensor, *, head: torch.Tensor | None = None, bias: torch.Tensor | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
-        if not isinstance(centers, torch.Tensor) or centers.dim() != 2:
-            raise ValueError("`centers` must be a (C, d) tensor of class centres.")
-        if not centers.is_floating_point():
-            raise TypeError(f"`centers` has dtype {centers.dtype}; a floating-point tensor is expected.")
         self.device = torch.device(device)
-        self.num_classes, self.dim = int(centers.shape[0]), int(centers.shape[1])
-        if not bool(torch.isfinite(centers).all(dim=1).any()):
+        self.centers = _stored(centers, "centers", (None, None), self.device, finite=False)
+        if not bool(torch.isfinite(self.centers).all(dim=1).any()):
             raise ValueError("`centers` has no finite row: at least one class centre is needed.")
-        self.centers = _stored(centers, self.device)
-        self.head, self.bias = _head_and_bias(head, bias, self.num_classes, self.dim, self.device)
+        self.num_classes, self.dim = self.centers.shape
+        self._set_classifier(head, bias)
         self.reset()
 
     def reset(self) -> None:
@@ -114,27 +203,19 @@ class NearestCenterAgreement:
         self.stats = torch.zeros(4, dtype=torch.float64, device=self.device)
         self._synced = False
 
+    def _config(self) -> tuple:
+        return (self.num_classes, self.dim, self.centers, self.head, self.bias)
+
+    def _parts(self) -> list[torch.Tensor]:
+        return [self.stats]
+
     def update(
         self, features: torch.Tensor, labels: torch.Tensor | None = None, logits: torch.Tensor | None = None,
     ) -> None:
         """Score one batch: ``features`` ``(n, d)``; optional ``labels`` ``(n,)`` (for ``ncc_accuracy``)
         and ``logits`` ``(n, C)`` (else the head gives the predictions)."""
-        if self._synced:
-            raise RuntimeError("update() after all_reduce(): the counts are already global; call reset() first.")
-        check_matrix(features, "features", (None, self.dim))
-        n = features.shape[0]
-        if labels is not None:
-            check_class_labels(labels, n, self.num_classes)
-        if logits is not None:
-            check_matrix(logits, "logits", (n, self.num_classes))
-        elif self.head is None:
-            raise ValueError(
-                "NC4 needs the classifier's predictions: pass logits to update(), or give `head` at construction."
-            )
-        for rows in _chunks(n):
-            f = features[rows].detach().to(self.device, torch.float64)
-            lg = None if logits is None else logits[rows].detach().to(self.device)
-            self._score(f, _predictions(f, lg, self.head, self.bias), None if labels is None else labels[rows])
+        for f, y, pred in self._batches(features, labels, logits, need_labels=False, need_predictions=True):
+            self._score(f, pred, y)  # type: ignore[arg-type]
 
     def _score(self, f: torch.Tensor, pred: torch.Tensor, y: torch.Tensor | None) -> None:
         """Count one chunk: float64 rows ``f``, the classifier's predictions, optional labels."""
@@ -143,29 +224,7 @@ class NearestCenterAgreement:
         self.stats[1] += float((pred != ncc).sum())
         if y is not None:
             self.stats[2] += f.shape[0]
-            self.stats[3] += float((ncc == y.to(self.device)).sum())
-
-    def merge(self, other: "NearestCenterAgreement") -> "NearestCenterAgreement":
-        """Add ``other``'s counts (same centres and head required); returns ``self``."""
-        if not isinstance(other, NearestCenterAgreement):
-            raise TypeError(f"can only merge a NearestCenterAgreement, got {type(other).__name__}.")
-        pairs = ((self.centers, other.centers), (self.head, other.head), (self.bias, other.bias))
-        if not all(same_optional(mine, theirs) for mine, theirs in pairs):
-            raise ValueError("cannot merge NC4 counts made against different centres or heads.")
-        self.stats += other.stats.to(self.device)
-        return self
-
-    def all_reduce(self, group: object = None) -> "NearestCenterAgreement":
-        """Sum the counts over all processes (no-op without an initialised process group)."""
-        if not distributed_ready():
-            return self
-        if self._synced:
-            raise RuntimeError("all_reduce() was already called; the counts are global.")
-        config = signature(self.num_classes, self.dim, self.centers, self.head, self.bias)
-        check_same_everywhere(config, "NC4 centres", group)
-        self.stats = all_reduce(self.stats, group)
-        self._synced = True
-        return self
+            self.stats[3] += float((ncc == y).sum())
 
     def compute(self) -> dict[str, float]:
         """``{"nc4", "nc4_num_samples"}`` plus ``"ncc_accuracy"`` when labels were given."""
@@ -179,11 +238,9 @@ class NearestCenterAgreement:
         return out
 
 
-class NeuralCollapseAccumulator:
-    """One-pass, mergeable, all-reducible float64 sums for NC1–NC4 and matrix-information measures.
-
-    See the module documentation for the returned keys, the formulas and the choices (NC4, absent
-    classes, C = 2, ``zero_entropy``).
+class NeuralCollapseAccumulator(_Accumulator):
+    """One-pass, mergeable, all-reducible float64 sums for NC1–NC4 and matrix-information measures (keys,
+    formulas and choices: module doc; usage: docs/metrics.md).
 
     Args:
         num_classes: C ≥ 2.
@@ -197,32 +254,27 @@ class NeuralCollapseAccumulator:
         drop_last: drop the final partial sample batch instead of using it.
         global_mean: "class" (mean of the class means, default) or "sample" (sample-weighted).
         device: where the sums live and the arithmetic runs (the inputs are copied there).
-
-    Usage: docs/metrics.md.
     """
+
+    _fields = "num_classes, dim, sample_batch_size, drop_last, head, bias, centers"
 
     def __init__(
         self, num_classes: int, dim: int, *, head: torch.Tensor | None = None, bias: torch.Tensor | None = None,
         centers: torch.Tensor | None = None, sample_batch_size: int = 64, zero_entropy: SampleZeroEntropy = "skip",
         drop_last: bool = False, global_mean: nc.GlobalMean = "class", device: torch.device | str = "cpu",
     ) -> None:
-        self.num_classes = check_count(num_classes, "num_classes", 2)
+        self.num_classes = check_num_classes(num_classes)
         self.dim = check_count(dim, "dim", 1)
         self.sample_batch_size = check_count(sample_batch_size, "sample_batch_size", 1)
-        self.zero_entropy = check_zero_entropy(zero_entropy)
-        if global_mean not in nc.GLOBAL_MEANS:
-            raise ValueError(f"global_mean={global_mean!r} must be one of {nc.GLOBAL_MEANS}.")
+        self.zero_entropy = check_choice(zero_entropy, "zero_entropy", SAMPLE_ZERO_ENTROPY)
+        self.global_mean = check_choice(global_mean, "global_mean", nc.GLOBAL_MEANS)
         self.drop_last = bool(drop_last)
-        self.global_mean = global_mean
         self.device = torch.device(device)
-        self.head, self.bias = _head_and_bias(head, bias, self.num_classes, self.dim, self.device)
+        self._set_classifier(head, bias)
+        self.ncc: NearestCenterAgreement | None = None
         if centers is not None:
-            shape = (self.num_classes, self.dim)
-            valid = isinstance(centers, torch.Tensor) and centers.is_floating_point()
-            if not valid or tuple(centers.shape) != shape:
-                raise ValueError(f"`centers` must be a floating tensor of shape {shape}.")  # NaN rows allowed
-            centers = _stored(centers, self.device)
-        self._centers = centers
+            check_tensor(centers, "centers", shape=(num_classes, dim), finite=False)  # NaN rows allowed
+            self.ncc = NearestCenterAgreement(centers, head=self.head, bias=self.bias, device=self.device)
         self.reset()
 
     def reset(self) -> None:
@@ -236,9 +288,18 @@ class NeuralCollapseAccumulator:
         self._exponent: int | None = None  # sums and second_moment hold the values / 2^exponent (None: no data yet)
         self._buffer_features = torch.zeros(0, d, dtype=torch.float64, device=dev)
         self._buffer_labels = torch.zeros(0, dtype=torch.long, device=dev)
-        centers, head, bias = self._centers, self.head, self.bias
-        self.ncc = None if centers is None else NearestCenterAgreement(centers, head=head, bias=bias, device=dev)
+        if self.ncc is not None:
+            self.ncc.reset()
         self._synced = False
+
+    def _config(self) -> tuple:
+        centers = None if self.ncc is None else self.ncc.centers
+        return (self.num_classes, self.dim, self.sample_batch_size, float(self.drop_last), self.head, self.bias,
+                centers)
+
+    def _parts(self) -> list[torch.Tensor]:
+        parts = [self.counts, self.sums, self.second_moment, self.sample_stats, self.prediction_stats]
+        return parts + ([] if self.ncc is None else self.ncc._parts())
 
     @property
     def num_samples(self) -> int:
@@ -261,30 +322,9 @@ class NeuralCollapseAccumulator:
         self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None,
     ) -> None:
         """Add a batch: ``features`` ``(n, d)``, integer ``labels`` ``(n,)`` in ``0..C-1``, optional
-        ``logits`` ``(n, C)`` (classifier predictions for ``classifier_accuracy`` and NC4).
-
-        The inputs are not modified (they are copied to float64 chunk by chunk).
-        """
-        if self._synced:
-            raise RuntimeError(
-                "update() after all_reduce(): the sums are already global (all processes). "
-                "Call reset() to start a new pass."
-            )
-        check_matrix(features, "features", (None, self.dim))
-        n = int(features.shape[0])
-        check_class_labels(labels, n, self.num_classes)
-        if logits is not None:
-            check_matrix(logits, "logits", (n, self.num_classes))
-        elif self.ncc is not None and self.head is None:
-            raise ValueError(
-                "NC4 against the given `centers` needs the classifier's predictions: pass logits to update(), "
-                "or give `head` at construction."
-            )
-        for rows in _chunks(n):
-            f = features[rows].detach().to(self.device, torch.float64)
-            y = labels[rows].detach().to(self.device, torch.long)
-            lg = None if logits is None else logits[rows].detach().to(self.device)
-            pred = _predictions(f, lg, self.head, self.bias)
+        ``logits`` ``(n, C)`` (classifier predictions for ``classifier_accuracy`` and NC4)."""
+        need_predictions = self.ncc is not None
+        for f, y, pred in self._batches(features, labels, logits, need_labels=True, need_predictions=need_predictions):
             self.counts += torch.bincount(y, minlength=self.num_classes).to(torch.float64)
             stored = self._to_storage(f)
             self.sums.index_add_(0, y, stored)
@@ -293,9 +333,9 @@ class NeuralCollapseAccumulator:
                 self.prediction_stats[0] += f.shape[0]
                 self.prediction_stats[1] += float((pred == y).sum())
             if self.ncc is not None:
-                self.ncc._score(f, pred, y)  # type: ignore[arg-type]  (update() checked there are predictions)
+                self.ncc._score(f, pred, y)  # type: ignore[arg-type]  (_batches checked there are predictions)
             if self.head is not None:
-                self._update_sample_level(f, y)
+                self._update_sample_level(f, y)  # type: ignore[arg-type]
 
     def _to_storage(self, f: torch.Tensor) -> torch.Tensor:
         """``f / 2^exponent`` for the sums (:func:`~.neural_collapse.storage_exponent`, exact); a batch that
@@ -336,72 +376,34 @@ class NeuralCollapseAccumulator:
         self._buffer_features = self._buffer_features[:0]
         self._buffer_labels = self._buffer_labels[:0]
 
-    def _config(self) -> tuple:
-        return (self.num_classes, self.dim, self.sample_batch_size, float(self.drop_last), self.head, self.bias,
-                self._centers)
-
-    def merge(self, other: "NeuralCollapseAccumulator") -> "NeuralCollapseAccumulator":
-        """Add ``other``'s sums into ``self`` (``other`` unchanged; same configuration required); returns
-        ``self``. Each side's pending partial sample batch is closed first (module doc)."""
-        if not isinstance(other, NeuralCollapseAccumulator):
-            raise TypeError(f"can only merge a NeuralCollapseAccumulator, got {type(other).__name__}.")
-        mine, theirs = self._config(), other._config()
-        if mine[:4] != theirs[:4] or not all(same_optional(a, b) for a, b in zip(mine[4:], theirs[4:])):
-            raise ValueError(
-                "cannot merge accumulators with different configurations (num_classes, dim, head, bias, "
-                "centers, sample_batch_size, drop_last)."
-            )
-        if self._synced or other._synced:
-            raise RuntimeError("cannot merge after all_reduce(): the sums are already global.")
+    def _aligned(self, other: NeuralCollapseAccumulator) -> list[torch.Tensor]:
+        """``other``'s parts in the storage scale both now share, its pending partial batch included."""
         self._close_partial_batch()
         self._rescale(max((e for e in (self._exponent, other._exponent) if e is not None), default=None))
         shift = 0 if other._exponent is None else other._exponent - (self._exponent or 0)
-        self.counts += other.counts.to(self.device)
-        self.sums += nc.ldexp(other.sums.to(self.device), shift)
-        self.second_moment += nc.ldexp(other.second_moment.to(self.device), 2 * shift)
-        self.sample_stats += other.sample_stats.to(self.device) + other._tail_stats().to(self.device)
-        self.prediction_stats += other.prediction_stats.to(self.device)
-        if self.ncc is not None and other.ncc is not None:
-            self.ncc.merge(other.ncc)
-        return self
+        counts, sums, second_moment, sample_stats, *rest = other._parts()
+        sample_stats = sample_stats + other._tail_stats()
+        return [counts, nc.ldexp(sums, shift), nc.ldexp(second_moment, 2 * shift), sample_stats, *rest]
 
-    def all_reduce(self, group: object = None) -> "NeuralCollapseAccumulator":
-        """Sum the state over all processes of ``group`` (every rank calls it once; no-op without a process
-        group): pending partial sample batches are closed, then one float64 all-reduce. Returns ``self``."""
-        if not distributed_ready():
-            return self
-        if self._synced:
-            raise RuntimeError("all_reduce() was already called; the sums are already global.")
-        check_same_everywhere(signature(*self._config()), "accumulator configuration", group)
+    def _before_all_reduce(self, group: object) -> None:
+        """Close the pending partial sample batch, and give every rank one storage scale (the largest)."""
         self._close_partial_batch()
-        # one storage scale on every rank (the largest), then the sums add up exactly as before
         exponent = torch.tensor([-math.inf if self._exponent is None else float(self._exponent)], dtype=torch.float64)
-        exponent = all_reduce(exponent, group, "MAX")
+        exponent = _reduced(exponent, group, "MAX")
         self._rescale(None if math.isinf(float(exponent)) else int(exponent))
-        parts = [self.counts, self.sums, self.second_moment, self.sample_stats, self.prediction_stats]
         if self.ncc is not None:
-            parts.append(self.ncc.stats)
-        packed = all_reduce(torch.cat([p.reshape(-1) for p in parts]), group)
-        for p, values in zip(parts, packed.split([p.numel() for p in parts])):
-            p.copy_(values.view_as(p))
-        self._synced = True
-        if self.ncc is not None:
-            self.ncc._synced = True
-        return self
+            self.ncc._synced = True  # its counts are summed with these sums
 
     def compute(
         self, head: torch.Tensor | None = None, *, zero_entropy: SampleZeroEntropy | None = None,
     ) -> dict[str, float]:
-        """All the measures (keys in the module doc); the state is unchanged. ``ValueError`` when fewer than 2
-        classes have samples.
-
-        Args:
-            head: ``(C, d)`` head rows for NC3 and the class-level MIR/HDR (default: the one given at
-                construction, which the sample-level measures always use).
-            zero_entropy: override the sample-level ``zero_entropy`` mode.
-        """
-        mode = check_zero_entropy(self.zero_entropy if zero_entropy is None else zero_entropy)
-        w_full = self.head if head is None else _head_and_bias(head, None, self.num_classes, self.dim, self.device)[0]
+        """All the measures (keys in the module doc), the state unchanged; ``ValueError`` when fewer than 2
+        classes have samples. ``head``: ``(C, d)`` rows for NC3 and the class-level MIR/HDR (default: the one
+        given at construction, which the sample-level measures always use); ``zero_entropy``: overrides the
+        sample-level mode."""
+        mode = check_choice(self.zero_entropy if zero_entropy is None else zero_entropy, "zero_entropy",
+                            SAMPLE_ZERO_ENTROPY)
+        w_full = self.head if head is None else _stored(head, "head", (self.num_classes, self.dim), self.device)
         present = self.counts > 0
         n_present = int(present.sum())
         if n_present < 2:
@@ -466,7 +468,7 @@ def neural_collapse_measures(
     ``num_classes`` defaults to ``head.shape[0]``, else ``labels.max() + 1``; other keyword arguments
     go to :class:`NeuralCollapseAccumulator`. Inputs are read ``chunk_size`` rows at a time, in order.
     """
-    check_matrix(features, "features", (None, None))
+    check_tensor(features, "features", shape=(None, None))
     if num_classes is None:
         if head is not None:
             num_classes = int(head.shape[0])
@@ -478,10 +480,11 @@ def neural_collapse_measures(
         num_classes, int(features.shape[1]), head=head, bias=bias, **accumulator_kwargs  # type: ignore[arg-type]
     )
     n = int(features.shape[0])
-    check_class_labels(labels, n, num_classes)
+    check_label_tensor(labels, n, num_classes)
 
     def feed(target: NeuralCollapseAccumulator | NearestCenterAgreement) -> None:
-        for rows in _chunks(n, chunk_size):
+        for start in range(0, n, chunk_size):
+            rows = slice(start, start + chunk_size)
             target.update(features[rows], labels[rows], None if logits is None else logits[rows])
 
     feed(acc)
