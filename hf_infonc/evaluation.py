@@ -1,10 +1,8 @@
 """The information measures as ``Trainer`` metrics: accuracy, MIR/HDR, class measures, NC1–NC4.
 
 ``add_information_metrics(trainer)`` adds them to any ``transformers.Trainer`` (docs/metrics.md, "The measures in
-any ``Trainer``"): in float64, from the evaluation set's features, labels and current head rows, in one streaming
-pass (:func:`hf_infonc.info.stream.neural_collapse_measures`). The features reach
-``preprocess_logits_for_metrics`` through a hook on the model (plain ``Trainer``) or ``InfoNCTrainer``'s adapter
-output, and are gathered like the logits.
+any ``Trainer``"): in float64, in one streaming pass (:func:`hf_infonc.info.stream.neural_collapse_measures`) over
+the evaluation set's features (from a hook on the model, or ``InfoNCTrainer``'s adapter), labels and head rows.
 """
 
 from __future__ import annotations
@@ -54,12 +52,10 @@ def information_metrics(
 
 
 class InformationMetrics(TrainerCallback):
-    """``compute_metrics`` and ``preprocess_logits_for_metrics`` that add the information measures
-    (built by :func:`add_information_metrics`). The trainer's own ``compute_metrics`` (whose metrics win
-    on a name clash) and ``preprocess_logits_for_metrics`` are wrapped and see what they saw before.
-    After an evaluation, ``features`` holds its gathered features (CPU; half precision as float32). As a callback,
-    it ends every evaluation and prediction with no features left over (e.g. ``prediction_loss_only``).
-    """
+    """``compute_metrics`` and ``preprocess_logits_for_metrics`` that add the information measures (built by
+    :func:`add_information_metrics`), wrapping the trainer's own (whose metrics win on a name clash). After an
+    evaluation, ``features`` holds its gathered features (CPU; half precision as float32); as a callback, it
+    leaves no features over after an evaluation or prediction that computed no metrics."""
 
     def __init__(self, trainer: Any, *, sample_batch_size: int = 64) -> None:
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -95,8 +91,7 @@ class InformationMetrics(TrainerCallback):
     def on_evaluate(self, args, state, control, **kwargs):
         self.discard()
 
-    def on_predict(self, args, state, control, **kwargs):
-        self.discard()
+    on_predict = on_evaluate
 
     def __call__(self, prediction: EvalPrediction, compute_result: bool = True) -> dict[str, float]:
         user: dict[str, float] = {}

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_infonc.adapters import call_through_wrapper
 from hf_infonc.adapters.base import AdapterOutput, ClassifierOutput
@@ -63,8 +64,6 @@ class SemiSupervisedTrainer(InfoNCTrainer):
         super()._save_checkpoint(model, trial)
         if not self.args.should_save:
             return
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         state = {
             "threshold": self.threshold.state_dict() if self.threshold is not None else None,
@@ -105,10 +104,8 @@ class SemiSupervisedTrainer(InfoNCTrainer):
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
         config = self.ssl_config
-        labels = inputs["labels"]
-        true_unlabeled = inputs["ssl_unlabeled_labels"]
-        n_labeled = int(inputs["ssl_num_labeled"])
-        n_unlabeled = int(true_unlabeled.shape[0])
+        labels, true_unlabeled = inputs["labels"], inputs["ssl_unlabeled_labels"]
+        n_labeled, n_unlabeled = int(inputs["ssl_num_labeled"]), int(true_unlabeled.shape[0])
         model_inputs = {k: v for k, v in inputs.items() if k not in SSL_KEYS}
         core = self.accelerator.unwrap_model(model)
         out: AdapterOutput = call_through_wrapper(
@@ -122,10 +119,8 @@ class SemiSupervisedTrainer(InfoNCTrainer):
         logits, features = out.logits, out.features
         num_classes = logits.shape[-1]
         check_labels(labels, n_labeled, num_classes)  # one host sync; says how to fix a bad label mapping
-        components: dict[str, torch.Tensor] = {}
-        sup = nn.functional.cross_entropy(logits[:n_labeled], labels)
-        components["loss/sup"] = sup.detach()
-        base = sup
+        base = nn.functional.cross_entropy(logits[:n_labeled], labels)
+        components: dict[str, torch.Tensor] = {"loss/sup": base.detach()}
         info_features, info_labels = features[:n_labeled], labels
         if config.uses_unlabeled and n_unlabeled > 0:
             weak_slice = slice(n_labeled, n_labeled + n_unlabeled)
@@ -153,8 +148,7 @@ class SemiSupervisedTrainer(InfoNCTrainer):
                 )
                 base = base + config.fairness_weight * fair.to(base.dtype)
                 components["loss/fairness"] = fair.detach()
-            logs = self._threshold_logs(global_mask, global_pseudo, global_truth, num_classes, logits.device)
-            components.update(logs)
+            components |= self._threshold_logs(global_mask, global_pseudo, global_truth, num_classes, logits.device)
             keep = mask > 0
             if config.info_target == "pseudo":
                 info_features = features[strong_slice][keep]
