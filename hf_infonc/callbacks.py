@@ -145,15 +145,12 @@ class InfoDynamicsCallback(TrainerCallback):
             datasets = [getattr(loader, "dataset", None) for loader in loaders]
             self.num_classes = infer_num_classes(kwargs.get("model"), *datasets)
         if self._train_ended and state.is_world_process_zero:
-            self.write(self._directory(args), state)  # e.g. the final "after" evaluation of hf-infonc finetune
+            self.write(self.output_dir or args.output_dir, state)  # e.g. hf-infonc finetune's "after" evaluation
 
     def on_train_end(self, args, state, control, **kwargs):
         self._train_ended = True
         if state.is_world_process_zero:
-            self.write(self._directory(args), state)
-
-    def _directory(self, args) -> Path:
-        return self.output_dir if self.output_dir is not None else Path(args.output_dir)
+            self.write(self.output_dir or args.output_dir, state)
 
     def payload(self, state: Any = None) -> dict[str, Any]:
         """The JSON document: class count, values at collapse, evaluation records, training-loss log. With
@@ -169,23 +166,20 @@ class InfoDynamicsCallback(TrainerCallback):
             earlier = [r for r in logged if (r["step"], r["split"]) not in seen]
             if earlier:
                 evaluations = sorted(earlier + self.history, key=lambda r: r["step"])  # stable: own order kept
-        collapse = collapse_reference(self.num_classes)
-        return {"num_classes": self.num_classes, "collapse": collapse, "evaluations": evaluations,
-                "train_log": self.train_log}
+        return {"num_classes": self.num_classes, "collapse": collapse_reference(self.num_classes),
+                "evaluations": evaluations, "train_log": self.train_log}
 
     def write(self, directory: str | Path, state: Any = None) -> list[Path]:
         """Write ``info_dynamics.json`` (and the plots) into ``directory``; return the paths written."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         document = self.payload(state)
-        path = directory / JSON_NAME
-        write_atomic(path, json_text(document))
-        written = [path]
+        self.written = [directory / JSON_NAME]
+        write_atomic(self.written[0], json_text(document))
         if self.plot and self.history:
-            written += plot_info_dynamics(document, directory, self.num_classes)
-        self.written = written
-        logger.info("InfoDynamicsCallback: wrote %s", ", ".join(str(p) for p in written))
-        return written
+            self.written += plot_info_dynamics(document, directory, self.num_classes)
+        logger.info("InfoDynamicsCallback: wrote %s", ", ".join(str(p) for p in self.written))
+        return self.written
 
 
 def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:

@@ -1,4 +1,5 @@
-"""``SemiSupervisedTrainer``: FixMatch and FreeMatch on ``InfoNCTrainer``, with the information losses.
+"""``SemiSupervisedTrainer``: FixMatch and FreeMatch on ``InfoNCTrainer``, with the information losses and an
+optional EMA teacher (``ModelEMA``).
 
 One forward per step on ``[labelled; weak; strong]`` through the model's adapter; the loss::
 
@@ -10,12 +11,14 @@ on the rows picked by ``info_target``. Details, and the multi-process rules: doc
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_infonc.adapters import call_through_wrapper
@@ -24,11 +27,44 @@ from hf_infonc.distributed import all_gather_no_grad, all_gather_with_grad
 from hf_infonc.losses import InformationComponents, check_labels
 from hf_infonc.semi_supervised.config import SemiSupervisedConfig
 from hf_infonc.semi_supervised.data import SSL_KEYS
-from hf_infonc.semi_supervised.teacher import EMAUpdate, ModelEMA
 from hf_infonc.semi_supervised.thresholds import SelfAdaptiveThreshold, build_threshold, fairness_loss
 from hf_infonc.trainer import InfoNCTrainer
 
 logger = logging.getLogger(__name__)
+
+
+class ModelEMA:
+    """An exponential moving average of a model's weights: ``θ_ema ← d·θ_ema + (1-d)·θ``.
+
+    Buffers (BatchNorm statistics) are copied. The copy stays in ``eval`` mode and never needs
+    gradients; it gives the pseudo-labels of the weak views when ``ema_decay`` is set.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.module = copy.deepcopy(model).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for ema, live in zip(self.module.parameters(), model.parameters()):
+            if ema.dtype.is_floating_point:
+                ema.mul_(self.decay).add_(live.detach().to(ema.dtype), alpha=1.0 - self.decay)
+        for ema, live in zip(self.module.buffers(), model.buffers()):
+            ema.copy_(live)
+
+
+class EMAUpdate(TrainerCallback):
+    """Updates the trainer's ``teacher`` after every optimizer step."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        teacher = self.trainer.teacher
+        if teacher is not None:
+            teacher.update(self.trainer.accelerator.unwrap_model(self.trainer.model))
 
 
 class SemiSupervisedTrainer(InfoNCTrainer):
