@@ -274,7 +274,7 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         scaled = model.training and self._base_scaled_for_ga(num_items_in_batch)
         steps = self.current_gradient_accumulation_steps if scaled else 1
         loss, components = self.information_loss(out, info_scale=1.0 / steps)
-        if scaled and "loss/base" in components:  # logged as the mean over the step, like the terms
+        if scaled:  # the base is logged as the mean over the step, like the terms
             components = _with_base(components, out.loss.detach() * steps)
         if model.training:
             self._pairwise_batches = bool(out.pairwise)
@@ -339,11 +339,11 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
             )
         if not self.is_world_process_zero():
             return
-        first = (lambda value: value[0] if isinstance(value, (list, tuple)) else value)
-        data = InfoNCCardData.from_trainer(
-            self, model_name=model_name, dataset=first(dataset), finetuned_from=finetuned_from, license=license
-        )
-        card = render_model_card(data)
+        if isinstance(dataset, (list, tuple)):
+            dataset = dataset[0]
+        card = render_model_card(InfoNCCardData.from_trainer(
+            self, model_name=model_name, dataset=dataset, finetuned_from=finetuned_from, license=license
+        ))
         if tags:
             card.data.tags = list(dict.fromkeys([*(card.data.tags or []), *([tags] if isinstance(tags, str) else tags)]))
         if language:

@@ -161,10 +161,8 @@ class SemiSupervisedTrainer(InfoNCTrainer):
         if config.uses_unlabeled and n_unlabeled > 0:
             weak_slice = slice(n_labeled, n_labeled + n_unlabeled)
             strong_slice = slice(n_labeled + n_unlabeled, n_labeled + 2 * n_unlabeled)
-            if self.teacher is not None:
-                weak_logits = self._teacher_logits(model_inputs, weak_slice)
-            else:
-                weak_logits = logits[weak_slice].detach()
+            weak_logits = (self._teacher_logits(model_inputs, weak_slice) if self.teacher is not None
+                           else logits[weak_slice].detach())
             strong_logits = logits[strong_slice]
             probs = weak_logits.float().softmax(dim=-1)
             pseudo = probs.argmax(dim=-1)
@@ -187,8 +185,7 @@ class SemiSupervisedTrainer(InfoNCTrainer):
             components |= self._threshold_logs(global_mask, global_pseudo, global_truth, num_classes, logits.device)
             keep = mask > 0
             if config.info_target == "pseudo":
-                info_features = features[strong_slice][keep]
-                info_labels = pseudo[keep]
+                info_features, info_labels = features[strong_slice][keep], pseudo[keep]
             elif config.info_target == "both":
                 info_features = torch.cat([features[:n_labeled], features[strong_slice][keep]])
                 info_labels = torch.cat([labels, pseudo[keep]])
@@ -218,15 +215,13 @@ class SemiSupervisedTrainer(InfoNCTrainer):
     def _threshold_logs(self, mask: torch.Tensor, pseudo: torch.Tensor, truth: torch.Tensor, num_classes: int,
                         device: torch.device) -> dict[str, torch.Tensor]:
         thresholds = self.threshold.class_thresholds(num_classes, device=device).double()
+        adaptive = isinstance(self.threshold, SelfAdaptiveThreshold)
         logs = {
             "ssl/mask_rate": mask.double().mean(),
+            "ssl/threshold": self.threshold.global_threshold.to(device) if adaptive else thresholds.max(),
             "ssl/class_threshold_min": thresholds.min(),
             "ssl/class_threshold_max": thresholds.max(),
         }
-        if isinstance(self.threshold, SelfAdaptiveThreshold):
-            logs["ssl/threshold"] = self.threshold.global_threshold.to(device)
-        else:
-            logs["ssl/threshold"] = thresholds.max()
         known = truth >= 0
         if bool(known.any()):
             correct = (pseudo == truth).double()
