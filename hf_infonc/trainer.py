@@ -59,13 +59,6 @@ _EVALUATION_PREPARE_STICKS = Version(accelerate.__version__).release[:2] <= (1, 
 _TRAINER_SKIPS_RENAMING = Version(transformers.__version__).release[:2] <= (5, 25)
 
 
-def _with_base(components: Mapping[str, torch.Tensor], base: torch.Tensor) -> Mapping[str, torch.Tensor]:
-    """``components`` with ``loss/base`` replaced."""
-    if isinstance(components, InformationComponents):
-        return InformationComponents(base, components.raw, components.layout)
-    return {**components, "loss/base": base}
-
-
 class InfoNCTrainer(GradCacheMixin, Trainer):
     """A ``transformers.Trainer`` that adds the information losses through a model adapter.
 
@@ -274,8 +267,10 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         scaled = model.training and self._base_scaled_for_ga(num_items_in_batch)
         steps = self.current_gradient_accumulation_steps if scaled else 1
         loss, components = self.information_loss(out, info_scale=1.0 / steps)
-        if scaled:  # the base is logged as the mean over the step, like the terms
-            components = _with_base(components, out.loss.detach() * steps)
+        if scaled and isinstance(components, InformationComponents):  # base logged as the step's mean, like the terms
+            components = InformationComponents(out.loss.detach() * steps, components.raw, components.layout)
+        elif scaled:
+            components = {**components, "loss/base": out.loss.detach() * steps}
         if model.training:
             self._pairwise_batches = bool(out.pairwise)
             self.record_components(self._accumulated_ratios(model, out, components), "train")
