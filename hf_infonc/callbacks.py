@@ -6,6 +6,7 @@ collapse drawn as dashed lines and how ``C`` is found: docs/analysis.md, "Traini
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -40,27 +41,17 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def metric_prefix(metrics: Mapping[str, Any]) -> str:
-    """The ``metric_key_prefix`` of an evaluation's metrics (``eval``, ``before``, ``eval_name`` …)."""
-    for suffix in ("_runtime", "_loss"):
-        for key in metrics:
-            if key.endswith(suffix):
-                return key[: -len(suffix)]
-    return "eval"
-
-
 def evaluation_record(metrics: Mapping[str, Any], step: int, epoch: float | None) -> dict[str, Any]:
-    """``{"step", "epoch", "split", <measure>: value, …}`` from the metrics of one evaluation."""
-    prefix = metric_prefix(metrics)
+    """``{"step", "epoch", "split", <measure>: value, …}`` from the metrics of one evaluation; the split is their
+    ``metric_key_prefix`` (``eval``, ``before``, ``eval_name`` …)."""
+    prefixes = (key[: -len(suffix)] for suffix in ("_runtime", "_loss") for key in metrics if key.endswith(suffix))
+    prefix = next(prefixes, "eval")
     record: dict[str, Any] = {"step": int(step), "epoch": None if epoch is None else float(epoch), "split": prefix}
     for key, value in metrics.items():
-        name = key[len(prefix) + 1 :] if key.startswith(prefix + "_") else key
-        if name in SPEED_KEYS or name in ("epoch", "step") or isinstance(value, bool):
-            continue
-        try:
-            record[name] = float(value)  # NaN stays NaN here (null in the JSON)
-        except (TypeError, ValueError):
-            continue  # a non-numeric entry (none are logged by InfoNCTrainer)
+        name = key.removeprefix(prefix + "_")
+        if name not in SPEED_KEYS and name not in ("epoch", "step") and not isinstance(value, bool):
+            with contextlib.suppress(TypeError, ValueError):  # a non-numeric entry (InfoNCTrainer logs none)
+                record[name] = float(value)  # NaN stays NaN here (null in the JSON)
     return record
 
 
@@ -75,14 +66,6 @@ def _train_logs(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     return entries
 
 
-def _logged_evaluations(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Evaluation records rebuilt from the Trainer's log (entries with ``<prefix>_runtime``, not ``train_``)."""
-    return [
-        evaluation_record(entry, int(entry.get("step", 0)), entry.get("epoch")) for entry in log_history
-        if any(k.endswith("_runtime") and not k.startswith("train") for k in entry)
-    ]
-
-
 def collapse_reference(num_classes: int | None) -> dict[str, float] | None:
     """Values at neural collapse (docs/theory.md §3) for C classes: MIR, HDR, H and NC1–NC4 (0); None if unknown."""
     if num_classes is None or num_classes < 2:
@@ -95,13 +78,11 @@ def collapse_reference(num_classes: int | None) -> dict[str, float] | None:
     return {k: (v if math.isfinite(v) else None) for k, v in reference.items()}
 
 
-def infer_class_names(dataset: Any, label_column: str = "label") -> list[str] | None:
+def infer_class_names(dataset: Any) -> list[str] | None:
     """Class names from a ``datasets.ClassLabel`` column (``label`` or ``labels``), else ``None``."""
-    features = getattr(dataset, "features", None)
-    if not features:
-        return None
-    for column in (label_column, "labels"):
-        names = getattr(features.get(column), "names", None) if column in features else None
+    features = getattr(dataset, "features", None) or {}
+    for column in ("label", "labels"):
+        names = getattr(features.get(column), "names", None)
         if names:
             return list(names)
     return None
@@ -109,15 +90,11 @@ def infer_class_names(dataset: Any, label_column: str = "label") -> list[str] | 
 
 def infer_num_classes(model: Any = None, *datasets: Any) -> int | None:
     """C from the ``ClassLabel`` names of ``datasets``, else the model's class names or head rows."""
-    for dataset in datasets:
-        names = infer_class_names(dataset) if dataset is not None else None
-        if names:
+    for names in [infer_class_names(dataset) for dataset in datasets] + [getattr(model, "class_names", None)]:
+        if isinstance(names, (list, tuple)) and names:
             return len(names)
     if model is None:
         return None
-    names = getattr(model, "class_names", None)
-    if isinstance(names, (list, tuple)) and names:
-        return len(names)
     try:
         from hf_infonc.adapters import adapter_for  # the model families, only when needed
 
@@ -168,15 +145,12 @@ class InfoDynamicsCallback(TrainerCallback):
             datasets = [getattr(loader, "dataset", None) for loader in loaders]
             self.num_classes = infer_num_classes(kwargs.get("model"), *datasets)
         if self._train_ended and state.is_world_process_zero:
-            self.write(self._directory(args), state)  # e.g. the final "after" evaluation of hf-infonc finetune
+            self.write(self.output_dir or args.output_dir, state)  # e.g. hf-infonc finetune's "after" evaluation
 
     def on_train_end(self, args, state, control, **kwargs):
         self._train_ended = True
         if state.is_world_process_zero:
-            self.write(self._directory(args), state)
-
-    def _directory(self, args) -> Path:
-        return self.output_dir if self.output_dir is not None else Path(args.output_dir)
+            self.write(self.output_dir or args.output_dir, state)
 
     def payload(self, state: Any = None) -> dict[str, Any]:
         """The JSON document: class count, values at collapse, evaluation records, training-loss log. With
@@ -185,36 +159,34 @@ class InfoDynamicsCallback(TrainerCallback):
         if state is not None:
             self.train_log = _train_logs(state.log_history)
             seen = {(r["step"], r["split"]) for r in self.history}
-            earlier = [r for r in _logged_evaluations(state.log_history) if (r["step"], r["split"]) not in seen]
+            logged = [  # evaluations in the Trainer's log: entries with <prefix>_runtime, not train_
+                evaluation_record(entry, int(entry.get("step", 0)), entry.get("epoch")) for entry in state.log_history
+                if any(k.endswith("_runtime") and not k.startswith("train") for k in entry)
+            ]
+            earlier = [r for r in logged if (r["step"], r["split"]) not in seen]
             if earlier:
                 evaluations = sorted(earlier + self.history, key=lambda r: r["step"])  # stable: own order kept
-        collapse = collapse_reference(self.num_classes)
-        return {"num_classes": self.num_classes, "collapse": collapse, "evaluations": evaluations,
-                "train_log": self.train_log}
+        return {"num_classes": self.num_classes, "collapse": collapse_reference(self.num_classes),
+                "evaluations": evaluations, "train_log": self.train_log}
 
     def write(self, directory: str | Path, state: Any = None) -> list[Path]:
         """Write ``info_dynamics.json`` (and the plots) into ``directory``; return the paths written."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         document = self.payload(state)
-        path = directory / JSON_NAME
-        write_atomic(path, json_text(document))
-        written = [path]
+        self.written = [directory / JSON_NAME]
+        write_atomic(self.written[0], json_text(document))
         if self.plot and self.history:
-            written += plot_info_dynamics(document, directory, self.num_classes)
-        self.written = written
-        logger.info("InfoDynamicsCallback: wrote %s", ", ".join(str(p) for p in written))
-        return written
+            self.written += plot_info_dynamics(document, directory, self.num_classes)
+        logger.info("InfoDynamicsCallback: wrote %s", ", ".join(str(p) for p in self.written))
+        return self.written
 
 
-def _series(records: Sequence[Mapping[str, Any]], key: str, x: str = "step") -> tuple[list[float], list[float]]:
-    xs, ys = [], []
-    for record in records:
-        value = record.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            xs.append(record[x])
-            ys.append(float(value))
-    return xs, ys
+def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """The steps and finite values of ``key``."""
+    points = [(record["step"], float(value)) for record in records if isinstance(value := record.get(key), (int, float))
+              and not isinstance(value, bool) and math.isfinite(value)]
+    return [x for x, _ in points], [y for _, y in points]
 
 
 def _draw(ax, records_by_split: dict[str, list], keys: Sequence[tuple[str, str]], reference: float | None, ref_label: str):
@@ -224,26 +196,21 @@ def _draw(ax, records_by_split: dict[str, list], keys: Sequence[tuple[str, str]]
     others = [s for s in records_by_split if s != main]
     markers = dict(zip(others, ("s", "D", "^", "v", "P", "X") * (1 + len(others) // 6)))
     labelled: set[str] = set()
-    drawn = False
     for index, (key, label) in enumerate(keys):
         color = f"C{index}"
         xs, ys = _series(records_by_split.get(main, []), key)
         if xs:
             ax.plot(xs, ys, marker="o", markersize=3, color=color, label=label)
-            drawn = True
         for split in others:
             xs, ys = _series(records_by_split[split], key)
-            if not xs:
-                continue
-            name = None
-            if split not in labelled:
-                name, _ = f"{split} evaluation", labelled.add(split)
-            ax.scatter(xs, ys, marker=markers[split], s=28, color=color, edgecolors="black", linewidths=0.6,
-                       label=name, zorder=3)
-            drawn = True
+            if xs:
+                name = None if split in labelled else f"{split} evaluation"
+                labelled.add(split)
+                ax.scatter(xs, ys, marker=markers[split], s=28, color=color, edgecolors="black", linewidths=0.6,
+                           label=name, zorder=3)
     if reference is not None and math.isfinite(reference):
         ax.axhline(reference, linestyle="--", color="gray", linewidth=1, label=ref_label)
-    if drawn or reference is not None:
+    if ax.has_data():
         ax.legend(fontsize=7)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
@@ -266,12 +233,11 @@ def plot_info_dynamics(history: Any, path: str | Path, num_classes: int | None =
     else:
         info_path, nc_path = path / INFO_PLOT_NAME, path / NC_PLOT_NAME
     info_path.parent.mkdir(parents=True, exist_ok=True)
-    if num_classes is None and isinstance(history, Mapping):
-        num_classes = history.get("num_classes")
+    document = history if isinstance(history, Mapping) else {"evaluations": history}
+    if num_classes is None:
+        num_classes = document.get("num_classes")
     reference = collapse_reference(num_classes) or {}
-    records, train_log = list(history), []
-    if isinstance(history, Mapping):
-        records, train_log = list(history.get("evaluations", [])), list(history.get("train_log", []))
+    records, train_log = list(document.get("evaluations", [])), list(document.get("train_log", []))
     by_split: dict[str, list] = {}
     for record in records:
         by_split.setdefault(str(record.get("split", "eval")), []).append(record)

@@ -1,20 +1,13 @@
 """Gathering rows from every process, with gradients, so that a batch-Gram loss sees the global batch.
 
-In backward the incoming gradients are summed over processes and each process keeps the slice of
-its own rows: every process computes the same ``L(X_all)``, so the sum is ``P·∂L/∂X_r`` and DDP's
-average over processes gives the single-process gradient on the concatenated batch (the construction
-of ``torch.distributed.nn.functional.all_gather`` and of open_clip's ClipLoss).
+Backward sums the gradients over processes (each computes the same ``L(X_all)``: ``P·∂L/∂X_r``) and keeps this
+process's rows, so DDP's average is the single-process gradient on the concatenated batch (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-
-
-def is_distributed() -> bool:
-    """True when a process group with more than one process is initialised."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class _AllGatherRows(torch.autograd.Function):
@@ -25,8 +18,7 @@ class _AllGatherRows(torch.autograd.Function):
         sizes = [torch.zeros_like(size) for _ in range(world)]
         dist.all_gather(sizes, size)
         counts = [int(s.item()) for s in sizes]
-        longest = max(counts)
-        padded = local.new_zeros((longest, *local.shape[1:]))
+        padded = local.new_zeros((max(counts), *local.shape[1:]))
         padded[: local.shape[0]] = local
         buffers = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(buffers, padded.contiguous())
@@ -44,15 +36,12 @@ class _AllGatherRows(torch.autograd.Function):
 
 def all_gather_with_grad(local: torch.Tensor) -> torch.Tensor:
     """Concatenate ``local`` (rows = samples, any count per process) from all processes, keeping gradients;
-    ``local`` itself when not running distributed."""
-    if not is_distributed():
+    ``local`` itself when no process group of more than one process is initialised."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return local
     return _AllGatherRows.apply(local)
 
 
 def all_gather_no_grad(local: torch.Tensor) -> torch.Tensor:
     """Like :func:`all_gather_with_grad` for tensors that need no gradient (labels)."""
-    if not is_distributed():
-        return local
-    with torch.no_grad():
-        return _AllGatherRows.apply(local.detach())
+    return all_gather_with_grad(local.detach())

@@ -1,10 +1,8 @@
 """The information measures as ``Trainer`` metrics: accuracy, MIR/HDR, class measures, NC1–NC4.
 
 ``add_information_metrics(trainer)`` adds them to any ``transformers.Trainer`` (docs/metrics.md, "The measures in
-any ``Trainer``"): in float64, from the evaluation set's features, labels and current head rows, in one streaming
-pass (:func:`hf_infonc.info.stream.neural_collapse_measures`). The features reach
-``preprocess_logits_for_metrics`` through a hook on the model (plain ``Trainer``) or ``InfoNCTrainer``'s adapter
-output, and are gathered like the logits.
+any ``Trainer``"): in float64, in one streaming pass (:func:`hf_infonc.info.stream.neural_collapse_measures`) over
+the evaluation set's features (from a hook on the model, or ``InfoNCTrainer``'s adapter), labels and head rows.
 """
 
 from __future__ import annotations
@@ -36,10 +34,8 @@ def information_metrics(
 ) -> dict[str, float]:
     """Accuracy and the information / neural-collapse measures of one evaluation set."""
     labels_t = torch.as_tensor(np.asarray(labels)).long()
-    metrics: dict[str, float] = {}
     logits_t = None if logits is None else torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    if logits_t is not None:
-        metrics["accuracy"] = float((logits_t.argmax(dim=-1) == labels_t).double().mean())
+    metrics = {} if logits_t is None else {"accuracy": float((logits_t.argmax(dim=-1) == labels_t).double().mean())}
     if features is None or head is None:
         return metrics
     features_t = torch.as_tensor(np.asarray(features), dtype=torch.float64)
@@ -54,12 +50,10 @@ def information_metrics(
 
 
 class InformationMetrics(TrainerCallback):
-    """``compute_metrics`` and ``preprocess_logits_for_metrics`` that add the information measures
-    (built by :func:`add_information_metrics`). The trainer's own ``compute_metrics`` (whose metrics win
-    on a name clash) and ``preprocess_logits_for_metrics`` are wrapped and see what they saw before.
-    After an evaluation, ``features`` holds its gathered features (CPU; half precision as float32). As a callback,
-    it ends every evaluation and prediction with no features left over (e.g. ``prediction_loss_only``).
-    """
+    """``compute_metrics`` and ``preprocess_logits_for_metrics`` that add the information measures (built by
+    :func:`add_information_metrics`), wrapping the trainer's own (whose metrics win on a name clash). After an
+    evaluation, ``features`` holds its gathered features (CPU; half precision as float32); as a callback, it
+    leaves no features over after an evaluation or prediction that computed no metrics."""
 
     def __init__(self, trainer: Any, *, sample_batch_size: int = 64) -> None:
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -68,12 +62,11 @@ class InformationMetrics(TrainerCallback):
         self.sample_batch_size = sample_batch_size
         self.user_compute_metrics: Callable | None = trainer.compute_metrics
         self.user_preprocess: Callable | None = trainer.preprocess_logits_for_metrics
-        capture = getattr(trainer, "feature_capture", None)  # InfoNCTrainer fills it from its adapter
+        self.capture = getattr(trainer, "feature_capture", None)  # InfoNCTrainer fills it from its adapter
         self.hook = None
-        if capture is None:  # a plain Trainer: hook the model's own forward
-            capture = FeatureCapture()
-            self.hook = self.adapter.capture_features(model, capture)
-        self.capture = capture
+        if self.capture is None:  # a plain Trainer: hook the model's own forward
+            self.capture = FeatureCapture()
+            self.hook = self.adapter.capture_features(model, self.capture)
         self._batches: list[torch.Tensor] = []
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits, labels) with batch_eval_metrics
         self.features: torch.Tensor | None = None
@@ -95,18 +88,18 @@ class InformationMetrics(TrainerCallback):
     def on_evaluate(self, args, state, control, **kwargs):
         self.discard()
 
-    def on_predict(self, args, state, control, **kwargs):
-        self.discard()
+    on_predict = on_evaluate
 
     def __call__(self, prediction: EvalPrediction, compute_result: bool = True) -> dict[str, float]:
+        batched = self.trainer.args.batch_eval_metrics  # one batch per call: collect them until the last
         user: dict[str, float] = {}
         if self.user_compute_metrics is not None:
-            user = dict(self.user_compute_metrics(prediction) if not self.trainer.args.batch_eval_metrics
-                        else self.user_compute_metrics(prediction, compute_result=compute_result))
+            user = dict(self.user_compute_metrics(prediction, compute_result=compute_result) if batched
+                        else self.user_compute_metrics(prediction))
         logits, labels = prediction.predictions, prediction.label_ids
         while isinstance(logits, (tuple, list)):  # models that also return hidden states: logits first
             logits = logits[0]
-        if self.trainer.args.batch_eval_metrics:  # one batch per call: collect them until the last
+        if batched:
             self._pending.append((torch.as_tensor(logits).detach().cpu(), torch.as_tensor(labels).detach().cpu()))
             if not compute_result:
                 return user

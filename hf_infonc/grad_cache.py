@@ -78,11 +78,8 @@ class _AccumulatedStep:
     sizes: list[int] = field(default_factory=list)
     value: torch.Tensor | None = None  # the loss of the whole accumulated batch (detached)
     base_weights: list[float] = field(default_factory=list)  # c_i of b = Σ c_i·b_i
-    rows_per_sample: bool = False  # head rows are per-sample anchors (pairs) rather than a shared head
-    grad_features: tuple[torch.Tensor, ...] = ()
-    grad_rows: tuple[torch.Tensor, ...] | torch.Tensor | None = None
-    grad_scale: torch.Tensor | None = None
-    grad_base: torch.Tensor | None = None
+    # ∂L/∂(leaf) per AdapterOutput field: split per micro-batch (rows of each sample) or one shared tensor
+    grads: dict[str, tuple[torch.Tensor, ...] | torch.Tensor] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -99,8 +96,8 @@ def kept_buffers(module: nn.Module) -> Iterator[None]:
 
 
 def _shared_value(values: list[torch.Tensor]) -> torch.Tensor:
-    """A tensor every micro-batch recomputes from the same parameters (head rows, logit scale): the first
-    copy, or the mean of the copies when a stochastic layer (text-tower dropout) made them differ."""
+    """A tensor every micro-batch recomputes (head rows, logit scale): the first copy, or the mean of the copies
+    when dropout made them differ."""
     first = values[0].detach()
     if all(torch.equal(first, v.detach()) for v in values[1:]):
         return first.clone()
@@ -109,7 +106,7 @@ def _shared_value(values: list[torch.Tensor]) -> torch.Tensor:
 
 class GradCacheMixin:
     """Gradient accumulation of :class:`~hf_infonc.trainer.InfoNCTrainer`: the exact two-pass step and the scaling
-    of the base loss (uses ``information_loss``, ``_forward_with_base``, ``_ratios_due``, ``record_components``)."""
+    of the base loss."""
 
     _accumulated_step: _AccumulatedStep | None = None
     _pairwise_batches: bool | None = None  # whether the batches are image–caption pairs (learnt once)
@@ -118,15 +115,14 @@ class GradCacheMixin:
 
     def _base_scaled_for_ga(self, num_items_in_batch: Any) -> bool:
         """``Trainer.training_step``'s rule: whether the base loss is already scaled for accumulation (normalised
-        by ``num_items_in_batch``) and so not divided by the accumulation steps."""
+        by ``num_items_in_batch``), so not divided by the accumulation steps."""
         if self.loss_is_scaled_for_ga is not None:
             return bool(self.loss_is_scaled_for_ga)
         return bool(self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
 
     def _probe_loss_kwargs(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any) -> None:
-        """Whether the model's loss really uses ``num_items_in_batch`` (once): heads that take ``**kwargs`` but
-        compute a plain mean (BERT, ViT; transformers #47688) get ``model_accepts_loss_kwargs = False``, found by
-        two no-grad forwards with n and 2n items (same RNG, buffers restored)."""
+        """Set ``model_accepts_loss_kwargs = False`` for heads that take ``**kwargs`` but compute a plain mean
+        (BERT, ViT; transformers #47688): two no-grad forwards with n and 2n items give the same loss."""
         self._loss_kwargs_probed = True
         if not (
             self.model_accepts_loss_kwargs and num_items_in_batch is not None and "labels" in inputs
@@ -190,12 +186,6 @@ class GradCacheMixin:
             if step is not None:
                 step.current = None
 
-    def train(self, *args: Any, **kwargs: Any):
-        try:
-            return super().train(*args, **kwargs)
-        finally:
-            self._accumulated_step = None  # release the last step's micro-batches
-
     def _micro_batch_step(self, model: nn.Module) -> _AccumulatedStep | None:
         step = self._accumulated_step
         return step if model.training and step is not None and step.current is not None else None
@@ -203,8 +193,8 @@ class GradCacheMixin:
     def _cached_step_loss(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any
     ) -> tuple[torch.Tensor, Any] | None:
-        """``(loss, outputs)`` of pass 2 for this micro-batch (running pass 1 at the first one), or ``None``
-        when the micro-batch takes the plain path."""
+        """``(loss, outputs)`` of pass 2 for this micro-batch (after pass 1 at the first one), or ``None``: the
+        plain path."""
         step = self._micro_batch_step(model)
         if step is None:
             return None
@@ -213,12 +203,12 @@ class GradCacheMixin:
         if not step.engaged:
             return None
         step.rng[step.current].restore()  # same dropout masks as pass 1
-        _, outputs, out = self._forward_with_base(model, inputs, num_items_in_batch)
+        outputs, out = self._forward_with_base(model, inputs, num_items_in_batch)
         return self._exact_accumulation_loss(out, step, self._base_scaled_for_ga(num_items_in_batch)), outputs
 
     def _exact_accumulation_first_pass(self, model: nn.Module, step: _AccumulatedStep, num_items_in_batch: Any) -> None:
         """Pass 1: the no-grad forwards, then :meth:`_cache_accumulated_gradients`; the plain path (RNG restored)
-        when the first forward shows neither an information loss nor image–caption pairs."""
+        when the first one shows neither an information loss nor image–caption pairs."""
         step.engaged = False
         if not self.args.info_losses_active and self._pairwise_batches is False:
             step.ratios_only = self._ratios_due()
@@ -228,7 +218,7 @@ class GradCacheMixin:
             for index, batch in enumerate(step.batches):
                 step.rng.append(RngState.capture(self.args.device))
                 # a copy: Trainer.compute_loss pops the labels for label smoothing / compute_loss_func
-                _, _, out = self._forward_with_base(model, dict(self._prepare_inputs(batch)), num_items_in_batch)
+                _, out = self._forward_with_base(model, dict(self._prepare_inputs(batch)), num_items_in_batch)
                 if out.pairwise and self.compute_loss_func is None:
                     out.loss = None  # the contrastive base is computed on the whole accumulated batch
                 if index == 0:
@@ -251,9 +241,7 @@ class GradCacheMixin:
         """The loss of the whole batch, its logged components and ``∂L/∂(leaves)`` for pass 2."""
         pairwise = bool(self._pairwise_batches)
         step.sizes = [int(out.features.shape[0]) for out in outputs]
-        step.rows_per_sample = pairwise
-        total_rows = sum(step.sizes)
-        step.base_weights = [1.0 if scaled else size / total_rows for size in step.sizes]
+        step.base_weights = [1.0 if scaled else size / sum(step.sizes) for size in step.sizes]
         has_loss = [out.loss is not None for out in outputs]
         if any(has_loss) and not all(has_loss):
             raise ValueError(
@@ -261,35 +249,28 @@ class GradCacheMixin:
                 "the exact accumulation needs it for all or none. Check the batches' labels, or set "
                 "info_exact_accumulation=False."
             )
+        per_sample = {"features": True, "head_rows": pairwise, "logit_scale": False}  # else shared by the step
         with torch.enable_grad():
-            leaves = {"features": torch.cat([out.features.detach() for out in outputs]).requires_grad_(True)}
-            if outputs[0].head_rows is not None:
-                rows = [out.head_rows for out in outputs]
-                rows = torch.cat(rows).detach() if pairwise else _shared_value(rows)
-                leaves["head_rows"] = rows.requires_grad_(True)
-            if outputs[0].logit_scale is not None:
-                leaves["logit_scale"] = _shared_value([out.logit_scale for out in outputs]).requires_grad_(True)
+            leaves: dict[str, torch.Tensor] = {}
+            for name, split in per_sample.items():
+                values = [getattr(out, name) for out in outputs]
+                if values[0] is not None:
+                    leaf = torch.cat([value.detach() for value in values]) if split else _shared_value(values)
+                    leaves[name] = leaf.requires_grad_(True)
             if all(has_loss):
                 losses = torch.stack([out.loss.detach().double().reshape(()) for out in outputs])
                 weights = torch.tensor(step.base_weights, dtype=torch.float64, device=losses.device)
-                leaves["base"] = (weights * losses).sum().to(outputs[0].loss.dtype).requires_grad_(True)
+                leaves["loss"] = (weights * losses).sum().to(outputs[0].loss.dtype).requires_grad_(True)
             labels = torch.cat([out.labels for out in outputs]) if all(o.labels is not None for o in outputs) else None
-            merged = AdapterOutput(
-                loss=leaves.get("base"), features=leaves["features"], head_rows=leaves.get("head_rows"), labels=labels,
-                logit_scale=leaves.get("logit_scale"), pairwise=pairwise,
-            )
-            total, components = self.information_loss(merged)
-            names = list(leaves)
-            grads = (None,) * len(names)
+            total, components = self.information_loss(AdapterOutput(labels=labels, pairwise=pairwise, **leaves))
+            grads = [None] * len(leaves)
             if total.requires_grad:
-                grads = torch.autograd.grad(total, [leaves[k] for k in names], allow_unused=True)
-        grad = dict(zip(names, grads))
+                grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
         step.value = total.detach()
-        step.grad_features = () if grad["features"] is None else grad["features"].split(step.sizes)
-        rows_grad = grad.get("head_rows")
-        step.grad_rows = rows_grad.split(step.sizes) if (pairwise and rows_grad is not None) else rows_grad
-        step.grad_scale = grad.get("logit_scale")
-        step.grad_base = grad.get("base")
+        step.grads = {
+            name: grad.split(step.sizes) if per_sample.get(name) else grad
+            for name, grad in zip(leaves, grads) if grad is not None
+        }
         self.record_components(components, "train")
 
     def _exact_accumulation_loss(self, out: AdapterOutput, step: _AccumulatedStep, scaled: bool) -> torch.Tensor:
@@ -308,18 +289,13 @@ class GradCacheMixin:
         value = step.value
         dtype = torch.promote_types(value.dtype, torch.float32)
         terms: list[torch.Tensor] = []
-
-        def add(tensor: torch.Tensor | None, grad: torch.Tensor | None, weight: float) -> None:
-            if tensor is not None and grad is not None and tensor.requires_grad:
+        for name, grad in step.grads.items():  # features, head rows, logit scale, base: the order of g_i
+            weight = m * step.base_weights[index] if name == "loss" else 1.0
+            if isinstance(grad, tuple):  # per-sample rows: this micro-batch's slice
+                grad, weight = grad[index], m
+            tensor = getattr(out, name)
+            if tensor is not None and tensor.requires_grad:
                 terms.append(weight * (tensor * grad.to(tensor.dtype)).sum().to(dtype))
-
-        add(out.features, step.grad_features[index] if step.grad_features else None, m)
-        if step.rows_per_sample:
-            add(out.head_rows, step.grad_rows[index] if step.grad_rows is not None else None, m)
-        else:
-            add(out.head_rows, step.grad_rows, 1.0)
-        add(out.logit_scale, step.grad_scale, 1.0)
-        add(out.loss, step.grad_base, m * step.base_weights[index])
         if not terms:  # nothing trainable reaches the loss: same error as the plain path at backward
             loss = value.to(dtype).clone()
         else:
@@ -330,8 +306,8 @@ class GradCacheMixin:
     def _accumulated_ratios(
         self, model: nn.Module, out: AdapterOutput, components: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """Without a Gram loss, the logged batch MIR/HDR of the whole accumulated batch: the micro-batch
-        values are dropped and, at the last micro-batch, computed once on the kept outputs (no gradient)."""
+        """Without a Gram loss, the logged MIR/HDR of the whole accumulated batch, computed at the last
+        micro-batch from the kept outputs (no gradient), instead of the per-micro-batch values."""
         step = self._micro_batch_step(model)
         if step is None or not step.ratios_only:
             return components

@@ -10,12 +10,10 @@ Drop-in use::
     trainer.train()
 
 The loss of a batch (docs/theory.md §4) is ``(1 - w_cma)·L_base + w_cma·CMA - w_mi·MI + w_gap·|H₁ - H₂|``
-(``info_normalized=True``: ``- w_mi·MIR + w_gap·HDR``), with ``L_base`` the model's own loss (CLIP's
-contrastive loss for image–caption pairs), ``K₁ = G(features)`` and ``K₂ = G(head rows of the labels)``.
-Every component is logged through ``Trainer.log`` (``loss/base``, ``loss/cma``, ``loss/mi``,
-``loss/entropy_gap``, ``mir``, ``hdr``). On several processes the features are gathered with gradients
-first (:mod:`hf_infonc.distributed`); under gradient accumulation the Gram terms are those of the whole
-accumulated batch (:mod:`hf_infonc.grad_cache`), or per micro-batch with ``info_exact_accumulation=False``.
+(``info_normalized=True``: ``- w_mi·MIR + w_gap·HDR``), with ``L_base`` the model's own loss (CLIP's contrastive
+loss for image–caption pairs); each component is logged (``loss/base``, ``loss/cma``, ``mir``…). The Gram terms
+see the batch of all processes (:mod:`hf_infonc.distributed`) and of all accumulated micro-batches
+(:mod:`hf_infonc.grad_cache`).
 """
 
 from __future__ import annotations
@@ -52,38 +50,28 @@ from hf_infonc.training_args import InfoNCTrainingArguments
 
 logger = logging.get_logger(__name__)
 
-#: accelerate 1.15–1.16 (with transformers 5.24–5.25): a model prepared with ``evaluation_mode=True`` stays marked
-#: as prepared, so a later training ``prepare`` skips DDP (:meth:`InfoNCTrainer._undo_evaluation_prepare`).
-#: tests/test_trainer_dropin.py fails once the installed accelerate no longer needs it.
+#: accelerate ≤ 1.16: a model prepared with ``evaluation_mode=True`` stays marked as prepared, so a later training
+#: ``prepare`` skips DDP (:meth:`InfoNCTrainer._undo_evaluation_prepare`; tests/test_trainer_dropin.py tells when
+#: the installed accelerate no longer needs it).
 _EVALUATION_PREPARE_STICKS = Version(accelerate.__version__).release[:2] <= (1, 16)
 #: transformers 5.24–5.25: ``Trainer`` loads a checkpoint saved under legacy weight names without renaming them
 #: (:meth:`InfoNCTrainer._reload_renamed_weights`); newer versions use ``Trainer``'s own loading.
 _TRAINER_SKIPS_RENAMING = Version(transformers.__version__).release[:2] <= (5, 25)
 
 
-def _with_base(components: Mapping[str, torch.Tensor], base: torch.Tensor) -> Mapping[str, torch.Tensor]:
-    """``components`` with ``loss/base`` replaced."""
-    if isinstance(components, InformationComponents):
-        return InformationComponents(base, components.raw, components.layout)
-    return {**components, "loss/base": base}
-
-
 class InfoNCTrainer(GradCacheMixin, Trainer):
     """A ``transformers.Trainer`` that adds the information losses through a model adapter.
 
-    Drop-in: the adapter runs *as the model's forward* (:func:`~hf_infonc.adapters.base.replaced_forward`),
-    so the base loss, predictions and checkpoints are ``Trainer``'s own (``training_args.json`` instead of
-    the pickled ``training_args.bin``), and the information terms are added on top. A model that no
-    adapter supports trains as with ``Trainer`` (with a warning; a weight > 0 is then an error).
+    Drop-in: the adapter runs *as the model's forward* (:func:`~hf_infonc.adapters.base.replaced_forward`), so
+    the base loss, predictions and checkpoints are ``Trainer``'s own (``training_args.json`` instead of the pickled
+    ``training_args.bin``). A model that no adapter supports trains as with ``Trainer`` (with a warning; a weight
+    > 0 is then an error).
 
     Args (beyond ``Trainer``'s):
         adapter: a :class:`~hf_infonc.adapters.ModelAdapter`; by default picked from the model type.
-        class_names: class names for CLIP classification heads; by default read from the
-            ``label`` ClassLabel of ``train_dataset``.
-        text_tokenizer: the tokenizer of the class prompts when ``processing_class`` is not one
-            (open_clip tokenizers); defaults to ``processing_class``.
-        eval_data_collator: collator for evaluation and prediction (e.g. without augmentation);
-            defaults to ``data_collator``.
+        class_names: class names for CLIP classification heads; by default the ``label`` ClassLabel's.
+        text_tokenizer: the tokenizer of the class prompts (open_clip); defaults to ``processing_class``.
+        eval_data_collator: collator for evaluation and prediction; defaults to ``data_collator``.
     """
 
     def __init__(
@@ -126,8 +114,8 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
 
     @property
     def information_loss_module(self) -> InformationLoss:
-        """The :class:`~hf_infonc.losses.InformationLoss` of the current arguments: rebuilt when they change
-        (``hyperparameter_search`` sets the weights of each trial on ``self.args`` after ``__init__``)."""
+        """The :class:`~hf_infonc.losses.InformationLoss` of the current arguments (rebuilt when
+        ``hyperparameter_search`` changes them)."""
         args = self.args
         settings = (args.cma_weight, args.mi_weight, args.entropy_gap_weight, args.info_normalized, args.info_center,
                     args.info_alpha, args.info_dtype)
@@ -156,9 +144,8 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
             self._signature_columns += [name for name in self.adapter.input_names if name not in self._signature_columns]
 
     def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> contextlib.AbstractContextManager:
-        """The accelerator's autocast around the whole loss computation: accelerate patches only the model's
-        ``forward``, but the adapter runs in its place and calls other methods of the model
-        (``get_image_features``, the classifier's parts), which would otherwise run in float32 under ``bf16``."""
+        """The accelerator's autocast around the whole loss computation: the adapter calls methods of the model
+        besides the ``forward`` that accelerate patches (``get_image_features``…)."""
         return self.accelerator.autocast()
 
     # ------------------------------------------------------------------ loss
@@ -173,8 +160,8 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         return (self.state.global_step + 1) % every == 0
 
     def _gathered(self, out: AdapterOutput) -> tuple[torch.Tensor, torch.Tensor]:
-        """The features of all processes (with gradients) and the head rows: for image–caption pairs,
-        the captions of all processes. Gathered once per adapter output."""
+        """The features (with gradients) and, for image–caption pairs, the captions of all processes (once per
+        output); else the head rows."""
         gathered = out.__dict__.get("_gathered")
         if gathered is None:
             anchors = all_gather_with_grad(out.head_rows) if out.pairwise else out.head_rows
@@ -190,33 +177,30 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
     def information_loss(
         self, out: AdapterOutput, *, info_scale: float = 1.0
     ) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
-        """Combine the base loss with the information terms on the globally gathered batch.
+        """``(1 - w_cma)·base + info_scale·info`` on the gathered batch (in the base loss's dtype), and components.
 
-        ``out.loss`` is the base loss (for image–caption pairs without one, CLIP's contrastive loss
-        of the gathered batch is computed here). The gathered batch is validated once
-        (:func:`~hf_infonc.losses.check_loss_inputs`), then :class:`~hf_infonc.losses.InformationLoss`
-        computes the weighted terms in the spectrum dtype (``info_dtype``), and
-        ``(1 - w_cma)·base + info_scale·info`` is returned in the base loss's dtype, with the components.
+        ``out.loss`` is the base loss (for image–caption pairs without one, CLIP's contrastive loss of the
+        gathered batch); :class:`~hf_infonc.losses.InformationLoss` computes the terms in ``info_dtype``.
         """
-        args = self.args
         log_ratios = self._ratios_due()
-        if out.loss is not None and not (args.info_losses_active or log_ratios):
+        wanted = self.args.info_losses_active or log_ratios
+        if (out.loss is not None and not wanted) or (not out.pairwise and out.labels is None):
+            self._check_labels_present(out)
             return out.loss, {"loss/base": out.loss.detach()}
-        labels: torch.Tensor | None = None  # None: image–caption pairs, anchor i belongs to sample i
-        if not out.pairwise:
-            if out.labels is None:
-                self._check_labels_present(out)
-                return out.loss, {"loss/base": out.loss.detach()}
-            labels = all_gather_no_grad(out.labels)
+        labels = None if out.pairwise else all_gather_no_grad(out.labels)  # None: anchor i belongs to sample i
         features, anchors = self._gathered(out)
         base = out.loss if out.loss is not None else self._contrastive_base(out)
-        if not (args.info_losses_active or log_ratios):  # pairs, contrastive base only
+        if not wanted:  # pairs, contrastive base only
             return base, {"loss/base": base.detach()}
         host_labels = check_loss_inputs(features, labels, anchors)  # once per step, on the gathered batch
         info, components = self.information_loss_module(
             features, labels, anchors, log_ratios=log_ratios, host_labels=host_labels, base=base.detach()
         )
-        return self._combined(base, info, info_scale), components
+        if info is None:
+            return base, components
+        if info_scale != 1.0:
+            info = info * info_scale
+        return info.to(base.dtype).add(base, alpha=1.0 - self.args.cma_weight), components
 
     def _check_labels_present(self, out: AdapterOutput) -> None:
         if self.args.info_losses_active and not out.pairwise and out.labels is None:
@@ -225,17 +209,9 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
                 "'labels'. Provide class labels in the batch (the collator's 'labels' key), or set the weights to 0."
             )
 
-    def _combined(self, base: torch.Tensor, info: torch.Tensor | None, info_scale: float) -> torch.Tensor:
-        """``(1 - w_cma)·base + info_scale·info`` in the base loss's dtype (``base`` itself when no term is on)."""
-        if info is None:
-            return base
-        if info_scale != 1.0:
-            info = info * info_scale
-        return info.to(base.dtype).add(base, alpha=1.0 - self.args.cma_weight)
-
     def _run_adapter(self, core: nn.Module, *, unlabelled_loss: bool = False):
-        """The function that runs in place of ``core``'s forward: the adapter, keeping its output (and, in
-        evaluation, the features). ``unlabelled_loss``: a loss is asked for a batch without labels."""
+        """The adapter as ``core``'s forward, keeping its output (and, in evaluation, the features).
+        ``unlabelled_loss``: a loss is asked for a batch without labels."""
 
         def forward(**batch: Any) -> Any:
             out = self.adapter.forward(core, batch)
@@ -254,10 +230,10 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
 
     def _forward_with_base(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any
-    ) -> tuple[torch.Tensor, Any, AdapterOutput]:
-        """``Trainer.compute_loss`` with the adapter as the model's forward: the base loss exactly as
-        ``Trainer`` computes it (label smoothing, ``compute_loss_func``, ``num_items_in_batch``), the
-        model's outputs, and the adapter's output (its ``labels`` kept even when ``Trainer`` pops them)."""
+    ) -> tuple[Any, AdapterOutput]:
+        """``Trainer.compute_loss`` with the adapter as the model's forward: the model's outputs and the adapter's
+        output, whose ``loss`` is the base loss exactly as ``Trainer`` computes it (label smoothing,
+        ``compute_loss_func``, ``num_items_in_batch``) and whose ``labels`` stay even when ``Trainer`` pops them."""
         core = self.accelerator.unwrap_model(model)
         labels = inputs.get("labels")
         self._adapter_output = None
@@ -272,14 +248,14 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         if out.labels is None:
             out.labels = labels
         out.loss = base
-        return base, outputs, out
+        return outputs, out
 
     def compute_loss(
         self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ):
-        """``Trainer.compute_loss`` plus the information terms (``(1 - w_cma)·base + info``); when ``Trainer``
-        does not divide the base loss by the accumulation steps (:meth:`_base_scaled_for_ga`), the terms are."""
+        """``Trainer.compute_loss`` plus the information terms (divided by the accumulation steps when
+        ``Trainer`` does not divide the base loss: :meth:`_base_scaled_for_ga`)."""
         if model.training and not self._loss_kwargs_probed:
             self._probe_loss_kwargs(model, inputs, num_items_in_batch)
         if self.adapter is None:
@@ -287,41 +263,39 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         cached = self._cached_step_loss(model, inputs, num_items_in_batch)  # exact gradient accumulation
         if cached is not None:
             return cached if return_outputs else cached[0]
-        base, outputs, out = self._forward_with_base(model, inputs, num_items_in_batch)
+        outputs, out = self._forward_with_base(model, inputs, num_items_in_batch)
         scaled = model.training and self._base_scaled_for_ga(num_items_in_batch)
+        steps = self.current_gradient_accumulation_steps if scaled else 1
+        loss, components = self.information_loss(out, info_scale=1.0 / steps)
+        if scaled and isinstance(components, InformationComponents):  # base logged as the step's mean, like the terms
+            components = InformationComponents(out.loss.detach() * steps, components.raw, components.layout)
+        elif scaled:
+            components = {**components, "loss/base": out.loss.detach() * steps}
         if model.training:
             self._pairwise_batches = bool(out.pairwise)
-        loss, components = self.information_loss(out, info_scale=1.0 / self.current_gradient_accumulation_steps if scaled else 1.0)
-        if scaled and "loss/base" in components:  # logged as the mean over the step, like the terms
-            components = _with_base(components, base.detach() * self.current_gradient_accumulation_steps)
-        if model.training:
             self.record_components(self._accumulated_ratios(model, out, components), "train")
         else:
             self.record_components(components, "eval", rows=int(out.features.shape[0]) if out.features is not None else 1)
         return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys=None):
-        """``Trainer.prediction_step``; a batch without labels (``predict()`` on unlabelled data) runs
-        ``model(**inputs)`` there, which runs the adapter too (CLIP classifies through its prompt head)."""
-        if self.adapter is None:
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        """``Trainer.prediction_step`` with the adapter as the forward (unlabelled batches too: CLIP's prompt head)."""
         core = self.accelerator.unwrap_model(model)
-        with replaced_forward(core, self._run_adapter(core)):
+        with contextlib.nullcontext() if self.adapter is None else replaced_forward(core, self._run_adapter(core)):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     # ------------------------------------------------------------------ training
     def train(self, *args: Any, **kwargs: Any):
         self._undo_evaluation_prepare()
-        return super().train(*args, **kwargs)
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self._accumulated_step = None  # release the last step's micro-batches
 
     def _undo_evaluation_prepare(self) -> None:
-        """Let ``train()`` wrap the model in DDP after an ``evaluate()`` on several processes.
-
-        ``Trainer.evaluate()`` before ``train()`` prepares the bare model with ``evaluation_mode=True``, which
-        marks it as prepared, so the training ``prepare`` skips DDP and gradients are never synchronised.
-        accelerate has no public way to undo the mark; it is cleared here where needed
-        (:data:`_EVALUATION_PREPARE_STICKS`). DeepSpeed and FSDP prepare fully in evaluation.
-        """
+        """Let ``train()`` wrap the model in DDP after an ``evaluate()`` on several processes, which left it marked
+        as prepared (:data:`_EVALUATION_PREPARE_STICKS`; accelerate has no public way to undo the mark).
+        DeepSpeed and FSDP prepare fully in evaluation."""
         model = self.model
         if (
             _EVALUATION_PREPARE_STICKS
@@ -351,9 +325,8 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         dataset_tags: str | list[str] | None = None, dataset: str | list[str] | None = None,
         dataset_args: str | list[str] | None = None,
     ) -> None:
-        """Write hf_infonc's model card (:class:`~hf_infonc.card.InfoNCCardData`: metadata, base model, loss and
-        weights, last evaluation's metrics, usage, citations) to ``output_dir/README.md``; ``Trainer``'s card
-        for a model without an adapter. ``Trainer.push_to_hub`` calls this."""
+        """Write hf_infonc's model card (:class:`~hf_infonc.card.InfoNCCardData`) to ``output_dir/README.md``
+        (``Trainer``'s card for a model without an adapter); ``Trainer.push_to_hub`` calls this."""
         if self.adapter is None:
             return super().create_model_card(
                 language=language, license=license, tags=tags, model_name=model_name, finetuned_from=finetuned_from,
@@ -361,11 +334,11 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
             )
         if not self.is_world_process_zero():
             return
-        first = (lambda value: value[0] if isinstance(value, (list, tuple)) else value)
-        data = InfoNCCardData.from_trainer(
-            self, model_name=model_name, dataset=first(dataset), finetuned_from=finetuned_from, license=license
-        )
-        card = render_model_card(data)
+        if isinstance(dataset, (list, tuple)):
+            dataset = dataset[0]
+        card = render_model_card(InfoNCCardData.from_trainer(
+            self, model_name=model_name, dataset=dataset, finetuned_from=finetuned_from, license=license
+        ))
         if tags:
             card.data.tags = list(dict.fromkeys([*(card.data.tags or []), *([tags] if isinstance(tags, str) else tags)]))
         if language:
@@ -397,13 +370,9 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
             self._reload_renamed_weights(self.state.best_model_checkpoint, self.model)
 
     def _reload_renamed_weights(self, folder: str, model: nn.Module) -> None:
-        """Reload a checkpoint through ``from_pretrained`` when its weight names differ from the model's.
-
-        transformers 5 saves some models under legacy weight names (ViT: ``vit.encoder.layer.*``), which
-        ``from_pretrained`` renames back but ``Trainer``'s resume / best-model loading does not (it only
-        warns: :data:`_TRAINER_SKIPS_RENAMING`); those weights are then copied in strictly from the model
-        class's ``from_pretrained``. DeepSpeed, FSDP and PEFT checkpoints are left to ``Trainer``.
-        """
+        """Reload a checkpoint saved under legacy weight names (ViT: ``vit.encoder.layer.*``) through
+        ``from_pretrained``, which renames them, where ``Trainer`` only warns (:data:`_TRAINER_SKIPS_RENAMING`).
+        DeepSpeed, FSDP and PEFT checkpoints are left to ``Trainer``."""
         core = self.accelerator.unwrap_model(model)
         weights = Path(folder) / SAFE_WEIGHTS_NAME
         handled_by_trainer = (
@@ -427,28 +396,20 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         logger.info("Reloaded %s through from_pretrained: its weight names differ from the model's.", folder)
 
     # ------------------------------------------------------------------ data
-    def _with_eval_collator(self, build, *args: Any, **kwargs: Any):
-        if self.eval_data_collator is None:
-            return build(*args, **kwargs)
-        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+    def _get_dataloader(self, *args: Any, is_training: bool = False, **kwargs: Any):
+        """``Trainer``'s dataloaders, with ``eval_data_collator`` (when given) for evaluation and prediction."""
+        train_collator = self.data_collator
+        if not is_training and self.eval_data_collator is not None:
+            self.data_collator = self.eval_data_collator
         try:
-            return build(*args, **kwargs)
+            return super()._get_dataloader(*args, is_training=is_training, **kwargs)
         finally:
             self.data_collator = train_collator
 
-    def get_eval_dataloader(self, eval_dataset: Any = None):
-        return self._with_eval_collator(super().get_eval_dataloader, eval_dataset)
-
-    def get_test_dataloader(self, test_dataset: Any):
-        return self._with_eval_collator(super().get_test_dataloader, test_dataset)
-
     # ------------------------------------------------------------------ logging
     def record_components(self, components: Mapping[str, torch.Tensor], split: str, rows: int = 1) -> None:
-        """Keep the detached values of logged components (no host sync); :meth:`log` averages them.
-
-        ``rows``: their weight, 1 per training step and the local rows of an evaluation batch (per-sample
-        means). :class:`~hf_infonc.losses.InformationComponents` are kept raw and derived at log time.
-        """
+        """Keep the detached values of logged components (no host sync) for :meth:`log` to average, weighted by
+        ``rows`` (1 per training step, the local rows of an evaluation batch)."""
         if isinstance(components, InformationComponents):
             self._information_records[split][components.layout].append((components.raw, float(rows)))
             if components.base is None:
@@ -463,23 +424,22 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         records, information = self._component_records[split], self._information_records[split]
         if not records and not information:
             return {}
-        series: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-
-        def add(key: str, values: torch.Tensor, weights: list[float]) -> None:
-            weights_t = torch.tensor(weights, dtype=torch.float64, device=values.device)
-            series.setdefault(key, []).append((values.reshape(-1).double(), weights_t))
-
+        values: dict[str, list[torch.Tensor]] = defaultdict(list)
+        weights: dict[str, list[float]] = defaultdict(list)
         for key, items in records.items():
-            add(key, torch.stack([value.reshape(()) for value, _ in items]), [w for _, w in items])
+            values[key] += [value.reshape(1).double() for value, _ in items]
+            weights[key] += [weight for _, weight in items]
         for layout, items in information.items():
             for key, column in layout.derive(torch.stack([raw for raw, _ in items]).double()).items():
-                add(key, column, [w for _, w in items])
-        keys = sorted(series)
+                values[key].append(column.reshape(-1).double())
+                weights[key] += [weight for _, weight in items]
+        keys = sorted(values)
         sums = []
         for key in keys:
-            values, weights = (torch.cat(parts) for parts in zip(*series[key]))
-            weights = weights.masked_fill(values.isnan(), 0.0)
-            sums.append(torch.stack([(values.nan_to_num() * weights).sum(), weights.sum()]))
+            column = torch.cat(values[key])
+            weight = torch.tensor(weights[key], dtype=torch.float64, device=column.device)
+            weight = weight.masked_fill(column.isnan(), 0.0)
+            sums.append(torch.stack([(column.nan_to_num() * weight).sum(), weight.sum()]))
         totals = torch.stack(sums).to(self.args.device)
         if self.accelerator.num_processes > 1:
             totals = self.accelerator.reduce(totals, reduction="sum")

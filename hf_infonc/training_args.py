@@ -76,9 +76,8 @@ class InfoNCTrainingArguments(TrainingArguments):
     info_exact_accumulation: bool = _option(
         True,
         "With gradient_accumulation_steps > 1, compute the Gram-based terms (CMA, MI, entropy gap, and the contrastive "
-        "loss of image-caption pairs) on the whole accumulated batch with a two-pass GradCache step (Gao et al. 2021, "
-        "'Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup'; hf_infonc.grad_cache): one extra "
-        "no-grad forward per micro-batch. False = per-micro-batch terms, as sentence-transformers' non-cached losses.",
+        "loss of image-caption pairs) on the whole accumulated batch with a two-pass GradCache step (Gao et al. 2021; "
+        "hf_infonc.grad_cache): one extra no-grad forward per micro-batch. False = per-micro-batch terms.",
     )
 
     def __post_init__(self) -> None:

@@ -10,11 +10,12 @@ from typing import Any
 
 _MODULES = {
     "config": ("ALGORITHMS", "INFO_TARGETS", "SemiSupervisedConfig"),
-    "data": ("SSL_KEYS", "SemiSupervisedCollator", "SemiSupervisedDataset"),
-    "recipe": ("semi_supervised_training_data", "split_labeled_unlabeled"),
-    "teacher": ("ModelEMA",),
+    "data": (
+        "SSL_KEYS", "SemiSupervisedCollator", "SemiSupervisedDataset", "semi_supervised_training_data",
+        "split_labeled_unlabeled",
+    ),
     "thresholds": ("FixedThreshold", "SelfAdaptiveThreshold", "build_threshold", "fairness_loss"),
-    "trainer": ("SemiSupervisedTrainer",),
+    "trainer": ("ModelEMA", "SemiSupervisedTrainer"),
 }
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -26,20 +26,15 @@ class SemiSupervisedConfig:
     fairness_weight: float = 0.001
     """FreeMatch's λ_f, the weight of the self-adaptive fairness loss (0 turns it off)."""
     info_target: str = "labeled"
-    """Rows of the information losses: ``labeled`` (default, chosen by measurement), ``pseudo``
-    (confident strong views with their pseudo-labels) or ``both``."""
+    """Rows of the information losses: ``labeled`` (measured best), ``pseudo`` (confident strong views) or ``both``."""
     ema_decay: float | None = None
-    """EMA teacher: pseudo-labels come from an exponential moving average of the weights (decay,
-    e.g. 0.999); ``None`` uses the model itself, as FixMatch and FreeMatch do."""
+    """Decay (e.g. 0.999) of an EMA teacher for the pseudo-labels; ``None``: the model itself (FixMatch, FreeMatch)."""
     labels_per_class: int | None = None
-    """Recipes: keep this many labelled examples per class (drawn with ``data.seed``, so every
-    training seed sees the same labelled subset); the whole training split, labels hidden, is the
-    unlabelled stream. ``None``: ``data.shots``."""
+    """Recipes: labelled examples kept per class (drawn with ``data.seed``); ``None``: ``data.shots``."""
     max_unlabeled: int | None = None
     """Recipes: cap on the training-split part of the unlabelled pool (stratified, seeded)."""
     unlabeled_split: str | None = None
-    """Recipes: another split of ``data.source`` added to the unlabelled pool (e.g. STL-10's
-    ``unlabeled`` split of 100,000 images, in a Hub copy that has it); its labels may be -1."""
+    """Recipes: another split of ``data.source`` added to the unlabelled pool (STL-10's ``unlabeled``; labels -1)."""
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:

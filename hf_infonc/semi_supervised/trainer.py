@@ -1,4 +1,5 @@
-"""``SemiSupervisedTrainer``: FixMatch and FreeMatch on ``InfoNCTrainer``, with the information losses.
+"""``SemiSupervisedTrainer``: FixMatch and FreeMatch on ``InfoNCTrainer``, with the information losses and an
+optional EMA teacher (``ModelEMA``).
 
 One forward per step on ``[labelled; weak; strong]`` through the model's adapter; the loss::
 
@@ -10,12 +11,15 @@ on the rows picked by ``info_target``. Details, and the multi-process rules: doc
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_infonc.adapters import call_through_wrapper
 from hf_infonc.adapters.base import AdapterOutput, ClassifierOutput
@@ -23,11 +27,44 @@ from hf_infonc.distributed import all_gather_no_grad, all_gather_with_grad
 from hf_infonc.losses import InformationComponents, check_labels
 from hf_infonc.semi_supervised.config import SemiSupervisedConfig
 from hf_infonc.semi_supervised.data import SSL_KEYS
-from hf_infonc.semi_supervised.teacher import EMAUpdate, ModelEMA
 from hf_infonc.semi_supervised.thresholds import SelfAdaptiveThreshold, build_threshold, fairness_loss
 from hf_infonc.trainer import InfoNCTrainer
 
 logger = logging.getLogger(__name__)
+
+
+class ModelEMA:
+    """An exponential moving average of a model's weights: ``θ_ema ← d·θ_ema + (1-d)·θ``.
+
+    Buffers (BatchNorm statistics) are copied. The copy stays in ``eval`` mode and never needs
+    gradients; it gives the pseudo-labels of the weak views when ``ema_decay`` is set.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.module = copy.deepcopy(model).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for ema, live in zip(self.module.parameters(), model.parameters()):
+            if ema.dtype.is_floating_point:
+                ema.mul_(self.decay).add_(live.detach().to(ema.dtype), alpha=1.0 - self.decay)
+        for ema, live in zip(self.module.buffers(), model.buffers()):
+            ema.copy_(live)
+
+
+class EMAUpdate(TrainerCallback):
+    """Updates the trainer's ``teacher`` after every optimizer step."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        teacher = self.trainer.teacher
+        if teacher is not None:
+            teacher.update(self.trainer.accelerator.unwrap_model(self.trainer.model))
 
 
 class SemiSupervisedTrainer(InfoNCTrainer):
@@ -63,8 +100,6 @@ class SemiSupervisedTrainer(InfoNCTrainer):
         super()._save_checkpoint(model, trial)
         if not self.args.should_save:
             return
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         state = {
             "threshold": self.threshold.state_dict() if self.threshold is not None else None,
@@ -105,10 +140,8 @@ class SemiSupervisedTrainer(InfoNCTrainer):
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
         config = self.ssl_config
-        labels = inputs["labels"]
-        true_unlabeled = inputs["ssl_unlabeled_labels"]
-        n_labeled = int(inputs["ssl_num_labeled"])
-        n_unlabeled = int(true_unlabeled.shape[0])
+        labels, true_unlabeled = inputs["labels"], inputs["ssl_unlabeled_labels"]
+        n_labeled, n_unlabeled = int(inputs["ssl_num_labeled"]), int(true_unlabeled.shape[0])
         model_inputs = {k: v for k, v in inputs.items() if k not in SSL_KEYS}
         core = self.accelerator.unwrap_model(model)
         out: AdapterOutput = call_through_wrapper(
@@ -122,18 +155,14 @@ class SemiSupervisedTrainer(InfoNCTrainer):
         logits, features = out.logits, out.features
         num_classes = logits.shape[-1]
         check_labels(labels, n_labeled, num_classes)  # one host sync; says how to fix a bad label mapping
-        components: dict[str, torch.Tensor] = {}
-        sup = nn.functional.cross_entropy(logits[:n_labeled], labels)
-        components["loss/sup"] = sup.detach()
-        base = sup
+        base = nn.functional.cross_entropy(logits[:n_labeled], labels)
+        components: dict[str, torch.Tensor] = {"loss/sup": base.detach()}
         info_features, info_labels = features[:n_labeled], labels
         if config.uses_unlabeled and n_unlabeled > 0:
             weak_slice = slice(n_labeled, n_labeled + n_unlabeled)
             strong_slice = slice(n_labeled + n_unlabeled, n_labeled + 2 * n_unlabeled)
-            if self.teacher is not None:
-                weak_logits = self._teacher_logits(model_inputs, weak_slice)
-            else:
-                weak_logits = logits[weak_slice].detach()
+            weak_logits = (self._teacher_logits(model_inputs, weak_slice) if self.teacher is not None
+                           else logits[weak_slice].detach())
             strong_logits = logits[strong_slice]
             probs = weak_logits.float().softmax(dim=-1)
             pseudo = probs.argmax(dim=-1)
@@ -153,12 +182,10 @@ class SemiSupervisedTrainer(InfoNCTrainer):
                 )
                 base = base + config.fairness_weight * fair.to(base.dtype)
                 components["loss/fairness"] = fair.detach()
-            logs = self._threshold_logs(global_mask, global_pseudo, global_truth, num_classes, logits.device)
-            components.update(logs)
+            components |= self._threshold_logs(global_mask, global_pseudo, global_truth, num_classes, logits.device)
             keep = mask > 0
             if config.info_target == "pseudo":
-                info_features = features[strong_slice][keep]
-                info_labels = pseudo[keep]
+                info_features, info_labels = features[strong_slice][keep], pseudo[keep]
             elif config.info_target == "both":
                 info_features = torch.cat([features[:n_labeled], features[strong_slice][keep]])
                 info_labels = torch.cat([labels, pseudo[keep]])
@@ -188,15 +215,13 @@ class SemiSupervisedTrainer(InfoNCTrainer):
     def _threshold_logs(self, mask: torch.Tensor, pseudo: torch.Tensor, truth: torch.Tensor, num_classes: int,
                         device: torch.device) -> dict[str, torch.Tensor]:
         thresholds = self.threshold.class_thresholds(num_classes, device=device).double()
+        adaptive = isinstance(self.threshold, SelfAdaptiveThreshold)
         logs = {
             "ssl/mask_rate": mask.double().mean(),
+            "ssl/threshold": self.threshold.global_threshold.to(device) if adaptive else thresholds.max(),
             "ssl/class_threshold_min": thresholds.min(),
             "ssl/class_threshold_max": thresholds.max(),
         }
-        if isinstance(self.threshold, SelfAdaptiveThreshold):
-            logs["ssl/threshold"] = self.threshold.global_threshold.to(device)
-        else:
-            logs["ssl/threshold"] = thresholds.max()
         known = truth >= 0
         if bool(known.any()):
             correct = (pseudo == truth).double()
