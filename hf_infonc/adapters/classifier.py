@@ -19,14 +19,6 @@ from hf_infonc.adapters.base import AdapterOutput, FeatureCapture, ModelAdapter,
 HEAD_PATHS: tuple[str, ...] = ("classifier.out_proj", "classifier", "classifier.dense")
 
 
-def _get_path(module: nn.Module, path: str) -> nn.Module | None:
-    for name in path.split("."):
-        module = getattr(module, name, None)
-        if module is None:
-            return None
-    return module
-
-
 def _as_linear(module: nn.Module | None) -> nn.Linear | None:
     """An ``nn.Linear`` (or a PEFT ``ModulesToSaveWrapper`` / LoRA layer around one)."""
     if isinstance(module, nn.Linear):
@@ -53,7 +45,10 @@ class LinearHeadAdapter(ModelAdapter):
         """The module to hook and the ``nn.Linear`` whose weight rows are the head."""
         num_labels = getattr(getattr(model, "config", None), "num_labels", None)
         for path in HEAD_PATHS:
-            module = _get_path(model, path)
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                continue
             linear = _as_linear(module)
             if linear is not None and (num_labels is None or linear.out_features == num_labels):
                 return module, linear

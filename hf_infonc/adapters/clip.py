@@ -17,8 +17,8 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from hf_infonc.adapters.base import AdapterOutput, ModelAdapter, register_adapter, unwrap_peft
-from hf_infonc.adapters.prompts import ClassPrompts
 from hf_infonc.models import clip_towers
+from hf_infonc.models.clip_towers import ClassPrompts
 
 __all__ = ["CLIPAdapter", "HFCLIPAdapter", "OpenCLIPAdapter"]
 
@@ -53,11 +53,7 @@ class CLIPAdapter(ModelAdapter):
     def head_rows(self, model: nn.Module) -> torch.Tensor | None:
         if self.prompts is None:
             return None
-        core = unwrap_peft(model)
-        return self.prompts.head(
-            lambda ids, mask: clip_towers.encode_text(core, ids, mask), clip_towers.text_parameters(core),
-            clip_towers.logit_scale(core).device,
-        )
+        return self.prompts.head(unwrap_peft(model))
 
     def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:
         core = unwrap_peft(model)

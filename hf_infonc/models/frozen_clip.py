@@ -15,7 +15,6 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from hf_infonc.data.prompts import get_templates
 from hf_infonc.models import clip_towers
 from hf_infonc.models.open_clip import OpenCLIPModel
 
@@ -161,13 +160,6 @@ class FrozenCLIPHeadModel(PreTrainedModel):
                 f"unexpected {sorted(unexpected)}."
             )
         device = next(clip_model.parameters()).device
-        for key, value in state.items():
-            target = model.get_parameter_or_buffer(key)
-            if target.shape != value.shape:
-                raise ValueError(
-                    f"{key}: saved shape {tuple(value.shape)} does not fit this model ({tuple(target.shape)}); was the "
-                    f"head trained on another base model?"
-                )
         model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
         return model.eval()
 
@@ -206,15 +198,13 @@ class CLIPLinearProbe(FrozenCLIPHeadModel):
     ) -> CLIPLinearProbe:
         """Zero-shot-initialised probe: ``W`` = the normalised class-prompt embeddings (ensembled over templates)."""
         clip_towers.require_clip(clip_model, "CLIPLinearProbe")
-        templates = get_templates(templates)
-        ids, mask = clip_towers.tokenize(
-            tokenizer, clip_towers.build_prompts(class_names, templates), length=clip_towers.context_length(clip_model)
-        )
-        device = next(clip_model.parameters()).device
+        length = clip_towers.context_length(clip_model)
+        prompts = clip_towers.ClassPrompts.tokenize(class_names, templates, tokenizer, length=length)
         with torch.no_grad():
-            text = clip_towers.encode_text(clip_model, ids.to(device), None if mask is None else mask.to(device))
-            head = clip_towers.ensemble_head(text, len(class_names))
-        config = CLIPLinearProbeConfig(class_names=list(class_names), embed_dim=head.shape[-1], templates=templates)
+            head = prompts.head(clip_model)
+        config = CLIPLinearProbeConfig(
+            class_names=prompts.class_names, embed_dim=head.shape[-1], templates=prompts.templates
+        )
         probe = cls(config, clip_model)
         with torch.no_grad():
             probe.classifier.weight.copy_(head.to(probe.classifier.weight.dtype))

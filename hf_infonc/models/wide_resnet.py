@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
+from transformers.utils import can_return_tuple
 
 __all__ = [
     "WideResNetConfig", "WideResNetForImageClassification", "WideResNetModel", "WideResNetPreTrainedModel",
@@ -184,11 +185,8 @@ class WideResNetPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
 
-    def _output_flags(self, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool]:
-        """The arguments, or the config's defaults where they are ``None``."""
-        config = self.config
-        return (config.output_hidden_states if output_hidden_states is None else output_hidden_states,
-                config.return_dict if return_dict is None else return_dict)
+    def _output_hidden_states(self, output_hidden_states: bool | None) -> bool:
+        return self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         expected = self.config.num_channels
@@ -231,25 +229,22 @@ class WideResNetModel(WideResNetPreTrainedModel):
         self.final_act = nn.LeakyReLU(config.leaky_relu_slope)
         self.post_init()
 
+    @can_return_tuple
     def forward(
-        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, return_dict: bool | None = None,
-        **kwargs: Any,
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs: Any
     ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
-        """``hidden_states`` (when asked): the stem output and the output of each group."""
+        """``hidden_states`` (when asked): the stem output and the output of each group; ``return_dict=False``
+        gives a tuple."""
         self._check_pixel_values(pixel_values)
-        output_hidden_states, return_dict = self._output_flags(output_hidden_states, return_dict)
         hidden = self.stem(pixel_values)
         states = [hidden]
         for group in self.groups:
             hidden = group(hidden)
             states.append(hidden)
         hidden = self.final_act(self.final_norm(hidden))
-        pooled = hidden.mean(dim=(2, 3))
-        hidden_states = tuple(states) if output_hidden_states else None
-        if not return_dict:
-            return tuple(v for v in (hidden, pooled, hidden_states) if v is not None)
         return BaseModelOutputWithPoolingAndNoAttention(
-            last_hidden_state=hidden, pooler_output=pooled, hidden_states=hidden_states
+            last_hidden_state=hidden, pooler_output=hidden.mean(dim=(2, 3)),
+            hidden_states=tuple(states) if self._output_hidden_states(output_hidden_states) else None,
         )
 
 
@@ -267,18 +262,15 @@ class WideResNetForImageClassification(WideResNetPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, output_hidden_states: bool | None = None,
-        return_dict: bool | None = None, **kwargs: Any,
+        **kwargs: Any,
     ) -> ImageClassifierOutput | tuple:
-        output_hidden_states, return_dict = self._output_flags(output_hidden_states, return_dict)
-        body = self.wide_resnet(pixel_values, output_hidden_states=False, return_dict=True)
-        pooled = body.pooler_output
+        pooled = self.wide_resnet(pixel_values, output_hidden_states=False, return_dict=True).pooler_output
         logits = self.classifier(pooled)
         loss = None if labels is None else self._loss(logits, labels)
-        hidden_states = (pooled,) if output_hidden_states else None
-        if not return_dict:
-            return tuple(v for v in (loss, logits, hidden_states) if v is not None)
+        hidden_states = (pooled,) if self._output_hidden_states(output_hidden_states) else None
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from hf_infonc.models.open_clip.interop import (
     write_open_clip_layout,
 )
 from hf_infonc.models.open_clip.tokenizer import OpenCLIPTokenizer
+from hf_infonc.testing import tiny_open_clip_cfg, tiny_open_clip_minilm_cfg
 
 OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:")
 _PUSH_KWARGS = ("repo_id", "commit_message", "commit_description", "private", "token", "revision", "create_pr", "tags")
@@ -352,3 +353,11 @@ class OpenCLIPModel(PreTrainedModel):
         paths["model_config"] = out / f"{name or 'hf-infonc-open-clip'}.json"
         paths["model_config"].write_text(json.dumps(self.config.model_cfg, indent=2))
         return paths
+
+
+def tiny_open_clip(*, minilm_text: bool = False, wrapped: bool = True, seed: int = 0) -> nn.Module:
+    """A tiny open_clip model in eval mode (configs in :mod:`hf_infonc.testing`): wrapped in :class:`OpenCLIPModel`
+    (default) or the raw open_clip model. ``minilm_text=True``: the pretrained MiniLM text tower."""
+    torch.manual_seed(seed)
+    model = OpenCLIPModel.from_open_clip(tiny_open_clip_minilm_cfg() if minilm_text else tiny_open_clip_cfg())
+    return model.eval() if wrapped else model.eval().clip
