@@ -40,24 +40,22 @@ class CLIPAdapter(ModelAdapter):
     def setup(self, model, *, class_names=None, templates=None, processing_class=None) -> None:
         # the CLIP forwards name no labels: with class names, the batches' labels are the targets
         self.label_names = None if class_names is None else ["labels"]
-        if class_names is None:
-            self.prompts = None
-            return
-        core = unwrap_peft(model)
-        tokenizer = self.prompt_tokenizer(core, processing_class)
-        self.prompts = ClassPrompts.tokenize(class_names, templates, tokenizer, length=clip_towers.context_length(core))
+        self.prompts = None
+        if class_names is not None:
+            core = unwrap_peft(model)
+            tokenizer = self.prompt_tokenizer(core, processing_class)
+            length = clip_towers.context_length(core)
+            self.prompts = ClassPrompts.tokenize(class_names, templates, tokenizer, length=length)
 
     def is_pairwise(self, inputs: dict[str, Any]) -> bool:
         return "input_ids" in inputs  # captions: image–caption pairs; else classification with the prompt head
 
     def head_rows(self, model: nn.Module) -> torch.Tensor | None:
-        if self.prompts is None:
-            return None
-        return self.prompts.head(unwrap_peft(model))
+        return None if self.prompts is None else self.prompts.head(unwrap_peft(model))
 
     def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:
         core = unwrap_peft(model)
-        scale = clip_towers.logit_scale(core).exp()
+        scale = core.logit_scale.exp()
         labels = inputs.get("labels")
         if "input_ids" in inputs:  # image–caption pairs
             if isinstance(core, PreTrainedModel):  # the model's own forward, as Trainer runs it

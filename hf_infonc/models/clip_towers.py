@@ -66,13 +66,6 @@ def encode_text(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch
     return inner_open_clip(model).encode_text(input_ids)
 
 
-def logit_scale(model: nn.Module) -> nn.Parameter:
-    """The learned log-temperature (``logits = logit_scale.exp() · img_n · txt_nᵀ``)."""
-    if clip_family(model) == "hf-clip":
-        return model.logit_scale
-    return inner_open_clip(model).logit_scale
-
-
 def token_embedding(model: nn.Module) -> nn.Embedding:
     """The token-embedding layer of the text tower (its output is what CoOp edits)."""
     if clip_family(model) == "hf-clip":
@@ -174,7 +167,7 @@ class ClassPrompts:
     def head(self, model: nn.Module) -> torch.Tensor:
         """``C x d`` head rows of the CLIP ``model``. Recomputed (with gradients) when any text parameter trains,
         else cached."""
-        device = logit_scale(model).device
+        device = model.logit_scale.device
         trains = any(p.requires_grad for p in text_parameters(model))
         key = (str(device), torch.is_autocast_enabled())
         if not trains and key in self._cache:

@@ -80,11 +80,8 @@ class FrozenCLIPHeadModel(PreTrainedModel):
             name = getattr(clip_model, "name_or_path", None)
             config.base_model_name_or_path = str(name) if name else None
             config.base_model_class = type(clip_model).__name__
-        for parameter in clip_model.parameters():
-            parameter.requires_grad_(False)
-        self.clip = clip_model.eval()
+        self.clip = clip_model.requires_grad_(False).eval()
 
-    # ------------------------------------------------------------------ transformers plumbing
     def _init_weights(self, module: nn.Module) -> None:
         """The head is initialised explicitly by each subclass; the frozen CLIP is never touched."""
 
@@ -96,14 +93,13 @@ class FrozenCLIPHeadModel(PreTrainedModel):
         self.clip.eval()  # frozen feature extractors: no dropout noise
         return self
 
-    # ------------------------------------------------------------------ encoders
     @property
     def class_names(self) -> list[str]:
         return list(self.config.class_names or [])
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        return clip_towers.logit_scale(self.clip)
+        return self.clip.logit_scale
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Projected image embeddings; no autograd graph while the vision tower is frozen."""
@@ -123,7 +119,6 @@ class FrozenCLIPHeadModel(PreTrainedModel):
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
         return CLIPHeadOutput(loss=loss, logits=logits, image_embeds=image, head_rows=head, logit_scale=scale)
 
-    # ------------------------------------------------------------------ save / load (head only)
     def head_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The entries that are saved: everything outside the frozen ``clip.``."""
         state = self.state_dict() if state_dict is None else state_dict

@@ -168,22 +168,15 @@ class WideResNetPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["WideResNetBasicBlock"]
 
     def _init_weights(self, module: nn.Module) -> None:
-        """FixMatch-PyTorch / USB initialisation (only for tensors ``from_pretrained`` did not load)."""
+        """FixMatch-PyTorch / USB initialisation (only for tensors ``from_pretrained`` did not load); BatchNorm as
+        ``transformers`` does it (weight 1, bias 0, fresh running statistics)."""
         if isinstance(module, nn.Conv2d):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu")
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            if getattr(module, "num_batches_tracked", None) is not None:
-                init.zeros_(module.num_batches_tracked)
         elif isinstance(module, nn.Linear):
             init.xavier_normal_(module.weight)
-            if module.bias is not None:
-                init.zeros_(module.bias)
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
 
     def _output_hidden_states(self, output_hidden_states: bool | None) -> bool:
         return self.config.output_hidden_states if output_hidden_states is None else output_hidden_states

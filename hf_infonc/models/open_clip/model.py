@@ -1,8 +1,4 @@
-"""``OpenCLIPModel``: an open_clip ``CLIP`` / ``CustomTextCLIP`` as a ``transformers.PreTrainedModel``.
-
-open_clip's causal text mask is a non-persistent buffer, which ``transformers`` 5 ``from_pretrained``
-leaves uninitialised (meta device, ``torch.empty_like``); :func:`rebuild_causal_masks` restores it after loading.
-"""
+"""``OpenCLIPModel``: an open_clip ``CLIP`` / ``CustomTextCLIP`` as a ``transformers.PreTrainedModel``."""
 
 from __future__ import annotations
 
@@ -62,8 +58,8 @@ def _causal_mask(size: int, device: torch.device, dtype: torch.dtype) -> torch.T
 
 
 def rebuild_causal_masks(clip: nn.Module) -> int:
-    """Recompute every open_clip causal text mask (``attn_mask``, as ``TextTransformer.build_causal_mask``
-    makes it) in place; returns how many. Towers without one (``no_causal_mask=True``) are left alone."""
+    """Recompute every open_clip causal text mask (``attn_mask``, a non-persistent buffer that ``transformers`` 5
+    ``from_pretrained`` leaves uninitialised) in place; returns how many. Towers without one are left alone."""
     from open_clip.model import CLIP
     from open_clip.transformer import TextTransformer
 
@@ -135,17 +131,12 @@ class OpenCLIPModel(PreTrainedModel):
         self.clip = clip
         self.post_init()
 
-    # ------------------------------------------------------------------ weights
     def _init_weights(self, module: nn.Module) -> None:
         """Only restore the causal masks (open_clip initialises its modules in their constructors)."""
-        from open_clip.model import CLIP
-        from open_clip.transformer import TextTransformer
-
-        if isinstance(module, (CLIP, TextTransformer)):
-            rebuild_causal_masks(module)
+        rebuild_causal_masks(module)
 
     def rebuild_attention_masks(self) -> int:
-        """Recompute the causal text masks (see the module docstring); returns how many were rebuilt."""
+        """Recompute the causal text masks (:func:`rebuild_causal_masks`); returns how many were rebuilt."""
         return rebuild_causal_masks(self.clip)
 
     @classmethod
@@ -226,7 +217,6 @@ class OpenCLIPModel(PreTrainedModel):
         """The text tower's token embedding (what ``transformers`` and peft resize or adapt)."""
         return open_clip_token_embedding(self.clip)
 
-    # ------------------------------------------------------------------ encoders
     @property
     def logit_scale(self) -> nn.Parameter:
         return self.clip.logit_scale
@@ -266,7 +256,6 @@ class OpenCLIPModel(PreTrainedModel):
                 out.loss = clip_contrastive_loss(image, text, scale)
         return out
 
-    # ------------------------------------------------------------------ tokenizer / transforms
     def get_tokenizer(self, **kwargs: Any) -> OpenCLIPTokenizer:
         """The open_clip tokenizer of this architecture (callable -> LongTensor of ids), saveable by the Trainer."""
         return OpenCLIPTokenizer.from_config(self.config, **kwargs)
@@ -279,7 +268,6 @@ class OpenCLIPModel(PreTrainedModel):
         cfg.setdefault("size", self.clip.visual.image_size)
         return image_transform_v2(PreprocessCfg(**cfg), is_train=is_train)
 
-    # ------------------------------------------------------------------ open_clip interop
     @classmethod
     def from_open_clip(
         cls, model_name_or_cfg: str | Mapping[str, Any], pretrained: str | os.PathLike | None = None, *,
