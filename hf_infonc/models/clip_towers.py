@@ -108,11 +108,9 @@ def text_parameters(model: nn.Module) -> list[nn.Parameter]:
 def tokenize(
     tokenizer: Any, texts: list[str], *, length: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Token ids (and the attention mask, when the tokenizer gives one) for a list of texts.
-
-    ``tokenizer``: a ``transformers`` tokenizer or processor, or an open_clip tokenizer. ``length``: pad or
-    truncate a ``transformers`` tokenizer's output to exactly this many tokens (fixed-length open_clip towers).
-    """
+    """Token ids (and the attention mask, when the tokenizer gives one) of ``texts`` with a ``transformers``
+    tokenizer or processor, or an open_clip tokenizer. ``length``: pad or truncate a ``transformers`` tokenizer's
+    output to exactly this many tokens (fixed-length open_clip towers)."""
     from transformers import ProcessorMixin
 
     if isinstance(tokenizer, ProcessorMixin):  # CLIPProcessor & co: use the text tokenizer it holds

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, cached_file
 
 from hf_infonc.models import clip_towers
 from hf_infonc.models.open_clip import OpenCLIPModel
@@ -136,17 +137,13 @@ class FrozenCLIPHeadModel(PreTrainedModel):
         base_model_kwargs: dict | None = None, **hub_kwargs: Any,
     ):
         """Rebuild a saved head (folder or Hub repo id) around ``clip_model`` (default: the base model it names)."""
-        from safetensors.torch import load_file
-        from transformers.utils import cached_file
-
         config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         if clip_model is None:
             clip_model = load_base_clip(
                 config.base_model_name_or_path, config.base_model_class, **(base_model_kwargs or {})
             )
         model = cls(config, clip_model)  # head tensors of the saved shapes; their values are loaded below
-        weights = cached_file(pretrained_model_name_or_path, HEAD_WEIGHTS_NAME, **hub_kwargs)
-        state = load_file(weights)
+        state = load_file(cached_file(pretrained_model_name_or_path, HEAD_WEIGHTS_NAME, **hub_kwargs))
         expected = set(model.head_state_dict())
         missing, unexpected = expected - set(state), set(state) - expected
         if missing or unexpected:

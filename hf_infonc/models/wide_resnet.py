@@ -142,10 +142,9 @@ class WideResNetBasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
         self.drop_rate = float(config.drop_rate)
         self.activate_before_residual = bool(activate_before_residual)
-        needs_projection = in_channels != out_channels or stride != 1
-        self.shortcut = (
-            nn.Conv2d(in_channels, out_channels, 1, stride=stride, padding=0, bias=False) if needs_projection else None
-        )
+        self.shortcut = None
+        if in_channels != out_channels or stride != 1:
+            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = self.act1(self.bn1(x))
