@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from hf_infonc.adapters.base import AdapterOutput, FeatureCapture, ModelAdapter, register_adapter, unwrap_peft
 
@@ -56,8 +57,6 @@ class LinearHeadAdapter(ModelAdapter):
 
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
-        from transformers import PreTrainedModel
-
         return (isinstance(model, PreTrainedModel) and type(model).__name__.endswith(cls._model_classes)
                 and cls.find_head(model) is not None)
 
