@@ -1,9 +1,6 @@
-"""Adapters for models with a linear classification head (text and image classifiers).
-
-Features: the vector fed to the final ``nn.Linear`` (captured by a hook; the model's own forward and
-loss run unchanged); head rows: that layer's weight rows (docs/theory.md §2.4). The layer is found at
-one of :data:`HEAD_PATHS` (override :meth:`LinearHeadAdapter.find_head` for other architectures);
-token-level heads (GPT-2's ``score``) are not covered.
+"""Adapters for models with a linear classification head (text and image classifiers): features are the
+input of the final ``nn.Linear`` at one of :data:`HEAD_PATHS` (captured by a hook; the model's own forward
+and loss run unchanged), head rows its weight rows (docs/theory.md §2.4). Token-level heads are not covered.
 """
 
 from __future__ import annotations
@@ -43,7 +40,7 @@ class LinearHeadAdapter(ModelAdapter):
 
     @classmethod
     def find_head(cls, model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
-        """The module to hook and the ``nn.Linear`` whose weight rows are the head."""
+        """The module to hook and the ``nn.Linear`` whose weight rows are the head (override for other layouts)."""
         num_labels = getattr(getattr(model, "config", None), "num_labels", None)
         for path in HEAD_PATHS:
             try:
@@ -83,11 +80,7 @@ class LinearHeadAdapter(ModelAdapter):
     def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:
         hooked, linear = self._head(model)
         captured: list[torch.Tensor] = []
-
-        def grab_input(_module: nn.Module, args: tuple) -> None:
-            captured.append(args[0])
-
-        handle = hooked.register_forward_pre_hook(grab_input)
+        handle = hooked.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
         try:
             outputs = model(**inputs)  # the model's own forward and loss, exactly as Trainer calls it
         finally:

@@ -1,11 +1,6 @@
 """Adapters for CLIP models: ``transformers.CLIPModel`` and open_clip (raw ``CLIP`` / ``CustomTextCLIP``, or
-``OpenCLIPModel``). Two uses, chosen by the batch (docs/adapters.md, "Supported families"):
-
-* **classification** (``labels``): the head is the ensembled class-prompt embeddings (:class:`ClassPrompts`,
-  docs/theory.md §2.4), cached while no text-side parameter trains; base loss = cross-entropy.
-* **image–caption pairs** (``input_ids``): the captions are the anchors (``pairwise=True``); a
-  ``PreTrainedModel`` runs its own forward with ``return_loss=True``, a raw open_clip model gets its
-  contrastive loss from the trainer (``loss=None``).
+``OpenCLIPModel``). The batch picks the use (docs/adapters.md, "Supported families"): classification
+(``labels``; head: :class:`ClassPrompts`, docs/theory.md §2.4) or image–caption pairs (``input_ids``).
 """
 
 from __future__ import annotations
@@ -57,11 +52,11 @@ class CLIPAdapter(ModelAdapter):
         core = unwrap_peft(model)
         scale = core.logit_scale.exp()
         labels = inputs.get("labels")
-        if "input_ids" in inputs:  # image–caption pairs
-            if isinstance(core, PreTrainedModel):  # the model's own forward, as Trainer runs it
+        if "input_ids" in inputs:  # image–caption pairs: the captions are the anchors
+            if isinstance(core, PreTrainedModel):  # the model's own forward (return_loss), as Trainer runs it
                 outputs = model(**{**{k: v for k, v in inputs.items() if k != "labels"}, "return_loss": True})
                 image, text = outputs.image_embeds, outputs.text_embeds
-            else:
+            else:  # a raw open_clip model: the trainer computes the contrastive loss
                 outputs = None
                 image = clip_towers.encode_image(core, inputs["pixel_values"])
                 text = clip_towers.encode_text(core, inputs["input_ids"], inputs.get("attention_mask"))
