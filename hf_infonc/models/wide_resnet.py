@@ -68,9 +68,6 @@ class WideResNetConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
-        self._validate()
-
-    def _validate(self) -> None:
         depth = self.depth
         if not _is_int(depth) or depth < 10 or (depth - 4) % 6 != 0:
             hint = f"nearest valid depths: {_nearest_valid_depths(depth)}" if _is_int(depth) else "e.g. 10, 16, 22, 28"

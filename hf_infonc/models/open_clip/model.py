@@ -211,15 +211,10 @@ class OpenCLIPModel(PreTrainedModel):
         """``PreTrainedModel.from_pretrained`` followed by :meth:`rebuild_attention_masks`; an open_clip name
         (``"hf-hub:org/repo"``, ``"local-dir:/path"``) is built with :meth:`from_open_clip` instead."""
         name = pretrained_model_name_or_path
-        if isinstance(name, str) and name.startswith(OPEN_CLIP_SCHEMAS):
-            return cls._from_open_clip_name(name, **kwargs)
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        model.rebuild_attention_masks()
-        return loaded
-
-    @classmethod
-    def _from_open_clip_name(cls, name: str, **kwargs: Any) -> OpenCLIPModel:
+        if not (isinstance(name, str) and name.startswith(OPEN_CLIP_SCHEMAS)):
+            loaded = super().from_pretrained(name, *model_args, **kwargs)
+            (loaded[0] if isinstance(loaded, tuple) else loaded).rebuild_attention_masks()
+            return loaded
         dtype = kwargs.pop("dtype", None)
         dtype = kwargs.pop("torch_dtype", None) or dtype
         cache_dir = kwargs.pop("cache_dir", None)
