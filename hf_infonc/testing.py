@@ -31,10 +31,8 @@ def _tiny_transformer(hidden: int) -> dict:
 
 
 def tiny_clip(*, image_size: int = 32, hidden: int = 32, projection: int = 16, seed: int = 0, vocab_size: int = 30522):
-    """A randomly initialised ``transformers.CLIPModel`` small enough for CPU tests.
-
-    Token ids follow the MiniLM (BERT) tokenizer: pad 0, bos [CLS]=101, eos [SEP]=102.
-    """
+    """A randomly initialised ``transformers.CLIPModel`` small enough for CPU tests; token ids follow the MiniLM
+    (BERT) tokenizer: pad 0, bos [CLS]=101, eos [SEP]=102."""
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(seed)

@@ -77,8 +77,7 @@ def rebuild_causal_masks(clip: nn.Module) -> int:
 
 def is_causal_mask(mask: torch.Tensor) -> bool:
     """True when ``mask`` is the additive causal mask (0 on and below the diagonal, -inf above)."""
-    expected = _causal_mask(mask.shape[-1], mask.device, mask.dtype)
-    return mask.shape == expected.shape and bool(torch.equal(mask, expected))
+    return torch.equal(mask, _causal_mask(mask.shape[-1], mask.device, mask.dtype))
 
 
 def open_clip_token_embedding(clip: nn.Module) -> nn.Embedding:
