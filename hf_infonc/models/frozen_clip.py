@@ -75,6 +75,8 @@ class FrozenCLIPHeadModel(PreTrainedModel):
     def __init__(self, config: FrozenCLIPHeadConfig, clip_model: nn.Module) -> None:
         super().__init__(config)
         clip_towers.require_clip(clip_model, type(self).__name__)
+        if not config.class_names:
+            raise ValueError(f"{type(self).__name__} needs class_names (one per class, in label order).")
         if config.base_model_class is None:
             name = getattr(clip_model, "name_or_path", None)
             config.base_model_name_or_path = str(name) if name else None
@@ -170,8 +172,6 @@ class CLIPLinearProbe(FrozenCLIPHeadModel):
 
     def __init__(self, config: CLIPLinearProbeConfig, clip_model: nn.Module) -> None:
         super().__init__(config, clip_model)
-        if not config.class_names:
-            raise ValueError("CLIPLinearProbe needs class_names (one per output).")
         if config.embed_dim is None:
             raise ValueError(
                 "CLIPLinearProbeConfig.embed_dim is not set (the CLIP embedding dimension); build the probe with "
