@@ -40,13 +40,9 @@ class LoraSettings:
 @dataclass
 class CoOpSettings:
     """CoOp prompt learning (``training_mode: coop``; Zhou et al. 2022): ``n_ctx`` context vectors,
-    initialised from the phrase ``init`` or, when ``None``, as ``N(0, init_std²)``. The one definition
-    of these settings and their defaults: :meth:`hf_infonc.models.CoOpCLIP.from_clip`, ``apply_training_mode`` and the
-    recipes' ``model.coop`` section all read it.
-
-    With ``n_ctx`` larger than the phrase, the phrase's token embeddings fill the last vectors
-    and the others are random; ``n_ctx=None`` takes the phrase length.
-    """
+    initialised from the phrase ``init`` or, when ``None``, as ``N(0, init_std²)``; with ``n_ctx`` larger than
+    the phrase, its token embeddings fill the last vectors and the others are random; ``n_ctx=None`` takes the
+    phrase length; ``seed`` fixes the random draw."""
 
     n_ctx: int | None = 16
     init: str | None = "a photo of a"

@@ -190,14 +190,12 @@ def base_model_state_dict(
             continue
         key = key[len(prefix) :]
         for path, inner in innermost_first:
-            if not key.startswith(f"{path}."):
-                continue
-            rest = key[len(path) + 1 :]
-            if not rest.startswith(f"{inner}."):
-                key = None  # a tensor of the adapter (lora_A, lora_B, modules_to_save copies, …)
-                break
-            key = f"{path}.{rest[len(inner) + 1 :]}"
-        if key is not None:
+            if key.startswith(f"{path}."):
+                rest = key[len(path) + 1 :]
+                if not rest.startswith(f"{inner}."):
+                    break  # a tensor of the adapter (lora_A, lora_B, modules_to_save copies, …)
+                key = f"{path}.{rest[len(inner) + 1 :]}"
+        else:
             base_state[key] = value
     return base_state
 

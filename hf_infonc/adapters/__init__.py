@@ -13,7 +13,7 @@ from hf_infonc.adapters.base import (
 from hf_infonc.adapters.classifier import ImageClassificationAdapter, LinearHeadAdapter, SequenceClassificationAdapter
 from hf_infonc.adapters.clip import HFCLIPAdapter, OpenCLIPAdapter
 from hf_infonc.adapters.coop import CLIPLinearProbeAdapter, CoOpAdapter
-from hf_infonc.adapters.prompts import ClassPrompts, build_prompts
+from hf_infonc.models.clip_towers import ClassPrompts, build_prompts
 
 __all__ = [
     "AdapterOutput", "CLIPLinearProbeAdapter", "ClassPrompts", "CoOpAdapter", "HFCLIPAdapter",

@@ -123,12 +123,8 @@ _REGISTRY: list[type[ModelAdapter]] = []
 
 def register_adapter(adapter_cls: type[ModelAdapter], *, first: bool = False) -> type[ModelAdapter]:
     """Register an adapter class (usable as a decorator). ``first=True`` gives it priority."""
-    if adapter_cls in _REGISTRY:
-        return adapter_cls
-    if first:
-        _REGISTRY.insert(0, adapter_cls)
-    else:
-        _REGISTRY.append(adapter_cls)
+    if adapter_cls not in _REGISTRY:
+        _REGISTRY.insert(0 if first else len(_REGISTRY), adapter_cls)
     return adapter_cls
 
 
@@ -139,10 +135,7 @@ def registered_adapters() -> list[type[ModelAdapter]]:
 def find_adapter(model: nn.Module) -> ModelAdapter | None:
     """The first registered adapter that supports ``model`` (PEFT models are unwrapped), or ``None``."""
     core = unwrap_peft(model)
-    for adapter_cls in _REGISTRY:
-        if adapter_cls.supports(core):
-            return adapter_cls()
-    return None
+    return next((adapter_cls() for adapter_cls in _REGISTRY if adapter_cls.supports(core)), None)
 
 
 def unsupported_model_message(model: nn.Module) -> str:

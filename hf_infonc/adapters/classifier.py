@@ -1,9 +1,6 @@
-"""Adapters for models with a linear classification head (text and image classifiers).
-
-Features: the vector fed to the final ``nn.Linear`` (captured by a hook; the model's own forward and
-loss run unchanged); head rows: that layer's weight rows (docs/theory.md §2.4). The layer is found at
-one of :data:`HEAD_PATHS` (override :meth:`LinearHeadAdapter.find_head` for other architectures);
-token-level heads (GPT-2's ``score``) are not covered.
+"""Adapters for models with a linear classification head (text and image classifiers): features are the
+input of the final ``nn.Linear`` at one of :data:`HEAD_PATHS` (captured by a hook; the model's own forward
+and loss run unchanged), head rows its weight rows (docs/theory.md §2.4). Token-level heads are not covered.
 """
 
 from __future__ import annotations
@@ -12,19 +9,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from hf_infonc.adapters.base import AdapterOutput, FeatureCapture, ModelAdapter, register_adapter, unwrap_peft
 
 #: Attribute paths tried, in order, to find the final linear layer.
 HEAD_PATHS: tuple[str, ...] = ("classifier.out_proj", "classifier", "classifier.dense")
-
-
-def _get_path(module: nn.Module, path: str) -> nn.Module | None:
-    for name in path.split("."):
-        module = getattr(module, name, None)
-        if module is None:
-            return None
-    return module
 
 
 def _as_linear(module: nn.Module | None) -> nn.Linear | None:
@@ -50,10 +40,13 @@ class LinearHeadAdapter(ModelAdapter):
 
     @classmethod
     def find_head(cls, model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
-        """The module to hook and the ``nn.Linear`` whose weight rows are the head."""
+        """The module to hook and the ``nn.Linear`` whose weight rows are the head (override for other layouts)."""
         num_labels = getattr(getattr(model, "config", None), "num_labels", None)
         for path in HEAD_PATHS:
-            module = _get_path(model, path)
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                continue
             linear = _as_linear(module)
             if linear is not None and (num_labels is None or linear.out_features == num_labels):
                 return module, linear
@@ -61,8 +54,6 @@ class LinearHeadAdapter(ModelAdapter):
 
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
-        from transformers import PreTrainedModel
-
         return (isinstance(model, PreTrainedModel) and type(model).__name__.endswith(cls._model_classes)
                 and cls.find_head(model) is not None)
 
@@ -89,11 +80,7 @@ class LinearHeadAdapter(ModelAdapter):
     def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:
         hooked, linear = self._head(model)
         captured: list[torch.Tensor] = []
-
-        def grab_input(_module: nn.Module, args: tuple) -> None:
-            captured.append(args[0])
-
-        handle = hooked.register_forward_pre_hook(grab_input)
+        handle = hooked.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
         try:
             outputs = model(**inputs)  # the model's own forward and loss, exactly as Trainer calls it
         finally:

@@ -1,11 +1,6 @@
 """Adapters for CLIP models: ``transformers.CLIPModel`` and open_clip (raw ``CLIP`` / ``CustomTextCLIP``, or
-``OpenCLIPModel``). Two uses, chosen by the batch (docs/adapters.md, "Supported families"):
-
-* **classification** (``labels``): the head is the ensembled class-prompt embeddings (:class:`ClassPrompts`,
-  docs/theory.md §2.4), cached while no text-side parameter trains; base loss = cross-entropy.
-* **image–caption pairs** (``input_ids``): the captions are the anchors (``pairwise=True``); a
-  ``PreTrainedModel`` runs its own forward with ``return_loss=True``, a raw open_clip model gets its
-  contrastive loss from the trainer (``loss=None``).
+``OpenCLIPModel``). The batch picks the use (docs/adapters.md, "Supported families"): classification
+(``labels``; head: :class:`ClassPrompts`, docs/theory.md §2.4) or image–caption pairs (``input_ids``).
 """
 
 from __future__ import annotations
@@ -17,8 +12,8 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from hf_infonc.adapters.base import AdapterOutput, ModelAdapter, register_adapter, unwrap_peft
-from hf_infonc.adapters.prompts import ClassPrompts
 from hf_infonc.models import clip_towers
+from hf_infonc.models.clip_towers import ClassPrompts
 
 __all__ = ["CLIPAdapter", "HFCLIPAdapter", "OpenCLIPAdapter"]
 
@@ -40,34 +35,28 @@ class CLIPAdapter(ModelAdapter):
     def setup(self, model, *, class_names=None, templates=None, processing_class=None) -> None:
         # the CLIP forwards name no labels: with class names, the batches' labels are the targets
         self.label_names = None if class_names is None else ["labels"]
-        if class_names is None:
-            self.prompts = None
-            return
-        core = unwrap_peft(model)
-        tokenizer = self.prompt_tokenizer(core, processing_class)
-        self.prompts = ClassPrompts.tokenize(class_names, templates, tokenizer, length=clip_towers.context_length(core))
+        self.prompts = None
+        if class_names is not None:
+            core = unwrap_peft(model)
+            tokenizer = self.prompt_tokenizer(core, processing_class)
+            length = clip_towers.context_length(core)
+            self.prompts = ClassPrompts.tokenize(class_names, templates, tokenizer, length=length)
 
     def is_pairwise(self, inputs: dict[str, Any]) -> bool:
         return "input_ids" in inputs  # captions: image–caption pairs; else classification with the prompt head
 
     def head_rows(self, model: nn.Module) -> torch.Tensor | None:
-        if self.prompts is None:
-            return None
-        core = unwrap_peft(model)
-        return self.prompts.head(
-            lambda ids, mask: clip_towers.encode_text(core, ids, mask), clip_towers.text_parameters(core),
-            clip_towers.logit_scale(core).device,
-        )
+        return None if self.prompts is None else self.prompts.head(unwrap_peft(model))
 
     def forward(self, model: nn.Module, inputs: dict[str, Any]) -> AdapterOutput:
         core = unwrap_peft(model)
-        scale = clip_towers.logit_scale(core).exp()
+        scale = core.logit_scale.exp()
         labels = inputs.get("labels")
-        if "input_ids" in inputs:  # image–caption pairs
-            if isinstance(core, PreTrainedModel):  # the model's own forward, as Trainer runs it
+        if "input_ids" in inputs:  # image–caption pairs: the captions are the anchors
+            if isinstance(core, PreTrainedModel):  # the model's own forward (return_loss), as Trainer runs it
                 outputs = model(**{**{k: v for k, v in inputs.items() if k != "labels"}, "return_loss": True})
                 image, text = outputs.image_embeds, outputs.text_embeds
-            else:
+            else:  # a raw open_clip model: the trainer computes the contrastive loss
                 outputs = None
                 image = clip_towers.encode_image(core, inputs["pixel_values"])
                 text = clip_towers.encode_text(core, inputs["input_ids"], inputs.get("attention_mask"))

@@ -1,18 +1,20 @@
 """One interface over the CLIP families (``transformers.CLIPModel``, open_clip models, ``OpenCLIPModel``):
-the family dispatch of adapters, CoOp and the linear probe, and the zero-shot head (docs/theory.md §2.4).
-Embeddings are projected, *not* normalised.
+the family dispatch of adapters, CoOp and the linear probe, and the zero-shot head of class prompts
+(docs/theory.md §2.4). Embeddings are projected, *not* normalised.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from transformers import CLIPModel, ProcessorMixin
 
 from hf_infonc.data.collate import is_hf_tokenizer, tokenize_texts
-from hf_infonc.data.prompts import format_prompts
+from hf_infonc.data.prompts import format_prompts, get_templates
 from hf_infonc.models.open_clip.model import OpenCLIPModel, open_clip_token_embedding
 
 
@@ -32,8 +34,6 @@ def inner_open_clip(model: nn.Module) -> nn.Module | None:
 
 def clip_family(model: nn.Module) -> str | None:
     """``"hf-clip"`` for ``transformers.CLIPModel``, ``"open-clip"`` for open_clip models, else ``None``."""
-    from transformers import CLIPModel
-
     if isinstance(model, CLIPModel):
         return "hf-clip"
     if inner_open_clip(model) is not None:
@@ -63,13 +63,6 @@ def encode_text(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch
     if clip_family(model) == "hf-clip":
         return _pooled(model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
     return inner_open_clip(model).encode_text(input_ids)
-
-
-def logit_scale(model: nn.Module) -> nn.Parameter:
-    """The learned log-temperature (``logits = logit_scale.exp() · img_n · txt_nᵀ``)."""
-    if clip_family(model) == "hf-clip":
-        return model.logit_scale
-    return inner_open_clip(model).logit_scale
 
 
 def token_embedding(model: nn.Module) -> nn.Embedding:
@@ -114,13 +107,9 @@ def text_parameters(model: nn.Module) -> list[nn.Parameter]:
 def tokenize(
     tokenizer: Any, texts: list[str], *, length: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Token ids (and the attention mask, when the tokenizer gives one) for a list of texts.
-
-    ``tokenizer``: a ``transformers`` tokenizer or processor, or an open_clip tokenizer. ``length``: pad or
-    truncate a ``transformers`` tokenizer's output to exactly this many tokens (fixed-length open_clip towers).
-    """
-    from transformers import ProcessorMixin
-
+    """Token ids (and the attention mask, when the tokenizer gives one) of ``texts`` with a ``transformers``
+    tokenizer or processor, or an open_clip tokenizer. ``length``: pad or truncate a ``transformers`` tokenizer's
+    output to exactly this many tokens (fixed-length open_clip towers)."""
     if isinstance(tokenizer, ProcessorMixin):  # CLIPProcessor & co: use the text tokenizer it holds
         tokenizer = tokenizer.tokenizer
     if length is not None and is_hf_tokenizer(tokenizer):
@@ -145,3 +134,45 @@ def classification_logits(image: torch.Tensor, head: torch.Tensor, scale: torch.
     """``scale · normalize(image) · headᵀ`` with ``head`` rows already unit-norm."""
     image_n = nn.functional.normalize(image, dim=-1)
     return scale * image_n @ head.to(image_n.dtype).T
+
+
+@dataclass
+class ClassPrompts:
+    """Tokenised class prompts and a cache of their (frozen) head."""
+
+    class_names: list[str]
+    templates: list[str]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    _cache: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def tokenize(
+        cls, class_names: list[str], templates: Iterable[str] | None, tokenizer: Any, *, length: int | None = None
+    ) -> ClassPrompts:
+        """With a ``transformers`` or an open_clip tokenizer (see :func:`tokenize`)."""
+        templates = get_templates(templates)
+        ids, mask = tokenize(tokenizer, build_prompts(class_names, templates), length=length)
+        return cls(list(class_names), templates, ids, mask)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def head(self, model: nn.Module) -> torch.Tensor:
+        """``C x d`` head rows of the CLIP ``model``. Recomputed (with gradients) when any text parameter trains,
+        else cached."""
+        device = model.logit_scale.device
+        trains = any(p.requires_grad for p in text_parameters(model))
+        key = (str(device), torch.is_autocast_enabled())
+        if not trains and key in self._cache:
+            return self._cache[key]
+        with_grad = trains and torch.is_grad_enabled()
+        if with_grad:
+            self._cache.clear()
+        mask = None if self.attention_mask is None else self.attention_mask.to(device)
+        with torch.set_grad_enabled(with_grad):
+            head = ensemble_head(encode_text(model, self.input_ids.to(device), mask), self.num_classes)
+        if not trains:
+            self._cache[key] = head
+        return head

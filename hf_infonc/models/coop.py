@@ -44,8 +44,6 @@ class CoOpCLIP(FrozenCLIPHeadModel):
 
     def __init__(self, config: CoOpConfig, clip_model: nn.Module, tokenizer: Any = None) -> None:
         super().__init__(config, clip_model)
-        if not config.class_names:
-            raise ValueError("CoOpCLIP needs class_names (one prompt per class).")
         if config.class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(
                 f"class_token_position={config.class_token_position!r}; expected one of {CLASS_TOKEN_POSITIONS}."

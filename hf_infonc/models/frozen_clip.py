@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers import CLIPModel, PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput, cached_file
 
-from hf_infonc.data.prompts import get_templates
 from hf_infonc.models import clip_towers
 from hf_infonc.models.open_clip import OpenCLIPModel
 
@@ -53,8 +53,6 @@ def load_base_clip(name_or_path: str | None, class_name: str | None, **kwargs: A
             "from_pretrained(directory, clip_model=<the CLIP model>)."
         )
     if class_name == "CLIPModel":
-        from transformers import CLIPModel
-
         return CLIPModel.from_pretrained(name_or_path, **kwargs)
     if class_name == "OpenCLIPModel":
         return OpenCLIPModel.from_pretrained(name_or_path, **kwargs)
@@ -77,15 +75,14 @@ class FrozenCLIPHeadModel(PreTrainedModel):
     def __init__(self, config: FrozenCLIPHeadConfig, clip_model: nn.Module) -> None:
         super().__init__(config)
         clip_towers.require_clip(clip_model, type(self).__name__)
+        if not config.class_names:
+            raise ValueError(f"{type(self).__name__} needs class_names (one per class, in label order).")
         if config.base_model_class is None:
             name = getattr(clip_model, "name_or_path", None)
             config.base_model_name_or_path = str(name) if name else None
             config.base_model_class = type(clip_model).__name__
-        for parameter in clip_model.parameters():
-            parameter.requires_grad_(False)
-        self.clip = clip_model.eval()
+        self.clip = clip_model.requires_grad_(False).eval()
 
-    # ------------------------------------------------------------------ transformers plumbing
     def _init_weights(self, module: nn.Module) -> None:
         """The head is initialised explicitly by each subclass; the frozen CLIP is never touched."""
 
@@ -97,14 +94,13 @@ class FrozenCLIPHeadModel(PreTrainedModel):
         self.clip.eval()  # frozen feature extractors: no dropout noise
         return self
 
-    # ------------------------------------------------------------------ encoders
     @property
     def class_names(self) -> list[str]:
         return list(self.config.class_names or [])
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        return clip_towers.logit_scale(self.clip)
+        return self.clip.logit_scale
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Projected image embeddings; no autograd graph while the vision tower is frozen."""
@@ -124,7 +120,6 @@ class FrozenCLIPHeadModel(PreTrainedModel):
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
         return CLIPHeadOutput(loss=loss, logits=logits, image_embeds=image, head_rows=head, logit_scale=scale)
 
-    # ------------------------------------------------------------------ save / load (head only)
     def head_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The entries that are saved: everything outside the frozen ``clip.``."""
         state = self.state_dict() if state_dict is None else state_dict
@@ -142,17 +137,13 @@ class FrozenCLIPHeadModel(PreTrainedModel):
         base_model_kwargs: dict | None = None, **hub_kwargs: Any,
     ):
         """Rebuild a saved head (folder or Hub repo id) around ``clip_model`` (default: the base model it names)."""
-        from safetensors.torch import load_file
-        from transformers.utils import cached_file
-
         config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         if clip_model is None:
             clip_model = load_base_clip(
                 config.base_model_name_or_path, config.base_model_class, **(base_model_kwargs or {})
             )
         model = cls(config, clip_model)  # head tensors of the saved shapes; their values are loaded below
-        weights = cached_file(pretrained_model_name_or_path, HEAD_WEIGHTS_NAME, **hub_kwargs)
-        state = load_file(weights)
+        state = load_file(cached_file(pretrained_model_name_or_path, HEAD_WEIGHTS_NAME, **hub_kwargs))
         expected = set(model.head_state_dict())
         missing, unexpected = expected - set(state), set(state) - expected
         if missing or unexpected:
@@ -161,13 +152,6 @@ class FrozenCLIPHeadModel(PreTrainedModel):
                 f"unexpected {sorted(unexpected)}."
             )
         device = next(clip_model.parameters()).device
-        for key, value in state.items():
-            target = model.get_parameter_or_buffer(key)
-            if target.shape != value.shape:
-                raise ValueError(
-                    f"{key}: saved shape {tuple(value.shape)} does not fit this model ({tuple(target.shape)}); was the "
-                    f"head trained on another base model?"
-                )
         model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
         return model.eval()
 
@@ -188,8 +172,6 @@ class CLIPLinearProbe(FrozenCLIPHeadModel):
 
     def __init__(self, config: CLIPLinearProbeConfig, clip_model: nn.Module) -> None:
         super().__init__(config, clip_model)
-        if not config.class_names:
-            raise ValueError("CLIPLinearProbe needs class_names (one per output).")
         if config.embed_dim is None:
             raise ValueError(
                 "CLIPLinearProbeConfig.embed_dim is not set (the CLIP embedding dimension); build the probe with "
@@ -206,15 +188,13 @@ class CLIPLinearProbe(FrozenCLIPHeadModel):
     ) -> CLIPLinearProbe:
         """Zero-shot-initialised probe: ``W`` = the normalised class-prompt embeddings (ensembled over templates)."""
         clip_towers.require_clip(clip_model, "CLIPLinearProbe")
-        templates = get_templates(templates)
-        ids, mask = clip_towers.tokenize(
-            tokenizer, clip_towers.build_prompts(class_names, templates), length=clip_towers.context_length(clip_model)
-        )
-        device = next(clip_model.parameters()).device
+        length = clip_towers.context_length(clip_model)
+        prompts = clip_towers.ClassPrompts.tokenize(class_names, templates, tokenizer, length=length)
         with torch.no_grad():
-            text = clip_towers.encode_text(clip_model, ids.to(device), None if mask is None else mask.to(device))
-            head = clip_towers.ensemble_head(text, len(class_names))
-        config = CLIPLinearProbeConfig(class_names=list(class_names), embed_dim=head.shape[-1], templates=templates)
+            head = prompts.head(clip_model)
+        config = CLIPLinearProbeConfig(
+            class_names=prompts.class_names, embed_dim=head.shape[-1], templates=prompts.templates
+        )
         probe = cls(config, clip_model)
         with torch.no_grad():
             probe.classifier.weight.copy_(head.to(probe.classifier.weight.dtype))

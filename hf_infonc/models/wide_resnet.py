@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
+from transformers.utils import can_return_tuple
 
 __all__ = [
     "WideResNetConfig", "WideResNetForImageClassification", "WideResNetModel", "WideResNetPreTrainedModel",
@@ -67,9 +68,6 @@ class WideResNetConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
-        self._validate()
-
-    def _validate(self) -> None:
         depth = self.depth
         if not _is_int(depth) or depth < 10 or (depth - 4) % 6 != 0:
             hint = f"nearest valid depths: {_nearest_valid_depths(depth)}" if _is_int(depth) else "e.g. 10, 16, 22, 28"
@@ -141,10 +139,9 @@ class WideResNetBasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
         self.drop_rate = float(config.drop_rate)
         self.activate_before_residual = bool(activate_before_residual)
-        needs_projection = in_channels != out_channels or stride != 1
-        self.shortcut = (
-            nn.Conv2d(in_channels, out_channels, 1, stride=stride, padding=0, bias=False) if needs_projection else None
-        )
+        self.shortcut = None
+        if in_channels != out_channels or stride != 1:
+            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = self.act1(self.bn1(x))
@@ -167,28 +164,18 @@ class WideResNetPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["WideResNetBasicBlock"]
 
     def _init_weights(self, module: nn.Module) -> None:
-        """FixMatch-PyTorch / USB initialisation (only for tensors ``from_pretrained`` did not load)."""
+        """FixMatch-PyTorch / USB initialisation (only for tensors ``from_pretrained`` did not load); BatchNorm as
+        ``transformers`` does it (weight 1, bias 0, fresh running statistics)."""
         if isinstance(module, nn.Conv2d):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu")
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            if getattr(module, "num_batches_tracked", None) is not None:
-                init.zeros_(module.num_batches_tracked)
         elif isinstance(module, nn.Linear):
             init.xavier_normal_(module.weight)
-            if module.bias is not None:
-                init.zeros_(module.bias)
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
 
-    def _output_flags(self, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool]:
-        """The arguments, or the config's defaults where they are ``None``."""
-        config = self.config
-        return (config.output_hidden_states if output_hidden_states is None else output_hidden_states,
-                config.return_dict if return_dict is None else return_dict)
+    def _output_hidden_states(self, output_hidden_states: bool | None) -> bool:
+        return self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         expected = self.config.num_channels
@@ -231,25 +218,22 @@ class WideResNetModel(WideResNetPreTrainedModel):
         self.final_act = nn.LeakyReLU(config.leaky_relu_slope)
         self.post_init()
 
+    @can_return_tuple
     def forward(
-        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, return_dict: bool | None = None,
-        **kwargs: Any,
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs: Any
     ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
-        """``hidden_states`` (when asked): the stem output and the output of each group."""
+        """``hidden_states`` (when asked): the stem output and the output of each group; ``return_dict=False``
+        gives a tuple."""
         self._check_pixel_values(pixel_values)
-        output_hidden_states, return_dict = self._output_flags(output_hidden_states, return_dict)
         hidden = self.stem(pixel_values)
         states = [hidden]
         for group in self.groups:
             hidden = group(hidden)
             states.append(hidden)
         hidden = self.final_act(self.final_norm(hidden))
-        pooled = hidden.mean(dim=(2, 3))
-        hidden_states = tuple(states) if output_hidden_states else None
-        if not return_dict:
-            return tuple(v for v in (hidden, pooled, hidden_states) if v is not None)
         return BaseModelOutputWithPoolingAndNoAttention(
-            last_hidden_state=hidden, pooler_output=pooled, hidden_states=hidden_states
+            last_hidden_state=hidden, pooler_output=hidden.mean(dim=(2, 3)),
+            hidden_states=tuple(states) if self._output_hidden_states(output_hidden_states) else None,
         )
 
 
@@ -267,18 +251,15 @@ class WideResNetForImageClassification(WideResNetPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, output_hidden_states: bool | None = None,
-        return_dict: bool | None = None, **kwargs: Any,
+        **kwargs: Any,
     ) -> ImageClassifierOutput | tuple:
-        output_hidden_states, return_dict = self._output_flags(output_hidden_states, return_dict)
-        body = self.wide_resnet(pixel_values, output_hidden_states=False, return_dict=True)
-        pooled = body.pooler_output
+        pooled = self.wide_resnet(pixel_values, output_hidden_states=False, return_dict=True).pooler_output
         logits = self.classifier(pooled)
         loss = None if labels is None else self._loss(logits, labels)
-        hidden_states = (pooled,) if output_hidden_states else None
-        if not return_dict:
-            return tuple(v for v in (loss, logits, hidden_states) if v is not None)
+        hidden_states = (pooled,) if self._output_hidden_states(output_hidden_states) else None
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

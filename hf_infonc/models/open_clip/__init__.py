@@ -10,8 +10,8 @@ from hf_infonc.models.open_clip.model import (
     build_open_clip,
     is_causal_mask,
     rebuild_causal_masks,
+    tiny_open_clip,
 )
-from hf_infonc.models.open_clip.tiny import tiny_open_clip
 from hf_infonc.models.open_clip.tokenizer import OpenCLIPTokenizer
 
 __all__ = [

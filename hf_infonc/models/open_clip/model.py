@@ -1,34 +1,31 @@
-"""``OpenCLIPModel``: an open_clip ``CLIP`` / ``CustomTextCLIP`` as a ``transformers.PreTrainedModel``.
-
-open_clip's causal text mask is a non-persistent buffer, which ``transformers`` 5 ``from_pretrained``
-leaves uninitialised (meta device, ``torch.empty_like``); :func:`rebuild_causal_masks` restores it after loading.
-"""
+"""``OpenCLIPModel``: an open_clip ``CLIP`` / ``CustomTextCLIP`` as a ``transformers.PreTrainedModel``, and
+open_clip's own files: checkpoints read in, open_clip's folder layout written out, Hub references."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from hf_infonc.files import json_safe
+from hf_infonc.local_models import resolve_local, resolve_text_cfg
 from hf_infonc.models.open_clip.config import OpenCLIPConfig, clean_model_cfg, resolve_model_cfg
-from hf_infonc.models.open_clip.interop import (
-    OPEN_CLIP_WEIGHTS_NAME,
-    open_clip_hub_reference,
-    resolve_checkpoint,
-    write_open_clip_layout,
-)
 from hf_infonc.models.open_clip.tokenizer import OpenCLIPTokenizer
+from hf_infonc.testing import tiny_open_clip_cfg, tiny_open_clip_minilm_cfg
 
 OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:")
+OPEN_CLIP_WEIGHTS_NAME = "open_clip_model.safetensors"
+OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
 _PUSH_KWARGS = ("repo_id", "commit_message", "commit_description", "private", "token", "revision", "create_pr", "tags")
 
 
@@ -39,8 +36,6 @@ def build_open_clip(
     """Instantiate an open_clip ``CLIP`` / ``CustomTextCLIP`` from its config dict (as ``create_model`` does);
     ``pretrained_text`` / ``pretrained_image`` load the HF / timm tower weights the config names."""
     from open_clip.model import CLIP, CustomTextCLIP, get_cast_dtype
-
-    from hf_infonc.local_models import resolve_text_cfg
 
     cfg = clean_model_cfg(model_cfg)
     cfg["text_cfg"] = resolve_text_cfg(cfg["text_cfg"])  # Hub ids stay in the saved config
@@ -61,8 +56,8 @@ def _causal_mask(size: int, device: torch.device, dtype: torch.dtype) -> torch.T
 
 
 def rebuild_causal_masks(clip: nn.Module) -> int:
-    """Recompute every open_clip causal text mask (``attn_mask``, as ``TextTransformer.build_causal_mask``
-    makes it) in place; returns how many. Towers without one (``no_causal_mask=True``) are left alone."""
+    """Recompute every open_clip causal text mask (``attn_mask``, a non-persistent buffer that ``transformers`` 5
+    ``from_pretrained`` leaves uninitialised) in place; returns how many. Towers without one are left alone."""
     from open_clip.model import CLIP
     from open_clip.transformer import TextTransformer
 
@@ -82,8 +77,7 @@ def rebuild_causal_masks(clip: nn.Module) -> int:
 
 def is_causal_mask(mask: torch.Tensor) -> bool:
     """True when ``mask`` is the additive causal mask (0 on and below the diagonal, -inf above)."""
-    expected = _causal_mask(mask.shape[-1], mask.device, mask.dtype)
-    return mask.shape == expected.shape and bool(torch.equal(mask, expected))
+    return torch.equal(mask, _causal_mask(mask.shape[-1], mask.device, mask.dtype))
 
 
 def open_clip_token_embedding(clip: nn.Module) -> nn.Embedding:
@@ -96,6 +90,75 @@ def open_clip_token_embedding(clip: nn.Module) -> nn.Embedding:
     if hasattr(text, "transformer") and hasattr(text.transformer, "get_input_embeddings"):  # HFTextEncoder
         return text.transformer.get_input_embeddings()
     raise TypeError(f"Cannot find the token embedding of the open_clip text tower {type(text).__name__}.")
+
+
+def write_open_clip_layout(
+    clip: nn.Module, config: Any, out: Path, *, weights_from: Path | None = None
+) -> dict[str, Path]:
+    """``open_clip_model.safetensors`` + ``open_clip_config.json`` (+ the HF text tower's tokenizer files);
+    the weights are a hard link to ``weights_from`` (a file in ``out`` holding open_clip's state dict) if given."""
+    if config.model_cfg is None:
+        raise ValueError("This OpenCLIPModel has no model_cfg in its config; cannot write open_clip_config.json.")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"weights": out / OPEN_CLIP_WEIGHTS_NAME, "config": out / OPEN_CLIP_CONFIG_NAME}
+    if weights_from is not None:  # the same bytes stored once (a copy where links are refused)
+        paths["weights"].unlink(missing_ok=True)
+        try:
+            os.link(weights_from, paths["weights"])
+        except OSError:
+            shutil.copyfile(weights_from, paths["weights"])
+    else:
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in clip.state_dict().items()}
+        save_file(state, str(paths["weights"]), metadata={"format": "pt"})
+    layout = {"model_cfg": config.model_cfg, "preprocess_cfg": config.preprocess_cfg or {}}
+    paths["config"].write_text(json.dumps(layout, indent=2))
+    hf_tokenizer = config.text_cfg.get("hf_tokenizer_name")
+    if hf_tokenizer:
+        AutoTokenizer.from_pretrained(resolve_local(hf_tokenizer)).save_pretrained(str(out))
+    return paths
+
+
+def open_clip_hub_reference(
+    name: str, pretrained: str | os.PathLike | None, model_cfg: Mapping[str, Any]
+) -> str | None:
+    """``"hf-hub:<repo>"`` when the weights of ``(name, pretrained)`` are a Hub repo in open_clip's layout
+    (``name`` itself, or the registry entry of a pretrained tag when loading that repo gives the same
+    model: default weights file, same QuickGELU); else ``None``."""
+    import open_clip
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    schema, identifier = open_clip.factory.parse_model_name(name)
+    if schema == "hf-hub":
+        return name
+    if schema is not None or pretrained is None or os.path.exists(str(pretrained)):
+        return None
+    tag = open_clip.get_pretrained_cfg(identifier.replace("/", "-"), str(pretrained)) or {}
+    parts = str(tag.get("hf_hub") or "").strip("/").split("/")
+    repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    if len(parts) < 2 or filename not in ("", HF_WEIGHTS_NAME, HF_SAFE_WEIGHTS_NAME):
+        return None
+    if bool(tag.get("quick_gelu", False)) != bool(model_cfg.get("quick_gelu", False)):
+        return None
+    return f"hf-hub:{repo}"
+
+
+def resolve_checkpoint(pretrained: str | os.PathLike) -> str:
+    """A checkpoint file: ``pretrained`` itself, or the preferred one inside a folder."""
+    path = Path(pretrained)
+    if path.is_file():
+        return str(path)
+    if path.is_dir():
+        import open_clip.factory
+
+        found = open_clip.factory._find_checkpoint_in_dir(path)
+        if found is None:
+            raise FileNotFoundError(f"No checkpoint (*.safetensors, *.bin, *.pth) in {path}.")
+        return found
+    raise FileNotFoundError(
+        f"pretrained={str(pretrained)!r} is not a file or folder. With a config dict, pretrained must be a local "
+        f"checkpoint; pretrained tags ('openai', 'laion2b_…') need a model name, e.g. from_open_clip('ViT-B-32', "
+        f"pretrained='openai')."
+    )
 
 
 @dataclass
@@ -134,17 +197,12 @@ class OpenCLIPModel(PreTrainedModel):
         self.clip = clip
         self.post_init()
 
-    # ------------------------------------------------------------------ weights
     def _init_weights(self, module: nn.Module) -> None:
         """Only restore the causal masks (open_clip initialises its modules in their constructors)."""
-        from open_clip.model import CLIP
-        from open_clip.transformer import TextTransformer
-
-        if isinstance(module, (CLIP, TextTransformer)):
-            rebuild_causal_masks(module)
+        rebuild_causal_masks(module)
 
     def rebuild_attention_masks(self) -> int:
-        """Recompute the causal text masks (see the module docstring); returns how many were rebuilt."""
+        """Recompute the causal text masks (:func:`rebuild_causal_masks`); returns how many were rebuilt."""
         return rebuild_causal_masks(self.clip)
 
     @classmethod
@@ -152,15 +210,10 @@ class OpenCLIPModel(PreTrainedModel):
         """``PreTrainedModel.from_pretrained`` followed by :meth:`rebuild_attention_masks`; an open_clip name
         (``"hf-hub:org/repo"``, ``"local-dir:/path"``) is built with :meth:`from_open_clip` instead."""
         name = pretrained_model_name_or_path
-        if isinstance(name, str) and name.startswith(OPEN_CLIP_SCHEMAS):
-            return cls._from_open_clip_name(name, **kwargs)
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        model.rebuild_attention_masks()
-        return loaded
-
-    @classmethod
-    def _from_open_clip_name(cls, name: str, **kwargs: Any) -> OpenCLIPModel:
+        if not (isinstance(name, str) and name.startswith(OPEN_CLIP_SCHEMAS)):
+            loaded = super().from_pretrained(name, *model_args, **kwargs)
+            (loaded[0] if isinstance(loaded, tuple) else loaded).rebuild_attention_masks()
+            return loaded
         dtype = kwargs.pop("dtype", None)
         dtype = kwargs.pop("torch_dtype", None) or dtype
         cache_dir = kwargs.pop("cache_dir", None)
@@ -225,7 +278,6 @@ class OpenCLIPModel(PreTrainedModel):
         """The text tower's token embedding (what ``transformers`` and peft resize or adapt)."""
         return open_clip_token_embedding(self.clip)
 
-    # ------------------------------------------------------------------ encoders
     @property
     def logit_scale(self) -> nn.Parameter:
         return self.clip.logit_scale
@@ -265,7 +317,6 @@ class OpenCLIPModel(PreTrainedModel):
                 out.loss = clip_contrastive_loss(image, text, scale)
         return out
 
-    # ------------------------------------------------------------------ tokenizer / transforms
     def get_tokenizer(self, **kwargs: Any) -> OpenCLIPTokenizer:
         """The open_clip tokenizer of this architecture (callable -> LongTensor of ids), saveable by the Trainer."""
         return OpenCLIPTokenizer.from_config(self.config, **kwargs)
@@ -278,7 +329,6 @@ class OpenCLIPModel(PreTrainedModel):
         cfg.setdefault("size", self.clip.visual.image_size)
         return image_transform_v2(PreprocessCfg(**cfg), is_train=is_train)
 
-    # ------------------------------------------------------------------ open_clip interop
     @classmethod
     def from_open_clip(
         cls, model_name_or_cfg: str | Mapping[str, Any], pretrained: str | os.PathLike | None = None, *,
@@ -352,3 +402,11 @@ class OpenCLIPModel(PreTrainedModel):
         paths["model_config"] = out / f"{name or 'hf-infonc-open-clip'}.json"
         paths["model_config"].write_text(json.dumps(self.config.model_cfg, indent=2))
         return paths
+
+
+def tiny_open_clip(*, minilm_text: bool = False, wrapped: bool = True, seed: int = 0) -> nn.Module:
+    """A tiny open_clip model in eval mode (configs in :mod:`hf_infonc.testing`): wrapped in :class:`OpenCLIPModel`
+    (default) or the raw open_clip model. ``minilm_text=True``: the pretrained MiniLM text tower."""
+    torch.manual_seed(seed)
+    model = OpenCLIPModel.from_open_clip(tiny_open_clip_minilm_cfg() if minilm_text else tiny_open_clip_cfg())
+    return model.eval() if wrapped else model.eval().clip

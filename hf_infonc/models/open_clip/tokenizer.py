@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from hf_infonc.local_models import resolve_text_cfg
 from hf_infonc.models.open_clip.config import OpenCLIPConfig
 
 OPEN_CLIP_TOKENIZER_CONFIG_NAME = "open_clip_tokenizer.json"
@@ -55,8 +56,6 @@ class OpenCLIPTokenizer:
     def from_config(cls, config: OpenCLIPConfig, **kwargs: Any) -> OpenCLIPTokenizer:
         """The tokenizer of an open_clip architecture (``kwargs``: ``context_length`` and tokenizer options)."""
         import open_clip
-
-        from hf_infonc.local_models import resolve_text_cfg
 
         text_cfg = resolve_text_cfg(config.text_cfg)
         context_length = kwargs.pop("context_length", text_cfg.get("context_length", 77))
