@@ -8,7 +8,7 @@ are those of ``metrics.json``'s ``after``; after measuring, :func:`finish` write
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,23 +140,9 @@ def set_model_state(trainer: Any, state: dict[str, torch.Tensor]) -> None:
     clear_head_caches(trainer)
 
 
-def output_folder(out: str | Path | None, name: str, checkpoint: str | Path) -> Path:
-    """``out``, by default ``<first checkpoint>/analysis/<name>``."""
-    return Path(out) if out is not None else Path(checkpoint) / "analysis" / name
-
-
 def finite(value: Any) -> bool:
     """A real number that is neither NaN nor infinite."""
     return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def progress_bar(values: Iterable[Any], description: str, enabled: bool) -> Iterable[Any]:
-    """``values`` behind a tqdm progress bar when ``enabled``."""
-    if not enabled:
-        return values
-    from tqdm.auto import tqdm
-
-    return tqdm(values, desc=description)
 
 
 def finish(trainer: Any, state: dict[str, torch.Tensor], run: LoadedRun, overrides: list[str] | None,

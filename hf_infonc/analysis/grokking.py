@@ -1,10 +1,9 @@
 """Grokking of modular addition, tracked with MIR and HDR (docs/theory.md §5; arXiv 2406.03999).
 
-The setting of Nanda et al. 2023 that arXiv 2406.03999 reuses (docs/grokking.md, "Setting"): ``(a + b) mod p``
-read at the last position of ``[a, b, =]``, a one-layer ReLU transformer without layer norm, full-batch AdamW;
-MIR/HDR between ``G(final-position features)`` and ``G(W_U.T[labels])`` on a seeded subset of each split.
-``forward`` computes only what reaches the last position: the same function as ``forward_sequence`` (tested),
-at about half the cost. Usage: ``python -m hf_infonc.analysis.grokking --steps 10000 --out runs/grokking``.
+The setting of Nanda et al. 2023 (docs/grokking.md, "Setting"): ``(a + b) mod p`` read at the last position of
+``[a, b, =]``, a one-layer ReLU transformer without layer norm, full-batch AdamW; MIR/HDR between
+``G(final-position features)`` and ``G(W_U.T[labels])`` on a seeded subset of each split.
+Usage: ``python -m hf_infonc.analysis.grokking --steps 10000 --out runs/grokking``.
 """
 
 from __future__ import annotations
@@ -148,8 +147,8 @@ class ModularAdditionTransformer(nn.Module):
         return x + F.relu(x @ self.W_in + self.b_in) @ self.W_out + self.b_out
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and features at the last position of ``[a, b, =]`` for integer tensors ``a``, ``b``: the query
-        of the constant ``=`` token, the keys/values of positions 0 and 1 from per-token tables."""
+        """Logits and features at the last position of ``[a, b, =]``, as :meth:`forward_sequence` at about half the
+        cost: the query of the constant ``=`` token, the keys/values of positions 0 and 1 from per-token tables."""
         p, h, dh = self.modulus, self.n_heads, self.d_head
         n = a.shape[0]
         r_eq = self.W_E[p] + self.W_pos[2]  # residual stream of "=" at position 2 (same for all)
@@ -237,17 +236,13 @@ class GrokkingResult:
             return None
         return self.history["elapsed_s"][self.history["step"].index(self.grokking_step)]
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["config"]["betas"] = list(self.config.betas)
-        out["grokking_wall_time_s"] = self.grokking_wall_time_s
-        return out
-
     def to_json(self, path: str | Path) -> Path:
         """Write the result (config with seed, history, summary) as JSON; returns the path."""
+        data = {**asdict(self), "grokking_wall_time_s": self.grokking_wall_time_s}
+        data["config"]["betas"] = list(self.config.betas)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True) + "\n")
+        path.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
         return path
 
     @classmethod
@@ -329,9 +324,9 @@ def _run(cfg: GrokkingConfig, progress: bool, callback: Callable[..., bool | Non
 
     early = set(eval_steps_below(cfg.eval_every)) if cfg.log_evals else set()
     bar = tqdm(total=cfg.steps, desc="grokking", disable=not progress, dynamic_ncols=True)
-    record = evaluate(0)
+    callback = callback or (lambda record, model: False)
     step = 0
-    stop = bool(callback(record, model)) if callback else False
+    stop = bool(callback(evaluate(0), model))
     a_train, b_train = x_train[:, 0], x_train[:, 1]
     interrupted = False
     try:
@@ -349,8 +344,7 @@ def _run(cfg: GrokkingConfig, progress: bool, callback: Callable[..., bool | Non
                 bar.set_postfix(loss=f"{record['train_loss']:.2e}", train_acc=f"{record['train_acc']:.3f}",
                                 test_acc=f"{record['test_acc']:.3f}", test_mir=f"{record['test_mir']:.3f}",
                                 refresh=False)
-                if callback is not None:
-                    stop = bool(callback(record, model))
+                stop = bool(callback(record, model))
     except KeyboardInterrupt:  # Ctrl-C: keep what was measured, evaluate where training stopped
         interrupted = True
         logger.warning("grokking run interrupted at step %d; returning the history so far", step)
