@@ -194,12 +194,11 @@ def information_measures(features: torch.Tensor, head_rows: torch.Tensor) -> dic
 def _split_metrics(model: ModularAdditionTransformer, tokens: torch.Tensor, labels: torch.Tensor,
                    info_rows: torch.Tensor) -> dict[str, float]:
     logits, features = model(tokens[:, 0], tokens[:, 1])
-    out = {
+    return {
         "loss": float(F.cross_entropy(logits.double(), labels)),
         "acc": float((logits.argmax(dim=-1) == labels).double().mean()),
+        **information_measures(features[info_rows], model.head_rows[labels[info_rows]]),
     }
-    out.update(information_measures(features[info_rows], model.head_rows[labels[info_rows]]))
-    return out
 
 
 def eval_steps_below(limit: int, per_decade: int = 4) -> list[int]:
@@ -239,7 +238,6 @@ class GrokkingResult:
     def to_json(self, path: str | Path) -> Path:
         """Write the result (config with seed, history, summary) as JSON; returns the path."""
         data = {**asdict(self), "grokking_wall_time_s": self.grokking_wall_time_s}
-        data["config"]["betas"] = list(self.config.betas)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
@@ -249,9 +247,7 @@ class GrokkingResult:
     def from_json(cls, path: str | Path) -> GrokkingResult:
         data = json.loads(Path(path).read_text())
         data.pop("grokking_wall_time_s", None)
-        config = data.pop("config")
-        config["betas"] = tuple(config["betas"])
-        return cls(config=GrokkingConfig(**config), **data)
+        return cls(config=GrokkingConfig(**data.pop("config")), **data)  # __post_init__ makes betas a tuple
 
 
 def run_grokking(cfg: GrokkingConfig | None = None, *, progress: bool = True,
