@@ -103,12 +103,10 @@ def make_modular_addition_data(modulus: int, train_fraction: float, seed: int) -
     """Build the dataset and split it: a seeded permutation of the pairs, the first
     ``int(train_fraction · p²)`` for training (as in Nanda et al.), the rest for testing."""
     p = modulus
-    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-    a, b = a.reshape(-1), b.reshape(-1)
-    tokens = torch.stack([a, b, torch.full_like(a, p)], dim=1)
-    labels = (a + b) % p
-    generator = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(p * p, generator=generator)
+    pairs = torch.cartesian_prod(torch.arange(p), torch.arange(p))  # (p², 2): every (a, b), a-major
+    tokens = torch.cat([pairs, torch.full((p * p, 1), p)], dim=1)
+    labels = pairs.sum(dim=1) % p
+    perm = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
     n_train = int(train_fraction * p * p)
     return ModularAdditionData(p, tokens, labels, perm[:n_train].sort().values, perm[n_train:].sort().values)
 
@@ -132,10 +130,8 @@ class ModularAdditionTransformer(nn.Module):
         shapes = {"W_E": (vocab, d), "W_pos": (3, d), "W_Q": (d, d), "W_K": (d, d), "W_V": (d, d), "W_O": (d, d),
                   "W_in": (d, d_mlp), "b_in": (d_mlp,), "W_out": (d_mlp, d), "b_out": (d,), "W_U": (d, p)}
         for name, shape in shapes.items():
-            if name.startswith("b_"):
-                value = torch.zeros(shape)
-            else:
-                value = torch.randn(*shape, generator=g) * (1.0 / math.sqrt(vocab if name == "W_U" else d))
+            scale = 1.0 / math.sqrt(vocab if name == "W_U" else d)
+            value = torch.zeros(shape) if name.startswith("b_") else torch.randn(*shape, generator=g) * scale
             setattr(self, name, nn.Parameter(value))
 
     @property
@@ -297,7 +293,7 @@ def _run(cfg: GrokkingConfig, progress: bool, callback: Callable[..., bool | Non
     warmup = max(cfg.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 1.0) if warmup else 1.0)
 
-    history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+    records: list[dict[str, float]] = []  # one per evaluation, appended whole (Ctrl-C leaves no half record)
     start = time.perf_counter()
     info_time = 0.0
 
@@ -314,8 +310,7 @@ def _run(cfg: GrokkingConfig, progress: bool, callback: Callable[..., bool | Non
         record: dict[str, float] = {"step": step, "elapsed_s": time.perf_counter() - start, "weight_norm": weight_norm}
         record.update({f"{split}_{key}": value for split, values in (("train", train), ("test", test))
                        for key, value in values.items()})
-        for key in HISTORY_KEYS:
-            history[key].append(record[key])
+        records.append(record)
         return record
 
     early = set(eval_steps_below(cfg.eval_every)) if cfg.log_evals else set()
@@ -344,12 +339,10 @@ def _run(cfg: GrokkingConfig, progress: bool, callback: Callable[..., bool | Non
     except KeyboardInterrupt:  # Ctrl-C: keep what was measured, evaluate where training stopped
         interrupted = True
         logger.warning("grokking run interrupted at step %d; returning the history so far", step)
-        n = min(len(v) for v in history.values())  # drop a record that an interrupted evaluation left half-written
-        for values in history.values():
-            del values[n:]
-        if history["step"][-1] != step:
+        if records[-1]["step"] != step:
             evaluate(step)
     bar.close()
+    history = {key: [record[key] for record in records] for key in HISTORY_KEYS}
 
     wall = time.perf_counter() - start
     threshold = cfg.grokking_threshold

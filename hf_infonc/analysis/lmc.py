@@ -75,9 +75,8 @@ def _barrier(omegas: list[float], values: list[float], *, higher_is_better: bool
     """The largest dip below the line between the end points (rise above it for a loss; Frankle et al. 2020)."""
     if not all(finite(v) for v in values):
         return None
-    line = [(1 - w) * values[0] + w * values[-1] for w in omegas]
-    gaps = [(ln - v) if higher_is_better else (v - ln) for ln, v in zip(line, values)]
-    return max(gaps)
+    sign = 1.0 if higher_is_better else -1.0
+    return max(sign * ((1 - w) * values[0] + w * values[-1] - v) for w, v in zip(omegas, values))
 
 
 def linear_mode_connectivity(checkpoint_a: str | Path, checkpoint_b: str | Path, *, points: int = 11,
