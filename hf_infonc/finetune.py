@@ -195,9 +195,9 @@ def _prepare(
         train_dataset, train_collate = semi_supervised_training_data(recipe, built, datasets)
         trainer_cls, extra = SemiSupervisedTrainer, {"ssl_config": recipe.ssl}
     trainer = progress["trainer"] = trainer_cls(
-        model=built.model, args=args, train_dataset=train_dataset, eval_dataset=datasets["test"], data_collator=train_collate,
-        eval_data_collator=eval_collate, processing_class=built.processing_class, class_names=names,
-        text_tokenizer=built.tokenizer, **extra,
+        model=built.model, args=args, train_dataset=train_dataset, eval_dataset=datasets["test"],
+        data_collator=train_collate, eval_data_collator=eval_collate, processing_class=built.processing_class,
+        class_names=names, text_tokenizer=built.tokenizer, **extra,
     )
     add_information_metrics(trainer, plots=recipe.analysis.info_dynamics and not eval_only, output_dir=str(plan.path))
     for callback in callbacks:

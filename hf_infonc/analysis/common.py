@@ -1,8 +1,7 @@
 """Shared pieces of the checkpoint analyses ``hf-infonc analyze lmc`` / ``prune`` (docs/analysis.md, "Options shared").
 
-:func:`load_run` rebuilds a saved run as ``hf-infonc finetune`` built it and loads its weights;
-:func:`evaluation_trainer` wraps it in an evaluation-only :class:`~hf_infonc.trainer.InfoNCTrainer`, so the numbers
-are those of ``metrics.json``'s ``after``; after measuring, :func:`finish` writes the JSON and a row of plots.
+A saved run is rebuilt as ``hf-infonc finetune`` built it and evaluated by an evaluation-only ``InfoNCTrainer``, so
+the numbers are those of ``metrics.json``'s ``after``.
 """
 
 from __future__ import annotations

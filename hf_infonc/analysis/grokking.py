@@ -114,9 +114,8 @@ def make_modular_addition_data(modulus: int, train_fraction: float, seed: int) -
 class ModularAdditionTransformer(nn.Module):
     """One-layer ReLU transformer without layer norm (Nanda et al. 2023), parameters named as there.
 
-    ``forward(a, b)`` returns ``(logits, features)`` at the last position: ``features`` is the
-    final residual stream (``n x d_model``) and ``logits = features @ W_U`` (``n x p``). The
-    head rows of the classes are ``W_U.T`` (``p x d_model``).
+    ``forward(a, b)`` returns ``(logits, features)`` at the last position: ``features`` is the final residual stream
+    (``n x d_model``) and ``logits = features @ W_U`` (``n x p``).
     """
 
     def __init__(self, modulus: int = 113, d_model: int = 128, n_heads: int = 4, d_mlp: int = 512, *, seed: int = 0):

@@ -1,10 +1,9 @@
 """Global magnitude pruning, tracked with MIR between the features before and after (docs/theory.md §5).
 
-For each sparsity ``s`` the unpruned model loses the fraction ``s`` of smallest ``|w|`` over all prunable weights
-together (``torch.nn.utils.prune.global_unstructured``, ``L1Unstructured``, made permanent); MIR/HDR between the
-features before and after pruning, averaged over batches of 64 (docs/theory.md §2.3; arXiv 2409.16767: MIR stays
-high up to 90% sparsity), and relative to ``mir_self = MIR(before, before)``, which is not 1 (docs/theory.md §2.3).
-What is prunable and what ``prune.json`` / ``prune.png`` hold: docs/analysis.md, "Magnitude pruning".
+Each sparsity ``s`` zeroes the fraction ``s`` of smallest ``|w|`` over all prunable weights together, permanently;
+MIR/HDR between the features before and after, in batches of 64 (arXiv 2409.16767: MIR stays high up to 90%
+sparsity), also relative to ``mir_self = MIR(before, before)``, which is not 1 (docs/theory.md §2.3). What is
+prunable and what ``prune.json`` / ``prune.png`` hold: docs/analysis.md, "Magnitude pruning".
 """
 
 from __future__ import annotations
