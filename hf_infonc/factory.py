@@ -29,10 +29,10 @@ class ModelUnavailableError(UserError):
     """A model (or tokenizer) that needs the Hub while the Hub cannot be reached."""
 
 
-def _load(what: str, name: str, loader, *args: Any, **kwargs: Any):
+def _load(what: str, name: str, loader, **kwargs: Any):
     """Call a ``from_pretrained``-style loader; turn an offline miss into a clear, immediate error."""
     try:
-        return loader(name, *args, **kwargs)
+        return loader(name, **kwargs)
     except OSError as error:
         if Path(name).exists():
             raise
@@ -184,22 +184,6 @@ def _load_head(model, folder: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def _load_peft(model, weights: Path) -> None:
-    import torch
-    from peft import set_peft_model_state_dict
-
-    if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
-    else:  # pragma: no cover - old peft format
-        state = torch.load(str(weights), map_location="cpu", weights_only=True)
-    result = set_peft_model_state_dict(model, state)
-    unexpected = list(getattr(result, "unexpected_keys", []) or [])
-    if unexpected:
-        raise OutputDirError(f"{weights}: entries that this LoRA model does not have: {unexpected[:5]}.")
-
-
 def load_saved_model(recipe: Recipe, folder: str | Path, class_names: list[str]):
     """Rebuild the model of ``recipe`` as :func:`run_recipe` does and load the weights saved in ``folder`` (a run's
     output folder or a ``checkpoint-N``): ``from_pretrained(folder)`` (``full``, classifier ``linear_probe``), the
@@ -212,11 +196,12 @@ def load_saved_model(recipe: Recipe, folder: str | Path, class_names: list[str])
     set_seed(recipe.seed)  # the frozen parts of a head-only run are rebuilt exactly as in training
     built = build_model(spec, class_names)
     head_only = spec.family in CLIP_FAMILIES and spec.training_mode in HEAD_ONLY_MODES
+    lora = spec.training_mode == "lora"
     adapters = [folder / name for name in ("adapter_model.safetensors", "adapter_model.bin")]
-    peft_weights = next((path for path in adapters if path.is_file()), None) if spec.training_mode == "lora" else None
-    if spec.training_mode == "lora" and peft_weights is None:
+    peft_weights = next((path for path in adapters if path.is_file()), None)
+    if lora and peft_weights is None:
         raise OutputDirError(f"{folder}: the recipe trains with LoRA but there is no adapter_model.safetensors here.")
-    if not head_only and peft_weights is None:
+    if not head_only and not lora:
         if not (folder / "config.json").is_file():
             raise OutputDirError(
                 f"{folder}: no saved model (config.json and weights) in it; pass the output directory of "
@@ -226,7 +211,13 @@ def load_saved_model(recipe: Recipe, folder: str | Path, class_names: list[str])
     model = built.model = apply_recipe_mode(recipe, built, class_names)
     if head_only:
         _load_head(model, folder)
-    elif peft_weights is not None:
-        _load_peft(model, peft_weights)
+    elif lora:  # peft reads adapter_model.safetensors, or the older adapter_model.bin
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        result = set_peft_model_state_dict(model, load_peft_weights(str(folder), device="cpu"))
+        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        if unexpected:
+            raise OutputDirError(f"{peft_weights}: entries that this LoRA model does not have: {unexpected[:5]}.")
     model.eval().requires_grad_(False)
     return model, built

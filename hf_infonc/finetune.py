@@ -31,21 +31,18 @@ def write_json(path: Path, data: Any, secrets: list[str] = ()) -> None:
     write_atomic(path, json_text(redact(json_safe(data), secrets)))
 
 
-def summary_table(metrics: dict[str, dict[str, float]]) -> str:
-    """A plain-text table of the headline numbers, before and after training (or of an evaluation)."""
+def summary_table(results: dict[str, Any]) -> str:
+    """A plain-text table of the headline numbers ``before`` and ``after`` training (or of an ``eval``)."""
     from hf_infonc.card import format_number
 
-    keys = [
-        ("accuracy", "accuracy"), ("mir", "MIR"), ("hdr", "HDR"), ("class_mir", "class MIR"),
-        ("nc1", "NC1"), ("loss", "loss"), ("loss/cma", "loss/cma"), ("loss/mi", "loss/mi"),
-    ]
-    columns = [c for c in ("before", "after", "eval") if c in metrics]
+    labels = {"accuracy": "accuracy", "mir": "MIR", "hdr": "HDR", "class_mir": "class MIR", "nc1": "NC1",
+              "loss": "loss", "loss/cma": "loss/cma", "loss/mi": "loss/mi"}
+    columns = [c for c in ("before", "after", "eval") if c in results]
     lines = [f"{'metric':<12}" + "".join(f"{c:>12}" for c in columns)]
-    for key, label in keys:
-        values = [metrics[c].get(key) for c in columns]
-        if all(v is None for v in values):
-            continue
-        lines.append(f"{label:<12}" + "".join(f"{format_number(v):>12}" for v in values))
+    for key, label in labels.items():
+        values = [results[c].get(key) for c in columns]
+        if any(v is not None for v in values):
+            lines.append(f"{label:<12}" + "".join(f"{format_number(v):>12}" for v in values))
     return "\n".join(lines)
 
 
@@ -185,12 +182,11 @@ def _prepare(
     names = dataset_class_names(datasets["train"])
     check_training_data(recipe, datasets, names)
     if evaluating_saved and plan.evaluated is not None:
-        model, built = factory.load_saved_model(recipe, plan.evaluated, names)
+        _, built = factory.load_saved_model(recipe, plan.evaluated, names)
     else:
         if evaluating_saved:
             logger.warning("%s holds a run but no saved model: evaluating the recipe's model instead.", plan.path)
         built = factory.build_recipe_model(recipe, names)
-        model = built.model
     train_collate, eval_collate = build_collators(recipe, built, datasets)
     train_dataset, trainer_cls, extra = datasets["train"], InfoNCTrainer, {}
     if recipe.ssl is not None:
@@ -199,9 +195,9 @@ def _prepare(
         train_dataset, train_collate = semi_supervised_training_data(recipe, built, datasets)
         trainer_cls, extra = SemiSupervisedTrainer, {"ssl_config": recipe.ssl}
     trainer = progress["trainer"] = trainer_cls(
-        model=model, args=args, train_dataset=train_dataset, eval_dataset=datasets["test"], data_collator=train_collate,
-        eval_data_collator=eval_collate, processing_class=built.processing_class, class_names=names,
-        text_tokenizer=built.tokenizer, **extra,
+        model=built.model, args=args, train_dataset=train_dataset, eval_dataset=datasets["test"],
+        data_collator=train_collate, eval_data_collator=eval_collate, processing_class=built.processing_class,
+        class_names=names, text_tokenizer=built.tokenizer, **extra,
     )
     add_information_metrics(trainer, plots=recipe.analysis.info_dynamics and not eval_only, output_dir=str(plan.path))
     for callback in callbacks:
@@ -293,4 +289,4 @@ def _write_outputs(recipe: Recipe, plan: OutputPlan, results: dict[str, Any]) ->
     print(f"\nhf_infonc: {recipe.path} → {plan.path / written} ({took})")
     if evaluating_saved:
         print(f"evaluated: {results['evaluated']}")
-    print(summary_table({k: results[k] for k in ("before", "after", "eval") if k in results}))
+    print(summary_table(results))

@@ -7,6 +7,7 @@ field's type or rejected; overrides use dotted keys (``--set training.learning_r
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -105,8 +106,6 @@ class Recipe:
             values["class_prompt_templates"] = get_templates(self.data.prompt_templates)
         try:
             return InfoNCTrainingArguments(**values)
-        except RecipeError:
-            raise
         except (ValueError, TypeError, ImportError) as error:
             message = redact_text(str(error).strip(), self.secrets())
             message += "" if message.endswith((".", "!", "?")) else "."
@@ -146,10 +145,6 @@ def _where(file: str | None, key: str) -> str:
     return f"{file or '<recipe>'}: {key}"
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def _shown(value: Any, key: str) -> str:
     """``repr(value)`` for a message; never the value of a secret key, and token values redacted."""
     if is_secret_key(key.rsplit(".", 1)[-1].split("[", 1)[0]):
@@ -183,13 +178,11 @@ def convert(value: Any, tp: Any, key: str, file: str | None) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for option in args:
-            if option is not type(None):
-                try:
-                    return convert(value, option, key, file)
-                except RecipeError:
-                    pass
-        raise _expected(" or ".join(_type_name(a) for a in args), value, key, file, _quote_hint(value, key))
+        for option in [a for a in args if a is not type(None)]:
+            with contextlib.suppress(RecipeError):
+                return convert(value, option, key, file)
+        names = " or ".join(getattr(a, "__name__", None) or str(a).replace("typing.", "") for a in args)
+        raise _expected(names, value, key, file, _quote_hint(value, key))
     is_enum = isinstance(tp, type) and issubclass(tp, enum.Enum)
     if origin is Literal or is_enum:
         choices = [e.value for e in tp] if is_enum else list(args)
@@ -218,15 +211,12 @@ def convert(value: Any, tp: Any, key: str, file: str | None) -> Any:
             return value
         raise _expected("true or false", value, key, file)
     if tp in (int, float):
-        if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and (
-            tp is float or value.is_integer()
-        ):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if whole or isinstance(value, float) and (tp is float or value.is_integer()):
             return tp(value)
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 return tp(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
-            except ValueError:
-                pass
         raise _expected("an integer" if tp is int else "a number", value, key, file)
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -268,9 +258,7 @@ def from_mapping(cls: type, mapping: Any, section: str, file: str | None) -> Any
         raise RecipeError(f"{where}: required key is missing.")
     try:
         return cls(**values)
-    except (ValueError, TypeError) as error:
-        if isinstance(error, RecipeError):
-            raise
+    except (ValueError, TypeError) as error:  # a __post_init__ check (values are converted above)
         raise RecipeError(f"{_where(file, section)}: {error}") from error
 
 

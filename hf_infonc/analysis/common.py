@@ -1,14 +1,13 @@
 """Shared pieces of the checkpoint analyses ``hf-infonc analyze lmc`` / ``prune`` (docs/analysis.md, "Options shared").
 
-:func:`load_run` rebuilds a saved run as ``hf-infonc finetune`` built it and loads its weights;
-:func:`evaluation_trainer` wraps it in an evaluation-only :class:`~hf_infonc.trainer.InfoNCTrainer`, so the numbers
-are those of ``metrics.json``'s ``after``; after measuring, :func:`finish` writes the JSON and a row of plots.
+A saved run is rebuilt as ``hf-infonc finetune`` built it and evaluated by an evaluation-only ``InfoNCTrainer``, so
+the numbers are those of ``metrics.json``'s ``after``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,23 +139,9 @@ def set_model_state(trainer: Any, state: dict[str, torch.Tensor]) -> None:
     clear_head_caches(trainer)
 
 
-def output_folder(out: str | Path | None, name: str, checkpoint: str | Path) -> Path:
-    """``out``, by default ``<first checkpoint>/analysis/<name>``."""
-    return Path(out) if out is not None else Path(checkpoint) / "analysis" / name
-
-
 def finite(value: Any) -> bool:
     """A real number that is neither NaN nor infinite."""
     return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def progress_bar(values: Iterable[Any], description: str, enabled: bool) -> Iterable[Any]:
-    """``values`` behind a tqdm progress bar when ``enabled``."""
-    if not enabled:
-        return values
-    from tqdm.auto import tqdm
-
-    return tqdm(values, desc=description)
 
 
 def finish(trainer: Any, state: dict[str, torch.Tensor], run: LoadedRun, overrides: list[str] | None,

@@ -1,10 +1,9 @@
 """Grokking of modular addition, tracked with MIR and HDR (docs/theory.md §5; arXiv 2406.03999).
 
-The setting of Nanda et al. 2023 that arXiv 2406.03999 reuses (docs/grokking.md, "Setting"): ``(a + b) mod p``
-read at the last position of ``[a, b, =]``, a one-layer ReLU transformer without layer norm, full-batch AdamW;
-MIR/HDR between ``G(final-position features)`` and ``G(W_U.T[labels])`` on a seeded subset of each split.
-``forward`` computes only what reaches the last position: the same function as ``forward_sequence`` (tested),
-at about half the cost. Usage: ``python -m hf_infonc.analysis.grokking --steps 10000 --out runs/grokking``.
+The setting of Nanda et al. 2023 (docs/grokking.md, "Setting"): ``(a + b) mod p`` read at the last position of
+``[a, b, =]``, a one-layer ReLU transformer without layer norm, full-batch AdamW; MIR/HDR between
+``G(final-position features)`` and ``G(W_U.T[labels])`` on a seeded subset of each split.
+Usage: ``python -m hf_infonc.analysis.grokking --steps 10000 --out runs/grokking``.
 """
 
 from __future__ import annotations
@@ -104,12 +103,10 @@ def make_modular_addition_data(modulus: int, train_fraction: float, seed: int) -
     """Build the dataset and split it: a seeded permutation of the pairs, the first
     ``int(train_fraction · p²)`` for training (as in Nanda et al.), the rest for testing."""
     p = modulus
-    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-    a, b = a.reshape(-1), b.reshape(-1)
-    tokens = torch.stack([a, b, torch.full_like(a, p)], dim=1)
-    labels = (a + b) % p
-    generator = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(p * p, generator=generator)
+    pairs = torch.cartesian_prod(torch.arange(p), torch.arange(p))  # (p², 2): every (a, b), a-major
+    tokens = torch.cat([pairs, torch.full((p * p, 1), p)], dim=1)
+    labels = pairs.sum(dim=1) % p
+    perm = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
     n_train = int(train_fraction * p * p)
     return ModularAdditionData(p, tokens, labels, perm[:n_train].sort().values, perm[n_train:].sort().values)
 
@@ -117,9 +114,8 @@ def make_modular_addition_data(modulus: int, train_fraction: float, seed: int) -
 class ModularAdditionTransformer(nn.Module):
     """One-layer ReLU transformer without layer norm (Nanda et al. 2023), parameters named as there.
 
-    ``forward(a, b)`` returns ``(logits, features)`` at the last position: ``features`` is the
-    final residual stream (``n x d_model``) and ``logits = features @ W_U`` (``n x p``). The
-    head rows of the classes are ``W_U.T`` (``p x d_model``).
+    ``forward(a, b)`` returns ``(logits, features)`` at the last position: ``features`` is the final residual stream
+    (``n x d_model``) and ``logits = features @ W_U`` (``n x p``).
     """
 
     def __init__(self, modulus: int = 113, d_model: int = 128, n_heads: int = 4, d_mlp: int = 512, *, seed: int = 0):
@@ -133,10 +129,8 @@ class ModularAdditionTransformer(nn.Module):
         shapes = {"W_E": (vocab, d), "W_pos": (3, d), "W_Q": (d, d), "W_K": (d, d), "W_V": (d, d), "W_O": (d, d),
                   "W_in": (d, d_mlp), "b_in": (d_mlp,), "W_out": (d_mlp, d), "b_out": (d,), "W_U": (d, p)}
         for name, shape in shapes.items():
-            if name.startswith("b_"):
-                value = torch.zeros(shape)
-            else:
-                value = torch.randn(*shape, generator=g) * (1.0 / math.sqrt(vocab if name == "W_U" else d))
+            scale = 1.0 / math.sqrt(vocab if name == "W_U" else d)
+            value = torch.zeros(shape) if name.startswith("b_") else torch.randn(*shape, generator=g) * scale
             setattr(self, name, nn.Parameter(value))
 
     @property
@@ -148,8 +142,8 @@ class ModularAdditionTransformer(nn.Module):
         return x + F.relu(x @ self.W_in + self.b_in) @ self.W_out + self.b_out
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and features at the last position of ``[a, b, =]`` for integer tensors ``a``, ``b``: the query
-        of the constant ``=`` token, the keys/values of positions 0 and 1 from per-token tables."""
+        """Logits and features at the last position of ``[a, b, =]``, as :meth:`forward_sequence` at about half the
+        cost: the query of the constant ``=`` token, the keys/values of positions 0 and 1 from per-token tables."""
         p, h, dh = self.modulus, self.n_heads, self.d_head
         n = a.shape[0]
         r_eq = self.W_E[p] + self.W_pos[2]  # residual stream of "=" at position 2 (same for all)
@@ -195,12 +189,11 @@ def information_measures(features: torch.Tensor, head_rows: torch.Tensor) -> dic
 def _split_metrics(model: ModularAdditionTransformer, tokens: torch.Tensor, labels: torch.Tensor,
                    info_rows: torch.Tensor) -> dict[str, float]:
     logits, features = model(tokens[:, 0], tokens[:, 1])
-    out = {
+    return {
         "loss": float(F.cross_entropy(logits.double(), labels)),
         "acc": float((logits.argmax(dim=-1) == labels).double().mean()),
+        **information_measures(features[info_rows], model.head_rows[labels[info_rows]]),
     }
-    out.update(information_measures(features[info_rows], model.head_rows[labels[info_rows]]))
-    return out
 
 
 def eval_steps_below(limit: int, per_decade: int = 4) -> list[int]:
@@ -237,26 +230,19 @@ class GrokkingResult:
             return None
         return self.history["elapsed_s"][self.history["step"].index(self.grokking_step)]
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["config"]["betas"] = list(self.config.betas)
-        out["grokking_wall_time_s"] = self.grokking_wall_time_s
-        return out
-
     def to_json(self, path: str | Path) -> Path:
         """Write the result (config with seed, history, summary) as JSON; returns the path."""
+        data = {**asdict(self), "grokking_wall_time_s": self.grokking_wall_time_s}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True) + "\n")
+        path.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
         return path
 
     @classmethod
     def from_json(cls, path: str | Path) -> GrokkingResult:
         data = json.loads(Path(path).read_text())
         data.pop("grokking_wall_time_s", None)
-        config = data.pop("config")
-        config["betas"] = tuple(config["betas"])
-        return cls(config=GrokkingConfig(**config), **data)
+        return cls(config=GrokkingConfig(**data.pop("config")), **data)  # __post_init__ makes betas a tuple
 
 
 def run_grokking(cfg: GrokkingConfig | None = None, *, progress: bool = True,
@@ -306,7 +292,7 @@ def _run(cfg: GrokkingConfig, progress: bool, callback: Callable[..., bool | Non
     warmup = max(cfg.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 1.0) if warmup else 1.0)
 
-    history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+    records: list[dict[str, float]] = []  # one per evaluation, appended whole (Ctrl-C leaves no half record)
     start = time.perf_counter()
     info_time = 0.0
 
@@ -323,15 +309,14 @@ def _run(cfg: GrokkingConfig, progress: bool, callback: Callable[..., bool | Non
         record: dict[str, float] = {"step": step, "elapsed_s": time.perf_counter() - start, "weight_norm": weight_norm}
         record.update({f"{split}_{key}": value for split, values in (("train", train), ("test", test))
                        for key, value in values.items()})
-        for key in HISTORY_KEYS:
-            history[key].append(record[key])
+        records.append(record)
         return record
 
     early = set(eval_steps_below(cfg.eval_every)) if cfg.log_evals else set()
     bar = tqdm(total=cfg.steps, desc="grokking", disable=not progress, dynamic_ncols=True)
-    record = evaluate(0)
+    callback = callback or (lambda record, model: False)
     step = 0
-    stop = bool(callback(record, model)) if callback else False
+    stop = bool(callback(evaluate(0), model))
     a_train, b_train = x_train[:, 0], x_train[:, 1]
     interrupted = False
     try:
@@ -349,17 +334,14 @@ def _run(cfg: GrokkingConfig, progress: bool, callback: Callable[..., bool | Non
                 bar.set_postfix(loss=f"{record['train_loss']:.2e}", train_acc=f"{record['train_acc']:.3f}",
                                 test_acc=f"{record['test_acc']:.3f}", test_mir=f"{record['test_mir']:.3f}",
                                 refresh=False)
-                if callback is not None:
-                    stop = bool(callback(record, model))
+                stop = bool(callback(record, model))
     except KeyboardInterrupt:  # Ctrl-C: keep what was measured, evaluate where training stopped
         interrupted = True
         logger.warning("grokking run interrupted at step %d; returning the history so far", step)
-        n = min(len(v) for v in history.values())  # drop a record that an interrupted evaluation left half-written
-        for values in history.values():
-            del values[n:]
-        if history["step"][-1] != step:
+        if records[-1]["step"] != step:
             evaluate(step)
     bar.close()
+    history = {key: [record[key] for record in records] for key in HISTORY_KEYS}
 
     wall = time.perf_counter() - start
     threshold = cfg.grokking_threshold

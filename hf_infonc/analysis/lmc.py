@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from hf_infonc.analysis.common import (
-    AnalysisError, evaluate, evaluation_trainer, find_recipe, finish, finite, load_run, model_state, output_folder,
-    plot_panels, progress_bar, set_model_state,
+    AnalysisError, evaluate, evaluation_trainer, find_recipe, finish, finite, load_run, model_state, plot_panels,
+    set_model_state,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,9 +75,8 @@ def _barrier(omegas: list[float], values: list[float], *, higher_is_better: bool
     """The largest dip below the line between the end points (rise above it for a loss; Frankle et al. 2020)."""
     if not all(finite(v) for v in values):
         return None
-    line = [(1 - w) * values[0] + w * values[-1] for w in omegas]
-    gaps = [(ln - v) if higher_is_better else (v - ln) for ln, v in zip(line, values)]
-    return max(gaps)
+    sign = 1.0 if higher_is_better else -1.0
+    return max(sign * ((1 - w) * values[0] + w * values[-1] - v) for w, v in zip(omegas, values))
 
 
 def linear_mode_connectivity(checkpoint_a: str | Path, checkpoint_b: str | Path, *, points: int = 11,
@@ -100,7 +100,7 @@ def linear_mode_connectivity(checkpoint_a: str | Path, checkpoint_b: str | Path,
     recipe_b = load_recipe(find_recipe(checkpoint_b, recipe), overrides)
     recipe_a = load_recipe(find_recipe(checkpoint_a, recipe), overrides)
     check_recipes(recipe_a, recipe_b, str(checkpoint_a), str(checkpoint_b))
-    out = output_folder(out, "lmc", checkpoint_a)
+    out = Path(out) if out is not None else checkpoint_a / "analysis" / "lmc"
 
     run = load_run(checkpoint_a, recipe=recipe, overrides=overrides)
     model_b, _ = load_saved_model(recipe_b, checkpoint_b, run.class_names)
@@ -111,7 +111,7 @@ def linear_mode_connectivity(checkpoint_a: str | Path, checkpoint_b: str | Path,
     trainer = evaluation_trainer(run, out)
     omegas = torch.linspace(0, 1, points, dtype=torch.float64).tolist()
     results = []
-    for omega in progress_bar(omegas, "LMC: ω", progress):
+    for omega in tqdm(omegas, desc="LMC: ω", disable=not progress):
         set_model_state(trainer, interpolate_states(state_a, state_b, omega))
         metrics = evaluate(trainer).metrics
         results.append({"omega": omega, **metrics})

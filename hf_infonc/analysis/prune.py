@@ -1,10 +1,9 @@
 """Global magnitude pruning, tracked with MIR between the features before and after (docs/theory.md §5).
 
-For each sparsity ``s`` the unpruned model loses the fraction ``s`` of smallest ``|w|`` over all prunable weights
-together (``torch.nn.utils.prune.global_unstructured``, ``L1Unstructured``, made permanent); MIR/HDR between the
-features before and after pruning, averaged over batches of 64 (docs/theory.md §2.3; arXiv 2409.16767: MIR stays
-high up to 90% sparsity), and relative to ``mir_self = MIR(before, before)``, which is not 1 (docs/theory.md §2.3).
-What is prunable and what ``prune.json`` / ``prune.png`` hold: docs/analysis.md, "Magnitude pruning".
+Each sparsity ``s`` zeroes the fraction ``s`` of smallest ``|w|`` over all prunable weights together, permanently;
+MIR/HDR between the features before and after, in batches of 64 (arXiv 2409.16767: MIR stays high up to 90%
+sparsity), also relative to ``mir_self = MIR(before, before)``, which is not 1 (docs/theory.md §2.3). What is
+prunable and what ``prune.json`` / ``prune.png`` hold: docs/analysis.md, "Magnitude pruning".
 """
 
 from __future__ import annotations
@@ -18,10 +17,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from hf_infonc.analysis.common import (
-    AnalysisError, clear_head_caches, evaluate, evaluation_trainer, finish, load_run, model_state, output_folder,
-    plot_panels, progress_bar, set_model_state,
+    AnalysisError, clear_head_caches, evaluate, evaluation_trainer, finish, load_run, model_state, plot_panels,
+    set_model_state,
 )
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ def parse_sparsities(text: str | Sequence[float]) -> list[float]:
 def prunable_parameters(model: nn.Module) -> list[tuple[nn.Module, str]]:
     """``(module, name)`` of every prunable weight, each parameter once: the ``weight`` of Linear/Conv modules (also
     inside peft LoRA layers), the input projection of ``nn.MultiheadAttention``; embeddings, norms, biases are kept."""
-    seen: set[int] = set()
-    found = []
+    found: dict[int, tuple[nn.Module, str]] = {}  # by parameter id: a shared weight is pruned once
     for module in model.modules():
         names = []
         if isinstance(module, PRUNABLE_MODULES):
@@ -62,12 +61,9 @@ def prunable_parameters(model: nn.Module) -> list[tuple[nn.Module, str]]:
             separate = ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
             names = ["in_proj_weight"] if module.in_proj_weight is not None else separate
         for name in names:
-            parameter = module._parameters.get(name)
-            if parameter is None or id(parameter) in seen:
-                continue
-            seen.add(id(parameter))
-            found.append((module, name))
-    return found
+            if module._parameters.get(name) is not None:
+                found.setdefault(id(module._parameters[name]), (module, name))
+    return list(found.values())
 
 
 def global_magnitude_prune(targets: list[tuple[nn.Module, str]], sparsity: float) -> None:
@@ -84,11 +80,8 @@ def global_magnitude_prune(targets: list[tuple[nn.Module, str]], sparsity: float
 
 def measured_sparsity(targets: list[tuple[nn.Module, str]]) -> tuple[float, int]:
     """(fraction of exact zeros, number of entries) over the target weights."""
-    zeros = total = 0
-    for module, name in targets:
-        weight = getattr(module, name)
-        zeros += int((weight == 0).sum())
-        total += weight.numel()
+    weights = [getattr(module, name) for module, name in targets]
+    zeros, total = sum(int((weight == 0).sum()) for weight in weights), sum(weight.numel() for weight in weights)
     return (zeros / total if total else math.nan), total
 
 
@@ -113,7 +106,7 @@ def prune_analysis(checkpoint: str | Path, sparsities: Sequence[float] | str = (
     """
     values = parse_sparsities(sparsities)
     checkpoint = Path(checkpoint)
-    out = output_folder(out, "prune", checkpoint)
+    out = Path(out) if out is not None else checkpoint / "analysis" / "prune"
     run = load_run(checkpoint, recipe=recipe, overrides=overrides)
     trainer = evaluation_trainer(run, out)
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -127,9 +120,9 @@ def prune_analysis(checkpoint: str | Path, sparsities: Sequence[float] | str = (
     before = baseline.features
     reference = _before_after(before, before, batch_size)
     initial_sparsity, total = measured_sparsity(targets)
-
+    self_mir = reference["mir_before_after"]
     results = []
-    for sparsity in progress_bar(values, "pruning: sparsity", progress):
+    for sparsity in tqdm(values, desc="pruning: sparsity", disable=not progress):
         set_model_state(trainer, original)
         global_magnitude_prune(targets, sparsity)
         clear_head_caches(trainer)  # pruning changed the weights after set_model_state cleared them
@@ -140,7 +133,6 @@ def prune_analysis(checkpoint: str | Path, sparsities: Sequence[float] | str = (
         evaluation = evaluate(trainer)
         record = {"sparsity": sparsity, "achieved_sparsity": achieved, **evaluation.metrics}
         record.update(_before_after(before, evaluation.features, batch_size))
-        self_mir = reference["mir_before_after"]
         record["mir_before_after_relative"] = (
             record["mir_before_after"] / self_mir if self_mir and math.isfinite(self_mir) else math.nan
         )
@@ -151,7 +143,7 @@ def prune_analysis(checkpoint: str | Path, sparsities: Sequence[float] | str = (
         "checkpoint": str(checkpoint),
         "method": "global magnitude (L1Unstructured over all Linear/Conv/MultiheadAttention weights)",
         "batch_size": batch_size, "prunable_tensors": len(targets), "prunable_parameters": total,
-        "initial_sparsity": initial_sparsity, "mir_self": reference["mir_before_after"],
+        "initial_sparsity": initial_sparsity, "mir_self": self_mir,
         "entropy_before": reference["entropy_after"], "baseline": baseline.metrics, "results": results,
     }
     return finish(trainer, original, run, overrides, document, out, "prune", plot_prune if plot else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:  # evaluate is imported lazily: importing hf_infonc.metrics stays cheap
@@ -61,17 +62,10 @@ def metric_info(name: str, description: str, inputs_description: str, citation: 
     import datasets
     import evaluate
 
-    features = {
-        key: datasets.List(datasets.Value("float64")) if key == "features" else datasets.Value("int64")
-        for key in INPUTS[name]
-    }
-    return evaluate.MetricInfo(
-        description=description,
-        citation=citation,
-        inputs_description=inputs_description,
-        features=datasets.Features(features),
-        reference_urls=urls,
-    )
+    float_vector, integer = datasets.List(datasets.Value("float64")), datasets.Value("int64")
+    features = datasets.Features({key: float_vector if key == "features" else integer for key in INPUTS[name]})
+    return evaluate.MetricInfo(description=description, citation=citation, inputs_description=inputs_description,
+                               features=features, reference_urls=urls)
 
 
 def own_compute_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -92,8 +86,6 @@ def as_matrix(values: Any, name: str, *, rows: int | None = None) -> torch.Tenso
         out = values.detach().to(torch.float64)
     else:
         try:
-            import numpy as np
-
             array = np.asarray(values)
             if array.dtype == object:
                 array = np.stack([np.asarray(v, dtype=np.float64) for v in array]) if len(array) else array
@@ -117,8 +109,6 @@ def read_inputs(name: str, features: Any, references: Any = None) -> tuple[torch
         raise ValueError(f"{name} of an empty set is undefined: add features first.")
     if references is None:
         return x, None
-    import numpy as np
-
     return x, torch.as_tensor(np.asarray(references, dtype=np.int64)).reshape(-1)
 
 

@@ -35,9 +35,7 @@ class Accuracy(evaluate.Metric):
     def _compute(self, predictions, references, **kwargs):
         options = own_compute_kwargs("accuracy", kwargs)
         predictions = numpy.asarray(predictions, dtype=numpy.int64)
-        references = numpy.asarray(references, dtype=numpy.int64)
-        if predictions.shape != references.shape:
-            raise ValueError(f"{predictions.shape[0]} predictions but {references.shape[0]} references.")
+        references = numpy.asarray(references, dtype=numpy.int64)  # evaluate checks that the lengths match
         if predictions.size == 0:
             raise ValueError("accuracy of an empty set is undefined: add predictions first.")
         correct = (predictions == references).astype(numpy.float64)

@@ -51,10 +51,6 @@ class MatrixEntropy(evaluate.Metric):
         positive_int = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1
         if batch_size is not None and not positive_int:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-        size = batch_size or x.shape[0]
-        values = [
-            float(matrix_entropy(x[start : start + size], alpha=alpha, center=center))
-            for start in range(0, x.shape[0], size)
-        ]
+        values = [float(matrix_entropy(batch, alpha=alpha, center=center)) for batch in x.split(batch_size or len(x))]
         value = float(torch.tensor(values, dtype=torch.float64).mean())
         return {"matrix_entropy": value, "effective_rank": math.exp(value), "num_batches": len(values)}
