@@ -396,15 +396,21 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         logger.info("Reloaded %s through from_pretrained: its weight names differ from the model's.", folder)
 
     # ------------------------------------------------------------------ data
-    def _get_dataloader(self, *args: Any, is_training: bool = False, **kwargs: Any):
-        """``Trainer``'s dataloaders, with ``eval_data_collator`` (when given) for evaluation and prediction."""
+    def _with_eval_collator(self, build, *args: Any):
+        """``build(*args)`` with ``eval_data_collator`` (when given) in place of ``data_collator``."""
         train_collator = self.data_collator
-        if not is_training and self.eval_data_collator is not None:
+        if self.eval_data_collator is not None:
             self.data_collator = self.eval_data_collator
         try:
-            return super()._get_dataloader(*args, is_training=is_training, **kwargs)
+            return build(*args)
         finally:
             self.data_collator = train_collator
+
+    def get_eval_dataloader(self, eval_dataset: Any = None):
+        return self._with_eval_collator(super().get_eval_dataloader, eval_dataset)
+
+    def get_test_dataloader(self, test_dataset: Any):
+        return self._with_eval_collator(super().get_test_dataloader, test_dataset)
 
     # ------------------------------------------------------------------ logging
     def record_components(self, components: Mapping[str, torch.Tensor], split: str, rows: int = 1) -> None:
