@@ -1,16 +1,10 @@
 """The trainer's information terms in one fused pass: CMA and ``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)``.
 
-The fast path of :func:`hf_infonc.losses.information_terms` for the case every default training
-step of ``InfoNCTrainer`` needs: von Neumann entropies (α = 1), no centring, the joint on its
-``n x n`` Hadamard product, for a labelled batch (features, class head rows, labels) or a batch of
-image–caption pairs. It is built on the kernels of the general path
-(:mod:`hf_infonc.info._kernels`: row normalisation, spectrum → entropy and its closed-form
-weights, CMA's groups and weights) and gives the same values and gradients
-(``tests/test_info_fused.py``) with fewer than half of the operations: one normalisation of the
-stacked rows, one gather laid out on the host (one asynchronous copy on an accelerator), one
-``eigh`` per distinct matrix size, the entropies of all spectra in one set of element-wise
-operations, the pairs' ``2 x 2`` groups in closed form, and one backward (docs/theory.md §6).
-Nothing is validated here; :func:`fused_supported` says which calls it covers. Pure torch.
+The fast path of :func:`hf_infonc.losses.information_terms` for every default training step of
+``InfoNCTrainer`` (α = 1, no centring, the joint on its ``n x n`` Hadamard product; class labels or
+image–caption pairs), built on the kernels of the general path (:mod:`hf_infonc.info._kernels`),
+with its values and gradients and fewer than half of its operations (docs/theory.md §6, "The fused
+path"). Nothing is validated here; :func:`fused_supported` says which calls it covers. Pure torch.
 """
 
 from __future__ import annotations
@@ -25,6 +19,7 @@ from torch.autograd.function import once_differentiable
 from hf_infonc.info._kernels import (
     class_groups,
     constant,
+    gram,
     kronecker_joint,
     no_autocast,
     pair_group_weight,
@@ -39,7 +34,7 @@ from hf_infonc.info.mutual import EntropyTerms
 
 def fused_supported(
     n: int, d: int, num_anchors: int, labels_given: bool, *, cma_alpha: float | None, entropy_terms: bool,
-    joint: bool, center: bool, alpha: float = 1.0,
+    joint: bool, center: bool,
 ) -> bool:
     """Whether :func:`fused_information_terms` covers this call of :func:`~hf_infonc.losses.information_terms`:
     von Neumann entropies, no centring, and the joint on its ``n x n`` Hadamard product."""
@@ -49,22 +44,18 @@ def fused_supported(
         return False
     if not entropy_terms:
         return True
-    if center or alpha != 1.0:
-        return False
-    return not (joint and kronecker_joint(n, d, d, num_anchors if labels_given else None, 1.0))
+    return not center and not (joint and kronecker_joint(n, d, d, num_anchors if labels_given else None, 1.0))
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """What one call computes, laid out on the host from the shapes and the labels (docs/theory.md §6).
+    """What one call computes, laid out on the host from the shapes and the labels.
 
-    The features and head rows are stacked as ``X̂ = [F̂; 0; Â; 0]`` (two blocks of ``block`` rows,
-    normalised as one ``2 x block x d`` batch, each block with its own scale); ``gather`` picks the
-    rows of the matrices from it: ``[F̂; Â[y]]`` for the terms, then CMA's ``K x width`` groups (head
-    row, samples, the zero row ``block + C`` as padding); pairs need none. ``buckets`` lists the
-    matrices of each distinct size (one ``eigh`` each); ``coef[0]`` maps the entropy of each pooled
-    spectrum to the outputs ``[CMA?, H₁, H₂, H₁₂]``, ``coef[1]`` the same with the factor 2 of
-    ``dZ = 2·G·Z`` for the backward.
+    ``X̂ = [F̂; 0; Â; 0]``: two blocks of ``block`` rows, normalised as one ``2 x block x d`` batch;
+    ``gather`` picks from it ``[F̂; Â[y]]`` for the terms, then CMA's ``K x width`` groups (head row,
+    samples, the zero row ``block + C`` as padding). ``buckets``: the matrices of each size (one
+    ``eigh`` each); ``coef[0]`` maps the pooled entropies to the outputs ``[CMA?, H₁, H₂, H₁₂]``,
+    ``coef[1]`` too with the factor 2 of ``dZ = 2·G·Z``, for the backward.
     """
 
     cma: bool
@@ -114,11 +105,12 @@ def _layout(n: int, d: int, *, cma: bool, terms: bool, joint: bool, pairs: bool,
 _LAYOUTS: dict[tuple, tuple[tuple, torch.Tensor]] = {}
 
 
-def _plan(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | None, *, cma: bool, terms: bool,
-          joint: bool, cdtype: torch.dtype, loss_weights: tuple[float, float, float] | None = None,
-          host_labels: list[int] | None = None) -> _Plan:
-    """Lay out one call of :class:`_FusedInformation` (:class:`_Plan`); CMA's class groups from the
-    labels on the host (``host_labels``, or one host read of ``labels``)."""
+def _fused(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | None, *, cma: bool, terms: bool,
+           joint: bool, dtype: torch.dtype | None, loss_weights: tuple[float, float, float] | None = None,
+           host_labels: list[int] | None = None) -> tuple[torch.Tensor, ...]:
+    """Lay out one call of :class:`_FusedInformation` (:class:`_Plan`; CMA's class groups from the
+    labels on the host: ``host_labels``, or one host read of ``labels``) and run it."""
+    cdtype = spectrum_dtype(dtype)
     (n, d), m, pairs, device = features.shape, anchors.shape[0], labels is None, features.device
     joint = joint and terms
     gather: list[int] | torch.Tensor | None = None
@@ -153,13 +145,15 @@ def _plan(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | 
                                         group_weights=group_weights, width=groups[1])
         index, coef = _to_device(gather, table, device)
         coef = coef.to(cdtype).view(shape)
-    return _Plan(cma=cma, terms=terms, joint=joint, pairs=pairs, n=n, d=d, m=m, block=block, dual=d < n, groups=groups,
+    plan = _Plan(cma=cma, terms=terms, joint=joint, pairs=pairs, n=n, d=d, m=m, block=block, dual=d < n, groups=groups,
                  gather=index, buckets=buckets, coef=coef, loss_weights=loss_weights)
+    need = torch.is_grad_enabled() and (features.requires_grad or anchors.requires_grad)
+    return _FusedInformation.apply(features, anchors, plan, cdtype, need)
 
 
 def _host_tensor(values: list, typecode: str) -> torch.Tensor:
-    """A CPU tensor of Python numbers (``"q"``: int64, ``"d"``: float64), through an ``array`` buffer:
-    3x faster than ``torch.tensor(list)`` for the few hundred numbers of a step's layout."""
+    """A CPU tensor of Python numbers (``"q"``: int64, ``"d"``: float64), through an ``array`` buffer
+    (3x faster than ``torch.tensor(list)``)."""
     return torch.frombuffer(array(typecode, values), dtype=torch.int64 if typecode == "q" else torch.float64)
 
 
@@ -179,8 +173,7 @@ def _to_device(
 
 def _loss_coefficients(plan: _Plan, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``[linear weights; gap pattern; H₁ − H₂ selector]`` over the values ``[CMA?, H₁, H₂, H₁₂]``: the
-    loss is ``values·(linear + sign(H₁ − H₂)·pattern)``, and so is its derivative in the values.
-    """
+    loss is ``values·(linear + sign(H₁ − H₂)·pattern)``, and so is its derivative in the values."""
     w_cma, w_mi, w_gap = plan.loss_weights  # type: ignore[misc]
     linear = [w_cma] if plan.cma else []
     pattern = [0.0] if plan.cma else []
@@ -193,9 +186,8 @@ def _loss_coefficients(plan: _Plan, dtype: torch.dtype, device: torch.device) ->
 
 
 def _symmetric_times(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``g @ z`` for a batch of symmetric ``g`` (``k x k``). When ``z`` is skinny (``k ≥ 4d``) it is
-    computed as ``(zᵀ g)ᵀ``: the same numbers, 2x faster with MKL's float64 ``bmm`` (measured at
-    ``k = 128, d = 16``); otherwise as is, which is faster for square and wide ``z``."""
+    """``g @ z`` for a batch of symmetric ``g`` (``k x k``), as ``(zᵀ g)ᵀ`` when ``z`` is skinny (``k ≥ 4d``):
+    the same numbers, 2x faster with MKL's float64 ``bmm`` (measured at ``k = 128, d = 16``)."""
     return torch.bmm(z.mT, g).mT if z.shape[-2] >= 4 * z.shape[-1] else torch.bmm(g, z)
 
 
@@ -221,17 +213,15 @@ class _FusedInformation(torch.autograd.Function):
                 # S = [F̂; B̂] with B̂ = Â[y] (the head row of each sample) or Â (pairs): the two marginals
                 # are its two Grams (or their d x d duals), the joint their Hadamard product
                 st["stacked"] = stacked = rows[: 2 * n].view(2, n, d)
-                grams = torch.bmm(stacked, stacked.mT) if (plan.joint or not plan.dual) else None
-                mats["marginals"] = torch.bmm(stacked.mT, stacked) if plan.dual else grams
+                grams = gram(stacked) if (plan.joint or not plan.dual) else None
+                mats["marginals"] = gram(stacked, True) if plan.dual else grams
                 if plan.joint:
                     st["grams"] = grams
                     mats["joint"] = grams[:1] * grams[1:]
             if plan.groups is not None:
                 k, width = plan.groups
                 st["group_rows"] = group_rows = rows[2 * n if plan.terms else 0 :].view(k, width, d)
-                mats["groups"] = (
-                    torch.bmm(group_rows, group_rows.mT) if width <= d else torch.bmm(group_rows.mT, group_rows)
-                )
+                mats["groups"] = gram(group_rows, width > d)
             elif plan.cma:  # pairs: the 2 x 2 Gram [[q, c], [c, p]], c = â·f̂, p, q ∈ {0, 1} (docs/theory.md §6)
                 fh, ah = xh[:n], xh[block:]
                 c = (fh * ah).sum(dim=-1)
@@ -291,10 +281,8 @@ class _FusedInformation(torch.autograd.Function):
             for (size, members), vec in zip(plan.buckets, vectors):
                 g = torch.bmm(vec * w[first : first + vec.shape[0], :size].unsqueeze(-2), vec.mT)
                 first += vec.shape[0]
-                offset = 0
-                for role, count in members:
-                    grad[role] = g if len(members) == 1 else g[offset : offset + count]
-                    offset += count
+                parts = (g,) if len(members) == 1 else g.split([count for _, count in members])
+                grad.update(zip([role for role, _ in members], parts))
             d_rows: list[torch.Tensor] = []  # ∂/∂rows, in the order of the gather (pairs: of X̂ itself)
             if plan.terms:
                 stacked, gm = st["stacked"], grad["marginals"]
@@ -332,25 +320,18 @@ def fused_information_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``w_cma·CMA − w_mi·MI + w_gap·|H₁ − H₂|`` in one fused pass, and the values it came from.
 
-    What ``InfoNCTrainer`` adds to the base loss (arXiv 2409.16767 §5, 2406.03999 §6; ``MI = H₁ + H₂ −
-    H₁₂``): the gradient goes straight from the loss to the rows. CMA when ``cma_weight > 0``; H₁, H₂,
-    H₁₂ when ``entropy_terms``. Inputs and conditions as :func:`fused_information_terms`.
-
-    Returns:
-        ``(loss, values)``: the 0-d loss in the spectrum dtype and the detached values
-        ``[CMA?, H₁, H₂, H₁₂]``, for logging.
+    What ``InfoNCTrainer`` adds to the base loss (arXiv 2409.16767 §5, 2406.03999 §6). CMA when
+    ``cma_weight > 0``; H₁, H₂, H₁₂ when ``entropy_terms``; inputs as :func:`fused_information_terms`.
+    Returns ``(loss, values)``: the 0-d loss in the spectrum dtype and the detached values
+    ``[CMA?, H₁, H₂, H₁₂]``, for logging.
     """
     cma = cma_weight > 0
     if not (cma or entropy_terms):
         raise ValueError("fused_information_loss needs cma_weight > 0 or entropy_terms=True: nothing to compute.")
     if (mi_weight or gap_weight) and not entropy_terms:
         raise ValueError("mi_weight and gap_weight need entropy_terms=True (H₁, H₂, H₁₂).")
-    cdtype = spectrum_dtype(dtype)
-    plan = _plan(features, anchors, labels, cma=cma, terms=entropy_terms, joint=True, cdtype=cdtype,
-                 loss_weights=(float(cma_weight), float(mi_weight), float(gap_weight)), host_labels=host_labels)
-    need = torch.is_grad_enabled() and (features.requires_grad or anchors.requires_grad)
-    loss, values = _FusedInformation.apply(features, anchors, plan, cdtype, need)
-    return loss, values
+    return _fused(features, anchors, labels, cma=cma, terms=entropy_terms, joint=True, dtype=dtype,
+                  loss_weights=(float(cma_weight), float(mi_weight), float(gap_weight)), host_labels=host_labels)
 
 
 def fused_information_terms(
@@ -359,18 +340,14 @@ def fused_information_terms(
 ) -> tuple[torch.Tensor | None, EntropyTerms | None]:
     """CMA (α = 1) and ``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)`` of a batch, fused.
 
-    ``features`` ``n x d``; ``anchors`` ``C x d`` head rows picked by integer ``labels`` (values in
-    ``[0, C)``), or with ``labels=None`` one anchor per sample (pairs). CMA is ``mean_c
-    H(G(S_c))/log|S_c|`` over the classes present (pairs: ``mean_i H(G([a_i, f_i]))/log 2``).
-    **No validation**, and only the cases :func:`fused_supported` accepts. ``host_labels``: the
-    labels as a list when already read (saves a host read). Returns ``(CMA or None, EntropyTerms or
-    None)`` in the spectrum dtype, the values of the general path.
+    ``features`` ``n x d``; ``anchors`` ``C x d`` head rows picked by integer ``labels`` in ``[0, C)``,
+    or with ``labels=None`` one anchor per sample (pairs). **No validation**, and only the cases
+    :func:`fused_supported` accepts. ``host_labels``: the labels as a list when already read (saves a
+    host read). Returns ``(CMA or None, EntropyTerms or None)`` in the spectrum dtype, the values of
+    the general path.
     """
     if not (cma or entropy_terms):
         return None, None
-    cdtype = spectrum_dtype(dtype)
-    plan = _plan(features, anchors, labels, cma=cma, terms=entropy_terms, joint=joint, cdtype=cdtype,
+    out = _fused(features, anchors, labels, cma=cma, terms=entropy_terms, joint=joint, dtype=dtype,
                  host_labels=host_labels)
-    need = torch.is_grad_enabled() and (features.requires_grad or anchors.requires_grad)
-    out = _FusedInformation.apply(features, anchors, plan, cdtype, need)
     return split_outputs(out, cma, entropy_terms, joint)

@@ -97,42 +97,26 @@ class _SpectrumBatch:
 
 @dataclass(frozen=True)
 class Groups:
-    """Groups of rows whose entropies are wanted (CMA's ``S_c``): anchor k in slot 0, then its features.
+    """Groups of rows whose entropies are wanted (CMA's ``S_c``): anchor k in slot 0, then its features."""
 
-    Attributes:
-        anchor_index: ``(K,)`` row of ``anchors`` anchoring group k (``None``: ``anchors[k]``).
-        slots: ``(n,)`` slot ``k·width + j`` (``j ≥ 1``) of each feature row in the zero-padded
-            ``K x width`` groups; ``None``: group i is ``[anchors[i], features[i]]`` (pairs).
-        width: slots per group (``max group size + 1``); 2 for pairs.
-        weights: ``None`` for the K entropies, else ``Σ_k weights[k]·H_k`` (length K, or one number).
-        alpha: Rényi order.
-    """
-
-    anchor_index: torch.Tensor | None = None
+    anchor_index: torch.Tensor | None = None  #: ``(K,)`` row of ``anchors`` anchoring group k (``None``: k)
+    #: ``(n,)`` slot ``k·width + j`` (``j ≥ 1``) of each feature row in the zero-padded ``K x width`` groups;
+    #: ``None``: group i is ``[anchors[i], features[i]]`` (pairs)
     slots: torch.Tensor | None = None
-    width: int = 2
-    weights: torch.Tensor | float | None = None
-    alpha: float = 1.0
+    width: int = 2  #: slots per group (``max group size + 1``); 2 for pairs
+    weights: torch.Tensor | float | None = None  #: ``None``: the K entropies; else ``Σ_k weights[k]·H_k``
+    alpha: float = 1.0  #: Rényi order
 
 
 @dataclass(frozen=True)
 class Terms:
-    """``H(G(features))``, ``H(G(b))``, ``H(G(features) ⊙ G(b))``, ``b = anchors[b_index]`` (or ``anchors``).
+    """``H(G(features))``, ``H(G(b))``, ``H(G(features) ⊙ G(b))``, ``b = anchors[b_index]`` (or ``anchors``)."""
 
-    Attributes:
-        b_index: ``(n,)`` row of ``anchors`` per sample (labels); ``None``: one anchor row per sample.
-        alpha: Rényi order.
-        center: subtract the mean row before normalising.
-        joint: also compute the joint entropy.
-        rank_bound_b: a bound of ``rank(b)`` (the number of head rows): the joint's route is then
-            decided without a host sync.
-    """
-
-    b_index: torch.Tensor | None = None
-    alpha: float = 1.0
-    center: bool = False
-    joint: bool = True
-    rank_bound_b: int | None = None
+    b_index: torch.Tensor | None = None  #: ``(n,)`` row of ``anchors`` per sample (labels); ``None``: pairs
+    alpha: float = 1.0  #: Rényi order
+    center: bool = False  #: subtract the mean row before normalising
+    joint: bool = True  #: also compute the joint entropy
+    rank_bound_b: int | None = None  #: a bound of ``rank(b)`` (head rows): the joint's route without a host sync
 
 
 def cma_groups(
@@ -330,12 +314,9 @@ def information_entropies(
 
     The general path of :func:`hf_infonc.losses.information_terms`. **No validation**: ``features``
     (``n x d``) and ``anchors`` (``m x d'``, ``d' = d`` with ``groups``) must be finite 2-D floating
-    tensors and the indices in range.
-
-    Returns:
-        ``(group value, terms)``: the group entropies (``(K,)``, or their weighted sum with
-        ``groups.weights``) and :class:`~hf_infonc.info.mutual.EntropyTerms`, each ``None`` when not
-        asked for; in the spectrum dtype (float64 by default).
+    tensors and the indices in range. Returns ``(group value, terms)``: the group entropies (``(K,)``,
+    or their weighted sum with ``groups.weights``) and :class:`~hf_infonc.info.mutual.EntropyTerms`,
+    each ``None`` when not asked for, in the spectrum dtype.
     """
     cdtype = spectrum_dtype(dtype)
     if groups is None and terms is None:
