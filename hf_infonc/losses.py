@@ -49,9 +49,8 @@ def check_loss_inputs(features: object, labels: object, head_rows: object) -> li
     """Validate the inputs of the information losses once (what ``validate=True`` runs).
 
     ``features``: finite floating ``n x d``, n ≥ 1; ``head_rows``: finite floating ``C x d``; ``labels``:
-    integer class indices of length n in ``[0, C)``, or ``None`` for pairs (``C = n``). Raises
-    ``TypeError`` / ``ValueError`` saying what is wrong and how to fix it. One host sync; returns the
-    labels as a Python list (``None`` for pairs), the fused loss's ``host_labels``.
+    integer classes of length n in ``[0, C)``, or ``None`` for pairs (``C = n``). Raises ``TypeError`` /
+    ``ValueError``. One host sync; returns the labels as a list (the fused loss's ``host_labels``).
     """
     if not isinstance(features, torch.Tensor) or features.dim() != 2:
         raise ValueError(f"features must be a 2-D tensor (n x d), got {getattr(features, 'shape', type(features))}.")
@@ -113,10 +112,8 @@ def information_terms(
     """CMA and the sample entropy terms of one batch in one pass: the one entry point of the losses.
 
     Returns ``(CMA value or None, EntropyTerms or None)`` in the spectrum dtype: the value of ``cma``
-    (its Rényi order; ``None`` to skip it) and, if ``entropy_terms``, those of
-    :func:`sample_entropy_terms`; by the fused path where :func:`~hf_infonc.info.fused.fused_supported`,
-    else by the general path (:func:`hf_infonc.info.spectral.information_entropies`), with the same
-    values and gradients.
+    (``None``: skipped) and, if ``entropy_terms``, those of :func:`sample_entropy_terms`; by the fused
+    path where :func:`~hf_infonc.info.fused.fused_supported`, else the general one (same values, gradients).
     """
     host_labels = check_loss_inputs(features, labels, head_rows) if validate else None
     n, d = features.shape
@@ -129,20 +126,18 @@ def information_terms(
             host_labels=host_labels,
         )
     groups = None if cma is None else cma_groups(labels, n, alpha=cma.alpha, dtype=dtype, host_labels=host_labels)
-    terms = None
-    if entropy_terms:
-        rank_bound = None if labels is None else head_rows.shape[0]
-        terms = Terms(b_index=labels, center=center, joint=joint, rank_bound_b=rank_bound)
+    rank_bound = None if labels is None else head_rows.shape[0]
+    terms = Terms(b_index=labels, center=center, joint=joint, rank_bound_b=rank_bound) if entropy_terms else None
     return information_entropies(features, head_rows, groups=groups, terms=terms, dtype=dtype)
 
 
 class CrossModalAlignmentLoss(nn.Module):
     """Cross-modal alignment: mean over present classes of ``H(G(S_c)) / log |S_c|`` (arXiv 2409.16767 §5).
 
-    ``S_c`` stacks the L2-normalised features of the batch samples of class c with the class-c head
-    row (for CLIP, the text embedding of the class prompt); minimising the group entropy pulls them
-    toward one direction. The value lies in [0, 1]. Paper's total loss: ``(1 - w)·CE + w·CMA``. With
-    ``labels=None`` (image–caption pairs) each sample's group is itself and its caption embedding.
+    ``S_c`` stacks the unit features of the batch samples of class c with the class-c head row (for
+    CLIP, the class prompt's text embedding): minimising its entropy pulls them toward one direction.
+    In [0, 1]; the paper's total loss is ``(1 - w)·CE + w·CMA``. With ``labels=None`` (image–caption
+    pairs) each sample's group is itself and its caption embedding.
 
     Args:
         alpha: Rényi order of the entropy (1.0 = von Neumann, as in the paper).

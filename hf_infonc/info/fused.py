@@ -210,8 +210,7 @@ class _FusedInformation(torch.autograd.Function):
             st: dict[str, torch.Tensor] = {}
             closed = None
             if plan.terms:
-                # S = [F̂; B̂] with B̂ = Â[y] (the head row of each sample) or Â (pairs): the two marginals
-                # are its two Grams (or their d x d duals), the joint their Hadamard product
+                # S = [F̂; B̂], B̂ = Â[y] or Â (pairs): the marginals are its Grams (or duals), the joint their product
                 st["stacked"] = stacked = rows[: 2 * n].view(2, n, d)
                 grams = gram(stacked) if (plan.joint or not plan.dual) else None
                 mats["marginals"] = gram(stacked, True) if plan.dual else grams
@@ -222,13 +221,12 @@ class _FusedInformation(torch.autograd.Function):
                 k, width = plan.groups
                 st["group_rows"] = group_rows = rows[2 * n if plan.terms else 0 :].view(k, width, d)
                 mats["groups"] = gram(group_rows, width > d)
-            elif plan.cma:  # pairs: the 2 x 2 Gram [[q, c], [c, p]], c = â·f̂, p, q ∈ {0, 1} (docs/theory.md §6)
+            elif plan.cma:  # pairs: the 2 x 2 Grams in closed form, eigenvalues doubled (docs/theory.md §6)
                 fh, ah = xh[:n], xh[block:]
                 c = (fh * ah).sum(dim=-1)
                 nonzero = (unit.norms < math.inf).to(cdtype).view(2, block)  # 1 for unit rows, 0 for zero rows
                 p, q = nonzero[0], nonzero[1]
                 t, r = p + q, torch.hypot(p - q, 2.0 * c)
-                # eigenvalues (t ± r)/2, given doubled (entropies do not change with the scale); d(t ± r)/dc = ±4c/r
                 closed = torch.stack([t + r, t - r], dim=-1)
                 st["slope"] = 4.0 * c / r.clamp_min(torch.finfo(cdtype).tiny)  # c = 0 wherever r = 0
             spectra: list[torch.Tensor] = []
@@ -272,8 +270,7 @@ class _FusedInformation(torch.autograd.Function):
         plan, vectors, weights, st, dtype_f, dtype_a, effective, unit, xh = ctx.state
         n, d, m, block = plan.n, plan.d, plan.m, plan.block
         with no_autocast(xh.device.type):
-            # ∂loss/∂(each output value), then per pooled row (its weight in the value, times 2 for
-            # Gram-type matrices), then per eigenvalue
+            # ∂loss/∂(each output value), then per pooled row (times 2 for Grams), then per eigenvalue
             g_out = torch.stack(grads) if effective is None else effective * grads[0]
             w = weights * torch.mv(plan.coef[1].mT, g_out).unsqueeze(-1)
             grad: dict[str, torch.Tensor] = {}  # role -> V diag(w) Vᵀ (scaled)
@@ -306,7 +303,6 @@ class _FusedInformation(torch.autograd.Function):
                 coef = ((w[first:, 0] - w[first:, 1]) * st["slope"]).unsqueeze(-1)
                 dxh[:n].addcmul_(coef, xh[block:])
                 dxh[block:].addcmul_(coef, xh[:n])
-            # through x̂ = x/‖x‖: dx = (dx̂ − x̂(x̂·dx̂))/‖x‖ (zero rows: ‖x‖ = inf, gradient 0)
             dx = unit_rows_backward(dxh.view(2, block, d), unit).view(2 * block, d)
             out_f = dx[:n].to(dtype_f) if ctx.needs_input_grad[0] else None
             out_a = dx[block : block + m].to(dtype_a) if ctx.needs_input_grad[1] else None

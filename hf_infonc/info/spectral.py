@@ -1,13 +1,10 @@
 """Matrix entropies with closed-form gradients: one ``torch.autograd.Function`` per batch of them.
 
 The general closed-form path of the losses (any Rényi order, centring, the Kronecker route of the
-joint, arbitrary groups): :func:`information_entropies` computes CMA's group entropies and ``H(K₁)``,
-``H(K₂)``, ``H(K₁ ⊙ K₂)`` in one pass (rows normalised once, equal-sized eigen-problems in one batched
-``eigh``, one backward), on the kernels of :mod:`hf_infonc.info._kernels` and the chain rule of
-docs/theory.md §6. Values and gradients are those of :mod:`~hf_infonc.info.entropy` /
-:mod:`~hf_infonc.info.mutual` to round-off, in the spectrum dtype (float64 by default, outside
-autocast), the gradients in the inputs' dtypes. Nothing is validated here (:mod:`hf_infonc.losses`
-validates once); no second derivatives (use :mod:`~hf_infonc.info.entropy` for those). Pure torch.
+joint, arbitrary groups), on the kernels of :mod:`hf_infonc.info._kernels` (docs/theory.md §6): the
+values and gradients of :mod:`~hf_infonc.info.entropy` / :mod:`~hf_infonc.info.mutual` to round-off,
+in the spectrum dtype (float64 by default, outside autocast), the gradients in the inputs' dtypes.
+Nothing is validated here; no second derivatives (use :mod:`~hf_infonc.info.entropy`). Pure torch.
 """
 
 from __future__ import annotations
