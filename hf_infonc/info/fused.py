@@ -38,13 +38,10 @@ def fused_supported(
 ) -> bool:
     """Whether :func:`fused_information_terms` covers this call of :func:`~hf_infonc.losses.information_terms`:
     von Neumann entropies, no centring, and the joint on its ``n x n`` Hadamard product."""
-    if cma_alpha is None and not entropy_terms:
-        return False
-    if cma_alpha is not None and cma_alpha != 1.0:
-        return False
-    if not entropy_terms:
-        return True
-    return not center and not (joint and kronecker_joint(n, d, d, num_anchors if labels_given else None, 1.0))
+    if cma_alpha not in (None, 1.0) or (cma_alpha is None and not entropy_terms):
+        return False  # a Rényi CMA, or nothing to compute
+    rank_bound = num_anchors if labels_given else None
+    return not entropy_terms or not (center or joint and kronecker_joint(n, d, d, rank_bound, 1.0))
 
 
 @dataclass(frozen=True)

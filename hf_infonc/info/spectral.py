@@ -15,6 +15,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from hf_infonc.info._kernels import (  # noqa: F401  (spectral_entropy, Spectrum: re-exported)
+    EntropyTerms,
     Spectrum,
     UnitRows,
     class_groups,
@@ -30,7 +31,6 @@ from hf_infonc.info._kernels import (  # noqa: F401  (spectral_entropy, Spectrum
     unit_rows_backward,
 )
 from hf_infonc.info.gram import spectrum_dtype
-from hf_infonc.info.mutual import EntropyTerms
 
 
 class _SpectrumBatch:
@@ -177,10 +177,8 @@ class _InformationEntropies(torch.autograd.Function):
                 pa, pb = gram(ta, d_a < n), gram(tb, d_b < n)
                 if terms.joint and kronecker_joint(n, d_a, d_b, terms.rank_bound_b, terms.alpha):
                     # the joint on the Kronecker dual of both numerical row spaces (docs/theory.md §6)
-                    spec_a = spectral_entropy(pa, terms.alpha, True)
-                    spec_b = spectral_entropy(pb, terms.alpha, True)
-                    basis_a = reduced_basis(spec_a.eigenvalues, spec_a.eigenvectors, n)
-                    basis_b = reduced_basis(spec_b.eigenvalues, spec_b.eigenvectors, n)
+                    spec_a, spec_b = (spectral_entropy(p, terms.alpha, True) for p in (pa, pb))
+                    basis_a, basis_b = (reduced_basis(s.eigenvalues, s.eigenvectors, n) for s in (spec_a, spec_b))
                     fa, fb = ta @ basis_a, tb @ basis_b
                     f = (fa.unsqueeze(-1) * fb.unsqueeze(-2)).reshape(n, -1)
                     kron = (spec_a, spec_b, basis_a, basis_b, fa, fb, f)
