@@ -172,14 +172,10 @@ def _loss_coefficients(plan: _Plan, dtype: torch.dtype, device: torch.device) ->
     """``[linear weights; gap pattern; H₁ − H₂ selector]`` over the values ``[CMA?, H₁, H₂, H₁₂]``: the
     loss is ``values·(linear + sign(H₁ − H₂)·pattern)``, and so is its derivative in the values."""
     w_cma, w_mi, w_gap = plan.loss_weights  # type: ignore[misc]
-    linear = [w_cma] if plan.cma else []
-    pattern = [0.0] if plan.cma else []
-    selector = [0.0] if plan.cma else []
+    columns = [(w_cma, 0.0, 0.0)] if plan.cma else []  # (linear, pattern, selector) of each value
     if plan.terms:
-        linear += [-w_mi, -w_mi] + ([w_mi] if plan.joint else [])
-        pattern += [w_gap, -w_gap] + ([0.0] if plan.joint else [])
-        selector += [1.0, -1.0] + ([0.0] if plan.joint else [])
-    return constant((tuple(linear), tuple(pattern), tuple(selector)), dtype, device)
+        columns += [(-w_mi, w_gap, 1.0), (-w_mi, -w_gap, -1.0)] + ([(w_mi, 0.0, 0.0)] if plan.joint else [])
+    return constant(tuple(zip(*columns)), dtype, device)
 
 
 def _symmetric_times(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
