@@ -37,9 +37,6 @@ _WIDER: dict[tuple[torch.dtype, torch.dtype], torch.dtype] = {}
 _CONSTANTS: dict[tuple, torch.Tensor] = {}
 
 
-# --------------------------------------------------------------------------- small shared helpers
-
-
 def wider(a: torch.dtype, b: torch.dtype) -> torch.dtype:
     """``torch.promote_types(a, b)``, cached (it is a dispatched operation)."""
     if a is b:
@@ -77,9 +74,6 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def gram(z: torch.Tensor, dual: bool = False) -> torch.Tensor:
     """``ẐẐᵀ`` of the rows ``z`` (``(..., n, d)``, 2-D or 3-D), or with ``dual`` its dual ``ẐᵀẐ``."""
     return matmul(z.mT, z) if dual else matmul(z, z.mT)
-
-
-# --------------------------------------------------------------------------- row normalisation
 
 
 class UnitRows(NamedTuple):
@@ -137,9 +131,6 @@ def unit_rows_backward(grad: torch.Tensor, unit: UnitRows, *, center: bool = Fal
     return grad
 
 
-# --------------------------------------------------------------------------- routes
-
-
 def pick_route(n: int, d: int, route: str) -> str:
     """Resolve ``route`` for ``n`` rows of dimension ``d``: "dual" when ``d < n``, else "gram"."""
     if route not in ROUTES:
@@ -164,9 +155,6 @@ def reduced_basis(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, n: int)
     tol = lam.amax(dim=-1, keepdim=True).clamp_min(0) * max(n, eigenvectors.shape[-1]) * torch.finfo(lam.dtype).eps
     rank = max(int((lam > tol).sum(dim=-1).amax()), 1)
     return eigenvectors.detach()[..., -rank:]  # eigh sorts ascending: keep the top ones
-
-
-# --------------------------------------------------------------------------- spectrum -> entropy
 
 
 def spectrum_entropy(
@@ -261,9 +249,6 @@ def spectral_entropy(
     return spec
 
 
-# --------------------------------------------------------------------------- CMA's groups
-
-
 def class_groups(host_labels: list[int]) -> tuple[list[int], list[list[int]], int, list[float]]:
     """CMA's groups ``S_c`` of a labelled batch, on the host: the classes present (sorted), the samples
     of each in batch order, the width ``max n_c + 1`` (head row, then samples) and the weights
@@ -280,9 +265,6 @@ def class_groups(host_labels: list[int]) -> tuple[list[int], list[list[int]], in
 def pair_group_weight(n: int) -> float:
     """CMA's weight of each of the ``n`` groups ``[caption i, image i]`` of image–caption pairs."""
     return 1.0 / (n * math.log(2.0))
-
-
-# --------------------------------------------------------------------------- entropy terms, MIR / HDR
 
 
 @dataclass

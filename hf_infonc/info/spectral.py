@@ -89,9 +89,6 @@ class _SpectrumBatch:
         return out
 
 
-# --------------------------------------------------------------------------- what to compute
-
-
 @dataclass(frozen=True)
 class Groups:
     """Groups of rows whose entropies are wanted (CMA's ``S_c``): anchor k in slot 0, then its features."""
