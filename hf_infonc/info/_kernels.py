@@ -9,6 +9,7 @@ Nothing here validates its inputs. Pure torch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -33,29 +34,18 @@ ZeroEntropy = Literal["nan", "zero", "masked"]
 
 # float16 / bfloat16 / float32 rows are normalised in float64, where their squares always fit
 _FLOAT64_SAFE = (torch.float16, torch.bfloat16, torch.float32)
-_WIDER: dict[tuple[torch.dtype, torch.dtype], torch.dtype] = {}
-_CONSTANTS: dict[tuple, torch.Tensor] = {}
+_promote_types = functools.lru_cache(maxsize=None)(torch.promote_types)
 
 
 def wider(a: torch.dtype, b: torch.dtype) -> torch.dtype:
     """``torch.promote_types(a, b)``, cached (it is a dispatched operation)."""
-    if a is b:
-        return a
-    result = _WIDER.get((a, b))
-    if result is None:
-        result = _WIDER[(a, b)] = torch.promote_types(a, b)
-    return result
+    return a if a is b else _promote_types(a, b)
 
 
+@functools.lru_cache(maxsize=256)
 def constant(values: object, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A small constant tensor, cached (making the same few numbers every step costs an operation)."""
-    key = (values, dtype, device)
-    tensor = _CONSTANTS.get(key)
-    if tensor is None:
-        if len(_CONSTANTS) > 256:
-            _CONSTANTS.clear()
-        tensor = _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
-    return tensor
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def no_autocast(device_type: str) -> contextlib.AbstractContextManager:

@@ -9,6 +9,7 @@ path"). Nothing is validated here; :func:`fused_supported` says which calls it c
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from dataclasses import dataclass
@@ -99,7 +100,12 @@ def _layout(n: int, d: int, *, cma: bool, terms: bool, joint: bool, pairs: bool,
     return buckets, table, (2, n_out, rows)
 
 
-_LAYOUTS: dict[tuple, tuple[tuple, torch.Tensor]] = {}
+@functools.lru_cache(maxsize=64)
+def _shape_layout(n: int, d: int, cma: bool, terms: bool, joint: bool, pairs: bool, cdtype: torch.dtype,
+                  device: torch.device) -> tuple[tuple, torch.Tensor]:
+    """:func:`_layout` without class groups (it depends on the shapes only), its coefficients on ``device``."""
+    buckets, table, shape = _layout(n, d, cma=cma, terms=terms, joint=joint, pairs=pairs, group_weights=None, width=0)
+    return buckets, torch.tensor(table, dtype=cdtype, device=device).view(shape)
 
 
 def _fused(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | None, *, cma: bool, terms: bool,
@@ -126,16 +132,8 @@ def _fused(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor |
             [*range(n), *(block + y for y in host_labels)] if host_labels is not None
             else torch.cat([torch.arange(n, device=device), labels.to(device, torch.long) + block])
         )
-    if groups is None:  # the layout depends on the shapes only: cached
-        key = (n, d, cma, terms, joint, pairs, cdtype, device)
-        cached = _LAYOUTS.get(key)
-        if cached is None:
-            if len(_LAYOUTS) > 64:
-                _LAYOUTS.clear()
-            buckets, table, shape = _layout(n, d, cma=cma, terms=terms, joint=joint, pairs=pairs,
-                                            group_weights=None, width=0)
-            cached = _LAYOUTS[key] = (buckets, torch.tensor(table, dtype=cdtype, device=device).view(shape))
-        buckets, coef = cached
+    if groups is None:
+        buckets, coef = _shape_layout(n, d, cma, terms, joint, pairs, cdtype, device)
         index = gather if gather is None or isinstance(gather, torch.Tensor) else _to_device(gather, None, device)[0]
     else:
         buckets, table, shape = _layout(n, d, cma=cma, terms=terms, joint=joint, pairs=pairs,
