@@ -61,6 +61,11 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b) if a.dim() == 3 else torch.mm(a, b)
 
 
+def eigen(p: torch.Tensor, vectors: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Eigenvalues (ascending) of the symmetric ``p``, and with ``vectors`` its eigenvectors (else ``None``)."""
+    return torch.linalg.eigh(p) if vectors else (torch.linalg.eigvalsh(p), None)
+
+
 def gram(z: torch.Tensor, dual: bool = False) -> torch.Tensor:
     """``ẐẐᵀ`` of the rows ``z`` (``(..., n, d)``, 2-D or 3-D), or with ``dual`` its dual ``ẐᵀẐ``."""
     return matmul(z.mT, z) if dual else matmul(z, z.mT)
@@ -226,13 +231,7 @@ def spectral_entropy(
         return spec
     # trace ≥ 0 (a Gram, a Hadamard product of Grams); a zero matrix has zero eigenvalues and H = 0
     t = p.diagonal(dim1=-2, dim2=-1).sum(dim=-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
-    vec = None
-    if eigenvalues is not None:
-        lam = eigenvalues
-    elif need_grad:
-        lam, vec = torch.linalg.eigh(p)
-    else:
-        lam = torch.linalg.eigvalsh(p)
+    lam, vec = (eigenvalues, None) if eigenvalues is not None else eigen(p, need_grad)
     h, weights = spectrum_entropy(lam, t, alpha, need_grad)
     spec = Spectrum(h)
     spec.eigenvalues, spec.eigenvectors, spec.weights = lam, vec, weights

@@ -20,6 +20,7 @@ from torch.autograd.function import once_differentiable
 from hf_infonc.info._kernels import (
     class_groups,
     constant,
+    eigen,
     gram,
     kronecker_joint,
     no_autocast,
@@ -221,15 +222,12 @@ class _FusedInformation(torch.autograd.Function):
                 closed = torch.stack([t + r, t - r], dim=-1)
                 st["slope"] = 4.0 * c / r.clamp_min(torch.finfo(cdtype).tiny)  # c = 0 wherever r = 0
             spectra: list[torch.Tensor] = []
-            vectors: list[torch.Tensor] = []
+            vectors: list[torch.Tensor | None] = []
             for _, members in plan.buckets:
                 mat = torch.cat([mats[role] for role, _ in members]) if len(members) > 1 else mats[members[0][0]]
-                if need:
-                    lam, vec = torch.linalg.eigh(mat)
-                    vectors.append(vec)
-                else:
-                    lam = torch.linalg.eigvalsh(mat)
+                lam, vec = eigen(mat, need)
                 spectra.append(lam)
+                vectors.append(vec)
             if closed is not None:
                 spectra.append(closed)
             k_max = max(s.shape[-1] for s in spectra)
