@@ -52,10 +52,9 @@ def check_loss_inputs(features: object, labels: object, head_rows: object) -> li
     integer classes of length n in ``[0, C)``, or ``None`` for pairs (``C = n``). Raises ``TypeError`` /
     ``ValueError``. One host sync; returns the labels as a list (the fused loss's ``host_labels``).
     """
-    if not isinstance(features, torch.Tensor) or features.dim() != 2:
-        raise ValueError(f"features must be a 2-D tensor (n x d), got {getattr(features, 'shape', type(features))}.")
-    if not isinstance(head_rows, torch.Tensor) or head_rows.dim() != 2:
-        raise ValueError(f"head_rows must be a 2-D tensor (C x d), got {getattr(head_rows, 'shape', type(head_rows))}.")
+    for name, x, shape in (("features", features, "n x d"), ("head_rows", head_rows, "C x d")):
+        if not isinstance(x, torch.Tensor) or x.dim() != 2:
+            raise ValueError(f"{name} must be a 2-D tensor ({shape}), got {getattr(x, 'shape', type(x))}.")
     if features.shape[0] == 0:
         raise ValueError("features is empty: an information loss needs at least one sample.")
     if head_rows.shape[-1] != features.shape[-1]:

@@ -137,9 +137,8 @@ def cma_groups(
 
 
 class _InformationEntropies(torch.autograd.Function):
-    """Group entropies (:class:`Groups`) and entropy terms (:class:`Terms`) of ``features`` (``n x d``)
-    and ``anchors`` (``m x d'``) in one pass: rows normalised once, eigen-problems of equal size
-    solved in one batched call, one backward."""
+    """Group entropies (:class:`Groups`) and entropy terms (:class:`Terms`) in one pass: rows normalised
+    once, eigen-problems of equal size and order in one batched call, one backward."""
 
     @staticmethod
     def forward(ctx, features, anchors, groups, terms, cdtype, need):  # type: ignore[override]
@@ -322,12 +321,9 @@ def cosine_gram_entropy_terms(
     a: torch.Tensor, b: torch.Tensor, *, b_index: torch.Tensor | None = None, alpha: float = 1.0,
     center: bool = False, dtype: torch.dtype | None = None, joint: bool = True, rank_bound_b: int | None = None,
 ) -> EntropyTerms:
-    """``H(G(a))``, ``H(G(b[b_index]))`` and their joint ``H(K₁ ⊙ K₂)``, with closed-form gradients.
-
-    The values of :func:`hf_infonc.info.entropy_terms` (route "auto") to round-off; the joint on the
-    Kronecker dual when :func:`~hf_infonc.info._kernels.kronecker_joint` says so. **No validation**
-    (see :class:`Terms`); 0-d results in the spectrum dtype.
-    """
+    """``H(G(a))``, ``H(G(b[b_index]))`` and their joint ``H(K₁ ⊙ K₂)`` (:class:`Terms`), with closed-form
+    gradients: the values of :func:`hf_infonc.info.entropy_terms` to round-off. **No validation**; 0-d
+    results in the spectrum dtype."""
     spec = Terms(b_index=b_index, alpha=float(alpha), center=center, joint=joint, rank_bound_b=rank_bound_b)
     return information_entropies(a, b, terms=spec, dtype=dtype)[1]  # type: ignore[return-value]
 
@@ -336,11 +332,7 @@ def group_entropies(
     features: torch.Tensor, anchors: torch.Tensor, *, anchor_index: torch.Tensor | None = None,
     slots: torch.Tensor | None = None, width: int = 2, alpha: float = 1.0, dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Matrix entropies ``H(G(S_k))`` of K groups of rows, with closed-form gradients (CMA's groups).
-
-    Group ``S_k`` stacks the unit anchor ``anchors[anchor_index[k]]`` (or ``anchors[k]``) in row 0 with
-    the unit feature rows of slots ``k·width + j`` (``slots=None``: pairs ``[anchors[i], features[i]]``),
-    zero-padded. **No validation** (see :class:`Groups`); ``(K,)`` in the spectrum dtype.
-    """
+    """Matrix entropies ``H(G(S_k))`` of K groups of unit rows (:class:`Groups`: CMA's groups), with
+    closed-form gradients. **No validation**; ``(K,)`` in the spectrum dtype."""
     spec = Groups(anchor_index=anchor_index, slots=slots, width=width, alpha=float(alpha))
     return information_entropies(features, anchors, groups=spec, dtype=dtype)[0]  # type: ignore[return-value]
