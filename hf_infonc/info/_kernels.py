@@ -284,8 +284,6 @@ def safe_ratio(
     """``numerator / denominator`` where the denominator entropy is > :data:`ZERO_ENTROPY_TOL`; elsewhere
     NaN with a warning (``"nan"``: metrics, one host sync), 0 with a zero gradient (``"zero"``: losses)
     or NaN without a warning nor a host sync (``"masked"``: logging)."""
-    if zero_entropy not in ("nan", "zero", "masked"):
-        raise ValueError(f"zero_entropy={zero_entropy!r} must be 'nan' (metrics) or 'zero' (losses).")
     defined = denominator > ZERO_ENTROPY_TOL
     ratio = numerator / torch.where(defined, denominator, 1.0)
     if zero_entropy == "zero":
