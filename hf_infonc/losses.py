@@ -1,13 +1,11 @@
 """Information losses between representations and classifier-head rows (docs/theory.md §4).
 
-Each loss is an ``nn.Module`` called as ``loss(features, labels, head_rows)``: ``features``
-``n x d``, integer ``labels`` of length n and ``head_rows`` ``C x d``, or ``labels=None`` and one
-head row per sample (image–caption pairs); it returns a 0-d tensor. Inputs are validated
-(:func:`check_loss_inputs`) unless ``validate=False``; entropies have closed-form gradients
-(:func:`information_terms`), in float64 unless ``dtype=float32``; no loss returns NaN or inf.
-:class:`CrossModalAlignmentLoss` (CMA): arXiv 2409.16767 §5; :class:`MutualInformationLoss`,
-:class:`EntropyGapLoss`: arXiv 2406.03999 §6; :class:`InformationLoss` is their weighted sum, what
-``InfoNCTrainer`` adds to the base loss. Citation: :data:`hf_infonc.citation.CITATION`.
+Each loss is an ``nn.Module`` called as ``loss(features, labels, head_rows)`` (``n x d``, ``n`` integer
+labels, ``C x d``; or ``labels=None`` and one head row per sample: image–caption pairs) returning a 0-d
+tensor, never NaN or inf. Inputs are validated (:func:`check_loss_inputs`) unless ``validate=False``;
+entropies in float64 unless ``dtype=float32``, with closed-form gradients (:func:`information_terms`).
+CMA: arXiv 2409.16767 §5; MI and entropy gap: arXiv 2406.03999 §6; :class:`InformationLoss`: their
+weighted sum, what ``InfoNCTrainer`` adds to the base loss. Citation: :data:`hf_infonc.citation.CITATION`.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -49,16 +48,13 @@ def check_labels(labels: object, n: int, num_classes: int) -> torch.Tensor:
 def check_loss_inputs(features: object, labels: object, head_rows: object) -> list[int] | None:
     """Validate the inputs of the information losses once (what ``validate=True`` runs).
 
-    ``features``: a finite floating ``n x d`` tensor, n ≥ 1; ``head_rows``: a finite floating ``C x d``
-    one; ``labels``: integer class indices of length n in ``[0, C)``, or ``None`` for image–caption
-    pairs (one head row per sample, ``C = n``). Raises ``TypeError`` / ``ValueError`` saying what is
-    wrong and how to fix it. One host sync (the NaN/inf check travels with the labels), and the labels
-    come back as a Python list (``None`` for pairs), which the fused loss takes as ``host_labels``.
+    ``features``: finite floating ``n x d``, n ≥ 1; ``head_rows``: finite floating ``C x d``; ``labels``:
+    integer classes of length n in ``[0, C)``, or ``None`` for pairs (``C = n``). Raises ``TypeError`` /
+    ``ValueError``. One host sync; returns the labels as a list (the fused loss's ``host_labels``).
     """
-    if not isinstance(features, torch.Tensor) or features.dim() != 2:
-        raise ValueError(f"features must be a 2-D tensor (n x d), got {getattr(features, 'shape', type(features))}.")
-    if not isinstance(head_rows, torch.Tensor) or head_rows.dim() != 2:
-        raise ValueError(f"head_rows must be a 2-D tensor (C x d), got {getattr(head_rows, 'shape', type(head_rows))}.")
+    for name, x, shape in (("features", features, "n x d"), ("head_rows", head_rows, "C x d")):
+        if not isinstance(x, torch.Tensor) or x.dim() != 2:
+            raise ValueError(f"{name} must be a 2-D tensor ({shape}), got {getattr(x, 'shape', type(x))}.")
     if features.shape[0] == 0:
         raise ValueError("features is empty: an information loss needs at least one sample.")
     if head_rows.shape[-1] != features.shape[-1]:
@@ -100,9 +96,7 @@ def sample_entropy_terms(
 ) -> EntropyTerms:
     """``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)`` of ``G(features)`` and ``G(head_rows[labels])``, docs/theory.md §2.2.
 
-    ``labels=None``: image–caption pairs, one head row per sample. The values of
-    :func:`hf_infonc.info.entropy_terms` (route "auto") with closed-form gradients, in the spectrum
-    dtype; ``validate=False`` skips :func:`check_loss_inputs`.
+    The values of :func:`hf_infonc.info.entropy_terms` with closed-form gradients, in the spectrum dtype.
     """
     return information_terms(
         features, labels, head_rows, center=center, dtype=dtype, joint=joint, validate=validate
@@ -117,12 +111,8 @@ def information_terms(
     """CMA and the sample entropy terms of one batch in one pass: the one entry point of the losses.
 
     Returns ``(CMA value or None, EntropyTerms or None)`` in the spectrum dtype: the value of ``cma``
-    (its Rényi order; ``None`` to skip it) and, if ``entropy_terms``, those of
-    :func:`sample_entropy_terms`. The fused path (:func:`hf_infonc.info.fused.fused_information_terms`)
-    computes the cases :func:`~hf_infonc.info.fused.fused_supported` accepts, the general path
-    (:func:`hf_infonc.info.spectral.information_entropies`) the others (Rényi orders, centring, the
-    Kronecker route); both give the same values and gradients. ``validate=False`` skips
-    :func:`check_loss_inputs`.
+    (``None``: skipped) and, if ``entropy_terms``, those of :func:`sample_entropy_terms`; by the fused
+    path where :func:`~hf_infonc.info.fused.fused_supported`, else the general one (same values, gradients).
     """
     host_labels = check_loss_inputs(features, labels, head_rows) if validate else None
     n, d = features.shape
@@ -135,20 +125,18 @@ def information_terms(
             host_labels=host_labels,
         )
     groups = None if cma is None else cma_groups(labels, n, alpha=cma.alpha, dtype=dtype, host_labels=host_labels)
-    terms = None
-    if entropy_terms:
-        rank_bound = None if labels is None else head_rows.shape[0]
-        terms = Terms(b_index=labels, center=center, joint=joint, rank_bound_b=rank_bound)
+    rank_bound = None if labels is None else head_rows.shape[0]
+    terms = Terms(b_index=labels, center=center, joint=joint, rank_bound_b=rank_bound) if entropy_terms else None
     return information_entropies(features, head_rows, groups=groups, terms=terms, dtype=dtype)
 
 
 class CrossModalAlignmentLoss(nn.Module):
     """Cross-modal alignment: mean over present classes of ``H(G(S_c)) / log |S_c|`` (arXiv 2409.16767 §5).
 
-    ``S_c`` stacks the L2-normalised features of the batch samples of class c with the class-c head
-    row (for CLIP, the text embedding of the class prompt); minimising the group entropy pulls them
-    toward one direction. The value lies in [0, 1]. Paper's total loss: ``(1 - w)·CE + w·CMA``. With
-    ``labels=None`` (image–caption pairs) each sample's group is itself and its caption embedding.
+    ``S_c`` stacks the unit features of the batch samples of class c with the class-c head row (for
+    CLIP, the class prompt's text embedding): minimising its entropy pulls them toward one direction.
+    In [0, 1]; the paper's total loss is ``(1 - w)·CE + w·CMA``. With ``labels=None`` (image–caption
+    pairs) each sample's group is itself and its caption embedding.
 
     Args:
         alpha: Rényi order of the entropy (1.0 = von Neumann, as in the paper).
@@ -164,15 +152,10 @@ class CrossModalAlignmentLoss(nn.Module):
         self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, validate: bool = True
     ) -> torch.Tensor:
         """CMA of a batch (0-d, in ``features``' dtype); ``validate=False`` skips :func:`check_loss_inputs`."""
-        return self.value(features, labels, head_rows, validate=validate).to(features.dtype)
-
-    def value(
-        self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, validate: bool = True
-    ) -> torch.Tensor:
-        """CMA in the spectrum dtype (float64 by default)."""
-        return information_terms(
+        cma, _ = information_terms(
             features, labels, head_rows, cma=self, entropy_terms=False, dtype=self.dtype, validate=validate
-        )[0]  # type: ignore[return-value]
+        )
+        return cma.to(features.dtype)  # type: ignore[union-attr]
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
@@ -193,7 +176,7 @@ def gap_term(terms: EntropyTerms, normalized: bool = False) -> torch.Tensor:
 
 
 class _TermsLoss(nn.Module):
-    """A loss of the sample entropy terms ``H(G(features))``, ``H(G(head_rows[labels]))`` (and the joint)."""
+    """A loss ``term(terms, normalized)`` of the entropy terms of ``G(features)``, ``G(head_rows[labels])``."""
 
     needs_joint = True
 
@@ -205,7 +188,7 @@ class _TermsLoss(nn.Module):
 
     def from_terms(self, terms: EntropyTerms) -> torch.Tensor:
         """The loss from precomputed entropy terms (lets the trainer share one computation)."""
-        raise NotImplementedError
+        return self.term(terms, self.normalized)
 
     def forward(
         self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, validate: bool = True
@@ -226,8 +209,7 @@ class MutualInformationLoss(_TermsLoss):
     where MIR is 0/0 (an entropy is 0) it contributes 0 with a zero gradient.
     """
 
-    def from_terms(self, terms: EntropyTerms) -> torch.Tensor:
-        return mi_term(terms, self.normalized)
+    term = staticmethod(mi_term)
 
 
 class EntropyGapLoss(_TermsLoss):
@@ -238,9 +220,7 @@ class EntropyGapLoss(_TermsLoss):
     """
 
     needs_joint = False
-
-    def from_terms(self, terms: EntropyTerms) -> torch.Tensor:
-        return gap_term(terms, self.normalized)
+    term = staticmethod(gap_term)
 
 
 def batch_ratios(terms: EntropyTerms) -> dict[str, torch.Tensor]:
@@ -252,11 +232,8 @@ def batch_ratios(terms: EntropyTerms) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class ComponentLayout:
-    """Which values an information-loss step produced and which logged components they give.
-
-    The values are ``[CMA?, H₁, H₂, H₁₂]``: CMA first when ``cma``, then the three entropies when
-    ``terms``. ``mi`` / ``gap`` log ``loss/mi`` = ``H₁₂ − H₁ − H₂`` (−MI) / ``loss/entropy_gap`` =
-    ``|H₁ − H₂|``; the terms also give the batch ``mir`` / ``hdr`` (:func:`batch_ratios`).
+    """Which values ``[CMA?, H₁, H₂, H₁₂]`` an information-loss step produced, and which logged
+    components they give: ``loss/cma``, ``loss/mi`` (−MI), ``loss/entropy_gap``, the batch ``mir`` / ``hdr``.
     """
 
     cma: bool
@@ -287,21 +264,19 @@ class InformationComponents(Mapping):
 
     def __init__(self, base: torch.Tensor | None, values: torch.Tensor, layout: ComponentLayout) -> None:
         self.base, self.raw, self.layout = base, values, layout
-        self._derived: dict[str, torch.Tensor] | None = None
 
+    @cached_property
     def _all(self) -> dict[str, torch.Tensor]:
-        if self._derived is None:
-            self._derived = ({} if self.base is None else {"loss/base": self.base}) | self.layout.derive(self.raw)
-        return self._derived
+        return ({} if self.base is None else {"loss/base": self.base}) | self.layout.derive(self.raw)
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        return self._all()[key]
+        return self._all[key]
 
     def __iter__(self):
-        return iter(self._all())
+        return iter(self._all)
 
     def __len__(self) -> int:
-        return len(self._all())
+        return len(self._all)
 
     def without_base(self) -> InformationComponents:
         return InformationComponents(None, self.raw, self.layout)
@@ -311,9 +286,8 @@ class InformationLoss(nn.Module):
     """``w_cma·CMA + w_mi·L_MI + w_gap·L_gap`` of one batch: what ``InfoNCTrainer`` adds to the base loss.
 
     ``L_MI``, ``L_gap``: ``-MI`` and ``|H₁ − H₂|`` (``-MIR`` and HDR with ``normalized=True``),
-    docs/theory.md §4. The fused path (:func:`~hf_infonc.info.fused.fused_information_loss`) computes
-    the case :meth:`fused_applies` accepts, the three loss modules the others, with the same values
-    and gradients.
+    docs/theory.md §4; by :func:`~hf_infonc.info.fused.fused_information_loss` where :meth:`fused_applies`,
+    else by the three loss modules, with the same values and gradients.
 
     Args:
         cma_weight, mi_weight, gap_weight: the weights (a term with weight 0 is not computed).
@@ -338,9 +312,8 @@ class InformationLoss(nn.Module):
         """Whether the fused pass computes this batch: a weight on, neither ``normalized`` nor
         ``center``, and :func:`~hf_infonc.info.fused.fused_supported`; ``terms``: H₁, H₂, H₁₂ wanted.
         """
-        if not (self.cma_weight > 0 or self.mi_weight > 0 or self.gap_weight > 0):
-            return False
-        if self.mi.normalized or self.mi.center:
+        weight_on = self.cma_weight > 0 or self.mi_weight > 0 or self.gap_weight > 0
+        if not weight_on or self.mi.normalized or self.mi.center:
             return False
         return fused_supported(
             features.shape[0], features.shape[1], head_rows.shape[0], labels is not None,
@@ -361,21 +334,20 @@ class InformationLoss(nn.Module):
         if validate:
             host_labels = check_loss_inputs(features, labels, head_rows)
         wants_terms = self.mi_weight > 0 or self.gap_weight > 0
+        any_terms = wants_terms or log_ratios
         cma_loss = self.cma if self.cma_weight > 0 else None
         components: dict[str, torch.Tensor] = {} if base is None else {"loss/base": base}
-        if cma_loss is None and not (wants_terms or log_ratios):
+        if cma_loss is None and not any_terms:
             return None, components
         dtype, center = self.mi.dtype, self.mi.center
-        if self.fused_applies(features, labels, head_rows, wants_terms or log_ratios):
+        if self.fused_applies(features, labels, head_rows, any_terms):
             info, values = fused_information_loss(
                 features, head_rows, labels, cma_weight=self.cma_weight if cma_loss is not None else 0.0,
-                mi_weight=self.mi_weight, gap_weight=self.gap_weight, entropy_terms=wants_terms or log_ratios,
-                dtype=dtype, host_labels=host_labels,
+                mi_weight=self.mi_weight, gap_weight=self.gap_weight, entropy_terms=any_terms, dtype=dtype,
+                host_labels=host_labels,
             )
-            layout = ComponentLayout(
-                cma=cma_loss is not None, terms=wants_terms or log_ratios, mi=self.mi_weight > 0,
-                gap=self.gap_weight > 0,
-            )
+            layout = ComponentLayout(cma=cma_loss is not None, terms=any_terms, mi=self.mi_weight > 0,
+                                     gap=self.gap_weight > 0)
             return info, InformationComponents(base, values, layout)
         if cma_loss is not None and not wants_terms:  # CMA with gradients; the logged MIR/HDR, when due, without
             cma, _ = information_terms(
@@ -384,9 +356,8 @@ class InformationLoss(nn.Module):
             terms = None
             if log_ratios:
                 with torch.no_grad():
-                    terms = sample_entropy_terms(
-                        features, labels, head_rows, center=center, dtype=dtype, validate=False
-                    )
+                    terms = sample_entropy_terms(features, labels, head_rows, center=center, dtype=dtype,
+                                                 validate=False)
         else:  # one pass for CMA (if on) and H₁, H₂, H₁₂ (with gradients only for MI / gap)
             with torch.set_grad_enabled(torch.is_grad_enabled() and wants_terms):
                 cma, terms = information_terms(

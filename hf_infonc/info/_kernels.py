@@ -1,16 +1,15 @@
 """The one implementation of the spectral pieces of :mod:`hf_infonc.info` (docs/theory.md §6).
 
-Row normalisation and its closed-form backward, the choice of route, spectrum → entropy and its
-closed-form gradient (von Neumann, Rényi, α = 2 without eigen-decomposition), CMA's groups and
-weights, and MIR / HDR from entropy terms. The validated API (:mod:`~hf_infonc.info.entropy`,
-:mod:`~hf_infonc.info.mutual`), the general closed-form path (:mod:`~hf_infonc.info.spectral`) and
-the fused training path (:mod:`~hf_infonc.info.fused`) all call these, so they agree by
-construction. Nothing here validates its inputs. Pure torch.
+Row normalisation, routes, spectrum → entropy and its closed-form gradient, CMA's groups and
+weights, MIR / HDR from entropy terms: the validated API, the general closed-form path
+(:mod:`~hf_infonc.info.spectral`) and the fused path (:mod:`~hf_infonc.info.fused`) all call these.
+Nothing here validates its inputs. Pure torch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -35,32 +34,18 @@ ZeroEntropy = Literal["nan", "zero", "masked"]
 
 # float16 / bfloat16 / float32 rows are normalised in float64, where their squares always fit
 _FLOAT64_SAFE = (torch.float16, torch.bfloat16, torch.float32)
-_WIDER: dict[tuple[torch.dtype, torch.dtype], torch.dtype] = {}
-_CONSTANTS: dict[tuple, torch.Tensor] = {}
-
-
-# --------------------------------------------------------------------------- small shared helpers
+_promote_types = functools.lru_cache(maxsize=None)(torch.promote_types)
 
 
 def wider(a: torch.dtype, b: torch.dtype) -> torch.dtype:
     """``torch.promote_types(a, b)``, cached (it is a dispatched operation)."""
-    if a is b:
-        return a
-    result = _WIDER.get((a, b))
-    if result is None:
-        result = _WIDER[(a, b)] = torch.promote_types(a, b)
-    return result
+    return a if a is b else _promote_types(a, b)
 
 
+@functools.lru_cache(maxsize=256)
 def constant(values: object, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A small constant tensor, cached (making the same few numbers every step costs an operation)."""
-    key = (values, dtype, device)
-    tensor = _CONSTANTS.get(key)
-    if tensor is None:
-        if len(_CONSTANTS) > 256:
-            _CONSTANTS.clear()
-        tensor = _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
-    return tensor
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def no_autocast(device_type: str) -> contextlib.AbstractContextManager:
@@ -76,7 +61,14 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b) if a.dim() == 3 else torch.mm(a, b)
 
 
-# --------------------------------------------------------------------------- row normalisation
+def eigen(p: torch.Tensor, vectors: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Eigenvalues (ascending) of the symmetric ``p``, and with ``vectors`` its eigenvectors (else ``None``)."""
+    return torch.linalg.eigh(p) if vectors else (torch.linalg.eigvalsh(p), None)
+
+
+def gram(z: torch.Tensor, dual: bool = False) -> torch.Tensor:
+    """``ẐẐᵀ`` of the rows ``z`` (``(..., n, d)``, 2-D or 3-D), or with ``dual`` its dual ``ẐᵀẐ``."""
+    return matmul(z.mT, z) if dual else matmul(z, z.mT)
 
 
 class UnitRows(NamedTuple):
@@ -94,10 +86,9 @@ def unit_rows(z: torch.Tensor, *, center: bool = False, dtype: torch.dtype | Non
     """Divide each row of ``z`` (``(..., n, d)``) by its L2 norm, over the whole float range.
 
     The one row normalisation of :mod:`hf_infonc.info` (docs/theory.md §6): no norm overflows or
-    underflows at any scale; a row whose norm is at most :data:`ZERO_ROW_TOL` times the largest row
-    norm of its (uncentred) matrix comes out as exact zeros with a zero gradient. ``center=True``
-    subtracts the mean row first. Rows in ``dtype`` (default ``z``'s); NaN / inf propagate.
-    Differentiable by autograd; the closed-form gradient is :func:`unit_rows_backward`.
+    underflows; a row of norm ≤ :data:`ZERO_ROW_TOL` times the largest of its (uncentred) matrix comes
+    out as exact zeros with a zero gradient. ``center=True`` subtracts the mean row first. Rows in
+    ``dtype`` (default ``z``'s); NaN / inf propagate. Closed-form gradient: :func:`unit_rows_backward`.
     """
     source = z.dtype
     out_dtype = source if dtype is None else dtype
@@ -124,9 +115,8 @@ def unit_rows(z: torch.Tensor, *, center: bool = False, dtype: torch.dtype | Non
 
 
 def unit_rows_backward(grad: torch.Tensor, unit: UnitRows, *, center: bool = False) -> torch.Tensor:
-    """Closed-form gradient through :func:`unit_rows`: ``dz = (dẑ − ẑ(ẑ·dẑ)) / ‖z‖``, computed as
-    ``/ ‖z/s‖ / s`` (neither divisor overflows), then through the centring (``dz − mean(dz)``);
-    zero rows get 0. The result is in the working dtype of the forward."""
+    """Closed-form gradient through :func:`unit_rows` (docs/theory.md §6), as ``/ ‖z/s‖ / s`` so that no
+    divisor overflows; zero rows get 0. In the working dtype of the forward."""
     zn = unit.rows
     grad = torch.addcmul(grad, zn, (zn * grad).sum(dim=-1, keepdim=True), value=-1.0) / unit.norms
     if unit.scale is not None:
@@ -134,9 +124,6 @@ def unit_rows_backward(grad: torch.Tensor, unit: UnitRows, *, center: bool = Fal
     if center:
         grad = grad - grad.mean(dim=-2, keepdim=True)
     return grad
-
-
-# --------------------------------------------------------------------------- routes
 
 
 def pick_route(n: int, d: int, route: str) -> str:
@@ -148,30 +135,21 @@ def pick_route(n: int, d: int, route: str) -> str:
     return route
 
 
-def kronecker_rank_bound(n: int, d_a: int, d_b: int, rank_bound_b: int | None = None) -> int:
-    """Upper bound of ``rank(Ẑ_a)·rank(Ẑ_b)``: the size of the joint's Kronecker dual at most."""
-    r_b = min(n, d_b) if rank_bound_b is None else min(n, d_b, rank_bound_b)
-    return min(n, d_a) * r_b
-
-
 def kronecker_joint(n: int, d_a: int, d_b: int, rank_bound_b: int | None, alpha: float) -> bool:
-    """Whether the closed-form paths read the joint ``H(K₁ ⊙ K₂)`` from the Kronecker dual of the two
-    numerical row spaces (both marginals on their duals and the bound of the ranks below ``n``)
-    rather than from the ``n x n`` Hadamard product; decided from the shapes, without a host sync."""
-    return alpha != 2.0 and d_a < n and d_b < n and kronecker_rank_bound(n, d_a, d_b, rank_bound_b) < n
+    """Whether the closed-form paths read the joint ``H(K₁ ⊙ K₂)`` from the Kronecker dual rather than
+    the ``n x n`` Hadamard product: both marginals on their duals and ``min(n, d_a)·min(n, d_b,
+    rank_bound_b) < n`` (docs/theory.md §6); decided from the shapes, without a host sync."""
+    r_b = min(n, d_b) if rank_bound_b is None else min(n, d_b, rank_bound_b)
+    return alpha != 2.0 and d_a < n and d_b < n and min(n, d_a) * r_b < n
 
 
 def reduced_basis(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, n: int) -> torch.Tensor:
-    """The eigenvectors of ``ẐᵀẐ`` (``d x d``, ``n`` rows) whose eigenvalue exceeds
-    ``max(λ)·max(n, d)·eps``, detached: ``Ẑ V_r`` has the Gram of ``Ẑ`` and its exact gradient
-    (docs/theory.md §6). One host read, for the rank."""
+    """The eigenvectors ``V_r`` of ``ẐᵀẐ`` (``d x d``, ``n`` rows) spanning the numerical row space,
+    detached (docs/theory.md §6). One host read, for the rank."""
     lam = eigenvalues.detach()
     tol = lam.amax(dim=-1, keepdim=True).clamp_min(0) * max(n, eigenvectors.shape[-1]) * torch.finfo(lam.dtype).eps
     rank = max(int((lam > tol).sum(dim=-1).amax()), 1)
     return eigenvectors.detach()[..., -rank:]  # eigh sorts ascending: keep the top ones
-
-
-# --------------------------------------------------------------------------- spectrum -> entropy
 
 
 def spectrum_entropy(
@@ -180,8 +158,8 @@ def spectrum_entropy(
     """Entropies of the spectra ``lam`` (``(..., k)``) of matrices of trace ``trace`` (``(..., 1)``, > 0)
     and, with ``need_grad``, the weights ``w`` of ``dH/dP = V diag(w) Vᵀ`` (docs/theory.md §6).
 
-    Eigenvalues ``λ/t ≤`` :data:`EIGENVALUE_FLOOR` are exact zeros (zero padding changes nothing).
-    α = 1: ``H = -Σ λ̂ log λ̂``; otherwise ``log(Σ λ̂^α) / (1 - α)``. Differentiable by autograd too.
+    α = 1: ``H = -Σ λ̂ log λ̂``; otherwise ``log(Σ λ̂^α) / (1 - α)``; ``λ̂ ≤`` :data:`EIGENVALUE_FLOOR`
+    counts as 0. Differentiable by autograd too.
     """
     lhat = lam / trace
     keep = lhat > EIGENVALUE_FLOOR.get(lam.dtype, 1e-7)
@@ -201,7 +179,7 @@ def spectrum_entropy(
         if not need_grad:
             return h, None
         du = powers / (safe * safe_total.unsqueeze(-1)) * (alpha / (alpha - 1.0))  # -∂H/∂λ̂, 0 where masked
-    # dH/dP = V diag(u) Vᵀ/t - (uᵀλ̂/t)·I = V diag((uᵀλ̂·1 - u)/t) Vᵀ with u = -du (V orthonormal)
+    # w = (u - uᵀλ̂)/t with u = -du (docs/theory.md §6)
     return h, ((du * lhat).sum(dim=-1, keepdim=True) - du) / trace
 
 
@@ -235,8 +213,8 @@ def spectral_entropy(
     """Matrix entropy of a batch of PSD matrices ``p`` (``(..., k, k)``), each normalised by its trace.
 
     0 for a zero matrix; with ``need_grad`` what the closed-form gradient needs (``eigh``, else
-    ``eigvalsh``); α = 2 without eigen-decomposition (docs/theory.md §6). ``eigenvalues`` of ``p`` may
-    be passed when known. ``p`` is never modified; differentiable by autograd without ``need_grad``.
+    ``eigvalsh``; α = 2 without either, docs/theory.md §6), or the ``eigenvalues`` when known.
+    ``p`` is never modified; differentiable by autograd without ``need_grad``.
     """
     if alpha == 2.0 and eigenvalues is None:
         trace = p.diagonal(dim1=-2, dim2=-1).sum(dim=-1)
@@ -253,26 +231,17 @@ def spectral_entropy(
         return spec
     # trace ≥ 0 (a Gram, a Hadamard product of Grams); a zero matrix has zero eigenvalues and H = 0
     t = p.diagonal(dim1=-2, dim2=-1).sum(dim=-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
-    vec = None
-    if eigenvalues is not None:
-        lam = eigenvalues
-    elif need_grad:
-        lam, vec = torch.linalg.eigh(p)
-    else:
-        lam = torch.linalg.eigvalsh(p)
+    lam, vec = (eigenvalues, None) if eigenvalues is not None else eigen(p, need_grad)
     h, weights = spectrum_entropy(lam, t, alpha, need_grad)
     spec = Spectrum(h)
     spec.eigenvalues, spec.eigenvectors, spec.weights = lam, vec, weights
     return spec
 
 
-# --------------------------------------------------------------------------- CMA's groups
-
-
 def class_groups(host_labels: list[int]) -> tuple[list[int], list[list[int]], int, list[float]]:
-    """CMA's groups ``S_c`` of a labelled batch, in O(n) on the host: the classes present (sorted),
-    the samples of each in batch order, the width ``max n_c + 1`` (the head row, then the samples),
-    and the weights ``1/(K·log(n_c + 1))`` that make ``Σ_c w_c H(G(S_c))`` the CMA value."""
+    """CMA's groups ``S_c`` of a labelled batch, on the host: the classes present (sorted), the samples
+    of each in batch order, the width ``max n_c + 1`` (head row, then samples) and the weights
+    ``1/(K·log(n_c + 1))`` of ``CMA = Σ_c w_c H(G(S_c))``."""
     members: dict[int, list[int]] = {}
     for i, c in enumerate(host_labels):
         members.setdefault(c, []).append(i)
@@ -285,9 +254,6 @@ def class_groups(host_labels: list[int]) -> tuple[list[int], list[list[int]], in
 def pair_group_weight(n: int) -> float:
     """CMA's weight of each of the ``n`` groups ``[caption i, image i]`` of image–caption pairs."""
     return 1.0 / (n * math.log(2.0))
-
-
-# --------------------------------------------------------------------------- entropy terms, MIR / HDR
 
 
 @dataclass
@@ -307,23 +273,17 @@ class EntropyTerms:
 def split_outputs(
     out: tuple[torch.Tensor, ...], first: bool, terms: bool, joint: bool
 ) -> tuple[torch.Tensor | None, EntropyTerms | None]:
-    """``(first value or None, EntropyTerms or None)`` from the outputs ``[first?, H₁, H₂, H₁₂?]`` of
-    a closed-form pass (the group / CMA value first when ``first``)."""
-    head = out[0] if first else None
-    if not terms:
-        return head, None
-    rest = out[1:] if first else out
-    return head, EntropyTerms(rest[0], rest[1], rest[2] if joint else None)
+    """``(group / CMA value or None, EntropyTerms or None)`` from the outputs ``[value?, H₁, H₂, H₁₂?]``."""
+    h = out[int(first):]
+    return out[0] if first else None, EntropyTerms(h[0], h[1], h[2] if joint else None) if terms else None
 
 
 def safe_ratio(
     numerator: torch.Tensor, denominator: torch.Tensor, zero_entropy: ZeroEntropy, what: str
 ) -> torch.Tensor:
-    """``numerator / denominator`` where the denominator entropy is > :data:`ZERO_ENTROPY_TOL`;
-    elsewhere NaN with a warning (``"nan"``: metrics, one host sync), 0 with a zero gradient
-    (``"zero"``: losses) or NaN without a warning nor a host sync (``"masked"``: logging)."""
-    if zero_entropy not in ("nan", "zero", "masked"):
-        raise ValueError(f"zero_entropy={zero_entropy!r} must be 'nan' (metrics) or 'zero' (losses).")
+    """``numerator / denominator`` where the denominator entropy is > :data:`ZERO_ENTROPY_TOL`; elsewhere
+    NaN with a warning (``"nan"``: metrics, one host sync), 0 with a zero gradient (``"zero"``: losses)
+    or NaN without a warning nor a host sync (``"masked"``: logging)."""
     defined = denominator > ZERO_ENTROPY_TOL
     ratio = numerator / torch.where(defined, denominator, 1.0)
     if zero_entropy == "zero":

@@ -1,20 +1,15 @@
 """The trainer's information terms in one fused pass: CMA and ``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)``.
 
-The fast path of :func:`hf_infonc.losses.information_terms` for the case every default training
-step of ``InfoNCTrainer`` needs: von Neumann entropies (α = 1), no centring, the joint on its
-``n x n`` Hadamard product, for a labelled batch (features, class head rows, labels) or a batch of
-image–caption pairs. It is built on the kernels of the general path
-(:mod:`hf_infonc.info._kernels`: row normalisation, spectrum → entropy and its closed-form
-weights, CMA's groups and weights) and gives the same values and gradients
-(``tests/test_info_fused.py``) with fewer than half of the operations: one normalisation of the
-stacked rows, one gather laid out on the host (one asynchronous copy on an accelerator), one
-``eigh`` per distinct matrix size, the entropies of all spectra in one set of element-wise
-operations, the pairs' ``2 x 2`` groups in closed form, and one backward (docs/theory.md §6).
-Nothing is validated here; :func:`fused_supported` says which calls it covers. Pure torch.
+The fast path of :func:`hf_infonc.losses.information_terms` for every default training step of
+``InfoNCTrainer`` (α = 1, no centring, the joint on its ``n x n`` Hadamard product; class labels or
+image–caption pairs), built on the kernels of the general path (:mod:`hf_infonc.info._kernels`),
+with its values and gradients and fewer than half of its operations (docs/theory.md §6, "The fused
+path"). Nothing is validated here; :func:`fused_supported` says which calls it covers. Pure torch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from dataclasses import dataclass
@@ -25,6 +20,8 @@ from torch.autograd.function import once_differentiable
 from hf_infonc.info._kernels import (
     class_groups,
     constant,
+    eigen,
+    gram,
     kronecker_joint,
     no_autocast,
     pair_group_weight,
@@ -39,32 +36,25 @@ from hf_infonc.info.mutual import EntropyTerms
 
 def fused_supported(
     n: int, d: int, num_anchors: int, labels_given: bool, *, cma_alpha: float | None, entropy_terms: bool,
-    joint: bool, center: bool, alpha: float = 1.0,
+    joint: bool, center: bool,
 ) -> bool:
     """Whether :func:`fused_information_terms` covers this call of :func:`~hf_infonc.losses.information_terms`:
     von Neumann entropies, no centring, and the joint on its ``n x n`` Hadamard product."""
-    if cma_alpha is None and not entropy_terms:
-        return False
-    if cma_alpha is not None and cma_alpha != 1.0:
-        return False
-    if not entropy_terms:
-        return True
-    if center or alpha != 1.0:
-        return False
-    return not (joint and kronecker_joint(n, d, d, num_anchors if labels_given else None, 1.0))
+    if cma_alpha not in (None, 1.0) or (cma_alpha is None and not entropy_terms):
+        return False  # a Rényi CMA, or nothing to compute
+    rank_bound = num_anchors if labels_given else None
+    return not entropy_terms or not (center or joint and kronecker_joint(n, d, d, rank_bound, 1.0))
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """What one call computes, laid out on the host from the shapes and the labels (docs/theory.md §6).
+    """What one call computes, laid out on the host from the shapes and the labels.
 
-    The features and head rows are stacked as ``X̂ = [F̂; 0; Â; 0]`` (two blocks of ``block`` rows,
-    normalised as one ``2 x block x d`` batch, each block with its own scale); ``gather`` picks the
-    rows of the matrices from it: ``[F̂; Â[y]]`` for the terms, then CMA's ``K x width`` groups (head
-    row, samples, the zero row ``block + C`` as padding); pairs need none. ``buckets`` lists the
-    matrices of each distinct size (one ``eigh`` each); ``coef[0]`` maps the entropy of each pooled
-    spectrum to the outputs ``[CMA?, H₁, H₂, H₁₂]``, ``coef[1]`` the same with the factor 2 of
-    ``dZ = 2·G·Z`` for the backward.
+    ``X̂ = [F̂; 0; Â; 0]``: two blocks of ``block`` rows, normalised as one ``2 x block x d`` batch;
+    ``gather`` picks from it ``[F̂; Â[y]]`` for the terms, then CMA's ``K x width`` groups (head row,
+    samples, the zero row ``block + C`` as padding). ``buckets``: the matrices of each size (one
+    ``eigh`` each); ``coef[0]`` maps the pooled entropies to the outputs ``[CMA?, H₁, H₂, H₁₂]``,
+    ``coef[1]`` too with the factor 2 of ``dZ = 2·G·Z``, for the backward.
     """
 
     cma: bool
@@ -111,14 +101,20 @@ def _layout(n: int, d: int, *, cma: bool, terms: bool, joint: bool, pairs: bool,
     return buckets, table, (2, n_out, rows)
 
 
-_LAYOUTS: dict[tuple, tuple[tuple, torch.Tensor]] = {}
+@functools.lru_cache(maxsize=64)
+def _shape_layout(n: int, d: int, cma: bool, terms: bool, joint: bool, pairs: bool, cdtype: torch.dtype,
+                  device: torch.device) -> tuple[tuple, torch.Tensor]:
+    """:func:`_layout` without class groups (it depends on the shapes only), its coefficients on ``device``."""
+    buckets, table, shape = _layout(n, d, cma=cma, terms=terms, joint=joint, pairs=pairs, group_weights=None, width=0)
+    return buckets, torch.tensor(table, dtype=cdtype, device=device).view(shape)
 
 
-def _plan(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | None, *, cma: bool, terms: bool,
-          joint: bool, cdtype: torch.dtype, loss_weights: tuple[float, float, float] | None = None,
-          host_labels: list[int] | None = None) -> _Plan:
-    """Lay out one call of :class:`_FusedInformation` (:class:`_Plan`); CMA's class groups from the
-    labels on the host (``host_labels``, or one host read of ``labels``)."""
+def _fused(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | None, *, cma: bool, terms: bool,
+           joint: bool, dtype: torch.dtype | None, loss_weights: tuple[float, float, float] | None = None,
+           host_labels: list[int] | None = None) -> tuple[torch.Tensor, ...]:
+    """Lay out one call of :class:`_FusedInformation` (:class:`_Plan`; CMA's class groups from the
+    labels on the host: ``host_labels``, or one host read of ``labels``) and run it."""
+    cdtype = spectrum_dtype(dtype)
     (n, d), m, pairs, device = features.shape, anchors.shape[0], labels is None, features.device
     joint = joint and terms
     gather: list[int] | torch.Tensor | None = None
@@ -137,29 +133,23 @@ def _plan(features: torch.Tensor, anchors: torch.Tensor, labels: torch.Tensor | 
             [*range(n), *(block + y for y in host_labels)] if host_labels is not None
             else torch.cat([torch.arange(n, device=device), labels.to(device, torch.long) + block])
         )
-    if groups is None:  # the layout depends on the shapes only: cached
-        key = (n, d, cma, terms, joint, pairs, cdtype, device)
-        cached = _LAYOUTS.get(key)
-        if cached is None:
-            if len(_LAYOUTS) > 64:
-                _LAYOUTS.clear()
-            buckets, table, shape = _layout(n, d, cma=cma, terms=terms, joint=joint, pairs=pairs,
-                                            group_weights=None, width=0)
-            cached = _LAYOUTS[key] = (buckets, torch.tensor(table, dtype=cdtype, device=device).view(shape))
-        buckets, coef = cached
+    if groups is None:
+        buckets, coef = _shape_layout(n, d, cma, terms, joint, pairs, cdtype, device)
         index = gather if gather is None or isinstance(gather, torch.Tensor) else _to_device(gather, None, device)[0]
     else:
         buckets, table, shape = _layout(n, d, cma=cma, terms=terms, joint=joint, pairs=pairs,
                                         group_weights=group_weights, width=groups[1])
         index, coef = _to_device(gather, table, device)
         coef = coef.to(cdtype).view(shape)
-    return _Plan(cma=cma, terms=terms, joint=joint, pairs=pairs, n=n, d=d, m=m, block=block, dual=d < n, groups=groups,
+    plan = _Plan(cma=cma, terms=terms, joint=joint, pairs=pairs, n=n, d=d, m=m, block=block, dual=d < n, groups=groups,
                  gather=index, buckets=buckets, coef=coef, loss_weights=loss_weights)
+    need = torch.is_grad_enabled() and (features.requires_grad or anchors.requires_grad)
+    return _FusedInformation.apply(features, anchors, plan, cdtype, need)
 
 
 def _host_tensor(values: list, typecode: str) -> torch.Tensor:
-    """A CPU tensor of Python numbers (``"q"``: int64, ``"d"``: float64), through an ``array`` buffer:
-    3x faster than ``torch.tensor(list)`` for the few hundred numbers of a step's layout."""
+    """A CPU tensor of Python numbers (``"q"``: int64, ``"d"``: float64), through an ``array`` buffer
+    (3x faster than ``torch.tensor(list)``)."""
     return torch.frombuffer(array(typecode, values), dtype=torch.int64 if typecode == "q" else torch.float64)
 
 
@@ -179,23 +169,17 @@ def _to_device(
 
 def _loss_coefficients(plan: _Plan, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``[linear weights; gap pattern; H₁ − H₂ selector]`` over the values ``[CMA?, H₁, H₂, H₁₂]``: the
-    loss is ``values·(linear + sign(H₁ − H₂)·pattern)``, and so is its derivative in the values.
-    """
+    loss is ``values·(linear + sign(H₁ − H₂)·pattern)``, and so is its derivative in the values."""
     w_cma, w_mi, w_gap = plan.loss_weights  # type: ignore[misc]
-    linear = [w_cma] if plan.cma else []
-    pattern = [0.0] if plan.cma else []
-    selector = [0.0] if plan.cma else []
+    columns = [(w_cma, 0.0, 0.0)] if plan.cma else []  # (linear, pattern, selector) of each value
     if plan.terms:
-        linear += [-w_mi, -w_mi] + ([w_mi] if plan.joint else [])
-        pattern += [w_gap, -w_gap] + ([0.0] if plan.joint else [])
-        selector += [1.0, -1.0] + ([0.0] if plan.joint else [])
-    return constant((tuple(linear), tuple(pattern), tuple(selector)), dtype, device)
+        columns += [(-w_mi, w_gap, 1.0), (-w_mi, -w_gap, -1.0)] + ([(w_mi, 0.0, 0.0)] if plan.joint else [])
+    return constant(tuple(zip(*columns)), dtype, device)
 
 
 def _symmetric_times(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``g @ z`` for a batch of symmetric ``g`` (``k x k``). When ``z`` is skinny (``k ≥ 4d``) it is
-    computed as ``(zᵀ g)ᵀ``: the same numbers, 2x faster with MKL's float64 ``bmm`` (measured at
-    ``k = 128, d = 16``); otherwise as is, which is faster for square and wide ``z``."""
+    """``g @ z`` for a batch of symmetric ``g`` (``k x k``), as ``(zᵀ g)ᵀ`` when ``z`` is skinny (``k ≥ 4d``):
+    the same numbers, 2x faster with MKL's float64 ``bmm`` (measured at ``k = 128, d = 16``)."""
     return torch.bmm(z.mT, g).mT if z.shape[-2] >= 4 * z.shape[-1] else torch.bmm(g, z)
 
 
@@ -218,39 +202,32 @@ class _FusedInformation(torch.autograd.Function):
             st: dict[str, torch.Tensor] = {}
             closed = None
             if plan.terms:
-                # S = [F̂; B̂] with B̂ = Â[y] (the head row of each sample) or Â (pairs): the two marginals
-                # are its two Grams (or their d x d duals), the joint their Hadamard product
+                # S = [F̂; B̂], B̂ = Â[y] or Â (pairs): the marginals are its Grams (or duals), the joint their product
                 st["stacked"] = stacked = rows[: 2 * n].view(2, n, d)
-                grams = torch.bmm(stacked, stacked.mT) if (plan.joint or not plan.dual) else None
-                mats["marginals"] = torch.bmm(stacked.mT, stacked) if plan.dual else grams
+                grams = gram(stacked) if (plan.joint or not plan.dual) else None
+                mats["marginals"] = gram(stacked, True) if plan.dual else grams
                 if plan.joint:
                     st["grams"] = grams
                     mats["joint"] = grams[:1] * grams[1:]
             if plan.groups is not None:
                 k, width = plan.groups
                 st["group_rows"] = group_rows = rows[2 * n if plan.terms else 0 :].view(k, width, d)
-                mats["groups"] = (
-                    torch.bmm(group_rows, group_rows.mT) if width <= d else torch.bmm(group_rows.mT, group_rows)
-                )
-            elif plan.cma:  # pairs: the 2 x 2 Gram [[q, c], [c, p]], c = â·f̂, p, q ∈ {0, 1} (docs/theory.md §6)
+                mats["groups"] = gram(group_rows, width > d)
+            elif plan.cma:  # pairs: the 2 x 2 Grams in closed form, eigenvalues doubled (docs/theory.md §6)
                 fh, ah = xh[:n], xh[block:]
                 c = (fh * ah).sum(dim=-1)
                 nonzero = (unit.norms < math.inf).to(cdtype).view(2, block)  # 1 for unit rows, 0 for zero rows
                 p, q = nonzero[0], nonzero[1]
                 t, r = p + q, torch.hypot(p - q, 2.0 * c)
-                # eigenvalues (t ± r)/2, given doubled (entropies do not change with the scale); d(t ± r)/dc = ±4c/r
                 closed = torch.stack([t + r, t - r], dim=-1)
                 st["slope"] = 4.0 * c / r.clamp_min(torch.finfo(cdtype).tiny)  # c = 0 wherever r = 0
             spectra: list[torch.Tensor] = []
-            vectors: list[torch.Tensor] = []
+            vectors: list[torch.Tensor | None] = []
             for _, members in plan.buckets:
                 mat = torch.cat([mats[role] for role, _ in members]) if len(members) > 1 else mats[members[0][0]]
-                if need:
-                    lam, vec = torch.linalg.eigh(mat)
-                    vectors.append(vec)
-                else:
-                    lam = torch.linalg.eigvalsh(mat)
+                lam, vec = eigen(mat, need)
                 spectra.append(lam)
+                vectors.append(vec)
             if closed is not None:
                 spectra.append(closed)
             k_max = max(s.shape[-1] for s in spectra)
@@ -282,8 +259,7 @@ class _FusedInformation(torch.autograd.Function):
         plan, vectors, weights, st, dtype_f, dtype_a, effective, unit, xh = ctx.state
         n, d, m, block = plan.n, plan.d, plan.m, plan.block
         with no_autocast(xh.device.type):
-            # ∂loss/∂(each output value), then per pooled row (its weight in the value, times 2 for
-            # Gram-type matrices), then per eigenvalue
+            # ∂loss/∂(each output value), then per pooled row (times 2 for Grams), then per eigenvalue
             g_out = torch.stack(grads) if effective is None else effective * grads[0]
             w = weights * torch.mv(plan.coef[1].mT, g_out).unsqueeze(-1)
             grad: dict[str, torch.Tensor] = {}  # role -> V diag(w) Vᵀ (scaled)
@@ -291,10 +267,8 @@ class _FusedInformation(torch.autograd.Function):
             for (size, members), vec in zip(plan.buckets, vectors):
                 g = torch.bmm(vec * w[first : first + vec.shape[0], :size].unsqueeze(-2), vec.mT)
                 first += vec.shape[0]
-                offset = 0
-                for role, count in members:
-                    grad[role] = g if len(members) == 1 else g[offset : offset + count]
-                    offset += count
+                parts = (g,) if len(members) == 1 else g.split([count for _, count in members])
+                grad.update(zip([role for role, _ in members], parts))
             d_rows: list[torch.Tensor] = []  # ∂/∂rows, in the order of the gather (pairs: of X̂ itself)
             if plan.terms:
                 stacked, gm = st["stacked"], grad["marginals"]
@@ -318,7 +292,6 @@ class _FusedInformation(torch.autograd.Function):
                 coef = ((w[first:, 0] - w[first:, 1]) * st["slope"]).unsqueeze(-1)
                 dxh[:n].addcmul_(coef, xh[block:])
                 dxh[block:].addcmul_(coef, xh[:n])
-            # through x̂ = x/‖x‖: dx = (dx̂ − x̂(x̂·dx̂))/‖x‖ (zero rows: ‖x‖ = inf, gradient 0)
             dx = unit_rows_backward(dxh.view(2, block, d), unit).view(2 * block, d)
             out_f = dx[:n].to(dtype_f) if ctx.needs_input_grad[0] else None
             out_a = dx[block : block + m].to(dtype_a) if ctx.needs_input_grad[1] else None
@@ -332,25 +305,18 @@ def fused_information_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``w_cma·CMA − w_mi·MI + w_gap·|H₁ − H₂|`` in one fused pass, and the values it came from.
 
-    What ``InfoNCTrainer`` adds to the base loss (arXiv 2409.16767 §5, 2406.03999 §6; ``MI = H₁ + H₂ −
-    H₁₂``): the gradient goes straight from the loss to the rows. CMA when ``cma_weight > 0``; H₁, H₂,
-    H₁₂ when ``entropy_terms``. Inputs and conditions as :func:`fused_information_terms`.
-
-    Returns:
-        ``(loss, values)``: the 0-d loss in the spectrum dtype and the detached values
-        ``[CMA?, H₁, H₂, H₁₂]``, for logging.
+    What ``InfoNCTrainer`` adds to the base loss (arXiv 2409.16767 §5, 2406.03999 §6). CMA when
+    ``cma_weight > 0``; H₁, H₂, H₁₂ when ``entropy_terms``; inputs as :func:`fused_information_terms`.
+    Returns ``(loss, values)``: the 0-d loss in the spectrum dtype and the detached values
+    ``[CMA?, H₁, H₂, H₁₂]``, for logging.
     """
     cma = cma_weight > 0
     if not (cma or entropy_terms):
         raise ValueError("fused_information_loss needs cma_weight > 0 or entropy_terms=True: nothing to compute.")
     if (mi_weight or gap_weight) and not entropy_terms:
         raise ValueError("mi_weight and gap_weight need entropy_terms=True (H₁, H₂, H₁₂).")
-    cdtype = spectrum_dtype(dtype)
-    plan = _plan(features, anchors, labels, cma=cma, terms=entropy_terms, joint=True, cdtype=cdtype,
-                 loss_weights=(float(cma_weight), float(mi_weight), float(gap_weight)), host_labels=host_labels)
-    need = torch.is_grad_enabled() and (features.requires_grad or anchors.requires_grad)
-    loss, values = _FusedInformation.apply(features, anchors, plan, cdtype, need)
-    return loss, values
+    return _fused(features, anchors, labels, cma=cma, terms=entropy_terms, joint=True, dtype=dtype,
+                  loss_weights=(float(cma_weight), float(mi_weight), float(gap_weight)), host_labels=host_labels)
 
 
 def fused_information_terms(
@@ -359,18 +325,14 @@ def fused_information_terms(
 ) -> tuple[torch.Tensor | None, EntropyTerms | None]:
     """CMA (α = 1) and ``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)`` of a batch, fused.
 
-    ``features`` ``n x d``; ``anchors`` ``C x d`` head rows picked by integer ``labels`` (values in
-    ``[0, C)``), or with ``labels=None`` one anchor per sample (pairs). CMA is ``mean_c
-    H(G(S_c))/log|S_c|`` over the classes present (pairs: ``mean_i H(G([a_i, f_i]))/log 2``).
-    **No validation**, and only the cases :func:`fused_supported` accepts. ``host_labels``: the
-    labels as a list when already read (saves a host read). Returns ``(CMA or None, EntropyTerms or
-    None)`` in the spectrum dtype, the values of the general path.
+    ``features`` ``n x d``; ``anchors`` ``C x d`` head rows picked by integer ``labels`` in ``[0, C)``,
+    or with ``labels=None`` one anchor per sample (pairs). **No validation**, and only the cases
+    :func:`fused_supported` accepts. ``host_labels``: the labels as a list when already read (saves a
+    host read). Returns ``(CMA or None, EntropyTerms or None)`` in the spectrum dtype, the values of
+    the general path.
     """
     if not (cma or entropy_terms):
         return None, None
-    cdtype = spectrum_dtype(dtype)
-    plan = _plan(features, anchors, labels, cma=cma, terms=entropy_terms, joint=joint, cdtype=cdtype,
+    out = _fused(features, anchors, labels, cma=cma, terms=entropy_terms, joint=joint, dtype=dtype,
                  host_labels=host_labels)
-    need = torch.is_grad_enabled() and (features.requires_grad or anchors.requires_grad)
-    out = _FusedInformation.apply(features, anchors, plan, cdtype, need)
     return split_outputs(out, cma, entropy_terms, joint)
