@@ -150,14 +150,17 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
 
     # ------------------------------------------------------------------ loss
     def _ratios_due(self) -> bool:
-        """Batch MIR/HDR are computed for free with the MI/gap terms, else only before a log."""
+        """Batch MIR/HDR are computed for free with the MI/gap terms, else only on the steps ``Trainer`` logs
+        (``logging_first_step``, and every ``logging_steps``, a fraction of the steps rounded up as ``Trainer`` does)."""
         if not self.model.training:
             return True
-        steps = self.args.logging_steps
-        if self.args.logging_strategy != "steps" or not steps:
+        args, step = self.args, self.state.global_step + 1
+        if args.logging_first_step and step == 1:
+            return True
+        if args.logging_strategy != "steps" or not args.logging_steps:
             return False
-        every = max(1, int(steps)) if steps >= 1 else max(1, int(steps * max(self.state.max_steps, 1)))
-        return (self.state.global_step + 1) % every == 0
+        every = args.logging_steps if args.logging_steps >= 1 else math.ceil(args.logging_steps * self.state.max_steps)
+        return step % max(every, 1) == 0
 
     def _gathered(self, out: AdapterOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """The features (with gradients) and, for image–caption pairs, the captions of all processes (once per

@@ -191,3 +191,27 @@ def test_weights_set_after_init_take_effect(tmp_path) -> None:
         loss=base, features=features, head_rows=rows, labels=labels, pairwise=False))
     mi = MutualInformationLoss()(features, labels, rows)
     assert float(only_mi) == pytest.approx(float(base + 0.3 * mi), abs=2e-6)
+
+
+@pytest.mark.parametrize("logging_steps, first", [(0.25, False), (0.1, True), (0.3, True), (3, False), (3, True)])
+def test_ratios_are_computed_on_the_steps_trainer_logs(tmp_path, logging_steps, first) -> None:
+    """With every weight 0 the batch MIR/HDR cost a spectrum only on the steps ``Trainer`` logs: its own
+    ``TrainerState.compute_steps`` (a fraction of ``max_steps`` rounded up) and ``DefaultFlowCallback``."""
+    from transformers import TrainerControl, TrainerState
+    from transformers.trainer_callback import DefaultFlowCallback
+
+    args = InfoNCTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[],
+                                   logging_steps=logging_steps, logging_first_step=first)
+    trainer = InfoNCTrainer(model=tiny_bert_classifier(num_labels=4), args=args)
+    trainer.model.train()
+    state = TrainerState(max_steps=10)
+    state.compute_steps(trainer.args, max_steps=10)
+    trainer.state.max_steps = 10
+    due, logged = [], []
+    for step in range(10):
+        trainer.state.global_step = step
+        due.append(trainer._ratios_due())
+        state.global_step = step + 1
+        control = DefaultFlowCallback().on_step_end(trainer.args, state, TrainerControl())
+        logged.append(control.should_log)
+    assert due == logged and any(logged)
