@@ -164,10 +164,15 @@ class WideResNetPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["WideResNetBasicBlock"]
 
     def _init_weights(self, module: nn.Module) -> None:
-        """FixMatch-PyTorch / USB initialisation (only for tensors ``from_pretrained`` did not load); BatchNorm as
-        ``transformers`` does it (weight 1, bias 0, fresh running statistics)."""
+        """FixMatch-PyTorch / USB initialisation (only for tensors ``from_pretrained`` did not load)."""
         if isinstance(module, nn.Conv2d):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu")
+        elif isinstance(module, nn.BatchNorm2d):  # explicit: not left to the installed transformers
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
         elif isinstance(module, nn.Linear):
             init.xavier_normal_(module.weight)
             init.zeros_(module.bias)
