@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import CLIPModel, ProcessorMixin
 
 from hf_infonc.data.collate import is_hf_tokenizer, tokenize_texts
 from hf_infonc.data.prompts import format_prompts, get_templates
@@ -34,6 +33,8 @@ def inner_open_clip(model: nn.Module) -> nn.Module | None:
 
 def clip_family(model: nn.Module) -> str | None:
     """``"hf-clip"`` for ``transformers.CLIPModel``, ``"open-clip"`` for open_clip models, else ``None``."""
+    from transformers import CLIPModel  # lazy: importing the trainer does not load every CLIP module
+
     if isinstance(model, CLIPModel):
         return "hf-clip"
     if inner_open_clip(model) is not None:
@@ -110,6 +111,8 @@ def tokenize(
     """Token ids (and the attention mask, when the tokenizer gives one) of ``texts`` with a ``transformers``
     tokenizer or processor, or an open_clip tokenizer. ``length``: pad or truncate a ``transformers`` tokenizer's
     output to exactly this many tokens (fixed-length open_clip towers)."""
+    from transformers import ProcessorMixin
+
     if isinstance(tokenizer, ProcessorMixin):  # CLIPProcessor & co: use the text tokenizer it holds
         tokenizer = tokenizer.tokenizer
     if length is not None and is_hf_tokenizer(tokenizer):

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import CLIPModel, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput, cached_file
 
 from hf_infonc.models import clip_towers
@@ -53,6 +53,8 @@ def load_base_clip(name_or_path: str | None, class_name: str | None, **kwargs: A
             "from_pretrained(directory, clip_model=<the CLIP model>)."
         )
     if class_name == "CLIPModel":
+        from transformers import CLIPModel
+
         return CLIPModel.from_pretrained(name_or_path, **kwargs)
     if class_name == "OpenCLIPModel":
         return OpenCLIPModel.from_pretrained(name_or_path, **kwargs)
