@@ -18,6 +18,7 @@ from torch import nn
 from hf_infonc.adapters import HFCLIPAdapter, adapter_for
 from hf_infonc.adapters.coop import CLIPLinearProbeAdapter, CoOpAdapter
 from hf_infonc.adapters.clip import OpenCLIPAdapter
+from hf_infonc.models import clip_towers
 from hf_infonc.models import (
     CLIPLinearProbe,
     CoOpCLIP,
@@ -484,3 +485,20 @@ def test_linear_probe_training_changes_only_the_head(tmp_path, hf_tokenizer):
     assert loaded.class_names == CLASS_NAMES
     with torch.no_grad():
         torch.testing.assert_close(loaded(images(4)).logits, probe.eval()(images(4)).logits)
+
+
+@pytest.mark.parametrize("family", ["hf_clip", "open_clip_wrapped", "open_clip_raw"])
+def test_linear_probe_refuses_a_base_model_of_another_width(tmp_path, family):
+    model, tokenizer = build(family)
+    probe = CLIPLinearProbe.from_clip(model, tokenizer, CLASS_NAMES)
+    assert probe.config.embed_dim == clip_towers.embed_dim(model) == 16
+    probe.save_pretrained(tmp_path)
+    wider = tiny_clip(projection=24)
+    assert clip_towers.embed_dim(wider) == 24
+    with pytest.raises(ValueError, match="head has width 16 but the CLIP model's embeddings have width 24"):
+        CLIPLinearProbe.from_pretrained(tmp_path, wider)
+    fresh, _ = build(family)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            CLIPLinearProbe.from_pretrained(tmp_path, fresh)(images(3)).logits, probe.eval()(images(3)).logits
+        )

@@ -73,6 +73,13 @@ def token_embedding(model: nn.Module) -> nn.Embedding:
     return open_clip_token_embedding(inner_open_clip(model))
 
 
+def embed_dim(model: nn.Module) -> int | None:
+    """The width ``d`` of the projected embeddings (``None`` where an open_clip tower does not state it)."""
+    if clip_family(model) == "hf-clip":
+        return model.visual_projection.out_features
+    return getattr(inner_open_clip(model).visual, "output_dim", None)
+
+
 def context_length(model: nn.Module) -> int | None:
     """The fixed token length an open_clip text tower expects (``None`` when any length up to the max works)."""
     if clip_family(model) == "hf-clip":

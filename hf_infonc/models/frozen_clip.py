@@ -179,6 +179,14 @@ class CLIPLinearProbe(FrozenCLIPHeadModel):
                 "CLIPLinearProbeConfig.embed_dim is not set (the CLIP embedding dimension); build the probe with "
                 "CLIPLinearProbe.from_clip(clip_model, tokenizer, class_names)."
             )
+        width = clip_towers.embed_dim(clip_model)
+        if width is not None and width != config.embed_dim:
+            base = config.base_model_name_or_path
+            raise ValueError(
+                f"This probe's head has width {config.embed_dim} but the CLIP model's embeddings have width {width}: "
+                f"it was trained on another base model. Pass that model as clip_model"
+                + (f" (or leave clip_model out to load {base!r})." if base else ".")
+            )
         reference = next(clip_model.parameters())
         self.classifier = nn.Linear(config.embed_dim, len(config.class_names), bias=False)
         self.classifier.to(device=reference.device, dtype=reference.dtype)
