@@ -59,6 +59,23 @@ _EVALUATION_PREPARE_STICKS = Version(accelerate.__version__).release[:2] <= (1, 
 _TRAINER_SKIPS_RENAMING = Version(transformers.__version__).release[:2] <= (5, 25)
 
 
+def _rows_with_classes(
+    features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, list[int]] | tuple[None, None, None]:
+    """The rows of a batch whose label is a class of the head, validated, or ``None``s where none is usable."""
+    usable = (
+        labels is not None and labels.dim() == 1 and len(labels) == len(features) and labels.dtype != torch.bool
+        and not labels.is_floating_point() and not labels.is_complex()
+    )
+    if usable:
+        keep = (labels >= 0) & (labels < head_rows.shape[0])
+        if keep.any():
+            features, labels = features[keep], labels[keep]
+            with contextlib.suppress(TypeError, ValueError):
+                return features, labels, check_loss_inputs(features, labels, head_rows)
+    return None, None, None
+
+
 class InfoNCTrainer(GradCacheMixin, Trainer):
     """A ``transformers.Trainer`` that adds the information losses through a model adapter.
 
@@ -195,7 +212,18 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         base = out.loss if out.loss is not None else self._contrastive_base(out)
         if not wanted:  # pairs, contrastive base only
             return base, {"loss/base": base.detach()}
-        host_labels = check_loss_inputs(features, labels, anchors)  # once per step, on the gathered batch
+        try:
+            host_labels = check_loss_inputs(features, labels, anchors)  # once per step, on the gathered batch
+        except (TypeError, ValueError):
+            if self.args.info_losses_active:
+                raise
+            # every weight 0: MIR/HDR are only logged, and Trainer trains on any batch (ignored -100 labels, the
+            # float labels of regression or multi-label heads, a NaN activation): they come from the rows that
+            # hold a class label, or are NaN, which the logs leave out
+            features, labels, host_labels = _rows_with_classes(features, labels, anchors)
+            if features is None:
+                undefined = base.detach().new_full((), math.nan)
+                return base, {"loss/base": base.detach(), "mir": undefined, "hdr": undefined}
         info, components = self.information_loss_module(
             features, labels, anchors, log_ratios=log_ratios, host_labels=host_labels, base=base.detach()
         )
@@ -419,6 +447,8 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
     def record_components(self, components: Mapping[str, torch.Tensor], split: str, rows: int = 1) -> None:
         """Keep the detached values of logged components (no host sync) for :meth:`log` to average, weighted by
         ``rows`` (1 per training step, the local rows of an evaluation batch)."""
+        if split == "train" and self.args.logging_strategy == "no":
+            return  # no training log will read them
         if isinstance(components, InformationComponents):
             self._information_records[split][components.layout].append((components.raw, float(rows)))
             if components.base is None:
@@ -454,7 +484,9 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
             totals = self.accelerator.reduce(totals, reduction="sum")
         records.clear()
         information.clear()
-        return {key: round(float(num / den), 6) if den > 0 else math.nan for key, (num, den) in zip(keys, totals.tolist())}
+        # a component with no defined value since the last log (batch MIR/HDR of one-row batches, of labels that
+        # are not classes) is left out
+        return {key: round(float(num / den), 6) for key, (num, den) in zip(keys, totals.tolist()) if den > 0}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -192,6 +193,82 @@ def test_label_smoothing_identical(tmp_path):
     # and it is really applied: a smoothed loss differs from the plain cross-entropy
     _, unsmoothed = _pair(tmp_path / "no", lambda: tiny_bert_classifier(seed=2), data, train_steps=False)
     assert unsmoothed.evaluate(data)["eval_loss"] != pytest.approx(ours.evaluate()["eval_loss"], abs=1e-3)
+
+
+def _relabelled(kind: str):
+    """text_dataset's rows with labels that are not class indices: every fourth one ignored (-100), a float
+    regression target, or multi-hot float labels."""
+    data = text_dataset(n=32)
+    rows = {key: data[:][key] for key in ("input_ids", "attention_mask")}
+    classes = data[:]["labels"]
+    if kind == "ignored":
+        rows["labels"] = classes.masked_fill(torch.arange(32) % 4 == 0, -100)
+    elif kind == "regression":
+        rows["labels"] = classes.float() / 2
+    else:
+        rows["labels"] = torch.nn.functional.one_hot(classes, 3).float()
+    relabelled = datasets.Dataset.from_dict({key: value.tolist() for key, value in rows.items()})
+    relabelled.set_format("torch")
+    return relabelled
+
+
+@pytest.mark.parametrize("kind", ["ignored", "regression", "multi_label"])
+def test_labels_that_are_not_classes_train_and_evaluate_as_with_trainer(tmp_path, kind):
+    """Trainer trains on -100 labels, regression targets and multi-hot labels; with every weight 0 the batch
+    MIR/HDR come from the rows that hold a class (none: no ratio is logged) and nothing raises."""
+    data = _relabelled(kind)
+    num_labels, problem = {"ignored": (3, None), "regression": (1, None), "multi_label": (3, "multi_label_classification")}[kind]
+
+    def make_model():
+        model = tiny_bert_classifier(num_labels, seed=2)
+        model.config.problem_type = problem
+        return model
+
+    plain, ours = _pair(tmp_path, make_model, data, data, logging_steps=2)
+    _assert_same_training(plain, ours)
+    metrics_plain, metrics_ours = plain.evaluate(), ours.evaluate()
+    assert metrics_ours["eval_loss"] == pytest.approx(metrics_plain["eval_loss"], abs=1e-6)
+    logged = [h for h in ours.state.log_history if "loss" in h]
+    if kind == "ignored":
+        assert all(0 < h["mir"] <= 1 and 0 <= h["hdr"] <= 1 for h in logged)
+        assert 0 < metrics_ours["eval_mir"] <= 1
+    else:
+        assert not any("mir" in h or "hdr" in h for h in logged) and "eval_mir" not in metrics_ours
+
+
+def test_a_nan_activation_is_logged_as_by_trainer(tmp_path):
+    """One forward whose features are NaN (an overflow): Trainer skips it in the logged loss and trains on;
+    so does InfoNCTrainer with every weight 0, logging no ratio for that step."""
+
+    def make_model():
+        model = tiny_bert_classifier(seed=2)
+        calls = []
+
+        def poison(module, inputs, output):
+            if not torch.is_grad_enabled():
+                return output  # InfoNCTrainer's no-grad probe of the first batch
+            calls.append(1)
+            return output * math.nan if len(calls) == 2 else output
+
+        model.bert.pooler.register_forward_hook(poison)
+        return model
+
+    data = text_dataset(n=32)
+    plain, ours = _pair(tmp_path, make_model, data, max_steps=3)
+    assert [h["loss"] for h in _train_logs(ours)] == [h["loss"] for h in _train_logs(plain)]
+    assert ["mir" in h for h in _train_logs(ours)] == [True, False, False]  # NaN weights after step 2
+
+
+def test_no_component_is_kept_when_nothing_is_logged(tmp_path):
+    _, ours = _pair(tmp_path, lambda: tiny_bert_classifier(seed=2), text_dataset(n=32), logging_strategy="no")
+    assert not any(ours._component_records["train"].values())
+
+
+def test_one_row_batches_log_no_undefined_ratio(tmp_path):
+    """MIR/HDR of a one-row batch are 0/0: left out of the logs (and of trainer_state.json), not NaN."""
+    plain, ours = _pair(tmp_path, lambda: tiny_bert_classifier(seed=2), text_dataset(n=8), per_device_train_batch_size=1)
+    _assert_same_training(plain, ours)
+    assert not any("mir" in h or "hdr" in h for h in ours.state.log_history)
 
 
 def test_compute_loss_func_identical(tmp_path):
