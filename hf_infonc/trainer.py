@@ -32,7 +32,7 @@ from accelerate.utils import convert_to_fp32
 from packaging.version import Version
 from torch import nn
 from safetensors import safe_open
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
@@ -67,7 +67,9 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
     ``training_args.bin``). A model that no adapter supports trains as with ``Trainer`` (with a warning; a weight
     > 0 is then an error).
 
-    Args (beyond ``Trainer``'s):
+    Args:
+        trainer_args, kwargs: ``Trainer``'s, positional or by keyword; ``args`` of any ``TrainingArguments`` class,
+            with the information settings of an :class:`InfoNCTrainingArguments` (else the defaults: weights 0).
         adapter: a :class:`~hf_infonc.adapters.ModelAdapter`; by default picked from the model type.
         class_names: class names for CLIP classification heads; by default the ``label`` ClassLabel's.
         text_tokenizer: the tokenizer of the class prompts (open_clip); defaults to ``processing_class``.
