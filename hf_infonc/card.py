@@ -454,7 +454,7 @@ class InfoNCCardData:
                 hub_id=hub_model_id(dataset) if dataset else None, eval_split="evaluation set",
             ),
             class_names=[str(c) for c in class_names],
-            prompt_templates=list(args.class_prompt_templates or []),
+            prompt_templates=list(trainer.information_settings.class_prompt_templates or []),
             recipe={"training": redact(json.loads(json.dumps(training, default=str)), secrets)},
             source="trainer",
             lora=lora, coop=coop,

@@ -150,13 +150,14 @@ class GradCacheMixin:
 
     def _exact_accumulation_wanted(self, num_batches: int) -> bool:
         """Whether the next step accumulates exactly: something Gram-based is computed or logged, not DeepSpeed."""
-        args = self.args
-        if not (args.info_exact_accumulation and args.gradient_accumulation_steps > 1 and num_batches > 1):
+        settings = self.information_settings
+        if not (self.exact_accumulation and settings.info_exact_accumulation and num_batches > 1
+                and self.args.gradient_accumulation_steps > 1):
             return False
-        if not args.info_losses_active and self._pairwise_batches is False and not self._ratios_due():
+        if not settings.info_losses_active and self._pairwise_batches is False and not self._ratios_due():
             return False
         if self.is_deepspeed_enabled:
-            if not self._warned_deepspeed_accumulation and (args.info_losses_active or self._pairwise_batches):
+            if not self._warned_deepspeed_accumulation and (settings.info_losses_active or self._pairwise_batches):
                 logger.warning(
                     "info_exact_accumulation is not supported with DeepSpeed (its engine accumulates the gradients): "
                     "the Gram-based terms are computed per micro-batch. For exact terms, raise the per-device batch "
@@ -210,7 +211,7 @@ class GradCacheMixin:
         """Pass 1: the no-grad forwards, then :meth:`_cache_accumulated_gradients`; the plain path (RNG restored)
         when the first one shows neither an information loss nor image–caption pairs."""
         step.engaged = False
-        if not self.args.info_losses_active and self._pairwise_batches is False:
+        if not self.information_settings.info_losses_active and self._pairwise_batches is False:
             step.ratios_only = self._ratios_due()
             return
         outputs: list[AdapterOutput] = []
@@ -223,7 +224,7 @@ class GradCacheMixin:
                     out.loss = None  # the contrastive base is computed on the whole accumulated batch
                 if index == 0:
                     self._pairwise_batches = bool(out.pairwise)
-                    if not (self.args.info_losses_active or self._pairwise_batches):
+                    if not (self.information_settings.info_losses_active or self._pairwise_batches):
                         step.rng[0].restore()
                         step.ratios_only = self._ratios_due()
                         return

@@ -32,7 +32,7 @@ from accelerate.utils import convert_to_fp32
 from packaging.version import Version
 from torch import nn
 from safetensors import safe_open
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
@@ -46,7 +46,7 @@ from hf_infonc.distributed import all_gather_no_grad, all_gather_with_grad
 from hf_infonc.grad_cache import GradCacheMixin
 from hf_infonc.hub import hub_uploads
 from hf_infonc.losses import InformationComponents, InformationLoss, check_loss_inputs, clip_contrastive_loss
-from hf_infonc.training_args import InfoNCTrainingArguments
+from hf_infonc.training_args import InfoNCTrainingArguments, InformationDefaults, read_information_settings
 
 logger = logging.get_logger(__name__)
 
@@ -84,7 +84,9 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
     ``training_args.bin``). A model that no adapter supports trains as with ``Trainer`` (with a warning; a weight
     > 0 is then an error).
 
-    Args (beyond ``Trainer``'s):
+    Args:
+        trainer_args, kwargs: ``Trainer``'s, positional or by keyword; ``args`` of any ``TrainingArguments`` class,
+            with the information settings of an :class:`InfoNCTrainingArguments` (else the defaults: weights 0).
         adapter: a :class:`~hf_infonc.adapters.ModelAdapter`; by default picked from the model type.
         class_names: class names for CLIP classification heads; by default the ``label`` ClassLabel's.
         text_tokenizer: the tokenizer of the class prompts (open_clip); defaults to ``processing_class``.
@@ -92,48 +94,65 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
     """
 
     def __init__(
-        self, model: nn.Module | None = None, args: TrainingArguments | None = None, *,
-        adapter: ModelAdapter | None = None, class_names: list[str] | None = None, text_tokenizer: Any = None,
-        eval_data_collator: Any = None, **kwargs: Any,
+        self, *trainer_args: Any, adapter: ModelAdapter | None = None, class_names: list[str] | None = None,
+        text_tokenizer: Any = None, eval_data_collator: Any = None, **kwargs: Any,
     ) -> None:
-        args = InfoNCTrainingArguments.from_args(args)
-        adapter = adapter if adapter is not None or model is None else find_adapter(model)
-        if adapter is None and args.info_losses_active:
+        super().__init__(*trainer_args, **kwargs)  # Trainer's own arguments, positional or not, and defaults
+        self.eval_data_collator = eval_data_collator
+        self.adapter = adapter if adapter is not None else find_adapter(self.model)
+        if self.adapter is None and self.information_settings.info_losses_active:
             raise TypeError(
                 f"cma_weight/mi_weight/entropy_gap_weight > 0 need features and head rows, but "
-                f"{unsupported_model_message(model)}"
+                f"{unsupported_model_message(self.model)}"
             )
-        super().__init__(model=model, args=args, **kwargs)
-        self.eval_data_collator = eval_data_collator
-        self.adapter = adapter
         #: the features of the latest evaluation forward (see :func:`hf_infonc.evaluation.add_information_metrics`)
         self.feature_capture = FeatureCapture()
         self._adapter_output: AdapterOutput | None = None
         self.class_names = class_names or infer_class_names(self.train_dataset) or infer_class_names(self.eval_dataset)
-        if adapter is None:
+        self.text_tokenizer = text_tokenizer
+        #: False: the Gram-based terms are computed per micro-batch whatever ``info_exact_accumulation`` says
+        self.exact_accumulation = True
+        if self.adapter is None:
             logger.warning(
                 "InfoNCTrainer: no hf_infonc adapter supports %s; it trains exactly as transformers.Trainer, without the "
                 "information terms and measures (see docs/adapters.md to add one).", type(self.model).__name__
             )
         else:
-            adapter.setup(
-                self.model, class_names=self.class_names, templates=self.args.class_prompt_templates,
-                processing_class=text_tokenizer if text_tokenizer is not None else self.processing_class,
-            )
-            if args.label_names is None and adapter.label_names is not None:
-                self.label_names = list(adapter.label_names)
-            if adapter.computes_loss:  # its own loss ignores num_items_in_batch: a per-batch mean
-                self.model_accepts_loss_kwargs = False
+            self._set_up_adapter(self.model)
         self._information_loss: tuple[tuple, InformationLoss] | None = None
         # per split: logged component (or InformationComponents layout) -> [(detached value, weight)]
         self._component_records = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._information_records = {"train": defaultdict(list), "eval": defaultdict(list)}
 
+    def _set_up_adapter(self, model: nn.Module) -> None:
+        self.adapter.setup(
+            model, class_names=self.class_names, templates=self.information_settings.class_prompt_templates,
+            processing_class=self.text_tokenizer if self.text_tokenizer is not None else self.processing_class,
+        )
+        if self.args.label_names is None and self.adapter.label_names is not None:
+            self.label_names = list(self.adapter.label_names)
+        if self.adapter.computes_loss:  # its own loss ignores num_items_in_batch: a per-batch mean
+            self.model_accepts_loss_kwargs = False
+
+    def call_model_init(self, trial: Any = None) -> nn.Module:
+        """``Trainer.call_model_init``, with the adapter set up on the new model when ``train()`` re-initialises it
+        (``__init__`` sets it up on the first)."""
+        model = super().call_model_init(trial)
+        if getattr(self, "adapter", None) is not None:
+            self._set_up_adapter(model)
+        return model
+
+    @property
+    def information_settings(self) -> InfoNCTrainingArguments | InformationDefaults:
+        """The information settings of ``self.args``, read at use time (``hyperparameter_search`` changes them):
+        ``args`` itself for :class:`InfoNCTrainingArguments`, else the defaults (every weight 0)."""
+        return read_information_settings(self.args)
+
     @property
     def information_loss_module(self) -> InformationLoss:
         """The :class:`~hf_infonc.losses.InformationLoss` of the current arguments (rebuilt when
         ``hyperparameter_search`` changes them)."""
-        args = self.args
+        args = self.information_settings
         settings = (args.cma_weight, args.mi_weight, args.entropy_gap_weight, args.info_normalized, args.info_center,
                     args.info_alpha, args.info_dtype)
         if self._information_loss is None or self._information_loss[0] != settings:
@@ -203,7 +222,7 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         gathered batch); :class:`~hf_infonc.losses.InformationLoss` computes the terms in ``info_dtype``.
         """
         log_ratios = self._ratios_due()
-        wanted = self.args.info_losses_active or log_ratios
+        wanted = self.information_settings.info_losses_active or log_ratios
         if (out.loss is not None and not wanted) or (not out.pairwise and out.labels is None):
             self._check_labels_present(out)
             return out.loss, {"loss/base": out.loss.detach()}
@@ -231,10 +250,10 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
             return base, components
         if info_scale != 1.0:
             info = info * info_scale
-        return info.to(base.dtype).add(base, alpha=1.0 - self.args.cma_weight), components
+        return info.to(base.dtype).add(base, alpha=1.0 - self.information_settings.cma_weight), components
 
     def _check_labels_present(self, out: AdapterOutput) -> None:
-        if self.args.info_losses_active and not out.pairwise and out.labels is None:
+        if self.information_settings.info_losses_active and not out.pairwise and out.labels is None:
             raise ValueError(
                 "An information loss (cma_weight/mi_weight/entropy_gap_weight > 0) is switched on but the batch has no "
                 "'labels'. Provide class labels in the batch (the collator's 'labels' key), or set the weights to 0."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import MISSING, dataclass, field, fields
+from types import SimpleNamespace
 from typing import Any
 
 from transformers import TrainingArguments
@@ -88,28 +89,37 @@ class InfoNCTrainingArguments(TrainingArguments):
     def info_losses_active(self) -> bool:
         return self.cma_weight > 0 or self.mi_weight > 0 or self.entropy_gap_weight > 0
 
-    @classmethod
-    def from_args(cls, args: TrainingArguments | None) -> InfoNCTrainingArguments:
-        """``args`` itself, the same values as ``InfoNCTrainingArguments`` (plain ``TrainingArguments``), or the
-        defaults (``None``, as ``Trainer``)."""
-        if args is None:
-            return cls(output_dir="trainer_output")
-        if isinstance(args, cls):
-            return args
-        if isinstance(args, TrainingArguments):
-            return cls(**{f.name: getattr(args, f.name) for f in fields(args) if f.init and hasattr(args, f.name)})
-        raise TypeError(f"args must be InfoNCTrainingArguments (or TrainingArguments), got {type(args).__name__}.")
+
+def _own_defaults(cls: type) -> dict[str, Any]:
+    """The defaults of ``cls``'s own fields (not those of its bases), fresh lists included."""
+    return {
+        f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+        for f in fields(cls) if f.name in cls.__annotations__
+    }
+
+
+class InformationDefaults(SimpleNamespace):
+    """The information settings of :class:`InfoNCTrainingArguments` at their defaults (every weight 0)."""
+
+    info_losses_active = InfoNCTrainingArguments.info_losses_active
+
+
+def read_information_settings(args: TrainingArguments) -> InfoNCTrainingArguments | InformationDefaults:
+    """The information settings of ``args``: ``args`` itself when it is :class:`InfoNCTrainingArguments`, else
+    (``TrainingArguments``, ``Seq2SeqTrainingArguments``, a user's subclass) the defaults: every weight 0."""
+    if isinstance(args, InfoNCTrainingArguments):
+        return args
+    return InformationDefaults(**_own_defaults(InfoNCTrainingArguments))
 
 
 def _parameters_doc(cls: type) -> str:
     """TRL's ``name (`type`, *optional*, defaults to `value`):`` entries, from the fields' types, defaults and help."""
-    entries = []
-    for f in fields(cls):
-        if f.name in cls.__annotations__:  # this class's own fields
-            default = f.default_factory() if f.default_factory is not MISSING else f.default
-            entries.append(f"        {f.name} (`{f.type}`, *optional*, defaults to `{default!r}`):\n"
-                           f"            {f.metadata['help']}\n")
-    return "".join(entries)
+    docs = {f.name: f for f in fields(cls)}
+    return "".join(
+        f"        {name} (`{docs[name].type}`, *optional*, defaults to `{default!r}`):\n"
+        f"            {docs[name].metadata['help']}\n"
+        for name, default in _own_defaults(cls).items()
+    )
 
 
 InfoNCTrainingArguments.__doc__ = InfoNCTrainingArguments.__doc__.rstrip() + "\n"

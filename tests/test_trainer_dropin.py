@@ -12,6 +12,7 @@ asserted too: the arguments are saved as ``training_args.json`` (no pickle), the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -25,7 +26,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
+from transformers import (
+    Seq2SeqTrainingArguments,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    default_data_collator,
+)
 
 from trainer_fixtures import (
     RegressionConfig,
@@ -640,3 +647,96 @@ def test_evaluation_prepare_workaround_still_needed():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "True"
+
+
+@dataclasses.dataclass
+class _ArgsWithAuxWeight(TrainingArguments):
+    aux_weight: float = 0.0
+
+
+@pytest.mark.parametrize("args_cls", [TrainingArguments, _ArgsWithAuxWeight, Seq2SeqTrainingArguments])
+def test_training_arguments_subclass_is_kept(tmp_path, args_cls):
+    """Any TrainingArguments subclass is accepted and kept as ``trainer.args`` (the caller's own object), as by
+    Trainer; its information settings are the defaults (weights 0), and edits after building the trainer count."""
+    trainers = []
+    for name, cls in (("trainer", Trainer), ("infonc", InfoNCTrainer)):
+        args = _args(args_cls, tmp_path / name, max_steps=2)
+        trainer = cls(model=tiny_bert_classifier(seed=3), args=args, train_dataset=text_dataset(n=16),
+                      data_collator=default_data_collator)
+        assert trainer.args is args
+        args.max_steps = 3  # after the trainer is built, as Trainer reads it in train()
+        trainer.train()
+        assert trainer.state.global_step == 3
+        trainers.append(trainer)
+    _assert_same_training(*trainers)
+    settings = trainers[1].information_settings
+    assert (settings.cma_weight, settings.mi_weight, settings.entropy_gap_weight) == (0.0, 0.0, 0.0)
+    assert settings.info_losses_active is False and settings.class_prompt_templates == ["a photo of a {}."]
+
+
+def test_positional_arguments_as_trainer(tmp_path):
+    """``InfoNCTrainer(model, args, data_collator, train_dataset, eval_dataset)`` as ``Trainer``'s positional call."""
+    data = text_dataset(n=16)
+    trainers = [
+        cls(tiny_bert_classifier(seed=3), _args(args_cls, tmp_path / cls.__name__, max_steps=2),
+            default_data_collator, data, data)
+        for cls, args_cls in ((Trainer, TrainingArguments), (InfoNCTrainer, InfoNCTrainingArguments))
+    ]
+    for trainer in trainers:
+        trainer.train()
+    _assert_same_training(*trainers)
+    assert trainers[1].eval_dataset is data and trainers[1].data_collator is default_data_collator
+
+
+def test_default_arguments_as_trainer(tmp_path, monkeypatch):
+    """Without ``args``, Trainer's own default arguments (output folder ``tmp_trainer``)."""
+    monkeypatch.chdir(tmp_path)
+    plain, ours = (cls(model=tiny_bert_classifier(seed=3)) for cls in (Trainer, InfoNCTrainer))
+    assert ours.args.output_dir == plain.args.output_dir == "tmp_trainer"
+    assert type(ours.args) is TrainingArguments and ours.information_settings.info_losses_active is False
+
+
+def test_model_init_gets_the_adapter(tmp_path, caplog):
+    """A model built by ``model_init`` gets its adapter: no false warning with weights 0, the information losses
+    with a weight > 0, and the adapter set up again on the model ``train()`` re-initialises."""
+    from hf_infonc.adapters import SequenceClassificationAdapter
+
+    with caplog.at_level(logging.WARNING, logger="hf_infonc"):
+        plain = Trainer(model_init=lambda: tiny_bert_classifier(seed=3), args=_args(TrainingArguments, tmp_path / "a"),
+                        train_dataset=text_dataset(n=32), data_collator=default_data_collator)
+        ours = InfoNCTrainer(model_init=lambda: tiny_bert_classifier(seed=3),
+                             args=_args(InfoNCTrainingArguments, tmp_path / "b"), train_dataset=text_dataset(n=32),
+                             data_collator=default_data_collator)
+    assert isinstance(ours.adapter, SequenceClassificationAdapter)
+    assert "no hf_infonc adapter" not in caplog.text
+    plain.train()
+    ours.train()
+    _assert_same_training(plain, ours)
+
+    set_up = []
+
+    class Recording(SequenceClassificationAdapter):
+        def setup(self, model, **kwargs):
+            set_up.append(model)
+            super().setup(model, **kwargs)
+
+    trainer = InfoNCTrainer(
+        model_init=lambda: tiny_bert_classifier(seed=3), args=_args(InfoNCTrainingArguments, tmp_path / "c", mi_weight=0.1),
+        train_dataset=text_dataset(n=32), data_collator=default_data_collator, adapter=Recording(),
+    )
+    first = trainer.model
+    trainer.train()
+    assert set_up == [first, trainer.model] and trainer.model is not first
+    assert all("loss/mi" in entry for entry in _train_logs(trainer))
+
+
+def test_semi_supervised_trainer_leaves_the_arguments_alone(tmp_path):
+    """The SSL trainer computes the Gram terms per micro-batch without changing the caller's arguments."""
+    from hf_infonc.semi_supervised import SemiSupervisedTrainer
+
+    args = _args(InfoNCTrainingArguments, tmp_path, gradient_accumulation_steps=2, mi_weight=0.1)
+    before = args.to_dict()
+    ssl = SemiSupervisedTrainer(model=tiny_bert_classifier(seed=3), args=args)
+    assert args.to_dict() | {"remove_unused_columns": True} == before | {"remove_unused_columns": True}
+    assert args.info_exact_accumulation is True and ssl._exact_accumulation_wanted(2) is False
+    assert InfoNCTrainer(model=tiny_bert_classifier(seed=3), args=args)._exact_accumulation_wanted(2) is True

@@ -83,9 +83,8 @@ class SemiSupervisedTrainer(InfoNCTrainer):
         self.ssl_config = ssl_config if ssl_config is not None else SemiSupervisedConfig()
         # the collators build the model inputs from raw rows (units of labelled + unlabelled examples)
         self.args.remove_unused_columns = False
-        if getattr(self.args, "info_exact_accumulation", False) and self.args.gradient_accumulation_steps > 1:
-            # the consistency, fairness and threshold statistics are per step; keep all terms per micro-batch
-            self.args.info_exact_accumulation = False
+        # the consistency, fairness and threshold statistics are per step; keep all terms per micro-batch
+        self.exact_accumulation = False
         self.threshold = None
         self.teacher: ModelEMA | None = None
         if self.ssl_config.ema_decay is not None and self.ssl_config.uses_unlabeled:
