@@ -234,7 +234,7 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
         try:
             host_labels = check_loss_inputs(features, labels, anchors)  # once per step, on the gathered batch
         except (TypeError, ValueError):
-            if self.args.info_losses_active:
+            if self.information_settings.info_losses_active:
                 raise
             # every weight 0: MIR/HDR are only logged, and Trainer trains on any batch (ignored -100 labels, the
             # float labels of regression or multi-label heads, a NaN activation): they come from the rows that
