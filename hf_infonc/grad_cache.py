@@ -9,7 +9,8 @@ micro-batch and back-propagates the surrogate
     g_i = m·⟨F_i, ∂L/∂F_i⟩ + m·⟨A_i, ∂L/∂A_i⟩ + ⟨H_i, ∂L/∂H⟩ + ⟨s_i, ∂L/∂s⟩ + m·c_i·(∂L/∂b)·b_i
 
 with ``(1/m)·Σ_i ∇θ g_i = ∇θ L``; ``g_i - g_i.detach() + L`` logs the loss of the whole batch. Without a Gram
-loss only the logged batch MIR/HDR are computed on the whole batch, from the kept outputs.
+loss (every weight 0, image–caption pairs with the model's own loss included) only the logged batch MIR/HDR are
+computed on the whole batch, from the kept outputs.
 """
 
 from __future__ import annotations
@@ -239,7 +240,8 @@ class GradCacheMixin:
 
     def _exact_accumulation_first_pass(self, model: nn.Module, step: _AccumulatedStep, num_items_in_batch: Any) -> None:
         """Pass 1: the no-grad forwards, then :meth:`_cache_accumulated_gradients`; the plain path (RNG restored)
-        when the first one shows neither an information loss nor image–caption pairs."""
+        when the first one shows neither an information loss nor pairs whose base is the whole batch's contrastive
+        loss (:meth:`_whole_batch_base`)."""
         step.engaged = False
         if not self.args.info_losses_active and self._whole_batch_base(step.batches[0]) is False:
             step.ratios_only = self._ratios_due()
