@@ -377,7 +377,7 @@ def test_eval_components_are_per_sample_means(tmp_path):
 @pytest.mark.distributed
 def test_two_processes_drop_in_and_eval_components(tmp_path):
     """On 2 CPU processes: InfoNCTrainer (weights 0) trains as Trainer (average_tokens_across_devices,
-    num_items_in_batch) and the evaluation components of 2 × batch 4 equal those of 1 × batch 8."""
+    num_items_in_batch; CLIP pairs with each process's own contrastive loss) and the evaluation components of 2 × batch 4 equal those of 1 × batch 8."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
     script = str(REPO / "tests" / "dist_scripts" / "dropin_worker.py")
     one, two = tmp_path / "one.json", tmp_path / "two.json"
@@ -389,6 +389,8 @@ def test_two_processes_drop_in_and_eval_components(tmp_path):
     for result in (single, double):  # drop-in on each process count
         assert result["infonc_losses"] == pytest.approx(result["trainer_losses"], abs=1e-6)
         assert result["infonc_params"] == pytest.approx(result["trainer_params"], abs=1e-6)
+        assert result["pairs_infonc_losses"] == pytest.approx(result["pairs_trainer_losses"], abs=1e-5)
+        assert result["pairs_infonc_params"] == pytest.approx(result["pairs_trainer_params"], abs=1e-5)
     for key, value in single["eval"].items():  # 1 × 8 = 2 × 4 for every component
         assert double["eval"][key] == pytest.approx(value, abs=1e-5), key
 
