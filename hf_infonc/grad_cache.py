@@ -9,13 +9,14 @@ micro-batch and back-propagates the surrogate
     g_i = m·⟨F_i, ∂L/∂F_i⟩ + m·⟨A_i, ∂L/∂A_i⟩ + ⟨H_i, ∂L/∂H⟩ + ⟨s_i, ∂L/∂s⟩ + m·c_i·(∂L/∂b)·b_i
 
 with ``(1/m)·Σ_i ∇θ g_i = ∇θ L``; ``g_i - g_i.detach() + L`` logs the loss of the whole batch. Without a Gram
-loss only the logged batch MIR/HDR are computed on the whole batch, from the kept outputs.
+loss (every weight 0, image–caption pairs with the model's own loss included) only the logged batch MIR/HDR are
+computed on the whole batch, from the kept outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,8 @@ class GradCacheMixin:
     _pairwise_batches: bool | None = None  # whether the batches are image–caption pairs (learnt once)
     _warned_deepspeed_accumulation: bool = False
     _loss_kwargs_probed: bool = False
+    _step_first_batch: Any = None  # the first micro-batch of the step, while the loss kwargs are not probed
+    _later_micro_batch: bool = False  # inside training_step for a later micro-batch of the step
 
     def _base_scaled_for_ga(self, num_items_in_batch: Any) -> bool:
         """``Trainer.training_step``'s rule: whether the base loss is already scaled for accumulation (normalised
@@ -122,12 +125,16 @@ class GradCacheMixin:
 
     def _probe_loss_kwargs(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any) -> None:
         """Set ``model_accepts_loss_kwargs = False`` for heads that take ``**kwargs`` but compute a plain mean
-        (BERT, ViT; transformers #47688): two no-grad forwards with n and 2n items give the same loss."""
-        self._loss_kwargs_probed = True
+        (BERT, ViT; transformers #47688): two no-grad forwards with n and 2n items give the same loss. Decided
+        at the first micro-batch of a step whose loss is finite and non-zero (a batch without target tokens
+        tells nothing); until then the flag stays as ``Trainer`` set it."""
+        if self._later_micro_batch:  # one scaling per optimizer step
+            return
         if not (
             self.model_accepts_loss_kwargs and num_items_in_batch is not None and "labels" in inputs
             and self.compute_loss_func is None and self.label_smoother is None and self.loss_is_scaled_for_ga is None
         ):
+            self._loss_kwargs_probed = True
             return
         core = self.accelerator.unwrap_model(model)
         rng = RngState.capture(self.args.device)
@@ -137,9 +144,14 @@ class GradCacheMixin:
                 for items in (num_items_in_batch, num_items_in_batch * 2):
                     rng.restore()
                     outputs = model(**inputs, num_items_in_batch=items)
-                    losses.append(outputs["loss"] if isinstance(outputs, dict) else outputs[0])
+                    loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+                    losses.append(loss.detach().double())
         finally:
             rng.restore()
+        losses = torch.stack(losses)
+        if not bool((losses.isfinite() & (losses != 0)).all()):
+            return  # probed again at the next step
+        self._loss_kwargs_probed = True
         if torch.equal(losses[0], losses[1]):
             self.model_accepts_loss_kwargs = False
             logger.info(
@@ -148,16 +160,33 @@ class GradCacheMixin:
                 type(core).__name__,
             )
 
-    def _exact_accumulation_wanted(self, num_batches: int) -> bool:
-        """Whether the next step accumulates exactly: something Gram-based is computed or logged, not DeepSpeed."""
+    def _model_returns_loss(self, inputs: Mapping[str, Any]) -> bool:
+        """Whether ``Trainer``'s call of the model on a batch of image–caption pairs returns the model's own loss:
+        the batch asks for it (``return_loss``, by default ``Trainer.can_return_loss``)."""
+        return bool(inputs.get("return_loss", self.can_return_loss))
+
+    def _whole_batch_base(self, inputs: Mapping[str, Any]) -> bool | None:
+        """Whether the base loss is the contrastive loss of the whole (accumulated, gathered) batch: image–caption
+        pairs with an information weight > 0, or whose model returns no loss of its own; ``None``: the kind of
+        batch is not known yet. With every weight 0 the model's own loss stays, per micro-batch, as in ``Trainer``."""
+        if self._pairwise_batches is None:
+            return None
+        return self._pairwise_batches and (
+            self.information_settings.info_losses_active or not self._model_returns_loss(inputs)
+        )
+
+    def _exact_accumulation_wanted(self, num_batches: int, first: Mapping[str, Any] | None = None) -> bool:
+        """Whether the next step (``num_batches`` micro-batches, the ``first`` of them given) accumulates exactly:
+        something Gram-based is computed or logged, not DeepSpeed."""
         settings = self.information_settings
         if not (self.exact_accumulation and settings.info_exact_accumulation and num_batches > 1
                 and self.args.gradient_accumulation_steps > 1):
             return False
-        if not settings.info_losses_active and self._pairwise_batches is False and not self._ratios_due():
+        whole_batch_base = self._whole_batch_base(first or {})
+        if not settings.info_losses_active and whole_batch_base is False and not self._ratios_due():
             return False
         if self.is_deepspeed_enabled:
-            if not self._warned_deepspeed_accumulation and (settings.info_losses_active or self._pairwise_batches):
+            if not self._warned_deepspeed_accumulation and (settings.info_losses_active or whole_batch_base):
                 logger.warning(
                     "info_exact_accumulation is not supported with DeepSpeed (its engine accumulates the gradients): "
                     "the Gram-based terms are computed per micro-batch. For exact terms, raise the per-device batch "
@@ -172,8 +201,11 @@ class GradCacheMixin:
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         if self._pairwise_batches is None and self.adapter is not None and batch_samples:
             self._pairwise_batches = self.adapter.is_pairwise(batch_samples[0])  # None: learnt from the forward
-        wanted = self.adapter is not None and self._exact_accumulation_wanted(len(batch_samples))
+        wanted = self.adapter is not None and self._exact_accumulation_wanted(
+            len(batch_samples), batch_samples[0] if batch_samples else None
+        )
         self._accumulated_step = _AccumulatedStep(batches=list(batch_samples)) if wanted else None
+        self._step_first_batch = batch_samples[0] if batch_samples and not self._loss_kwargs_probed else None
         return batch_samples, num_items_in_batch
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
@@ -181,9 +213,11 @@ class GradCacheMixin:
         step = self._accumulated_step
         if step is not None:
             step.current = next((i for i, batch in enumerate(step.batches) if batch is inputs), None)
+        self._later_micro_batch = self._step_first_batch is not None and inputs is not self._step_first_batch
         try:
             return super().training_step(model, inputs, num_items_in_batch)
         finally:
+            self._later_micro_batch = False
             if step is not None:
                 step.current = None
 
@@ -209,9 +243,10 @@ class GradCacheMixin:
 
     def _exact_accumulation_first_pass(self, model: nn.Module, step: _AccumulatedStep, num_items_in_batch: Any) -> None:
         """Pass 1: the no-grad forwards, then :meth:`_cache_accumulated_gradients`; the plain path (RNG restored)
-        when the first one shows neither an information loss nor image–caption pairs."""
+        when the first one shows neither an information loss nor pairs whose base is the whole batch's contrastive
+        loss (:meth:`_whole_batch_base`)."""
         step.engaged = False
-        if not self.information_settings.info_losses_active and self._pairwise_batches is False:
+        if not self.information_settings.info_losses_active and self._whole_batch_base(step.batches[0]) is False:
             step.ratios_only = self._ratios_due()
             return
         outputs: list[AdapterOutput] = []
@@ -224,7 +259,7 @@ class GradCacheMixin:
                     out.loss = None  # the contrastive base is computed on the whole accumulated batch
                 if index == 0:
                     self._pairwise_batches = bool(out.pairwise)
-                    if not (self.information_settings.info_losses_active or self._pairwise_batches):
+                    if not (self.information_settings.info_losses_active or self._whole_batch_base(batch)):
                         step.rng[0].restore()
                         step.ratios_only = self._ratios_due()
                         return
@@ -313,16 +348,18 @@ class GradCacheMixin:
         if step is None or not step.ratios_only:
             return components
         components = {key: value for key, value in components.items() if key not in ("mir", "hdr")}
-        if out.labels is None or out.head_rows is None or out.features is None:
+        if (out.labels is None and not out.pairwise) or out.head_rows is None or out.features is None:
             return components
-        step.stash.append((out.features.detach(), out.labels.detach(), out.head_rows.detach()))
+        labels = None if out.pairwise else out.labels.detach()  # pairs: anchor i belongs to sample i
+        step.stash.append((out.features.detach(), labels, out.head_rows.detach()))
         if step.current != len(step.batches) - 1 or len(step.stash) != len(step.batches):
             return components
         features, labels, rows = zip(*step.stash)
         step.stash = []
         merged = AdapterOutput(  # with a base loss given, information_loss adds no contrastive term
-            loss=features[0].new_zeros(()), features=torch.cat(features), head_rows=_shared_value(list(rows)),
-            labels=torch.cat(labels),
+            loss=features[0].new_zeros(()), features=torch.cat(features), pairwise=out.pairwise,
+            head_rows=torch.cat(rows) if out.pairwise else _shared_value(list(rows)),
+            labels=None if out.pairwise else torch.cat(labels),
         )
         with torch.no_grad():
             _, whole = self.information_loss(merged)

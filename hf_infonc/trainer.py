@@ -259,16 +259,23 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
                 "'labels'. Provide class labels in the batch (the collator's 'labels' key), or set the weights to 0."
             )
 
-    def _run_adapter(self, core: nn.Module, *, unlabelled_loss: bool = False):
+    def _run_adapter(self, core: nn.Module, *, unlabelled_loss: bool | None = None):
         """The adapter as ``core``'s forward, keeping its output (and, in evaluation, the features).
-        ``unlabelled_loss``: a loss is asked for a batch without labels."""
+        ``unlabelled_loss``: from ``compute_loss``, whether its batch has no labels; ``None``: ``Trainer`` calls
+        the model for predictions, whose outputs carry a loss only where the model's own call returns one."""
 
         def forward(**batch: Any) -> Any:
             out = self.adapter.forward(core, batch)
             if unlabelled_loss:
                 self._check_labels_present(out)
-            if out.pairwise and (out.loss is None or self.accelerator.num_processes > 1):
-                out.loss = self._contrastive_base(out)  # what Trainer reads as the model's loss: the global one
+            if out.pairwise:  # the adapter asks a model of its own forward for its loss
+                asked = out.outputs is None or self._model_returns_loss(batch)
+                # else the model's own loss, as in Trainer
+                whole = self.information_settings.info_losses_active or not asked
+                if unlabelled_loss is None and not asked:
+                    out.loss = None  # predictions: Trainer's call of the model returns no loss
+                elif out.loss is None or (whole and self.accelerator.num_processes > 1):
+                    out.loss = self._contrastive_base(out)  # the loss of the batch gathered from all processes
             if not core.training and out.features is not None:
                 self.feature_capture.put(out.features)
             self._adapter_output = out

@@ -461,7 +461,7 @@ def test_eval_components_are_per_sample_means(tmp_path):
 @pytest.mark.distributed
 def test_two_processes_drop_in_and_eval_components(tmp_path):
     """On 2 CPU processes: InfoNCTrainer (weights 0) trains as Trainer (average_tokens_across_devices,
-    num_items_in_batch) and the evaluation components of 2 × batch 4 equal those of 1 × batch 8."""
+    num_items_in_batch; CLIP pairs with each process's own contrastive loss) and the evaluation components of 2 × batch 4 equal those of 1 × batch 8."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
     script = str(REPO / "tests" / "dist_scripts" / "dropin_worker.py")
     one, two = tmp_path / "one.json", tmp_path / "two.json"
@@ -473,6 +473,8 @@ def test_two_processes_drop_in_and_eval_components(tmp_path):
     for result in (single, double):  # drop-in on each process count
         assert result["infonc_losses"] == pytest.approx(result["trainer_losses"], abs=1e-6)
         assert result["infonc_params"] == pytest.approx(result["trainer_params"], abs=1e-6)
+        assert result["pairs_infonc_losses"] == pytest.approx(result["pairs_trainer_losses"], abs=1e-5)
+        assert result["pairs_infonc_params"] == pytest.approx(result["pairs_trainer_params"], abs=1e-5)
     for key, value in single["eval"].items():  # 1 × 8 = 2 × 4 for every component
         assert double["eval"][key] == pytest.approx(value, abs=1e-5), key
 
@@ -740,3 +742,73 @@ def test_semi_supervised_trainer_leaves_the_arguments_alone(tmp_path):
     assert args.to_dict() | {"remove_unused_columns": True} == before | {"remove_unused_columns": True}
     assert args.info_exact_accumulation is True and ssl._exact_accumulation_wanted(2) is False
     assert InfoNCTrainer(model=tiny_bert_classifier(seed=3), args=args)._exact_accumulation_wanted(2) is True
+
+
+# ------------------------------------------------------------------ image–caption pairs, the loss kwargs probe
+
+
+def test_clip_pairs_with_accumulation_identical(tmp_path):
+    """Image–caption pairs asking for CLIP's loss (return_loss), accumulation 2, weights 0: the base loss is the
+    model's own per micro-batch, as in Trainer (no two-pass step over the accumulated batch): the same logged
+    losses and parameters; the logged batch MIR/HDR are those of the whole accumulated batch."""
+    collate = lambda features: {**default_data_collator(features), "return_loss": True}  # noqa: E731
+    data = image_dataset(n=16, captions=True)
+    plain, ours = _pair(
+        tmp_path, lambda: tiny_clip(seed=3), data, data_collator=collate, max_steps=2, per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+    )
+    _assert_same_training(plain, ours, atol=1e-5)
+    whole = InfoNCTrainer(model=tiny_clip(seed=3), args=_args(InfoNCTrainingArguments, tmp_path / "ga1", max_steps=1),
+                          train_dataset=data, data_collator=collate)
+    whole.train()  # one batch of 8: the same samples as the first accumulated step
+    first, reference = _train_logs(ours)[0], _train_logs(whole)[0]
+    assert first["mir"] == pytest.approx(reference["mir"], abs=1e-5)
+    assert first["loss"] != pytest.approx(reference["loss"], abs=1e-3)  # the mean of two micro-batch losses
+
+
+def test_clip_predict_without_return_loss_identical(tmp_path):
+    """predict() on pairs whose batch asks for no loss: the model's outputs carry none, as in Trainer
+    (predictions[0] is logits_per_image, not a per-batch loss)."""
+    data = image_dataset(n=16, captions=True)
+    plain, ours = _pair(tmp_path, lambda: tiny_clip(seed=3), eval_data=data, train_steps=False)
+    p, q = plain.predict(data), ours.predict(data)
+    _assert_same_structure(p.predictions, q.predictions, atol=1e-5)
+    assert q.predictions[0].shape == (16, 8) and "test_loss" not in q.metrics
+
+
+def test_loss_kwargs_probe_waits_for_a_batch_with_targets(tmp_path):
+    """GPT-2 (its loss uses num_items_in_batch), batch 1 × accumulation 4, the first example without target
+    tokens (labels all -100): the probe's losses are 0 and tell nothing, so model_accepts_loss_kwargs stays
+    as Trainer set it until a later step decides; the same logged losses and parameters as Trainer."""
+    import datasets
+    from transformers import GPT2Config, GPT2LMHeadModel, set_seed
+
+    def gpt2():
+        torch.manual_seed(0)
+        config = GPT2Config(vocab_size=100, n_positions=16, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+        return GPT2LMHeadModel(config)
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 90, (16, 10), generator=generator)
+    labels = ids.clone()
+    for i in range(16):
+        labels[i, : 2 + (i * 3) % 8] = -100
+    labels[::2] = -100  # half the examples have no target token
+    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist(),
+                                       "labels": labels.tolist()})
+    data.set_format("torch")
+    plain, ours = _pair(tmp_path, gpt2, data, per_device_train_batch_size=1, gradient_accumulation_steps=4,
+                        max_steps=3, train_steps=False)
+    decided, probe = [], ours._probe_loss_kwargs
+
+    def spy(model, inputs, num_items_in_batch):
+        probe(model, inputs, num_items_in_batch)
+        decided.append((bool((inputs["labels"] != -100).any()), ours._loss_kwargs_probed))
+
+    ours._probe_loss_kwargs = spy
+    for trainer in (plain, ours):  # the same dropout masks: both start from the seed
+        set_seed(0)
+        trainer.train()
+    assert decided[0] == (False, False) and decided[-1] == (True, True)  # no targets: probed again at a later step
+    assert plain.model_accepts_loss_kwargs and ours.model_accepts_loss_kwargs
+    _assert_same_training(plain, ours, atol=1e-5)

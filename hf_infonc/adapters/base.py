@@ -40,10 +40,15 @@ class AdapterOutput(ModelOutput):
     outputs: Any = None  # the model's own forward output; None: a ClassifierOutput of ``loss`` and ``logits``
 
     def model_outputs(self) -> Any:
-        """What ``model(**inputs)`` returns to ``Trainer``: the model's own outputs, with this ``loss``."""
+        """What ``model(**inputs)`` returns to ``Trainer``: the model's own outputs, with this ``loss`` (none
+        when it is ``None``, e.g. a loss the adapter asked for but the batch did not)."""
         if self.outputs is None:
             return ClassifierOutput(loss=self.loss, logits=self.logits)
-        if self.loss is not None and isinstance(self.outputs, ModelOutput):
+        if not isinstance(self.outputs, ModelOutput):
+            return self.outputs
+        if self.loss is None and self.outputs.get("loss") is not None:
+            return type(self.outputs)(**{key: value for key, value in self.outputs.items() if key != "loss"})
+        if self.loss is not None:
             self.outputs["loss"] = self.loss  # e.g. the contrastive loss of the gathered batch
         return self.outputs
 

@@ -2,8 +2,8 @@
 
 ``python dropin_worker.py OUT.json`` (one process) or ``torchrun --nproc_per_node 2 dropin_worker.py OUT.json``.
 On the same global batch: Trainer and InfoNCTrainer (weights 0) train a BERT classifier whose loss uses
-``num_items_in_batch`` (so ``average_tokens_across_devices`` rescales it by the process count), and
-InfoNCTrainer evaluates with an MI loss (its per-sample evaluation components). Rank 0 writes the results.
+``num_items_in_batch`` (so ``average_tokens_across_devices`` rescales it by the process count) and a CLIP on
+image–caption pairs (``return_loss``: CLIP's loss of each process's batch), and InfoNCTrainer evaluates with an MI loss (its per-sample evaluation components). Rank 0 writes the results.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch
 def run(out_path: str) -> None:
     from transformers import Trainer, TrainingArguments, default_data_collator
 
-    from trainer_fixtures import summed_bert, text_dataset
+    from trainer_fixtures import image_dataset, summed_bert, text_dataset
     from hf_infonc import InfoNCTrainer, InfoNCTrainingArguments
+    from hf_infonc.testing import tiny_clip
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     data, test = text_dataset(n=48, seed=0), text_dataset(n=32, seed=1)
@@ -36,6 +37,14 @@ def run(out_path: str) -> None:
         trainer.train()
         result[f"{name}_losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         result[f"{name}_params"] = trainer.model.classifier.weight.detach().reshape(-1).tolist()
+    pairs = image_dataset(n=48, captions=True)
+    collate = lambda features: {**default_data_collator(features), "return_loss": True}  # noqa: E731
+    for name, cls, args_cls in (("trainer", Trainer, TrainingArguments), ("infonc", InfoNCTrainer, InfoNCTrainingArguments)):
+        args = args_cls(output_dir=os.path.join(os.path.dirname(out_path), f"pairs_{name}_{world}"), **common)
+        trainer = cls(model=tiny_clip(seed=3), args=args, train_dataset=pairs, data_collator=collate)
+        trainer.train()
+        result[f"pairs_{name}_losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        result[f"pairs_{name}_params"] = trainer.model.visual_projection.weight.detach().reshape(-1).tolist()
     args = InfoNCTrainingArguments(output_dir=os.path.join(os.path.dirname(out_path), f"eval_{world}"), mi_weight=0.1, **common)
     evaluator = InfoNCTrainer(model=summed_bert(seed=2), args=args, eval_dataset=test, data_collator=default_data_collator)
     metrics = evaluator.evaluate()
