@@ -5,7 +5,7 @@ an ``evaluate`` module, ``load_metric("mir_hdr")``.
 
 import evaluate
 from hf_infonc.citation import EXPLORING
-from hf_infonc.info import batched_mir_hdr, hdr, mir
+from hf_infonc.info import batched_mir_hdr
 from hf_infonc.metrics import as_matrix, metric_info, own_compute_kwargs, read_inputs
 
 _DESCRIPTION = """
@@ -63,11 +63,9 @@ class MirHdr(evaluate.Metric):
             )
         rows = head[y]
         batch_size = options.get("batch_size", 64)
-        zero_entropy = options.get("zero_entropy", "skip")
-        if batch_size is None:
-            mode = "zero" if zero_entropy == "zero" else "nan"
-            return {"mir": float(mir(x, rows, zero_entropy=mode)), "hdr": float(hdr(x, rows, zero_entropy=mode)),
-                    "num_batches": 1}
+        if batch_size is None:  # the whole set as one batch: the same keys, one ratio ("skip" acts as "nan")
+            batch_size = max(int(x.shape[0]), 1)
         return batched_mir_hdr(
-            x, rows, batch_size=batch_size, zero_entropy=zero_entropy, drop_last=options.get("drop_last", False)
+            x, rows, batch_size=batch_size, zero_entropy=options.get("zero_entropy", "skip"),
+            drop_last=options.get("drop_last", False),
         )
