@@ -21,8 +21,8 @@ Args:
     features (`list` of `list` of `float`): one feature vector per sample (the classifier input).
     references (`list` of `int`): the label (or pseudo-label) of each sample, in 0..C-1.
     head (array-like, C x d_head): the classifier rows; required.
-    batch_size (`int` or `None`, defaults to 64): batch size of the average; `None` computes one
-        MIR/HDR over the whole set (n x n Grams, computed through the smaller dual matrices).
+    batch_size (`int` or `None`, defaults to 64): batch size of the average; `None` makes the whole set
+        one batch (n x n Grams, computed through the smaller dual matrices), with the same keys.
     zero_entropy (`str`, defaults to "skip"): batches whose ratio is 0/0 (e.g. one class only)
         are left out of the average ("skip"), make it NaN ("nan"), or count as 0 ("zero").
         With batch_size=None there is one ratio, and "skip" acts as "nan".
