@@ -178,7 +178,7 @@ def spectrum_entropy(
         top = torch.where(positive, torch.where(keep, scaled, -math.inf).amax(dim=-1, keepdim=True), 0.0).detach()
         powers = torch.where(keep, torch.exp(torch.where(keep, scaled - top, 0.0)), 0.0)  # λ̂^α / exp(top)
         total = torch.where(positive, powers.sum(dim=-1, keepdim=True), 1.0)  # ≥ 1 where positive
-        h = torch.where(positive, total.log() + top, 0.0).squeeze(-1) / (1.0 - alpha)
+        h = torch.where(positive, (total.log() + top) / (1.0 - alpha), 0.0).squeeze(-1)
         if not need_grad:
             return h, None
         du = powers / (safe * total) * (alpha / (alpha - 1.0))  # -∂H/∂λ̂, 0 where masked
