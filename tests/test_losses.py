@@ -318,16 +318,17 @@ def test_uint8_labels_are_class_indices_not_a_mask():
     """uint8 labels give the loss of the same int64 labels, on the Gram route and on the Kronecker route
     of the joint (d < n, few classes)."""
     g = torch.Generator().manual_seed(0)
-    features, head, labels = torch.randn(3, 6, generator=g, dtype=torch.float64), torch.randn(3, 6, generator=g,
-                                                                                                dtype=torch.float64), torch.tensor([1, 1, 2])
+    features = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    head = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    labels = torch.tensor([1, 1, 2])
     for loss in (MutualInformationLoss(center=True), EntropyGapLoss(center=True), MutualInformationLoss(),
                  CrossModalAlignmentLoss(alpha=2.0)):
         assert float(loss(features, labels.to(torch.uint8), head)) == float(loss(features, labels, head))
     assert float(MutualInformationLoss(center=True)(features, labels.to(torch.uint8), head)) == pytest.approx(0.0, abs=1e-12)
-    features, head, labels = torch.randn(40, 2, generator=g, dtype=torch.float64), torch.randn(2, 2, generator=g,
-                                                                                                 dtype=torch.float64), torch.arange(40) % 2
-    assert float(MutualInformationLoss()(features, labels.to(torch.uint8), head)) == float(
-        MutualInformationLoss()(features, labels, head))
+    features = torch.randn(40, 2, generator=g, dtype=torch.float64)
+    head, labels = torch.randn(2, 2, generator=g, dtype=torch.float64), torch.arange(40) % 2
+    mi = MutualInformationLoss()
+    assert float(mi(features, labels.to(torch.uint8), head)) == float(mi(features, labels, head))
 
 
 @pytest.mark.parametrize("alpha", [2.0, 0.5, 3.0])
