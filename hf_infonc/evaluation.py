@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import EvalPrediction, TrainerCallback
+from transformers.utils import logging
 
 from hf_infonc.adapters.base import FeatureCapture, adapter_for
 from hf_infonc.callbacks import InfoDynamicsCallback
 from hf_infonc.info.stream import neural_collapse_measures
 
 Array = np.ndarray | torch.Tensor
+logger = logging.get_logger(__name__)
 
 #: Keys copied from the neural-collapse measures into the evaluation metrics (renamed).
 REPORTED = {
@@ -32,21 +34,41 @@ def information_metrics(
     logits: Array | None, features: Array | None, labels: Array, head: torch.Tensor | None, *,
     sample_batch_size: int = 64,
 ) -> dict[str, float]:
-    """Accuracy and the information / neural-collapse measures of one evaluation set."""
+    """Accuracy and the information / neural-collapse measures of one evaluation set, over the rows whose
+    label is a class (negative labels, such as the -100 that ``Trainer``'s losses ignore, are left out).
+    Where the measures cannot be computed, accuracy alone, with a warning (once per reason)."""
     labels_t = torch.as_tensor(np.asarray(labels)).long()
     logits_t = None if logits is None else torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    metrics = {} if logits_t is None else {"accuracy": float((logits_t.argmax(dim=-1) == labels_t).double().mean())}
+    labelled = labels_t >= 0
+    if not bool(labelled.all()):
+        labels_t, logits_t = labels_t[labelled], None if logits_t is None else logits_t[labelled]
+    metrics = {}
+    if logits_t is not None and labels_t.numel():
+        metrics["accuracy"] = float((logits_t.argmax(dim=-1) == labels_t).double().mean())
     if features is None or head is None:
+        _cannot("no features were captured" if features is None else "the model has no classifier head to compare")
         return metrics
     features_t = torch.as_tensor(np.asarray(features), dtype=torch.float64)
     head_t = head.detach().to("cpu", torch.float64)
-    if int(labels_t.min()) < 0 or int(labels_t.max()) >= head_t.shape[0] or labels_t.unique().numel() < 2:
-        return metrics  # unlabelled examples or a single class: the measures are undefined
+    if labelled.dim() != 1 or labelled.shape[0] != features_t.shape[0]:
+        _cannot(f"the labels (shape {tuple(labelled.shape)}) are not one class per feature row "
+                f"({features_t.shape[0]} rows)")
+        return metrics
+    if labels_t.numel() and int(labels_t.max()) >= head_t.shape[0]:
+        _cannot(f"labels reach {int(labels_t.max())} but the head has {head_t.shape[0]} classes")
+        return metrics
+    if labels_t.unique().numel() < 2:
+        _cannot("fewer than two classes are present among the labelled rows")
+        return metrics
     measures = neural_collapse_measures(
-        features_t, labels_t, head=head_t, logits=logits_t, sample_batch_size=sample_batch_size
+        features_t[labelled], labels_t, head=head_t, logits=logits_t, sample_batch_size=sample_batch_size
     )
     metrics.update({name: float(measures[key]) for key, name in REPORTED.items() if measures.get(key) is not None})
     return metrics
+
+
+def _cannot(reason: str) -> None:
+    logger.warning_once(f"The information and neural-collapse measures are not computed for this evaluation: {reason}.")
 
 
 class InformationMetrics(TrainerCallback):

@@ -15,15 +15,53 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import torch
 from torch import nn
 
 from hf_infonc.info.entropy import check_alpha
 from hf_infonc.info.fused import fused_information_loss, fused_information_terms, fused_supported
-from hf_infonc.info.gram import check_label_tensor, check_tensor, spectrum_dtype
+from hf_infonc.info.gram import check_label_tensor, check_not_meta, check_tensor, spectrum_dtype
 from hf_infonc.info.mutual import EntropyTerms, mir_hdr
 from hf_infonc.info.spectral import Terms, cma_groups, information_entropies
+
+
+def _weight(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
+#: The information-loss settings :func:`check_information_settings` validates, by their names in
+#: ``InfoNCTrainingArguments`` (whose defaults they take): name -> (valid?, message).
+_RULES: dict[str, tuple[Any, str]] = {
+    "cma_weight": (
+        lambda v: _weight(v) and v <= 1.0, "{name}={v} must lie in [0, 1]: it is w of (1-w)·base + w·CMA."
+    ),
+    "mi_weight": (_weight, "{name}={v} must be a finite number ≥ 0 (0 disables the loss)."),
+    "entropy_gap_weight": (_weight, "{name}={v} must be a finite number ≥ 0 (0 disables the loss)."),
+    "info_alpha": (_weight, "{name}={v} must be a finite Rényi order ≥ 0."),
+    "info_dtype": (
+        lambda v: v in ("float64", "float32"),
+        "{name}={v!r} is not supported: use 'float64' (default) or 'float32' for the spectra of the information "
+        "losses (eigen-solvers never run in half precision; metrics are always float64).",
+    ),
+}
+INFORMATION_SETTINGS: tuple[str, ...] = tuple(_RULES)
+#: :class:`InformationLoss`'s name of a setting -> its name in :data:`INFORMATION_SETTINGS`.
+_ALIASES = {"gap_weight": "entropy_gap_weight"}
+
+
+def check_information_settings(**settings: Any) -> None:
+    """Validate the information-loss settings given (any of :data:`INFORMATION_SETTINGS`, or ``gap_weight``
+    for ``entropy_gap_weight``): what :class:`InformationLoss` and ``InfoNCTrainingArguments`` check, also
+    used by recipes without building the arguments."""
+    for name, value in settings.items():
+        rule = _RULES.get(_ALIASES.get(name, name))
+        if rule is None:
+            raise TypeError(f"check_information_settings got {name!r}; it validates {INFORMATION_SETTINGS}.")
+        valid, message = rule
+        if not valid(value):
+            raise ValueError(message.format(name=name, v=value))
 
 
 def _check_label_range(low: int, high: int, num_classes: int) -> None:
@@ -55,6 +93,7 @@ def check_loss_inputs(features: object, labels: object, head_rows: object) -> li
     for name, x, shape in (("features", features, "n x d"), ("head_rows", head_rows, "C x d")):
         if not isinstance(x, torch.Tensor) or x.dim() != 2:
             raise ValueError(f"{name} must be a 2-D tensor ({shape}), got {getattr(x, 'shape', type(x))}.")
+        check_not_meta(x, name)
     if features.shape[0] == 0:
         raise ValueError("features is empty: an information loss needs at least one sample.")
     if head_rows.shape[-1] != features.shape[-1]:
@@ -91,34 +130,38 @@ def check_loss_inputs(features: object, labels: object, head_rows: object) -> li
 
 
 def sample_entropy_terms(
-    features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, center: bool = False,
-    dtype: torch.dtype | None = None, joint: bool = True, validate: bool = True,
+    features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, alpha: float = 1.0,
+    center: bool = False, dtype: torch.dtype | None = None, joint: bool = True, validate: bool = True,
 ) -> EntropyTerms:
     """``H(K₁)``, ``H(K₂)``, ``H(K₁ ⊙ K₂)`` of ``G(features)`` and ``G(head_rows[labels])``, docs/theory.md §2.2.
 
-    The values of :func:`hf_infonc.info.entropy_terms` with closed-form gradients, in the spectrum dtype.
+    The values of :func:`hf_infonc.info.entropy_terms` (Rényi order ``alpha``) with closed-form gradients,
+    in the spectrum dtype.
     """
     return information_terms(
-        features, labels, head_rows, center=center, dtype=dtype, joint=joint, validate=validate
+        features, labels, head_rows, alpha=alpha, center=center, dtype=dtype, joint=joint, validate=validate
     )[1]  # type: ignore[return-value]
 
 
 def information_terms(
     features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *,
-    cma: CrossModalAlignmentLoss | None = None, entropy_terms: bool = True, center: bool = False,
+    cma: CrossModalAlignmentLoss | None = None, entropy_terms: bool = True, alpha: float = 1.0, center: bool = False,
     dtype: torch.dtype | None = None, joint: bool = True, validate: bool = True,
 ) -> tuple[torch.Tensor | None, EntropyTerms | None]:
     """CMA and the sample entropy terms of one batch in one pass: the one entry point of the losses.
 
     Returns ``(CMA value or None, EntropyTerms or None)`` in the spectrum dtype: the value of ``cma``
-    (``None``: skipped) and, if ``entropy_terms``, those of :func:`sample_entropy_terms`; by the fused
-    path where :func:`~hf_infonc.info.fused.fused_supported`, else the general one (same values, gradients).
+    (``None``: skipped) and, if ``entropy_terms``, those of :func:`sample_entropy_terms` (Rényi order
+    ``alpha``); by the fused path where :func:`~hf_infonc.info.fused.fused_supported`, else the general one
+    (same values, gradients). Integer labels of any dtype are used as int64 class indices.
     """
     host_labels = check_loss_inputs(features, labels, head_rows) if validate else None
+    if labels is not None and labels.dtype != torch.int64:  # uint8 would index as a mask
+        labels = labels.long()
     n, d = features.shape
     if fused_supported(
         n, d, head_rows.shape[0], labels is not None, cma_alpha=None if cma is None else cma.alpha,
-        entropy_terms=entropy_terms, joint=joint, center=center,
+        entropy_terms=entropy_terms, joint=joint, center=center, terms_alpha=alpha,
     ):
         return fused_information_terms(
             features, head_rows, labels, cma=cma is not None, entropy_terms=entropy_terms, joint=joint, dtype=dtype,
@@ -126,7 +169,8 @@ def information_terms(
         )
     groups = None if cma is None else cma_groups(labels, n, alpha=cma.alpha, dtype=dtype, host_labels=host_labels)
     rank_bound = None if labels is None else head_rows.shape[0]
-    terms = Terms(b_index=labels, center=center, joint=joint, rank_bound_b=rank_bound) if entropy_terms else None
+    terms = Terms(b_index=labels, alpha=alpha, center=center, joint=joint, rank_bound_b=rank_bound) if entropy_terms \
+        else None
     return information_entropies(features, head_rows, groups=groups, terms=terms, dtype=dtype)
 
 
@@ -180,11 +224,14 @@ class _TermsLoss(nn.Module):
 
     needs_joint = True
 
-    def __init__(self, normalized: bool = False, center: bool = False, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, normalized: bool = False, center: bool = False, dtype: torch.dtype | None = None, alpha: float = 1.0
+    ) -> None:
         super().__init__()
         self.normalized = normalized
         self.center = center
         self.dtype = spectrum_dtype(dtype)
+        self.alpha = check_alpha(alpha)
 
     def from_terms(self, terms: EntropyTerms) -> torch.Tensor:
         """The loss from precomputed entropy terms (lets the trainer share one computation)."""
@@ -194,19 +241,21 @@ class _TermsLoss(nn.Module):
         self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor, *, validate: bool = True
     ) -> torch.Tensor:
         terms = sample_entropy_terms(
-            features, labels, head_rows, center=self.center, dtype=self.dtype, joint=self.needs_joint, validate=validate
+            features, labels, head_rows, alpha=self.alpha, center=self.center, dtype=self.dtype,
+            joint=self.needs_joint, validate=validate,
         )
         return self.from_terms(terms).to(features.dtype)
 
     def extra_repr(self) -> str:
-        return f"normalized={self.normalized}, center={self.center}"
+        return f"normalized={self.normalized}, center={self.center}, alpha={self.alpha}"
 
 
 class MutualInformationLoss(_TermsLoss):
     """``-MI(G(features), G(head_rows[labels]))``, or ``-MIR`` with ``normalized=True``.
 
     arXiv 2406.03999 §6: ``L = L_base - λ·MI``. The normalised form is a [choice] of docs/theory.md;
-    where MIR is 0/0 (an entropy is 0) it contributes 0 with a zero gradient.
+    where MIR is 0/0 (an entropy is 0) it contributes 0 with a zero gradient. ``alpha``: the Rényi order of
+    the entropies (1.0 = von Neumann, as in the paper).
     """
 
     term = staticmethod(mi_term)
@@ -216,7 +265,8 @@ class EntropyGapLoss(_TermsLoss):
     """``|H(G(features)) - H(G(head_rows[labels]))|``, or HDR with ``normalized=True``.
 
     arXiv 2406.03999 §6: ``L = L_base + λ·|H₁ - H₂|``. The normalised form (HDR) is a [choice] of
-    docs/theory.md; where HDR is 0/0 (both entropies 0) it contributes 0 with a zero gradient.
+    docs/theory.md; where HDR is 0/0 (both entropies 0) it contributes 0 with a zero gradient. ``alpha``: the
+    Rényi order of the entropies (1.0 = von Neumann, as in the paper).
     """
 
     needs_joint = False
@@ -290,10 +340,11 @@ class InformationLoss(nn.Module):
     else by the three loss modules, with the same values and gradients.
 
     Args:
-        cma_weight, mi_weight, gap_weight: the weights (a term with weight 0 is not computed).
+        cma_weight, mi_weight, gap_weight: the weights (a term with weight 0 is not computed): finite,
+            ≥ 0, and ``cma_weight ≤ 1`` (:func:`check_information_settings`, as ``InfoNCTrainingArguments``).
         normalized: ``-MIR`` and HDR instead of ``-MI`` and ``|H₁ − H₂|``.
         center: subtract the mean row before normalising (MI and gap terms).
-        alpha: Rényi order of CMA's entropies (1.0 = von Neumann).
+        alpha: Rényi order of every entropy: CMA's, and those of the MI and gap terms (1.0 = von Neumann).
         dtype: spectrum dtype (float64 by default, or float32).
     """
 
@@ -303,9 +354,10 @@ class InformationLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.cma_weight, self.mi_weight, self.gap_weight = float(cma_weight), float(mi_weight), float(gap_weight)
+        check_information_settings(cma_weight=self.cma_weight, mi_weight=self.mi_weight, gap_weight=self.gap_weight)
         self.cma = CrossModalAlignmentLoss(alpha=alpha, dtype=dtype)
-        self.mi = MutualInformationLoss(normalized=normalized, center=center, dtype=dtype)
-        self.gap = EntropyGapLoss(normalized=normalized, center=center, dtype=dtype)
+        self.mi = MutualInformationLoss(normalized=normalized, center=center, dtype=dtype, alpha=alpha)
+        self.gap = EntropyGapLoss(normalized=normalized, center=center, dtype=dtype, alpha=alpha)
 
     def fused_applies(self, features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor,
                       terms: bool) -> bool:
@@ -318,6 +370,7 @@ class InformationLoss(nn.Module):
         return fused_supported(
             features.shape[0], features.shape[1], head_rows.shape[0], labels is not None,
             cma_alpha=self.cma.alpha if self.cma_weight > 0 else None, entropy_terms=terms, joint=True, center=False,
+            terms_alpha=self.mi.alpha,
         )
 
     def forward(
@@ -339,7 +392,7 @@ class InformationLoss(nn.Module):
         components: dict[str, torch.Tensor] = {} if base is None else {"loss/base": base}
         if cma_loss is None and not any_terms:
             return None, components
-        dtype, center = self.mi.dtype, self.mi.center
+        dtype, center, alpha = self.mi.dtype, self.mi.center, self.mi.alpha
         if self.fused_applies(features, labels, head_rows, any_terms):
             info, values = fused_information_loss(
                 features, head_rows, labels, cma_weight=self.cma_weight if cma_loss is not None else 0.0,
@@ -356,13 +409,13 @@ class InformationLoss(nn.Module):
             terms = None
             if log_ratios:
                 with torch.no_grad():
-                    terms = sample_entropy_terms(features, labels, head_rows, center=center, dtype=dtype,
+                    terms = sample_entropy_terms(features, labels, head_rows, alpha=alpha, center=center, dtype=dtype,
                                                  validate=False)
         else:  # one pass for CMA (if on) and H₁, H₂, H₁₂ (with gradients only for MI / gap)
             with torch.set_grad_enabled(torch.is_grad_enabled() and wants_terms):
                 cma, terms = information_terms(
-                    features, labels, head_rows, cma=cma_loss, entropy_terms=True, center=center, dtype=dtype,
-                    validate=False,
+                    features, labels, head_rows, cma=cma_loss, entropy_terms=True, alpha=alpha, center=center,
+                    dtype=dtype, validate=False,
                 )
         info: torch.Tensor | None = None  # Σ weight·term, in the spectrum dtype
         if cma is not None:

@@ -2,45 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import MISSING, dataclass, field, fields
 from types import SimpleNamespace
 from typing import Any
 
 from transformers import TrainingArguments
 
-
-def _weight(value: float) -> bool:
-    return math.isfinite(value) and value >= 0
-
-
-#: The settings :func:`check_information_settings` validates (fields of :class:`InfoNCTrainingArguments`, whose
-#: defaults they take): name -> (valid?, message).
-_RULES: dict[str, tuple[Any, str]] = {
-    "cma_weight": (
-        lambda v: _weight(v) and v <= 1.0, "cma_weight={v} must lie in [0, 1]: it is w of (1-w)·base + w·CMA."
-    ),
-    "mi_weight": (_weight, "mi_weight={v} must be a finite number ≥ 0 (0 disables the loss)."),
-    "entropy_gap_weight": (_weight, "entropy_gap_weight={v} must be a finite number ≥ 0 (0 disables the loss)."),
-    "info_alpha": (_weight, "info_alpha={v} must be a finite Rényi order ≥ 0."),
-    "info_dtype": (
-        lambda v: v in ("float64", "float32"),
-        "info_dtype={v!r} is not supported: use 'float64' (default) or 'float32' for the spectra of the information "
-        "losses (eigen-solvers never run in half precision; metrics are always float64).",
-    ),
-}
-INFORMATION_SETTINGS: tuple[str, ...] = tuple(_RULES)
-
-
-def check_information_settings(**settings: Any) -> None:
-    """Validate the information-loss settings given (any of :data:`INFORMATION_SETTINGS`): what
-    :class:`InfoNCTrainingArguments` checks, also used by recipes without building the arguments."""
-    for name, value in settings.items():
-        if name not in _RULES:
-            raise TypeError(f"check_information_settings got {name!r}; it validates {INFORMATION_SETTINGS}.")
-        valid, message = _RULES[name]
-        if not valid(value):
-            raise ValueError(message.format(v=value))
+from hf_infonc.losses import INFORMATION_SETTINGS, check_information_settings
 
 
 def _option(default: Any, help: str) -> Any:

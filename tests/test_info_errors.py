@@ -236,3 +236,24 @@ def test_import_does_not_pull_in_transformers_or_datasets() -> None:
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_is_gram_must_be_positive_semi_definite() -> None:
+    """A symmetric matrix with a negative eigenvalue, or a negative diagonal, is not a Gram: refused, not
+    turned into a negative entropy or a ratio outside [0, 1]."""
+    k = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)  # eigenvalues 3 and -1
+    eye = torch.eye(2, dtype=torch.float64)
+    for alpha in (1.0, 2.0, 0.5):
+        with pytest.raises(ValueError, match=r"`x` is not positive semi-definite: .*-0.333 times the largest.*X Xᵀ"):
+            matrix_entropy(k, is_gram=True, alpha=alpha)
+    for fn in PAIR_FUNCTIONS:
+        with pytest.raises(ValueError, match=r"`a` is not positive semi-definite"):
+            fn(k, eye, is_gram=True)
+        with pytest.raises(ValueError, match=r"`b` is not positive semi-definite"):
+            fn(eye, k, is_gram=True)
+    with pytest.raises(ValueError, match=r"`x` has a negative diagonal entry .*positive semi-definite"):
+        matrix_entropy(-eye, is_gram=True)
+    # a PSD Gram with round-off negative eigenvalues (rank 3 of 50) and the zero matrix stay accepted
+    low_rank = cosine_gram(randn(50, 3))
+    assert float(matrix_entropy(low_rank, is_gram=True)) == pytest.approx(float(matrix_entropy(randn(50, 3))), abs=1e-10)
+    assert float(matrix_entropy(torch.zeros(3, 3, dtype=torch.float64), is_gram=True)) == 0.0

@@ -312,3 +312,72 @@ def test_a_sum_that_overflows_is_not_an_error():
     larger = features.double()
     larger[:, 0] = 1.0e308  # finite, but even the float64 sum overflows to inf
     assert check_loss_inputs(larger, labels, head.double()) == labels.tolist()  # no error
+
+
+def test_uint8_labels_are_class_indices_not_a_mask():
+    """uint8 labels give the loss of the same int64 labels, on the Gram route and on the Kronecker route
+    of the joint (d < n, few classes)."""
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    head = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    labels = torch.tensor([1, 1, 2])
+    for loss in (MutualInformationLoss(center=True), EntropyGapLoss(center=True), MutualInformationLoss(),
+                 CrossModalAlignmentLoss(alpha=2.0)):
+        assert float(loss(features, labels.to(torch.uint8), head)) == float(loss(features, labels, head))
+    assert float(MutualInformationLoss(center=True)(features, labels.to(torch.uint8), head)) == pytest.approx(0.0, abs=1e-12)
+    features = torch.randn(40, 2, generator=g, dtype=torch.float64)
+    head, labels = torch.randn(2, 2, generator=g, dtype=torch.float64), torch.arange(40) % 2
+    mi = MutualInformationLoss()
+    assert float(mi(features, labels.to(torch.uint8), head)) == float(mi(features, labels, head))
+
+
+@pytest.mark.parametrize("alpha", [2.0, 0.5, 3.0])
+def test_info_alpha_reaches_the_mi_and_gap_terms(alpha):
+    """InformationLoss(alpha=α) computes -MI and |ΔH| with Rényi-α entropies (the general path, since the
+    fused one is von Neumann only), as hf_infonc.info does; α = 1 stays on the fused path."""
+    from hf_infonc.info.fused import fused_supported
+    from hf_infonc.losses import InformationLoss
+
+    g = torch.Generator().manual_seed(0)
+    f, w = torch.randn(16, 8, generator=g, dtype=torch.float64), torch.randn(4, 8, generator=g, dtype=torch.float64)
+    y = torch.arange(16) % 4
+    terms = entropy_terms(f, w[y], alpha=alpha)
+    mi = InformationLoss(mi_weight=1.0, alpha=alpha)(f, y, w, log_ratios=False, validate=True)[0]
+    gap = InformationLoss(gap_weight=1.0, alpha=alpha)(f, y, w, log_ratios=False, validate=True)[0]
+    assert float(mi) == pytest.approx(-float(matrix_mutual_information(f, w[y], alpha=alpha)), abs=1e-10)
+    assert float(gap) == pytest.approx(abs(float(terms.h_a - terms.h_b)), abs=1e-10)
+    assert float(mi) != pytest.approx(float(InformationLoss(mi_weight=1.0)(f, y, w, log_ratios=False)[0]), abs=1e-3)
+    assert not InformationLoss(mi_weight=1.0, alpha=alpha).fused_applies(f, y, w, True)
+    assert InformationLoss(mi_weight=1.0).fused_applies(f, y, w, True)
+    assert not fused_supported(16, 8, 4, True, cma_alpha=None, entropy_terms=True, joint=True, center=False,
+                               terms_alpha=alpha)
+    assert MutualInformationLoss(alpha=alpha)(f, y, w).item() == pytest.approx(float(mi), abs=1e-12)
+
+
+@pytest.mark.parametrize("name, setting, value, message", [
+    ("mi_weight", "mi_weight", -1.0, r"mi_weight=-1.0 must be a finite number ≥ 0"),
+    ("mi_weight", "mi_weight", math.nan, r"mi_weight=nan must be a finite number ≥ 0"),
+    ("gap_weight", "entropy_gap_weight", math.inf, r"gap_weight=inf must be a finite number ≥ 0"),
+    ("cma_weight", "cma_weight", 5.0, r"cma_weight=5.0 must lie in \[0, 1\]"),
+])
+def test_information_loss_checks_its_weights(name, setting, value, message):
+    """InformationLoss's weights obey the rules of InfoNCTrainingArguments (``setting``: the same weight there)."""
+    from hf_infonc.losses import InformationLoss
+    from hf_infonc.training_args import InfoNCTrainingArguments
+
+    with pytest.raises(ValueError, match=message):
+        InformationLoss(**{name: value})
+    with pytest.raises(ValueError, match=message.replace(name, setting, 1)):
+        InfoNCTrainingArguments(output_dir="unused", **{setting: value})
+
+
+def test_meta_tensors_are_refused_with_a_clear_error():
+    f = torch.randn(8, 5, device="meta")
+    w = torch.randn(3, 5, device="meta")
+    y = torch.zeros(8, dtype=torch.long, device="meta")
+    with pytest.raises(ValueError, match=r"`features` is a meta tensor: meta tensors hold no data.*materialise the model"):
+        MutualInformationLoss()(f, y, w)
+    with pytest.raises(ValueError, match=r"`labels` is a meta tensor"):
+        MutualInformationLoss()(torch.randn(8, 5), y, torch.randn(3, 5))
+    with pytest.raises(ValueError, match=r"`x` is a meta tensor.*device_map='meta'"):
+        matrix_entropy(f)

@@ -164,3 +164,25 @@ def test_combine_accuracy_and_information_metrics():
     two = evaluate.combine([load_metric("accuracy"), load_metric("matrix_entropy")])
     res = two.compute(predictions=[0, 1], references=[0, 0], features=[[1.0, 0.0], [0.0, 1.0]])
     assert res["accuracy"] == 0.5 and res["matrix_entropy"] == pytest.approx(math.log(2), abs=1e-12)
+
+
+def test_mir_hdr_whole_set_returns_every_documented_key():
+    """batch_size=None: one batch of the whole set, with the keys of the batched mode (MI and the entropies
+    of that batch, the undefined counts) and the same validation of zero_entropy."""
+    from hf_infonc.info import entropy_terms, matrix_mutual_information
+
+    x, y, head = data(n=150)
+    module = load_by_path("mir_hdr")
+    whole = module.compute(features=x.tolist(), references=y.tolist(), head=head, batch_size=None)
+    batched = module.compute(features=x.tolist(), references=y.tolist(), head=head, batch_size=150)
+    assert whole == batched
+    terms = entropy_terms(x, head[y])
+    assert whole["num_batches"] == 1 and whole["mir_undefined_batches"] == whole["hdr_undefined_batches"] == 0
+    assert whole["mi"] == pytest.approx(float(matrix_mutual_information(x, head[y])), abs=1e-10)
+    assert whole["feature_entropy"] == pytest.approx(float(terms.h_a), abs=1e-10)
+    assert whole["head_entropy"] == pytest.approx(float(terms.h_b), abs=1e-10)
+    assert whole["mir"] == pytest.approx(float(mir(x, head[y])), abs=1e-10)
+    for batch_size in (None, 64):
+        with pytest.raises(ValueError, match=r"zero_entropy='bogus' must be one of \('skip', 'nan', 'zero'\)"):
+            module.compute(features=x.tolist(), references=y.tolist(), head=head, batch_size=batch_size,
+                           zero_entropy="bogus")

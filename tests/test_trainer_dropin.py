@@ -812,3 +812,38 @@ def test_loss_kwargs_probe_waits_for_a_batch_with_targets(tmp_path):
     assert decided[0] == (False, False) and decided[-1] == (True, True)  # no targets: probed again at a later step
     assert plain.model_accepts_loss_kwargs and ours.model_accepts_loss_kwargs
     _assert_same_training(plain, ours, atol=1e-5)
+
+
+def test_information_metrics_leave_out_ignored_labels(tmp_path):
+    """Evaluation rows labelled -100 (ignored by the model's loss) are left out of eval_accuracy and of the
+    measures: the same values as an evaluation of the labelled rows alone; where no measure can be
+    computed, a warning says why."""
+    import datasets
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging as hf_logging
+
+    from hf_infonc.evaluation import information_metrics
+
+    clean = text_dataset(n=24)
+    features = datasets.Features({**{k: v for k, v in clean.features.items() if k != "labels"},
+                                  "labels": datasets.Value("int64")})
+    ignored = clean.with_format(None).map(
+        lambda ex, i: {"labels": -100 if i % 3 == 0 else ex["labels"]}, with_indices=True, features=features)
+    labelled = ignored.filter(lambda ex: ex["labels"] >= 0)
+    ignored.set_format("torch")
+    labelled.set_format("torch")
+    trainer = Trainer(model=tiny_bert_classifier(seed=13), args=_args(TrainingArguments, tmp_path),
+                      data_collator=default_data_collator)
+    add_information_metrics(trainer, plots=False)
+    with_ignored, alone = trainer.evaluate(ignored), trainer.evaluate(labelled)
+    prediction = trainer.predict(ignored)
+    keep = prediction.label_ids != -100
+    expected = float((prediction.predictions.argmax(-1)[keep] == prediction.label_ids[keep]).mean())
+    assert with_ignored["eval_accuracy"] == pytest.approx(expected, abs=1e-12) == alone["eval_accuracy"]
+    for key in ("mir", "hdr", "class_mir", "feature_entropy", "nc1", "nc2", "nc3", "nc4"):
+        assert with_ignored[f"eval_{key}"] == pytest.approx(alone[f"eval_{key}"], abs=1e-9), key
+    logger = hf_logging.get_logger("hf_infonc.evaluation")
+    with CaptureLogger(logger) as captured:
+        only_one = information_metrics(np.eye(3)[[0, 0, 0]], np.ones((3, 4)), np.array([-100, 0, 0]), torch.ones(3, 4))
+    assert only_one == {"accuracy": 1.0}
+    assert "not computed for this evaluation: fewer than two classes" in captured.out

@@ -158,8 +158,9 @@ def spectrum_entropy(
     """Entropies of the spectra ``lam`` (``(..., k)``) of matrices of trace ``trace`` (``(..., 1)``, > 0)
     and, with ``need_grad``, the weights ``w`` of ``dH/dP = V diag(w) Vᵀ`` (docs/theory.md §6).
 
-    α = 1: ``H = -Σ λ̂ log λ̂``; otherwise ``log(Σ λ̂^α) / (1 - α)``; ``λ̂ ≤`` :data:`EIGENVALUE_FLOOR`
-    counts as 0. Differentiable by autograd too.
+    α = 1: ``H = -Σ λ̂ log λ̂``; otherwise ``log(Σ λ̂^α) / (1 - α)``, its sum taken relative to its
+    largest term (no underflow at any α); ``λ̂ ≤`` :data:`EIGENVALUE_FLOOR` counts as 0. Differentiable
+    by autograd too.
     """
     lhat = lam / trace
     keep = lhat > EIGENVALUE_FLOOR.get(lam.dtype, 1e-7)
@@ -171,14 +172,16 @@ def spectrum_entropy(
             return h, None
         du = safe.log() + keep  # -∂H/∂λ̂ = log λ̂ + 1 on the kept eigenvalues, 0 elsewhere
     else:
-        powers = torch.where(keep, safe.pow(alpha), 0.0)
-        total = powers.sum(dim=-1)
-        positive = total > 0
-        safe_total = torch.where(positive, total, 1.0)
-        h = torch.where(positive, safe_total.log() / (1.0 - alpha), 0.0)
+        # log Σ λ̂^α = top + log Σ exp(α log λ̂ - top), top = α log max λ̂: no underflow at any order α
+        scaled = safe.log() * alpha  # 0 where masked
+        positive = keep.any(dim=-1, keepdim=True)
+        top = torch.where(positive, torch.where(keep, scaled, -math.inf).amax(dim=-1, keepdim=True), 0.0).detach()
+        powers = torch.where(keep, torch.exp(torch.where(keep, scaled - top, 0.0)), 0.0)  # λ̂^α / exp(top)
+        total = torch.where(positive, powers.sum(dim=-1, keepdim=True), 1.0)  # ≥ 1 where positive
+        h = torch.where(positive, (total.log() + top) / (1.0 - alpha), 0.0).squeeze(-1)
         if not need_grad:
             return h, None
-        du = powers / (safe * safe_total.unsqueeze(-1)) * (alpha / (alpha - 1.0))  # -∂H/∂λ̂, 0 where masked
+        du = powers / (safe * total) * (alpha / (alpha - 1.0))  # -∂H/∂λ̂, 0 where masked
     # w = (u - uᵀλ̂)/t with u = -du (docs/theory.md §6)
     return h, ((du * lhat).sum(dim=-1, keepdim=True) - du) / trace
 

@@ -15,11 +15,12 @@ import torch
 
 from hf_infonc.info._kernels import EIGENVALUE_FLOOR, spectral_entropy
 from hf_infonc.info.gram import (
-    check_gram, check_options, check_tensor, normalize_rows, pick_route, psd_from_rows, scaled_gram, spectrum_dtype,
+    check_gram, check_options, check_psd_spectrum, check_tensor, normalize_rows, pick_route, psd_from_rows, scaled_gram,
+    spectrum_dtype,
 )
 from hf_infonc.info.ranges import clamp_entropy
 
-__all__ = ["EIGENVALUE_FLOOR", "check_alpha", "matrix_entropy", "psd_entropy"]
+__all__ = ["EIGENVALUE_FLOOR", "check_alpha", "gram_entropy", "matrix_entropy", "psd_entropy"]
 
 
 def check_alpha(alpha: float) -> float:
@@ -34,6 +35,12 @@ def check_alpha(alpha: float) -> float:
 def psd_entropy(p: torch.Tensor, alpha: float = 1.0, eigenvalues: torch.Tensor | None = None) -> torch.Tensor:
     """Entropy of the trace-normalised PSD ``p`` ``(..., k, k)`` (0 for a zero matrix), by autograd."""
     return spectral_entropy(p, alpha, need_grad=False, eigenvalues=eigenvalues).h
+
+
+def gram_entropy(p: torch.Tensor, alpha: float, name: str) -> torch.Tensor:
+    """:func:`psd_entropy` of a Gram matrix given by the caller (``is_gram=True``, scaled by
+    :func:`~hf_infonc.info.gram.scaled_gram`), after checking from its spectrum that it is PSD."""
+    return psd_entropy(p, alpha, check_psd_spectrum(torch.linalg.eigvalsh(p), name))
 
 
 def matrix_entropy(
@@ -63,8 +70,8 @@ def matrix_entropy(
     n, d = x.shape[-2], x.shape[-1]
     with torch.autocast(device_type=x.device.type, enabled=False):
         if is_gram:
-            p = scaled_gram(x, cdtype)
+            h = gram_entropy(scaled_gram(x, cdtype), alpha, "x")
         else:
-            p = psd_from_rows(normalize_rows(x, center=center, dtype=cdtype), pick_route(n, d, route))
-        h = clamp_entropy(psd_entropy(p, alpha), n if is_gram else min(n, d), n, cdtype)
+            h = psd_entropy(psd_from_rows(normalize_rows(x, center=center, dtype=cdtype), pick_route(n, d, route)), alpha)
+        h = clamp_entropy(h, n if is_gram else min(n, d), n, cdtype)
     return h.to(x.dtype)

@@ -36,12 +36,15 @@ from hf_infonc.info.mutual import EntropyTerms
 
 def fused_supported(
     n: int, d: int, num_anchors: int, labels_given: bool, *, cma_alpha: float | None, entropy_terms: bool,
-    joint: bool, center: bool,
+    joint: bool, center: bool, terms_alpha: float = 1.0,
 ) -> bool:
     """Whether :func:`fused_information_terms` covers this call of :func:`~hf_infonc.losses.information_terms`:
-    von Neumann entropies, no centring, and the joint on its ``n x n`` Hadamard product."""
+    von Neumann entropies (CMA's ``cma_alpha``, the terms' ``terms_alpha``), no centring, and the joint on
+    its ``n x n`` Hadamard product."""
     if cma_alpha not in (None, 1.0) or (cma_alpha is None and not entropy_terms):
         return False  # a Rényi CMA, or nothing to compute
+    if entropy_terms and terms_alpha != 1.0:
+        return False  # Rényi entropy terms
     rank_bound = num_anchors if labels_given else None
     return not entropy_terms or not (center or joint and kronecker_joint(n, d, d, rank_bound, 1.0))
 

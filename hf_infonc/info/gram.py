@@ -11,10 +11,19 @@ import torch
 from hf_infonc.info._kernels import pick_route, unit_rows, wider
 
 __all__ = [
-    "check_choice", "check_count", "check_gram", "check_label_tensor", "check_options",
-    "check_tensor", "cosine_gram", "normalize_rows", "pick_route", "psd_from_rows", "row_kronecker", "scaled_gram",
+    "check_choice", "check_count", "check_gram", "check_label_tensor", "check_not_meta", "check_options",
+    "check_psd_spectrum", "check_tensor", "cosine_gram", "normalize_rows", "pick_route", "psd_from_rows", "row_kronecker", "scaled_gram",
     "spectrum_dtype", "unit_rows",
 ]
+
+
+def check_not_meta(x: torch.Tensor, name: str) -> None:
+    """``ValueError`` for a tensor on the meta device (a shape without data, e.g. from ``device_map="meta"``)."""
+    if x.is_meta:
+        raise ValueError(
+            f"`{name}` is a meta tensor: meta tensors hold no data, so no measure or loss can be computed from them; "
+            f"materialise the model (e.g. load it without device_map='meta') first."
+        )
 
 
 def check_tensor(
@@ -35,6 +44,7 @@ def check_tensor(
             f"`{name}` has dtype {x.dtype}, but a floating-point tensor is expected "
             f"(float16, bfloat16, float32 or float64). Use {name}.double() or {name}.float()."
         )
+    check_not_meta(x, name)
     if shape is not None:
         if x.dim() != len(shape) or any(s is not None and s != t for s, t in zip(shape, x.shape)):
             raise ValueError(f"`{name}` has shape {tuple(x.shape)}, expected {want}.")
@@ -58,7 +68,8 @@ def check_tensor(
 
 
 def check_gram(k: torch.Tensor, name: str) -> torch.Tensor:
-    """Validate a (batched) Gram matrix: square and symmetric (relative tolerance 1e-5)."""
+    """Validate a (batched) Gram matrix: square, symmetric (relative tolerance 1e-5), with a diagonal ≥ 0
+    (positive semi-definiteness itself is checked on the spectrum: :func:`check_psd_spectrum`)."""
     check_tensor(k, name)
     if k.shape[-1] != k.shape[-2]:
         raise ValueError(
@@ -67,13 +78,39 @@ def check_gram(k: torch.Tensor, name: str) -> torch.Tensor:
         )
     scale = k.abs().amax()  # relative at every scale (a zero matrix has asym = 0)
     asym = (k - k.transpose(-1, -2)).abs().amax()
-    if bool(asym > 1e-5 * scale):
+    negative = k.diagonal(dim1=-2, dim2=-1).amin() < 0
+    if bool(negative | (asym > 1e-5 * scale)):  # one host read
+        if bool(negative):
+            raise ValueError(
+                f"`{name}` has a negative diagonal entry (min {float(k.diagonal(dim1=-2, dim2=-1).amin()):.3g}), but "
+                f"a Gram matrix is positive semi-definite (diagonal ≥ 0). Build it as X Xᵀ, or with cosine_gram(X), "
+                f"or pass the features with is_gram=False."
+            )
         raise ValueError(
             f"`{name}` is not symmetric (max |K - Kᵀ| = {float(asym):.3g}, relative "
             f"{float(asym / scale):.3g}); is_gram=True expects a symmetric PSD Gram matrix. "
             f"Symmetrise it with (K + K.transpose(-1, -2)) / 2 if the asymmetry is round-off."
         )
     return k
+
+
+def check_psd_spectrum(eigenvalues: torch.Tensor, name: str) -> torch.Tensor:
+    """``eigenvalues`` (``(..., k)``, of a matrix passed with ``is_gram=True``) when none is below
+    ``-tol·λ_max``, else a ``ValueError``. ``tol = min(1e-2, 1e-5·k)``: the largest eigenvalue shift of the
+    round-off :func:`check_gram` accepts (entries off by 1e-5 of the largest); the spectra count the
+    eigenvalues so accepted below the floor as zeros. One host read."""
+    tol = min(1e-2, 1e-5 * eigenvalues.shape[-1])
+    lam = eigenvalues.detach()
+    top = lam.amax(dim=-1).clamp_min(0)
+    low = lam.amin(dim=-1)
+    if bool((low < -tol * top).any()):
+        worst = float((low / top.clamp_min(torch.finfo(lam.dtype).tiny)).amin())
+        raise ValueError(
+            f"`{name}` is not positive semi-definite: it has a negative eigenvalue ({worst:.3g} times the largest), "
+            f"but a Gram matrix must be positive semi-definite (e.g. built as X Xᵀ, or a cosine Gram from "
+            f"cosine_gram(X)). Pass the features with is_gram=False instead."
+        )
+    return eigenvalues
 
 
 def check_count(value: object, name: str, minimum: int, reason: str = "") -> int:
@@ -97,6 +134,7 @@ def check_label_tensor(labels: object, n: int, num_classes: int | None = None) -
     is given (one host read of their range)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"`labels` must be a torch.Tensor of class indices, got {type(labels).__name__}.")
+    check_not_meta(labels, "labels")
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
         raise TypeError(f"`labels` has dtype {labels.dtype}; integer class indices 0..C-1 are expected: labels.long().")
     if labels.dim() != 1 or labels.shape[0] != n:

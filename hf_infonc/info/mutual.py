@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from hf_infonc.info._kernels import EntropyTerms, mir_hdr, reduced_basis
-from hf_infonc.info.entropy import check_alpha, psd_entropy
+from hf_infonc.info.entropy import check_alpha, gram_entropy, psd_entropy
 from hf_infonc.info.gram import (
     check_choice, check_gram, check_options, check_tensor, normalize_rows, pick_route, psd_from_rows, row_kronecker,
     scaled_gram, spectrum_dtype,
@@ -84,11 +84,12 @@ def raw_entropy_terms(
     route: str = "auto", dtype: torch.dtype = torch.float64, joint: bool = True,
 ) -> EntropyTerms:
     """The entropies of :func:`entropy_terms` before their clamp, without validation (the inputs must be
-    valid, ``dtype`` a spectrum dtype): what the round-off clamp starts from, for diagnostics and tests."""
+    valid, ``dtype`` a spectrum dtype; Grams are checked PSD from the spectrum that is computed anyway):
+    what the round-off clamp starts from, for diagnostics and tests."""
     if is_gram:
         ka, kb = scaled_gram(a, dtype), scaled_gram(b, dtype)
-        h_joint = psd_entropy(ka * kb, alpha) if joint else None
-        return EntropyTerms(psd_entropy(ka, alpha), psd_entropy(kb, alpha), h_joint)
+        h_a, h_b = gram_entropy(ka, alpha, "a"), gram_entropy(kb, alpha, "b")  # both PSD: so is ka ⊙ kb (Schur)
+        return EntropyTerms(h_a, h_b, psd_entropy(ka * kb, alpha) if joint else None)
 
     za = normalize_rows(a, center=center, dtype=dtype)
     zb = normalize_rows(b, center=center, dtype=dtype)

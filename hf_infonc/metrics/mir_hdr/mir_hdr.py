@@ -5,7 +5,7 @@ an ``evaluate`` module, ``load_metric("mir_hdr")``.
 
 import evaluate
 from hf_infonc.citation import EXPLORING
-from hf_infonc.info import batched_mir_hdr, hdr, mir
+from hf_infonc.info import batched_mir_hdr
 from hf_infonc.metrics import as_matrix, metric_info, own_compute_kwargs, read_inputs
 
 _DESCRIPTION = """
@@ -21,8 +21,8 @@ Args:
     features (`list` of `list` of `float`): one feature vector per sample (the classifier input).
     references (`list` of `int`): the label (or pseudo-label) of each sample, in 0..C-1.
     head (array-like, C x d_head): the classifier rows; required.
-    batch_size (`int` or `None`, defaults to 64): batch size of the average; `None` computes one
-        MIR/HDR over the whole set (n x n Grams, computed through the smaller dual matrices).
+    batch_size (`int` or `None`, defaults to 64): batch size of the average; `None` makes the whole set
+        one batch (n x n Grams, computed through the smaller dual matrices), with the same keys.
     zero_entropy (`str`, defaults to "skip"): batches whose ratio is 0/0 (e.g. one class only)
         are left out of the average ("skip"), make it NaN ("nan"), or count as 0 ("zero").
         With batch_size=None there is one ratio, and "skip" acts as "nan".
@@ -63,11 +63,9 @@ class MirHdr(evaluate.Metric):
             )
         rows = head[y]
         batch_size = options.get("batch_size", 64)
-        zero_entropy = options.get("zero_entropy", "skip")
-        if batch_size is None:
-            mode = "zero" if zero_entropy == "zero" else "nan"
-            return {"mir": float(mir(x, rows, zero_entropy=mode)), "hdr": float(hdr(x, rows, zero_entropy=mode)),
-                    "num_batches": 1}
+        if batch_size is None:  # the whole set as one batch: the same keys, one ratio ("skip" acts as "nan")
+            batch_size = max(int(x.shape[0]), 1)
         return batched_mir_hdr(
-            x, rows, batch_size=batch_size, zero_entropy=zero_entropy, drop_last=options.get("drop_last", False)
+            x, rows, batch_size=batch_size, zero_entropy=options.get("zero_entropy", "skip"),
+            drop_last=options.get("drop_last", False),
         )
