@@ -214,6 +214,19 @@ def test_check_refuses_a_missing_fashion_mnist_folder(via, tmp_path, capsys, mon
     assert not (tmp_path / "o").exists()
 
 
+def test_output_into_a_closed_pipe_ends_quietly_with_141(tmp_path):
+    """`hf-infonc check R | head -1`: the reader closes its end before the output comes; no BrokenPipeError
+    traceback, exit status 141 (a shell's status for SIGPIPE)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hf_infonc.cli", "check", str(write_recipe(tmp_path, tmp_path / "o"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=offline_env(),
+    )  # fmt: skip
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_unquoted_no_is_read_as_the_word(tmp_path, capsys):
     """`eval_strategy: no` (YAML reads False) and `--set training.eval_strategy=no` both mean the strategy "no";
     a plain string field given `no` says to quote it; a real bool field still reads `off` as false."""
