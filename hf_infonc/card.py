@@ -323,7 +323,8 @@ class InfoNCCardData:
         cls, folder: Path, ref: str, repo_id: str | None, model_name: str | None, settings: Mapping[str, Any],
         **facts: Any,
     ):
-        """The card data of a run in ``folder``: its names, files (checkpoints left out), plots and package
+        """The card data of a run in ``folder``: its names, files (checkpoints left out), plots (the top-level
+        ``*.png`` files: the information-dynamics figures; ``analysis/`` results are not among them) and package
         versions, the loss weights, information options and hyper-parameters among the training ``settings``,
         and ``facts``."""
         options = {"info_normalized": (bool, False), "info_alpha": (float, 1.0), "info_center": (bool, False)}
@@ -334,7 +335,8 @@ class InfoNCCardData:
         return cls(
             model_name=model_name or (repo_id.split("/")[-1] if repo_id else folder.resolve().name or "model"),
             model_ref=repo_id or ref, repo_id=repo_id, files=files,
-            plots=[f for f in files if f.lower().endswith(".png")],
+            # the run's own plots (information dynamics, at the top of the folder); analyses write below it
+            plots=[f for f in files if "/" not in f and f.lower().endswith(".png")],
             versions=package_versions([*packages, "accelerate", "datasets", "huggingface_hub"]),
             loss_weights={k: float(settings.get(k, 0.0) or 0.0) for k in LOSS_WEIGHTS},
             info_options={key: kind(settings.get(key, default)) for key, (kind, default) in options.items()},

@@ -2,7 +2,9 @@
 
 ``scripts/finetune.py RECIPE`` is ``hf-infonc finetune RECIPE`` (for ``accelerate launch`` and ``torchrun``).
 A :class:`hf_infonc.errors.UserError` prints one line ``error: …`` (secrets redacted) and exits 2; Ctrl-C exits
-130 (docs/recipes.md, "Errors"). ``--debug`` (or ``HF_INFONC_DEBUG=1``) adds the traceback.
+130; a reader that closes the output early (``hf-infonc check R | head -1``) ends the command quietly with 141, the
+status a shell reports for SIGPIPE (docs/recipes.md, "Errors"). ``--debug`` (or ``HF_INFONC_DEBUG=1``) adds the
+traceback.
 """
 
 from __future__ import annotations
@@ -194,6 +196,33 @@ def _report(line: str, error: BaseException, args: argparse.Namespace, debug: bo
     return status
 
 
+STDOUT_CLOSED_STATUS = 141
+"""Exit status when the reader of stdout went away: 128 + SIGPIPE, what a shell reports for a killed writer."""
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end was closed (``poll`` reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or no file descriptor (stdout replaced)
+        return False
+
+
+def _stdout_closed() -> int:
+    """Point stdout at the null device, so that the flush at exit does not fail again (CPython's note on SIGPIPE)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+        pass
+    return STDOUT_CLOSED_STATUS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from hf_infonc.errors import TrainingInterrupted, UserError
 
@@ -201,7 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the flush at exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe or socket: not the reader of the output
+        return _stdout_closed()
     except UserError as error:
         return _report(f"error: {error}", error, args, debug, 2)
     except KeyboardInterrupt as interrupt:

@@ -105,11 +105,17 @@ def test_lmc_mismatched_checkpoints_error(runs, tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_prune_through_the_cli(runs, tmp_path, capsys):
+def test_prune_through_the_cli(runs, tmp_path, capsys, request):
+    from transformers.utils.logging import enable_progress_bar, is_progress_bar_enabled
+
+    if is_progress_bar_enabled():  # --no-progress turns transformers' bars off for the process: on again after
+        request.addfinalizer(enable_progress_bar)
     out = tmp_path / "prune"
     code = main(["analyze", "prune", str(runs["a"]), "--sparsity", "0,0.5", "--out", str(out), "--no-progress"])
     assert code == 0
-    assert "MIR(b,a)" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "MIR(b,a)" in printed.out
+    assert "it/s]" not in printed.err and "s/it]" not in printed.err  # --no-progress: no bar, evaluations' included
     document = json.loads((out / "prune.json").read_text())
     zero, half = document["results"]
     # sparsity 0: the same model, so the same features and metrics as the unpruned run
@@ -128,6 +134,17 @@ def test_prune_through_the_cli(runs, tmp_path, capsys):
     assert half["accuracy"] is not None and 0.0 <= half["accuracy"] <= 1.0
     assert document["prunable_parameters"] > 0 and document["initial_sparsity"] == 0.0
     assert (out / "prune.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluation_trainer_progress_sets_disable_tqdm(runs, tmp_path):
+    """progress=False (``--no-progress``) turns off the evaluation bars; otherwise the recipe's setting holds."""
+    from hf_infonc.analysis.common import evaluation_trainer, load_run
+
+    run = load_run(runs["a"], overrides=["training.disable_tqdm=false"])
+    assert evaluation_trainer(run, tmp_path, progress=False).args.disable_tqdm is True
+    assert evaluation_trainer(run, tmp_path).args.disable_tqdm is False
+    quiet = load_run(runs["a"], overrides=["training.disable_tqdm=true"])
+    assert evaluation_trainer(quiet, tmp_path).args.disable_tqdm is True
 
 
 def test_prune_vit_classifier_prunes_linear_and_conv_weights_only(runs, tmp_path):

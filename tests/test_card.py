@@ -216,6 +216,33 @@ def test_metric_table_plots_nan_and_missing_measures(tmp_path):
     assert "MIR = 0.9524" in card.text  # closed-form value at collapse for C = 10
 
 
+def test_card_plots_are_the_runs_dynamics_figures_not_analysis_outputs(tmp_path):
+    """`hf-infonc analyze prune RUN` writes RUN/analysis/prune/prune.png: not an information-dynamics plot."""
+    out = tmp_path / "run"
+    recipe = _recipe(out, {"family": "hf-clip", "name_or_path": "openai/clip-vit-base-patch32"}, "cifar10")
+    _fake_run_dir(out, recipe)
+    for name in ("info_dynamics.png", "neural_collapse.png", "analysis/prune/prune.png", "analysis/lmc/lmc.png"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(b"\x89PNG")
+    text = ModelCard.load(write_model_card(out, recipe, _results(CIFAR10))).text
+    dynamics = text[text.index("### Information dynamics"):text.index("## How to load")]
+    assert dynamics.split() == ["###", "Information", "dynamics", "![Info", "dynamics](info_dynamics.png)",
+                                "![Neural", "collapse](neural_collapse.png)"]
+    assert "analysis/" not in text
+
+
+def test_card_says_how_to_install_hf_infonc(tmp_path):
+    """hf-infonc is not on PyPI: the card points to an install from the source repository."""
+    out = tmp_path / "run"
+    recipe = _recipe(out, {"family": "hf-clip", "name_or_path": "openai/clip-vit-base-patch32", "training_mode": "coop"},
+                     "cifar10")  # fmt: skip
+    _fake_run_dir(out, recipe)
+    text = ModelCard.load(write_model_card(out, recipe, _results(CIFAR10))).text
+    assert "pip install hf-infonc" not in text
+    assert "It was made with hf_infonc (install it from its source repository: `pip install -e .` in a" in text
+    assert "- Loading this model needs hf_infonc (install it from its source repository: `pip install -e .` in a clone): `CoOpCLIP`" in text
+
+
 def test_eval_only_card(tmp_path):
     out = tmp_path / "run"
     recipe = _recipe(out, {"family": "hf-clip", "name_or_path": "openai/clip-vit-base-patch32"}, "cifar10")

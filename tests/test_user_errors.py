@@ -200,6 +200,33 @@ def test_bf16_without_a_bf16_gpu_names_the_override(tmp_path, capsys):
     assert_user_error(code, err, "training.bf16", "--set training.bf16=false", "--set training.use_cpu=true")
 
 
+@pytest.mark.parametrize("via", ["data_dir", "env"])
+def test_check_refuses_a_missing_fashion_mnist_folder(via, tmp_path, capsys, monkeypatch):
+    """`hf-infonc check` looks for the Fashion-MNIST files where the source reads them (data.data_dir, else
+    $HF_INFONC_FASHION_MNIST_DIR), and names the package and the variable, as `finetune` does."""
+    empty = tmp_path / "fmnist"
+    empty.mkdir()
+    data = {"source": "fashion_mnist", **({"data_dir": str(empty)} if via == "data_dir" else {})}
+    monkeypatch.setenv("HF_INFONC_FASHION_MNIST_DIR", str(empty if via == "env" else tmp_path / "unused"))
+    code, err = in_process(capsys, "check", write_recipe(tmp_path, tmp_path / "o", data=data))
+    assert_user_error(code, err, "t10k-images-idx3-ubyte.gz", f"are not in {empty}", "apt-get install -y dataset-fashion-mnist",
+                      "$HF_INFONC_FASHION_MNIST_DIR")
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_into_a_closed_pipe_ends_quietly_with_141(tmp_path):
+    """`hf-infonc check R | head -1`: the reader closes its end before the output comes; no BrokenPipeError
+    traceback, exit status 141 (a shell's status for SIGPIPE)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hf_infonc.cli", "check", str(write_recipe(tmp_path, tmp_path / "o"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=offline_env(),
+    )  # fmt: skip
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_unquoted_no_is_read_as_the_word(tmp_path, capsys):
     """`eval_strategy: no` (YAML reads False) and `--set training.eval_strategy=no` both mean the strategy "no";
     a plain string field given `no` says to quote it; a real bool field still reads `off` as false."""

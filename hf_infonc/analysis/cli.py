@@ -22,7 +22,12 @@ def _common(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of the analysis that the options of :func:`_common` give."""
+    """The keyword arguments of the analysis that the options of :func:`_common` give; ``--no-progress`` also turns
+    off transformers' own bars (loading the saved weights) for this process."""
+    if not args.progress:
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
     return {name: getattr(args, name) for name in ("recipe", "overrides", "out", "plot", "progress")}
 
 

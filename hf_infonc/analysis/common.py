@@ -79,14 +79,16 @@ def load_run(run_dir: str | Path, *, recipe: str | Path | None = None, overrides
     return LoadedRun(run_dir, loaded_recipe, recipe_path, model, built, datasets, names, eval_collate)
 
 
-def evaluation_trainer(run: LoadedRun, output_dir: str | Path, **overrides: Any):
-    """An :class:`~hf_infonc.trainer.InfoNCTrainer` that only evaluates ``run.model`` on the test split."""
+def evaluation_trainer(run: LoadedRun, output_dir: str | Path, *, progress: bool = True, **overrides: Any):
+    """An :class:`~hf_infonc.trainer.InfoNCTrainer` that only evaluates ``run.model`` on the test split;
+    ``progress=False`` turns off its evaluation progress bars (else the recipe's ``disable_tqdm`` holds)."""
     from hf_infonc.evaluation import add_information_metrics
     from hf_infonc.trainer import InfoNCTrainer
 
     args = run.recipe.training_arguments(**{
         "output_dir": str(output_dir), "report_to": [], "save_strategy": "no", "eval_strategy": "no",
-        "load_best_model_at_end": False, "push_to_hub": False, **overrides,
+        "load_best_model_at_end": False, "push_to_hub": False, **({} if progress else {"disable_tqdm": True}),
+        **overrides,
     })
     trainer = InfoNCTrainer(
         model=run.model, args=args, eval_dataset=run.datasets["test"], data_collator=run.eval_collator,

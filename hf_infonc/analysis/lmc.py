@@ -108,7 +108,7 @@ def linear_mode_connectivity(checkpoint_a: str | Path, checkpoint_b: str | Path,
     del model_b
     check_same_architecture(state_a, state_b, str(checkpoint_a), str(checkpoint_b))
 
-    trainer = evaluation_trainer(run, out)
+    trainer = evaluation_trainer(run, out, progress=progress)
     omegas = torch.linspace(0, 1, points, dtype=torch.float64).tolist()
     results = []
     for omega in tqdm(omegas, desc="LMC: ω", disable=not progress):

@@ -108,7 +108,7 @@ def prune_analysis(checkpoint: str | Path, sparsities: Sequence[float] | str = (
     checkpoint = Path(checkpoint)
     out = Path(out) if out is not None else checkpoint / "analysis" / "prune"
     run = load_run(checkpoint, recipe=recipe, overrides=overrides)
-    trainer = evaluation_trainer(run, out)
+    trainer = evaluation_trainer(run, out, progress=progress)
     model = trainer.accelerator.unwrap_model(trainer.model)
     targets = prunable_parameters(model)
     if not targets:

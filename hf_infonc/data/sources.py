@@ -65,6 +65,9 @@ class SourceInfo:
     needs_hub: bool = False
     offline: bool = False
     """Real data that ships with an installable package (no Hub, no user files)."""
+    locate: Callable[[DataConfig], Any] | None = field(default=None, repr=False)
+    """Finds the source's installed files without reading them (:func:`check_local_files` calls it), raising
+    :class:`DatasetUnavailableError` when they are missing."""
 
 
 _REGISTRY: dict[str, SourceInfo] = {}
@@ -123,7 +126,7 @@ def _offline_source(
         def load(cfg: DataConfig) -> DatasetDict:  # new objects, so that in-place format changes stay local
             return DatasetDict({split: ds.with_format(None) for split, ds in cached(*key(cfg)).items()})
 
-        register_source(name, offline=True, **info)(load)
+        register_source(name, offline=True, locate=key, **info)(load)
         return cached
 
     return decorate
@@ -448,8 +451,12 @@ def _readable_file_problem(path: Path) -> str | None:
 
 def check_local_files(cfg: DataConfig) -> None:
     """Check, without reading them, that the files (not glob patterns) or the ``imagefolder`` folder of a local
-    source exist and can be read: :class:`DataFileNotFoundError` when missing, :class:`DataError` otherwise."""
+    source exist and can be read: :class:`DataFileNotFoundError` when missing, :class:`DataError` otherwise; and
+    that an offline source's installed files are there (:class:`DatasetUnavailableError`, e.g. Fashion-MNIST)."""
     key = cfg.source.lower()
+    locate = _REGISTRY[key].locate if key in _REGISTRY else None
+    if locate is not None:
+        locate(cfg)
     cwd = f"relative paths are relative to the working directory {os.getcwd()!r}"
     if key == "imagefolder":
         root = Path(cfg.data_dir or "").expanduser()
