@@ -12,8 +12,8 @@ from hf_infonc.info._kernels import pick_route, unit_rows, wider
 
 __all__ = [
     "check_choice", "check_count", "check_gram", "check_label_tensor", "check_not_meta", "check_options",
-    "check_psd_spectrum", "check_tensor", "cosine_gram", "normalize_rows", "pick_route", "psd_from_rows", "row_kronecker", "scaled_gram",
-    "spectrum_dtype", "unit_rows",
+    "check_psd_spectrum", "check_tensor", "cosine_gram", "normalize_rows", "pick_route", "psd_from_rows",
+    "row_kronecker", "scaled_gram", "spectrum_dtype", "unit_rows",
 ]
 
 
