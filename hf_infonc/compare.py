@@ -22,7 +22,7 @@ from typing import Any
 
 from hf_infonc.errors import UserError
 from hf_infonc.files import json_safe, json_text, write_atomic
-from hf_infonc.recipe import shown_command
+from hf_infonc.recipe import shown_command, shown_override
 
 #: the verdict threshold of the paired t-test
 ALPHA = 0.05
@@ -447,8 +447,8 @@ def build_document(
         "recipe": recipe_path,
         "seeds": list(seeds),
         "baseline": names[0],
-        "set": list(overrides),
-        "variants": [{"name": v.name, "overrides": v.overrides} for v in variants],
+        "set": [shown_override(item) for item in overrides],
+        "variants": [{"name": v.name, "overrides": [shown_override(item) for item in v.overrides]} for v in variants],
         "pairing": {
             "varies_with_seed": "seed (model initialisation, data order, augmentation)", "data_seed": data_seed,
         },

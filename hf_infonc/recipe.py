@@ -271,13 +271,17 @@ def is_secret_override(item: str) -> bool:
     return is_secret_key(item.split("=", 1)[0].strip().split(".")[-1])
 
 
+def shown_override(item: str, secrets: list[str | None] = ()) -> str:
+    """A ``--set KEY=VALUE`` item to print or record: the value of a secret key, and every token value, redacted."""
+    if "=" in item and is_secret_override(item):
+        return f"{item.split('=', 1)[0]}={REDACTED}"
+    return redact_text(item, secrets)
+
+
 def shown_command(words: list[str], secrets: list[str | None] = ()) -> str:
-    """A command line to print or record: the value of each secret ``--set`` item and every token value replaced
-    by ``<redacted>`` (the process that runs it gets the real words)."""
-    shown = [
-        f"{word.split('=', 1)[0]}={REDACTED}" if before == "--set" and "=" in word and is_secret_override(word) else word
-        for before, word in zip(["", *words], words)
-    ]
+    """A command line to print or record, its ``--set`` items as :func:`shown_override` shows them and every token
+    value redacted (the process that runs it gets the real words)."""
+    shown = [shown_override(word) if before == "--set" else word for before, word in zip(["", *words], words)]
     return redact_text(shlex.join(shown), secrets)
 
 

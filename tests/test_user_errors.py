@@ -167,6 +167,8 @@ RECIPE_CASES = [
     ("model-path-missing", ["model.name_or_path=./no/such/model"], ["model.name_or_path", "./no/such/model"]),
     ("token-in-bad-value", [f"training.run_name=[{TOKEN}]"], ["training.run_name", "<redacted>"]),
     ("secret-type-error", [f"training.hub_token=[{TOKEN}]"], ["training.hub_token", "<redacted>"]),
+    ("output-dir-empty", ["training.output_dir="], ["training.output_dir", "is empty", "e.g. output_dir: outputs/"]),
+    ("output-dir-blank", ["training.output_dir=' '"], ["training.output_dir", "is empty"]),
 ]
 
 
@@ -345,6 +347,57 @@ def test_class_count_against_the_model_config(tmp_path, capsys):
     assert_user_error(code, err, "model.config.num_labels", "3 classes", "2")
 
 
+@pytest.mark.parametrize("classes", ["0", "1", "-3", "130", "100000000"])
+def test_collapse_classes_out_of_range(classes, capsys):
+    assert_user_error(*in_process(capsys, "collapse", "--classes", "3", classes), f"--classes {classes}", "2..129",
+                      "at least 2 classes")
+    assert capsys.readouterr().out == "", "refused before anything is printed"
+
+
+def test_recipe_file_not_utf8_or_unreadable(tmp_path, capsys, monkeypatch):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00model:")
+    assert_user_error(*in_process(capsys, "check", binary), "binary.yaml", "not a UTF-8 text file")
+    unreadable = write_recipe(tmp_path, tmp_path / "out", name="unreadable.yaml")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    assert_user_error(*in_process(capsys, "check", unreadable), "unreadable.yaml", "cannot be read (Permission denied)")
+
+
+def test_a_folder_with_files_a_run_writes_needs_overwrite(tmp_path, capsys):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "README.md").write_text("# my notes\n")
+    (folder / "config.json").write_text('{"mine": 1}\n')
+    before = snapshot(folder)
+    path = write_recipe(tmp_path, folder)
+    assert_user_error(*in_process(capsys, "finetune", path), "holds no run", "README.md, config.json", "--overwrite")
+    assert_user_error(*in_process(capsys, "finetune", path, "--eval-only"), "README.md, config.json")
+    assert snapshot(folder) == before
+
+
+def test_check_summary_line_is_redacted(tmp_path, capsys):
+    code = main(["check", str(write_recipe(tmp_path, tmp_path / "o")), "--set", f"data.source={TOKEN}"])
+    out = capsys.readouterr().out
+    assert code == 0 and TOKEN not in out
+    assert out.splitlines()[0].endswith("data <redacted>)")
+
+
+def test_analyze_options_are_checked_before_the_evaluation(finished_run, tmp_path, capsys):
+    assert_user_error(*in_process(capsys, "analyze", "prune", finished_run, "--sparsity", "0.5", "--batch-size", "0"),
+                      "--batch-size 0", "≥ 1")
+    afile = tmp_path / "a-file"
+    afile.write_text("mine\n")
+    for out in (afile, afile / "sub"):
+        assert_user_error(*in_process(capsys, "analyze", "prune", finished_run, "--sparsity", "0.5", "--out", out),
+                          f"--out {out}", "is a file")
+        assert_user_error(*in_process(capsys, "analyze", "lmc", finished_run, finished_run, "--out", out), "is a file")
+    assert afile.read_text() == "mine\n"
+
+
 def test_api_errors_are_typed(tmp_path):
     """The API raises the same errors, typed: UserError subclasses (ValueError), FileNotFoundError for a missing file."""
     from hf_infonc.data import DataConfig, build_datasets
@@ -377,7 +430,7 @@ def test_no_secret_on_disk_after_a_crash(tmp_path):
                 raise RuntimeError("simulated crash")
 
     out = tmp_path / "crashed"
-    recipe = load_recipe(write_recipe(tmp_path, out, save_steps=1, hub_token=TOKEN))
+    recipe = load_recipe(write_recipe(tmp_path, out, save_steps=1, hub_token=TOKEN, run_name=TOKEN))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_recipe(recipe, callbacks=[Crash()])
     assert (out / "checkpoint-1").is_dir() and not (out / "metrics.json").exists()
