@@ -56,8 +56,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     check_recipe(recipe)  # numbers, precision against this machine, arguments, data files, output folder
     from hf_infonc.secrets import redact_text
 
-    summary = f"{args.recipe}: valid ({recipe.model.family}, mode {recipe.model.training_mode}, data {recipe.data.source})"
-    print(redact_text(summary, args.secrets))
+    model = recipe.model
+    print(redact_text(f"{args.recipe}: valid ({model.family}, mode {model.training_mode}, data {recipe.data.source})",
+                      args.secrets))
     if holds_run(Path(recipe.output_dir)):
         print(
             f"note: {recipe.output_dir} already holds a run: `hf-infonc finetune` needs --resume (continue it) or "

@@ -180,8 +180,8 @@ def plan_output_dir(path: Path, where: str, *, resume: bool, overwrite: bool, ev
         found = [m for m in RUN_MARKERS if (path / m).exists()] + [p.name for p in checkpoints(path)][:3]
         raise OutputDirError(
             f"{where}: {path} already holds a run ({', '.join(found)}). Pass --resume to continue it, --overwrite "
-            f"to replace it (the old run is kept until the new one has written all its outputs), --eval-only to evaluate its "
-            f"model, or choose another folder with --set training.output_dir=PATH."
+            f"to replace it (the old run is kept until the new one has written all its outputs), --eval-only to "
+            f"evaluate its model, or choose another folder with --set training.output_dir=PATH."
         )
     absolute, cwd = path.resolve(), Path.cwd().resolve()
     if absolute == cwd or absolute in cwd.parents:

@@ -283,7 +283,8 @@ def test_a_token_is_never_shown_or_recorded(tmp_path, fake_finetune, monkeypatch
     assert "--set 'training.hub_token=<redacted>'" in listed["runs"][0]["command"]
     document = compare(DEMO, ["ce", f"named:training.run_name={token}"], "0", out, plot=False, **arguments)
     assert "training.hub_token=<redacted>" in document["command"]
-    for path in (out / "comparison.json", out / "comparison.md", out / "ce" / "seed-0.log", out / "named" / "seed-0.log"):
+    for name in ("comparison.json", "comparison.md", "ce/seed-0.log", "named/seed-0.log"):
+        path = out / name
         assert token not in path.read_text(), path
     assert token not in "\n".join(shown)
     saved = yaml.safe_load((out / "named" / "seed-0" / "recipe.yaml").read_text())["training"]

@@ -16,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_infonc.analysis.common import (
-    AnalysisError, check_out, evaluate, evaluation_trainer, find_recipe, finish, finite, load_run, model_state, plot_panels,
-    set_model_state,
+    AnalysisError, check_out, evaluate, evaluation_trainer, find_recipe, finish, finite, load_run, model_state,
+    plot_panels, set_model_state,
 )
 
 logger = logging.getLogger(__name__)

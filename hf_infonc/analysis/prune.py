@@ -20,8 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hf_infonc.analysis.common import (
-    AnalysisError, check_out, clear_head_caches, evaluate, evaluation_trainer, finish, load_run, model_state, plot_panels,
-    set_model_state,
+    AnalysisError, check_out, clear_head_caches, evaluate, evaluation_trainer, finish, load_run, model_state,
+    plot_panels, set_model_state,
 )
 
 logger = logging.getLogger(__name__)
