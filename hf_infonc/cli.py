@@ -2,9 +2,9 @@
 
 ``scripts/finetune.py RECIPE`` is ``hf-infonc finetune RECIPE`` (for ``accelerate launch`` and ``torchrun``).
 A :class:`hf_infonc.errors.UserError` prints one line ``error: …`` (secrets redacted) and exits 2; Ctrl-C exits
-130; a reader that closes the output early (``hf-infonc check R | head -1``) ends the command quietly with 141, the
-status a shell reports for SIGPIPE (docs/recipes.md, "Errors"). ``--debug`` (or ``HF_INFONC_DEBUG=1``) adds the
-traceback.
+130, SIGTERM 143; a reader that closes the output early (``hf-infonc check R | head -1``) ends the command
+quietly with 141, the status a shell reports for SIGPIPE (docs/recipes.md, "Errors"). ``--debug`` (or
+``HF_INFONC_DEBUG=1``) adds the traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import argparse
 import errno
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -54,7 +56,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     args.secrets = recipe.secrets()
     check_recipe(recipe)  # numbers, precision against this machine, arguments, data files, output folder
-    print(f"{args.recipe}: valid ({recipe.model.family}, mode {recipe.model.training_mode}, data {recipe.data.source})")
+    from hf_infonc.secrets import redact_text
+
+    model = recipe.model
+    print(redact_text(f"{args.recipe}: valid ({model.family}, mode {model.training_mode}, data {recipe.data.source})",
+                      args.secrets))
     if holds_run(Path(recipe.output_dir)):
         print(
             f"note: {recipe.output_dir} already holds a run: `hf-infonc finetune` needs --resume (continue it) or "
@@ -116,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--resume", action="store_true",
                       help="continue from the last complete checkpoint in the output directory")
     mode.add_argument("--overwrite", action="store_true", help="replace a run in the output directory (kept until "
-                      "the new run has trained a step; put back if it fails before)")
+                      "the new run has written all its outputs; put back if it fails or is interrupted before)")
     mode.add_argument("--eval-only", action="store_true", help="evaluate without training: the model saved in the "
                       "output directory (writes eval_metrics.json, changes nothing else), or the recipe's model when "
                       "the directory holds no run (writes metrics.json)")
@@ -175,9 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _resume_command(args: argparse.Namespace) -> str:
     """The command line that continues an interrupted ``finetune``; secret overrides (a token) are left out
     and named, to be given again (a redacted value would be taken literally)."""
-    from hf_infonc.secrets import is_secret_key
+    from hf_infonc.recipe import is_secret_override
 
-    secret = [item for item in args.overrides if is_secret_key(item.split("=", 1)[0].split(".")[-1])]
+    secret = [item for item in args.overrides if is_secret_override(item)]
     kept = [w for item in args.overrides if item not in secret for w in ("--set", item)]
     command = shlex.join(["hf-infonc", "finetune", args.recipe, *kept, "--resume"])
     if secret:
@@ -223,15 +229,39 @@ def _stdout_closed() -> int:
     return STDOUT_CLOSED_STATUS
 
 
+class _SigtermAsInterrupt:
+    """While the command runs, SIGTERM (``timeout``, SLURM, ``kill``) takes Ctrl-C's path: it raises
+    ``KeyboardInterrupt`` once (a second signal cannot cut the clean-up short) and the command exits 143."""
+
+    def __init__(self) -> None:
+        self.status, self.previous = 130, None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.status == 130:
+            self.status = 128 + signum
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _SigtermAsInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from hf_infonc.errors import TrainingInterrupted, UserError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    terminate = _SigtermAsInterrupt()
     try:
-        code = int(args.func(args) or 0)
-        sys.stdout.flush()  # a closed pipe shows here, not in the flush at exit
+        with terminate:
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not in the flush at exit
         return code
     except BrokenPipeError:
         if not _stdout_reader_gone():
@@ -244,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resumable = isinstance(interrupt, TrainingInterrupted) and interrupt.resume_from is not None
         if resumable and args.command == "finetune":
             line += f" Continue with: {_resume_command(args)}"
-        return _report(line, interrupt, args, debug, 130)
+        return _report(line, interrupt, args, debug, terminate.status)
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise

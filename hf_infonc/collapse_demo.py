@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import torch
 
+from hf_infonc.errors import UserError
 from hf_infonc.info import entropy_at_collapse, entropy_terms, hdr, mir, mir_at_collapse, simplex_etf
 
 
 def print_collapse_table(classes: list[int], *, seed: int = 0, per_class: int = 8, dim: int = 128) -> None:
     """Print, for each C, the closed-form values and those measured (float64) on ``per_class`` samples per class."""
+    wrong = [c for c in classes if not 2 <= c <= dim + 1]
+    if wrong:
+        raise UserError(
+            f"--classes {' '.join(map(str, wrong))}: each number of classes C must lie in 2..{dim + 1} (neural "
+            f"collapse needs at least 2 classes, and a simplex ETF of C classes needs C - 1 ≤ {dim} feature "
+            f"dimensions). E.g. --classes 3 10 100."
+        )
     header = f"{'C':>4}  {'features':<18} {'H':>9} {'MI':>9} {'MIR':>9} {'HDR':>9}"
     print("Matrix information at neural collapse (docs/theory.md §3; Theorem 4.2 of arXiv 2406.03999)")
     print(header)

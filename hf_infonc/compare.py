@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import shlex
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 
 from hf_infonc.errors import UserError
 from hf_infonc.files import json_safe, json_text, write_atomic
+from hf_infonc.recipe import shown_command, shown_override
 
 #: the verdict threshold of the paired t-test
 ALPHA = 0.05
@@ -323,7 +323,7 @@ def execute_runs(
         entry = {
             "variant": run.variant, "seed": run.seed, "status": "finished", "values": None,
             "folder": os.path.relpath(run.folder, out), "log": os.path.relpath(run.log, out),
-            "returncode": 0, "error": None, "command": shlex.join(run.command),
+            "returncode": 0, "error": None, "command": shown_command(run.command),
         }
         metrics = read_metrics(run.folder)
         if metrics is not None:
@@ -336,7 +336,7 @@ def execute_runs(
         run.log.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         with open(run.log, "w") as handle:
-            handle.write(f"$ {shlex.join(command)}\n")
+            handle.write(f"$ {shown_command(command)}\n")
             handle.flush()
             returncode = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env=env).returncode
@@ -447,8 +447,8 @@ def build_document(
         "recipe": recipe_path,
         "seeds": list(seeds),
         "baseline": names[0],
-        "set": list(overrides),
-        "variants": [{"name": v.name, "overrides": v.overrides} for v in variants],
+        "set": [shown_override(item) for item in overrides],
+        "variants": [{"name": v.name, "overrides": [shown_override(item) for item in v.overrides]} for v in variants],
         "pairing": {
             "varies_with_seed": "seed (model initialisation, data order, augmentation)", "data_seed": data_seed,
         },
@@ -585,7 +585,7 @@ def compare(
     variants = parse_variants(variant_specs)
     if jobs is not None and jobs < 1:
         raise CompareError(f"--jobs {jobs}: give at least 1.")
-    command = shlex.join([  # this call as an `hf-infonc compare` command line, recorded in comparison.json
+    command = shown_command([  # this call as an `hf-infonc compare` command line, recorded in comparison.json
         "hf-infonc", "compare", recipe, *(x for v in variant_specs for x in ("--variant", v)), "--seeds", *given,
         *(["--jobs", str(jobs)] if jobs is not None else []), *(x for o in overrides for x in ("--set", o)),
         "--out", str(out),
@@ -596,8 +596,8 @@ def compare(
     runs = plan_runs(recipe, variants, seed_list, out, overrides=overrides, finetune_command=finetune_command)
     if dry_run:
         for run in runs:
-            log(shlex.join(run.command))
-        return {"runs": [{"variant": r.variant, "seed": r.seed, "command": shlex.join(r.command)} for r in runs]}
+            log(shown_command(run.command))
+        return {"runs": [{"variant": r.variant, "seed": r.seed, "command": shown_command(r.command)} for r in runs]}
     on_cpu = bool(runs[0].recipe.get("training", {}).get("use_cpu"))
     gpus = [] if on_cpu else visible_gpus()
     jobs = jobs or (len(gpus) if len(gpus) > 1 else 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -17,7 +18,10 @@ from typing import Any
 from hf_infonc.errors import DataError, OutputDirError, TrainingInterrupted, UserError
 from hf_infonc.files import json_safe, json_text, write_atomic
 from hf_infonc.recipe import CLIP_FAMILIES, Recipe, RecipeError
-from hf_infonc.runs import EVAL_METRICS, OutputPlan, PreviousRun, holds_run, interruption, plan_output_dir, set_aside
+from hf_infonc.runs import (
+    EVAL_METRICS, STAGING, OutputPlan, PreviousRun, check_saved_weights, holds_run, interruption, plan_output_dir,
+    set_aside,
+)
 from hf_infonc.secrets import redact, redact_text
 
 logger = logging.getLogger(__name__)
@@ -147,6 +151,7 @@ def run_recipe(
     )
     if plan.mode == "evaluate" and plan.evaluated is not None:
         _check_saved_recipe(recipe, plan.path)
+        check_saved_weights(plan.evaluated, recipe.where("training.output_dir"))
     if plan.incomplete:
         state.wait_for_everyone()  # every process has read the folder before the main one renames in it
         if state.is_main_process:
@@ -228,33 +233,33 @@ def _run(
         if plan.created and state.is_main_process and plan.path.exists():
             shutil.rmtree(plan.path, ignore_errors=True)
         raise
-    if not eval_only:
-        state.wait_for_everyone()  # every process is done with the "before" evaluation
-        try:
+    try:
+        if not eval_only:
+            state.wait_for_everyone()  # every process is done with the "before" evaluation
             if previous is not None:
                 previous.move_aside()
-                trainer.add_callback(previous.discard_after_first_step())
             if state.is_main_process:
                 plan.path.mkdir(parents=True, exist_ok=True)
                 write_atomic(plan.path / "recipe.yaml", recipe.to_yaml())
             state.wait_for_everyone()
             progress["training"] = True
             train_output = trainer.train(resume_from_checkpoint=str(plan.checkpoint) if plan.checkpoint else None)
-        except BaseException:
-            if previous is not None and state.is_main_process and not previous.done:
-                progress["training"] = False
-                previous.restore()
-            raise
-        if previous is not None:
-            previous.discard()
-        results["train"] = dict(train_output.metrics)
-        results["after"] = _strip(trainer.evaluate(metric_key_prefix="after"), "after")
-        trainer.save_model(str(plan.path))
-    results["wall_time_s"] = round(time.perf_counter() - started, 1)
-    results["num_processes"] = state.num_processes
-    results = json_safe(results)
-    if state.is_main_process:
-        _write_outputs(recipe, plan, results)
+            results["train"] = dict(train_output.metrics)
+            results["after"] = _strip(trainer.evaluate(metric_key_prefix="after"), "after")
+            save_final_model(trainer, plan.path, state)
+        results["wall_time_s"] = round(time.perf_counter() - started, 1)
+        results["num_processes"] = state.num_processes
+        results = json_safe(results)
+        if state.is_main_process:
+            _write_outputs(recipe, plan, results)
+        state.wait_for_everyone()
+    except BaseException:
+        if previous is not None and state.is_main_process and not previous.done:
+            progress["training"] = False
+            previous.restore()
+        raise
+    if previous is not None:
+        previous.discard()  # the new run has written all its outputs
     if recipe.hub.push_to_hub and not eval_only and state.is_main_process:
         from hf_infonc.hub import push_output_dir
 
@@ -264,6 +269,29 @@ def _run(
     if hasattr(trainer, "end"):
         trainer.end()
     return results
+
+
+def save_final_model(trainer: Any, path: Path, state: Any) -> None:
+    """``trainer.save_model`` into a temporary folder inside ``path``, then each file moved into ``path`` with an
+    atomic rename: a run killed while saving (or a ``--resume`` of a finished run) never leaves a cut-off model in
+    place of a complete one."""
+    staging = path / STAGING
+    if state.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    state.wait_for_everyone()
+    try:
+        trainer.save_model(str(staging))
+        state.wait_for_everyone()
+        if state.is_main_process:
+            for item in sorted(staging.iterdir()):
+                target = path / item.name
+                if item.is_dir() and target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(item, target)
+    finally:
+        if state.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _write_outputs(recipe: Recipe, plan: OutputPlan, results: dict[str, Any]) -> None:

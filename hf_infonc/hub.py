@@ -23,6 +23,7 @@ from typing import Any
 
 from hf_infonc.card import CARD_NAME, rerender_model_card
 from hf_infonc.errors import UserError
+from hf_infonc.files import write_atomic
 from hf_infonc.offline import hub_offline, is_network_error
 from hf_infonc.secrets import hub_token, known_secrets, redact_text
 
@@ -187,14 +188,16 @@ def push_output_dir(
             f"directory is complete: on a machine with network access, run `HF_HUB_OFFLINE=0 hf-infonc push {folder} "
             f"--repo-id {repo_id}`."
         )
-    if update_card:  # the same files: README.md is rewritten in place
-        rerender_model_card(folder, repo_id, secrets)
     token = token or hub_token()
     if not token:
         raise HubPushError(
             f"Cannot push to {repo_id}: no Hugging Face token. Log in with `hf auth login` (or "
             f"`huggingface-cli login`), set HF_TOKEN, or pass --token; the token needs write access."
         )
+    card = folder / CARD_NAME
+    old_card = card.read_bytes() if update_card and card.is_file() else None
+    if update_card:  # the same files: README.md is rewritten in place, and put back if the push fails
+        rerender_model_card(folder, repo_id, secrets)
     secrets = known_secrets([token, *secrets])
     timeout = float(timeout if timeout is not None else os.environ.get(HUB_TIMEOUT_ENV, 30))
     api = HfApi(endpoint=endpoint, token=token)
@@ -212,7 +215,11 @@ def push_output_dir(
                 revision=revision, allow_patterns=list(UPLOAD_ALLOW_PATTERNS),
                 ignore_patterns=list(UPLOAD_IGNORE_PATTERNS),
             )
-    except Exception as error:  # noqa: BLE001 - every failure becomes one clear, token-free message
+    except BaseException as error:
+        if old_card is not None:
+            write_atomic(card, old_card)
+        if not isinstance(error, Exception):  # Ctrl-C
+            raise
         raise HubPushError(_explain(error, repo_id=repo_id, endpoint=endpoint, secrets=secrets)) from None
     url = str(repo_url) if repo_url else f"{endpoint}/{repo_id}"
     logger.info("Pushed %s to %s", folder, url)

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import difflib
 import enum
+import shlex
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import yaml
 from hf_infonc.data.config import DataConfig
 from hf_infonc.errors import UserError
 from hf_infonc.mode_settings import DEFAULT_TRAINING_MODE, HEAD_ONLY_MODES, CoOpSettings, LoraSettings, TrainingMode
-from hf_infonc.secrets import is_secret_key, redact, redact_text
+from hf_infonc.secrets import REDACTED, is_secret_key, redact, redact_text
 
 Family = Literal["hf-clip", "open-clip", "sequence-classification", "image-classification"]
 CLIP_FAMILIES: tuple[str, ...] = ("hf-clip", "open-clip")
@@ -265,6 +266,25 @@ def from_mapping(cls: type, mapping: Any, section: str, file: str | None) -> Any
 # ---------------------------------------------------------------------------- overrides
 
 
+def is_secret_override(item: str) -> bool:
+    """Whether a ``--set KEY=VALUE`` item sets a secret (``training.hub_token=…``, ``*.password=…``)."""
+    return is_secret_key(item.split("=", 1)[0].strip().split(".")[-1])
+
+
+def shown_override(item: str, secrets: list[str | None] = ()) -> str:
+    """A ``--set KEY=VALUE`` item to print or record: the value of a secret key, and every token value, redacted."""
+    if "=" in item and is_secret_override(item):
+        return f"{item.split('=', 1)[0]}={REDACTED}"
+    return redact_text(item, secrets)
+
+
+def shown_command(words: list[str], secrets: list[str | None] = ()) -> str:
+    """A command line to print or record, its ``--set`` items as :func:`shown_override` shows them and every token
+    value redacted (the process that runs it gets the real words)."""
+    shown = [shown_override(word) if before == "--set" else word for before, word in zip(["", *words], words)]
+    return redact_text(shlex.join(shown), secrets)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str], file: str | None = None) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw recipe mapping."""
     raw = copy.deepcopy(raw)
@@ -361,6 +381,11 @@ def recipe_from_dict(raw: dict[str, Any], file: str | None = None) -> Recipe:
     training, _ = _converted(InfoNCTrainingArguments, raw["training"], "training", file)
     if "output_dir" not in training:
         raise RecipeError(f"{_where(file, 'training.output_dir')}: required key is missing (where the run is written).")
+    if training["output_dir"] is None or not str(training["output_dir"]).strip():
+        raise RecipeError(
+            f"{_where(file, 'training.output_dir')}: is empty; give the folder the run is written to, e.g. "
+            f"output_dir: outputs/my-run (or --set training.output_dir=outputs/my-run)."
+        )
     recipe = Recipe(
         model=model, data=data, training=training, path=file, raw=copy.deepcopy(raw),
         hub=from_mapping(HubRecipe, raw.get("hub"), "hub", file),
@@ -382,8 +407,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found. Ready recipes live in recipes/ (e.g. recipes/demo.yaml).")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: not valid YAML: {error}") from error
+    except UnicodeError as error:
+        raise RecipeError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start}). Save the recipe "
+                          f"as UTF-8 YAML.") from error
+    except OSError as error:
+        raise RecipeError(f"{path}: cannot be read ({error.strerror}). Check the file's permissions.") from error
     raw = apply_overrides(raw or {}, overrides or [], str(path))
     return recipe_from_dict(raw, str(path))

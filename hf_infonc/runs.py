@@ -26,6 +26,15 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json", "adapter_model.bin",
 )  # fmt: skip
 """Files that hold a saved model's weights (one of them is enough)."""
+RUN_FILES = (
+    *WEIGHT_FILES, "README.md", "config.json", "recipe.yaml", "training_args.json", "eval_metrics.json",
+    "generation_config.json", "adapter_config.json", "preprocessor_config.json", "processor_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
+    "open_clip_config.json", "open_clip_model.safetensors", "open_clip_tokenizer.json",
+)
+"""Files that a run writes into its folder: a folder holding one of them is replaced only with ``--overwrite``."""
+STAGING = ".final-model.tmp"
+"""The folder inside a run's folder where the final model is saved before its files are moved in."""
 TRAINER_STATE = "trainer_state.json"
 """Written last by ``Trainer._save_checkpoint``: a checkpoint without it was cut off while saving."""
 EVAL_METRICS = "eval_metrics.json"
@@ -54,9 +63,17 @@ def checkpoint_problems(folder: Path) -> list[str]:
         problems.append(f"no {TRAINER_STATE} (the Trainer writes it last)")
     except (ValueError, OSError):
         problems.append(f"{TRAINER_STATE} is cut off")
+    problems += weights_problems(folder)
+    return problems
+
+
+def weights_problems(folder: Path) -> list[str]:
+    """Why the model weights saved in ``folder`` cannot be loaded (none, or a safetensors file that does not open);
+    empty when they can."""
     weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
     if not weights:
-        problems.append("no model weights")
+        return ["no model weights"]
+    problems = []
     for path in weights:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
@@ -67,6 +84,22 @@ def checkpoint_problems(folder: Path) -> list[str]:
             except Exception:  # noqa: BLE001 - any failure to open means the file is cut off or damaged
                 problems.append(f"{path.name} is cut off or damaged")
     return problems
+
+
+def check_saved_weights(folder: Path, where: str) -> None:
+    """Refuse to load the model saved in ``folder`` when its weights are missing or damaged (``where`` starts the
+    message), naming the file and how to get a complete model back."""
+    problems = weights_problems(folder)
+    if not problems:
+        return
+    run = folder.parent if folder.name.startswith("checkpoint-") else folder
+    checkpoint = last_complete_checkpoint(run)[0]
+    fix = (
+        f"Continue the run from its last complete checkpoint ({checkpoint.name}) with `hf-infonc finetune RECIPE "
+        f"--resume`, which saves the final model again" if checkpoint is not None and checkpoint != folder
+        else "Train the run again (hf-infonc finetune RECIPE --overwrite)"
+    )
+    raise OutputDirError(f"{where}: the model saved in {folder} cannot be loaded: {'; '.join(problems)}. {fix}.")
 
 
 def checkpoints(path: Path) -> list[Path]:
@@ -134,14 +167,21 @@ def plan_output_dir(path: Path, where: str, *, resume: bool, overwrite: bool, ev
         if skipped:
             logger.warning("Resuming from %s; skipped the incomplete %s.", checkpoint, _describe(skipped))
         return OutputPlan(path, "resume", checkpoint=checkpoint, incomplete=list(skipped))
-    if not holds_run(path):
+    clashing = [] if holds_run(path) else [name for name in RUN_FILES if (path / name).exists()]
+    if not holds_run(path) and not clashing:
         return OutputPlan(path, "new", created=not path.exists())
+    if clashing and (not overwrite or eval_only):
+        raise OutputDirError(
+            f"{where}: {path} holds no run but files that a run writes ({', '.join(clashing)}), which it would "
+            f"replace. Choose another folder with --set training.output_dir=PATH"
+            + ("." if eval_only else ", or pass --overwrite to replace the folder's contents.")
+        )
     if not overwrite:
         found = [m for m in RUN_MARKERS if (path / m).exists()] + [p.name for p in checkpoints(path)][:3]
         raise OutputDirError(
             f"{where}: {path} already holds a run ({', '.join(found)}). Pass --resume to continue it, --overwrite "
-            f"to replace it (the old run is kept until the new one has trained a step), --eval-only to evaluate its "
-            f"model, or choose another folder with --set training.output_dir=PATH."
+            f"to replace it (the old run is kept until the new one has written all its outputs), --eval-only to "
+            f"evaluate its model, or choose another folder with --set training.output_dir=PATH."
         )
     absolute, cwd = path.resolve(), Path.cwd().resolve()
     if absolute == cwd or absolute in cwd.parents:
@@ -169,8 +209,9 @@ def set_aside(folder: Path) -> Path:
 
 
 class PreviousRun:
-    """The run that ``--overwrite`` replaces: moved aside when training starts, deleted after its first step,
-    put back if the new run fails before. Folders are moved by the main process only."""
+    """The run that ``--overwrite`` replaces: moved aside (a rename in the same parent folder, so it costs no disk
+    space) when training starts, deleted once the new run has written all its outputs, put back if the new run fails
+    or is interrupted before. Folders are moved by the main process only."""
 
     def __init__(self, folder: Path, is_main: bool) -> None:
         self.folder = folder.resolve()
@@ -185,40 +226,30 @@ class PreviousRun:
             self.folder.rename(self.aside)
             self.folder.mkdir()
             logger.info(
-                "Moved the previous run aside to %s; it is deleted once the new run has trained a step.", self.aside
+                "Moved the previous run aside to %s; it is deleted once the new run has written all its outputs.",
+                self.aside,
             )
 
     def restore(self) -> None:
-        """Put the previous run back in place (the new run failed or was interrupted before its first step)."""
+        """Put the previous run back in place, removing the new run's partial outputs (the new run failed or was
+        interrupted before it had written all its outputs)."""
         if self.done or self.aside is None:
             return
         self.done = True
         shutil.rmtree(self.folder, ignore_errors=True)
         self.aside.rename(self.folder)
         self.aside.parent.rmdir()
-        logger.warning("The new run stopped before its first training step: the previous run is back in %s.",
+        logger.warning("The new run stopped before it had written all its outputs: the previous run is back in %s.",
                        self.folder)
 
     def discard(self) -> None:
+        """Delete the previous run (the new run has written all its outputs)."""
         if self.done:
             return
         self.done = True
         if self.aside is not None:
             shutil.rmtree(self.aside.parent, ignore_errors=True)
-            logger.info("Deleted the previous run (the new run has trained a step).")
-
-    def discard_after_first_step(self):
-        """A ``TrainerCallback`` that calls :meth:`discard` after the new run's first optimizer step."""
-        from transformers import TrainerCallback
-
-        previous = self
-
-        class DiscardPreviousRun(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step >= 1:
-                    previous.discard()
-
-        return DiscardPreviousRun()
+            logger.info("Deleted the previous run (the new run has written all its outputs).")
 
 
 def interruption(plan: OutputPlan, previous: PreviousRun | None, trainer, training: bool) -> TrainingInterrupted:
@@ -228,7 +259,8 @@ def interruption(plan: OutputPlan, previous: PreviousRun | None, trainer, traini
     if not training:
         if previous is not None and previous.aside is not None:
             return TrainingInterrupted(
-                f"interrupted before the first training step; the previous run is back in {plan.path}."
+                f"interrupted before the new run had written all its outputs; the previous run is back in "
+                f"{plan.path} as it was (the new run's outputs were removed)."
             )
         kept = "nothing was written" if plan.mode in ("new", "replace") else "the folder is as it was"
         return TrainingInterrupted(f"interrupted before training started ({plan.path}: {kept}).")

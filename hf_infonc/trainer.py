@@ -367,14 +367,16 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
 
     # ------------------------------------------------------------------ saving
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Save as ``Trainer`` does, with the arguments as JSON (``hub_token`` blanked) instead of the pickled
-        ``training_args.bin``."""
+        """Save as ``Trainer`` does, with the arguments as JSON (``hub_token`` blanked, token values redacted) instead
+        of the pickled ``training_args.bin``."""
         super()._save(output_dir, state_dict=state_dict)
         if not self.args.should_save:
             return
         folder = Path(output_dir if output_dir is not None else self.args.output_dir)
         (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
-        (folder / "training_args.json").write_text(self.args.to_json_string())
+        from hf_infonc.secrets import redact_text  # a token given as any value (run_name, …) is not written
+
+        (folder / "training_args.json").write_text(redact_text(self.args.to_json_string()))
 
     def create_model_card(
         self, language: str | None = None, license: str | None = None, tags: str | list[str] | None = None,

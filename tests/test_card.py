@@ -557,9 +557,19 @@ def test_push_without_a_token(tmp_path, monkeypatch, online):
     hub = FakeHub(monkeypatch)
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    card = (out / "README.md").read_bytes()
     with pytest.raises(HubPushError, match="hf auth login"):
         push_output_dir(out, repo_id="someone/clip-cifar")
     assert hub.created == []
+    assert (out / "README.md").read_bytes() == card, "a push that fails leaves the card as it was"
+
+
+def test_a_push_that_fails_puts_the_card_back(tmp_path, online):
+    out = _pushable_run(tmp_path)
+    card = (out / "README.md").read_bytes()
+    with pytest.raises(HubPushError, match="cannot be reached"):
+        push_output_dir(out, repo_id="someone/never-created", endpoint="http://127.0.0.1:9")
+    assert (out / "README.md").read_bytes() == card
 
 
 def test_push_refuses_folders_that_are_not_runs(tmp_path, monkeypatch, online):

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from scipy import stats
 
 from hf_infonc.compare import (
@@ -265,6 +266,29 @@ def test_dry_run_lists_the_paired_commands(tmp_path, fake_finetune):
     assert f"--set training.output_dir={out / 'ce' / 'seed-3'}" in first and "--set hub.push_to_hub=false" in first
     assert "data.seed" not in first  # the data split stays the recipe's for every run
     assert not calls_made() and not out.exists()
+
+
+def test_a_token_is_never_shown_or_recorded(tmp_path, fake_finetune, monkeypatch):
+    """A secret --set value (and any token value) is redacted in the printed commands, the logs and the comparison
+    files; the runs themselves get the real value."""
+    token = "hf_" + "CompareT0ken" + "x" * 22
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.jsonl"))
+    script = tmp_path / "fake_finetune.py"
+    script.write_text(FAKE_FINETUNE)
+    out, shown = tmp_path / "cmp", []
+    arguments = dict(overrides=[f"training.hub_token={token}"], finetune_command=[sys.executable, str(script)],
+                     log=shown.append)
+    listed = compare(DEMO, ["ce", f"named:training.run_name={token}"], "0", out, dry_run=True, **arguments)
+    assert token not in json.dumps(listed) + "\n".join(shown)
+    assert "--set 'training.hub_token=<redacted>'" in listed["runs"][0]["command"]
+    document = compare(DEMO, ["ce", f"named:training.run_name={token}"], "0", out, plot=False, **arguments)
+    assert "training.hub_token=<redacted>" in document["command"]
+    for name in ("comparison.json", "comparison.md", "ce/seed-0.log", "named/seed-0.log"):
+        path = out / name
+        assert token not in path.read_text(), path
+    assert token not in "\n".join(shown)
+    saved = yaml.safe_load((out / "named" / "seed-0" / "recipe.yaml").read_text())["training"]
+    assert saved["hub_token"] == token and saved["run_name"] == token  # what the run itself was given
 
 
 @pytest.mark.parametrize(

@@ -167,6 +167,8 @@ RECIPE_CASES = [
     ("model-path-missing", ["model.name_or_path=./no/such/model"], ["model.name_or_path", "./no/such/model"]),
     ("token-in-bad-value", [f"training.run_name=[{TOKEN}]"], ["training.run_name", "<redacted>"]),
     ("secret-type-error", [f"training.hub_token=[{TOKEN}]"], ["training.hub_token", "<redacted>"]),
+    ("output-dir-empty", ["training.output_dir="], ["training.output_dir", "is empty", "e.g. output_dir: outputs/"]),
+    ("output-dir-blank", ["training.output_dir=' '"], ["training.output_dir", "is empty"]),
 ]
 
 
@@ -372,6 +374,57 @@ def test_class_count_against_the_model_config(tmp_path, capsys):
     assert_user_error(code, err, "model.config.num_labels", "3 classes", "2")
 
 
+@pytest.mark.parametrize("classes", ["0", "1", "-3", "130", "100000000"])
+def test_collapse_classes_out_of_range(classes, capsys):
+    assert_user_error(*in_process(capsys, "collapse", "--classes", "3", classes), f"--classes {classes}", "2..129",
+                      "at least 2 classes")
+    assert capsys.readouterr().out == "", "refused before anything is printed"
+
+
+def test_recipe_file_not_utf8_or_unreadable(tmp_path, capsys, monkeypatch):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00model:")
+    assert_user_error(*in_process(capsys, "check", binary), "binary.yaml", "not a UTF-8 text file")
+    unreadable = write_recipe(tmp_path, tmp_path / "out", name="unreadable.yaml")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    assert_user_error(*in_process(capsys, "check", unreadable), "unreadable.yaml", "cannot be read (Permission denied)")
+
+
+def test_a_folder_with_files_a_run_writes_needs_overwrite(tmp_path, capsys):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "README.md").write_text("# my notes\n")
+    (folder / "config.json").write_text('{"mine": 1}\n')
+    before = snapshot(folder)
+    path = write_recipe(tmp_path, folder)
+    assert_user_error(*in_process(capsys, "finetune", path), "holds no run", "README.md, config.json", "--overwrite")
+    assert_user_error(*in_process(capsys, "finetune", path, "--eval-only"), "README.md, config.json")
+    assert snapshot(folder) == before
+
+
+def test_check_summary_line_is_redacted(tmp_path, capsys):
+    code = main(["check", str(write_recipe(tmp_path, tmp_path / "o")), "--set", f"data.source={TOKEN}"])
+    out = capsys.readouterr().out
+    assert code == 0 and TOKEN not in out
+    assert out.splitlines()[0].endswith("data <redacted>)")
+
+
+def test_analyze_options_are_checked_before_the_evaluation(finished_run, tmp_path, capsys):
+    assert_user_error(*in_process(capsys, "analyze", "prune", finished_run, "--sparsity", "0.5", "--batch-size", "0"),
+                      "--batch-size 0", "≥ 1")
+    afile = tmp_path / "a-file"
+    afile.write_text("mine\n")
+    for out in (afile, afile / "sub"):
+        assert_user_error(*in_process(capsys, "analyze", "prune", finished_run, "--sparsity", "0.5", "--out", out),
+                          f"--out {out}", "is a file")
+        assert_user_error(*in_process(capsys, "analyze", "lmc", finished_run, finished_run, "--out", out), "is a file")
+    assert afile.read_text() == "mine\n"
+
+
 def test_api_errors_are_typed(tmp_path):
     """The API raises the same errors, typed: UserError subclasses (ValueError), FileNotFoundError for a missing file."""
     from hf_infonc.data import DataConfig, build_datasets
@@ -404,7 +457,7 @@ def test_no_secret_on_disk_after_a_crash(tmp_path):
                 raise RuntimeError("simulated crash")
 
     out = tmp_path / "crashed"
-    recipe = load_recipe(write_recipe(tmp_path, out, save_steps=1, hub_token=TOKEN))
+    recipe = load_recipe(write_recipe(tmp_path, out, save_steps=1, hub_token=TOKEN, run_name=TOKEN))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_recipe(recipe, callbacks=[Crash()])
     assert (out / "checkpoint-1").is_dir() and not (out / "metrics.json").exists()
@@ -456,7 +509,7 @@ def test_overwrite_with_a_typo_in_a_data_path_keeps_the_run(run_copy, tmp_path):
     assert snapshot(out) == before
 
 
-def test_overwrite_puts_the_old_run_back_until_the_new_one_has_trained_a_step(run_copy):
+def test_overwrite_puts_the_old_run_back_until_the_new_one_has_written_its_outputs(run_copy):
     out, path = run_copy
     before = snapshot(out)
 
@@ -470,24 +523,84 @@ def test_overwrite_puts_the_old_run_back_until_the_new_one_has_trained_a_step(ru
     assert snapshot(out) == before
     assert not list(out.parent.glob("run.previous-*"))
 
-    class Interrupt(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            raise KeyboardInterrupt
+    class InterruptAfterACheckpoint(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= 4:  # checkpoint-3 of the new run is saved
+                raise KeyboardInterrupt
 
-    with pytest.raises(TrainingInterrupted, match="previous run is back"):
-        run_recipe(load_recipe(path), overwrite=True, callbacks=[Interrupt()])
+    with pytest.raises(TrainingInterrupted, match="previous run is back") as info:
+        run_recipe(load_recipe(path), overwrite=True, callbacks=[InterruptAfterACheckpoint()])
+    assert info.value.resume_from is None, "nothing of the new run is left to resume"
+    assert snapshot(out) == before, "the old run is back byte for byte"
+    assert not list(out.parent.glob("run.previous-*"))
+
+    class FailAfterTraining(TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            raise RuntimeError("simulated failure after the last step")
+
+    with pytest.raises(RuntimeError, match="after the last step"):
+        run_recipe(load_recipe(path), overwrite=True, callbacks=[FailAfterTraining()])
     assert snapshot(out) == before
+    assert not list(out.parent.glob("run.previous-*"))
 
     seen = []
 
-    class Watch(TrainerCallback):  # runs before the callback that deletes the old run
+    class Watch(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             seen.append(len(list(out.parent.glob("run.previous-*"))))
 
+        def on_train_end(self, args, state, control, **kwargs):
+            seen.append(len(list(out.parent.glob("run.previous-*"))))
+
     again = run_recipe(load_recipe(path), overwrite=True, callbacks=[Watch()])
-    assert seen[0] == 1 and not any(seen[1:]), "the old run is aside during step 1, and deleted after it"
-    assert not list(out.parent.glob("run.previous-*"))
+    assert seen == [1] * 7, "the old run is aside during the whole new run"
+    assert not list(out.parent.glob("run.previous-*")), "and deleted once the new run has written its outputs"
     assert again["after"]["accuracy"] == pytest.approx(strict_json(out / "metrics.json")["after"]["accuracy"])
+
+
+@pytest.mark.slow
+def test_sigterm_during_an_overwrite_puts_the_old_run_back(run_copy):
+    """SIGTERM (timeout, SLURM) takes Ctrl-C's path: one line, exit 143, the old run back as it was."""
+    out, path = run_copy
+    before = snapshot(out)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["training"].update(max_steps=400, save_steps=2, logging_steps=50)
+    path.write_text(yaml.safe_dump(recipe))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hf_infonc.cli", "finetune", str(path), "--overwrite"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=offline_env(),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (list(out.parent.glob("run.previous-*")) and (out / "checkpoint-2" / "trainer_state.json").is_file()):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint of the new run after 300 s"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "the previous run is back" in stderr.strip().splitlines()[-1]
+    assert snapshot(out) == before
+    assert not list(out.parent.glob("run.previous-*"))
+
+
+def test_sigterm_is_an_interruption_with_status_143(monkeypatch, capsys):
+    import hf_infonc.cli as cli_module
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not interrupt the command")
+
+    monkeypatch.setattr(cli_module, "_cmd_collapse", terminated)
+    handler = signal.getsignal(signal.SIGTERM)
+    code, stderr = in_process(capsys, "collapse")
+    assert code == 143 and stderr.strip() == "interrupted."
+    assert signal.getsignal(signal.SIGTERM) is handler, "the handler is restored after the command"
 
 
 def test_eval_only_evaluates_the_saved_model_and_changes_nothing_else(run_copy, capsys):
@@ -533,6 +646,43 @@ def test_resume_skips_a_checkpoint_cut_off_while_saving(run_copy, finished_run):
     assert not checkpoint_problems(out / "checkpoint-6")  # saved again, complete
     resumed, straight = strict_json(out / "metrics.json"), strict_json(finished_run / "metrics.json")
     assert resumed["after"]["accuracy"] == pytest.approx(straight["after"]["accuracy"], abs=1e-6)
+
+
+def _truncate(path: Path) -> None:
+    """What a kill in the middle of writing ``path`` leaves: its first half."""
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+
+def test_a_kill_while_saving_the_final_model_keeps_the_finished_one(run_copy, monkeypatch):
+    """--resume of a finished run saves the final model again: interrupted in the middle of writing it, the
+    finished run's model.safetensors is left as it was."""
+    import transformers.modeling_utils as modeling_utils
+
+    out, path = run_copy
+    before = snapshot(out)
+    original = modeling_utils.safe_save_file
+
+    def cut_off(tensors, filename, *args, **kwargs):
+        original(tensors, filename, *args, **kwargs)
+        _truncate(Path(filename))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(modeling_utils, "safe_save_file", cut_off)
+    with pytest.raises(TrainingInterrupted):
+        run_recipe(load_recipe(path), resume=True)
+    after = snapshot(out)
+    assert after["model.safetensors"] == before["model.safetensors"]
+    assert not any(name.startswith(".final-model") for name in after)
+
+
+def test_a_damaged_final_model_is_named_before_it_is_loaded(run_copy, capsys):
+    out, path = run_copy
+    _truncate(out / "model.safetensors")
+    named = ("model.safetensors is cut off or damaged", "checkpoint-6", "--resume")
+    assert_user_error(*in_process(capsys, "finetune", path, "--eval-only"), *named)
+    assert_user_error(*in_process(capsys, "analyze", "prune", out, "--sparsity", "0.5"), *named)
+    assert not (out / "eval_metrics.json").exists()
 
 
 def test_resume_with_no_complete_checkpoint(run_copy, capsys):

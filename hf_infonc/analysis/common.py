@@ -19,6 +19,7 @@ from hf_infonc.callbacks import SPEED_KEYS
 from hf_infonc.errors import UserError
 from hf_infonc.factory import load_saved_model
 from hf_infonc.files import json_text, write_atomic
+from hf_infonc.runs import check_saved_weights
 
 #: A panel: its title, the series ``(key, label)`` of the results, and ``(value, label)`` reference lines.
 Panel = tuple[str, list[tuple[str, str]], list[tuple[Any, str]]]
@@ -61,6 +62,15 @@ def find_recipe(run_dir: str | Path, recipe: str | Path | None = None) -> Path:
     )
 
 
+def check_out(out: Path, option: str = "--out") -> None:
+    """Refuse an output folder that is a file, or lies under one, before anything is evaluated."""
+    for folder in (out, *out.parents):
+        if folder.exists() and not folder.is_dir():
+            raise AnalysisError(
+                f"{option} {out}: {folder} is a file, not a folder. Choose a folder with {option} PATH (it is created)."
+            )
+
+
 def load_run(run_dir: str | Path, *, recipe: str | Path | None = None, overrides: list[str] | None = None) -> LoadedRun:
     """Rebuild a saved run: its recipe (``recipe``/``overrides`` as on the command line), data and model."""
     from hf_infonc.data import build_datasets, class_names as dataset_class_names
@@ -74,6 +84,7 @@ def load_run(run_dir: str | Path, *, recipe: str | Path | None = None, overrides
     loaded_recipe = load_recipe(recipe_path, overrides)
     datasets = build_datasets(loaded_recipe.data)
     names = dataset_class_names(datasets["train"])
+    check_saved_weights(run_dir, str(run_dir))
     model, built = load_saved_model(loaded_recipe, run_dir, names)
     _, eval_collate = build_collators(loaded_recipe, built, datasets)
     return LoadedRun(run_dir, loaded_recipe, recipe_path, model, built, datasets, names, eval_collate)

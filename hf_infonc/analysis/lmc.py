@@ -16,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_infonc.analysis.common import (
-    AnalysisError, evaluate, evaluation_trainer, find_recipe, finish, finite, load_run, model_state, plot_panels,
-    set_model_state,
+    AnalysisError, check_out, evaluate, evaluation_trainer, find_recipe, finish, finite, load_run, model_state,
+    plot_panels, set_model_state,
 )
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ def linear_mode_connectivity(checkpoint_a: str | Path, checkpoint_b: str | Path,
     """
     from hf_infonc.factory import load_saved_model
     from hf_infonc.recipe import load_recipe
+    from hf_infonc.runs import check_saved_weights
 
     if isinstance(points, bool) or not isinstance(points, int) or points < 2:
         raise AnalysisError(f"points={points!r}: need an int ≥ 2 (ω = 0 and ω = 1 at least).")
@@ -101,8 +102,10 @@ def linear_mode_connectivity(checkpoint_a: str | Path, checkpoint_b: str | Path,
     recipe_a = load_recipe(find_recipe(checkpoint_a, recipe), overrides)
     check_recipes(recipe_a, recipe_b, str(checkpoint_a), str(checkpoint_b))
     out = Path(out) if out is not None else checkpoint_a / "analysis" / "lmc"
+    check_out(out)
 
     run = load_run(checkpoint_a, recipe=recipe, overrides=overrides)
+    check_saved_weights(checkpoint_b, str(checkpoint_b))
     model_b, _ = load_saved_model(recipe_b, checkpoint_b, run.class_names)
     state_a, state_b = model_state(run.model), model_state(model_b)
     del model_b

@@ -20,8 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hf_infonc.analysis.common import (
-    AnalysisError, clear_head_caches, evaluate, evaluation_trainer, finish, load_run, model_state, plot_panels,
-    set_model_state,
+    AnalysisError, check_out, clear_head_caches, evaluate, evaluation_trainer, finish, load_run, model_state,
+    plot_panels, set_model_state,
 )
 
 logger = logging.getLogger(__name__)
@@ -105,8 +105,11 @@ def prune_analysis(checkpoint: str | Path, sparsities: Sequence[float] | str = (
     ``results`` (one record per sparsity, in the order given).
     """
     values = parse_sparsities(sparsities)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise AnalysisError(f"--batch-size {batch_size!r}: give a whole number ≥ 1 (the examples per MIR/HDR batch).")
     checkpoint = Path(checkpoint)
     out = Path(out) if out is not None else checkpoint / "analysis" / "prune"
+    check_out(out)
     run = load_run(checkpoint, recipe=recipe, overrides=overrides)
     trainer = evaluation_trainer(run, out, progress=progress)
     model = trainer.accelerator.unwrap_model(trainer.model)
