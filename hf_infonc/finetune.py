@@ -275,6 +275,8 @@ def save_final_model(trainer: Any, path: Path, state: Any) -> None:
     """``trainer.save_model`` into a temporary folder inside ``path``, then each file moved into ``path`` with an
     atomic rename: a run killed while saving (or a ``--resume`` of a finished run) never leaves a cut-off model in
     place of a complete one."""
+    from hf_infonc.modes import moved_lora_base
+
     staging = path / STAGING
     if state.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
@@ -289,6 +291,7 @@ def save_final_model(trainer: Any, path: Path, state: Any) -> None:
                 if item.is_dir() and target.is_dir():
                     shutil.rmtree(target)
                 os.replace(item, target)
+            moved_lora_base(trainer.model, staging, path)  # a LoRA base saved with the model names its final folder
     finally:
         if state.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_infonc.files import json_text, write_atomic
 from hf_infonc.local_models import hub_id
 from hf_infonc.mode_settings import HEAD_ONLY_MODES, TRAINING_MODES, CoOpSettings, LoraSettings, TrainingMode
 
@@ -222,6 +223,19 @@ def save_base_model(
     for adapter_config in peft_model.peft_config.values():
         adapter_config.base_model_name_or_path = str(out.resolve())
     return out
+
+
+def moved_lora_base(peft_model: nn.Module, old: Path, new: Path) -> None:
+    """After the files a save wrote into ``old`` were moved into ``new``: every adapter whose saved base
+    (:func:`save_base_model`) was ``old`` names ``new``, in memory and in ``new``'s ``adapter_config.json`` files."""
+    old_ref, new_ref = str(old.resolve()), str(new.resolve())
+    for adapter_config in getattr(peft_model, "peft_config", {}).values():
+        if adapter_config.base_model_name_or_path == old_ref:
+            adapter_config.base_model_name_or_path = new_ref
+    for file in new.rglob("adapter_config.json"):
+        saved = json.loads(file.read_text())
+        if saved.get("base_model_name_or_path") == old_ref:
+            write_atomic(file, json_text({**saved, "base_model_name_or_path": new_ref}))
 
 
 def _save_pretrained_with_base(self, save_directory: str, *args: Any, **kwargs: Any) -> None:
