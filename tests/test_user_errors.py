@@ -558,6 +558,28 @@ def test_overwrite_puts_the_old_run_back_until_the_new_one_has_written_its_outpu
     assert again["after"]["accuracy"] == pytest.approx(strict_json(out / "metrics.json")["after"]["accuracy"])
 
 
+def _finetune_until(path, ready, signum: int, *flags: str) -> tuple[int, str]:
+    """``hf-infonc finetune path *flags`` in a subprocess, sent ``signum`` once ``ready()``; its status and stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hf_infonc.cli", "finetune", str(path), *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=offline_env(),
+        # a test run from a background job inherits SIGINT ignored (bash does that): restore the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not ready():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "not ready after 300 s"
+            time.sleep(0.2)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, stderr
+
+
 @pytest.mark.slow
 def test_sigterm_during_an_overwrite_puts_the_old_run_back(run_copy):
     """SIGTERM (timeout, SLURM) takes Ctrl-C's path: one line, exit 143, the old run back as it was."""
@@ -566,22 +588,11 @@ def test_sigterm_during_an_overwrite_puts_the_old_run_back(run_copy):
     recipe = yaml.safe_load(path.read_text())
     recipe["training"].update(max_steps=400, save_steps=2, logging_steps=50)
     path.write_text(yaml.safe_dump(recipe))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hf_infonc.cli", "finetune", str(path), "--overwrite"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=offline_env(),
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while not (list(out.parent.glob("run.previous-*")) and (out / "checkpoint-2" / "trainer_state.json").is_file()):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no checkpoint of the new run after 300 s"
-            time.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 143, stderr
+    returncode, stderr = _finetune_until(
+        path, lambda: list(out.parent.glob("run.previous-*")) and (out / "checkpoint-2" / "trainer_state.json").is_file(),
+        signal.SIGTERM, "--overwrite",
+    )
+    assert returncode == 143, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert "the previous run is back" in stderr.strip().splitlines()[-1]
     assert snapshot(out) == before
@@ -739,24 +750,8 @@ def test_cli_subprocess_validation_errors(tmp_path):
 def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     out = tmp_path / "long"
     path = write_recipe(tmp_path, out, max_steps=400, save_steps=2, logging_steps=50)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hf_infonc.cli", "finetune", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=offline_env(),
-        # a test run from a background job inherits SIGINT ignored (bash does that): restore the default
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while not (out / "checkpoint-4" / "trainer_state.json").is_file():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no checkpoint after 300 s"
-            time.sleep(0.2)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, stderr
+    returncode, stderr = _finetune_until(path, (out / "checkpoint-4" / "trainer_state.json").is_file, signal.SIGINT)
+    assert returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     line = stderr.strip().splitlines()[-1]
     assert line.startswith("interrupted at step") and "Continue with: hf-infonc finetune" in line and line.endswith("--resume")

@@ -31,20 +31,19 @@ def run(out_path: str) -> None:
     )
     result: dict = {"world": world}
     trainer = None
-    for name, cls, args_cls in (("trainer", Trainer, TrainingArguments), ("infonc", InfoNCTrainer, InfoNCTrainingArguments)):
-        args = args_cls(output_dir=os.path.join(os.path.dirname(out_path), f"{name}_{world}"), **common)
-        trainer = cls(model=summed_bert(seed=1), args=args, train_dataset=data, data_collator=default_data_collator)
-        trainer.train()
-        result[f"{name}_losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        result[f"{name}_params"] = trainer.model.classifier.weight.detach().reshape(-1).tolist()
-    pairs = image_dataset(n=48, captions=True)
-    collate = lambda features: {**default_data_collator(features), "return_loss": True}  # noqa: E731
-    for name, cls, args_cls in (("trainer", Trainer, TrainingArguments), ("infonc", InfoNCTrainer, InfoNCTrainingArguments)):
-        args = args_cls(output_dir=os.path.join(os.path.dirname(out_path), f"pairs_{name}_{world}"), **common)
-        trainer = cls(model=tiny_clip(seed=3), args=args, train_dataset=pairs, data_collator=collate)
-        trainer.train()
-        result[f"pairs_{name}_losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        result[f"pairs_{name}_params"] = trainer.model.visual_projection.weight.detach().reshape(-1).tolist()
+    pairs_collate = lambda features: {**default_data_collator(features), "return_loss": True}  # noqa: E731
+    cases = (  # prefix, model, data, collator, the trained weight compared
+        ("", lambda: summed_bert(seed=1), data, default_data_collator, lambda m: m.classifier.weight),
+        ("pairs_", lambda: tiny_clip(seed=3), image_dataset(n=48, captions=True), pairs_collate,
+         lambda m: m.visual_projection.weight),
+    )
+    for prefix, make_model, train, collate, weight in cases:
+        for name, cls, args_cls in (("trainer", Trainer, TrainingArguments), ("infonc", InfoNCTrainer, InfoNCTrainingArguments)):
+            args = args_cls(output_dir=os.path.join(os.path.dirname(out_path), f"{prefix}{name}_{world}"), **common)
+            trainer = cls(model=make_model(), args=args, train_dataset=train, data_collator=collate)
+            trainer.train()
+            result[f"{prefix}{name}_losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+            result[f"{prefix}{name}_params"] = weight(trainer.model).detach().reshape(-1).tolist()
     args = InfoNCTrainingArguments(output_dir=os.path.join(os.path.dirname(out_path), f"eval_{world}"), mi_weight=0.1, **common)
     evaluator = InfoNCTrainer(model=summed_bert(seed=2), args=args, eval_dataset=test, data_collator=default_data_collator)
     metrics = evaluator.evaluate()
