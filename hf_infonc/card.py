@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
@@ -424,7 +424,7 @@ class InfoNCCardData:
             )
         config = getattr(base, "config", None)
         name_or_path = getattr(base, "name_or_path", None) or getattr(config, "_name_or_path", None)
-        values, defaults = args.to_dict(), type(args)(output_dir=args.output_dir, use_cpu=args.use_cpu).to_dict()
+        values, defaults = args.to_dict(), _default_arguments(args)
         training = {k: v for k, v in values.items() if k != "output_dir" and v != defaults.get(k)}
         history = list(trainer.state.log_history or [])
         evaluation = next((e for e in reversed(history) if "eval_runtime" in e or "eval_loss" in e), {})
@@ -725,6 +725,16 @@ class InfoNCCardData:
 
 
 # ---------------------------------------------------------------------------- rendering
+
+
+def _default_arguments(args: Any) -> dict[str, Any]:
+    """``to_dict()`` of ``args``' class at its defaults, or of the nearest base class that has a default for every
+    field (a user's subclass may add a required one)."""
+    for cls in type(args).__mro__:
+        if is_dataclass(cls) and hasattr(cls, "to_dict"):
+            with contextlib.suppress(TypeError):
+                return cls(output_dir=args.output_dir, use_cpu=args.use_cpu).to_dict()
+    return {}
 
 
 def template_path() -> Path:

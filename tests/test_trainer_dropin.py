@@ -656,6 +656,23 @@ class _ArgsWithAuxWeight(TrainingArguments):
     aux_weight: float = 0.0
 
 
+@dataclasses.dataclass(kw_only=True)
+class _ArgsWithRequiredField(InfoNCTrainingArguments):
+    experiment: str
+
+
+def test_card_of_arguments_with_a_required_field(tmp_path):
+    """create_model_card (push_to_hub's card) lists the settings that differ from the defaults, also for a
+    user's arguments class with a field of its own that has no default."""
+    args = _ArgsWithRequiredField(output_dir=str(tmp_path), experiment="e1", learning_rate=3e-4, use_cpu=True,
+                                  report_to=[])
+    trainer = InfoNCTrainer(model=tiny_bert_classifier(seed=3), args=args, train_dataset=text_dataset(n=8),
+                            data_collator=default_data_collator)
+    trainer.create_model_card()
+    text = (tmp_path / "README.md").read_text()
+    assert "learning_rate" in text and "0.0003" in text and "experiment" in text
+
+
 @pytest.mark.parametrize("args_cls", [TrainingArguments, _ArgsWithAuxWeight, Seq2SeqTrainingArguments])
 def test_training_arguments_subclass_is_kept(tmp_path, args_cls):
     """Any TrainingArguments subclass is accepted and kept as ``trainer.args`` (the caller's own object), as by
