@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ from hf_infonc.errors import DataError, OutputDirError, TrainingInterrupted, Use
 from hf_infonc.files import json_safe, json_text, write_atomic
 from hf_infonc.recipe import CLIP_FAMILIES, Recipe, RecipeError
 from hf_infonc.runs import (
-    EVAL_METRICS, STAGING, OutputPlan, PreviousRun, check_saved_weights, holds_run, interruption, plan_output_dir,
-    set_aside,
+    EVAL_METRICS, STAGING, WEIGHT_PATTERNS, OutputPlan, PreviousRun, check_saved_weights, holds_run, interruption,
+    plan_output_dir, set_aside,
 )
 from hf_infonc.secrets import redact, redact_text
 
@@ -286,6 +287,10 @@ def save_final_model(trainer: Any, path: Path, state: Any) -> None:
         trainer.save_model(str(staging))
         state.wait_for_everyone()
         if state.is_main_process:
+            saved = {item.name for item in staging.iterdir()}
+            for old in path.iterdir():  # weights of an earlier save in another layout would be loaded instead
+                if old.is_file() and old.name not in saved and any(fnmatch(old.name, p) for p in WEIGHT_PATTERNS):
+                    old.unlink()
             for item in sorted(staging.iterdir()):
                 target = path / item.name
                 if item.is_dir() and target.is_dir():

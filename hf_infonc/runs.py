@@ -26,6 +26,8 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json", "adapter_model.bin",
 )  # fmt: skip
 """Files that hold a saved model's weights (one of them is enough)."""
+WEIGHT_PATTERNS = (*WEIGHT_FILES, "model-*-of-*.safetensors", "pytorch_model-*-of-*.bin")
+"""The weight files of any layout (one file, or shards with their index), as ``fnmatch`` patterns."""
 RUN_FILES = (
     *WEIGHT_FILES, "README.md", "config.json", "recipe.yaml", "training_args.json", "eval_metrics.json",
     "generation_config.json", "adapter_config.json", "preprocessor_config.json", "processor_config.json",

@@ -687,6 +687,18 @@ def test_a_kill_while_saving_the_final_model_keeps_the_finished_one(run_copy, mo
     assert not any(name.startswith(".final-model") for name in after)
 
 
+def test_saving_the_final_model_again_leaves_no_weights_of_another_layout(run_copy):
+    """A final model saved again in one file replaces a sharded one (and the other way round): the index and
+    shards of the earlier save would otherwise sit beside it, and a loader could pick them."""
+    out, path = run_copy
+    (out / "model.safetensors").rename(out / "model-00001-of-00001.safetensors")
+    (out / "model.safetensors.index.json").write_text('{"metadata": {}, "weight_map": {}}')
+    run_recipe(load_recipe(path), resume=True)
+    assert (out / "model.safetensors").is_file() and not checkpoint_problems(out / "checkpoint-6")
+    assert not (out / "model.safetensors.index.json").exists()
+    assert not (out / "model-00001-of-00001.safetensors").exists()
+
+
 def test_a_damaged_final_model_is_named_before_it_is_loaded(run_copy, capsys):
     out, path = run_copy
     _truncate(out / "model.safetensors")
