@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,23 @@ def _load(what: str, name: str, loader, **kwargs: Any):
             f"Download it on a machine with network access (e.g. `huggingface-cli download {name}`) and point "
             f"model.name_or_path at the local folder, or build the model from a config (model.config)."
         ) from error
+
+
+def _from_config(spec: ModelRecipe, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()``, the model of ``spec.config``: a config it cannot be built from, or whose model has an empty
+    weight (a size of 0), is a :class:`RecipeError` that names ``model.config``."""
+    try:
+        model = build()
+    except (ArithmeticError, AssertionError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as error:
+        raise RecipeError(f"model.config: cannot build the {spec.family} model from it: {error}") from error
+    empty = next(((name, p.shape) for name, p in model.named_parameters() if p.numel() == 0), None)
+    if empty is not None:
+        raise RecipeError(
+            f"model.config: the {spec.family} model built from it has an empty weight {empty[0]} of shape "
+            f"{tuple(empty[1])}: a size in the config is 0. Give every width, dimension and layer size a positive "
+            f"value."
+        )
+    return model
 
 
 @dataclass
@@ -78,7 +96,7 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
             model = _named_by_hub_id(_load("model", name, tf.CLIPModel.from_pretrained), spec.name_or_path)
             processor = _load("processor", tokenizer_name, tf.CLIPProcessor.from_pretrained)
             return BuiltModel(model, processor, processor.tokenizer, processor.image_processor)
-        model = tf.CLIPModel(tf.CLIPConfig(**spec.config))
+        model = _from_config(spec, lambda: tf.CLIPModel(tf.CLIPConfig(**spec.config)))
         tokenizer = _load("tokenizer", tokenizer_name, tf.AutoTokenizer.from_pretrained)
         size = model.config.vision_config.image_size
         image_processor = tf.CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
@@ -88,8 +106,11 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
     if spec.family == "open-clip":
         from hf_infonc.models import OpenCLIPModel
 
-        source = copy.deepcopy(spec.config) if spec.config is not None else spec.name_or_path
-        model = OpenCLIPModel.from_open_clip(source, spec.pretrained)
+        if spec.config is None:
+            model = OpenCLIPModel.from_open_clip(spec.name_or_path, spec.pretrained)
+        else:
+            config = copy.deepcopy(spec.config)
+            model = _from_config(spec, lambda: OpenCLIPModel.from_open_clip(config, spec.pretrained))
         tokenizer = model.get_tokenizer()  # an OpenCLIPTokenizer: the Trainer saves it with the model
         return BuiltModel(model, tokenizer, tokenizer, dict(model.config.preprocess_cfg))
     if spec.family == "image-classification":
@@ -103,8 +124,7 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
     labels = {"num_labels": len(class_names), "id2label": dict(enumerate(class_names))}
     labels["label2id"] = {label: i for i, label in enumerate(class_names)}
     if spec.config is not None:
-        config = tf.AutoConfig.for_model(**{**spec.config, **labels})
-        model = auto.from_config(config)
+        model = _from_config(spec, lambda: auto.from_config(tf.AutoConfig.for_model(**{**spec.config, **labels})))
     else:
         mismatched = {"ignore_mismatched_sizes": True} if spec.family == "image-classification" else {}
         model = _named_by_hub_id(_load("model", name, auto.from_pretrained, **mismatched, **labels), spec.name_or_path)
@@ -112,7 +132,7 @@ def build_model(spec: ModelRecipe, class_names: list[str]) -> BuiltModel:
         tokenizer = _load("tokenizer", tokenizer_name, tf.AutoTokenizer.from_pretrained)
         return BuiltModel(model, tokenizer, tokenizer, None)
     if spec.config is not None:
-        size = getattr(config, "image_size", 224)
+        size = getattr(model.config, "image_size", 224)
         processor = tf.ViTImageProcessor(size={"height": size, "width": size})
     else:
         processor = _load("image processor", tokenizer_name, tf.AutoImageProcessor.from_pretrained)

@@ -746,6 +746,23 @@ def test_debug_shows_the_traceback(tmp_path):
     assert proc.stderr.rstrip().splitlines()[-1].startswith("error: ")
 
 
+@pytest.mark.parametrize(
+    ("model", "setting", "named"),
+    [
+        (TINY_CLIP, "model.config.projection_dim=0", ["model.config", "empty weight", "a size in the config is 0"]),
+        (TINY_CLIP, "model.config.projection_dim=-3", ["model.config: cannot build the hf-clip model", "-3"]),
+        # 32 hidden units do not split into 3 attention heads
+        (TINY_BERT, "model.config.num_attention_heads=3", ["model.config: cannot build the sequence-classification"]),
+    ],
+)
+def test_a_model_config_that_builds_no_model_is_a_user_error(tmp_path, capsys, model, setting, named):
+    """A size of 0, a negative size or sizes that do not fit together end in one error line naming model.config,
+    not in a traceback from deep inside the model."""
+    path = write_recipe(tmp_path, tmp_path / "o", model=model)
+    assert_user_error(*in_process(capsys, "finetune", path, "--set", setting), *named)
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_subprocess_validation_errors(tmp_path):
     """A few validation cases through the real command line (the in-process table covers the rest)."""
     path = write_recipe(tmp_path, tmp_path / "o")
