@@ -45,7 +45,9 @@ from hf_infonc.card import CARD_NAME, InfoNCCardData, render_model_card
 from hf_infonc.distributed import all_gather_no_grad, all_gather_with_grad
 from hf_infonc.grad_cache import GradCacheMixin
 from hf_infonc.hub import hub_uploads
+from hf_infonc.info.gram import check_label_tensor
 from hf_infonc.losses import InformationComponents, InformationLoss, check_loss_inputs, clip_contrastive_loss
+from hf_infonc.secrets import redact_text
 from hf_infonc.training_args import InfoNCTrainingArguments, InformationDefaults, read_information_settings
 
 logger = logging.get_logger(__name__)
@@ -63,16 +65,12 @@ def _rows_with_classes(
     features: torch.Tensor, labels: torch.Tensor | None, head_rows: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]] | tuple[None, None, None]:
     """The rows of a batch whose label is a class of the head, validated, or ``None``s where none is usable."""
-    usable = (
-        labels is not None and labels.dim() == 1 and len(labels) == len(features) and labels.dtype != torch.bool
-        and not labels.is_floating_point() and not labels.is_complex()
-    )
-    if usable:
+    with contextlib.suppress(TypeError, ValueError):
+        check_label_tensor(labels, features.shape[0])  # integer class indices, one per row (pairs: None)
         keep = (labels >= 0) & (labels < head_rows.shape[0])
         if keep.any():
             features, labels = features[keep], labels[keep]
-            with contextlib.suppress(TypeError, ValueError):
-                return features, labels, check_loss_inputs(features, labels, head_rows)
+            return features, labels, check_loss_inputs(features, labels, head_rows)
     return None, None, None
 
 
@@ -374,8 +372,6 @@ class InfoNCTrainer(GradCacheMixin, Trainer):
             return
         folder = Path(output_dir if output_dir is not None else self.args.output_dir)
         (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
-        from hf_infonc.secrets import redact_text  # a token given as any value (run_name, …) is not written
-
         (folder / "training_args.json").write_text(redact_text(self.args.to_json_string()))
 
     def create_model_card(

@@ -72,12 +72,13 @@ class InformationDefaults(SimpleNamespace):
     info_losses_active = InfoNCTrainingArguments.info_losses_active
 
 
+_DEFAULTS = InformationDefaults(**_own_defaults(InfoNCTrainingArguments))  # read once per step or more: built once
+
+
 def read_information_settings(args: TrainingArguments) -> InfoNCTrainingArguments | InformationDefaults:
     """The information settings of ``args``: ``args`` itself when it is :class:`InfoNCTrainingArguments`, else
     (``TrainingArguments``, ``Seq2SeqTrainingArguments``, a user's subclass) the defaults: every weight 0."""
-    if isinstance(args, InfoNCTrainingArguments):
-        return args
-    return InformationDefaults(**_own_defaults(InfoNCTrainingArguments))
+    return args if isinstance(args, InfoNCTrainingArguments) else _DEFAULTS
 
 
 def _parameters_doc(cls: type) -> str:
