@@ -405,7 +405,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a YAML recipe file."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found. Ready recipes live in recipes/ (e.g. recipes/demo.yaml).")
+        what = "is a folder, not a recipe file" if path.is_dir() else "recipe file not found"
+        raise RecipeError(f"{path}: {what}. Ready recipes live in recipes/ (e.g. recipes/demo.yaml).")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:

@@ -107,6 +107,8 @@ def test_overrides(tmp_path):
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(RecipeError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(RecipeError, match="is a folder, not a recipe file"):
+        load_recipe(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed\n")
     with pytest.raises(RecipeError, match="not valid YAML"):
